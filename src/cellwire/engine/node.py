@@ -1,0 +1,144 @@
+"""What a node's ``run(ctx)`` receives and returns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import jinja2
+
+from cellwire.model import Node
+
+from .context import MISSING, VariableNotFound, VariablePool, render
+from .events import StreamChunk
+
+if TYPE_CHECKING:
+    from .executor import Execution, Frame
+    from .runtime import Runtime
+
+T = TypeVar("T")
+
+
+class NodeError(Exception):
+    """A node could not do its job; names the field at fault and the fix."""
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str = "",
+                 error_type: str | None = None):
+        self.field = field
+        self.hint = hint
+        self.error_type = error_type or type(self).__name__
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.field:
+            text = f"field '{self.field}': {text}"
+        if self.hint:
+            text += f" (fix: {self.hint})"
+        return text
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens and cost of the model calls a node made."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float = 0.0
+    currency: str = "USD"
+    model: str = ""
+    estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            self.cost + other.cost,
+            self.currency,
+            self.model or other.model,
+            self.estimated or other.estimated,
+        )
+
+
+@dataclass(slots=True)
+class NodeResult:
+    """A node's outputs and the source handle it leaves through (branches choose one)."""
+
+    outputs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    process_data: dict[str, Any] = field(default_factory=dict)
+    handle: str = "source"
+    usage: Usage | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class NodeContext:
+    """A node's view of its run: its config, the variable pool, services and the stream."""
+
+    __slots__ = ("_execution", "config", "execution_id", "frame", "node", "pool")
+
+    def __init__(self, node: Node, config: Any, execution_id: str, frame: Frame,
+                 execution: Execution):
+        self.node = node
+        self.config = config
+        self.execution_id = execution_id
+        self.pool: VariablePool = frame.pool
+        self.frame = frame
+        self._execution = execution
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._execution.runtime
+
+    @property
+    def run_id(self) -> str:
+        return self._execution.run_id
+
+    def get(self, selector: Sequence[str], default: Any = MISSING, *, field: str | None = None) -> Any:
+        """The value at ``selector``; a missing value raises a :class:`NodeError` naming ``field``."""
+        try:
+            return self.pool.get(selector, default)
+        except VariableNotFound as exc:
+            raise NodeError(
+                f"cannot read {'.'.join(selector)}: {exc}",
+                field=field,
+                hint="check that the upstream node ran and has that output",
+            ) from None
+
+    def render(self, text: str, *, field: str | None = None,
+               extra: Mapping[str, Any] | None = None) -> str:
+        """Render a template in either reference form against the pool."""
+        try:
+            return render(text, self.pool, extra)
+        except jinja2.TemplateError as exc:
+            raise NodeError(f"template error: {exc}", field=field,
+                            hint="fix the Jinja syntax of the template") from None
+
+    def error(self, message: str, *, field: str | None = None, hint: str = "") -> NodeError:
+        return NodeError(message, field=field, hint=hint)
+
+    async def stream(self, text: str, *, selector: Sequence[str] | None = None,
+                     is_final: bool = False) -> None:
+        """Send a piece of text to the run's stream (answers, LLM tokens)."""
+        execution = self._execution
+        execution.emit(
+            StreamChunk(
+                run_id=execution.run_id, time=execution.runtime.clock.now(), node_id=self.node.id,
+                node_type=self.node.type, execution_id=self.execution_id,
+                parent_id=self.frame.container_id, round=self.frame.round,
+                selector=tuple(selector or (self.node.id, "answer")), text=text, is_final=is_final,
+            )
+        )
+
+    async def to_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run blocking code off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kwargs))
+
+    async def run_children(self, pool: VariablePool, round: int) -> Frame:
+        """Run this container's sub-graph once in ``pool``; returns the finished frame."""
+        return await self._execution.run_children(self.node.id, pool, round, self)

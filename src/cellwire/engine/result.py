@@ -1,0 +1,124 @@
+"""A finished run: status, outputs, answer, usage, and its trace as a DataFrame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .events import Event, NodeException, NodeFailed, NodeFinished, NodeSkipped, NodeSucceeded
+from .node import Usage
+from .state import NodeStatus, RunStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TRACE_COLUMNS = [
+    "run_id", "execution_id", "index", "node_id", "node_type", "title", "status", "parent_id",
+    "round", "started_at", "finished_at", "elapsed_ms", "retries", "handle", "error",
+    "prompt_tokens", "completion_tokens", "total_tokens", "cost", "inputs", "outputs",
+    "process_data", "metadata",
+]
+
+_STATUS = {
+    NodeSucceeded: NodeStatus.SUCCEEDED,
+    NodeException: NodeStatus.EXCEPTION,
+    NodeFailed: NodeStatus.FAILED,
+}
+
+
+def trace_row(event: NodeFinished | NodeSkipped) -> dict[str, Any]:
+    """One row of a trace from the event that ended a node execution."""
+    if isinstance(event, NodeSkipped):
+        return {
+            "run_id": event.run_id, "execution_id": None, "index": None,
+            "node_id": event.node_id, "node_type": event.node_type, "title": None,
+            "status": str(NodeStatus.SKIPPED), "parent_id": event.parent_id,
+            "round": event.round, "started_at": None, "finished_at": event.time,
+            "elapsed_ms": 0.0, "retries": 0, "handle": None, "error": None,
+            "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0,
+            "inputs": None, "outputs": None, "process_data": None, "metadata": None,
+        }
+    return {
+        "run_id": event.run_id, "execution_id": event.execution_id, "index": event.index,
+        "node_id": event.node_id, "node_type": event.node_type, "title": event.title,
+        "status": str(_STATUS.get(type(event), NodeStatus.STOPPED)),
+        "parent_id": event.parent_id, "round": event.round, "started_at": event.started_at,
+        "finished_at": event.time, "elapsed_ms": event.elapsed * 1000, "retries": event.retries,
+        "handle": getattr(event, "handle", None), "error": getattr(event, "error", None),
+        "prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+        "total_tokens": event.total_tokens, "cost": event.cost, "inputs": event.inputs,
+        "outputs": event.outputs, "process_data": event.process_data, "metadata": event.metadata,
+    }
+
+
+def trace_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=TRACE_COLUMNS)
+    for column in ("started_at", "finished_at"):
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+    return frame
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run produced. ``trace`` is a DataFrame with a row per node execution."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    answer: str = ""
+    error: str | None = None
+    error_node: str | None = None
+    started_at: float = 0.0
+    elapsed_ms: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    exceptions_count: int = 0
+    events: list[Event] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL_SUCCEEDED)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.usage.total_tokens
+
+    @property
+    def total_cost(self) -> float:
+        return self.usage.cost
+
+    @property
+    def trace(self) -> pd.DataFrame:
+        return trace_frame(
+            [trace_row(e) for e in self.events if isinstance(e, (NodeFinished, NodeSkipped))]
+        )
+
+    def node_status(self, node_id: str) -> str | None:
+        """The status of the last execution of ``node_id`` (None if it never finished)."""
+        status = None
+        for event in self.events:
+            if isinstance(event, (NodeFinished, NodeSkipped)) and event.node_id == node_id:
+                status = trace_row(event)["status"]
+        return status
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``cellwire run --json``."""
+        return {
+            "run_id": self.run_id,
+            "status": str(self.status),
+            "outputs": self.outputs,
+            "answer": self.answer,
+            "error": self.error,
+            "elapsed_ms": round(self.elapsed_ms, 3),
+            "total_tokens": self.total_tokens,
+            "total_cost": self.total_cost,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"RunResult(status={self.status.value!r}, outputs={self.outputs!r}, "
+            f"elapsed_ms={self.elapsed_ms:.1f}, run_id={self.run_id!r})"
+        )

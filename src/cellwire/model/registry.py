@@ -1,0 +1,164 @@
+"""The registry of node types.
+
+Built-in node modules and users register types with :func:`node_type`; third-party packages
+register theirs through the ``cellwire.nodes`` entry-point group (each entry point names a
+module that registers its types when imported). The model keeps a node's ``run`` callable as an
+opaque value: only the engine calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .problems import Problem, WorkflowError
+
+ENTRY_POINT_GROUP = "cellwire.nodes"
+
+
+class NodeConfig(BaseModel):
+    """Base of node config models: unknown keys are kept, so Dify's UI fields survive."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+RunFn = Callable[[Any], Awaitable[Any]]
+
+
+def _no_declared_outputs(config: Any) -> Collection[str] | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeType:
+    """What the engine, the validator and the editor know about one type of node."""
+
+    name: str
+    run: RunFn
+    config: type[BaseModel] = NodeConfig
+    #: Names the node writes to the pool, or None when they cannot be known before a run.
+    outputs: Callable[[Any], Collection[str] | None] = _no_declared_outputs
+    #: The source handles a branching node chooses among; None for a node that always
+    #: takes every outgoing edge.
+    handles: Callable[[Any], Sequence[str]] | None = None
+    #: A container (iteration, loop) owns the nodes whose ``parent`` is its id.
+    container: bool = False
+    #: Where a graph starts: ``start`` at the top, ``iteration-start`` inside an iteration.
+    start: bool = False
+    description: str = ""
+
+    def parse_config(self, node_id: str, config: Mapping[str, Any]) -> Any:
+        """Validate a node's raw config into this type's config model."""
+        try:
+            return self.config.model_validate(dict(config))
+        except ValidationError as exc:
+            raise WorkflowError(
+                [
+                    Problem(
+                        node_id,
+                        ".".join(str(p) for p in err["loc"]) or None,
+                        f"{err['msg']} (got {_short(err.get('input'))})",
+                        f"give '{self.name}' a valid value there",
+                    )
+                    for err in exc.errors()
+                ]
+            ) from None
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.config.model_json_schema()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Registry:
+    """Node types by name; entry points load on the first miss."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, NodeType] = {}
+        self._aliases: dict[str, str] = {}
+        self._entry_points_loaded = False
+
+    def register(self, node_type: NodeType, *, aliases: Sequence[str] = ()) -> NodeType:
+        self._types[node_type.name] = node_type
+        for alias in aliases:
+            self._aliases[alias] = node_type.name
+        return node_type
+
+    def unregister(self, name: str) -> None:
+        self._types.pop(name, None)
+
+    def find(self, name: str) -> NodeType | None:
+        name = self._aliases.get(name, name)
+        found = self._types.get(name)
+        if found is None and not self._entry_points_loaded:
+            self._load_entry_points()
+            found = self._types.get(self._aliases.get(name, name))
+        return found
+
+    def get(self, name: str) -> NodeType:
+        found = self.find(name)
+        if found is None:
+            raise KeyError(f"unknown node type {name!r}; known types: {', '.join(self.names())}")
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def _load_entry_points(self) -> None:
+        self._entry_points_loaded = True
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            ep.load()
+
+
+registry = Registry()
+
+
+def node_type(
+    name: str,
+    *,
+    config: type[BaseModel] = NodeConfig,
+    outputs: Collection[str] | Callable[[Any], Collection[str] | None] | None = None,
+    handles: Sequence[str] | Callable[[Any], Sequence[str]] | None = None,
+    container: bool = False,
+    start: bool = False,
+    aliases: Sequence[str] = (),
+    description: str = "",
+) -> Callable[[RunFn], RunFn]:
+    """Register ``async def run(ctx)`` as the node type ``name``.
+
+    ``outputs`` lists the names the node writes (or computes them from the parsed config);
+    ``handles`` makes the node a branch that picks one of those source handles.
+    """
+
+    def decorate(run: RunFn) -> RunFn:
+        registry.register(
+            NodeType(
+                name=name,
+                run=run,
+                config=config,
+                outputs=_as_fn(outputs) if outputs is not None else _no_declared_outputs,
+                handles=_as_fn(handles) if handles is not None else None,
+                container=container,
+                start=start,
+                description=description or (run.__doc__ or "").strip().split("\n")[0],
+            ),
+            aliases=aliases,
+        )
+        return run
+
+    return decorate
+
+
+def _as_fn(value: Any) -> Callable[[Any], Any]:
+    if callable(value):
+        return value
+    frozen = tuple(value)
+    return lambda _config: frozen

@@ -1,0 +1,266 @@
+"""Static checks of a workflow. Each problem names the node, the field and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .problems import Problem, WorkflowError
+from .registry import NodeType, registry
+from .selectors import RESERVED_PREFIXES, Selector, dify_references, jinja_references
+from .workflow import FAIL_BRANCH, SOURCE, Workflow
+
+#: System variables a run provides (Dify's names).
+SYSTEM_VARIABLES = frozenset(
+    {
+        "query", "files", "conversation_id", "user_id", "dialogue_count", "app_id",
+        "workflow_id", "workflow_run_id", "timestamp", "invoke_from",
+    }
+)
+
+# Config fields that hold code or free text whose braces are not template references.
+_NOT_TEMPLATES = frozenset({"code", "desc", "description", "title", "instruction_schema"})
+
+
+def validate(workflow: Workflow, inputs: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Every problem in ``workflow``; with ``inputs``, also missing required start inputs."""
+    problems: list[Problem] = []
+    types: dict[str, NodeType] = {}
+    configs: dict[str, Any] = {}
+    for key, node in workflow.nodes.items():
+        if key != node.id:
+            problems.append(
+                Problem(key, "id", f"is stored under {key!r} but says its id is {node.id!r}",
+                        "give every node one id")
+            )
+        if node.id in RESERVED_PREFIXES:
+            problems.append(
+                Problem(node.id, "id", f"{node.id!r} is reserved for {node.id}.* variables",
+                        "rename the node")
+            )
+        node_type = registry.find(node.type)
+        if node_type is None:
+            problems.append(
+                Problem(node.id, "type", f"unknown node type {node.type!r}",
+                        f"use one of {', '.join(registry.names())}, or register it with "
+                        "@cellwire.node_type")
+            )
+            continue
+        types[node.id] = node_type
+        try:
+            configs[node.id] = node_type.parse_config(node.id, node.config)
+        except WorkflowError as exc:
+            problems.extend(exc.problems)
+    problems.extend(_check_containment(workflow, types))
+    problems.extend(_check_edges(workflow, types, configs))
+    problems.extend(_check_cycles(workflow))
+    problems.extend(_check_reachability(workflow, types))
+    problems.extend(_check_references(workflow, types, configs))
+    if inputs is not None:
+        problems.extend(missing_inputs(workflow, inputs))
+    return problems
+
+
+def duplicate_ids(ids: list[str]) -> list[Problem]:
+    """Problems for ids given more than once (loaders call this before building a Workflow)."""
+    seen: set[str] = set()
+    problems = []
+    for node_id in ids:
+        if node_id in seen:
+            problems.append(Problem(node_id, "id", "the id is used by more than one node",
+                                    "give each node its own id"))
+        seen.add(node_id)
+    return problems
+
+
+def missing_inputs(workflow: Workflow, inputs: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    for node in workflow.children(None):
+        if node.type != "start":
+            continue
+        for var in node.config.get("variables") or []:
+            name = var.get("variable")
+            if var.get("required") and name not in inputs and var.get("default") in (None, ""):
+                problems.append(
+                    Problem(node.id, f"variables.{name}", f"the required input {name!r} is missing",
+                            f"pass it, e.g. {name}=... or --input {name}=...")
+                )
+    return problems
+
+
+def _check_containment(workflow: Workflow, types: dict[str, NodeType]) -> Iterator[Problem]:
+    for node in workflow.nodes.values():
+        if node.parent is None:
+            continue
+        parent = workflow.nodes.get(node.parent)
+        if parent is None:
+            yield Problem(node.id, "parent", f"its container {node.parent!r} does not exist",
+                          "add the iteration or loop, or clear 'parent'")
+        elif parent.id in types and not types[parent.id].container:
+            yield Problem(node.id, "parent", f"{parent.id!r} is a {parent.type}, not a container",
+                          "only iteration and loop nodes hold other nodes")
+
+
+def _handles(node_id: str, workflow: Workflow, types: dict[str, NodeType], configs: dict) -> set[str]:
+    node = workflow.nodes[node_id]
+    node_type = types.get(node_id)
+    if node_type is not None and node_type.handles is not None and node_id in configs:
+        handles = set(node_type.handles(configs[node_id]))
+    else:
+        handles = {SOURCE}
+    if node.error_strategy == "fail-branch":
+        handles |= {SOURCE, FAIL_BRANCH}
+    return handles
+
+
+def _check_edges(workflow: Workflow, types: dict[str, NodeType], configs: dict) -> Iterator[Problem]:
+    seen: set[tuple[str, str, str]] = set()
+    for edge in workflow.edges:
+        where = f"edges[{edge.source}->{edge.target}]"
+        missing = [end for end in (edge.source, edge.target) if end not in workflow.nodes]
+        if missing:
+            yield Problem(missing[0], where, f"the edge points to node {missing[0]!r}, which does "
+                          "not exist", "remove the edge or add the node")
+            continue
+        if edge.key in seen:
+            yield Problem(edge.source, where, "the same edge is given twice", "remove one",
+                          level="warning")
+        seen.add(edge.key)
+        source, target = workflow.nodes[edge.source], workflow.nodes[edge.target]
+        if source.parent != target.parent:
+            yield Problem(edge.target, where, "the edge crosses the border of an iteration or loop",
+                          "connect nodes inside a container only to each other")
+        if edge.source in configs or edge.source not in types:
+            handles = _handles(edge.source, workflow, types, configs)
+            if edge.source in types and edge.source_handle not in handles:
+                yield Problem(edge.source, f"{where}.source_handle",
+                              f"handle {edge.source_handle!r} matches no case of this "
+                              f"{source.type} node", f"use one of {sorted(handles)}")
+
+
+def _adjacency(workflow: Workflow) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {n: [] for n in workflow.nodes}
+    for e in workflow.edges:
+        if e.source in out and e.target in workflow.nodes:
+            out[e.source].append(e.target)
+    return out
+
+
+def _check_cycles(workflow: Workflow) -> Iterator[Problem]:
+    out = _adjacency(workflow)
+    colour: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    for root in out:
+        if root in colour:
+            continue
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(out[root]))]
+        colour[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                colour[node] = 2
+                stack.pop()
+            elif colour.get(child) == 1:
+                path = [n for n, _ in stack]
+                cycle = path[path.index(child):] + [child]
+                yield Problem(child, "edges", f"cycle {' -> '.join(cycle)}",
+                              "remove an edge of the cycle; to repeat steps, put them in a "
+                              "loop node")
+            elif child not in colour:
+                colour[child] = 1
+                stack.append((child, iter(out[child])))
+
+
+def graph_roots(workflow: Workflow, container: str | None, types: Mapping[str, Any]) -> list[str]:
+    """Where a graph level starts: its start node, or every node with no incoming edge."""
+    members = [n.id for n in workflow.children(container)]
+    starts = [n for n in members if getattr(types.get(n), "start", False)]
+    if starts:
+        return starts[:1]
+    targets = {e.target for e in workflow.edges}
+    return [n for n in members if n not in targets]
+
+
+def _check_reachability(workflow: Workflow, types: dict[str, NodeType]) -> Iterator[Problem]:
+    out = _adjacency(workflow)
+    for container in [None, *(n.id for n in workflow.nodes.values() if n.id in types and
+                                types[n.id].container)]:
+        members = {n.id for n in workflow.children(container)}
+        if not members:
+            continue
+        roots = graph_roots(workflow, container, types)
+        if not roots:
+            continue
+        seen, todo = set(roots), list(roots)
+        while todo:
+            for nxt in out[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        for node_id in sorted(members - seen):
+            yield Problem(node_id, None, f"unreachable from {roots[0]!r}; it will be skipped",
+                          f"connect it after another node, e.g. after={roots[0]!r}",
+                          level="warning")
+
+
+def config_references(config: Any, path: str = "") -> Iterator[tuple[str, Selector, bool]]:
+    """``(field, selector, strict)`` for each reference in a raw config.
+
+    Selector fields and Dify ``{{#..#}}`` references are strict: they must resolve. Jinja
+    ``{{ a.b }}`` references are checked only when ``a`` is a node id, since ``a`` may be a
+    variable the template defines itself.
+    """
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            field = f"{path}.{key}" if path else str(key)
+            if key in _NOT_TEMPLATES:
+                continue
+            if str(key).endswith("selector") and _is_selector(value):
+                yield field, tuple(value), True
+            else:
+                yield from config_references(value, field)
+    elif isinstance(config, list):
+        for index, item in enumerate(config):
+            yield from config_references(item, f"{path}[{index}]")
+    elif isinstance(config, str) and "{{" in config:
+        for selector in dify_references(config):
+            yield path, selector, True
+        for selector in jinja_references(config):
+            yield path, selector, False
+
+
+def _is_selector(value: Any) -> bool:
+    return isinstance(value, list) and len(value) >= 2 and all(isinstance(p, str) for p in value)
+
+
+def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: dict) -> Iterator[Problem]:
+    env = {v.name for v in workflow.environment}
+    conversation = {v.name for v in workflow.conversation_variables}
+    declared: dict[str, Any] = {}
+    for node_id, config in configs.items():
+        declared[node_id] = types[node_id].outputs(config)
+    for node in workflow.nodes.values():
+        for field, selector, strict in config_references(node.config):
+            head, var = selector[0], selector[1]
+            if head == "sys":
+                if var not in SYSTEM_VARIABLES:
+                    yield Problem(node.id, field, f"unknown system variable sys.{var}",
+                                  f"use one of {', '.join(sorted(SYSTEM_VARIABLES))}")
+            elif head == "env":
+                if var not in env:
+                    yield Problem(node.id, field, f"environment variable {var!r} is not declared",
+                                  "declare it in the workflow's environment")
+            elif head == "conversation":
+                if var not in conversation:
+                    yield Problem(node.id, field, f"conversation variable {var!r} is not declared",
+                                  "declare it in the workflow's conversation variables")
+            elif head not in workflow.nodes:
+                if strict:
+                    yield Problem(node.id, field, f"refers to node {head!r}, which does not exist",
+                                  "point the reference at an existing node's output")
+            else:
+                outputs = declared.get(head)
+                if outputs is not None and var not in outputs:
+                    known = ", ".join(sorted(outputs)) or "nothing"
+                    yield Problem(node.id, field, f"node {head!r} has no output {var!r}",
+                                  f"it outputs {known}")

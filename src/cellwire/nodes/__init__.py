@@ -1,0 +1,8 @@
+"""Built-in node types; importing this package registers them."""
+
+from importlib import import_module
+
+BUILTIN = ["start", "end"]
+
+for _name in BUILTIN:
+    import_module(f"{__name__}.{_name}")

@@ -1,0 +1,84 @@
+"""start: the workflow's inputs, checked and converted to their declared types."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cellwire.engine import NodeContext, NodeError, NodeResult
+from cellwire.model import NodeConfig, node_type
+
+InputType = Literal[
+    "text-input", "paragraph", "select", "number", "checkbox", "json_object", "file",
+    "file-list", "external_data_tool",
+]
+
+
+class StartVariable(NodeConfig):
+    variable: str
+    label: str = ""
+    type: InputType = "text-input"
+    required: bool = False
+    default: Any = None
+    max_length: int | None = None
+    options: list[str] = Field(default_factory=list)
+
+
+class StartConfig(NodeConfig):
+    variables: list[StartVariable] = Field(default_factory=list)
+
+
+@node_type("start", config=StartConfig, start=True,
+           outputs=lambda c: [v.variable for v in c.variables])
+async def run(ctx: NodeContext) -> NodeResult:
+    """The run's inputs, by the names the start node declares."""
+    given: dict[str, Any] = ctx.pool.outputs(ctx.node.id) or {}
+    outputs: dict[str, Any] = {}
+    for var in ctx.config.variables:
+        value = given.get(var.variable)
+        if value is None or value == "":
+            value = var.default
+        outputs[var.variable] = _convert(var, value)
+    # Inputs the start node does not declare still pass through, as Dify's pool keeps them.
+    extra = {k: v for k, v in given.items() if k not in outputs}
+    return NodeResult(inputs=dict(given), outputs={**extra, **outputs})
+
+
+def _convert(var: StartVariable, value: Any) -> Any:
+    field = f"variables.{var.variable}"
+    if value is None:
+        if var.required:
+            raise NodeError(f"the required input {var.variable!r} is missing", field=field,
+                            hint=f"pass {var.variable}=...")
+        return None
+    if var.type == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise NodeError(f"{value!r} is not a number", field=field, hint="pass a number")
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                raise NodeError(f"{value!r} is not a number", field=field,
+                                hint="pass a number, e.g. 3 or 2.5") from None
+            return int(number) if number.is_integer() and "." not in value else number
+        return value
+    if var.type == "checkbox":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if var.type == "json_object" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise NodeError(f"not valid JSON: {exc}", field=field, hint="pass a JSON object") from None
+    if var.type in ("text-input", "paragraph", "select"):
+        value = value if isinstance(value, str) else str(value)
+        if var.max_length and len(value) > var.max_length:
+            raise NodeError(f"{len(value)} characters, more than max_length={var.max_length}",
+                            field=field, hint="shorten the input")
+        if var.type == "select" and var.options and value not in var.options:
+            raise NodeError(f"{value!r} is not one of the options", field=field,
+                            hint=f"pass one of {var.options}")
+    return value
