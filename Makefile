@@ -1,0 +1,112 @@
+# cellwire developer tasks (GNU make).
+#   make install   set up .venv with cellwire[dev] (idempotent, fast when nothing changed)
+#   make test      install, run the test suite, build the docs strictly
+#   make lab       install, add the [lab] extra, open JupyterLab on notebooks/
+#   make docs | bench | lint | clean | distclean
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+# Interpreter used to create the venv: python3.11 if present, else python3 (checked to be >= 3.11).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+
+STAMP := $(VENV)/.installed
+LAB_STAMP := $(VENV)/.installed-lab
+SITE_DIR := build/site
+
+# ---------------------------------------------------------------------------------------------
+# System (Debian) packages the project needs, space separated. EMPTY FOR NOW.
+# Later issues add what they need here, e.g. chromium chromium-driver (widget e2e tests)
+# or bubblewrap (code sandbox). `make system-deps` installs only the ones that are missing.
+APT_PACKAGES :=
+# ---------------------------------------------------------------------------------------------
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help install system-deps test lab docs bench lint clean distclean
+
+help:
+	@echo "make install      create .venv and install cellwire[dev] (idempotent)"
+	@echo "make test         run the test suite and build the docs (--strict)"
+	@echo "make lab          open JupyterLab on notebooks/"
+	@echo "make docs         build the docs into $(SITE_DIR)"
+	@echo "make bench        run every benchmarks/*.py"
+	@echo "make lint         ruff check src tests"
+	@echo "make clean        remove build outputs and caches (keeps .venv)"
+	@echo "make distclean    clean, and remove .venv"
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+install: system-deps $(STAMP)
+
+# Create the venv only if it is missing.
+$(PY):
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: neither python3.11 nor python3 found on PATH; cellwire needs Python >= 3.11" >&2; \
+	  exit 1; \
+	fi
+	@if ! command -v "$(PYTHON)" >/dev/null 2>&1; then \
+	  echo "error: $(PYTHON) not found; cellwire needs Python >= 3.11" >&2; \
+	  exit 1; \
+	fi
+	@if ! "$(PYTHON)" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then \
+	  echo "error: cellwire needs Python >= 3.11, but $(PYTHON) is $$("$(PYTHON)" --version 2>&1)." >&2; \
+	  echo "       Install python3.11 or run: make PYTHON=/path/to/python3.11 install" >&2; \
+	  exit 1; \
+	fi
+	"$(PYTHON)" -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changes (or the stamp is gone).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	@touch $@
+
+$(LAB_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -e '.[lab]'
+	@touch $@
+
+test: install
+	$(PY) -m pytest -q
+	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)
+
+lab: install $(LAB_STAMP)
+	@mkdir -p notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.allow_root=True --ip=127.0.0.1
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)
+
+# Runs each benchmarks/*.py in turn; files starting with "_" are helpers and are not run.
+bench: install
+	@set -e; found=0; \
+	for f in benchmarks/*.py; do \
+	  [ -e "$$f" ] || continue; \
+	  case "$$(basename "$$f")" in _*) continue;; esac; \
+	  found=1; echo "== $$f"; $(PY) "$$f"; \
+	done; \
+	[ $$found = 1 ] || echo "no benchmarks yet"
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf build dist site .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
+	  | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)
