@@ -13,13 +13,14 @@ import jinja2
 from cellwire.model import Node
 
 from .context import MISSING, VariableNotFound, VariablePool, render
-from .events import StreamChunk
+from .events import NodeEvent, StreamChunk
 
 if TYPE_CHECKING:
     from .executor import Execution, Frame
     from .runtime import Runtime
 
 T = TypeVar("T")
+E = TypeVar("E", bound=NodeEvent)
 
 
 class NodeError(Exception):
@@ -134,6 +135,24 @@ class NodeContext:
                 selector=tuple(selector or (self.node.id, "answer")), text=text, is_final=is_final,
             )
         )
+
+    def emit(self, event_type: type[E], /, **fields: Any) -> E:
+        """Send an event about this node execution (e.g. a container's progress) to the sinks.
+
+        The run, time, node, execution, parent and round fields are filled in.
+        """
+        execution = self._execution
+        event = event_type(
+            run_id=execution.run_id, time=execution.runtime.clock.now(), node_id=self.node.id,
+            node_type=self.node.type, execution_id=self.execution_id,
+            parent_id=self.frame.container_id, round=self.frame.round, **fields,
+        )
+        execution.emit(event)
+        return event
+
+    def descendants(self) -> list[str]:
+        """Ids of the nodes inside this container, at any depth."""
+        return self._execution.compiled.workflow.descendants(self.node.id)
 
     async def to_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking code off the event loop."""
