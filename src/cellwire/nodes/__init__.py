@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-BUILTIN = ["start", "end"]
+BUILTIN = ["start", "end", "iteration", "loop"]
 
 for _name in BUILTIN:
     import_module(f"{__name__}.{_name}")
