@@ -130,11 +130,22 @@ def compile_jinja(text: str) -> jinja2.Template:
 
 
 def render(text: str, pool: VariablePool, extra: Mapping[str, Any] | None = None) -> str:
-    """Render both reference forms: Dify's ``{{#a.b#}}`` then Jinja's ``{{ a.b }}``."""
-    text = render_dify(text, pool)
+    """Render both reference forms: Dify's ``{{#a.b#}}`` and Jinja's ``{{ a.b }}``.
+
+    A value inserted by a Dify reference is never parsed as Jinja: it goes in as a Jinja
+    variable, so a user's ``{{ ... }}`` in a query stays text.
+    """
     if not has_jinja(text):
-        return text
-    namespace = pool.namespace()
-    if extra:
-        namespace = {**namespace, **extra}
+        return render_dify(text, pool)
+    values: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        values.append(to_text(pool.get(match.group(1).split("."), None)))
+        return "{{ __cw_refs[%d] }}" % (len(values) - 1)
+
+    if "{{#" in text:
+        text = DIFY_REFERENCE.sub(hold, text)
+    namespace: Mapping[str, Any] = pool.namespace()
+    if extra or values:
+        namespace = {**namespace, **(extra or {}), "__cw_refs": values}
     return compile_jinja(text).render(namespace)

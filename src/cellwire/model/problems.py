@@ -23,7 +23,7 @@ class Problem:
             where.append(f"node '{self.node_id}'")
         if self.field:
             where.append(f"field '{self.field}'")
-        text = f"{', '.join(where)}: {self.message}" if where else self.message
+        text = f"{' '.join(where)}: {self.message}" if where else self.message
         if self.hint:
             text += f" (fix: {self.hint})"
         return f"{self.level}: {text}" if self.level == "warning" else text

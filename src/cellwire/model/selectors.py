@@ -50,7 +50,8 @@ def dify_references(text: str) -> Iterator[Selector]:
 @lru_cache(maxsize=1024)
 def _jinja_references(text: str) -> tuple[Selector, ...]:
     try:
-        ast = _jinja_parser_env.parse(text)
+        # Dify's `{{#a.b#}}` reads as a broken Jinja comment: take those out first.
+        ast = _jinja_parser_env.parse(DIFY_REFERENCE.sub("", text))
     except jinja2.TemplateSyntaxError:
         return ()
     bound = {n.name for n in ast.find_all(jinja2.nodes.Name) if n.ctx in ("store", "param")}

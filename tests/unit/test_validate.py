@@ -1,0 +1,141 @@
+"""validate(): every problem names the node, the field and the fix."""
+
+from __future__ import annotations
+
+import cellwire
+from cellwire.model import validate
+from cellwire.model.validate import duplicate_ids
+
+
+def _wf():
+    wf = cellwire.Workflow("v")
+    wf.add_node("start", "start", variables=[{"variable": "q", "required": True}])
+    return wf
+
+
+def _one(problems, level="error"):
+    found = [p for p in problems if p.level == level]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_valid_workflow_has_no_problems():
+    wf = _wf()
+    wf.add_node("end", "end", outputs=[{"variable": "q", "value_selector": ["start", "q"]}],
+                after="start")
+    assert validate(wf) == []
+
+
+def test_unknown_node_type():
+    wf = _wf()
+    wf.add_node("x", "frobnicate", after="start")
+    p = _one(validate(wf))
+    assert (p.node_id, p.field) == ("x", "type")
+    assert "frobnicate" in p.message and "node_type" in p.hint
+
+
+def test_duplicate_ids_and_id_mismatch():
+    (p,) = duplicate_ids(["a", "b", "a"])
+    assert (p.node_id, p.field) == ("a", "id")
+    wf = _wf()
+    wf.nodes["other"] = wf.nodes["start"].model_copy()
+    assert any(p.node_id == "other" and p.field == "id" for p in validate(wf))
+
+
+def test_dangling_edge():
+    wf = _wf()
+    wf.connect("start", "ghost")
+    p = _one(validate(wf))
+    assert p.node_id == "ghost" and "does not exist" in p.message
+
+
+def test_reference_to_missing_node_and_missing_output():
+    wf = _wf()
+    wf.add_node("end", "end", after="start",
+                outputs=[{"variable": "a", "value_selector": ["nowhere", "x"]},
+                         {"variable": "b", "value_selector": ["start", "nope"]}])
+    problems = validate(wf)
+    fields = {(p.node_id, p.field) for p in problems}
+    assert ("end", "outputs[0].value_selector") in fields
+    assert ("end", "outputs[1].value_selector") in fields
+    missing_output = next(p for p in problems if p.field == "outputs[1].value_selector")
+    assert "no output 'nope'" in missing_output.message and "q" in missing_output.hint
+
+
+def test_template_references_in_both_forms():
+    @cellwire.node_type("v-text")
+    async def text(ctx):
+        return {}
+
+    wf = _wf()
+    wf.add_node("t", "v-text", after="start", text="{{#ghost.x#}} and {{ start.missing }}")
+    problems = validate(wf)
+    assert {p.message for p in problems} == {
+        "refers to node 'ghost', which does not exist",
+        "node 'start' has no output 'missing'",
+    }
+    assert all(p.field == "text" for p in problems)
+
+
+def test_reserved_prefixes_are_checked():
+    wf = _wf()
+    wf.add_node("end", "end", after="start",
+                outputs=[{"variable": "a", "value_selector": ["env", "API_URL"]},
+                         {"variable": "b", "value_selector": ["sys", "bogus"]},
+                         {"variable": "c", "value_selector": ["conversation", "memo"]}])
+    messages = " | ".join(p.message for p in validate(wf))
+    assert "environment variable 'API_URL'" in messages
+    assert "sys.bogus" in messages
+    assert "conversation variable 'memo'" in messages
+    wf.environment.append(cellwire.model.EnvironmentVariable(name="API_URL", value="x"))
+    assert "API_URL" not in " ".join(p.message for p in validate(wf))
+
+
+def test_cycle_outside_a_loop():
+    wf = _wf()
+    wf.add_node("a", "end", after="start")
+    wf.add_node("b", "end", after="a")
+    wf.connect("b", "a")
+    p = next(p for p in validate(wf) if "cycle" in p.message)
+    assert "a -> b -> a" in p.message and "loop" in p.hint
+
+
+def test_unreachable_node_is_a_warning():
+    wf = _wf()
+    wf.add_node("island", "end")
+    p = _one(validate(wf), level="warning")
+    assert p.node_id == "island" and "unreachable" in p.message
+
+
+def test_branch_handle_that_matches_no_case():
+    @cellwire.node_type("v-branch", handles=["yes", "no"])
+    async def branch(ctx):
+        return {}
+
+    wf = _wf()
+    wf.add_node("b", "v-branch", after="start")
+    wf.add_node("e", "end", after=[("b", "maybe")])
+    p = _one(validate(wf))
+    assert p.node_id == "b" and p.field.endswith("source_handle")
+    assert "'maybe'" in p.message and "yes" in p.hint
+
+
+def test_missing_required_start_input():
+    wf = _wf()
+    p = _one(validate(wf, inputs={}))
+    assert (p.node_id, p.field) == ("start", "variables.q")
+    assert validate(wf, inputs={"q": "x"}) == []
+
+
+def test_bad_config_names_the_field():
+    wf = _wf()
+    wf.add_node("end", "end", after="start", outputs=[{"value_selector": ["start", "q"]}])
+    p = _one(validate(wf))
+    assert p.node_id == "end" and p.field == "outputs.0.variable"
+
+
+def test_problem_text_names_node_field_and_fix():
+    wf = _wf()
+    wf.add_node("x", "frobnicate", after="start")
+    text = str(validate(wf)[0])
+    assert text.startswith("node 'x' field 'type': unknown node type") and "(fix: " in text
