@@ -141,7 +141,7 @@ def render(text: str, pool: VariablePool, extra: Mapping[str, Any] | None = None
 
     def hold(match: re.Match[str]) -> str:
         values.append(to_text(pool.get(match.group(1).split("."), None)))
-        return "{{ __cw_refs[%d] }}" % (len(values) - 1)
+        return f"{{{{ __cw_refs[{len(values) - 1}] }}}}"
 
     if "{{#" in text:
         text = DIFY_REFERENCE.sub(hold, text)
