@@ -1,0 +1,169 @@
+"""Which provider answers for a model: ``provider/model`` names, Dify model identities, a map.
+
+A node names its model the way Dify does, ``model{provider: 'langgenius/openai/openai',
+name: 'gpt-4o'}``. The router turns that into a registered :class:`Provider` and the
+provider's own model name, in this order:
+
+1. the run's override (``arun(model='scripted/echo')``) routes every LLM node to one model;
+2. the model map: ``'openai/gpt-4o'`` or ``'openai'`` mapped to ``'local/llama3'`` or ``'local'``;
+3. a provider registered under the Dify provider's short name (``openai``);
+4. the default model, from ``CELLWIRE_DEFAULT_MODEL`` (e.g. ``scripted/echo``) in
+   :func:`default_router`;
+5. otherwise an :class:`UnknownModelError` that says how to configure one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+from .base import Cost, Provider, TokenUsage, UnknownModelError
+
+#: Names a ``provider/model`` that every model without a provider of its own routes to.
+DEFAULT_MODEL_ENV = "CELLWIRE_DEFAULT_MODEL"
+
+
+class Route(NamedTuple):
+    """A resolved model: the provider to call and the model name to send it."""
+
+    provider: Provider
+    model: str
+
+    @property
+    def id(self) -> str:
+        """``provider/model``, as traces and usage report it."""
+        return f"{self.provider.name}/{self.model}"
+
+
+def split_model(name: str) -> tuple[str, str]:
+    """``'openai/gpt-4o'`` -> ``('openai', 'gpt-4o')``; the model part may hold more slashes."""
+    provider, sep, model = name.strip().partition("/")
+    if not sep or not provider or not model:
+        raise UnknownModelError(
+            f"model {name!r} does not name a provider",
+            model=name,
+            hint="write it as provider/model, e.g. 'scripted/echo'",
+        )
+    return provider, model
+
+
+def provider_key(provider: str) -> str:
+    """Dify's plugin identity ``'langgenius/openai/openai'`` -> ``'openai'``."""
+    return provider.strip().rsplit("/", 1)[-1].lower()
+
+
+class LLMRouter:
+    """Providers by name, a model map, and the default model for everything else."""
+
+    def __init__(self, providers: Iterable[Provider] | Mapping[str, Provider] = (), *,
+                 model_map: Mapping[str, str] | None = None, default: str | None = None):
+        self._providers: dict[str, Provider] = {}
+        items = providers.items() if isinstance(providers, Mapping) else (
+            (p.name, p) for p in providers
+        )
+        for name, provider in items:
+            self.register(provider, name)
+        self._map: dict[str, str] = {}
+        # Keys are 'provider' or 'provider/model' with the provider's short name.
+        for source, target in (model_map or {}).items():
+            provider, _, model = source.partition("/")
+            self.map(provider, target, model=model or None)
+        self.default = default or None
+
+    # -- configuring ---------------------------------------------------------------------
+
+    def register(self, provider: Provider, name: str | None = None) -> Provider:
+        """Serve ``name`` (default: ``provider.name``) with ``provider``; replaces any other."""
+        self._providers[(name or provider.name).lower()] = provider
+        return provider
+
+    def map(self, provider: str, target: str, *, model: str | None = None) -> None:
+        """Route a provider's models (or, with ``model``, one of them) to ``target``.
+
+        ``provider`` is a short name (``'openai'``) or Dify's plugin identity
+        (``'langgenius/openai/openai'``). ``target`` is ``'provider/model'``, or a provider
+        name to keep the model's own name.
+        """
+        key = provider_key(provider) + (f"/{model}" if model else "")
+        self._map[key] = target.strip()
+
+    @property
+    def names(self) -> list[str]:
+        """The registered provider names."""
+        return sorted(self._providers)
+
+    def provider(self, name: str) -> Provider:
+        found = self._providers.get(provider_key(name))
+        if found is None:
+            raise UnknownModelError(
+                f"no provider {name!r} is registered (registered: {', '.join(self.names) or 'none'})",
+                provider=name,
+                hint=f"register it with router.register(provider) or use one of {self.names}",
+            )
+        return found
+
+    # -- resolving -----------------------------------------------------------------------
+
+    def resolve(self, name: str, *, override: str | None = None) -> Route:
+        """The route for ``'provider/model'`` (or for ``override`` when it is set)."""
+        provider, model = split_model(name)
+        return self.resolve_config(provider, model, override=override)
+
+    def resolve_config(self, provider: str, model: str, *, override: str | None = None) -> Route:
+        """The route for a Dify model config ``{provider, name}``; see the module docstring."""
+        if override:
+            target_provider, target_model = split_model(override)
+            return Route(self.provider(target_provider), target_model)
+        key = provider_key(provider) if provider else ""
+        target = self._map.get(f"{key}/{model}") or self._map.get(key)
+        if target:
+            if "/" in target:
+                target_provider, target_model = split_model(target)
+                return Route(self.provider(target_provider), target_model)
+            return Route(self.provider(target), model)
+        found = self._providers.get(key)
+        if found is not None:
+            return Route(found, model)
+        if self.default:
+            target_provider, target_model = split_model(self.default)
+            if provider_key(target_provider) not in self._providers:
+                raise UnknownModelError(
+                    f"the default model {self.default!r} names provider {target_provider!r}, "
+                    "which is not registered",
+                    provider=target_provider, model=self.default,
+                    hint=f"set {DEFAULT_MODEL_ENV} to one of {self.names} followed by /model",
+                )
+            return Route(self._providers[provider_key(target_provider)], target_model)
+        shown = f"{key}/{model}" if key else model
+        raise UnknownModelError(
+            f"no provider is configured for model {shown!r} "
+            f"(registered providers: {', '.join(self.names) or 'none'})",
+            provider=key or None,
+            model=shown,
+            hint=(
+                f"route it with runtime.llm.map({key or 'provider'!r}, 'scripted/echo') or "
+                f"runtime.llm.register(<provider named {key or '...'!r}>), run with "
+                f"model='scripted/echo', or set {DEFAULT_MODEL_ENV}=scripted/echo"
+            ),
+        )
+
+    def price(self, route: Route, usage: TokenUsage) -> Cost:
+        """What a call cost. No price tables yet, so every call costs nothing."""
+        return Cost()
+
+    async def models(self) -> list[str]:
+        """Every ``provider/model`` the registered providers report."""
+        found: list[str] = []
+        for name, provider in sorted(self._providers.items()):
+            found.extend(f"{name}/{model}" for model in await provider.models())
+        return found
+
+
+def default_router(environ: Mapping[str, str] | None = None) -> LLMRouter:
+    """The router a run gets without configuration: the scripted test provider, and
+    ``CELLWIRE_DEFAULT_MODEL`` as the default model when it is set."""
+    from .scripted import ScriptedProvider
+
+    env = os.environ if environ is None else environ
+    return LLMRouter([ScriptedProvider()], default=env.get(DEFAULT_MODEL_ENV) or None)
