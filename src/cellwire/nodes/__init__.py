@@ -2,7 +2,10 @@
 
 from importlib import import_module
 
-BUILTIN = ["start", "end", "iteration", "loop"]
+BUILTIN = [
+    "start", "end", "iteration", "loop", "if_else", "variable_aggregator", "assigner",
+    "list_operator",
+]
 
 for _name in BUILTIN:
     import_module(f"{__name__}.{_name}")

@@ -356,6 +356,14 @@ def _as_list(value: Any) -> list[Any]:
     return [] if value is None else [value]
 
 
+def to_number(value: Any) -> float | None:
+    """``value`` as a number (numeric strings converted); None when it is not one."""
+    try:
+        return _number(value, "value")
+    except _Mismatch:
+        return None
+
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool):
         return float(value)
