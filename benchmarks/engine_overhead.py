@@ -1,0 +1,148 @@
+"""Engine overhead per node: cellwire against LangGraph on the same graphs.
+
+Graphs: a chain of 200 no-op nodes, a fan-out of 100 with a join, a 20x10 lattice. Each graph
+is compiled once and invoked many times; the figure is the median time of one invocation
+divided by the number of nodes. Targets: cellwire at most 25 us/node with the store off, at
+most 100 us/node with the SQLite store on, and at least 10x less than LangGraph everywhere.
+
+Run: .venv/bin/python benchmarks/engine_overhead.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+import cellwire
+from cellwire.engine import CompiledWorkflow, Execution, Runtime
+from cellwire.model import node_type
+
+Shape = dict[str, list[str]]  # node -> upstream nodes
+
+
+def chain(n: int = 200) -> Shape:
+    return {f"n{i}": ([f"n{i - 1}"] if i else []) for i in range(n)}
+
+
+def fan_out(width: int = 100) -> Shape:
+    shape: Shape = {"root": []}
+    shape.update({f"w{i}": ["root"] for i in range(width)})
+    shape["join"] = [f"w{i}" for i in range(width)]
+    return shape
+
+
+def lattice(layers: int = 20, width: int = 10) -> Shape:
+    shape: Shape = {}
+    for layer in range(layers):
+        for col in range(width):
+            ups = [] if layer == 0 else [f"l{layer - 1}_{col}", f"l{layer - 1}_{(col + 1) % width}"]
+            shape[f"l{layer}_{col}"] = ups
+    return shape
+
+
+@node_type("bench-noop")
+async def _noop(ctx):
+    return None
+
+
+def cellwire_graph(shape: Shape) -> CompiledWorkflow:
+    wf = cellwire.Workflow("bench")
+    for node_id, ups in shape.items():
+        wf.add_node(node_id, "bench-noop", after=ups or None)
+    return CompiledWorkflow(wf)
+
+
+class State(TypedDict, total=False):
+    x: int
+
+
+async def _lg_noop(state: State) -> dict:
+    return {}
+
+
+def langgraph_graph(shape: Shape):
+    builder = StateGraph(State)
+    for node_id in shape:
+        builder.add_node(node_id, _lg_noop)
+    sinks = set(shape) - {u for ups in shape.values() for u in ups}
+    for node_id, ups in shape.items():
+        if not ups:
+            builder.add_edge(START, node_id)
+        elif len(ups) == 1:
+            builder.add_edge(ups[0], node_id)
+        else:
+            builder.add_edge(ups, node_id)  # waits for every upstream node
+    for node_id in sinks:
+        builder.add_edge(node_id, END)
+    return builder.compile()
+
+
+async def _time(invoke: Callable[[], Awaitable[object]], repeat: int) -> float:
+    for _ in range(max(2, repeat // 10)):
+        await invoke()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        await invoke()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+async def measure(name: str, shape: Shape, repeat: int, db: Path) -> dict[str, float]:
+    from cellwire.store import RunStore
+
+    n = len(shape)
+    compiled = cellwire_graph(shape)
+    bare = Runtime()
+    store = RunStore(db)
+    stored = Runtime(sinks=[store.sink()])
+
+    async def cw() -> object:
+        result = await Execution(compiled, {}, bare).run()
+        assert result.ok, result.error
+        return result
+
+    async def cw_store() -> object:
+        return await Execution(compiled, {}, stored).run()
+
+    graph = langgraph_graph(shape)
+
+    async def lg() -> object:
+        return await graph.ainvoke({"x": 0})
+
+    results = {
+        "cellwire": await _time(cw, repeat) / n * 1e6,
+        "cellwire+store": await _time(cw_store, repeat) / n * 1e6,
+        "langgraph": await _time(lg, max(5, repeat // 5)) / n * 1e6,
+    }
+    store.close()
+    return results
+
+
+async def main(repeat: int) -> int:
+    graphs = {"chain 200": chain(), "fan-out 100 + join": fan_out(), "lattice 20x10": lattice()}
+    print(f"{'graph':<20}{'cellwire':>12}{'+store':>12}{'langgraph':>12}{'ratio':>9}   (us/node)")
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, shape in graphs.items():
+            r = await measure(name, shape, repeat, Path(tmp) / "bench.db")
+            ratio = r["langgraph"] / r["cellwire"]
+            print(f"{name:<20}{r['cellwire']:>12.1f}{r['cellwire+store']:>12.1f}"
+                  f"{r['langgraph']:>12.1f}{ratio:>8.1f}x")
+            ok &= r["cellwire"] <= 25 and r["cellwire+store"] <= 100 and ratio >= 10
+    print("targets (<=25 us, <=100 us with store, >=10x LangGraph):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=50)
+    raise SystemExit(asyncio.run(main(parser.parse_args().repeat)))
