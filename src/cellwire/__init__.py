@@ -1,6 +1,7 @@
 """cellwire: Dify-style LLM workflows, native to Jupyter."""
 
 from cellwire import nodes as _nodes  # noqa: F401 - registers the built-in node types
+from cellwire.api import runs
 from cellwire.engine import NodeContext, NodeError, NodeResult, RunResult, RunStatus, Runtime
 from cellwire.model import Edge, Node, Problem, Retry, Workflow, WorkflowError, node_type, validate
 
@@ -8,5 +9,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Edge", "Node", "NodeContext", "NodeError", "NodeResult", "Problem", "Retry", "RunResult",
-    "RunStatus", "Runtime", "Workflow", "WorkflowError", "node_type", "validate",
+    "RunStatus", "Runtime", "Workflow", "WorkflowError", "node_type", "runs", "validate",
 ]

@@ -4,27 +4,77 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cellwire.nodes  # noqa: F401 - registers the built-in node types
 from cellwire.engine import CompiledWorkflow, Execution, RunResult, Runtime
 from cellwire.model import Workflow
+from cellwire.services.llm import default_router
+from cellwire.store import RunStore, StoreSink, default_store, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: ``True``: the default store in the home folder; ``False``/``None``: none; a path or a store.
+StoreOption = bool | str | os.PathLike[str] | RunStore | None
 
 
-def default_runtime() -> Runtime:
-    """A runtime with the built-in services."""
-    return Runtime()
+def resolve_store(store: StoreOption = True) -> RunStore | None:
+    """The run store a ``store=`` option names."""
+    if store is True:
+        return default_store()
+    if store is False or store is None:
+        return None
+    if isinstance(store, RunStore):
+        return store
+    return open_store(store)
+
+
+def default_runtime(store: StoreOption = True) -> Runtime:
+    """A runtime with the built-in services, persisting runs to ``store``."""
+    runtime = Runtime(llm=default_router())
+    found = resolve_store(store)
+    if found is not None:
+        runtime.subscribe(found.sink)
+    return runtime
+
+
+def _with_store(runtime: Runtime, store: StoreOption) -> Runtime:
+    found = resolve_store(store)
+    if found is None or any(isinstance(s, StoreSink) for s in runtime.sinks):
+        return runtime
+    # A copy, so the caller's runtime is left as it was.
+    return dataclasses.replace(runtime, sinks=[*runtime.sinks, found.sink])
 
 
 async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
-               runtime: Runtime | None = None, **kwargs: Any) -> RunResult:
+               runtime: Runtime | None = None, store: StoreOption = True,
+               model: str | None = None, **kwargs: Any) -> RunResult:
     """Run ``workflow``; options (``concurrency``, ``max_steps``, ``max_time``, ``run_id``) go
-    to the executor, every other keyword is an input."""
+    to the executor, every other keyword is an input.
+
+    ``store`` persists the run: ``True`` (the default) to ``<home>/runs.db``, a path or a
+    :class:`RunStore` to that store, ``False`` nowhere. A ``runtime`` that already has a store
+    sink keeps it and gets no second one.
+
+    ``model`` (``'provider/model'``) routes every llm node of the run to that model.
+    """
     options = {k: kwargs.pop(k) for k in _OPTIONS if k in kwargs}
     all_inputs = {**(inputs or {}), **kwargs}
     compiled = CompiledWorkflow(workflow)
-    return await Execution(compiled, all_inputs, runtime or default_runtime(), **options).run()
+    runtime = default_runtime(store) if runtime is None else _with_store(runtime, store)
+    if model is not None:
+        runtime = dataclasses.replace(runtime, model_override=model)
+    return await Execution(compiled, all_inputs, runtime, **options).run()
+
+
+def runs(limit: int | None = None, workflow: str | None = None,
+         status: str | None = None) -> pd.DataFrame:
+    """Runs in the default store, newest first (see :meth:`RunStore.runs`)."""
+    return default_store().runs(limit=limit, workflow=workflow, status=status)
 
 
 _OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation")

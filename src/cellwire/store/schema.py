@@ -1,0 +1,124 @@
+"""The run store's tables and their migrations, versioned with ``PRAGMA user_version``.
+
+Migration ``i`` moves a database from version ``i`` to ``i + 1``; a new table or column is a
+new function appended to :data:`MIGRATIONS`, never an edit of an old one, so every existing
+file upgrades the same way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+RUN_COLUMNS = [
+    "run_id", "workflow", "status", "inputs", "outputs", "answer", "error", "error_node",
+    "started_at", "finished_at", "elapsed_ms", "total_tokens", "total_cost", "exceptions_count",
+    "total_steps",
+]
+
+#: JSON-encoded columns; a value whose JSON is large lives once in ``blobs`` (see codec.py).
+RUN_JSON = ("inputs", "outputs")
+NODE_JSON = ("inputs", "outputs", "process_data", "metadata")
+
+_V1 = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    inputs TEXT,
+    outputs TEXT,
+    answer TEXT,
+    error TEXT,
+    error_node TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    elapsed_ms REAL,
+    total_tokens INTEGER NOT NULL DEFAULT 0,
+    total_cost REAL NOT NULL DEFAULT 0,
+    exceptions_count INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE INDEX runs_workflow ON runs (workflow, started_at);
+
+-- One row per node execution (and per skipped node), in the order the run finished them.
+-- Keyed by the run and that position: skipped nodes have no execution id.
+CREATE TABLE node_executions (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    execution_id TEXT,
+    "index" INTEGER,
+    node_id TEXT NOT NULL,
+    node_type TEXT NOT NULL,
+    title TEXT,
+    status TEXT NOT NULL,
+    parent_id TEXT,
+    round INTEGER,
+    started_at REAL,
+    finished_at REAL,
+    elapsed_ms REAL,
+    retries INTEGER NOT NULL DEFAULT 0,
+    handle TEXT,
+    error TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    total_tokens INTEGER NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0,
+    inputs TEXT,
+    outputs TEXT,
+    process_data TEXT,
+    metadata TEXT,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+-- Large JSON values, stored once by content hash and referenced from the columns above.
+CREATE TABLE blobs (
+    hash TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _script(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and a migration must be one transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    _script(conn, _V1)
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[Migration] = [_v1]
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer cellwire than this one."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database up to the newest schema, one migration per transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise SchemaTooNew(
+            f"the run store has schema version {version}, this cellwire knows up to "
+            f"{len(MIGRATIONS)}; upgrade cellwire or point CELLWIRE_HOME at another folder"
+        )
+    while version < len(MIGRATIONS):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < len(MIGRATIONS):
+                MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return version

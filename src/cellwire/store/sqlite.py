@@ -1,0 +1,287 @@
+"""The run store: one SQLite file (WAL, ``synchronous=NORMAL``) of runs and node executions.
+
+One connection per store object. Every use of it holds the store's lock, so one store may be
+shared by the event loop thread and the helper thread :func:`cellwire.run` uses in a notebook;
+other processes open their own store on the same file (WAL lets them read while one writes).
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from cellwire.engine.result import TRACE_COLUMNS
+
+from . import views
+from .codec import BlobPacker, blob_refs
+from .schema import NODE_JSON, RUN_COLUMNS, RUN_JSON, migrate
+from .sink import StoreSink
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BUSY_TIMEOUT_MS = 5000
+
+# Plain columns first, then the JSON ones, so a row's parameters are one itemgetter call
+# plus one pack() per JSON column.
+_NODE_PLAIN = [c for c in TRACE_COLUMNS if c not in NODE_JSON]
+_NODE_COLUMNS = ["seq", *_NODE_PLAIN, *NODE_JSON]
+_plain_values = operator.itemgetter(*_NODE_PLAIN)
+_INSERT_NODE = (
+    "INSERT OR REPLACE INTO node_executions ({}) VALUES ({})".format(
+        ", ".join(f'"{c}"' for c in _NODE_COLUMNS), ", ".join("?" * len(_NODE_COLUMNS))
+    )
+)
+_SELECT_TRACE = "SELECT {} FROM node_executions WHERE run_id = ? ORDER BY seq".format(
+    ", ".join(f'"{c}"' for c in TRACE_COLUMNS)
+)
+_SELECT_RUNS = "SELECT {} FROM runs".format(", ".join(RUN_COLUMNS))
+
+# The totals are computed from the stored rows, so a resumed run adds up across its sessions.
+_FINISH_RUN = """
+UPDATE runs SET
+    status = ?, outputs = ?, error = ?, error_node = ?, finished_at = ?,
+    answer = coalesce(answer, '') || ?,
+    elapsed_ms = (? - started_at) * 1000,
+    total_tokens = (SELECT coalesce(sum(total_tokens), 0) FROM node_executions WHERE run_id = ?),
+    total_cost = (SELECT coalesce(sum(cost), 0) FROM node_executions WHERE run_id = ?),
+    exceptions_count = (SELECT count(*) FROM node_executions
+                        WHERE run_id = ? AND status = 'exception'),
+    total_steps = (SELECT count(*) FROM node_executions WHERE run_id = ? AND status != 'skipped')
+WHERE run_id = ?
+"""
+
+
+class RunNotFound(KeyError):
+    """No stored run has that id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class RunStore:
+    """Runs and their node executions in ``path``; DataFrame views over them.
+
+    ``store.sink`` is the event sink that fills it: subscribe it to a :class:`Runtime`, or
+    let :func:`cellwire.api.arun` do it (``store=`` option).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path).expanduser().resolve()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # Autocommit mode: transactions are explicit, so a run's rows commit together.
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        migrate(self._conn)
+        self.sink = StoreSink(self)
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Close the connection; :func:`open_store` then opens a fresh one for this path."""
+        with _open_lock:
+            if _open.get((os.getpid(), self.path)) is self:
+                del _open[(os.getpid(), self.path)]
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pragma(self, name: str) -> Any:
+        """The value of ``PRAGMA name`` on this store's connection."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._lock:
+            return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # -- writing (called by the sink) -----------------------------------------------------
+
+    def start_run(self, run_id: str, workflow: str, inputs: Any, started_at: float, *,
+                  resume: bool = False) -> int:
+        """Record a run as ``running``; returns the position of its next node row."""
+        with self._lock, self._transaction():
+            conn = self._conn
+            if resume and conn.execute("SELECT 1 FROM runs WHERE run_id = ?",
+                                       (run_id,)).fetchone():
+                conn.execute("UPDATE runs SET status = 'running', finished_at = NULL, "
+                             "error = NULL, error_node = NULL WHERE run_id = ?", (run_id,))
+                row = conn.execute("SELECT max(seq) FROM node_executions WHERE run_id = ?",
+                                   (run_id,)).fetchone()
+                return 0 if row[0] is None else row[0] + 1
+            packer = BlobPacker()
+            conn.execute(
+                "INSERT OR REPLACE INTO runs (run_id, workflow, status, inputs, started_at) "
+                "VALUES (?, ?, 'running', ?, ?)",
+                (run_id, workflow, packer.pack(inputs), started_at),
+            )
+            # A run id used again replaces the old run rather than mixing with it.
+            conn.execute("DELETE FROM node_executions WHERE run_id = ?", (run_id,))
+            self._put_blobs(packer)
+            return 0
+
+    def write_nodes(self, first_seq: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert trace rows (``trace_row`` dicts) numbered from ``first_seq``."""
+        with self._lock, self._transaction():
+            self._insert_nodes(first_seq, rows)
+
+    def finish_run(self, run_id: str, status: str, *, finished_at: float, outputs: Any = None,
+                   error: str | None = None, error_node: str | None = None, answer: str = "",
+                   first_seq: int = 0, rows: Sequence[dict[str, Any]] = (),
+                   started_at: float | None = None) -> None:
+        """Write the run's remaining rows and its end state, in one transaction."""
+        with self._lock, self._transaction():
+            conn = self._conn
+            # A sink subscribed mid-run never saw RunStarted: make the row it would have made.
+            conn.execute(
+                "INSERT OR IGNORE INTO runs (run_id, workflow, status, started_at) "
+                "VALUES (?, '', 'running', ?)",
+                (run_id, finished_at if started_at is None else started_at),
+            )
+            packer = self._insert_nodes(first_seq, rows)
+            conn.execute(
+                _FINISH_RUN,
+                (status, packer.pack(outputs), error, error_node, finished_at, answer,
+                 finished_at, run_id, run_id, run_id, run_id, run_id),
+            )
+            self._put_blobs(packer)
+
+    def _insert_nodes(self, first_seq: int, rows: Sequence[dict[str, Any]]) -> BlobPacker:
+        packer = BlobPacker()
+        if rows:
+            pack = packer.pack
+            params = [
+                (seq, *_plain_values(row), *[pack(row[c]) for c in NODE_JSON])
+                for seq, row in enumerate(rows, first_seq)
+            ]
+            self._conn.executemany(_INSERT_NODE, params)
+        return packer
+
+    def _put_blobs(self, packer: BlobPacker) -> None:
+        if packer.pending:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)",
+                [(h, len(t), t) for h, t in packer.pending.items()],
+            )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def runs(self, limit: int | None = None, workflow: str | None = None,
+             status: str | None = None) -> pd.DataFrame:
+        """Stored runs, newest first, optionally filtered by workflow name and status."""
+        where, params = [], []
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if status is not None:
+            where.append("status = ?")
+            params.append(str(status))
+        sql = _SELECT_RUNS
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+            blobs = self._blobs(_json_cells(rows, RUN_COLUMNS, RUN_JSON))
+        return views.runs_frame(rows, blobs)
+
+    def resolve(self, run_id: str) -> str:
+        """The full id of the run whose id is ``run_id`` or starts with it."""
+        with self._lock:
+            if self._conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                return run_id
+            found = self._conn.execute(
+                "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
+                (run_id, run_id + "\U0010ffff"),
+            ).fetchall() if run_id else []
+        if len(found) == 1:
+            return found[0][0]
+        if not found:
+            raise RunNotFound(f"no stored run has id {run_id!r} (store: {self.path})")
+        raise RunNotFound(f"run id prefix {run_id!r} is ambiguous; give more characters")
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One run as a dict (a unique prefix of its id is enough); times are UTC datetimes."""
+        full = self.resolve(run_id)
+        with self._lock:
+            row = self._conn.execute(_SELECT_RUNS + " WHERE run_id = ?", (full,)).fetchone()
+            blobs = self._blobs(_json_cells([row], RUN_COLUMNS, RUN_JSON))
+        return views.run_dict(row, blobs)
+
+    def trace(self, run_id: str) -> pd.DataFrame:
+        """The run's node executions: the same columns as :attr:`RunResult.trace`."""
+        full = self.resolve(run_id)
+        with self._lock:
+            rows = self._conn.execute(_SELECT_TRACE, (full,)).fetchall()
+            blobs = self._blobs(_json_cells(rows, TRACE_COLUMNS, NODE_JSON))
+        return views.trace_frame_from_rows(rows, blobs)
+
+    def _blobs(self, cells: list[str | None]) -> dict[str, str]:
+        refs = blob_refs(cells)
+        if not refs:
+            return {}
+        found: dict[str, str] = {}
+        refs_list = sorted(refs)
+        for i in range(0, len(refs_list), 500):
+            chunk = refs_list[i:i + 500]
+            found.update(self._conn.execute(
+                "SELECT hash, data FROM blobs WHERE hash IN ({})".format(",".join("?" * len(chunk))),
+                chunk,
+            ).fetchall())
+        return found
+
+
+def _json_cells(rows: list[tuple[Any, ...]], columns: list[str],
+                json_columns: Sequence[str]) -> list[str | None]:
+    at = [columns.index(c) for c in json_columns]
+    return [row[i] for row in rows for i in at]
+
+
+class _Transaction:
+    """``BEGIN`` ... ``COMMIT``, or ``ROLLBACK`` when the block raises."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+_open: dict[tuple[int, Path], RunStore] = {}
+_open_lock = threading.Lock()
+
+
+def open_store(path: str | os.PathLike[str]) -> RunStore:
+    """The process's store for ``path``: one connection per process per file."""
+    key = (os.getpid(), Path(path).expanduser().resolve())
+    with _open_lock:
+        store = _open.get(key)
+        if store is None:
+            store = _open[key] = RunStore(key[1])
+        return store
+
+
+__all__ = ["RunNotFound", "RunStore", "open_store"]
