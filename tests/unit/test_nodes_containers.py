@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 import cellwire
+from cellwire.engine import CompiledWorkflow, Execution
 from cellwire.engine.events import (
     ContainerCompleted,
     ContainerNext,
     ContainerStarted,
     NodeFailed,
+    NodeStarted,
     NodeStopped,
     NodeSucceeded,
     StreamChunk,
@@ -591,3 +593,28 @@ async def test_answer_nodes_inside_containers_answer_once_per_round():
     assert result.outputs == {"out": ["a;", "b;", "c;"]}
     assert result.answer == "a;b;c;1,2,3,"
     assert [e.round for e in of(result, StreamChunk, "tell")] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("container", ["iteration", "loop"])
+async def test_stopping_the_run_stops_the_container_mid_round(container):
+    if container == "iteration":
+        wf = iteration_workflow(is_parallel=True)
+        wf.add_node("inner", "ctr-block", parent="it", after="its")
+        box = "it"
+    else:
+        wf = loop_workflow()
+        wf.add_node("inner", "ctr-block", parent="lp", after="ls")
+        box = "lp"
+    execution: list[Execution] = []
+
+    def stop_when_blocked(event):
+        if type(event) is NodeStarted and event.node_id == "inner":
+            execution[0].stop("enough")
+
+    runtime = cellwire.Runtime(sinks=[stop_when_blocked])
+    execution.append(Execution(CompiledWorkflow(wf), {"items": [1, 2], "first": 0}, runtime))
+    result = await asyncio.wait_for(execution[0].run(), 10)
+
+    assert result.status == "stopped"
+    assert [e.reason for e in of(result, ContainerCompleted, box)] == ["stopped"]
+    assert of(result, NodeStopped, "inner")

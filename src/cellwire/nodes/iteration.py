@@ -116,9 +116,9 @@ async def run(ctx: NodeContext) -> NodeResult:
             await rounds.run_parallel(config.parallel_nums)
         else:
             await rounds.run_sequential()
-    except Exception:
+    except BaseException as exc:
         ctx.emit(ContainerCompleted, kind="iteration", rounds=len(rounds.durations),
-                 reason="error")
+                 reason=_reason(exc))
         raise
     outputs = rounds.outputs
     if config.error_handle_mode == "remove-abnormal-output":
@@ -146,6 +146,10 @@ def _items(ctx: NodeContext, selector: Sequence[str]) -> list[Any]:
         field="iterator_selector",
         hint="point iterator_selector at an array variable",
     )
+
+
+def _reason(exc: BaseException) -> str:
+    return "stopped" if isinstance(exc, asyncio.CancelledError) else "error"
 
 
 def flatten(outputs: list[Any]) -> list[Any]:

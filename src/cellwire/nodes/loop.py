@@ -8,6 +8,7 @@ each round so that no round reads a stale value of the round before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Literal
 
@@ -79,8 +80,9 @@ async def run(ctx: NodeContext) -> NodeResult:
         ctx.emit(ContainerCompleted, kind="loop", rounds=rounds + 1, reason="error")
         raise NodeError(f"round {rounds} failed: {exc}", error_type=exc.error_type,
                         hint="fix the failing node inside the loop") from exc
-    except BaseException:
-        ctx.emit(ContainerCompleted, kind="loop", rounds=rounds, reason="error")
+    except BaseException as exc:
+        reason = "stopped" if isinstance(exc, asyncio.CancelledError) else "error"
+        ctx.emit(ContainerCompleted, kind="loop", rounds=rounds, reason=reason)
         raise
     reason = LOOP_BREAK if broke else LOOP_COMPLETED
     ctx.emit(ContainerCompleted, kind="loop", rounds=rounds, reason=reason)
