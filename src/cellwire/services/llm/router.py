@@ -97,7 +97,8 @@ class LLMRouter:
         found = self._providers.get(provider_key(name))
         if found is None:
             raise UnknownModelError(
-                f"no provider {name!r} is registered (registered: {', '.join(self.names) or 'none'})",
+                f"no provider {name!r} is registered "
+                f"(registered: {', '.join(self.names) or 'none'})",
                 provider=name,
                 hint=f"register it with router.register(provider) or use one of {self.names}",
             )

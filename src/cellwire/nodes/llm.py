@@ -1,0 +1,396 @@
+"""llm: render a prompt, call a chat model through the run's LLM router, stream the reply.
+
+Config fields are Dify's (``model``, ``prompt_template``, ``context``, ``memory``, ``vision``,
+``structured_output``...). The model is found by ``runtime.llm`` (an
+:class:`~cellwire.services.llm.LLMRouter`); ``runtime.model_override`` routes every llm node
+of a run to one model. Provider errors become node errors that name the model and the fix;
+retryable ones (rate limits, overload) keep ``retry_after`` for the node's retry policy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cellwire.engine import FatalError, NodeContext, NodeError, NodeResult, Usage
+from cellwire.model import NodeConfig, node_type
+from cellwire.services.llm import (
+    ChatAccumulator,
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    LLMRouter,
+    ProviderError,
+    RetryableProviderError,
+    Route,
+    default_router,
+)
+
+# -- config ----------------------------------------------------------------------------------
+
+
+class ModelConfig(NodeConfig):
+    #: Dify's provider identity, ``langgenius/openai/openai`` or just ``openai``.
+    provider: str = ""
+    name: str = ""
+    mode: str = "chat"
+    completion_params: dict[str, Any] | None = None
+
+
+class PromptMessage(NodeConfig):
+    role: str = "user"
+    text: str = ""
+    edition_type: Literal["basic", "jinja2"] | None = None
+    jinja2_text: str | None = None
+
+
+class Jinja2Variable(NodeConfig):
+    variable: str
+    value_selector: list[str] = Field(default_factory=list)
+
+
+class PromptConfig(NodeConfig):
+    jinja2_variables: list[Jinja2Variable] = Field(default_factory=list)
+
+
+class ContextConfig(NodeConfig):
+    enabled: bool = False
+    variable_selector: list[str] | None = None
+
+
+class MemoryWindow(NodeConfig):
+    enabled: bool = False
+    size: int | None = None
+
+
+class MemoryConfig(NodeConfig):
+    window: MemoryWindow = Field(default_factory=MemoryWindow)
+    role_prefix: dict[str, str] | None = None
+    query_prompt_template: str | None = None
+
+
+class VisionConfig(NodeConfig):
+    enabled: bool = False
+    configs: dict[str, Any] | None = None
+
+
+class StructuredOutput(NodeConfig):
+    # ``schema`` would shadow a BaseModel attribute, hence the alias.
+    json_schema: dict[str, Any] | str | None = Field(None, alias="schema")
+
+
+class LLMConfig(NodeConfig):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    #: Chat mode: a list of messages; completion mode: one ``{text}``.
+    prompt_template: list[PromptMessage] | PromptMessage | None = None
+    prompt_config: PromptConfig | None = None
+    context: ContextConfig | None = None
+    memory: MemoryConfig | None = None
+    vision: VisionConfig | None = None
+    structured_output_switch_on: bool | None = None
+    #: The older name of ``structured_output_switch_on``.
+    structured_output_enabled: bool | None = None
+    structured_output: StructuredOutput | None = None
+    #: ``tagged`` keeps ``<think>`` blocks in ``text``; ``separated`` moves them to
+    #: ``reasoning_content``.
+    reasoning_format: Literal["tagged", "separated"] = "tagged"
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.structured_output_switch_on or self.structured_output_enabled)
+
+
+def _outputs(config: LLMConfig) -> list[str]:
+    names = ["text", "reasoning_content", "usage", "finish_reason"]
+    return [*names, "structured_output"] if config.structured else names
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class LLMError(NodeError):
+    """A model call failed in a way another attempt may fix; ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class LLMConfigError(NodeError, FatalError):
+    """A model call that cannot succeed as configured: no retries."""
+
+
+def _node_error(exc: ProviderError, model: str) -> NodeError:
+    message = f"model {model!r}: {exc}"
+    hint = exc.hint or "check the model's provider configuration"
+    if isinstance(exc, RetryableProviderError):
+        return LLMError(message, field="model", hint=exc.hint or "retry later",
+                        error_type=type(exc).__name__, retry_after=exc.retry_after)
+    return LLMConfigError(message, field="model", hint=hint, error_type=type(exc).__name__)
+
+
+# -- the node --------------------------------------------------------------------------------
+
+_CONTEXT = "\x00cellwire:context\x00"
+_HISTORIES = "\x00cellwire:histories\x00"
+_THINK = re.compile(r"<think>(.*?)</think>\s*", re.DOTALL)
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+# completion_params that have a field of their own in a ChatRequest.
+_REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "stop", "response_format",
+                   "json_schema")
+
+
+@node_type("llm", config=LLMConfig, outputs=_outputs)
+async def run(ctx: NodeContext) -> NodeResult:
+    """Ask a chat model; outputs ``text``, ``reasoning_content``, ``usage``, ``finish_reason``."""
+    config: LLMConfig = ctx.config
+    notes: list[str] = []
+    context = _context_text(ctx, config)
+    variables = _jinja_variables(ctx, config)
+    messages = _render_messages(ctx, config, context, variables)
+    route = _route(ctx, config)
+    request = _request(config, route.model, messages)
+    clock = ctx.runtime.clock
+    t0 = clock.monotonic()
+    response = await _call(ctx, route, request, config.reasoning_format)
+    latency = clock.monotonic() - t0
+
+    text, reasoning = _reasoning_split(response, config.reasoning_format)
+    outputs: dict[str, Any] = {"text": text, "reasoning_content": reasoning}
+    if config.structured:
+        outputs["structured_output"] = _parse_json(response.text)
+    router = _router(ctx)
+    cost = router.price(route, response.usage)
+    usage = {
+        "prompt_tokens": response.usage.prompt_tokens,
+        "prompt_price": cost.prompt,
+        "completion_tokens": response.usage.completion_tokens,
+        "completion_price": cost.completion,
+        "total_tokens": response.usage.total_tokens,
+        "total_price": cost.total,
+        "currency": cost.currency,
+        "latency": round(latency, 6),
+        "estimated": response.usage.estimated,
+    }
+    outputs["usage"] = usage
+    outputs["finish_reason"] = response.finish_reason
+    if config.memory is not None and config.memory.window.enabled:
+        notes.append("memory: conversation history is not sent yet; the prompt has none")
+    if config.vision is not None and config.vision.enabled:
+        notes.append("vision: files and images are not sent yet; the prompt is text only")
+
+    inputs: dict[str, Any] = dict(variables)
+    if config.context is not None and config.context.enabled:
+        inputs["#context#"] = context
+    process_data: dict[str, Any] = {
+        "model_mode": config.model.mode,
+        "model_provider": route.provider.name,
+        "model_name": route.model,
+        "prompts": [m.as_dict() for m in messages],
+        "usage": usage,
+        "finish_reason": response.finish_reason,
+    }
+    if response.tool_calls:
+        process_data["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
+        ]
+    if notes:
+        process_data["notes"] = notes
+    return NodeResult(
+        outputs=outputs,
+        inputs=inputs,
+        process_data=process_data,
+        usage=Usage(
+            prompt_tokens=response.usage.prompt_tokens,
+            completion_tokens=response.usage.completion_tokens,
+            total_tokens=response.usage.total_tokens,
+            cost=cost.total,
+            currency=cost.currency,
+            model=route.id,
+            estimated=response.usage.estimated,
+        ),
+        metadata={"total_tokens": response.usage.total_tokens, "total_price": cost.total,
+                  "currency": cost.currency, "model": route.id},
+    )
+
+
+def _router(ctx: NodeContext) -> LLMRouter:
+    # Built lazily, so a runtime made before CELLWIRE_DEFAULT_MODEL was set still sees it.
+    return ctx.runtime.llm if ctx.runtime.llm is not None else default_router()
+
+
+def _route(ctx: NodeContext, config: LLMConfig) -> Route:
+    model = config.model
+    override = ctx.runtime.model_override
+    if not override and not model.name:
+        raise LLMConfigError("no model is set", field="model.name",
+                             hint="set model{provider, name}, e.g. provider 'openai', "
+                                  "name 'gpt-4o', or run with model='scripted/echo'")
+    try:
+        return _router(ctx).resolve_config(model.provider, model.name, override=override)
+    except ProviderError as exc:
+        shown = override or "/".join(p for p in (model.provider, model.name) if p)
+        raise _node_error(exc, shown) from None
+
+
+def _context_text(ctx: NodeContext, config: LLMConfig) -> str:
+    """Dify's ``{{#context#}}``: a string, or the contents of retrieved chunks joined."""
+    context = config.context
+    if context is None or not context.enabled or not context.variable_selector:
+        return ""
+    value = ctx.get(context.variable_selector, None, field="context.variable_selector")
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [
+            str(item.get("content", "")) if isinstance(item, dict) else _as_text(item)
+            for item in value
+        ]
+        return "\n".join(p for p in parts if p)
+    return _as_text(value)
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _jinja_variables(ctx: NodeContext, config: LLMConfig) -> dict[str, Any]:
+    if config.prompt_config is None:
+        return {}
+    found: dict[str, Any] = {}
+    for index, var in enumerate(config.prompt_config.jinja2_variables):
+        if var.value_selector:
+            found[var.variable] = ctx.get(
+                var.value_selector, None,
+                field=f"prompt_config.jinja2_variables[{index}].value_selector",
+            )
+        else:
+            found[var.variable] = None
+    return found
+
+
+def _render_messages(ctx: NodeContext, config: LLMConfig, context: str,
+                     variables: dict[str, Any]) -> list[ChatMessage]:
+    template = config.prompt_template
+    if template is None:
+        raise LLMConfigError("the prompt is missing", field="prompt_template",
+                             hint="give a list of {role, text} messages")
+    items = template if isinstance(template, list) else [template]
+    messages: list[ChatMessage] = []
+    for index, item in enumerate(items):
+        field = f"prompt_template[{index}]" if isinstance(template, list) else "prompt_template"
+        text = _render_one(ctx, item, field, context, variables)
+        if text:
+            role = item.role if isinstance(template, list) else "user"
+            if role not in ("system", "user", "assistant"):
+                raise LLMConfigError(f"unknown role {role!r}", field=f"{field}.role",
+                                     hint="use system, user or assistant")
+            messages.append(ChatMessage(role, text))
+    if not messages:
+        raise LLMConfigError("the prompt renders to nothing", field="prompt_template",
+                             hint="write some text in the prompt, or check its variables")
+    return messages
+
+
+def _render_one(ctx: NodeContext, item: PromptMessage, field: str, context: str,
+                variables: dict[str, Any]) -> str:
+    if item.edition_type == "jinja2":
+        namespace = {k: ("" if v is None else v) for k, v in variables.items()}
+        return ctx.render(item.jinja2_text or item.text or "", field=f"{field}.jinja2_text",
+                          extra=namespace)
+    # Dify's special placeholders are not pool references: keep them out of both renderers.
+    text = item.text.replace("{{#context#}}", _CONTEXT).replace("{{#histories#}}", _HISTORIES)
+    text = ctx.render(text, field=f"{field}.text", extra=variables or None)
+    return text.replace(_CONTEXT, context).replace(_HISTORIES, "")
+
+
+def _request(config: LLMConfig, model: str, messages: list[ChatMessage]) -> ChatRequest:
+    params = dict(config.model.completion_params or {})
+    stop = params.get("stop") or []
+    request = ChatRequest(
+        model=model,
+        messages=messages,
+        temperature=params.get("temperature"),
+        top_p=params.get("top_p"),
+        max_tokens=params.get("max_tokens"),
+        stop=[stop] if isinstance(stop, str) else list(stop),
+        params={k: v for k, v in params.items() if k not in _REQUEST_FIELDS},
+    )
+    schema = params.get("json_schema")
+    if params.get("response_format") in ("text", "json_object", "json_schema"):
+        request.response_format = params["response_format"]
+    if config.structured:
+        schema = config.structured_output.json_schema if config.structured_output else None
+        if not schema:
+            raise LLMConfigError("structured output is on but has no schema",
+                                 field="structured_output.schema",
+                                 hint="give a JSON Schema, or turn structured output off")
+        request.response_format = "json_schema"
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as exc:
+            raise LLMConfigError(f"the JSON schema is not valid JSON: {exc}",
+                                 field="structured_output.schema",
+                                 hint="write the schema as a JSON object") from None
+    request.json_schema = schema or None
+    return request
+
+
+async def _call(ctx: NodeContext, route: Route, request: ChatRequest,
+                reasoning_format: str) -> ChatResponse:
+    """Stream the reply to the run's event stream and collect it."""
+    selector = (ctx.node.id, "text")
+    accumulator = ChatAccumulator()
+    # Tagged mode streams reasoning inside <think> tags, as the final text holds it.
+    tagged = reasoning_format == "tagged"
+    thinking = False
+    try:
+        async for chunk in route.provider.stream(request):
+            accumulator.add(chunk)
+            if tagged and chunk.reasoning:
+                if not thinking:
+                    thinking = True
+                    await ctx.stream("<think>\n", selector=selector)
+                await ctx.stream(chunk.reasoning, selector=selector)
+            if chunk.text:
+                if thinking:
+                    thinking = False
+                    await ctx.stream("\n</think>\n", selector=selector)
+                await ctx.stream(chunk.text, selector=selector)
+    except ProviderError as exc:
+        raise _node_error(exc, route.id) from None
+    if thinking:
+        await ctx.stream("\n</think>\n", selector=selector)
+    await ctx.stream("", selector=selector, is_final=True)
+    return accumulator.response(route.id, request.messages)
+
+
+def _reasoning_split(response: ChatResponse, reasoning_format: str) -> tuple[str, str]:
+    """``(text, reasoning_content)`` in Dify's two reasoning formats."""
+    if reasoning_format == "tagged":
+        if response.reasoning:
+            return f"<think>\n{response.reasoning}\n</think>\n{response.text}", ""
+        return response.text, ""
+    inline = [m.strip() for m in _THINK.findall(response.text)]
+    text = _THINK.sub("", response.text)
+    reasoning = "\n".join(p for p in [response.reasoning, *inline] if p)
+    return text, reasoning
+
+
+def _parse_json(text: str) -> Any:
+    match = _FENCE.match(text)
+    body = match.group(1) if match else _THINK.sub("", text).strip()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        # Not a config error: the model may well answer in JSON on the next attempt.
+        raise NodeError(f"the model's reply is not valid JSON ({exc}): {text[:200]!r}",
+                        field="structured_output",
+                        hint="make the prompt ask for JSON only, or use a model that "
+                             "supports structured output") from None
