@@ -7,6 +7,14 @@ from cellwire.model import Edge, Node, Problem, Retry, Workflow, WorkflowError, 
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ip: object) -> None:
+    """``%load_ext cellwire``: the ``%%workflow`` magics and notebook displays."""
+    from cellwire.jupyter import load_ipython_extension as load
+
+    load(ip)
+
+
 __all__ = [
     "Edge", "Node", "NodeContext", "NodeError", "NodeResult", "Problem", "Retry", "RunResult",
     "RunStatus", "Runtime", "Workflow", "WorkflowError", "node_type", "runs", "validate",

@@ -1,0 +1,450 @@
+"""``%%workflow`` (a cell is a node) and ``%workflow`` (list, show, run, stop, runs, trace,
+costs, latency, export, import, delete), on jupysql's Magics + Configurable pattern.
+
+Every user error is an IPython ``UsageError`` of one line naming the fix, so it prints
+without a traceback. Settings: ``%config WorkflowMagics`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import concurrent.futures
+import re
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from traitlets import Bool, Float, Int, Unicode
+from traitlets.config import Configurable
+
+from cellwire.api import default_runtime, resolve_store
+from cellwire.engine import CompiledWorkflow, Execution, RunResult
+from cellwire.engine.executor import DEFAULT_CONCURRENCY
+from cellwire.model import WorkflowError, registry
+from cellwire.store import RunNotFound, RunStore
+
+from . import dashboards
+from .cells import CellError, parse_cell, parse_pairs
+from .display import LiveStatus, Rendered
+from .picture import workflow_svg, workflow_text
+from .session import RunHandle, Session, SessionError
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+SUBCOMMANDS = ("list", "show", "run", "stop", "runs", "trace", "costs", "latency", "export",
+               "import", "delete", "help")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        usage = " ".join(self.format_usage().split()[1:])
+        raise UsageError(f"{self.prog}: {message}; usage: {usage}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise UsageError(" ".join((message or self.format_usage()).split()))
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, WorkflowError) and exc.problems:
+        first = str(exc.problems[0])
+        more = len(exc.problems) - 1
+        head = str(exc).splitlines()[0]
+        return f"{head}: {first}" + (f" (and {more} more problems)" if more else "")
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split())
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one-line UsageErrors."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (CellError, SessionError, WorkflowError, RunNotFound, LookupError, ValueError,
+            OSError) as exc:
+        raise UsageError(_one_line(exc)) from None
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%workflow", add_help=False)
+    p.add_argument("name", help="the workflow")
+    p.add_argument("node_id", help="the node this cell defines")
+    p.add_argument("--type", "-t", required=True, dest="node_type")
+    p.add_argument("--after", "-a", action="extend", nargs="+", default=[],
+                   metavar="ID[:HANDLE]")
+    p.add_argument("--title", default="")
+    p.add_argument("--model", "-m", default="")
+    p.add_argument("--system", default="")
+    p.add_argument("--var", action="extend", nargs="+", default=[], metavar="PARAM=NODE.VAR")
+    p.add_argument("--out", action="extend", nargs="+", default=[], metavar="NAME[:TYPE]")
+    p.add_argument("--retry", type=int, default=None)
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--error-strategy", choices=["fail", "default-value", "fail-branch"],
+                   default="fail")
+    return p
+
+
+@magics_class
+class WorkflowMagics(Magics, Configurable):
+    """Build workflows cell by cell and run them without blocking the notebook."""
+
+    default_model = Unicode(
+        "", config=True,
+        help="provider/model for llm cells without --model (e.g. openai/gpt-4o-mini)")
+    run_model = Unicode(
+        "", config=True,
+        help="route every llm node of runs started here to this provider/model "
+             "(e.g. scripted/echo); empty: each node's own model")
+    store = Unicode(
+        "", config=True,
+        help="where runs are stored: '' for $CELLWIRE_HOME/runs.db, 'none' for nowhere, "
+             "or a path to a runs.db")
+    live_interval = Float(0.25, config=True,
+                          help="seconds between updates of a run's live status display")
+    concurrency = Int(DEFAULT_CONCURRENCY, config=True,
+                      help="node executions a run may have in flight at once")
+    feedback = Bool(True, config=True, help="say what a %%workflow cell defined")
+
+    def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any):
+        Configurable.__init__(self, config=shell.config if shell is not None else None)
+        Magics.__init__(self, shell=shell, **kwargs)
+        self.session = session or Session()
+        if shell is not None:
+            shell.configurables.append(self)
+
+    # -- %%workflow -------------------------------------------------------------------------
+
+    @cell_magic("workflow")
+    def workflow_cell(self, line: str, cell: str) -> None:
+        """%%workflow NAME NODE_ID --type TYPE [--after ID[:HANDLE] ...]: the cell is a node."""
+        args = _cell_parser().parse_args(_split(line))
+        with _user_errors():
+            node = self._define(args, cell)
+        if self.feedback:
+            wf = self.session.workflows[args.name]
+            upstream = [e.source for e in wf.edges if e.target == node.id]
+            print(f"{args.name}: {node.id} ({node.type})"
+                  + (f" after {', '.join(upstream)}" if upstream else ""))
+
+    def _define(self, args: argparse.Namespace, cell: str) -> Any:
+        if not _NODE_ID.match(args.node_id):
+            raise CellError(f"node id {args.node_id!r}: use 1-64 letters, digits, _ or -")
+        kind = registry.find(args.node_type)
+        if kind is None:
+            raise CellError(f"unknown node type {args.node_type!r}; use one of: "
+                            f"{', '.join(registry.names())}")
+        wf = self.session.workflows.get(args.name)
+        after = []
+        for item in args.after:
+            source, _, handle = item.partition(":")
+            if wf is None or source not in wf.nodes:
+                raise CellError(f"--after {item}: no node {source!r} in workflow "
+                                f"{args.name!r}; define it first or fix the id")
+            after.append((source, handle or "source"))
+        start_id = next((n.id for n in wf.nodes.values() if n.type == "start"), "start") \
+            if wf is not None else "start"
+        parsed = parse_cell(
+            kind.name, cell, model=args.model or self.default_model, system=args.system,
+            variables=parse_pairs(args.var, "--var"), outputs=parse_pairs(args.out, "--out"),
+            start_id=start_id,
+        )
+        try:
+            kind.parse_config(args.node_id, parsed.config)
+        except WorkflowError as exc:
+            raise CellError(f"{_one_line(exc)}; fix the cell body or its options") from None
+        options: dict[str, Any] = {"title": args.title, "error_strategy": args.error_strategy,
+                                   "timeout": args.timeout}
+        if args.retry is not None:
+            options["retry"] = args.retry
+        return self.session.define(
+            args.name, args.node_id, kind.name, parsed.config, cell_id=self._cell_id(),
+            refs=parsed.references, after=after, **options,
+        )
+
+    # -- cell identity ----------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is None:
+            return {}
+        try:
+            parent = kernel.get_parent()
+        except Exception:  # noqa: BLE001 - an old or unusual kernel: no cell ids then
+            return {}
+        return dict((parent or {}).get("metadata") or {})
+
+    def _cell_id(self) -> str | None:
+        cell_id = self._metadata().get("cellId")
+        return str(cell_id) if cell_id else None
+
+    def prune_deleted(self, *_: Any) -> None:
+        """Remove the nodes of cells JupyterLab reports deleted (a pre_run_cell hook)."""
+        deleted = self._metadata().get("deletedCells") or []
+        if deleted:
+            self.session.delete_cells(str(c) for c in deleted)
+
+    # -- %workflow --------------------------------------------------------------------------
+
+    @line_magic("workflow")
+    def workflow_line(self, line: str) -> Any:
+        """%workflow list|show|run|stop|runs|trace|costs|latency|export|import|delete|help"""
+        words = _split(line)
+        if not words:
+            raise UsageError("%workflow needs a subcommand: " + ", ".join(SUBCOMMANDS))
+        sub, rest = words[0], words[1:]
+        handler: Callable[[list[str]], Any] | None = getattr(self, f"_cmd_{sub}", None)
+        if sub not in SUBCOMMANDS or handler is None:
+            raise UsageError(f"unknown subcommand {sub!r}; use one of: {', '.join(SUBCOMMANDS)}")
+        with _user_errors():
+            return handler(rest)
+
+    def _cmd_help(self, rest: list[str]) -> Rendered:
+        text = "%workflow " + "|".join(SUBCOMMANDS) + "\n" + (__doc__ or "")
+        return Rendered(f"<pre>{text}</pre>", text)
+
+    def _cmd_list(self, rest: list[str]) -> Any:
+        import pandas as pd
+
+        _parser("list").parse_args(rest)
+        rows = []
+        for name, wf in self.session.workflows.items():
+            last = next((h for h in reversed(self.session.runs.values()) if h.workflow == name),
+                        None)
+            rows.append({"workflow": name, "nodes": len(wf.nodes), "edges": len(wf.edges),
+                         "last_run": last.run_id if last else None,
+                         "last_status": last.status if last else None})
+        return pd.DataFrame(rows, columns=["workflow", "nodes", "edges", "last_run",
+                                           "last_status"])
+
+    def _cmd_show(self, rest: list[str]) -> Picture:
+        p = _parser("show")
+        p.add_argument("name")
+        args = p.parse_args(rest)
+        return Picture(self.session.workflow(args.name))
+
+    def _cmd_delete(self, rest: list[str]) -> None:
+        p = _parser("delete")
+        p.add_argument("name")
+        args = p.parse_args(rest)
+        self.session.delete(args.name)
+        print(f"deleted workflow {args.name}")
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _cmd_run(self, rest: list[str]) -> RunResult | None:
+        p = _parser("run")
+        p.add_argument("name")
+        p.add_argument("inputs", nargs="*", metavar="KEY=VALUE")
+        p.add_argument("--wait", "-w", action="store_true")
+        p.add_argument("--model", default="")
+        args = p.parse_args(rest)
+        wf = self.session.workflow(args.name)
+        inputs = {key: self._value(value) for key, value in parse_pairs(args.inputs, "input")
+                  .items()}
+        handle, _live = self.start(wf, inputs, model=args.model, wait=args.wait)
+        if args.wait:
+            return handle.result
+        return None
+
+    def start(self, wf: Any, inputs: dict[str, Any], *, model: str = "",
+              wait: bool = False) -> tuple[RunHandle, LiveStatus]:
+        """Start a run of ``wf``: a task on the running event loop, or to completion when
+        ``wait`` (or when no loop runs, as in a terminal)."""
+        compiled = CompiledWorkflow(wf)
+        runtime = default_runtime(self._store_option())
+        if model or self.run_model:
+            runtime.model_override = model or self.run_model
+        live = LiveStatus(wf.name, interval=self.live_interval)
+        runtime.subscribe(live)
+        execution = Execution(compiled, inputs, runtime, concurrency=self.concurrency)
+        handle = self.session.add_run(RunHandle(execution.run_id, wf.name, execution))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and not wait:
+            handle.task = loop.create_task(self._drive(handle, live))
+            return handle, live
+        if loop is None:
+            handle.result = asyncio.run(execution.run())
+        else:
+            # The kernel's loop is busy running this cell: run on a helper thread's loop.
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cellwire") as pool:
+                handle.result = pool.submit(asyncio.run, execution.run()).result()
+        if not wait:
+            live.finish(handle.result)
+        return handle, live
+
+    @staticmethod
+    async def _drive(handle: RunHandle, live: LiveStatus) -> RunResult:
+        handle.result = await handle.execution.run()
+        live.finish(handle.result)
+        return handle.result
+
+    def _value(self, text: str) -> Any:
+        if text.startswith("$"):
+            name = text[1:]
+            namespace = self.shell.user_ns if self.shell is not None else {}
+            if name not in namespace:
+                raise UsageError(f"input ${name}: no variable {name!r} in the notebook; "
+                                 "define it or pass a literal")
+            return namespace[name]
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+    def _cmd_stop(self, rest: list[str]) -> None:
+        p = _parser("stop")
+        p.add_argument("run", nargs="?")
+        args = p.parse_args(rest)
+        handle = self.session.find_run(args.run)
+        if handle is None:
+            raise SessionError(f"no run {args.run or ''!r} started in this notebook; "
+                               "see %workflow runs for ids")
+        if handle.done:
+            print(f"run {handle.run_id[:12]} already ended: {handle.status}")
+            return
+        handle.stop()
+        print(f"stopping run {handle.run_id[:12]}")
+
+    # -- monitoring ---------------------------------------------------------------------------
+
+    def _store_option(self) -> Any:
+        setting = self.store.strip()
+        if not setting:
+            return True
+        return False if setting.lower() in ("none", "off", "false") else setting
+
+    def _store(self) -> RunStore:
+        found = resolve_store(self._store_option())
+        if found is None:
+            raise SessionError("runs are not stored (WorkflowMagics.store = 'none'); set "
+                               "%config WorkflowMagics.store = '' to keep them")
+        return found
+
+    def _cmd_runs(self, rest: list[str]) -> Any:
+        p = _parser("runs")
+        p.add_argument("--workflow", default=None)
+        p.add_argument("--status", default=None)
+        p.add_argument("--limit", type=int, default=20)
+        args = p.parse_args(rest)
+        return dashboards.runs(args.limit, args.workflow, args.status, store=self._store())
+
+    def _cmd_trace(self, rest: list[str]) -> Any:
+        p = _parser("trace")
+        p.add_argument("run", nargs="?")
+        p.add_argument("--chart", action="store_true")
+        args = p.parse_args(rest)
+        handle = self.session.find_run(args.run)
+        run: Any = args.run
+        if handle is not None:
+            run = handle.result if handle.result is not None else handle.run_id
+        if args.chart:
+            return dashboards.timeline(run, store=self._store())
+        return dashboards.trace(run, store=self._store())
+
+    def _cmd_costs(self, rest: list[str]) -> Any:
+        p = _parser("costs")
+        p.add_argument("--by", default="model",
+                       choices=["model", "node", "node_type", "workflow", "day"])
+        p.add_argument("--workflow", default=None)
+        p.add_argument("--chart", action="store_true")
+        args = p.parse_args(rest)
+        if args.chart:
+            return dashboards.cost_chart(args.workflow, store=self._store())
+        return dashboards.costs(args.by, workflow=args.workflow, store=self._store())
+
+    def _cmd_latency(self, rest: list[str]) -> Any:
+        p = _parser("latency")
+        p.add_argument("--by", default="node", choices=["node", "node_type", "model", "workflow"])
+        p.add_argument("--workflow", default=None)
+        p.add_argument("--chart", action="store_true")
+        args = p.parse_args(rest)
+        if args.chart:
+            return dashboards.latency_chart(args.workflow, by=args.by, store=self._store())
+        return dashboards.latency(args.by, workflow=args.workflow, store=self._store())
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def _cmd_export(self, rest: list[str]) -> Rendered | None:
+        p = _parser("export")
+        p.add_argument("name")
+        p.add_argument("--format", "-f", default="yaml", choices=["yaml", "dify", "python"])
+        p.add_argument("--to", default=None, metavar="FILE")
+        args = p.parse_args(rest)
+        text = export_text(self.session.workflow(args.name), args.format)
+        if args.to:
+            Path(args.to).write_text(text, encoding="utf-8")
+            print(f"wrote {args.to}")
+            return None
+        return Rendered(f"<pre>{_escape(text)}</pre>", text)
+
+    def _cmd_import(self, rest: list[str]) -> None:
+        from cellwire.formats import load
+
+        p = _parser("import")
+        p.add_argument("file")
+        p.add_argument("--name", default=None)
+        args = p.parse_args(rest)
+        wf = load(args.file)
+        if args.name:
+            wf.name = args.name
+        self.session.workflows[wf.name] = wf
+        print(f"imported {wf.name}: {len(wf.nodes)} nodes, {len(wf.edges)} edges")
+
+
+class Picture:
+    """A workflow's graph: SVG in a notebook, text in a terminal."""
+
+    def __init__(self, wf: Any):
+        self.workflow = wf
+
+    def _repr_svg_(self) -> str:
+        return workflow_svg(self.workflow)
+
+    def __repr__(self) -> str:
+        return workflow_text(self.workflow)
+
+
+def export_text(wf: Any, fmt: str) -> str:
+    """The workflow as native YAML, Dify DSL YAML, or Python code."""
+    if fmt == "yaml":
+        from cellwire.formats import dump
+
+        return dump(wf)
+    if fmt == "dify":
+        from cellwire.formats.dify_export import dump_dify
+
+        return dump_dify(wf)
+    try:
+        from cellwire.formats.python import dump_python  # type: ignore[import-not-found]
+    except ImportError:
+        raise SessionError("export --format python is not available in this cellwire yet; "
+                           "use --format yaml") from None
+    return str(dump_python(wf))
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _parser(sub: str) -> _Parser:
+    return _Parser(prog=f"%workflow {sub}", add_help=False)
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the options ({exc}); close the quotes") from None
