@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import cellwire
-from cellwire.engine import RunStatus
+from cellwire.engine import NodeError, RunStatus
 from cellwire.model import validate
 from cellwire.nodes.conditions import OPERATORS, Condition, compare, evaluate
 
@@ -187,6 +187,9 @@ def test_evaluate_combines_with_and_or_and_reads_through_get():
     assert evaluate([no, yes], "or", get) is True
     assert evaluate([no], "or", get) is False
     assert compare("contains", {"k": 1}, "k") is True
+    typo = Condition(variable_selector=["n", "a"], comparison_operator="=>", value="1")
+    with pytest.raises(NodeError, match=r"conditions\[1\]\.comparison_operator"):
+        evaluate([no, typo], "and", get)  # fails even though the first condition decides
 
 
 # -- if-else routing ------------------------------------------------------------------------

@@ -78,6 +78,9 @@ def evaluate(conditions: Sequence[Condition], logical_operator: str, get: Getter
     if logical_operator not in ("and", "or"):
         raise NodeError(f"unknown logical operator {logical_operator!r}",
                         field="logical_operator", hint="use 'and' or 'or'")
+    # Check every operator up front: a typo must fail even when an earlier condition decides.
+    for i, cond in enumerate(conditions):
+        normalise_operator(cond.comparison_operator, f"{field}[{i}].comparison_operator")
     results = (
         evaluate_one(cond, get, field=f"{field}[{i}]") for i, cond in enumerate(conditions)
     )
