@@ -6,6 +6,8 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import os
+import sqlite3
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,13 @@ StoreOption = bool | str | os.PathLike[str] | RunStore | None
 def resolve_store(store: StoreOption = True) -> RunStore | None:
     """The run store a ``store=`` option names."""
     if store is True:
-        return default_store()
+        try:
+            return default_store()
+        except (OSError, sqlite3.Error) as exc:
+            # The default must never stop a run (a read-only folder, say); an explicit store may.
+            warnings.warn(f"cellwire runs are not stored: {exc} (set CELLWIRE_HOME to a "
+                          "writable folder, or pass store=False)", RuntimeWarning, stacklevel=3)
+            return None
     if store is False or store is None:
         return None
     if isinstance(store, RunStore):

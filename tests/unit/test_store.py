@@ -198,6 +198,18 @@ async def test_store_false_writes_nothing(_home: Path, tmp_path: Path) -> None:
     assert not (tmp_path / ".cellwire").exists()
 
 
+async def test_unusable_default_home_warns_and_runs(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CELLWIRE_HOME", str(blocker / "home"))
+    with pytest.warns(RuntimeWarning, match="not stored"):
+        result = await branching_workflow().arun(x="hi")
+    assert result.ok
+    with pytest.raises(OSError):
+        await branching_workflow().arun(x="hi", store=blocker / "home" / "runs.db")
+
+
 async def test_store_path_and_store_object(tmp_path: Path, _home: Path) -> None:
     elsewhere = tmp_path / "other" / "my.db"
     result = await branching_workflow().arun(x="hi", store=elsewhere)
