@@ -223,14 +223,14 @@ async def test_fatal_errors_are_not_retried():
 @pytest.mark.looptime
 async def test_node_timeout_fails_the_attempt_at_the_deadline():
     wf = cellwire.Workflow("timeout")
-    wf.add_node("slow", "t-value", sleep=100.0, timeout=2.5)
+    wf.add_node("slow", "t-value", sleep=100.0, max_time=2.5)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     result = await wf.arun()
     assert result.status == RunStatus.FAILED
     (failed,) = [e for e in result.events if isinstance(e, NodeFailed)]
     assert failed.error_type == "NodeTimeout"
-    assert "timed out after 2.5 s" in failed.error and "timeout" in failed.error
+    assert "timed out after 2.5 s" in failed.error and "max_time" in failed.error
     assert loop.time() - t0 == pytest.approx(2.5)
 
 

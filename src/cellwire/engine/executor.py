@@ -299,7 +299,7 @@ class Execution:
     # -- one node ----------------------------------------------------------------------------
 
     async def _execute(self, node_id: str, frame: Frame) -> str:
-        """Run one node with retries, timeout and its error strategy; returns its handle."""
+        """Run one node with retries, its time limit and its error strategy; returns its handle."""
         compiled = self.compiled
         node = compiled.nodes[node_id]
         node_type = compiled.types[node_id]
@@ -363,10 +363,10 @@ class Execution:
     async def _attempt(self, node: Node, node_type: NodeType, ctx: NodeContext) -> NodeResult:
         # Containers hold no slot: their children need the slots, and would starve otherwise.
         if node_type.container:
-            raw = await _with_timeout(node_type.run(ctx), node.timeout, node.id)
+            raw = await _with_timeout(node_type.run(ctx), node.max_time, node.id)
         else:
             async with self._semaphore:
-                raw = await _with_timeout(node_type.run(ctx), node.timeout, node.id)
+                raw = await _with_timeout(node_type.run(ctx), node.max_time, node.id)
         if isinstance(raw, NodeResult):
             return raw
         if raw is None:
@@ -512,8 +512,8 @@ async def _with_timeout(coro: Any, timeout: float | None, node_id: str) -> Any:
     except TimeoutError:
         raise NodeError(
             f"timed out after {timeout:g} s",
-            field="timeout",
-            hint="raise the node's timeout or make the step faster",
+            field="max_time",
+            hint="raise the node's max_time or make the step faster",
             error_type="NodeTimeout",
         ) from None
 

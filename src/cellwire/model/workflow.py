@@ -55,8 +55,9 @@ class Node(_Data):
     #: Outputs to use when the node fails and ``error_strategy`` is ``default-value``.
     default_value: dict[str, Any] = Field(default_factory=dict)
     retry: Retry = Field(default_factory=Retry)
-    #: Seconds a single attempt may take; None for no limit.
-    timeout: float | None = Field(None, gt=0)
+    #: Seconds a single attempt may take; None for no limit. (Not ``timeout``: that name is
+    #: the http-request node's own Dify field.)
+    max_time: float | None = Field(None, gt=0)
     #: Editor-side facts (cell id, size, z-index) that round-trip but never change a run.
     meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -130,7 +131,7 @@ class Workflow(_Data):
         error_strategy: ErrorStrategy = "fail",
         default_value: dict[str, Any] | None = None,
         retry: Retry | dict[str, Any] | int | None = None,
-        timeout: float | None = None,
+        max_time: float | None = None,
         **config: Any,
     ) -> Node:
         """Add (or replace) node ``id`` of ``type``; ``after`` connects it to upstream nodes.
@@ -149,7 +150,7 @@ class Workflow(_Data):
             error_strategy=error_strategy,
             default_value=default_value or {},
             retry=Retry.model_validate(retry) if retry is not None else Retry(),
-            timeout=timeout,
+            max_time=max_time,
         )
         if id in self.nodes:
             old = self.nodes[id]
