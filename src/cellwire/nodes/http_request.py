@@ -116,8 +116,10 @@ async def run(ctx: NodeContext) -> NodeResult:
     )
     try:
         try:
+            # httpx's params= drops the URL's own query; Dify's older httpx merged the two.
+            url = httpx.URL(spec.url).copy_merge_params(spec.params)
             request = client.build_request(
-                spec.method, spec.url, params=spec.params, headers=spec.headers,
+                spec.method, url, headers=spec.headers,
                 content=spec.content, files=spec.files, json=spec.json, timeout=spec.timeout,
             )
         except (httpx.InvalidURL, ValueError) as exc:
