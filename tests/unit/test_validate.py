@@ -139,3 +139,15 @@ def test_problem_text_names_node_field_and_fix():
     wf.add_node("x", "frobnicate", after="start")
     text = str(validate(wf)[0])
     assert text.startswith("node 'x' field 'type': unknown node type") and "(fix: " in text
+
+
+def test_node_types_declare_references_outside_selector_fields():
+    wf = _wf()
+    wf.add_node("agg", "variable-aggregator", after="start",
+                variables=[["start", "q"], ["start", "typo"]])
+    wf.add_node("ops", "list-operator", after="start", variable=["ghost", "list"])
+    problems = {(p.node_id, p.field): p.message for p in validate(wf)}
+    assert problems == {
+        ("agg", "variables[1]"): "node 'start' has no output 'typo'",
+        ("ops", "variable"): "refers to node 'ghost', which does not exist",
+    }

@@ -8,7 +8,7 @@ opaque value: only the engine calls it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -46,6 +46,9 @@ class NodeType:
     #: The source handles a branching node chooses among; None for a node that always
     #: takes every outgoing edge.
     handles: Callable[[Any], Sequence[str]] | None = None
+    #: ``(field, selector)`` pairs the node reads that the generic scan cannot see (fields
+    #: not named ``*selector``), so validate() checks them too.
+    references: Callable[[Any], Iterable[tuple[str, Sequence[str]]]] | None = None
     #: A container (iteration, loop) owns the nodes whose ``parent`` is its id.
     container: bool = False
     #: Where a graph starts: ``start`` at the top, ``iteration-start`` inside an iteration.
@@ -127,6 +130,7 @@ def node_type(
     config: type[BaseModel] = NodeConfig,
     outputs: Collection[str] | Callable[[Any], Collection[str] | None] | None = None,
     handles: Sequence[str] | Callable[[Any], Sequence[str]] | None = None,
+    references: Callable[[Any], Iterable[tuple[str, Sequence[str]]]] | None = None,
     container: bool = False,
     start: bool = False,
     aliases: Sequence[str] = (),
@@ -135,7 +139,8 @@ def node_type(
     """Register ``async def run(ctx)`` as the node type ``name``.
 
     ``outputs`` lists the names the node writes (or computes them from the parsed config);
-    ``handles`` makes the node a branch that picks one of those source handles.
+    ``handles`` makes the node a branch that picks one of those source handles;
+    ``references`` yields ``(field, selector)`` for selectors in fields not named ``*selector``.
     """
 
     def decorate(run: RunFn) -> RunFn:
@@ -146,6 +151,7 @@ def node_type(
                 config=config,
                 outputs=_as_fn(outputs) if outputs is not None else _no_declared_outputs,
                 handles=_as_fn(handles) if handles is not None else None,
+                references=references,
                 container=container,
                 start=start,
                 description=description or (run.__doc__ or "").strip().split("\n")[0],

@@ -240,7 +240,11 @@ def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: d
     for node_id, config in configs.items():
         declared[node_id] = types[node_id].outputs(config)
     for node in workflow.nodes.values():
-        for field, selector, strict in config_references(node.config):
+        found = list(config_references(node.config))
+        hook = types[node.id].references if node.id in configs else None
+        if hook is not None:
+            found += [(f, tuple(sel), True) for f, sel in hook(configs[node.id]) if len(sel) >= 2]
+        for field, selector, strict in found:
             head, var = selector[0], selector[1]
             if head == "sys":
                 if var not in SYSTEM_VARIABLES:

@@ -48,7 +48,15 @@ class AssignerConfig(NodeConfig):
         return str(self.version) == "2" or (bool(self.items) and not self.assigned_variable_selector)
 
 
-@node_type("assigner", config=AssignerConfig, outputs=[])
+def _references(config: AssignerConfig) -> list[tuple[str, list[str]]]:
+    return [
+        (f"items[{i}].value", item.value)
+        for i, item in enumerate(config.items)
+        if item.input_type == "variable" and isinstance(item.value, list)
+    ]
+
+
+@node_type("assigner", config=AssignerConfig, outputs=[], references=_references)
 async def run(ctx: NodeContext) -> NodeResult:
     """Write conversation or loop variables; what changed is in ``process_data``."""
     config: AssignerConfig = ctx.config

@@ -49,6 +49,7 @@ class ListOperatorConfig(NodeConfig):
 
 
 @node_type("list-operator", config=ListOperatorConfig,
+           references=lambda c: [("variable", c.variable)] if c.variable else [],
            outputs=["result", "first_record", "last_record"])
 async def run(ctx: NodeContext) -> NodeResult:
     """Filter, extract, sort and limit an array; also gives its first and last item."""

@@ -6,7 +6,7 @@ reads them in order and passes on whichever ran. With groups, it does so once pe
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from pydantic import Field
@@ -44,7 +44,15 @@ def _outputs(config: AggregatorConfig) -> Collection[str]:
     return ["output"]
 
 
-@node_type("variable-aggregator", config=AggregatorConfig, outputs=_outputs,
+def _references(config: AggregatorConfig) -> Iterator[tuple[str, list[str]]]:
+    for i, selector in enumerate(config.variables):
+        yield f"variables[{i}]", selector
+    for g, group in enumerate(config.advanced_settings.groups if config.advanced_settings else []):
+        for i, selector in enumerate(group.variables):
+            yield f"advanced_settings.groups[{g}].variables[{i}]", selector
+
+
+@node_type("variable-aggregator", config=AggregatorConfig, outputs=_outputs, references=_references,
            aliases=["variable-assigner"])
 async def run(ctx: NodeContext) -> NodeResult:
     """Pass on the first variable (in order) that has a value; per group when grouped."""
