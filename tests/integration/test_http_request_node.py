@@ -178,9 +178,7 @@ async def test_503_without_retries_fails_with_the_status(server: LoopbackServer)
 
 
 async def test_read_timeout_names_the_field(server: LoopbackServer):
-    wf = _wf(url=server.url + "/slow")
-    # `timeout` as an add_node keyword is the node's own limit, so the config goes in here.
-    wf.update_node("http", timeout={"connect": 5, "read": 0.2, "write": 5})
+    wf = _wf(url=server.url + "/slow", timeout={"connect": 5, "read": 0.2, "write": 5})
     result = await wf.arun()
     assert result.status == RunStatus.FAILED
     assert "field 'timeout.read'" in result.error
