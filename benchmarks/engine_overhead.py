@@ -103,7 +103,7 @@ async def measure(name: str, shape: Shape, repeat: int, db: Path) -> dict[str, f
     compiled = cellwire_graph(shape)
     bare = Runtime()
     store = RunStore(db)
-    stored = Runtime(sinks=[store.sink()])
+    stored = Runtime(sinks=[store.sink])
 
     async def cw() -> object:
         result = await Execution(compiled, {}, bare).run()

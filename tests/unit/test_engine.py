@@ -417,3 +417,16 @@ async def test_skipped_events_for_unreachable_nodes():
     wf.add_node("island", "t-value")
     result = await wf.arun()
     assert [e.node_id for e in result.events if isinstance(e, NodeSkipped)] == ["island"]
+
+
+async def test_fatal_node_errors_skip_retries():
+    @node_type("t-bad-config")
+    async def bad(ctx):
+        raise cellwire.NodeError("no such model", field="model", hint="pick one", fatal=True)
+
+    wf = cellwire.Workflow("fatal-node-error")
+    wf.add_node("bad", "t-bad-config", retry=3)
+    result = await wf.arun()
+    assert result.status == RunStatus.FAILED
+    assert not [e for e in result.events if isinstance(e, NodeRetry)]
+    assert "field 'model': no such model (fix: pick one)" in result.error

@@ -27,8 +27,10 @@ class NodeError(Exception):
     """A node could not do its job; names the field at fault and the fix."""
 
     def __init__(self, message: str, *, field: str | None = None, hint: str = "",
-                 error_type: str | None = None):
+                 error_type: str | None = None, fatal: bool = False):
         self.field = field
+        #: True when no retry can help (a bad config): the node's retries are skipped.
+        self.fatal = fatal
         self.hint = hint
         self.error_type = error_type or type(self).__name__
         super().__init__(message)

@@ -21,7 +21,7 @@ class FatalError(Exception):
 
 
 def is_retryable(exc: BaseException) -> bool:
-    return not isinstance(exc, FatalError)
+    return not isinstance(exc, FatalError) and not getattr(exc, "fatal", False)
 
 
 def retry_delay(policy: Retry, attempt: int, exc: BaseException | None = None,
