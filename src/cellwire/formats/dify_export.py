@@ -141,8 +141,8 @@ def _retry_config(retry: Retry, original: Any) -> dict[str, Any] | None:
 def _cellwire_extras(node: Node) -> dict[str, Any]:
     """Node facts Dify has no field for, written under ``data.cellwire`` (Dify ignores it)."""
     extras: dict[str, Any] = {}
-    if node.timeout is not None:
-        extras["timeout"] = node.timeout
+    if node.max_time is not None:
+        extras["max_time"] = node.max_time
     dify_retry = Retry(max_retries=node.retry.max_retries, interval=node.retry.interval,
                        backoff=1.0, max_interval=max(60.0, node.retry.interval), jitter=False)
     if node.retry.max_retries and node.retry != dify_retry:

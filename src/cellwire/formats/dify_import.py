@@ -398,7 +398,7 @@ def _node(node_id: str, wrapper: dict[str, Any], data: dict[str, Any],
             error_strategy=strategy,
             default_value=default_value,
             retry=retry,
-            timeout=extra.get("timeout"),
+            max_time=extra.get("max_time"),
             meta={"dify": dify_meta} if dify_meta else {},
         )
     except ValidationError as exc:
@@ -414,7 +414,7 @@ def _node(node_id: str, wrapper: dict[str, Any], data: dict[str, Any],
 _DIFY_FIELD = {"id": "id", "error_strategy": "data.error_strategy", "retry": "data.retry_config",
                "default_value": "data.default_value", "title": "data.title",
                "description": "data.desc", "position": "position", "parent": "parentId",
-               "timeout": "data.cellwire.timeout"}
+               "max_time": "data.cellwire.max_time"}
 
 
 def _modernise(node_type: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from cellwire.model import Node, Retry, Workflow
 
 #: ``add_node`` parameters a config key must not collide with.
 _ADD_NODE_PARAMS = frozenset({"id", "type", "after", "title", "parent", "error_strategy",
-                              "default_value", "retry", "timeout", "self"})
+                              "default_value", "retry", "max_time", "self"})
 
 
 def export_python(workflow: Workflow, *, variable: str = "wf") -> str:
@@ -96,8 +96,8 @@ def _node(node: Node, variable: str) -> list[str]:
         args.append(_kw("default_value", node.default_value))
     if node.retry != Retry():
         args.append(_kw("retry", node.retry.model_dump(exclude_defaults=True)))
-    if node.timeout is not None:
-        args.append(f"timeout={node.timeout!r}")
+    if node.max_time is not None:
+        args.append(f"max_time={node.max_time!r}")
     odd = {k: v for k, v in node.config.items()
            if k in _ADD_NODE_PARAMS or not k.isidentifier() or keyword.iskeyword(k)}
     args += [_kw(k, v) for k, v in node.config.items() if k not in odd]
