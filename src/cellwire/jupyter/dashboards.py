@@ -223,7 +223,7 @@ def latency_chart(workflow: str | None = None, *, by: LatencyBy = "node",
     groups = [(name, g["elapsed_ms"].to_numpy()) for name, g in frame.groupby(key)]
     fig, ax = _figure(8, 0.8 + 0.35 * max(len(groups), 1))
     if groups:
-        ax.boxplot([g for _, g in groups], vert=False, tick_labels=[n for n, _ in groups])
+        ax.boxplot([g for _, g in groups], orientation="horizontal", tick_labels=[n for n, _ in groups])
     ax.set_xlabel("latency (ms)")
     ax.set_title(f"latency by {by}")
     return fig

@@ -174,7 +174,7 @@ class LiveStatus:
         self.updates = 0
         self._publish = publish or self._display
         self._handle: Any = None
-        self._last = 0.0
+        self._last = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import Configurable
 
@@ -122,6 +122,7 @@ class WorkflowMagics(Magics, Configurable):
 
     # -- %%workflow -------------------------------------------------------------------------
 
+    @no_var_expand
     @cell_magic("workflow")
     def workflow_cell(self, line: str, cell: str) -> None:
         """%%workflow NAME NODE_ID --type TYPE [--after ID[:HANDLE] ...]: the cell is a node."""
@@ -161,7 +162,7 @@ class WorkflowMagics(Magics, Configurable):
         except WorkflowError as exc:
             raise CellError(f"{_one_line(exc)}; fix the cell body or its options") from None
         options: dict[str, Any] = {"title": args.title, "error_strategy": args.error_strategy,
-                                   "timeout": args.timeout}
+                                   "max_time": args.timeout}
         if args.retry is not None:
             options["retry"] = args.retry
         return self.session.define(
@@ -193,6 +194,7 @@ class WorkflowMagics(Magics, Configurable):
 
     # -- %workflow --------------------------------------------------------------------------
 
+    @no_var_expand
     @line_magic("workflow")
     def workflow_line(self, line: str) -> Any:
         """%workflow list|show|run|stop|runs|trace|costs|latency|export|import|delete|help"""

@@ -1,0 +1,363 @@
+"""The %%workflow / %workflow magics driven through an IPython InteractiveShell, the displays,
+and the dashboards checked against the run store."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+import cellwire
+from cellwire.jupyter import dashboards
+from cellwire.jupyter.display import LiveStatus, run_html, run_text
+from cellwire.jupyter.magics import WorkflowMagics
+from cellwire.jupyter.session import Session
+from cellwire.store import open_store
+
+
+class FakeKernel:
+    """Stands in for ipykernel: the execute_request metadata JupyterLab sends."""
+
+    def __init__(self) -> None:
+        self.metadata: dict = {}
+
+    def get_parent(self) -> dict:
+        return {"metadata": self.metadata}
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLWIRE_HOME", str(tmp_path))
+    monkeypatch.setenv("CELLWIRE_DEFAULT_MODEL", "scripted/echo")
+    ip = InteractiveShell(config=Config({"HistoryManager": {"enabled": False}}))
+    ip.kernel = FakeKernel()
+    magics = WorkflowMagics(ip, session=Session())
+    ip.register_magics(magics)
+    ip.events.register("pre_run_cell", magics.prune_deleted)
+    from cellwire.jupyter.display import register_formatters
+
+    register_formatters(ip)
+    ip.magics_obj = magics
+    yield ip
+    ip.kernel = None
+    open_store(tmp_path / "runs.db").close()
+
+
+def cell(ip, line: str, body: str, cell_id: str | None = None, deleted=()):
+    ip.kernel.metadata = {"cellId": cell_id, "deletedCells": list(deleted)} if cell_id else {}
+    ip.magics_obj.prune_deleted()
+    ip.run_cell_magic("workflow", line, body)
+
+
+def wf(ip, name="qa"):
+    return ip.magics_obj.session.workflows[name]
+
+
+def edges(ip, name="qa"):
+    return sorted((e.source, e.target, e.source_handle) for e in wf(ip, name).edges)
+
+
+def build_qa(ip):
+    cell(ip, "qa start --type start", "[question]", "c1")
+    cell(ip, "qa ask --type llm --model openai/gpt-4o", "Answer: {{#start.question#}}", "c2")
+    cell(ip, "qa shout --type code --var text=ask.text",
+         "def main(text):\n    return {'loud': text.upper(), 'n': len(text)}\n", "c3")
+    cell(ip, "qa end --type end", "answer: shout.loud\nn: shout.n", "c4")
+
+
+# -- defining nodes -------------------------------------------------------------------------------
+
+
+def test_cells_define_nodes_and_edges_from_references(shell):
+    build_qa(shell)
+    w = wf(shell)
+    assert list(w.nodes) == ["start", "ask", "shout", "end"]
+    assert edges(shell) == [("ask", "shout", "source"), ("shout", "end", "source"),
+                            ("start", "ask", "source")]
+    assert w.nodes["ask"].config["prompt_template"] == [
+        {"role": "user", "text": "Answer: {{#start.question#}}"}]
+    assert w.nodes["ask"].config["model"]["name"] == "gpt-4o"
+    assert w.nodes["shout"].config["outputs"] == {"loud": {"type": "string"},
+                                                   "n": {"type": "number"}}
+    result = w.run(question="hi", store=False)
+    assert result.outputs == {"answer": "ANSWER: HI", "n": 10}
+
+
+def test_rerunning_a_cell_updates_its_node_and_its_edges(shell):
+    build_qa(shell)
+    # Same cell, new body: the node now reads the question directly, not the llm.
+    cell(shell, "qa shout --type template-transform", "{{ start.question }}!", "c3")
+    w = wf(shell)
+    assert w.nodes["shout"].type == "template-transform"
+    assert ("ask", "shout", "source") not in edges(shell)
+    assert ("start", "shout", "source") in edges(shell)
+    assert ("shout", "end", "source") in edges(shell)  # downstream edges stay
+
+
+def test_renaming_the_node_of_a_cell_keeps_its_place(shell):
+    build_qa(shell)
+    cell(shell, "qa upper --type code --var text=ask.text",
+         "def main(text):\n    return {'loud': text.upper(), 'n': 1}\n", "c3")
+    assert "shout" not in wf(shell).nodes
+    assert ("ask", "upper", "source") in edges(shell)
+    assert ("upper", "end", "source") in edges(shell)
+
+
+def test_deleting_a_cell_removes_its_node(shell):
+    build_qa(shell)
+    cell(shell, "qa other --type template-transform", "x", "c9", deleted=["c3"])
+    assert "shout" not in wf(shell).nodes
+    assert all("shout" not in (e.source, e.target) for e in wf(shell).edges)
+
+
+def test_a_reference_to_a_later_cell_becomes_an_edge_when_it_is_defined(shell):
+    cell(shell, "w b --type template-transform", "{{ a.output }}", "c2")
+    assert wf(shell, "w").edges == []
+    cell(shell, "w a --type template-transform", "hello", "c1")
+    assert edges(shell, "w") == [("a", "b", "source")]
+
+
+def test_after_with_a_handle_and_another_cells_node_id(shell):
+    cell(shell, "w start --type start", "[x]", "c1")
+    cell(shell, "w check --type if-else", """
+cases:
+  - case_id: "true"
+    logical_operator: and
+    conditions:
+      - {variable_selector: [start, x], comparison_operator: is, value: yes}
+""", "c2")
+    cell(shell, "w yes --type template-transform --after check:true", "Y", "c3")
+    assert ("check", "yes", "true") in edges(shell, "w")
+    assert ("start", "check", "source") in edges(shell, "w")
+    with pytest.raises(UsageError, match="defined by another cell"):
+        cell(shell, "w yes --type template-transform", "Z", "c4")
+
+
+def test_plain_shell_keys_nodes_by_id(shell):
+    shell.kernel = None
+    shell.run_cell_magic("workflow", "w a --type template-transform", "one")
+    shell.run_cell_magic("workflow", "w a --type template-transform", "two")
+    assert list(wf(shell, "w").nodes) == ["a"]
+    assert wf(shell, "w").nodes["a"].config["template"] == "two"
+
+
+@pytest.mark.parametrize(("line", "body", "fix"), [
+    ("qa x", "hi", "required: --type"),
+    ("qa x --type nope", "hi", "unknown node type 'nope'; use one of"),
+    ("qa x --type llm --bogus 1", "hi", "unrecognized arguments: --bogus"),
+    ("qa 'a b' --type llm", "hi", "use 1-64 letters"),
+    ("qa x --type llm --after ghost", "hi", "define it first"),
+    ("qa x --type llm --model gpt4", "hi", "provider/name"),
+    ("qa x --type llm", "  ", "write the prompt"),
+    ("qa x --type code", "def main(:\n", "fix the Python"),
+    ("qa x --type code", "x = 1\n", "def main"),
+    ("qa x --type code --var y=a.b", "def main(x):\n    return {}\n", "no parameter"),
+    ("qa x --type if-else", "cases: [1", "not valid YAML"),
+    ("qa x --type if-else", "- 1\n- 2", "field: value"),
+    ("qa x --type end", "answer: nodot", "node.var"),
+    ("qa x --type start", "variables: [{label: x}]", "variable"),
+    ("qa x --type list-operator", "limit: {enabled: maybe}", "fix the cell body"),
+    ("qa x --type llm --retry x", "hi", "invalid int value"),
+])
+def test_bad_flags_or_bodies_give_a_one_line_usage_error(shell, line, body, fix):
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("workflow", line, body)
+    message = str(caught.value)
+    assert fix in message
+    assert "\n" not in message
+
+
+def test_usage_errors_print_without_a_traceback(shell, capsys):
+    result = shell.run_cell("%%workflow qa x --type nope\nhi\n")
+    assert isinstance(result.error_in_exec, UsageError)
+    err = capsys.readouterr().err
+    assert "UsageError: unknown node type" in err
+    assert "Traceback" not in err
+
+
+def test_config_is_settable_with_percent_config(shell):
+    shell.run_line_magic("config", "WorkflowMagics.default_model = 'scripted/fixed'")
+    assert shell.magics_obj.default_model == "scripted/fixed"
+    shell.run_cell_magic("workflow", "w a --type llm", "hello")
+    assert wf(shell, "w").nodes["a"].config["model"]["provider"] == "scripted"
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+
+
+def test_run_wait_list_show_export_delete(shell, tmp_path):
+    build_qa(shell)
+    result = shell.run_line_magic("workflow", "run qa question=hello --wait")
+    assert result.status == "succeeded"
+    assert result.outputs["answer"] == "ANSWER: HELLO"
+    listing = shell.run_line_magic("workflow", "list")
+    assert listing.to_dict("records")[0]["last_status"] == "succeeded"
+    picture = shell.run_line_magic("workflow", "show qa")
+    svg = picture._repr_svg_()
+    assert svg.startswith("<svg") and ">shout<" in svg
+    text = shell.run_line_magic("workflow", "export qa --format yaml")
+    assert "cellwire: 1" in repr(text)
+    path = tmp_path / "qa.yml"
+    shell.run_line_magic("workflow", f"export qa --format dify --to {path}")
+    shell.run_line_magic("workflow", f"import {path} --name copy")
+    assert set(wf(shell, "copy").nodes) == set(wf(shell).nodes)
+    shell.run_line_magic("workflow", "delete copy")
+    assert "copy" not in shell.magics_obj.session.workflows
+    with pytest.raises(UsageError, match="no workflow named 'copy'"):
+        shell.run_line_magic("workflow", "run copy")
+    with pytest.raises(UsageError, match="unknown subcommand"):
+        shell.run_line_magic("workflow", "frobnicate")
+
+
+def test_run_inputs_take_literals_and_notebook_variables(shell):
+    cell(shell, "w start --type start", "n: number\ntext: text-input", "c1")
+    cell(shell, "w end --type end", "n: start.n\ntext: start.text", "c2")
+    shell.user_ns["greeting"] = "hi there"
+    result = shell.run_line_magic("workflow", "run w n=3 text=$greeting --wait")
+    assert result.outputs == {"n": 3, "text": "hi there"}
+    with pytest.raises(UsageError, match="no variable 'nope'"):
+        shell.run_line_magic("workflow", "run w n=3 text=$nope")
+
+
+def test_an_invalid_workflow_does_not_start(shell):
+    cell(shell, "w a --type template-transform", "x", "c1")
+    cell(shell, "w b --type template-transform --after a", "y", "c2")
+    cell(shell, "w a --type template-transform --after b", "x", "c1")  # a cycle
+    with pytest.raises(UsageError) as caught:
+        shell.run_line_magic("workflow", "run w")
+    assert "\n" not in str(caught.value)
+
+
+async def test_run_without_wait_returns_at_once_and_can_be_stopped(shell):
+    import asyncio
+
+    gate = asyncio.Event()
+
+    @cellwire.node_type("test-gate")
+    async def gate_node(ctx):
+        await gate.wait()
+        return cellwire.NodeResult(outputs={"ok": True})
+
+    cell(shell, "w start --type start", "[]", "c1")
+    cell(shell, "w g --type test-gate --after start", "{}", "c2")
+    cell(shell, "w end --type end", "ok: g.ok", "c3")
+    assert shell.run_line_magic("workflow", "run w") is None
+    run = shell.magics_obj.session.find_run(None)
+    await asyncio.sleep(0)
+    assert not run.done and run.status == "running"
+    shell.run_line_magic("workflow", f"stop {run.run_id[:8]}")
+    result = await run
+    assert result.status == "stopped"
+
+
+# -- displays -------------------------------------------------------------------------------------
+
+
+def test_result_html_escapes_and_names_the_failed_node(shell):
+    cell(shell, "w start --type start", "[x]", "c1")
+    cell(shell, "w boom --type code --var x=start.x",
+         "def main(x):\n    raise ValueError('<b>bad</b>')\n", "c2")
+    cell(shell, "w end --type end", "y: boom.y", "c3")
+    result = shell.run_line_magic("workflow", "run w x=<i>hi</i> --wait")
+    page = run_html(result)
+    assert "failed" in page and "<b>boom</b>" in page
+    assert "&lt;b&gt;bad&lt;/b&gt;" in page and "<b>bad</b>" not in page
+    assert "boom" in run_text(result).splitlines()[1]
+    bundle = shell.display_formatter.format(result)[0]
+    assert bundle["text/html"] == page
+    assert bundle["text/plain"] == run_text(result)
+
+
+def test_live_status_is_throttled_and_shows_the_end():
+    shown = []
+    live = LiveStatus("w", interval=3600, publish=shown.append)
+    wfl = cellwire.Workflow("w")
+    wfl.add_node("start", "start")
+    for i in range(5):
+        wfl.add_node(f"t{i}", "template-transform", after="start", template="x")
+    runtime = cellwire.Runtime()
+    runtime.subscribe(live)
+    result = cellwire.api.run(wfl, runtime=runtime, store=False)
+    # One update for the first event, then the hour-long throttle holds until the run ends.
+    assert live.updates == 2
+    assert "succeeded" in shown[-1].text and "6 succeeded" in shown[-1].text
+    live.finish(result)
+    assert shown[-1].text == run_text(result)
+
+
+# -- dashboards against the store -----------------------------------------------------------------
+
+
+def test_dashboards_match_the_store(shell, tmp_path):
+    build_qa(shell)
+    for q in ("one", "two words", "three more words"):
+        shell.run_line_magic("workflow", f"run qa question='{q}' --wait")
+    cell(shell, "bad start --type start", "[x]", "d1")
+    cell(shell, "bad boom --type code --var x=start.x", "def main(x):\n    return 1/0\n", "d2")
+    cell(shell, "bad end --type end", "y: boom.y", "d3")
+    shell.run_line_magic("workflow", "run bad x=1 --wait")
+    store = open_store(tmp_path / "runs.db")
+    stored = store.runs()
+    assert len(stored) == 4
+
+    costs = dashboards.costs("model", store=store)
+    llm_rows = [store.trace(r)[lambda t: t.node_type == "llm"] for r in stored.run_id]
+    tokens = sum(int(t.total_tokens.sum()) for t in llm_rows)
+    assert costs.loc["scripted/echo", "total_tokens"] == tokens
+    assert costs.loc["scripted/echo", "calls"] == 3
+    assert costs.loc["scripted/echo", "runs"] == 3
+    by_workflow = dashboards.costs("workflow", store=store)
+    assert by_workflow.loc["qa", "total_tokens"] == stored[stored.workflow == "qa"][
+        "total_tokens"].sum()
+    assert by_workflow.loc["bad", "calls"] == 2  # start and the failed code node
+
+    lat = dashboards.latency("node", store=store)
+    ask = [t for r in stored.run_id for t in store.trace(r).query("node_id == 'ask'")
+           .elapsed_ms]
+    assert lat.loc["ask", "count"] == 3
+    assert lat.loc["ask", "p50_ms"] == pytest.approx(sorted(ask)[1])
+    assert lat.loc["ask", "max_ms"] == pytest.approx(max(ask))
+    assert lat.loc["boom", "errors"] == 1 and lat.loc["boom", "error_rate"] == 1.0
+    runs_lat = dashboards.latency("workflow", store=store)
+    assert runs_lat.loc["bad", "error_rate"] == 1.0 and runs_lat.loc["qa", "errors"] == 0
+
+    newest = stored.run_id.iloc[0]
+    tr = shell.run_line_magic("workflow", "trace")
+    assert list(tr.node_id) == list(store.trace(newest).node_id)
+    assert tr.loc[tr.node_id == "boom", "status"].item() == "failed"
+    assert shell.run_line_magic("workflow", "runs --limit 2").run_id.tolist() == \
+        stored.run_id.tolist()[:2]
+    day = dashboards.costs("day", store=store)
+    assert day["calls"].sum() == 14  # 3 runs x 4 nodes + start and boom
+
+    from matplotlib.figure import Figure
+
+    for fig in (dashboards.timeline(newest, store=store), dashboards.cost_chart(store=store),
+                dashboards.latency_chart(store=store),
+                shell.run_line_magic("workflow", "trace --chart")):
+        assert isinstance(fig, Figure)
+    assert "image/png" in shell.display_formatter.format(dashboards.cost_chart(store=store))[0]
+
+
+def test_timeline_shows_parallel_branches_overlapping(tmp_path):
+    import asyncio
+
+    @cellwire.node_type("test-nap")
+    async def nap(ctx):
+        await asyncio.sleep(0.05)
+        return cellwire.NodeResult(outputs={"ok": 1})
+
+    w = cellwire.Workflow("par")
+    w.add_node("start", "start")
+    w.add_node("a", "test-nap", after="start")
+    w.add_node("b", "test-nap", after="start")
+    store = open_store(tmp_path / "par.db")
+    result = w.run(store=store)
+    fig = dashboards.timeline(result, store=store)
+    bars = {t.get_text(): p for t, p in zip(fig.axes[0].get_yticklabels(),
+                                             fig.axes[0].patches, strict=True)}
+    a, b = bars["a"], bars["b"]
+    # The two spans overlap in time: each starts before the other ends.
+    assert a.get_x() < b.get_x() + b.get_width() and b.get_x() < a.get_x() + a.get_width()
+    store.close()
