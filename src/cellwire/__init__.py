@@ -3,6 +3,7 @@
 from cellwire import nodes as _nodes  # noqa: F401 - registers the built-in node types
 from cellwire.api import runs
 from cellwire.engine import NodeContext, NodeError, NodeResult, RunResult, RunStatus, Runtime
+from cellwire.formats import dump, load, save
 from cellwire.model import Edge, Node, Problem, Retry, Workflow, WorkflowError, node_type, validate
 
 __version__ = "0.1.0"
@@ -17,5 +18,6 @@ def load_ipython_extension(ip: object) -> None:
 
 __all__ = [
     "Edge", "Node", "NodeContext", "NodeError", "NodeResult", "Problem", "Retry", "RunResult",
-    "RunStatus", "Runtime", "Workflow", "WorkflowError", "node_type", "runs", "validate",
+    "RunStatus", "Runtime", "Workflow", "WorkflowError", "dump", "load", "node_type", "runs",
+    "save", "validate",
 ]

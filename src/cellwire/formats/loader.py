@@ -1,0 +1,84 @@
+"""``load(path)``: read a workflow file in any format cellwire knows, found by its keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cellwire.model import Problem, Workflow, WorkflowError
+
+from .native import dump, load_native
+from .safe_yaml import parse_yaml, read_text
+
+
+def is_native(data: Mapping[str, Any]) -> bool:
+    return "cellwire" in data
+
+
+def is_dify(data: Mapping[str, Any]) -> bool:
+    return ("workflow" in data and "app" in data) or data.get("kind") == "app"
+
+
+def load_dify(data: Mapping[str, Any], source: str | None = None) -> Workflow:
+    """Hand a Dify DSL document to :mod:`cellwire.formats.dify`, when it is installed."""
+    try:
+        from cellwire.formats import dify
+    except ModuleNotFoundError as exc:
+        if exc.name != "cellwire.formats.dify":
+            raise
+        raise WorkflowError(
+            [Problem(None, None, "this is a Dify DSL file, and this cellwire cannot import "
+                     "Dify DSL yet", "upgrade cellwire, or convert the file to the native "
+                     "format (cellwire: 1)")],
+            f"{source or 'the document'}: cannot be loaded",
+        ) from None
+    return dify.load_dify(data, source=source)
+
+
+#: Format name, how to recognise its parsed document, how to load it. First match wins.
+FORMATS: list[tuple[str, Callable[[Mapping[str, Any]], bool],
+                    Callable[[Mapping[str, Any], str | None], Workflow]]] = [
+    ("native", is_native, load_native),
+    ("dify", is_dify, load_dify),
+]
+
+
+def detect_format(data: Any) -> str | None:
+    """The name of the format ``data`` (a parsed document) is in, or None."""
+    if isinstance(data, Mapping):
+        for name, matches, _ in FORMATS:
+            if matches(data):
+                return name
+    return None
+
+
+def load_data(data: Any, source: str | None = None) -> Workflow:
+    """A :class:`Workflow` from a parsed document in any known format."""
+    name = detect_format(data)
+    for format_name, _, loader in FORMATS:
+        if format_name == name:
+            return loader(data, source)
+    raise WorkflowError(
+        [Problem(None, None, "not a workflow file in any format cellwire knows",
+                 "a native file starts with 'cellwire: 1'; a Dify DSL file has 'app:' and "
+                 "'workflow:' keys")],
+        f"{source or 'the document'}: cannot be loaded",
+    )
+
+
+def load(path: str | Path) -> Workflow:
+    """Load the workflow file at ``path`` (native YAML or Dify DSL, found by its contents).
+
+    Raises ``OSError`` when the file cannot be read and :class:`WorkflowError`, naming the
+    file, when it is not a valid workflow.
+    """
+    source = str(path)
+    return load_data(parse_yaml(read_text(path), source), source)
+
+
+def save(workflow: Workflow, path: str | Path) -> Path:
+    """Write ``workflow`` to ``path`` as native YAML (secrets left out); returns the path."""
+    path = Path(path)
+    path.write_text(dump(workflow), encoding="utf-8")
+    return path
