@@ -226,6 +226,12 @@ async def test_code_without_declared_outputs_passes_the_dict_through():
     assert _outputs(result, "c") == {"x": [[1]], "y": None}
 
 
+async def test_code_can_use_json_unimported_as_in_dify():
+    result = await _code_wf("def main(a):\n    return {'x': json.dumps(a)}\n",
+                            a=["start", "a"]).arun(a={"k": 1})
+    assert _outputs(result, "c") == {"x": '{"k": 1}'}
+
+
 async def test_code_exception_shows_the_users_line():
     code = "def helper(x):\n    return 1 / x\n\ndef main(a):\n    y = helper(a)\n    return {}\n"
     result = await _code_wf(code, a=["start", "a"]).arun(a=0)

@@ -9,8 +9,10 @@ with Dify's limits.
 from __future__ import annotations
 
 import builtins
+import json
 import math
 import traceback
+from base64 import b64decode
 from collections.abc import Mapping
 from functools import lru_cache
 from types import CodeType
@@ -107,6 +109,9 @@ def _call_main(compiled: CodeType, code: str, inputs: dict[str, Any]) -> Any:
         exec(compiled, namespace)  # noqa: S102 - the code node runs trusted user code
     except Exception as exc:  # noqa: BLE001
         raise _user_error(exc, code, "while loading the code") from None
+    # Dify's runner imports these after the user's code, so Dify code uses them unimported.
+    namespace["json"] = json
+    namespace["b64decode"] = b64decode
     main = namespace.get("main")
     if not callable(main):
         raise NodeError("the code defines no main() function", field="code",
