@@ -8,7 +8,6 @@ Dify writes them. Secret environment values are always written empty.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import yaml
@@ -21,14 +20,15 @@ from .dify_import import (
     NOTE_DEFAULTS,
     NOTE_TYPE,
     WRAPPER_TYPES,
+    canonical_retry_config,
     mention_selector,
     retry_from_dify,
+    stable_id,
 )
 
 DSL_VERSION = "0.6.0"
 #: Dify's z-index for nodes and edges inside an iteration or loop.
 CHILD_Z_INDEX = 1002
-_ID_NAMESPACE = uuid.UUID("6f1c2a4e-5b0d-4c7e-9a53-0c3f1d2e8b71")
 
 
 def export_dify(workflow: Workflow) -> dict[str, Any]:
@@ -58,10 +58,6 @@ def dump_dify(workflow: Workflow) -> str:
     """``workflow`` as Dify DSL YAML text."""
     return yaml.safe_dump(export_dify(workflow), allow_unicode=True, sort_keys=False,
                           default_flow_style=False, width=100)
-
-
-def _stable_id(*parts: str) -> str:
-    return str(uuid.uuid5(_ID_NAMESPACE, "/".join(parts)))
 
 
 def _containment(node: Node | None, workflow: Workflow) -> dict[str, Any]:
@@ -132,10 +128,7 @@ def _value_type(value: Any) -> str:
 def _retry_config(retry: Retry, original: Any) -> dict[str, Any] | None:
     if isinstance(original, dict) and retry_from_dify(original) == retry:
         return original
-    if retry.max_retries == 0:
-        return None
-    return {"retry_enabled": True, "max_retries": retry.max_retries,
-            "retry_interval": round(retry.interval * 1000)}
+    return canonical_retry_config(retry)
 
 
 def _cellwire_extras(node: Node) -> dict[str, Any]:
@@ -177,7 +170,7 @@ def _edge(source: str, handle: str, target: str, workflow: Workflow) -> dict[str
 
 def _environment(workflow: Workflow, ids: dict[str, str]) -> list[dict[str, Any]]:
     return [
-        {"id": ids.get(v.name) or _stable_id("env", workflow.name, v.name), "name": v.name,
+        {"id": ids.get(v.name) or stable_id("env", v.name), "name": v.name,
          "value": "" if v.value_type == "secret" or v.value is None else v.value,
          "value_type": v.value_type, "description": v.description}
         for v in workflow.environment
@@ -186,7 +179,7 @@ def _environment(workflow: Workflow, ids: dict[str, str]) -> list[dict[str, Any]
 
 def _conversation(workflow: Workflow, ids: dict[str, str]) -> list[dict[str, Any]]:
     return [
-        {"id": ids.get(v.name) or _stable_id("conversation", workflow.name, v.name),
+        {"id": ids.get(v.name) or stable_id("conversation", v.name),
          "name": v.name, "value_type": v.value_type, "value": v.value,
          "description": v.description, "selector": ["conversation", v.name]}
         for v in workflow.conversation_variables

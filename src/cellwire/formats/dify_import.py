@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -456,12 +457,39 @@ def mention_selector(param: Any, *, absolute: bool) -> Any:
     return {**param, "mention_config": {**mention, "output_selector": selector}}
 
 
+def canonical_retry_config(retry: Retry) -> dict[str, Any] | None:
+    """The ``retry_config`` an export writes for ``retry`` when it has no original to keep."""
+    if retry.max_retries == 0:
+        return None
+    return {"retry_enabled": True, "max_retries": retry.max_retries,
+            "retry_interval": round(retry.interval * 1000)}
+
+
+def stable_id(*parts: str) -> str:
+    """The id an export gives a variable that has none: the same for the same name."""
+    return str(uuid.uuid5(_ID_NAMESPACE, "/".join(parts)))
+
+
+_ID_NAMESPACE = uuid.UUID("6f1c2a4e-5b0d-4c7e-9a53-0c3f1d2e8b71")
+
+
 def _retry(value: Any, out: _Collector, node_id: str, dify_meta: dict[str, Any]) -> Any:
     """Dify retries at a fixed interval in milliseconds: no backoff, no jitter."""
     if value is None:
         return Retry()
     raw = _mapping(value, out, "data.retry_config", node_id)
-    dify_meta["retry_config"] = raw
+    derived = _retry_value(raw, out, node_id)
+    try:
+        canonical = canonical_retry_config(Retry.model_validate(derived)
+                                           if isinstance(derived, dict) else derived)
+    except ValidationError:
+        canonical = None
+    if raw != canonical:  # keep only what an export could not write back by itself
+        dify_meta["retry_config"] = raw
+    return derived
+
+
+def _retry_value(raw: dict[str, Any], out: _Collector, node_id: str) -> Any:
     if not raw.get("retry_enabled"):
         return Retry()
     interval_ms = raw.get("retry_interval", 1000)
@@ -477,7 +505,7 @@ def _retry(value: Any, out: _Collector, node_id: str, dify_meta: dict[str, Any])
 def retry_from_dify(raw: Mapping[str, Any]) -> Retry:
     """The Retry a Dify ``retry_config`` means (for the exporter's consistency check)."""
     out = _Collector()
-    value = _retry(dict(raw), out, "-", {})
+    value = _retry_value(dict(raw), out, "-")
     try:
         return Retry.model_validate(value) if isinstance(value, dict) else value
     except ValidationError:
@@ -578,7 +606,7 @@ def _environment(value: Any, out: _Collector) -> tuple[list[EnvironmentVariable]
         except ValidationError as exc:
             _pydantic(exc, out, None, where)
             continue
-        if raw.get("id") is not None:
+        if raw.get("id") is not None and str(raw["id"]) != stable_id("env", name):
             ids[name] = str(raw["id"])
     return variables, ids
 
@@ -603,6 +631,6 @@ def _conversation(value: Any, out: _Collector,
         except ValidationError as exc:
             _pydantic(exc, out, None, where)
             continue
-        if raw.get("id") is not None:
+        if raw.get("id") is not None and str(raw["id"]) != stable_id("conversation", name):
             ids[name] = str(raw["id"])
     return variables, ids
