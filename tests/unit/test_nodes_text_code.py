@@ -249,6 +249,9 @@ async def test_code_syntax_error_and_wrong_signature():
     assert "field 'variables'" in wrong.error
     nomain = await _code_wf("x = 1\n").arun()
     assert "defines no main() function" in nomain.error
+    missing = await _code_wf("import no_such_pkg_x\n").arun()
+    assert "line 1, in <module>: import no_such_pkg_x" in missing.error
+    assert "pip install no_such_pkg_x" in missing.error
 
 
 async def test_code_javascript_is_refused_with_a_porting_hint():

@@ -136,7 +136,10 @@ def _user_error(exc: Exception, code: str, when: str) -> NodeError:
     lines = code.splitlines()
     source = lines[last.lineno - 1].strip() if last.lineno and last.lineno <= len(lines) else ""
     where = f"line {last.lineno}, in {last.name}" + (f": {source}" if source else "")
-    return NodeError(f"{detail} ({where})", field="code", hint="fix the code at that line",
+    hint = "fix the code at that line"
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        hint = f"install the package into the kernel's environment: pip install {exc.name}"
+    return NodeError(f"{detail} ({where})", field="code", hint=hint,
                      error_type=type(exc).__name__)
 
 
@@ -247,7 +250,8 @@ def _wrong_type(path: str, expected: str, value: Any,
     name, kind = declared or (path, expected)
     return NodeError(f"output {path!r} should be {expected}, got {type(value).__name__} {shown}",
                      field=f"outputs.{name}",
-                     hint=f"return a {kind} for {name!r}, or change its type in outputs")
+                     hint=f"return a value of type {kind} for {name!r}, or change its type in "
+                          "outputs")
 
 
 def _limit(path: str, what: str) -> NodeError:
