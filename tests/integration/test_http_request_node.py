@@ -17,7 +17,7 @@ from loopback_http import LoopbackServer, loopback_server
 import cellwire
 from cellwire.engine import RunStatus, Runtime
 from cellwire.engine.events import NodeRetry, NodeSucceeded
-from cellwire.nodes.http_request import parse_retry_after
+from cellwire.nodes.http_request import Timeout, parse_retry_after, request_timeout
 
 
 @pytest.fixture
@@ -218,3 +218,9 @@ def test_parse_retry_after():
     assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now) == 0.0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+
+
+def test_timeouts_default_and_are_capped_as_in_dify():
+    t = request_timeout(Timeout(connect=99, read=0, write=2.5))
+    assert (t.connect, t.read, t.write) == (10.0, 600.0, 2.5)
+    assert request_timeout(None).as_dict()["read"] == 600.0
