@@ -1,0 +1,248 @@
+"""The ``cellwire`` command: run, validate and list workflow runs from the shell.
+
+Exit codes: 0 the run succeeded (or partially succeeded, with handled errors), 1 the run
+failed, 2 the file or the command line is not valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from cellwire.model import Problem, Workflow, WorkflowError, validate
+from cellwire.model.validate import missing_inputs
+
+# The textual start-input types: their values are taken as typed, never parsed as JSON.
+_TEXT_INPUTS = frozenset({"text-input", "paragraph", "select"})
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cellwire", prog_name="cellwire")
+def cli() -> None:
+    """Run, check and inspect cellwire workflows (native YAML or Dify DSL files)."""
+
+
+@cli.command("run")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "-i", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="An input; VALUE is read as JSON (3, true, [1,2]) or else as text. "
+                   "Repeatable.")
+@click.option("--inputs-json", metavar="JSON", help="All inputs as one JSON object.")
+@click.option("--query", "-q", metavar="TEXT", help="The user's message (sys.query).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run store file (default: $CELLWIRE_HOME/runs.db).")
+def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
+                as_json: bool, db: Path | None) -> None:
+    """Run the workflow in FILE and print its outputs."""
+    from cellwire.formats.secrets import fill_secrets, redact, secret_values
+
+    workflow = _load(file)
+    inputs = _inputs(workflow, pairs, inputs_json)
+    if query is not None:
+        inputs["sys.query"] = query
+    problems = validate(workflow) + missing_inputs(workflow, inputs)
+    _report(file, problems)
+    for problem in problems:
+        click.echo(f"{file}: {problem}", err=True)
+    workflow, missing = fill_secrets(workflow)
+    for name in missing:
+        click.echo(f"warning: secret {name!r} is not set; export {name}=... to give it a value",
+                   err=True)
+    secrets = secret_values(workflow)
+    result = _execute(file, workflow, inputs, db)
+    shown = redact(result.as_dict(), secrets)
+    if as_json:
+        click.echo(json.dumps(shown, ensure_ascii=False, default=str))
+    else:
+        for key, value in shown["outputs"].items():
+            click.echo(f"{key}: {_text(value)}")
+        if shown["answer"]:
+            click.echo(shown["answer"])
+        if shown["error"]:
+            where = f"node '{result.error_node}': " if result.error_node else ""
+            click.echo(f"error: {where}{shown['error']}", err=True)
+        click.echo(_summary(shown), err=True)
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@cli.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate_command(file: Path) -> None:
+    """Check the workflow in FILE without running it."""
+    workflow = _load(file)
+    problems = validate(workflow)
+    _report(file, problems)
+    click.echo("valid")
+    for problem in problems:
+        click.echo(f"{file}: {problem}")
+
+
+@cli.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run store file (default: $CELLWIRE_HOME/runs.db).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many of the newest runs to show.")
+def runs_command(as_json: bool, db: Path | None, limit: int) -> None:
+    """List recent runs, newest first."""
+    from cellwire.store import open_store, runs_db_path
+
+    path = db or runs_db_path()
+    if not path.exists():
+        # Listing must not create a store as a side effect.
+        click.echo("[]" if as_json else f"no runs yet (store: {path})")
+        return
+    store = open_store(path)
+    try:
+        frame = store.runs(limit=limit)
+    finally:
+        store.close()
+    rows = [_run_row(record) for record in frame.to_dict("records")]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, default=str))
+    elif not rows:
+        click.echo(f"no runs yet (store: {path})")
+    else:
+        click.echo(_table(rows))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="cellwire")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _fail(lines: Iterable[str], code: int = EXIT_INVALID) -> NoReturn:
+    for line in lines:
+        click.echo(line, err=True)
+    sys.exit(code)
+
+
+def _load(file: Path) -> Workflow:
+    from cellwire.formats import load
+
+    try:
+        return load(file)
+    except OSError as exc:
+        _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
+    except WorkflowError as exc:
+        _fail(f"{file}: {problem}" for problem in exc.problems)
+
+
+def _report(file: Path, problems: Sequence[Problem]) -> None:
+    """With any errors, print every problem and exit 2."""
+    if any(p.level == "error" for p in problems):
+        _fail(f"{file}: {problem}" for problem in problems)
+
+
+def _inputs(workflow: Workflow, pairs: Sequence[str], inputs_json: str | None) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    if inputs_json is not None:
+        try:
+            given = json.loads(inputs_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--inputs-json")
+        if not isinstance(given, dict):
+            raise click.BadParameter("must be a JSON object, e.g. '{\"name\": \"Ada\"}'",
+                                     param_hint="--inputs-json")
+        inputs.update(given)
+    text_inputs = _text_input_names(workflow)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--input")
+        inputs[key] = raw if key in text_inputs else _json_or_text(raw)
+    return inputs
+
+
+def _text_input_names(workflow: Workflow) -> set[str]:
+    names = set()
+    for node in workflow.children(None):
+        if node.type == "start":
+            for var in node.config.get("variables") or []:
+                if isinstance(var, dict) and var.get("type", "text-input") in _TEXT_INPUTS:
+                    names.add(var.get("variable"))
+    return names
+
+
+def _json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None) -> Any:
+    from cellwire.api import arun
+
+    try:
+        return asyncio.run(arun(workflow, inputs, store=db if db is not None else True))
+    except WorkflowError as exc:
+        _fail(f"{file}: {problem}" for problem in exc.problems)
+    except KeyboardInterrupt:
+        _fail(["interrupted"], 130)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _summary(shown: dict[str, Any]) -> str:
+    return (f"{shown['status']} in {_ms(shown['elapsed_ms'])}, {shown['total_tokens']} tokens, "
+            f"${shown['total_cost']:.4f}, run {shown['run_id']}")
+
+
+def _ms(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
+
+
+_RUN_FIELDS = ("run_id", "workflow", "status", "started_at", "elapsed_ms", "total_tokens",
+               "total_cost", "error", "inputs", "outputs")
+
+
+def _run_row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {}
+    for key in _RUN_FIELDS:
+        value = record.get(key)
+        if hasattr(value, "isoformat"):
+            value = None if str(value) == "NaT" else value.isoformat()
+        elif isinstance(value, float) and math.isnan(value):
+            value = None
+        elif hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        row[key] = value
+    return row
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    header = ["RUN ID", "STARTED (UTC)", "WORKFLOW", "STATUS", "TIME", "TOKENS", "COST"]
+    lines = [[
+        row["run_id"],
+        (row["started_at"] or "")[:19].replace("T", " "),
+        row["workflow"] or "",
+        row["status"] or "",
+        _ms(row["elapsed_ms"]),
+        str(row["total_tokens"] or 0),
+        f"${row['total_cost'] or 0:.4f}",
+    ] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *lines])
+
+
+if __name__ == "__main__":
+    main()
