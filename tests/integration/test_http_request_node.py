@@ -17,7 +17,8 @@ from loopback_http import LoopbackServer, loopback_server
 import cellwire
 from cellwire.engine import RunStatus, Runtime
 from cellwire.engine.events import NodeRetry, NodeSucceeded
-from cellwire.nodes.http_request import Timeout, parse_retry_after, request_timeout
+from cellwire.nodes.http_build import Timeout, request_timeout
+from cellwire.nodes.http_request import parse_retry_after
 
 
 @pytest.fixture

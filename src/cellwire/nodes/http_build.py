@@ -1,0 +1,275 @@
+"""http-request's config (Dify's fields) and how it becomes a request: rendered URL,
+``key:value`` headers and params, authorization, and each body type."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import Field, field_validator
+
+from cellwire.engine import FatalError, NodeContext, NodeError
+from cellwire.model import NodeConfig
+
+from .template_transform import render_template
+
+#: Dify's caps on the timeouts (HTTP_REQUEST_MAX_{CONNECT,READ,WRITE}_TIMEOUT), in seconds;
+#: also the defaults when a timeout is not given.
+MAX_CONNECT_TIMEOUT = 10.0
+MAX_READ_TIMEOUT = 600.0
+MAX_WRITE_TIMEOUT = 600.0
+
+Method = Literal["get", "post", "put", "patch", "delete", "head", "options"]
+BodyType = Literal["none", "form-data", "x-www-form-urlencoded", "raw-text", "json", "binary"]
+
+
+class AuthConfig(NodeConfig):
+    type: Literal["basic", "bearer", "custom"] | None = None
+    api_key: str = ""
+    header: str = ""
+
+
+class Authorization(NodeConfig):
+    type: Literal["no-auth", "api-key"] = "no-auth"
+    config: AuthConfig | None = None
+
+
+class BodyData(NodeConfig):
+    key: str = ""
+    type: Literal["text", "file"] = "text"
+    value: str = ""
+    file: list[str] = Field(default_factory=list)
+
+
+class Body(NodeConfig):
+    type: BodyType = "none"
+    #: Items; older Dify files give one string (the text, or ``key:value`` lines for forms).
+    data: list[BodyData] | str = Field(default_factory=list)
+
+
+class Timeout(NodeConfig):
+    connect: float | None = Field(None, ge=0)
+    read: float | None = Field(None, ge=0)
+    write: float | None = Field(None, ge=0)
+
+
+class HttpRequestConfig(NodeConfig):
+    method: Method = "get"
+    url: str = ""
+    authorization: Authorization = Field(default_factory=Authorization)
+    headers: str = ""
+    params: str = ""
+    body: Body | None = None
+    timeout: Timeout | None = None
+    ssl_verify: bool | None = True
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class HttpNodeError(NodeError, FatalError):
+    """A bad config or input: no retry can fix it."""
+
+
+
+@dataclass(slots=True)
+class RequestSpec:
+    """Everything httpx needs, rendered; ``secrets`` are the values to redact."""
+
+    method: str
+    url: str
+    params: list[tuple[str, str]]
+    headers: dict[str, str]
+    timeout: httpx.Timeout
+    content: bytes | str | None = None
+    files: list[tuple[str, Any]] | None = None
+    json: Any = None
+    secrets: list[str] = field(default_factory=list)
+    #: Headers whose whole value is hidden in the log (the authorization header).
+    secret_headers: set[str] = field(default_factory=set)
+
+
+def build_request(ctx: NodeContext, config: HttpRequestConfig) -> RequestSpec:
+    """Render the URL, headers, params, auth and body against the pool."""
+    url = _render(ctx, config.url, "url").strip()
+    if not url:
+        raise HttpNodeError("the URL is empty", field="url", hint="set url, e.g. https://...")
+    if not url.lower().startswith(("http://", "https://")):
+        raise HttpNodeError(f"{url!r} is not an http(s) URL", field="url",
+                            hint="start the URL with http:// or https://")
+    headers = dict(_pairs(ctx, config.headers, "headers"))
+    for name, value in headers.items():
+        if "\n" in value or "\r" in value:
+            raise HttpNodeError(f"the value of header {name!r} holds a line break",
+                                field="headers", hint="insert single-line values only")
+    spec = RequestSpec(
+        method=config.method.upper(), url=url, params=_pairs(ctx, config.params, "params"),
+        headers=headers, timeout=request_timeout(config.timeout),
+    )
+    _apply_auth(ctx, config.authorization, spec)
+    if config.body is not None:
+        _apply_body(ctx, config.body, spec)
+    return spec
+
+
+def request_timeout(timeout: Timeout | None) -> httpx.Timeout:
+    """Dify's rule: a missing or zero timeout takes the default, and each is capped."""
+    t = timeout or Timeout()
+    return httpx.Timeout(
+        connect=min(t.connect or MAX_CONNECT_TIMEOUT, MAX_CONNECT_TIMEOUT),
+        read=min(t.read or MAX_READ_TIMEOUT, MAX_READ_TIMEOUT),
+        write=min(t.write or MAX_WRITE_TIMEOUT, MAX_WRITE_TIMEOUT),
+        pool=MAX_CONNECT_TIMEOUT,
+    )
+
+
+def _render(ctx: NodeContext, text: str, field: str) -> str:
+    return render_template(text, ctx, {}, field=field) if "{" in text else text
+
+
+def _pairs(ctx: NodeContext, text: str, field: str) -> list[tuple[str, str]]:
+    """``key:value`` lines; key and value are rendered apart, so values may hold colons."""
+    pairs = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, _, value = _split_pair(line)
+        key = _render(ctx, key.strip(), field).strip()
+        if key:
+            pairs.append((key, _render(ctx, value.strip(), field).strip()))
+    return pairs
+
+
+def _split_pair(line: str) -> tuple[str, str, str]:
+    # The first colon outside {{ }}: a template expression may hold colons of its own.
+    depth = 0
+    for i, char in enumerate(line):
+        if line.startswith("{{", i):
+            depth += 1
+        elif line.startswith("}}", i) and depth:
+            depth -= 1
+        elif char == ":" and depth == 0:
+            return line[:i], ":", line[i + 1:]
+    return line, "", ""
+
+
+def _apply_auth(ctx: NodeContext, auth: Authorization, spec: RequestSpec) -> None:
+    if auth.type != "api-key":
+        return
+    cfg = auth.config
+    if cfg is None or cfg.type is None:
+        raise HttpNodeError("api-key authorization needs a config with a type",
+                            field="authorization.config",
+                            hint="set config.type to bearer, basic or custom")
+    key = _render(ctx, cfg.api_key, "authorization.config.api_key").strip()
+    if not key:
+        raise HttpNodeError("the API key is empty", field="authorization.config.api_key",
+                            hint="set api_key, e.g. {{#env.API_KEY#}}")
+    header = cfg.header.strip() or "Authorization"
+    if cfg.type == "bearer":
+        value = f"Bearer {key}"
+    elif cfg.type == "basic":
+        # Dify: "user:password" is encoded here; anything else is taken as already encoded.
+        encoded = base64.b64encode(key.encode()).decode() if ":" in key else key
+        value = f"Basic {encoded}"
+    else:
+        value = key
+    for name in [n for n in spec.headers if n.lower() == header.lower()]:
+        del spec.headers[name]
+    spec.headers[header] = value
+    spec.secret_headers.add(header.lower())
+    spec.secrets += [value, key, *([value.split(" ", 1)[1]] if " " in value else [])]
+
+
+def _header(spec: RequestSpec, name: str) -> str | None:
+    return next((v for k, v in spec.headers.items() if k.lower() == name.lower()), None)
+
+
+def _apply_body(ctx: NodeContext, body: Body, spec: RequestSpec) -> None:
+    kind = body.type
+    if kind == "none":
+        return
+    items = _body_items(body)
+    if kind in ("json", "raw-text"):
+        if len(items) > 1:
+            raise HttpNodeError(f"a {kind} body takes one item, got {len(items)}",
+                                field="body.data", hint="keep a single item with the text")
+        text = _render(ctx, items[0].value, "body.data") if items else ""
+        if kind == "raw-text":
+            spec.content = text
+            if _header(spec, "content-type") is None:
+                spec.headers["Content-Type"] = "text/plain"
+        elif text.strip():
+            try:
+                spec.json = json.loads(text, strict=False)
+            except json.JSONDecodeError as exc:
+                raise HttpNodeError(
+                    f"the body is not valid JSON after rendering: {exc.msg} at line {exc.lineno} "
+                    f"column {exc.colno}", field="body.data",
+                    hint='quote inserted strings, e.g. {"name": "{{#start.name#}}"}',
+                ) from None
+    elif kind == "x-www-form-urlencoded":
+        pairs = [(_render(ctx, i.key, f"body.data[{n}].key"),
+                  _render(ctx, i.value, f"body.data[{n}].value"))
+                 for n, i in enumerate(items) if i.key]
+        spec.content = urlencode(pairs)
+        if _header(spec, "content-type") is None:
+            spec.headers["Content-Type"] = "application/x-www-form-urlencoded"
+    elif kind == "form-data":
+        # httpx writes the multipart Content-Type with its boundary; a user's one would break it.
+        for name in [n for n in spec.headers if n.lower() == "content-type"]:
+            del spec.headers[name]
+        spec.files = []
+        for n, item in enumerate(items):
+            if not item.key:
+                continue
+            key = _render(ctx, item.key, f"body.data[{n}].key")
+            if item.type == "file":
+                spec.files.append((key, _file_part(ctx, item.file, f"body.data[{n}].file")))
+            else:
+                spec.files.append((key, (None, _render(ctx, item.value, f"body.data[{n}].value"))))
+    elif kind == "binary":
+        if len(items) != 1:
+            raise HttpNodeError("a binary body takes one file item", field="body.data",
+                                hint="give one item with file: [node_id, var]")
+        _name, content, mime = _file_part(ctx, items[0].file, "body.data[0].file")
+        spec.content = content
+        if _header(spec, "content-type") is None:
+            spec.headers["Content-Type"] = mime
+
+
+def _body_items(body: Body) -> list[BodyData]:
+    if not isinstance(body.data, str):
+        return body.data
+    if body.type in ("json", "raw-text"):
+        return [BodyData(value=body.data)] if body.data else []
+    items = []
+    for line in body.data.splitlines():
+        if line.strip():
+            key, _, value = _split_pair(line)
+            items.append(BodyData(key=key.strip(), value=value.strip()))
+    return items
+
+
+def _file_part(ctx: NodeContext, selector: Sequence[str], field: str) -> tuple[str, bytes, str]:
+    """``(filename, content, mime type)`` of a file value in the pool."""
+    if len(selector) < 2:
+        raise HttpNodeError("no file selected", field=field, hint="set file: [node_id, var]")
+    value = ctx.get(selector, field=field)
+    if isinstance(value, (bytes, bytearray)):
+        return ("file", bytes(value), "application/octet-stream")
+    if isinstance(value, Mapping) and isinstance(value.get("content"), (bytes, bytearray)):
+        name = str(value.get("filename") or value.get("name") or "file")
+        mime = str(value.get("mime_type") or "application/octet-stream")
+        return (name, bytes(value["content"]), mime)
+    raise HttpNodeError(
+        f"{'.'.join(selector)} is a {type(value).__name__}, not a file", field=field,
+        hint="pass bytes, or a dict with 'content' (bytes), 'filename' and 'mime_type'",
+    )
