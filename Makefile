@@ -80,7 +80,7 @@ $(LAB_STAMP): pyproject.toml $(STAMP)
 	@touch $@
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbval-lax tests notebooks
 	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)
 
 lab: install $(LAB_STAMP)
