@@ -1,4 +1,4 @@
-"""The ``cellwire`` command: run, validate and list workflow runs from the shell.
+"""The ``cellwire`` command: run, validate, import, export and list workflow runs.
 
 Exit codes: 0 the run succeeded (or partially succeeded, with handled errors), 1 the run
 failed, 2 the file or the command line is not valid.
@@ -85,6 +85,52 @@ def validate_command(file: Path) -> None:
     click.echo("valid")
     for problem in problems:
         click.echo(f"{file}: {problem}")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "-o", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the native YAML here (default: standard output).")
+def import_command(file: Path, out: Path | None) -> None:
+    """Import a Dify DSL FILE and write it as native YAML; prints what cannot run here."""
+    from cellwire.formats import dump
+    from cellwire.formats.dify import import_dify
+    from cellwire.formats.safe_yaml import read_text
+
+    try:
+        result = import_dify(read_text(file), source=str(file))
+    except OSError as exc:
+        _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
+    except WorkflowError as exc:
+        _fail(f"{file}: {problem}" for problem in exc.problems)
+    for problem in result.problems:
+        click.echo(f"{file}: {problem}", err=True)
+    _write(dump(result.workflow), out)
+
+
+@cli.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "-f", "fmt", type=click.Choice(["yaml", "dify", "python"]),
+              default="yaml", show_default=True, help="yaml: native YAML; dify: Dify DSL "
+              "0.6.0; python: a script that rebuilds the workflow.")
+@click.option("--output", "-o", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here (default: standard output).")
+def export_command(file: Path, fmt: str, out: Path | None) -> None:
+    """Write the workflow in FILE (native YAML or Dify DSL) in another format."""
+    from cellwire.formats import dump
+    from cellwire.formats.dify import dump_dify
+    from cellwire.formats.python_export import export_python
+
+    workflow = _load(file)
+    writers = {"yaml": dump, "dify": dump_dify, "python": export_python}
+    _write(writers[fmt](workflow), out)
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        out.write_text(text, encoding="utf-8")
 
 
 @cli.command("runs")

@@ -207,3 +207,31 @@ def test_dead_branch_of_a_workflow_app_is_rejected_but_allowed_in_a_chatflow() -
         import_dify(doc)
     doc["app"]["mode"] = "advanced-chat"
     assert import_dify(doc).workflow.mode == "advanced-chat"
+
+
+def test_cli_import_and_export(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cellwire.cli import cli
+    from cellwire.formats import load
+
+    source = tmp_path / "tools.yml"
+    source.write_text(TOOL, encoding="utf-8")
+    runner = CliRunner()
+    imported = runner.invoke(cli, ["import", str(source), "-o", str(tmp_path / "native.yml")])
+    assert imported.exit_code == 0, imported.output
+    assert "cannot run here" in imported.output  # the problem is printed
+    assert load(tmp_path / "native.yml") == load_dify(TOOL)
+    for fmt in ("dify", "python", "yaml"):
+        out = tmp_path / f"out.{fmt}"
+        exported = runner.invoke(cli, ["export", str(tmp_path / "native.yml"), "-f", fmt,
+                                       "-o", str(out)])
+        assert exported.exit_code == 0, exported.output
+    assert load_dify(yaml.safe_load((tmp_path / "out.dify").read_text())) == load_dify(TOOL)
+    namespace: dict[str, Any] = {}
+    exec((tmp_path / "out.python").read_text(), namespace)  # noqa: S102
+    assert namespace["wf"] == load_dify(TOOL)
+    broken = tmp_path / "broken.yml"
+    broken.write_text("app: {mode: chat}\nworkflow: {graph: {}}\n", encoding="utf-8")
+    refused = runner.invoke(cli, ["import", str(broken)])
+    assert refused.exit_code == 2 and "app.mode" in refused.output
