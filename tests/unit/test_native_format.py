@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -345,22 +343,31 @@ def test_format_detection_table():
     assert detect_format(["cellwire"]) is None
 
 
-def test_dify_documents_go_to_the_dify_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    # A stand-in for cellwire.formats.dify, which another module provides: this checks the hook.
-    calls = []
-    fake = types.ModuleType("cellwire.formats.dify")
-
-    def load_dify(data: dict, source: str | None = None) -> Workflow:
-        calls.append((data, source))
-        return Workflow(data["app"]["name"])
-
-    fake.load_dify = load_dify  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cellwire.formats.dify", fake)
+def test_dify_documents_go_to_the_dify_importer(tmp_path: Path):
     path = tmp_path / "app.yml"
-    path.write_text("app: {name: from-dify, mode: workflow}\nkind: app\nversion: 0.1.5\n"
-                    "workflow: {graph: {nodes: [], edges: []}}\n")
-    assert load(path).name == "from-dify"
-    assert calls[0][1] == str(path)
+    path.write_text("""\
+app: {name: from-dify, mode: workflow}
+kind: app
+version: 0.1.5
+workflow:
+  graph:
+    nodes:
+      - id: s
+        data: {type: start, title: Start, variables: []}
+      - id: e
+        data: {type: end, title: End, outputs: []}
+    edges:
+      - {source: s, target: e, sourceHandle: source}
+""")
+    wf = load(path)
+    assert wf.name == "from-dify"
+    assert {n.type for n in wf.nodes.values()} == {"start", "end"}
+    assert [(e.source, e.target) for e in wf.edges] == [("s", "e")]
+    # A document that only looks like Dify gets the importer's errors, naming the file.
+    path.write_text("app: {name: x}\nworkflow: [1]\n")
+    with pytest.raises(WorkflowError) as info:
+        load(path)
+    assert str(path) in str(info.value)
 
 
 async def test_a_loaded_file_runs(tmp_path: Path):
