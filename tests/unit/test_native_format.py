@@ -287,6 +287,14 @@ def test_recursive_aliases_are_refused():
         parse_yaml("a: &x [1, *x]")
 
 
+@pytest.mark.timeout(10)
+def test_deep_nesting_is_refused_without_crashing():
+    # libyaml's composer recurses in C: this depth would crash the process if parsed.
+    with pytest.raises(WorkflowError, match="nest more than 100 deep"):
+        parse_yaml("a: " + "[" * 200_000 + "]" * 200_000)
+    assert parse_yaml("[" * 100 + "]" * 100) is not None
+
+
 def test_modest_aliases_are_fine():
     wf = load_native("cellwire: 1\nmeta:\n  a: &v {k: 1}\n  b: *v\n")
     assert wf.meta == {"a": {"k": 1}, "b": {"k": 1}}

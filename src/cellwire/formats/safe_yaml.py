@@ -3,7 +3,7 @@
 ``yaml.safe_load`` builds aliased values as shared objects, so a "billion laughs" document
 loads quickly and then explodes in whatever walks it next (validation, JSON, the engine).
 We therefore measure the document as it would be once every alias is expanded, before
-constructing any Python objects, and refuse it past a fixed budget.
+constructing any Python objects, and refuse it past a fixed budget; likewise nesting depth.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 
 from cellwire.model import Problem, WorkflowError
 
@@ -21,6 +28,9 @@ from cellwire.model import Problem, WorkflowError
 MAX_BYTES = 10 * 1024 * 1024
 #: How many more YAML nodes alias expansion may add on top of the document's own.
 MAX_ALIAS_EXPANSION = 1_000_000
+#: How deeply lists and mappings may nest. libyaml's composer recurses in C, so a document
+#: nested tens of thousands deep would crash the process instead of raising.
+MAX_DEPTH = 100
 
 _BOOL = "tag:yaml.org,2002:bool"
 
@@ -76,13 +86,9 @@ def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
     size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise _too_large(source, size)
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_expansion(node, source)
-        return loader.construct_document(node)
+        _check_events(text, source)
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -93,40 +99,54 @@ def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
         raise _fail(source, f"not valid YAML: {exc}", "fix the YAML syntax") from None
     except RecursionError:
         raise _fail(source, "the YAML is nested too deeply", "flatten the document") from None
-    finally:
-        loader.dispose()
 
 
-def _children(node: Node) -> list[Node]:
-    if isinstance(node, MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, SequenceNode):
-        return list(node.value)
-    return []
+def _check_events(text: str | bytes, source: str | None) -> None:
+    """One pass over the parser's events, before anything is built: refuse deep nesting,
+    recursive aliases, and aliases that would blow the document up.
 
+    Composing would find the same things, but libyaml's composer recurses in C (so deep
+    nesting crashes the process) and builds every node first.
+    """
+    depth = 0
+    open_: list[list[Any]] = []  # [expanded size so far, anchor] per open list or mapping
+    sizes: dict[str, int] = {}  # anchor -> expanded size of the value it names
+    distinct = expanded = 0
 
-def _check_expansion(root: Node, source: str | None) -> None:
-    """Refuse recursive aliases and documents that grow too much when aliases expand."""
-    expanded: dict[int, int] = {}  # id(node) -> size of its subtree with aliases expanded
-    on_path: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        if children_done:
-            on_path.discard(key)
-            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
-            continue
-        if key in expanded:
-            continue
-        if key in on_path:
-            raise _fail(source, "a YAML alias refers to a value that contains it",
-                        "remove the recursive anchor/alias")
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in expanded)
+    def add(size: int) -> None:
+        nonlocal expanded
+        if open_:
+            open_[-1][0] += size
+        else:
+            expanded += size
+
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _fail(source, f"lists and mappings nest more than {MAX_DEPTH} deep",
+                            "flatten the document")
+            distinct += 1
+            open_.append([1, event.anchor])
+        elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
+            depth -= 1
+            size, anchor = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+            add(size)
+        elif isinstance(event, ScalarEvent):
+            distinct += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            add(1)
+        elif isinstance(event, AliasEvent):
+            if any(anchor == event.anchor for _, anchor in open_):
+                raise _fail(source, "a YAML alias refers to a value that contains it",
+                            "remove the recursive anchor/alias")
+            # An undefined alias is left for the loader, which reports it with its line.
+            add(sizes.get(event.anchor, 1))
     # Sizes are exact integers, so even an astronomically large expansion costs nothing here.
-    if expanded[id(root)] > len(expanded) + MAX_ALIAS_EXPANSION:
+    if expanded > distinct + MAX_ALIAS_EXPANSION:
         raise _fail(source, "YAML aliases expand this document to more than "
                     f"{MAX_ALIAS_EXPANSION:,} extra values", "write the values out instead of "
                     "repeating anchors (&name) and aliases (*name)")
