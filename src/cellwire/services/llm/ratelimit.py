@@ -1,0 +1,134 @@
+"""Client-side rate limits: requests and tokens per minute, per provider and model.
+
+One :class:`RateLimiter` per ``(provider, model)`` lives in a process-wide
+:class:`RateLimits` registry, so every node, batch row and run of the process shares it.
+Both limits are token buckets that hold a minute's worth and refill continuously; waiters are
+served first come, first served, and waiting is ``asyncio.sleep`` (the loop never blocks).
+A request reserves its estimated tokens before it is sent and :meth:`Permit.settle` corrects
+the bucket with the real usage afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+_EPSILON = 1e-9
+
+
+class _Bucket:
+    def __init__(self, per_minute: float, now: float):
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = self.capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` is available (after :meth:`refill`)."""
+        missing = amount - self.level
+        return 0.0 if missing <= _EPSILON else missing / self.rate
+
+
+@dataclass(slots=True)
+class Permit:
+    """A granted request: ``tokens`` were reserved; settle with what the call really used."""
+
+    limiter: RateLimiter | None
+    tokens: int = 0
+
+    def settle(self, used_tokens: int) -> None:
+        """Charge the difference between the real and the estimated tokens (once)."""
+        if self.limiter is not None:
+            self.limiter._correct(used_tokens - self.tokens)
+            self.limiter = None
+
+
+class RateLimiter:
+    """``rpm`` requests and ``tpm`` tokens per minute (``None``: unlimited)."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None):
+        if rpm is not None and rpm <= 0 or tpm is not None and tpm <= 0:
+            raise ValueError("rpm and tpm must be positive (or None for no limit)")
+        self.rpm, self.tpm = rpm, tpm
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._requests: _Bucket | None = None
+        self._tokens: _Bucket | None = None
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        # Buckets and the lock belong to one event loop (its clock, its waiters); a new loop
+        # (another asyncio.run, a test) starts with full buckets.
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            now = loop.time()
+            self._loop, self._lock = loop, asyncio.Lock()
+            self._requests = _Bucket(self.rpm, now) if self.rpm else None
+            self._tokens = _Bucket(self.tpm, now) if self.tpm else None
+        return loop
+
+    async def acquire(self, tokens: int = 0) -> Permit:
+        """Wait until one request and ``tokens`` tokens fit, then take them."""
+        if self.rpm is None and self.tpm is None:
+            return Permit(None, tokens)
+        loop = self._bind()
+        assert self._lock is not None
+        async with self._lock:  # asyncio.Lock wakes waiters in FIFO order: fair
+            while True:
+                now = loop.time()
+                wait = 0.0
+                if self._requests is not None:
+                    self._requests.refill(now)
+                    wait = self._requests.wait_for(1)
+                if self._tokens is not None:
+                    self._tokens.refill(now)
+                    # A request larger than the bucket waits for a full bucket, not forever.
+                    wait = max(wait, self._tokens.wait_for(min(tokens, self._tokens.capacity)))
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            if self._requests is not None:
+                self._requests.level -= 1
+            if self._tokens is not None:
+                self._tokens.level -= tokens
+        return Permit(self, tokens)
+
+    def _correct(self, delta: int) -> None:
+        # A negative level is debt: later requests wait for it to refill.
+        if self._tokens is not None and self._loop is not None:
+            self._tokens.level = min(self._tokens.capacity, self._tokens.level - delta)
+
+
+class RateLimits:
+    """Limits configured per provider (and optionally per model); one limiter per key."""
+
+    def __init__(self) -> None:
+        self._config: dict[tuple[str, str | None], tuple[float | None, float | None]] = {}
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
+
+    def configure(self, provider: str, *, rpm: float | None = None, tpm: float | None = None,
+                  model: str | None = None) -> None:
+        """Limit each model of ``provider`` (or just ``model``) to ``rpm`` / ``tpm``."""
+        self._config[(provider, model)] = (rpm, tpm)
+        for key in [k for k in self._limiters if k[0] == provider
+                    and (model is None or k[1] == model)]:
+            del self._limiters[key]
+
+    def limiter(self, provider: str, model: str) -> RateLimiter:
+        """The shared limiter of ``(provider, model)``."""
+        key = (provider, model)
+        found = self._limiters.get(key)
+        if found is None:
+            rpm, tpm = self._config.get(key) or self._config.get((provider, None)) or (None, None)
+            found = self._limiters[key] = RateLimiter(rpm, tpm)
+        return found
+
+    async def acquire(self, provider: str, model: str, tokens: int = 0) -> Permit:
+        return await self.limiter(provider, model).acquire(tokens)
+
+
+#: The process-wide registry providers use unless given their own.
+RATE_LIMITS = RateLimits()

@@ -1,0 +1,137 @@
+"""Provider-level retries: jittered exponential backoff that honours the server's wait.
+
+Retried: :class:`RetryableProviderError` (429, 5xx, timeouts, dropped connections). Never
+retried: every other :class:`ProviderError` (bad request, authentication, unknown model).
+A stream is retried only while nothing has reached the caller; once text was delivered, a
+failure is raised as a :class:`RetryableProviderError` so the node's own retry policy decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, TypeVar
+
+from .base import RetryableProviderError
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    """How often and how long to retry one provider call.
+
+    ``retries`` is the number of extra attempts. The backoff before retry *n* is drawn from
+    ``[b/2, b]`` with ``b = min(base * factor**(n-1), max_delay)``; a ``Retry-After`` longer
+    than that wins, up to ``max_retry_after``: a server asking for more gives up at once,
+    leaving the wait to the node's retry policy.
+    """
+
+    retries: int = 3
+    base: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 20.0
+    max_retry_after: float = 60.0
+    jitter: bool = True
+    #: Injectable for tests (record delays, or skip them).
+    sleep: Sleep = field(default=asyncio.sleep, repr=False)
+    rng: random.Random | Any = field(default=random, repr=False)
+
+    def delay(self, attempt: int, exc: BaseException | None = None) -> float | None:
+        """Seconds before retry ``attempt`` (1-based); ``None`` when no retry should follow."""
+        if attempt > self.retries:
+            return None
+        backoff = min(self.base * self.factor ** (attempt - 1), self.max_delay)
+        wait = self.rng.uniform(backoff / 2, backoff) if self.jitter else backoff
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            if retry_after > self.max_retry_after:
+                return None
+            wait = max(wait, retry_after)
+        return wait
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asks to wait: ``retry-after-ms``, then ``Retry-After`` as delta
+    seconds or an HTTP date. ``None`` when neither is present and valid."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    millis = _number(lower.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    value = (lower.get("retry-after") or "").strip()
+    if not value:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return max(0.0, number) if math.isfinite(number) else None
+
+
+async def call_with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
+    """``await attempt()``, retrying retryable provider errors as ``policy`` allows."""
+    tries = 0
+    while True:
+        try:
+            return await attempt()
+        except RetryableProviderError as exc:
+            tries += 1
+            wait = policy.delay(tries, exc)
+            if wait is None:
+                raise
+            await policy.sleep(wait)
+
+
+async def stream_with_retries(open_stream: Callable[[], AsyncIterator[T]],
+                              policy: RetryPolicy, *, describe: str = "the stream"
+                              ) -> AsyncIterator[T]:
+    """Items of ``open_stream()``; a failure before the first item opens a new stream, a
+    failure after it raises :class:`RetryableProviderError` (the partial reply is gone)."""
+    tries = 0
+    while True:
+        delivered = 0
+        stream = open_stream()
+        try:
+            async for item in stream:
+                delivered += 1
+                yield item
+            return
+        except RetryableProviderError as exc:
+            if delivered:
+                raise RetryableProviderError(
+                    f"{describe} broke off after {delivered} chunk(s) had been delivered: {exc}",
+                    retry_after=exc.retry_after, provider=exc.provider, model=exc.model,
+                    status=exc.status,
+                    hint="the partial reply was dropped; a node retry asks again",
+                ) from None
+            tries += 1
+            wait = policy.delay(tries, exc)
+            if wait is None:
+                raise
+            await policy.sleep(wait)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()

@@ -1,0 +1,178 @@
+"""Provider-level resilience without a server: SSE parsing, Retry-After, backoff, stream
+retries, and the client-side rate limiter on virtual time (looptime)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+
+import pytest
+
+from cellwire.services.llm import ProviderError, RateLimitError, RetryableProviderError
+from cellwire.services.llm.ratelimit import RateLimiter, RateLimits
+from cellwire.services.llm.resilience import (
+    RetryPolicy,
+    call_with_retries,
+    parse_retry_after,
+    stream_with_retries,
+)
+from cellwire.services.llm.sse import SSEParser, iter_sse
+
+
+async def _lines(*lines: str):
+    for line in lines:
+        yield line
+
+
+async def test_sse_yields_data_only_to_done_whatever_the_line_endings():
+    lines = [": keep-alive", "", "event: message", "data: {\"a\": 1}\r", "\r", "data: x",
+             "data: y", "", "id: 7", "retry: 10", "data:nospace", "", "data: [DONE]", "",
+             "data: after-done", ""]
+    assert [d async for d in iter_sse(_lines(*lines))] == ['{"a": 1}', "x\ny", "nospace"]
+
+
+async def test_sse_stream_without_done_or_final_blank_line_keeps_its_last_event():
+    assert [d async for d in iter_sse(_lines("data: 1", "", "data: 2"))] == ["1", "2"]
+    parser = SSEParser()
+    assert parser.feed(": comment") is None and parser.flush() is None
+
+
+def test_retry_after_forms():
+    assert parse_retry_after({"Retry-After": "7"}) == 7.0
+    assert parse_retry_after({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
+    assert parse_retry_after({"Retry-After": "-3"}) == 0.0
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after({}) is None
+    date = email.utils.formatdate(1_000_030, usegmt=True)
+    assert parse_retry_after({"Retry-After": date}, now=1_000_000) == pytest.approx(30)
+
+
+def test_backoff_is_jittered_exponential_and_retry_after_wins_up_to_its_cap():
+    policy = RetryPolicy(retries=3, base=1.0, factor=2.0, max_delay=3.0,
+                         max_retry_after=10.0, rng=random.Random(1))
+    for attempt, base in [(1, 1.0), (2, 2.0), (3, 3.0)]:
+        assert base / 2 <= policy.delay(attempt) <= base
+    assert policy.delay(4) is None
+    assert policy.delay(1, RateLimitError("x", retry_after=8.0)) == 8.0
+    # A server asking for longer than the cap: give up now, the node's policy decides.
+    assert policy.delay(1, RateLimitError("x", retry_after=11.0)) is None
+
+
+def _recording_policy(**options) -> tuple[RetryPolicy, list[float]]:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    return RetryPolicy(sleep=sleep, jitter=False, **options), waits
+
+
+async def test_call_with_retries_retries_only_retryable_errors():
+    policy, waits = _recording_policy(retries=2, base=0.1)
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RetryableProviderError("busy", retry_after=0.5 if len(calls) == 2 else None)
+        return "ok"
+
+    assert await call_with_retries(flaky, policy) == "ok"
+    assert waits == [0.1, 0.5]
+
+    async def fatal():
+        calls.append(1)
+        raise ProviderError("bad request")
+
+    calls.clear()
+    with pytest.raises(ProviderError, match="bad request"):
+        await call_with_retries(fatal, policy)
+    assert len(calls) == 1
+
+
+async def test_stream_retried_before_first_item_but_not_after():
+    policy, waits = _recording_policy(retries=3, base=0.1)
+    opened = []
+
+    async def cut_early():
+        opened.append(1)
+        if len(opened) == 1:
+            raise RetryableProviderError("dropped")
+        yield "a"
+        yield "b"
+
+    assert [x async for x in stream_with_retries(cut_early, policy)] == ["a", "b"]
+    assert len(opened) == 2 and waits == [0.1]
+
+    async def cut_late():
+        opened.append(1)
+        yield "a"
+        raise RetryableProviderError("dropped")
+
+    opened.clear()
+    got = []
+    with pytest.raises(RetryableProviderError, match="broke off after 1 chunk"):
+        async for item in stream_with_retries(cut_late, policy, describe="the test stream"):
+            got.append(item)
+    assert got == ["a"] and len(opened) == 1
+
+
+@pytest.mark.looptime
+async def test_rpm_60_spreads_120_requests_over_60_virtual_seconds():
+    limiter = RateLimiter(rpm=60)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    granted: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        granted.append(loop.time() - t0)
+
+    await asyncio.gather(*(one() for _ in range(120)))
+    # A full bucket lets the first minute's 60 through; the rest come one a second.
+    assert granted[59] == pytest.approx(0, abs=0.01)
+    assert granted[-1] == pytest.approx(60, abs=0.01)
+    assert loop.time() - t0 >= 60 - 0.01
+    assert granted == sorted(granted)
+
+
+@pytest.mark.looptime
+async def test_tpm_waits_for_tokens_and_settling_corrects_the_estimate():
+    limiter = RateLimiter(tpm=600)  # 10 tokens a second
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    first = await limiter.acquire(600)
+    assert loop.time() - t0 == pytest.approx(0, abs=0.01)
+    # The call used only 300 of its 600 estimated tokens: 300 come back at once.
+    first.settle(300)
+    await limiter.acquire(300)
+    assert loop.time() - t0 == pytest.approx(0, abs=0.01)
+    # Now empty: 100 more tokens take 10 s.
+    await limiter.acquire(100)
+    assert loop.time() - t0 == pytest.approx(10, abs=0.01)
+    # A request larger than the bucket waits for a full bucket, not forever.
+    big = await limiter.acquire(5000)
+    assert loop.time() - t0 == pytest.approx(70, abs=0.01)
+    big.settle(600)
+
+
+@pytest.mark.looptime
+async def test_waiters_are_served_in_arrival_order_and_limits_are_shared_per_model():
+    limits = RateLimits()
+    limits.configure("p", rpm=1)
+    limits.configure("p", rpm=120, model="fast")
+    assert limits.limiter("p", "m") is limits.limiter("p", "m")
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        await limits.acquire("p", "m")
+        order.append(i)
+
+    await asyncio.gather(*(one(i) for i in range(5)))
+    assert order == list(range(5))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.gather(*(limits.acquire("p", "fast") for _ in range(121)))
+    assert loop.time() - t0 == pytest.approx(0.5, abs=0.01)
+    assert limits.limiter("p", "other").rpm == 1
