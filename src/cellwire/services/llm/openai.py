@@ -1,0 +1,756 @@
+"""The OpenAI-compatible provider: Chat Completions, Embeddings and Models over async httpx.
+
+One provider talks to OpenAI, Ollama (``/v1``), vLLM, llama.cpp server and LM Studio. Their
+differences (engine-peers notes §6.3) are absorbed here:
+
+* streams: a usage-only last chunk with ``choices: []``, a missing ``finish_reason`` or
+  ``[DONE]``, ``reasoning`` (Ollama) or ``reasoning_content`` (vLLM, llama.cpp), unknown
+  fields such as llama.cpp's ``timings``, comments, CRLF;
+* tool calls: fragments merged by index; whole calls in one chunk, all at ``index: 0``
+  (Ollama); an empty ``name`` after the first fragment (LM Studio); arguments as an object;
+  missing ids; ``<tool_call>`` XML leaked into the text (LM Studio); ``finish_reason`` ``stop``
+  although calls came;
+* parameters a server rejects with HTTP 400 are adapted and the request sent again, and the
+  choice is remembered per model: ``max_tokens`` <-> ``max_completion_tokens``,
+  ``response_format`` ``json_schema`` -> ``json_object`` with the schema in the system prompt
+  -> the prompt alone, ``stream_options`` dropped, any other named parameter dropped;
+* embeddings as floats or base64.
+
+Retries (429, 5xx, timeouts, dropped connections) follow a :class:`RetryPolicy`; client-side
+rate limits come from the process-wide :data:`RATE_LIMITS`. The API key never appears in an
+error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .base import (
+    AuthenticationError,
+    ChatAccumulator,
+    ChatChunk,
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitError,
+    RetryableProviderError,
+    TokenUsage,
+    ToolCallDelta,
+    UnknownModelError,
+    estimate_tokens,
+)
+from .ratelimit import RATE_LIMITS, RateLimits
+from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
+from .sse import iter_sse
+
+#: How many times one call may adapt its parameters to a server's 400 before giving up.
+_MAX_ADAPTATIONS = 4
+_REJECTED = re.compile(
+    r"unsupported|not supported|unrecognized|unknown (?:field|param|argument|name)|"
+    r"extra (?:inputs|fields)|not permitted|not allowed|must be|invalid|not available",
+    re.IGNORECASE,
+)
+# OpenAI's reasoning models take only max_completion_tokens: start there instead of failing.
+_COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
+_TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
+_SNIPPET = 200
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds: ``first_byte`` bounds the wait for the response headers and for the first
+    line of a stream (a model's time to first token); ``read`` each later read."""
+
+    connect: float = 10.0
+    read: float = 300.0
+    write: float = 30.0
+    pool: float = 30.0
+    first_byte: float = 120.0
+
+
+@dataclass(slots=True)
+class _ModelState:
+    """What this provider learned about one model's server (kept across calls)."""
+
+    length_key: str = "max_tokens"
+    #: json_schema -> json_object (+ schema in the system prompt) -> prompt (prompt only).
+    structured: str = "json_schema"
+    stream_usage: bool = True
+    dropped: set[str] = field(default_factory=set)
+
+
+class _BadRequest(Exception):
+    """A 400/422 the caller may fix by adapting the request."""
+
+    def __init__(self, error: ProviderError, param: str | None, code: str, message: str):
+        super().__init__(str(error))
+        self.error, self.param, self.code, self.message = error, param, code, message
+
+
+class OpenAIProvider:
+    """An OpenAI-compatible server at ``base_url`` (``.../v1``), registered as ``name``.
+
+    ``rpm`` / ``tpm`` limit every model of the provider; ``model_limits`` maps a model to
+    ``(rpm, tpm)``. ``include_usage`` sends ``stream_options.include_usage`` (dropped for a
+    model whose server rejects it).
+    """
+
+    def __init__(self, name: str = "openai", *, base_url: str = "https://api.openai.com/v1",
+                 api_key: str | None = None, timeouts: Timeouts | None = None,
+                 retry: RetryPolicy | None = None, rpm: float | None = None,
+                 tpm: float | None = None,
+                 model_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
+                 rate_limits: RateLimits | None = None, include_usage: bool = True,
+                 max_connections: int = 512, headers: Mapping[str, str] | None = None,
+                 embedding_format: str = "float"):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key or None
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.include_usage = include_usage
+        self.max_connections = max_connections
+        self.embedding_format = embedding_format
+        self._headers = dict(headers or {})
+        self._limits = RATE_LIMITS if rate_limits is None else rate_limits
+        if rpm is not None or tpm is not None:
+            self._limits.configure(name, rpm=rpm, tpm=tpm)
+        for model, (model_rpm, model_tpm) in (model_limits or {}).items():
+            self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
+        self._states: dict[str, _ModelState] = {}
+        # An httpx pool belongs to the event loop that opened its connections.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._clients = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:  # no key in reprs
+        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    @property
+    def server(self) -> str:
+        """How errors name the server."""
+        return f"{self.name} ({self.base_url})"
+
+    # -- the pooled client ---------------------------------------------------------------
+
+    def client(self) -> httpx.AsyncClient:
+        """This event loop's pooled client, sized for hundreds of concurrent requests."""
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None or found.is_closed:
+            headers = {"Accept": "application/json", **self._headers}
+            if self._api_key:
+                headers["Authorization"] = f"Bearer {self._api_key}"
+            t = self.timeouts
+            found = httpx.AsyncClient(
+                base_url=self.base_url + "/",
+                headers=headers,
+                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+                limits=httpx.Limits(max_connections=self.max_connections,
+                                    max_keepalive_connections=self.max_connections,
+                                    keepalive_expiry=30),
+            )
+            self._clients[loop] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close this event loop's client."""
+        found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.aclose()
+
+    def model_state(self, model: str) -> _ModelState:
+        state = self._states.get(model)
+        if state is None:
+            state = self._states[model] = _ModelState()
+            if "api.openai.com" in self.base_url and _COMPLETION_TOKENS_MODELS.match(model):
+                state.length_key = "max_completion_tokens"
+        return state
+
+    # -- chat ----------------------------------------------------------------------------
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The whole reply, retried as :attr:`retry` allows."""
+        return await call_with_retries(lambda: self._chat_once(request), self.retry)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """The reply as chunks; retried only until the first chunk reached the caller."""
+        return stream_with_retries(lambda: self._stream_once(request), self.retry,
+                                   describe=f"the stream from {self.server}")
+
+    async def _chat_once(self, request: ChatRequest) -> ChatResponse:
+        response, permit = await self._start(request, stream=False)
+        try:
+            body = await self._read_json(response, request.model)
+        finally:
+            await response.aclose()
+        decoder = _Decoder(self, request)
+        accumulator = ChatAccumulator()
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not choices:
+            permit.settle(0)
+            raise ProviderError(f"{self.server} answered without any choice: "
+                                f"{_snippet(json.dumps(body))}", provider=self.name,
+                                model=request.model)
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        as_chunk = {"choices": [{"delta": choice.get("message") or {},
+                                 "finish_reason": choice.get("finish_reason")}],
+                    "usage": body.get("usage")}
+        for chunk in [*decoder.feed(as_chunk), *decoder.finish()]:
+            accumulator.add(chunk)
+        reply = accumulator.response(request.model, request.messages)
+        reply.raw = body
+        permit.settle(reply.usage.total_tokens)
+        return reply
+
+    async def _stream_once(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        response, permit = await self._start(request, stream=True)
+        decoder = _Decoder(self, request)
+        try:
+            async for data in iter_sse(self._lines(response)):
+                for chunk in decoder.feed(self._parse_event(data, request.model)):
+                    yield chunk
+            for chunk in decoder.finish():
+                yield chunk
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self._transport_error(exc, request.model) from None
+        finally:
+            permit.settle(decoder.total_tokens())
+            await response.aclose()
+
+    async def _start(self, request: ChatRequest, *, stream: bool):
+        """Send the request, adapting it to the server's 400s; an open response and permit."""
+        state = self.model_state(request.model)
+        estimate = sum(estimate_tokens(m.text) for m in request.messages) + (
+            request.max_tokens or 0)
+        for _ in range(_MAX_ADAPTATIONS):
+            payload = self.payload(request, state, stream=stream)
+            permit = await self._limits.acquire(self.name, request.model, estimate)
+            try:
+                return await self._open("POST", "chat/completions", payload,
+                                        request.model), permit
+            except _BadRequest as exc:
+                permit.settle(0)
+                if not _adapt(state, exc, payload):
+                    raise exc.error from None
+            except ProviderError:
+                permit.settle(0)
+                raise
+        raise ProviderError(f"{self.server} kept rejecting the request's parameters",
+                            provider=self.name, model=request.model, status=400)
+
+    def payload(self, request: ChatRequest, state: _ModelState | None = None, *,
+                stream: bool = False) -> dict[str, Any]:
+        """The JSON body of a chat request, as this model's server accepts it."""
+        state = state or self.model_state(request.model)
+        messages = list(request.messages)
+        body: dict[str, Any] = {"model": request.model}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.max_tokens is not None:
+            body[state.length_key] = request.max_tokens
+        if request.tools:
+            body["tools"] = request.tools
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+        schema = request.json_schema
+        if request.response_format == "json_schema" and schema:
+            if state.structured == "json_schema":
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": _schema_name(schema), "schema": schema}}
+            else:
+                if state.structured == "json_object":
+                    body["response_format"] = {"type": "json_object"}
+                messages = _with_schema_prompt(messages, schema)
+        elif request.response_format == "json_object" and state.structured != "prompt":
+            body["response_format"] = {"type": "json_object"}
+        body["messages"] = [_wire_message(m) for m in messages]
+        for key, value in request.params.items():
+            body.setdefault(key, value)
+        if stream:
+            body["stream"] = True
+            if self.include_usage and state.stream_usage:
+                body["stream_options"] = {"include_usage": True}
+        for key in state.dropped:
+            body.pop(key, None)
+        return body
+
+    # -- embeddings and models -----------------------------------------------------------
+
+    async def embed(self, model: str, texts: list[str], *, encoding_format: str | None = None,
+                    dimensions: int | None = None) -> list[list[float]]:
+        """One vector per text, in order; base64 answers are decoded (little-endian float32)."""
+        body: dict[str, Any] = {"model": model, "input": list(texts),
+                                "encoding_format": encoding_format or self.embedding_format}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+
+        async def attempt() -> Any:
+            permit = await self._limits.acquire(self.name, model, sum(map(estimate_tokens,
+                                                                          texts)))
+            try:
+                response = await self._open("POST", "embeddings", body, model)
+            except _BadRequest as exc:
+                raise exc.error from None
+            finally:
+                permit.settle(sum(map(estimate_tokens, texts)))
+            try:
+                return await self._read_json(response, model)
+            finally:
+                await response.aclose()
+
+        data = await call_with_retries(attempt, self.retry)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(texts):
+            raise ProviderError(
+                f"{self.server} returned {len(items) if isinstance(items, list) else 'no'} "
+                f"embeddings for {len(texts)} inputs", provider=self.name, model=model)
+        items = sorted(items, key=lambda item: item.get("index", 0))
+        return [self._vector(item.get("embedding"), model) for item in items]
+
+    def _vector(self, value: Any, model: str) -> list[float]:
+        if isinstance(value, str):
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except ValueError as exc:
+                raise ProviderError(f"{self.server} sent an embedding that is neither a list "
+                                    f"nor base64: {exc}", provider=self.name,
+                                    model=model) from None
+            return np.frombuffer(raw, dtype="<f4").astype(float).tolist()
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            value = value[0]  # llama.cpp may nest one vector per input token group
+        if isinstance(value, list):
+            return [float(x) for x in value]
+        raise ProviderError(f"{self.server} sent an embedding of type {type(value).__name__}",
+                            provider=self.name, model=model)
+
+    async def models(self) -> list[str]:
+        """``GET /models``: the model ids the server lists."""
+        async def attempt() -> Any:
+            response = await self._open("GET", "models", None, None)
+            try:
+                return await self._read_json(response, None)
+            finally:
+                await response.aclose()
+
+        try:
+            data = await call_with_retries(attempt, self.retry)
+        except _BadRequest as exc:
+            raise exc.error from None
+        items = (data.get("data") or data.get("models") or []) if isinstance(data, dict) else []
+        return [str(m.get("id") or m.get("name")) for m in items if isinstance(m, dict)]
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    async def _open(self, method: str, path: str, payload: Any, model: str | None
+                    ) -> httpx.Response:
+        """An open response with a 2xx status; errors mapped to provider errors."""
+        client = self.client()
+        request = client.build_request(method, path, json=payload)
+        try:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                response = await client.send(request, stream=True)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
+                provider=self.name, model=model, hint="raise timeouts.first_byte, or retry"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from None
+        if response.status_code < 300:
+            return response
+        try:
+            text = (await response.aread()).decode("utf-8", "replace")
+        except httpx.HTTPError:
+            text = ""
+        finally:
+            await response.aclose()
+        raise self._status_error(response.status_code, response.headers, text, model)
+
+    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        lines = response.aiter_lines().__aiter__()
+        try:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                first = await anext(lines)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{self.server} started a stream but sent nothing within "
+                f"{self.timeouts.first_byte:g} s", provider=self.name,
+                hint="raise timeouts.first_byte, or retry") from None
+        yield first
+        async for line in lines:
+            yield line
+
+    async def _read_json(self, response: httpx.Response, model: str | None) -> Any:
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from None
+        try:
+            return json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            kind = response.headers.get("content-type", "no content type")
+            raise ProviderError(
+                f"{self.server} sent malformed JSON ({kind}): {exc}: "
+                f"{_snippet(content.decode('utf-8', 'replace'))}",
+                provider=self.name, model=model, status=response.status_code,
+                hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
+            ) from None
+
+    def _parse_event(self, data: str, model: str) -> dict[str, Any]:
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ProviderError(
+                f"{self.server} sent malformed JSON in its stream: {exc}: "
+                f"{self._scrub(_snippet(data))}", provider=self.name, model=model,
+                hint="the server's stream is not OpenAI's SSE format") from None
+        if not isinstance(event, dict):
+            raise ProviderError(f"{self.server} sent a stream event that is not an object: "
+                                f"{_snippet(data)}", provider=self.name, model=model)
+        error = event.get("error")
+        if error:
+            message = self._scrub(_error_message(error))
+            kind = str(error.get("type", "")) if isinstance(error, dict) else ""
+            cls = RetryableProviderError if re.search(
+                r"server|overload|unavailable|timeout", kind + " " + message, re.IGNORECASE
+            ) else ProviderError
+            raise cls(f"{self.server} reported an error in its stream: {message}",
+                      provider=self.name, model=model)
+        return event
+
+    def _transport_error(self, exc: BaseException, model: str | None) -> ProviderError:
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, httpx.ConnectTimeout):
+            return ProviderTimeout(
+                f"could not connect to {self.server} within {self.timeouts.connect:g} s",
+                provider=self.name, model=model)
+        if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+            return ProviderTimeout(f"{self.server} stopped sending ({type(exc).__name__})",
+                                   provider=self.name, model=model,
+                                   hint="raise timeouts.read, or retry")
+        if isinstance(exc, httpx.ConnectError):
+            return RetryableProviderError(
+                f"could not connect to {self.server}: {self._scrub(str(exc))}",
+                provider=self.name, model=model, hint="is the server running?")
+        if isinstance(exc, httpx.TransportError):
+            return RetryableProviderError(
+                f"the connection to {self.server} dropped: {self._scrub(str(exc)) or exc!r}",
+                provider=self.name, model=model)
+        return ProviderError(f"request to {self.server} failed: {self._scrub(str(exc))}",
+                             provider=self.name, model=model)
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str,
+                      model: str | None) -> Exception:
+        error: Any = None
+        try:
+            error = json.loads(text).get("error") if text else None
+        except (json.JSONDecodeError, AttributeError):
+            pass
+        message = self._scrub(_error_message(error) if error else _snippet(text))
+        code = str(error.get("code") or "") if isinstance(error, dict) else ""
+        param = error.get("param") if isinstance(error, dict) else None
+        said = f"{self.server} answered HTTP {status}: {message or '(no message)'}"
+        where = {"provider": self.name, "model": model, "status": status}
+        if status in (401, 403):
+            return AuthenticationError(
+                said, hint=f"check the API key of provider {self.name!r} "
+                           "(e.g. OPENAI_API_KEY) and its access to the model", **where)
+        if status == 429 and code != "insufficient_quota":
+            return RateLimitError(said, retry_after=parse_retry_after(headers), **where)
+        if status in (408, 409, 425) or status >= 500:
+            return RetryableProviderError(said, retry_after=parse_retry_after(headers), **where)
+        if status == 404 and model and "model" in message.lower():
+            return UnknownModelError(said, hint=f"list the server's models with "
+                                                f"{self.name!r}.models()", **where)
+        if status in (400, 422):
+            return _BadRequest(ProviderError(said, **where), param if isinstance(
+                param, str) else None, code, message)
+        return ProviderError(said, hint="check base_url and the request", **where)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key and text else text
+
+
+# -- adapting requests to what a server accepts --------------------------------------------
+
+
+def _adapt(state: _ModelState, exc: _BadRequest, payload: Mapping[str, Any]) -> bool:
+    """Change ``state`` so the next request avoids what the server rejected; False if not."""
+    message = exc.message
+    if not (exc.code in ("unsupported_parameter", "unsupported_value")
+            or _REJECTED.search(message)):
+        return False
+    param = exc.param if exc.param in payload or exc.param == "response_format.type" else None
+    if param is None:
+        mentioned = [(message.find(key), key) for key in payload if key not in (
+            "model", "messages", "stream") and message.find(key) >= 0]
+        param = min(mentioned)[1] if mentioned else None
+    if param is None and "json_schema" in message and "response_format" in payload:
+        param = "response_format"
+    if param is None:
+        return False
+    param = param.split(".")[0].split("[")[0]
+    if param in ("max_tokens", "max_completion_tokens"):
+        if state.length_key != param:
+            return False
+        state.length_key = "max_completion_tokens" if param == "max_tokens" else "max_tokens"
+        return True
+    if param == "response_format":
+        step = {"json_schema": "json_object", "json_object": "prompt"}.get(state.structured)
+        if step is None:
+            return False
+        state.structured = step
+        return True
+    if param == "stream_options":
+        if not state.stream_usage:
+            return False
+        state.stream_usage = False
+        return True
+    if param in payload and param not in state.dropped:
+        state.dropped.add(param)
+        return True
+    return False
+
+
+def _schema_name(schema: Mapping[str, Any]) -> str:
+    # OpenAI allows [a-zA-Z0-9_-]{1,64} here.
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "output"))
+    return name[:64] or "output"
+
+
+def _with_schema_prompt(messages: list[ChatMessage], schema: Mapping[str, Any]
+                        ) -> list[ChatMessage]:
+    instruction = ("Reply with one JSON object only, without prose or code fences, that is "
+                   "valid for this JSON Schema:\n" + json.dumps(schema, ensure_ascii=False))
+    if messages and messages[0].role == "system" and isinstance(messages[0].content, str):
+        first = messages[0]
+        return [ChatMessage("system", f"{first.content}\n\n{instruction}"), *messages[1:]]
+    return [ChatMessage("system", instruction), *messages]
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+            for c in message.tool_calls
+        ]
+        if not message.content:
+            data["content"] = None
+    if message.tool_call_id:
+        data["tool_call_id"] = message.tool_call_id
+    if message.name:
+        data["name"] = message.name
+    return data
+
+
+def _error_message(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or json.dumps(error))
+    return str(error)
+
+
+def _snippet(text: str) -> str:
+    text = text.strip()
+    return repr(text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else ""))
+
+
+# -- decoding chunks -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    id: str
+    name: str = ""
+    arguments: str = ""
+
+
+class _Decoder:
+    """Turns completion chunks (or a whole message) of any server into :class:`ChatChunk`."""
+
+    def __init__(self, provider: OpenAIProvider, request: ChatRequest):
+        self._provider = provider
+        self._request = request
+        self._slots: dict[int, _Slot] = {}  # the server's index -> our slot
+        self._calls = 0
+        self._finish: str | None = None
+        self._usage: TokenUsage | None = None
+        self._chars = 0
+        self._tags = _ToolTagFilter() if request.tools else None
+
+    def feed(self, event: Mapping[str, Any]) -> list[ChatChunk]:
+        chunks: list[ChatChunk] = []
+        usage = event.get("usage")
+        # Never choices[0] blindly: usage-only and Azure filter chunks have no choices.
+        for choice in event.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or choice.get("message") or {}
+            chunk = ChatChunk()
+            content = delta.get("content")
+            if isinstance(content, list):
+                content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            if isinstance(content, str) and content:
+                chunk.text = content
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str):
+                chunk.reasoning = reasoning
+            for position, call in enumerate(delta.get("tool_calls") or []):
+                if isinstance(call, dict):
+                    chunk.tool_calls.append(self._call(call, position))
+            if self._tags is not None and chunk.text:
+                chunk.text, bodies = self._tags.feed(chunk.text)
+                chunk.tool_calls.extend(self._tagged(bodies))
+            if choice.get("finish_reason"):
+                self._finish = chunk.finish_reason = str(choice["finish_reason"])
+            chunks.append(chunk)
+        if isinstance(usage, dict):
+            self._usage = _usage(usage)
+            if chunks:
+                chunks[-1].usage = self._usage
+            else:
+                chunks.append(ChatChunk(usage=self._usage))
+        for chunk in chunks:
+            self._chars += len(chunk.text) + len(chunk.reasoning) + sum(
+                len(d.arguments) for d in chunk.tool_calls)
+        return [c for c in chunks if c.text or c.reasoning or c.tool_calls or c.usage
+                or c.finish_reason]
+
+    def finish(self) -> list[ChatChunk]:
+        """Chunks owed at the end: text held back by the tag filter, the inferred finish."""
+        chunk = ChatChunk()
+        if self._tags is not None:
+            chunk.text = self._tags.flush()
+        if self._slots and self._finish in (None, "stop"):
+            chunk.finish_reason = "tool_calls"
+        return [chunk] if chunk.text or chunk.finish_reason else []
+
+    def total_tokens(self) -> int:
+        """Real usage when the server sent it, else an estimate (for the rate limiter)."""
+        if self._usage is not None:
+            return self._usage.total_tokens
+        prompt = sum(estimate_tokens(m.text) for m in self._request.messages)
+        return prompt + (self._chars + 3) // 4
+
+    def _call(self, call: Mapping[str, Any], position: int) -> ToolCallDelta:
+        raw = call.get("index", position)
+        raw_index = raw if isinstance(raw, int) else position
+        function = call.get("function") or {}
+        call_id = call.get("id") or None
+        name = function.get("name") or None
+        arguments = function.get("arguments")
+        if isinstance(arguments, (dict, list)):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        elif arguments is None:
+            arguments = ""
+        slot = self._slots.get(raw_index)
+        # Ollama sends each whole call in one chunk, every one at index 0: a fragment that
+        # starts another call (new id, or a new name after complete arguments) gets a new slot.
+        if slot is not None and (
+            (call_id and call_id != slot.id)
+            or (name and not call_id and slot.name and _complete_json(slot.arguments))
+        ):
+            slot = None
+        if slot is None:
+            slot = _Slot(self._calls, call_id or f"call_{uuid.uuid4().hex[:24]}")
+            self._calls += 1
+            self._slots[raw_index] = slot
+        slot.name = slot.name or name or ""
+        slot.arguments += arguments
+        return ToolCallDelta(slot.index, slot.id, name, arguments)
+
+    def _tagged(self, bodies: list[str]) -> list[ToolCallDelta]:
+        deltas = []
+        for body in bodies:
+            try:
+                data = json.loads(body)
+                name = str(data["name"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            arguments = data.get("arguments", data.get("parameters", {}))
+            deltas.append(self._call({"id": None, "index": 1000 + self._calls, "function": {
+                "name": name, "arguments": arguments}}, 0))
+        return deltas
+
+
+def _complete_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _usage(data: Mapping[str, Any]) -> TokenUsage:
+    prompt = int(data.get("prompt_tokens") or 0)
+    completion = int(data.get("completion_tokens") or 0)
+    total = int(data.get("total_tokens") or prompt + completion)
+    return TokenUsage(prompt, completion, total)
+
+
+class _ToolTagFilter:
+    """Pulls ``<tool_call>{json}</tool_call>`` blocks some LM Studio models leak into the
+    text out of a stream, holding back text that may be the start of such a tag."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._inside = False
+
+    def feed(self, text: str) -> tuple[str, list[str]]:
+        self._buffer += text
+        out: list[str] = []
+        bodies: list[str] = []
+        while True:
+            if not self._inside:
+                at = self._buffer.find(_TOOL_OPEN)
+                if at < 0:
+                    keep = _partial_tag(self._buffer)
+                    out.append(self._buffer[:len(self._buffer) - keep])
+                    self._buffer = self._buffer[len(self._buffer) - keep:]
+                    break
+                out.append(self._buffer[:at])
+                self._buffer = self._buffer[at + len(_TOOL_OPEN):]
+                self._inside = True
+            else:
+                end = self._buffer.find(_TOOL_CLOSE)
+                if end < 0:
+                    break
+                bodies.append(self._buffer[:end].strip())
+                self._buffer = self._buffer[end + len(_TOOL_CLOSE):]
+                self._inside = False
+        return "".join(out), bodies
+
+    def flush(self) -> str:
+        text = (_TOOL_OPEN if self._inside else "") + self._buffer
+        self._buffer, self._inside = "", False
+        return text
+
+
+def _partial_tag(text: str) -> int:
+    """How many trailing characters of ``text`` could begin ``<tool_call>``."""
+    for size in range(min(len(text), len(_TOOL_OPEN) - 1), 0, -1):
+        if _TOOL_OPEN.startswith(text[-size:]):
+            return size
+    return 0
