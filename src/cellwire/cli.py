@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from cellwire.model import Problem, Workflow, WorkflowError, validate
+from cellwire.engine.secrets import missing_secrets
 from cellwire.model.validate import missing_inputs
 
 # The textual start-input types: their values are taken as typed, never parsed as JSON.
@@ -44,8 +45,6 @@ def cli() -> None:
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 as_json: bool, db: Path | None) -> None:
     """Run the workflow in FILE and print its outputs."""
-    from cellwire.formats.secrets import fill_secrets, redact, secret_values
-
     workflow = _load(file)
     inputs = _inputs(workflow, pairs, inputs_json)
     if query is not None:
@@ -54,13 +53,11 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     _report(file, problems)
     for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
-    workflow, missing = fill_secrets(workflow)
-    for name in missing:
+    for name in missing_secrets(workflow):
         click.echo(f"warning: secret {name!r} is not set; export {name}=... to give it a value",
                    err=True)
-    secrets = secret_values(workflow)
     result = _execute(file, workflow, inputs, db)
-    shown = redact(result.as_dict(), secrets)
+    shown = result.as_dict()  # the engine has already replaced secret values with ***
     if as_json:
         click.echo(json.dumps(shown, ensure_ascii=False, default=str))
     else:

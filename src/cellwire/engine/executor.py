@@ -40,6 +40,7 @@ from .node import NodeContext, NodeError, NodeResult, Usage
 from .result import RunResult
 from .retry import is_retryable, retry_delay
 from .runtime import Runtime
+from .secrets import environment_values, redact, redact_event, secret_values
 from .state import NodeStatus, RunStatus, check_node_move, check_run_move
 
 DEFAULT_CONCURRENCY = 16
@@ -169,10 +170,15 @@ class Execution:
         self._stop_reason: str | None = None
         self._conversation = conversation
         self._emitters = (self.events.append, *runtime.sinks)
+        self._env = environment_values(compiled.workflow, runtime.environ)
+        #: Secret values of this run; when there are any, every event is redacted first.
+        self._secrets = secret_values(compiled.workflow, self._env)
 
     # -- events --------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        if self._secrets:
+            event = redact_event(event, self._secrets)
         if type(event) is StreamChunk and event.node_type == "answer":
             self.answer.append(event.text)
         for sink in self._emitters:
@@ -245,14 +251,15 @@ class Execution:
 
     def _result(self, started: float, elapsed: float, error: str | None,
                 error_node: str | None) -> RunResult:
+        secrets = self._secrets
         return RunResult(
             run_id=self.run_id,
             workflow=self.compiled.workflow.name,
             status=self.status,
-            inputs=self.inputs,
-            outputs=self.outputs,
+            inputs=redact(self.inputs, secrets),
+            outputs=redact(self.outputs, secrets),
             answer="".join(self.answer),
-            error=error,
+            error=redact(error, secrets),
             error_node=error_node,
             started_at=started,
             elapsed_ms=elapsed * 1000,
@@ -274,7 +281,7 @@ class Execution:
                 "files": [],
                 **system,
             },
-            "env": {v.name: v.value for v in workflow.environment},
+            "env": self._env,
             "conversation": conversation,
         }
         for root in self.compiled.graphs[None].roots:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ class Runtime:
     tools: Any = None
     #: Route every LLM node of the run to this ``provider/model``, when set.
     model_override: str | None = None
+    #: Where unset secret environment variables are read from (None: ``os.environ``).
+    environ: Mapping[str, str] | None = None
 
     def subscribe(self, sink: Sink) -> Sink:
         self.sinks.append(sink)

@@ -15,6 +15,7 @@ from datetime import UTC
 import httpx
 
 from cellwire.engine import NodeContext, NodeError, NodeResult, RetryableError
+from cellwire.engine.secrets import REDACTED, redact
 from cellwire.model import node_type
 
 from .http_build import (
@@ -34,7 +35,6 @@ MAX_BINARY_SIZE = 10 * 1024 * 1024
 RETRY_STATUSES = frozenset({429, 503})
 #: How much of the request body process_data shows.
 LOG_BODY_LIMIT = 10_000
-REDACTED = "***"
 
 
 class HttpRetryableError(NodeError, RetryableError):
@@ -198,14 +198,8 @@ def request_log(request: httpx.Request, secrets: Sequence[str],
         if len(body) > LOG_BODY_LIMIT:
             body = body[:LOG_BODY_LIMIT] + f"... <{len(content)} bytes in all>"
     text = "\r\n".join(lines) + "\r\n\r\n" + body
-    return redact(text, secrets)
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
     # Longest first, so a header value is replaced whole before the key inside it.
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    return redact(text, sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
 
 
 def _safe_url(url: httpx.URL) -> str:
