@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 
 import click
 
-from cellwire.model import Problem, Workflow, WorkflowError, validate
 from cellwire.engine.secrets import missing_secrets
+from cellwire.model import Problem, Workflow, WorkflowError, validate
 from cellwire.model.validate import missing_inputs
 
 # The textual start-input types: their values are taken as typed, never parsed as JSON.
