@@ -1,0 +1,316 @@
+/** The editor: React Flow over the kernel's graph. Interaction state (selection, drags, the
+ * viewport) is local; edits go to the kernel as semantic messages and come back as traits. */
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import type { DragEvent, KeyboardEvent } from "react";
+import {
+  addEdge,
+  applyEdgeChanges,
+  applyNodeChanges,
+  Background,
+  Controls,
+  MiniMap,
+  ReactFlow,
+  ReactFlowProvider,
+  useReactFlow,
+} from "@xyflow/react";
+import type { Connection, EdgeChange, IsValidConnection, NodeChange, OnDelete } from "@xyflow/react";
+import { EditorContext } from "./context";
+import { connectionProblem, HEADER, layout, PAD, SUPPRESS, toFlowEdges, toFlowNodes } from "./graph";
+import type { FlowEdge, FlowNode } from "./graph";
+import { edgeTypes, look, nodeTypes } from "./nodes";
+import { PropertiesPanel } from "./panel";
+import { StatusStore, useStatus } from "./status";
+import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem, StatusEntry } from "./types";
+
+function useTrait<T>(model: AnyModel, name: string): T {
+  return useSyncExternalStore(
+    (cb) => {
+      model.on(`change:${name}`, cb);
+      return () => model.off(`change:${name}`, cb);
+    },
+    () => model.get(name) as T,
+  );
+}
+
+function useJupyterDark(): boolean {
+  const read = () => typeof document !== "undefined" && document.body.dataset.jpThemeLight === "false";
+  const [dark, setDark] = useState(read);
+  useEffect(() => {
+    const obs = new MutationObserver(() => setDark(read()));
+    obs.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light"] });
+    return () => obs.disconnect();
+  }, []);
+  return dark;
+}
+
+type Clip = { nodes: CwNode[]; edges: CwEdge[] };
+let clipboard: Clip | null = null;
+
+const EMPTY: never[] = [];
+
+function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
+  const nodes = useTrait<CwNode[]>(model, "nodes") ?? EMPTY;
+  const edges = useTrait<CwEdge[]>(model, "edges") ?? EMPTY;
+  const problems = useTrait<Problem[]>(model, "problems") ?? EMPTY;
+  const types = useTrait<NodeTypeInfo[]>(model, "node_types") ?? EMPTY;
+  const running = useTrait<boolean>(model, "running");
+  const canUndo = useTrait<boolean>(model, "can_undo");
+  const canRedo = useTrait<boolean>(model, "can_redo");
+  const height = useTrait<number>(model, "height") ?? 560;
+  const dark = useJupyterDark();
+  const flow = useReactFlow<FlowNode, FlowEdge>();
+  const rootRef = useRef<HTMLDivElement>(null);
+  const [message, setMessage] = useState("");
+  const [epoch, setEpoch] = useState(0);
+  const [selectedId, setSelectedId] = useState<string | null>(null);
+  const [rfNodes, setRfNodes] = useState<FlowNode[]>([]);
+  const [rfEdges, setRfEdges] = useState<FlowEdge[]>([]);
+  const send = useCallback((msg: Record<string, unknown>) => model.send(msg), [model]);
+
+  useEffect(() => {
+    const onMsg = (msg: any) => {
+      if (!msg || typeof msg !== "object") return;
+      if (msg.type === "status") store.patch(msg.patch ?? {});
+      else if (msg.type === "status_reset") store.reset({});
+      else if (msg.type === "status_snapshot") store.reset(msg.status ?? {});
+      else if (msg.type === "refused") {
+        setMessage(msg.reason ?? "refused");
+        setEpoch((e) => e + 1); // undo the optimistic local change
+      } else if (msg.type === "created" && msg.id) setSelectedId(msg.id);
+    };
+    const onStatus = () => store.reset(model.get("status") ?? {});
+    model.on("msg:custom", onMsg);
+    model.on("change:status", onStatus);
+    store.reset(model.get("status") ?? {});
+    model.send({ type: "hello" });
+    return () => {
+      model.off("msg:custom", onMsg);
+      model.off("change:status", onStatus);
+    };
+  }, [model, store]);
+
+  // Hydrate React Flow from the traits, keeping what is local: selection and measured sizes.
+  useEffect(() => {
+    setRfNodes((prev) => {
+      const old = new Map(prev.map((n) => [n.id, n]));
+      const selected = new Set(prev.filter((n) => n.selected).map((n) => n.id));
+      return toFlowNodes(nodes, edges, selected).map((n) => {
+        const measured = old.get(n.id)?.measured;
+        return measured ? { ...n, measured } : n;
+      });
+    });
+    setRfEdges((prev) => toFlowEdges(edges, new Set(prev.filter((e) => e.selected).map((e) => e.id))));
+  }, [nodes, edges, epoch]);
+
+  const onNodesChange = useCallback((changes: NodeChange<FlowNode>[]) => {
+    setRfNodes((ns) => applyNodeChanges(changes, ns));
+  }, []);
+  const onEdgesChange = useCallback((changes: EdgeChange<FlowEdge>[]) => {
+    setRfEdges((es) => applyEdgeChanges(changes, es));
+  }, []);
+
+  const isValidConnection: IsValidConnection<FlowEdge> = useCallback(
+    (c) => connectionProblem(c, nodes, edges) === null,
+    [nodes, edges],
+  );
+
+  const onConnect = useCallback(
+    (c: Connection) => {
+      const problem = connectionProblem(c, nodes, edges);
+      if (problem) {
+        setMessage(problem);
+        return;
+      }
+      const handle = c.sourceHandle || "source";
+      setMessage("");
+      setRfEdges((es) =>
+        addEdge({ ...c, id: `${c.source}:${handle}->${c.target}`, type: "cw", data: { handle }, domAttributes: SUPPRESS }, es),
+      );
+      send({ type: "connect", source: c.source, target: c.target, source_handle: handle });
+    },
+    [nodes, edges, send],
+  );
+
+  const onDelete: OnDelete<FlowNode, FlowEdge> = useCallback(
+    ({ nodes: gone, edges: cut }) => {
+      const ids = new Set(gone.map((n) => n.id));
+      send({
+        type: "delete",
+        nodes: gone.map((n) => n.id),
+        edges: cut
+          .filter((e) => !ids.has(e.source) && !ids.has(e.target))
+          .map((e) => ({ source: e.source, target: e.target, source_handle: e.sourceHandle ?? "source" })),
+      });
+      if (selectedId && ids.has(selectedId)) setSelectedId(null);
+    },
+    [send, selectedId],
+  );
+
+  const onNodeDragStop = useCallback(
+    (_e: unknown, _node: FlowNode, dragged: FlowNode[]) => {
+      const positions: Record<string, { x: number; y: number }> = {};
+      for (const n of dragged) positions[n.id] = { x: Math.round(n.position.x), y: Math.round(n.position.y) };
+      send({ type: "move", positions });
+    },
+    [send],
+  );
+
+  const addNode = useCallback(
+    (type: string, at?: { x: number; y: number }) => {
+      const container = selectedId ? nodes.find((n) => n.id === selectedId && n.container) : undefined;
+      let position = at;
+      if (container) {
+        const count = nodes.filter((n) => n.parent === container.id).length;
+        position = { x: PAD + 30 * count, y: HEADER + PAD + 30 * count };
+      } else if (!position) {
+        const rect = rootRef.current?.querySelector(".react-flow")?.getBoundingClientRect();
+        const center = rect ? { x: rect.left + rect.width / 2, y: rect.top + rect.height / 2 } : { x: 0, y: 0 };
+        position = flow.screenToFlowPosition(center);
+      }
+      send({
+        type: "add_node",
+        node_type: type,
+        parent: container?.id ?? null,
+        position: { x: Math.round(position.x), y: Math.round(position.y) },
+      });
+    },
+    [selectedId, nodes, send, flow],
+  );
+
+  const relayout = useCallback(() => {
+    const boxes = layout(nodes.map((n) => ({ ...n, position: null })), edges);
+    const positions: Record<string, { x: number; y: number }> = {};
+    boxes.forEach((b, id) => (positions[id] = { x: Math.round(b.x), y: Math.round(b.y) }));
+    send({ type: "move", positions });
+    setTimeout(() => flow.fitView({ padding: 0.15 }), 50);
+  }, [nodes, edges, send, flow]);
+
+  const onKeyDown = useCallback(
+    (e: KeyboardEvent<HTMLDivElement>) => {
+      const target = e.target as HTMLElement;
+      if (["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName) || target.isContentEditable) return;
+      const mod = e.ctrlKey || e.metaKey;
+      if (!mod) return;
+      const key = e.key.toLowerCase();
+      if (key === "z" && !e.shiftKey) send({ type: "undo" });
+      else if ((key === "z" && e.shiftKey) || key === "y") send({ type: "redo" });
+      else if (key === "c") {
+        const ids = new Set(rfNodes.filter((n) => n.selected).map((n) => n.id));
+        if (!ids.size) return;
+        clipboard = {
+          nodes: nodes.filter((n) => ids.has(n.id)),
+          edges: edges.filter((x) => ids.has(x.source) && ids.has(x.target)),
+        };
+      } else if (key === "v" && clipboard) send({ type: "paste", ...clipboard });
+      else return;
+      e.preventDefault();
+    },
+    [send, rfNodes, nodes, edges],
+  );
+
+  const onDrop = useCallback(
+    (e: DragEvent<HTMLDivElement>) => {
+      const type = e.dataTransfer.getData("application/x-cellwire-type");
+      if (!type) return;
+      e.preventDefault();
+      addNode(type, flow.screenToFlowPosition({ x: e.clientX, y: e.clientY }));
+    },
+    [addNode, flow],
+  );
+
+  const selected = selectedId ? nodes.find((n) => n.id === selectedId) : undefined;
+  const selectedEntry = useStatus(store, selectedId ?? "");
+  const schema = selected ? types.find((t) => t.name === selected.type)?.schema : undefined;
+  const editor = useMemo(() => ({ store, send }), [store, send]);
+
+  return (
+    <EditorContext.Provider value={editor}>
+      <div
+        ref={rootRef}
+        className={`cw-editor${dark ? " cw-dark" : ""}`}
+        data-testid="cw-editor"
+        {...SUPPRESS}
+        tabIndex={0}
+        onKeyDown={onKeyDown}
+        style={{ height }}
+      >
+        <div className="cw-toolbar">
+          <button data-testid="cw-run" disabled={running} onClick={() => send({ type: "run" })}>▶ Run</button>
+          <button data-testid="cw-stop" disabled={!running} onClick={() => send({ type: "stop" })}>■ Stop</button>
+          <span className="cw-sep" />
+          <button data-testid="cw-undo" disabled={!canUndo} onClick={() => send({ type: "undo" })}>↶ Undo</button>
+          <button data-testid="cw-redo" disabled={!canRedo} onClick={() => send({ type: "redo" })}>↷ Redo</button>
+          <span className="cw-sep" />
+          <button data-testid="cw-fit" onClick={() => flow.fitView({ padding: 0.15 })}>Fit</button>
+          <button data-testid="cw-layout" onClick={relayout}>Layout</button>
+          <span className="cw-message" data-testid="cw-message">{message}</span>
+          <span className="cw-counts">
+            {nodes.length} nodes · {problems.filter((p) => p.level === "error").length} problems
+          </span>
+        </div>
+        <div className="cw-body">
+          <div className="cw-palette" data-testid="cw-palette">
+            {types.map((t) => (
+              <button
+                key={t.name}
+                className="cw-palette-item"
+                data-testid={`cw-palette-${t.name}`}
+                title={t.description}
+                draggable
+                onDragStart={(e) => e.dataTransfer.setData("application/x-cellwire-type", t.name)}
+                onClick={() => addNode(t.name)}
+              >
+                <span className="cw-icon" style={{ background: look(t.name).color }}>{look(t.name).icon}</span>
+                {t.name}
+              </button>
+            ))}
+          </div>
+          <div className="cw-canvas" onDragOver={(e) => e.preventDefault()} onDrop={onDrop}>
+            <ReactFlow<FlowNode, FlowEdge>
+              nodes={rfNodes}
+              edges={rfEdges}
+              nodeTypes={nodeTypes}
+              edgeTypes={edgeTypes}
+              onNodesChange={onNodesChange}
+              onEdgesChange={onEdgesChange}
+              onConnect={onConnect}
+              isValidConnection={isValidConnection}
+              onDelete={onDelete}
+              onNodeDragStop={onNodeDragStop}
+              onSelectionChange={({ nodes: sel }) => setSelectedId(sel.length === 1 ? sel[0].id : null)}
+              onPaneClick={() => rootRef.current?.focus()}
+              deleteKeyCode={["Backspace", "Delete"]}
+              colorMode={dark ? "dark" : "light"}
+              fitView
+              fitViewOptions={{ padding: 0.15 }}
+              minZoom={0.05}
+              proOptions={{ hideAttribution: true }}
+            >
+              <Background gap={20} size={1} />
+              <Controls showInteractive={false} />
+              <MiniMap pannable={false} zoomable={false} ariaLabel="overview" />
+            </ReactFlow>
+          </div>
+          {selected ? (
+            <PropertiesPanel
+              node={selected}
+              schema={schema}
+              problems={problems.filter((p) => p.node_id === selected.id)}
+              entry={selectedEntry as StatusEntry | undefined}
+              send={send}
+            />
+          ) : null}
+        </div>
+      </div>
+    </EditorContext.Provider>
+  );
+}
+
+export function App({ model }: { model: AnyModel }) {
+  const store = useMemo(() => new StatusStore(), []);
+  return (
+    <ReactFlowProvider>
+      <Editor model={model} store={store} />
+    </ReactFlowProvider>
+  );
+}

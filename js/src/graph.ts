@@ -1,0 +1,159 @@
+/** From the kernel's graph to React Flow's nodes and edges, the layout of nodes without a
+ * saved position, and the checks a new connection must pass before it is sent. */
+import dagre from "@dagrejs/dagre";
+import type { Edge, Node } from "@xyflow/react";
+import type { CwEdge, CwNode } from "./types";
+
+export const NODE_WIDTH = 220;
+export const HEADER = 44;
+export const PAD = 24;
+const TARGET = "target";
+
+export type NodeData = { node: CwNode };
+export type FlowNode = Node<NodeData>;
+export type FlowEdge = Edge<{ handle: string }>;
+
+/** Lumino (JupyterLab's keymap) skips events from elements carrying this attribute, so keys
+ * pressed on a focused node or edge never reach the notebook's shortcuts. */
+export const SUPPRESS = { "data-lm-suppress-shortcuts": "true" } as Record<string, string>;
+
+export function nodeHeight(node: CwNode): number {
+  return Math.max(64, 40 + node.handles.length * 18);
+}
+
+type Box = { x: number; y: number; w: number; h: number };
+
+/** Positions (relative to the container, as React Flow wants for sub-flows) and sizes. */
+export function layout(nodes: CwNode[], edges: CwEdge[]): Map<string, Box> {
+  const boxes = new Map<string, Box>();
+  const byParent = new Map<string | null, CwNode[]>();
+  const ids = new Set(nodes.map((n) => n.id));
+  for (const n of nodes) {
+    const parent = n.parent && ids.has(n.parent) ? n.parent : null;
+    if (!byParent.has(parent)) byParent.set(parent, []);
+    byParent.get(parent)!.push(n);
+  }
+  const level = (parent: string | null): { w: number; h: number } => {
+    const members = byParent.get(parent) ?? [];
+    const sizes = new Map<string, { w: number; h: number }>();
+    for (const m of members) {
+      sizes.set(m.id, m.container ? level(m.id) : { w: NODE_WIDTH, h: nodeHeight(m) });
+    }
+    const offset = parent === null ? { x: 0, y: 0 } : { x: PAD, y: HEADER + PAD };
+    let auto: Map<string, { x: number; y: number }> | null = null;
+    if (members.some((m) => !m.position)) {
+      const g = new dagre.graphlib.Graph();
+      g.setGraph({ rankdir: "LR", nodesep: 30, ranksep: 70, marginx: 0, marginy: 0 });
+      g.setDefaultEdgeLabel(() => ({}));
+      for (const m of members) g.setNode(m.id, { width: sizes.get(m.id)!.w, height: sizes.get(m.id)!.h });
+      const memberIds = new Set(members.map((m) => m.id));
+      for (const e of edges) {
+        if (memberIds.has(e.source) && memberIds.has(e.target)) g.setEdge(e.source, e.target);
+      }
+      dagre.layout(g);
+      auto = new Map();
+      for (const m of members) {
+        const p = g.node(m.id);
+        const s = sizes.get(m.id)!;
+        auto.set(m.id, { x: p.x - s.w / 2 + offset.x, y: p.y - s.h / 2 + offset.y });
+      }
+    }
+    let right = 0;
+    let bottom = 0;
+    for (const m of members) {
+      const s = sizes.get(m.id)!;
+      const p = m.position ?? auto!.get(m.id)!;
+      boxes.set(m.id, { x: p.x, y: p.y, w: s.w, h: s.h });
+      right = Math.max(right, p.x + s.w);
+      bottom = Math.max(bottom, p.y + s.h);
+    }
+    return { w: Math.max(320, right + PAD), h: Math.max(180, bottom + PAD) };
+  };
+  level(null);
+  return boxes;
+}
+
+export function toFlowNodes(nodes: CwNode[], edges: CwEdge[], selected: Set<string>): FlowNode[] {
+  const boxes = layout(nodes, edges);
+  const ids = new Set(nodes.map((n) => n.id));
+  return nodes.map((n) => {
+    const box = boxes.get(n.id)!;
+    const inside = n.parent && ids.has(n.parent) ? n.parent : undefined;
+    const flow: FlowNode = {
+      id: n.id,
+      type: n.container ? "cwContainer" : "cw",
+      position: { x: box.x, y: box.y },
+      data: { node: n },
+      selected: selected.has(n.id),
+      domAttributes: SUPPRESS,
+      width: box.w,
+      ...(n.container ? { height: box.h, style: { width: box.w, height: box.h } } : {}),
+    };
+    if (inside) {
+      flow.parentId = inside;
+      flow.extent = "parent";
+    }
+    return flow;
+  });
+}
+
+export function toFlowEdges(edges: CwEdge[], selected: Set<string>): FlowEdge[] {
+  return edges.map((e) => ({
+    id: e.id,
+    source: e.source,
+    target: e.target,
+    sourceHandle: e.source_handle,
+    targetHandle: TARGET,
+    type: "cw",
+    data: { handle: e.source_handle },
+    selected: selected.has(e.id),
+    domAttributes: SUPPRESS,
+  }));
+}
+
+export type ConnectionLike = {
+  source: string | null;
+  target: string | null;
+  sourceHandle?: string | null;
+};
+
+/** Why ``conn`` cannot be added, or null when it can. Mirrors the kernel's check_connect. */
+export function connectionProblem(conn: ConnectionLike, nodes: CwNode[], edges: CwEdge[]): string | null {
+  const { source, target } = conn;
+  const handle = conn.sourceHandle || "source";
+  if (!source || !target) return "connect a node's output to another node's input";
+  if (source === target) return "a node cannot connect to itself";
+  const a = nodes.find((n) => n.id === source);
+  const b = nodes.find((n) => n.id === target);
+  if (!a || !b) return "unknown node";
+  if ((a.parent ?? null) !== (b.parent ?? null)) {
+    return "both ends must be in the same container (or both outside)";
+  }
+  if (!a.handles.includes(handle)) return `${source} has no handle ${handle}`;
+  if (edges.some((e) => e.source === source && e.target === target && e.source_handle === handle)) {
+    return `${source} -> ${target} is already connected`;
+  }
+  if (reaches(target, source, edges)) return `${source} -> ${target} would make a cycle`;
+  return null;
+}
+
+export function reaches(from: string, to: string, edges: CwEdge[]): boolean {
+  const out = new Map<string, string[]>();
+  for (const e of edges) {
+    if (!out.has(e.source)) out.set(e.source, []);
+    out.get(e.source)!.push(e.target);
+  }
+  const seen = new Set([from]);
+  const todo = [from];
+  while (todo.length) {
+    const cur = todo.pop()!;
+    if (cur === to) return true;
+    for (const nxt of out.get(cur) ?? []) {
+      if (!seen.has(nxt)) {
+        seen.add(nxt);
+        todo.push(nxt);
+      }
+    }
+  }
+  return false;
+}

@@ -1,0 +1,170 @@
+/** How nodes and edges are drawn: by type (colour, icon), with one source handle per branch
+ * and the run status of the node. */
+import { memo } from "react";
+import { BaseEdge, getBezierPath, Handle, Position } from "@xyflow/react";
+import type { EdgeProps, NodeProps } from "@xyflow/react";
+import { useEditor } from "./context";
+import type { FlowEdge, FlowNode } from "./graph";
+import { useStatus } from "./status";
+import type { CwNode, StatusEntry } from "./types";
+
+type Look = { color: string; icon: string };
+
+const LOOKS: Record<string, Look> = {
+  start: { color: "#2f7d5b", icon: "▶" },
+  end: { color: "#8a3b3b", icon: "■" },
+  answer: { color: "#a05a1c", icon: "✎" },
+  llm: { color: "#4a56c9", icon: "✦" },
+  code: { color: "#3d6b8a", icon: "{}" },
+  "if-else": { color: "#7a5ab0", icon: "⑂" },
+  "question-classifier": { color: "#6f4fa0", icon: "?" },
+  iteration: { color: "#2c7f86", icon: "↻" },
+  "iteration-start": { color: "#2c7f86", icon: "▹" },
+  loop: { color: "#346f9a", icon: "⟳" },
+  "loop-start": { color: "#346f9a", icon: "▹" },
+  "loop-end": { color: "#346f9a", icon: "⏹" },
+  "http-request": { color: "#9a6b1f", icon: "⇄" },
+  "template-transform": { color: "#51735a", icon: "T" },
+  "variable-aggregator": { color: "#5a6470", icon: "∪" },
+  assigner: { color: "#5a6470", icon: "=" },
+  "list-operator": { color: "#5a6470", icon: "≡" },
+  "parameter-extractor": { color: "#6f4fa0", icon: "⌖" },
+  tool: { color: "#7b6a2e", icon: "⚒" },
+  agent: { color: "#4a56c9", icon: "◎" },
+  "knowledge-retrieval": { color: "#2f6f7d", icon: "⌕" },
+};
+
+export function look(type: string): Look {
+  return LOOKS[type] ?? { color: "#66707a", icon: type.slice(0, 1).toUpperCase() || "•" };
+}
+
+export function handleLabel(node: CwNode, handle: string): string {
+  if (handle === "false") return "else";
+  if (handle === "fail-branch") return "on error";
+  if (handle === "source") return "";
+  if (node.type === "if-else") {
+    const cases = (node.config.cases as { case_id?: string }[] | undefined) ?? [];
+    const index = cases.findIndex((c) => c.case_id === handle);
+    if (index >= 0) return index === 0 ? "if" : `elif ${index}`;
+  }
+  if (node.type === "question-classifier") {
+    const classes = (node.config.classes as { id?: string; name?: string }[] | undefined) ?? [];
+    const found = classes.find((c) => c.id === handle);
+    if (found?.name) return found.name;
+  }
+  return handle;
+}
+
+function fmtTime(s?: number): string {
+  if (s === undefined) return "";
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
+}
+
+function Metrics({ entry }: { entry?: StatusEntry }) {
+  if (!entry || entry.elapsed === undefined) return null;
+  const parts = [fmtTime(entry.elapsed)];
+  if (entry.tokens) parts.push(`${entry.tokens} tok`);
+  if (entry.cost) parts.push(`$${entry.cost.toFixed(4)}`);
+  return <div className="cw-metrics">{parts.join(" · ")}</div>;
+}
+
+function Body({ node, entry }: { node: CwNode; entry?: StatusEntry }) {
+  const { color, icon } = look(node.type);
+  const status = entry?.status ?? "pending";
+  return (
+    <>
+      <div className="cw-head" style={{ borderColor: color }}>
+        <span className="cw-icon" style={{ background: color }}>{icon}</span>
+        <span className="cw-title">{node.title}</span>
+        <span className={`cw-dot cw-dot-${status}`} title={status} />
+      </div>
+      {node.summary ? <div className="cw-summary">{node.summary}</div> : null}
+      <Metrics entry={entry} />
+      {entry?.error ? (
+        <div className="cw-error" data-testid={`cw-error-${node.id}`} title={entry.error}>
+          {entry.error}
+        </div>
+      ) : null}
+    </>
+  );
+}
+
+function SourceHandles({ node }: { node: CwNode }) {
+  const n = node.handles.length;
+  return (
+    <>
+      {node.handles.map((h, i) => {
+        const top = n === 1 ? "50%" : `${((i + 1) * 100) / (n + 1)}%`;
+        const label = handleLabel(node, h);
+        return (
+          <div key={h}>
+            {label ? <span className="cw-handle-label" style={{ top }}>{label}</span> : null}
+            <Handle
+              type="source"
+              id={h}
+              position={Position.Right}
+              className={h === "fail-branch" ? "cw-handle-fail" : undefined}
+              style={{ top }}
+            />
+          </div>
+        );
+      })}
+    </>
+  );
+}
+
+export const CwNodeView = memo(function CwNodeView({ id, data, selected }: NodeProps<FlowNode>) {
+  const { store } = useEditor();
+  const entry = useStatus(store, id);
+  const node = data.node;
+  const status = entry?.status ?? "pending";
+  return (
+    <div
+      className={`cw-node cw-status-${status}${selected ? " cw-selected" : ""}`}
+      data-testid={`cw-node-${id}`}
+      data-status={status}
+      style={{ minHeight: 40 + node.handles.length * 18 }}
+    >
+      {node.type.endsWith("start") && node.type !== "start" ? null : (
+        <Handle type="target" id="target" position={Position.Left} />
+      )}
+      <Body node={node} entry={entry} />
+      <SourceHandles node={node} />
+    </div>
+  );
+});
+
+export const CwContainerView = memo(function CwContainerView({ id, data, selected }: NodeProps<FlowNode>) {
+  const { store } = useEditor();
+  const entry = useStatus(store, id);
+  const node = data.node;
+  const status = entry?.status ?? "pending";
+  return (
+    <div
+      className={`cw-node cw-container cw-status-${status}${selected ? " cw-selected" : ""}`}
+      data-testid={`cw-node-${id}`}
+      data-status={status}
+    >
+      <Handle type="target" id="target" position={Position.Left} />
+      <Body node={node} entry={entry} />
+      <SourceHandles node={node} />
+    </div>
+  );
+});
+
+export const CwEdgeView = memo(function CwEdgeView(props: EdgeProps<FlowEdge>) {
+  const { store } = useEditor();
+  const source = useStatus(store, props.source)?.status;
+  const target = useStatus(store, props.target)?.status;
+  const [path] = getBezierPath(props);
+  const active = target === "running" && (source === "succeeded" || source === "cached" || source === undefined);
+  const taken = !active && source !== undefined && target !== undefined && target !== "skipped" && target !== "pending";
+  const fail = props.data?.handle === "fail-branch";
+  const cls = ["cw-edge", active ? "cw-edge-active" : "", taken ? "cw-edge-taken" : "", fail ? "cw-edge-fail" : ""]
+    .filter(Boolean)
+    .join(" ");
+  return <BaseEdge id={props.id} path={path} className={cls} markerEnd={props.markerEnd} interactionWidth={16} />;
+});
+
+export const nodeTypes = { cw: CwNodeView, cwContainer: CwContainerView };
+export const edgeTypes = { cw: CwEdgeView };

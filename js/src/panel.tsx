@@ -1,0 +1,335 @@
+/** The properties panel of the selected node, generated from its type's JSON Schema.
+ * A field commits on blur or Ctrl+Enter; the kernel validates and sends problems back, which
+ * show under the field they name. */
+import { useEffect, useState } from "react";
+import type { KeyboardEvent } from "react";
+import { SUPPRESS } from "./graph";
+import type { CwNode, JsonSchema, Problem, StatusEntry } from "./types";
+
+type Commit = (path: string, value: unknown) => void;
+
+const LONG_TEXT = /(text|code|template|prompt|answer|query|instruction|body|content|desc)/i;
+
+function resolve(schema: JsonSchema | undefined, root: JsonSchema, value: unknown): JsonSchema {
+  let s: JsonSchema = schema ?? {};
+  for (let i = 0; i < 8; i++) {
+    if (s.$ref) {
+      const name = s.$ref.split("/").pop()!;
+      s = { ...(root.$defs?.[name] ?? {}), ...Object.fromEntries(Object.entries(s).filter(([k]) => k !== "$ref")) };
+      continue;
+    }
+    const options = s.anyOf ?? s.oneOf;
+    if (options) {
+      const nonNull = options.filter((o) => o.type !== "null");
+      const pick =
+        nonNull.find((o) => matches(resolve(o, root, undefined), value)) ?? nonNull[0] ?? options[0];
+      const { anyOf: _a, oneOf: _o, ...rest } = s;
+      s = { ...rest, ...pick };
+      continue;
+    }
+    break;
+  }
+  return s;
+}
+
+function matches(s: JsonSchema, value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  const t = Array.isArray(s.type) ? s.type[0] : s.type;
+  if (Array.isArray(value)) return t === "array";
+  if (typeof value === "object") return t === "object" || (!t && !!s.properties);
+  if (typeof value === "string") return t === "string";
+  if (typeof value === "number") return t === "number" || t === "integer";
+  if (typeof value === "boolean") return t === "boolean";
+  return false;
+}
+
+export const normalizePath = (field: string): string => field.replace(/\[(\d+)\]/g, ".$1");
+
+function defaultFor(s: JsonSchema, root: JsonSchema): unknown {
+  const r = resolve(s, root, undefined);
+  if (r.default !== undefined && r.default !== null) return r.default;
+  if (r.type === "object" || r.properties) {
+    const out: Record<string, unknown> = {};
+    for (const k of r.required ?? []) out[k] = defaultFor(r.properties?.[k] ?? {}, root);
+    return out;
+  }
+  if (r.type === "array") return [];
+  if (r.type === "number" || r.type === "integer") return 0;
+  if (r.type === "boolean") return false;
+  return "";
+}
+
+function onCtrlEnter(e: KeyboardEvent<HTMLElement>) {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) (e.currentTarget as HTMLElement).blur();
+}
+
+type FieldProps = {
+  name: string;
+  path: string;
+  schema: JsonSchema;
+  root: JsonSchema;
+  value: unknown;
+  commit: Commit;
+  problems: Map<string, string>;
+};
+
+function TextField({ path, value, long, commit, parse, kind }: {
+  path: string; value: string; long: boolean; commit: (v: string) => void; parse?: (v: string) => string | null; kind?: string;
+}) {
+  const [draft, setDraft] = useState(value);
+  const [err, setErr] = useState<string | null>(null);
+  useEffect(() => setDraft(value), [value]);
+  const done = () => {
+    if (draft === value) return;
+    const problem = parse?.(draft) ?? null;
+    setErr(problem);
+    if (!problem) commit(draft);
+  };
+  const common = {
+    "data-testid": `cw-field-${path}`,
+    ...SUPPRESS,
+    value: draft,
+    onChange: (e: { target: { value: string } }) => setDraft(e.target.value),
+    onBlur: done,
+    onKeyDown: onCtrlEnter,
+    className: "cw-input",
+  };
+  return (
+    <>
+      {long ? <textarea rows={Math.min(12, Math.max(3, draft.split("\n").length + 1))} {...common} /> : <input type={kind ?? "text"} {...common} />}
+      {err ? <div className="cw-field-problem">{err}</div> : null}
+    </>
+  );
+}
+
+function Field(p: FieldProps) {
+  const s = resolve(p.schema, p.root, p.value);
+  const t = Array.isArray(s.type) ? s.type[0] : s.type;
+  const label = s.title ?? p.name;
+  const problem = p.problems.get(p.path);
+  let input: JSX.Element;
+  if (s.enum) {
+    input = (
+      <select
+        data-testid={`cw-field-${p.path}`}
+        {...SUPPRESS}
+        className="cw-input"
+        value={String(p.value ?? s.default ?? "")}
+        onChange={(e) => p.commit(p.path, e.target.value)}
+      >
+        {s.enum.map((v) => <option key={String(v)} value={String(v)}>{String(v)}</option>)}
+      </select>
+    );
+  } else if (t === "boolean") {
+    input = (
+      <input
+        type="checkbox"
+        data-testid={`cw-field-${p.path}`}
+        {...SUPPRESS}
+        checked={Boolean(p.value ?? s.default)}
+        onChange={(e) => p.commit(p.path, e.target.checked)}
+      />
+    );
+  } else if (t === "string") {
+    input = (
+      <TextField
+        path={p.path}
+        value={String(p.value ?? "")}
+        long={LONG_TEXT.test(p.name) || String(p.value ?? "").includes("\n")}
+        commit={(v) => p.commit(p.path, v)}
+      />
+    );
+  } else if (t === "number" || t === "integer") {
+    input = (
+      <TextField
+        path={p.path}
+        value={p.value === undefined || p.value === null ? "" : String(p.value)}
+        long={false}
+        commit={(v) => p.commit(p.path, v.trim() === "" ? null : Number.isNaN(Number(v)) ? v : Number(v))}
+      />
+    );
+  } else if ((t === "object" || s.properties) && s.properties && (p.value === undefined || p.value === null || typeof p.value === "object")) {
+    return (
+      <fieldset className="cw-fieldset">
+        <legend>{label}</legend>
+        <ObjectFields {...p} schema={s} value={(p.value ?? {}) as Record<string, unknown>} />
+        {problem ? <div className="cw-field-problem" data-testid={`cw-problem-${p.path}`}>{problem}</div> : null}
+      </fieldset>
+    );
+  } else if (t === "array" && s.items && Array.isArray(p.value ?? []) && isObjectSchema(resolve(s.items, p.root, undefined))) {
+    const items = (p.value ?? []) as unknown[];
+    return (
+      <fieldset className="cw-fieldset">
+        <legend>{label}</legend>
+        {items.map((item, i) => (
+          <div className="cw-array-item" key={i}>
+            <Field {...p} name={`${i}`} path={`${p.path}.${i}`} schema={s.items!} value={item} />
+            <button className="cw-small" title="remove" onClick={() => p.commit(p.path, items.filter((_, j) => j !== i))}>
+              remove
+            </button>
+          </div>
+        ))}
+        <button className="cw-small" data-testid={`cw-add-${p.path}`} onClick={() => p.commit(p.path, [...items, defaultFor(s.items!, p.root)])}>
+          + add
+        </button>
+        {problem ? <div className="cw-field-problem" data-testid={`cw-problem-${p.path}`}>{problem}</div> : null}
+      </fieldset>
+    );
+  } else if (t === "array" && s.items && (resolve(s.items, p.root, undefined).type === "string") && (Array.isArray(p.value) || p.value == null)) {
+    // Selectors and string lists: edited as dotted text (start.query).
+    input = (
+      <TextField
+        path={p.path}
+        value={((p.value ?? []) as string[]).join(".")}
+        long={false}
+        commit={(v) => p.commit(p.path, v.trim() ? v.split(".").map((x) => x.trim()) : [])}
+      />
+    );
+  } else {
+    input = (
+      <TextField
+        path={p.path}
+        value={p.value === undefined ? "" : JSON.stringify(p.value, null, 2)}
+        long
+        parse={(v) => {
+          try {
+            JSON.parse(v || "null");
+            return null;
+          } catch (e) {
+            return `not JSON: ${(e as Error).message}`;
+          }
+        }}
+        commit={(v) => p.commit(p.path, JSON.parse(v || "null"))}
+      />
+    );
+  }
+  return (
+    <label className={`cw-field${problem ? " cw-invalid" : ""}`}>
+      <span className="cw-label" title={s.description}>{label}</span>
+      {input}
+      {problem ? <div className="cw-field-problem" data-testid={`cw-problem-${p.path}`}>{problem}</div> : null}
+    </label>
+  );
+}
+
+function isObjectSchema(s: JsonSchema): boolean {
+  return s.type === "object" || !!s.properties;
+}
+
+function ObjectFields(p: FieldProps & { value: Record<string, unknown> }) {
+  const s = p.schema;
+  const keys = Object.keys(s.properties ?? {});
+  const extra = Object.keys(p.value).filter((k) => !keys.includes(k));
+  return (
+    <>
+      {keys.map((k) => (
+        <Field key={k} {...p} name={k} path={p.path ? `${p.path}.${k}` : k} schema={s.properties![k]} value={p.value[k]} />
+      ))}
+      {extra.map((k) => (
+        <Field key={k} {...p} name={k} path={p.path ? `${p.path}.${k}` : k} schema={{}} value={p.value[k]} />
+      ))}
+    </>
+  );
+}
+
+function Values({ title, values }: { title: string; values?: Record<string, string> }) {
+  if (!values || !Object.keys(values).length) return null;
+  return (
+    <div className="cw-values">
+      <div className="cw-values-title">{title}</div>
+      {Object.entries(values).map(([k, v]) => (
+        <div key={k} className="cw-value"><b>{k}</b> <code>{v}</code></div>
+      ))}
+    </div>
+  );
+}
+
+export type PanelProps = {
+  node: CwNode;
+  schema: JsonSchema | undefined;
+  problems: Problem[];
+  entry: StatusEntry | undefined;
+  send: (msg: Record<string, unknown>) => void;
+};
+
+export function PropertiesPanel({ node, schema, problems, entry, send }: PanelProps) {
+  const byField = new Map<string, string>();
+  const loose: Problem[] = [];
+  for (const pr of problems) {
+    if (pr.field && !["id", "type", "parent", "edges"].includes(pr.field) && !pr.field.startsWith("edges")) {
+      const key = normalizePath(pr.field);
+      byField.set(key, [byField.get(key), pr.message + (pr.hint ? ` (${pr.hint})` : "")].filter(Boolean).join("; "));
+    } else loose.push(pr);
+  }
+  const shown = new Set<string>();
+  const commit: Commit = (path, value) => send({ type: "update_config", id: node.id, path, value });
+  const root = schema ?? { type: "object" };
+  const config = node.config ?? {};
+  // Problems naming a field the form does not show stay visible at the top.
+  const visit = (s: JsonSchema, v: unknown, path: string) => {
+    shown.add(path);
+    const r = resolve(s, root, v);
+    if (r.properties && v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k, sub] of Object.entries(r.properties)) visit(sub, (v as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+    }
+    if (Array.isArray(v)) v.forEach((item, i) => visit(r.items ?? {}, item, `${path}.${i}`));
+  };
+  visit(root, config, "");
+  for (const k of Object.keys(config)) shown.add(k);
+  const unplaced = [...byField.entries()].filter(([k]) => !shown.has(k));
+  return (
+    <div className="cw-panel" data-testid="cw-panel" {...SUPPRESS}>
+      <div className="cw-panel-head">
+        <b>{node.type}</b> <code>{node.id}</code>
+      </div>
+      <label className="cw-field">
+        <span className="cw-label">title</span>
+        <NodeField id={node.id} field="title" value={node.title} send={send} />
+      </label>
+      <label className="cw-field">
+        <span className="cw-label">on error</span>
+        <select
+          className="cw-input"
+          data-testid="cw-node-field-error_strategy"
+          {...SUPPRESS}
+          value={node.error_strategy}
+          onChange={(e) => send({ type: "update_node", id: node.id, fields: { error_strategy: e.target.value } })}
+        >
+          <option value="fail">fail</option>
+          <option value="default-value">default value</option>
+          <option value="fail-branch">fail branch</option>
+        </select>
+      </label>
+      {[...loose, ...unplaced.map(([field, message]) => ({ field, message } as Problem))].map((pr, i) => (
+        <div key={i} className={`cw-field-problem${pr.level === "warning" ? " cw-warning" : ""}`} data-testid="cw-problem">
+          {pr.field ? <code>{pr.field}</code> : null} {pr.message}
+        </div>
+      ))}
+      <ObjectFields name="" path="" schema={resolve(root, root, config)} root={root} value={config} commit={commit} problems={byField} />
+      {entry ? (
+        <div className="cw-io" data-testid="cw-io">
+          <div className="cw-values-title">last run: {entry.status}</div>
+          {entry.error ? <div className="cw-field-problem">{entry.error}</div> : null}
+          <Values title="inputs" values={entry.inputs} />
+          <Values title="outputs" values={entry.outputs} />
+        </div>
+      ) : null}
+    </div>
+  );
+}
+
+function NodeField({ id, field, value, send }: { id: string; field: string; value: string; send: PanelProps["send"] }) {
+  const [draft, setDraft] = useState(value);
+  useEffect(() => setDraft(value), [value]);
+  return (
+    <input
+      className="cw-input"
+      data-testid={`cw-node-field-${field}`}
+      {...SUPPRESS}
+      value={draft}
+      onChange={(e) => setDraft(e.target.value)}
+      onKeyDown={onCtrlEnter}
+      onBlur={() => draft !== value && send({ type: "update_node", id, fields: { [field]: draft } })}
+    />
+  );
+}

@@ -1,0 +1,74 @@
+/** The shapes the kernel sends (see cellwire/jupyter/widget_protocol.py). */
+
+export type Position = { x: number; y: number };
+
+export type CwNode = {
+  id: string;
+  type: string;
+  title: string;
+  parent: string | null;
+  position: Position | null;
+  config: Record<string, unknown>;
+  error_strategy: string;
+  handles: string[];
+  container: boolean;
+  summary: string;
+};
+
+export type CwEdge = { id: string; source: string; target: string; source_handle: string };
+
+export type Problem = {
+  node_id: string | null;
+  field: string | null;
+  message: string;
+  hint: string;
+  level: "error" | "warning";
+};
+
+export type NodeTypeInfo = {
+  name: string;
+  description: string;
+  container: boolean;
+  start: boolean;
+  schema: JsonSchema;
+};
+
+export type JsonSchema = {
+  type?: string | string[];
+  properties?: Record<string, JsonSchema>;
+  items?: JsonSchema;
+  anyOf?: JsonSchema[];
+  oneOf?: JsonSchema[];
+  allOf?: JsonSchema[];
+  enum?: unknown[];
+  $ref?: string;
+  $defs?: Record<string, JsonSchema>;
+  title?: string;
+  description?: string;
+  default?: unknown;
+  required?: string[];
+  additionalProperties?: boolean | JsonSchema;
+};
+
+export type Status = "pending" | "running" | "succeeded" | "failed" | "skipped" | "paused" | "cached";
+
+export type StatusEntry = {
+  status: Status;
+  elapsed?: number;
+  tokens?: number;
+  cost?: number;
+  error?: string;
+  handled?: boolean;
+  inputs?: Record<string, string>;
+  outputs?: Record<string, string>;
+};
+
+/** The part of anywidget's model the editor uses (works in JupyterLab, Notebook 7, VS Code, marimo). */
+export interface AnyModel {
+  get(name: string): any;
+  set(name: string, value: unknown): void;
+  save_changes(): void;
+  on(event: string, cb: (...args: any[]) => void): void;
+  off(event?: string | null, cb?: ((...args: any[]) => void) | null): void;
+  send(content: unknown, callbacks?: unknown, buffers?: unknown[]): void;
+}

@@ -1,0 +1,182 @@
+import { afterEach, describe, expect, test, vi } from "vitest";
+import { userEvent } from "vitest/browser";
+import widget from "../src/widget";
+import { connectionProblem } from "../src/graph";
+import type { CwEdge, CwNode } from "../src/types";
+
+/** anywidget's narrow model API, with pySet standing in for the kernel. */
+function fakeModel(state: Record<string, unknown>) {
+  const handlers = new Map<string, Set<(...a: any[]) => void>>();
+  const sent: any[] = [];
+  return {
+    sent,
+    get: (k: string) => state[k],
+    set: (k: string, v: unknown) => (state[k] = v),
+    save_changes: () => {},
+    on: (e: string, cb: (...a: any[]) => void) => {
+      if (!handlers.has(e)) handlers.set(e, new Set());
+      handlers.get(e)!.add(cb);
+    },
+    off: (e?: string | null, cb?: ((...a: any[]) => void) | null) => {
+      if (e && cb) handlers.get(e)?.delete(cb);
+    },
+    send: (msg: unknown) => sent.push(msg),
+    pySet(k: string, v: unknown) {
+      state[k] = v;
+      handlers.get(`change:${k}`)?.forEach((cb) => cb());
+    },
+    pySend(msg: unknown) {
+      handlers.get("msg:custom")?.forEach((cb) => cb(msg, []));
+    },
+  };
+}
+
+const node = (id: string, type: string, extra: Partial<CwNode> = {}): CwNode => ({
+  id, type, title: id.toUpperCase(), parent: null, position: null, config: {},
+  error_strategy: "fail", handles: ["source"], container: false, summary: "", ...extra,
+});
+const edge = (source: string, target: string, source_handle = "source"): CwEdge => ({
+  id: `${source}:${source_handle}->${target}`, source, target, source_handle,
+});
+
+const llmSchema = {
+  type: "object",
+  $defs: { PromptMessage: { type: "object", properties: { role: { type: "string", default: "user" }, text: { type: "string", default: "" } } } },
+  properties: {
+    prompt_template: { anyOf: [{ type: "array", items: { $ref: "#/$defs/PromptMessage" } }, { type: "null" }] },
+  },
+};
+
+function graph() {
+  return {
+    nodes: [
+      node("start", "start"),
+      node("ask", "llm", { config: { prompt_template: [{ role: "user", text: "hi" }] } }),
+      node("branch", "if-else", { handles: ["case1", "false"], config: { cases: [{ case_id: "case1" }] } }),
+      node("end", "end"),
+    ],
+    edges: [edge("start", "ask"), edge("ask", "branch"), edge("branch", "end", "case1")],
+    status: {},
+    problems: [],
+    node_types: [
+      { name: "llm", description: "", container: false, start: false, schema: llmSchema },
+      { name: "code", description: "", container: false, start: false, schema: { type: "object" } },
+    ],
+    running: false,
+    can_undo: false,
+    can_redo: false,
+    height: 500,
+  };
+}
+
+let cleanup: (() => void) | undefined;
+afterEach(() => {
+  cleanup?.();
+  document.body.innerHTML = "";
+});
+
+async function mount(state = graph()) {
+  const el = document.createElement("div");
+  el.style.width = "1000px";
+  document.body.appendChild(el);
+  const model = fakeModel(state);
+  cleanup = (await (widget as any).render({ model, el })) as () => void;
+  await vi.waitFor(() => expect(el.querySelector('[data-testid="cw-node-end"]')).not.toBeNull());
+  return { el, model };
+}
+
+const q = (el: HTMLElement, id: string) => el.querySelector(`[data-testid="${id}"]`) as HTMLElement | null;
+
+describe("editor", () => {
+  test("renders nodes by type with their titles, status and branch handles", async () => {
+    const { el, model } = await mount();
+    expect(q(el, "cw-editor")).not.toBeNull();
+    for (const id of ["start", "ask", "branch", "end"]) {
+      const n = q(el, `cw-node-${id}`)!;
+      expect(n.dataset.status).toBe("pending");
+      expect(n.textContent).toContain(id.toUpperCase());
+    }
+    const handles = [...el.querySelectorAll('.react-flow__handle.source[data-nodeid="branch"]')]
+      .map((h) => h.getAttribute("data-handleid"));
+    expect(handles).toEqual(["case1", "false"]);
+    expect(q(el, "cw-node-branch")!.textContent).toContain("else");
+    await vi.waitFor(() => expect(el.querySelectorAll(".react-flow__edge").length).toBe(3));
+    // Focusable nodes and edges carry the attribute that keeps JupyterLab's shortcuts out.
+    expect(el.querySelector('.react-flow__node[data-id="ask"]')!.getAttribute("data-lm-suppress-shortcuts")).toBe("true");
+    expect(el.querySelector(".react-flow__edge")!.getAttribute("data-lm-suppress-shortcuts")).toBe("true");
+    expect(model.sent).toContainEqual({ type: "hello" });
+  });
+
+  test("a connection is checked before it is sent: cycles, duplicates and borders refused", () => {
+    const g = graph();
+    expect(connectionProblem({ source: "end", target: "start", sourceHandle: "source" }, g.nodes, g.edges)).toMatch(/cycle/);
+    expect(connectionProblem({ source: "start", target: "ask", sourceHandle: "source" }, g.nodes, g.edges)).toMatch(/already/);
+    expect(connectionProblem({ source: "ask", target: "ask", sourceHandle: "source" }, g.nodes, g.edges)).toMatch(/itself/);
+    expect(connectionProblem({ source: "branch", target: "end", sourceHandle: "nope" }, g.nodes, g.edges)).toMatch(/no handle/);
+    const inner = [...g.nodes, node("inside", "code", { parent: "loop1" }), node("loop1", "loop", { container: true })];
+    expect(connectionProblem({ source: "start", target: "inside", sourceHandle: "source" }, inner, g.edges)).toMatch(/container/);
+    expect(connectionProblem({ source: "branch", target: "end", sourceHandle: "false" }, g.nodes, g.edges)).toBeNull();
+  });
+
+  test("Backspace on a selected node sends one delete message", async () => {
+    const { el, model } = await mount();
+    (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
+    await userEvent.keyboard("{Backspace}");
+    await vi.waitFor(() => expect(model.sent.find((m) => m.type === "delete")).toBeDefined());
+    const msg = model.sent.find((m) => m.type === "delete");
+    expect(msg.nodes).toEqual(["ask"]);
+    expect(msg.edges).toEqual([]);
+  });
+
+  test("status patches recolour nodes and show the error badge", async () => {
+    const { el, model } = await mount();
+    model.pySend({ type: "status", patch: { ask: { status: "running" } } });
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("running"));
+    await vi.waitFor(() => expect(el.querySelector(".cw-edge-active")).not.toBeNull());
+    model.pySend({ type: "status", patch: { ask: { status: "failed", error: "model said no", elapsed: 0.5 } } });
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("failed"));
+    expect(q(el, "cw-error-ask")!.textContent).toBe("model said no");
+    expect(q(el, "cw-node-start")!.dataset.status).toBe("pending");
+    model.pySend({ type: "status_reset" });
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("pending"));
+    expect(q(el, "cw-error-ask")).toBeNull();
+  });
+
+  test("the panel edits a prompt and shows the kernel's problems in place", async () => {
+    const { el, model } = await mount();
+    (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-panel")).not.toBeNull());
+    const field = q(el, "cw-field-prompt_template.0.text") as HTMLTextAreaElement;
+    expect(field.value).toBe("hi");
+    await userEvent.fill(field, "Summarise {{#start.text#}}");
+    field.blur();
+    await vi.waitFor(() => expect(model.sent.find((m) => m.type === "update_config")).toBeDefined());
+    expect(model.sent.find((m) => m.type === "update_config")).toEqual({
+      type: "update_config", id: "ask", path: "prompt_template.0.text", value: "Summarise {{#start.text#}}",
+    });
+    model.pySet("problems", [{ node_id: "ask", field: "prompt_template[0].text", message: "start has no output text", hint: "", level: "error" }]);
+    await vi.waitFor(() => expect(q(el, "cw-problem-prompt_template.0.text")?.textContent).toContain("no output text"));
+  });
+
+  test("palette, undo and a kernel refusal", async () => {
+    const { el, model } = await mount();
+    q(el, "cw-palette-code")!.click();
+    expect(model.sent.find((m) => m.type === "add_node")).toMatchObject({ type: "add_node", node_type: "code", parent: null });
+    expect((q(el, "cw-undo") as HTMLButtonElement).disabled).toBe(true);
+    model.pySet("can_undo", true);
+    await vi.waitFor(() => expect((q(el, "cw-undo") as HTMLButtonElement).disabled).toBe(false));
+    q(el, "cw-undo")!.click();
+    expect(model.sent.at(-1)).toEqual({ type: "undo" });
+    model.pySend({ type: "refused", reason: "would make a cycle" });
+    await vi.waitFor(() => expect(q(el, "cw-message")!.textContent).toContain("cycle"));
+  });
+
+  test("a graph change from Python shows without remounting", async () => {
+    const { el, model } = await mount();
+    const g = graph();
+    model.pySet("nodes", [...g.nodes, node("extra", "code", { position: { x: 900, y: 0 } })]);
+    await vi.waitFor(() => expect(q(el, "cw-node-extra")).not.toBeNull());
+    model.pySet("nodes", g.nodes.filter((n) => n.id !== "end"));
+    await vi.waitFor(() => expect(q(el, "cw-node-end")).toBeNull());
+  });
+});
