@@ -91,9 +91,51 @@ def _v1(conn: sqlite3.Connection) -> None:
     _script(conn, _V1)
 
 
+# The LLM response cache (services/llm/cache.py): one reply per request key.
+_V2 = """
+CREATE TABLE llm_cache (
+    key TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    response TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    last_hit_at REAL
+) WITHOUT ROWID
+"""
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    _script(conn, _V2)
+
+
+def _v3(conn: sqlite3.Connection) -> None:
+    """Costs may be unknown: an unpriced model's cost is NaN, stored as NULL, never 0.
+
+    SQLite cannot drop a NOT NULL constraint in place, so both tables are rebuilt.
+    """
+    for table, column in (("runs", "total_cost"), ("node_executions", "cost")):
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                           (table,)).fetchone()[0]
+        new_sql = sql.replace(f"{column} REAL NOT NULL DEFAULT 0", f"{column} REAL")
+        if new_sql == sql:
+            continue
+        indexes = [row[0] for row in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND sql IS NOT NULL", (table,))]
+        conn.execute(f"ALTER TABLE {table} RENAME TO {table}_old")
+        conn.execute(new_sql)
+        conn.execute(f"INSERT INTO {table} SELECT * FROM {table}_old")
+        conn.execute(f"DROP TABLE {table}_old")
+        for index in indexes:
+            conn.execute(index)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 
 
 class SchemaTooNew(RuntimeError):
