@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
@@ -19,6 +20,7 @@ from cellwire.engine import FatalError, NodeContext, NodeError, NodeResult, Usag
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.llm import (
     ChatAccumulator,
+    ChatChunk,
     ChatMessage,
     ChatRequest,
     ChatResponse,
@@ -28,6 +30,9 @@ from cellwire.services.llm import (
     Route,
     default_router,
 )
+from cellwire.services.llm.cache import cache_key
+from cellwire.services.llm.prices import Priced
+from cellwire.services.llm.tokens import estimate_usage
 
 # -- config ----------------------------------------------------------------------------------
 
@@ -97,6 +102,8 @@ class LLMConfig(NodeConfig):
     #: ``tagged`` keeps ``<think>`` blocks in ``text``; ``separated`` moves them to
     #: ``reasoning_content``.
     reasoning_format: Literal["tagged", "separated"] = "tagged"
+    #: Keep replies in the run store's response cache and answer repeats from it.
+    cache: bool = False
 
     @property
     def structured(self) -> bool:
@@ -153,29 +160,15 @@ async def run(ctx: NodeContext) -> NodeResult:
     messages = _render_messages(ctx, config, context, variables)
     route = _route(ctx, config)
     request = _request(config, route.model, messages)
-    clock = ctx.runtime.clock
-    t0 = clock.monotonic()
-    response = await _call(ctx, route, request, config.reasoning_format)
-    latency = clock.monotonic() - t0
+    call = await invoke(ctx, route, request, cache=config.cache,
+                        reasoning_format=config.reasoning_format)
+    response = call.response
 
     text, reasoning = _reasoning_split(response, config.reasoning_format)
     outputs: dict[str, Any] = {"text": text, "reasoning_content": reasoning}
     if config.structured:
         outputs["structured_output"] = _parse_json(response.text)
-    router = _router(ctx)
-    cost = router.price(route, response.usage)
-    usage = {
-        "prompt_tokens": response.usage.prompt_tokens,
-        "prompt_price": cost.prompt,
-        "completion_tokens": response.usage.completion_tokens,
-        "completion_price": cost.completion,
-        "total_tokens": response.usage.total_tokens,
-        "total_price": cost.total,
-        "currency": cost.currency,
-        "latency": round(latency, 6),
-        "estimated": response.usage.estimated,
-    }
-    outputs["usage"] = usage
+    outputs["usage"] = call.usage_dict
     outputs["finish_reason"] = response.finish_reason
     if config.memory is not None and config.memory.window.enabled:
         notes.append("memory: conversation history is not sent yet; the prompt has none")
@@ -190,31 +183,125 @@ async def run(ctx: NodeContext) -> NodeResult:
         "model_provider": route.provider.name,
         "model_name": route.model,
         "prompts": [m.as_dict() for m in messages],
-        "usage": usage,
+        "usage": call.usage_dict,
         "finish_reason": response.finish_reason,
     }
     if response.tool_calls:
         process_data["tool_calls"] = [
             {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
         ]
+    if call.note:
+        notes.append(call.note)
     if notes:
         process_data["notes"] = notes
-    return NodeResult(
-        outputs=outputs,
-        inputs=inputs,
-        process_data=process_data,
-        usage=Usage(
-            prompt_tokens=response.usage.prompt_tokens,
-            completion_tokens=response.usage.completion_tokens,
-            total_tokens=response.usage.total_tokens,
-            cost=cost.total,
-            currency=cost.currency,
-            model=route.id,
-            estimated=response.usage.estimated,
-        ),
-        metadata={"total_tokens": response.usage.total_tokens, "total_price": cost.total,
-                  "currency": cost.currency, "model": route.id},
-    )
+    return NodeResult(outputs=outputs, inputs=inputs, process_data=process_data,
+                      usage=call.node_usage(), metadata=call.metadata())
+
+
+# -- one model call: cache, stream, usage, cost, timings -------------------------------------
+
+
+@dataclass(slots=True)
+class Call:
+    """A finished model call with what the trace needs to know about it."""
+
+    route: Route
+    response: ChatResponse
+    priced: Priced
+    latency: float
+    #: Seconds to the first streamed piece (text, reasoning or tool call); None if none came.
+    ttft: float | None
+    cache_hit: bool = False
+    #: The cost the call would have had, when a cache hit spared it.
+    cost_saved: float = 0.0
+    note: str = ""
+
+    @property
+    def usage_dict(self) -> dict[str, Any]:
+        """Dify's ``usage`` output, plus latency, time to first token and flags."""
+        usage, cost = self.response.usage, self.priced.cost
+        data: dict[str, Any] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "prompt_price": cost.prompt,
+            "completion_tokens": usage.completion_tokens,
+            "completion_price": cost.completion,
+            "total_tokens": usage.total_tokens,
+            "total_price": cost.total,
+            "currency": cost.currency,
+            "latency": round(self.latency, 6),
+            "time_to_first_token": None if self.ttft is None else round(self.ttft, 6),
+            "estimated": usage.estimated,
+        }
+        if self.cache_hit:
+            data["cache_hit"] = True
+        return data
+
+    def node_usage(self) -> Usage:
+        usage = self.response.usage
+        if self.cache_hit:
+            # Nothing was spent: the reply came from the cache.
+            return Usage(model=self.route.id, currency=self.priced.cost.currency)
+        return Usage(prompt_tokens=usage.prompt_tokens,
+                     completion_tokens=usage.completion_tokens,
+                     total_tokens=usage.total_tokens, cost=self.priced.cost.total,
+                     currency=self.priced.cost.currency, model=self.route.id,
+                     estimated=usage.estimated)
+
+    def metadata(self) -> dict[str, Any]:
+        """What the node execution's metadata records about the call."""
+        usage, cost = self.response.usage, self.priced.cost
+        data: dict[str, Any] = {
+            "model": self.route.id,
+            "total_tokens": 0 if self.cache_hit else usage.total_tokens,
+            "total_price": 0.0 if self.cache_hit else cost.total,
+            "currency": cost.currency,
+            "latency": round(self.latency, 6),
+            "time_to_first_token": None if self.ttft is None else round(self.ttft, 6),
+            "usage_estimated": usage.estimated,
+            **self.priced.as_dict(),
+        }
+        if usage.estimated:
+            from cellwire.services.llm.tokens import method
+
+            data["token_count_method"] = method()
+        if self.cache_hit:
+            data.update(cache_hit=True, cost_saved=self.cost_saved,
+                        tokens_saved=usage.total_tokens)
+        return data
+
+
+async def invoke(ctx: NodeContext, route: Route, request: ChatRequest, *, cache: bool = False,
+                 reasoning_format: str = "tagged", stream: bool = True) -> Call:
+    """Call ``route`` with ``request`` for the node in ``ctx``: from the response cache when
+    it is on and holds the reply, else streamed from the provider (to the run's stream when
+    ``stream``); usage estimated when the server sent none; priced by the router."""
+    router = _router(ctx)
+    store = router.cache if (cache or router.cache_all) else None
+    note = ""
+    if (cache or router.cache_all) and store is None:
+        note = "cache: this run has no run store, so replies are not cached"
+    key = cache_key(route.provider.name, request) if store is not None else ""
+    clock = ctx.runtime.clock
+    t0 = clock.monotonic()
+    if store is not None:
+        cached = await ctx.to_thread(store.get, key)
+        if cached is not None:
+            latency = clock.monotonic() - t0
+            if stream and cached.text:
+                await ctx.stream(cached.text, selector=(ctx.node.id, "text"))
+                await ctx.stream("", selector=(ctx.node.id, "text"), is_final=True)
+            priced = router.priced(route, cached.usage)
+            return Call(route, cached, priced, latency, latency, cache_hit=True,
+                        cost_saved=priced.cost.total)
+    response, ttft = await _call(ctx, route, request, reasoning_format, stream=stream)
+    latency = clock.monotonic() - t0
+    if response.usage.estimated:
+        # The server sent no usage: count it with the documented tokenizer, off the loop.
+        response.usage = await ctx.to_thread(estimate_usage, request.messages, response)
+    if store is not None:
+        await ctx.to_thread(store.put, key, route.provider.name, response)
+    return Call(route, response, router.priced(route, response.usage), latency,
+                None if ttft is None else ttft - t0, note=note)
 
 
 def _router(ctx: NodeContext) -> LLMRouter:
@@ -342,17 +429,24 @@ def _request(config: LLMConfig, model: str, messages: list[ChatMessage]) -> Chat
     return request
 
 
-async def _call(ctx: NodeContext, route: Route, request: ChatRequest,
-                reasoning_format: str) -> ChatResponse:
-    """Stream the reply to the run's event stream and collect it."""
+async def _call(ctx: NodeContext, route: Route, request: ChatRequest, reasoning_format: str,
+                *, stream: bool = True) -> tuple[ChatResponse, float | None]:
+    """Stream the reply (to the run's event stream when ``stream``) and collect it; returns
+    it with the clock reading at its first piece."""
     selector = (ctx.node.id, "text")
     accumulator = ChatAccumulator()
+    clock = ctx.runtime.clock
+    first: float | None = None
     # Tagged mode streams reasoning inside <think> tags, as the final text holds it.
     tagged = reasoning_format == "tagged"
     thinking = False
     try:
         async for chunk in route.provider.stream(request):
             accumulator.add(chunk)
+            if first is None and _has_content(chunk):
+                first = clock.monotonic()
+            if not stream:
+                continue
             if tagged and chunk.reasoning:
                 if not thinking:
                     thinking = True
@@ -365,10 +459,15 @@ async def _call(ctx: NodeContext, route: Route, request: ChatRequest,
                 await ctx.stream(chunk.text, selector=selector)
     except ProviderError as exc:
         raise _node_error(exc, route.id) from None
-    if thinking:
-        await ctx.stream("\n</think>\n", selector=selector)
-    await ctx.stream("", selector=selector, is_final=True)
-    return accumulator.response(route.id, request.messages)
+    if stream:
+        if thinking:
+            await ctx.stream("\n</think>\n", selector=selector)
+        await ctx.stream("", selector=selector, is_final=True)
+    return accumulator.response(route.id, request.messages), first
+
+
+def _has_content(chunk: ChatChunk) -> bool:
+    return bool(chunk.text or chunk.reasoning or chunk.tool_calls)
 
 
 def _reasoning_split(response: ChatResponse, reasoning_format: str) -> tuple[str, str]:

@@ -14,11 +14,13 @@ provider's own model name, in this order:
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .base import Cost, Provider, TokenUsage, UnknownModelError
+from .prices import Priced, PriceTable
 
 #: Names a ``provider/model`` that every model without a provider of its own routes to.
 DEFAULT_MODEL_ENV = "CELLWIRE_DEFAULT_MODEL"
@@ -57,17 +59,27 @@ class LLMRouter:
     """Providers by name, a model map, and the default model for everything else."""
 
     def __init__(self, providers: Iterable[Provider] | Mapping[str, Provider] = (), *,
-                 model_map: Mapping[str, str] | None = None, default: str | None = None):
+                 model_map: Mapping[str, str] | None = None, default: str | None = None,
+                 prices: PriceTable | None = None):
         self._providers: dict[str, Provider] = {}
+        #: Prices for :meth:`priced`; the scripted test double and ``free`` providers cost 0.
+        self.prices = prices if prices is not None else PriceTable()
+        #: The response cache (``services.llm.cache.ResponseCache``) of the run's store.
+        self.cache: Any = None
+        #: Cache every llm-family call of the run, not only nodes with ``cache: true``.
+        self.cache_all = False
         items = providers.items() if isinstance(providers, Mapping) else (
             (p.name, p) for p in providers
         )
         for name, provider in items:
             self.register(provider, name)
         self._map: dict[str, str] = {}
-        # Keys are 'provider' or 'provider/model' with the provider's short name.
+        # Keys: 'openai', 'openai/gpt-4o', Dify's 'langgenius/openai/openai' (three parts)
+        # or that identity followed by '/gpt-4o'.
         for source, target in (model_map or {}).items():
-            provider, _, model = source.partition("/")
+            parts = source.strip().split("/")
+            split = 3 if len(parts) >= 3 else 1
+            provider, model = "/".join(parts[:split]), "/".join(parts[split:])
             self.map(provider, target, model=model or None)
         self.default = default or None
 
@@ -150,8 +162,24 @@ class LLMRouter:
         )
 
     def price(self, route: Route, usage: TokenUsage) -> Cost:
-        """What a call cost. No price tables yet, so every call costs nothing."""
-        return Cost()
+        """What a call cost; NaN (never 0) for a model without a known price."""
+        return self.priced(route, usage).cost
+
+    def priced(self, route: Route, usage: TokenUsage) -> Priced:
+        """What a call cost and where the price came from (see :mod:`.prices`)."""
+        from .scripted import ScriptedProvider
+
+        if isinstance(route.provider, ScriptedProvider):
+            # A test double: its tokens are words and cost nothing by definition.
+            return Priced(Cost(), f"free:{route.provider.name}")
+        return self.prices.price(route.provider.name, route.model, usage)
+
+    def with_cache(self, cache: Any, *, cache_all: bool = False) -> LLMRouter:
+        """A copy of this router (same providers and prices) that caches in ``cache``."""
+        clone = copy.copy(self)
+        clone.cache = cache
+        clone.cache_all = cache_all
+        return clone
 
     async def models(self) -> list[str]:
         """Every ``provider/model`` the registered providers report."""
@@ -162,9 +190,19 @@ class LLMRouter:
 
 
 def default_router(environ: Mapping[str, str] | None = None) -> LLMRouter:
-    """The router a run gets without configuration: the scripted test provider, and
-    ``CELLWIRE_DEFAULT_MODEL`` as the default model when it is set."""
+    """The router a run gets: the scripted test provider, every provider configured in the
+    environment, the config files and the notebook (:mod:`.config`), their model map, the
+    default model (``CELLWIRE_DEFAULT_MODEL`` or ``default:``) and user prices."""
+    from .config import build_provider, load_config
     from .scripted import ScriptedProvider
 
     env = os.environ if environ is None else environ
-    return LLMRouter([ScriptedProvider()], default=env.get(DEFAULT_MODEL_ENV) or None)
+    config = load_config(env)
+    prices = PriceTable(free={"scripted", *(s.name for s in config.providers.values()
+                                            if s.free)})
+    prices.update(config.prices)
+    router = LLMRouter([ScriptedProvider()], model_map=config.models,
+                       default=config.default, prices=prices)
+    for spec in config.providers.values():
+        router.register(build_provider(spec, env), spec.name)
+    return router
