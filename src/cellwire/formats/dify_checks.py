@@ -40,6 +40,11 @@ def _duplicate_branches(workflow: Workflow) -> Iterator[Problem]:
         key_list, key = BRANCH_LISTS[node.type]
         seen: set[Any] = set()
         for index, value in enumerate(_branch_ids(node.type, node.config)):
+            if not isinstance(value, (str, int)):
+                yield Problem(node.id, f"{key_list}[{index}].{key}",
+                              f"{key} must be text, got {type(value).__name__}",
+                              f"give each entry of {key_list} a text {key}")
+                continue
             if value in seen:
                 yield Problem(node.id, f"{key_list}[{index}].{key}",
                               f"{key} {value!r} is given twice, so its edges are ambiguous",
