@@ -8,7 +8,8 @@ import dataclasses
 import os
 import sqlite3
 import warnings
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import cellwire.nodes  # noqa: F401 - registers the built-in node types
@@ -60,7 +61,7 @@ def _with_store(runtime: Runtime, store: StoreOption) -> Runtime:
 
 async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
                runtime: Runtime | None = None, store: StoreOption = True,
-               model: str | None = None, **kwargs: Any) -> RunResult:
+               model: str | None = None, cache: bool = False, **kwargs: Any) -> RunResult:
     """Run ``workflow``; options (``concurrency``, ``max_steps``, ``max_time``, ``run_id``) go
     to the executor, every other keyword is an input.
 
@@ -69,14 +70,67 @@ async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
     sink keeps it and gets no second one.
 
     ``model`` (``'provider/model'``) routes every llm node of the run to that model.
+    ``cache=True`` answers every LLM call of the run from the store's response cache when it
+    holds the same request (nodes with ``cache: true`` use it either way).
     """
     options = {k: kwargs.pop(k) for k in _OPTIONS if k in kwargs}
     all_inputs = {**(inputs or {}), **kwargs}
     compiled = CompiledWorkflow(workflow)
     runtime = default_runtime(store) if runtime is None else _with_store(runtime, store)
+    runtime = with_watchers(runtime, workflow)
     if model is not None:
         runtime = dataclasses.replace(runtime, model_override=model)
+    runtime = _with_cache(runtime, cache)
     return await Execution(compiled, all_inputs, runtime, **options).run()
+
+
+# Sinks that follow every run of one workflow object (open editor widgets), by id(workflow).
+_watchers: dict[int, tuple[weakref.ref[Workflow], list[Callable[[Any], None]]]] = {}
+
+
+def watch(workflow: Workflow, sink: Callable[[Any], None]) -> None:
+    """Call ``sink`` with the events of every later run of ``workflow`` started through
+    :func:`arun`/:func:`run` or ``%workflow run``."""
+    entry = _watchers.get(id(workflow))
+    if entry is None or entry[0]() is not workflow:
+        entry = _watchers[id(workflow)] = (weakref.ref(workflow), [])
+    if sink not in entry[1]:
+        entry[1].append(sink)
+
+
+def unwatch(workflow: Workflow, sink: Callable[[Any], None]) -> None:
+    entry = _watchers.get(id(workflow))
+    if entry is not None and sink in entry[1]:
+        entry[1].remove(sink)
+
+
+def with_watchers(runtime: Runtime, workflow: Workflow) -> Runtime:
+    """``runtime``, or a copy that also feeds the sinks watching ``workflow``."""
+    entry = _watchers.get(id(workflow))
+    if entry is None or entry[0]() is not workflow:
+        return runtime
+    extra = [s for s in entry[1] if s not in runtime.sinks]
+    return dataclasses.replace(runtime, sinks=[*runtime.sinks, *extra]) if extra else runtime
+
+
+def widget(workflow: Workflow) -> Any:
+    """The visual editor of ``workflow`` (a :class:`cellwire.jupyter.widget.WorkflowWidget`)."""
+    from cellwire.jupyter.widget import WorkflowWidget
+
+    return WorkflowWidget(workflow)
+
+
+def _with_cache(runtime: Runtime, cache: bool) -> Runtime:
+    """Give the run's LLM router the response cache of its store (if it has one)."""
+    from cellwire.services.llm import LLMRouter
+    from cellwire.services.llm.cache import open_cache
+
+    store = next((s.store for s in runtime.sinks if isinstance(s, StoreSink)), None)
+    router = runtime.llm if runtime.llm is not None else default_router()
+    if store is None or not isinstance(router, LLMRouter):
+        return runtime
+    return dataclasses.replace(runtime, llm=router.with_cache(open_cache(store.path),
+                                                              cache_all=cache))
 
 
 def runs(limit: int | None = None, workflow: str | None = None,

@@ -23,7 +23,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from cellwire.api import default_runtime, resolve_store
+from cellwire.api import default_runtime, resolve_store, with_watchers
 from cellwire.engine import CompiledWorkflow, Execution, RunResult
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.model import WorkflowError, registry
@@ -226,11 +226,19 @@ class WorkflowMagics(Magics, Configurable):
         return pd.DataFrame(rows, columns=["workflow", "nodes", "edges", "last_run",
                                            "last_status"])
 
-    def _cmd_show(self, rest: list[str]) -> Picture:
+    def _cmd_show(self, rest: list[str]) -> Any:
+        """The editor widget in a kernel; the SVG picture with --svg or outside a kernel."""
         p = _parser("show")
         p.add_argument("name")
+        p.add_argument("--svg", action="store_true")
         args = p.parse_args(rest)
-        return Picture(self.session.workflow(args.name))
+        wf = self.session.workflow(args.name)
+        # Widgets need a kernel with comms (ipykernel); a terminal gets the picture.
+        if args.svg or not hasattr(getattr(self.shell, "kernel", None), "comm_manager"):
+            return Picture(wf)
+        from .widget import WorkflowWidget
+
+        return WorkflowWidget(wf)
 
     def _cmd_delete(self, rest: list[str]) -> None:
         p = _parser("delete")
@@ -261,7 +269,7 @@ class WorkflowMagics(Magics, Configurable):
         """Start a run of ``wf``: a task on the running event loop, or to completion when
         ``wait`` (or when no loop runs, as in a terminal)."""
         compiled = CompiledWorkflow(wf)
-        runtime = default_runtime(self._store_option())
+        runtime = with_watchers(default_runtime(self._store_option()), wf)
         if model or self.run_model:
             runtime.model_override = model or self.run_model
         live = LiveStatus(wf.name, interval=self.live_interval)

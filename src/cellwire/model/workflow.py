@@ -239,6 +239,12 @@ class Workflow(_Data):
 
         return run(self, inputs, **kwargs)
 
+    def widget(self) -> Any:
+        """The visual editor of this workflow, for a notebook; its edits change this object."""
+        from cellwire.api import widget
+
+        return widget(self)
+
     def to_frame(self) -> pd.DataFrame:
         """The nodes as a DataFrame: id, type, title, parent, upstream ids."""
         import pandas as pd

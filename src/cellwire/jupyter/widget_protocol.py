@@ -1,0 +1,400 @@
+"""The editor widget's protocol, free of any widget import: what the graph looks like to the
+browser, how the browser's semantic messages change a :class:`Workflow`, and how run events
+become per-node status patches.
+
+Every function here takes plain data, so the kernel side is tested without a browser.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cellwire.engine.events import (
+    Event,
+    NodeException,
+    NodeFailed,
+    NodeFinished,
+    NodeSkipped,
+    NodeStarted,
+    NodeStopped,
+    NodeSucceeded,
+)
+from cellwire.model import FAIL_BRANCH, SOURCE, Node, Position, Workflow, registry
+from cellwire.model.validate import validate
+
+#: Statuses the editor draws; "pending" until a run reaches the node.
+STATUSES = ("pending", "running", "succeeded", "failed", "skipped", "paused", "cached")
+SUMMARY_LENGTH = 80
+VALUE_LENGTH = 300
+_ID_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+class EditRefused(ValueError):
+    """An edit the workflow cannot take; the message says why, in words for the user."""
+
+
+# -- workflow -> traits -----------------------------------------------------------------------
+
+
+def handles_of(node: Node) -> list[str]:
+    """The source handles ``node`` leaves through, named as the engine names them."""
+    kind = registry.find(node.type)
+    handles: list[str] = [SOURCE]
+    if kind is not None and kind.handles is not None:
+        try:
+            handles = list(kind.handles(kind.config.model_validate(dict(node.config))))
+        except Exception:  # noqa: BLE001 - a bad config has no branches yet; validate says why
+            handles = []
+    if node.error_strategy == FAIL_BRANCH and FAIL_BRANCH not in handles:
+        handles.append(FAIL_BRANCH)
+    return handles
+
+
+def summary(node: Node) -> str:
+    """One line about what the node does, from its config."""
+    c = node.config
+    text = ""
+    if node.type == "llm":
+        model = c.get("model") or {}
+        prompt = c.get("prompt_template")
+        first = ""
+        if isinstance(prompt, list):
+            users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+            first = str((users or prompt or [{}])[-1].get("text", "")) if prompt else ""
+        elif isinstance(prompt, dict):
+            first = str(prompt.get("text", ""))
+        text = " · ".join(x for x in (str(model.get("name", "")), first) if x)
+    elif node.type == "code":
+        lines = [ln.strip() for ln in str(c.get("code", "")).splitlines() if ln.strip()]
+        text = lines[0] if lines else ""
+    elif node.type == "if-else":
+        cases = c.get("cases") or []
+        text = f"{len(cases)} case(s) + else"
+    elif node.type == "http-request":
+        text = f"{str(c.get('method', 'get')).upper()} {c.get('url', '')}"
+    elif node.type == "start":
+        names = [str(v.get("variable")) for v in c.get("variables") or [] if isinstance(v, dict)]
+        text = ", ".join(names)
+    elif node.type == "end":
+        names = [str(v.get("variable")) for v in c.get("outputs") or [] if isinstance(v, dict)]
+        text = ", ".join(names)
+    elif node.type in ("iteration", "loop"):
+        sel = c.get("iterator_selector") or c.get("break_conditions") or ""
+        text = ".".join(sel) if isinstance(sel, list) and all(isinstance(s, str) for s in sel) \
+            else ""
+    if not text:
+        for key in ("answer", "template", "query", "instruction", "url", "code"):
+            if isinstance(c.get(key), str) and c[key].strip():
+                text = c[key]
+                break
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
+
+
+def node_dict(node: Node) -> dict[str, Any]:
+    """The browser's view of one node."""
+    kind = registry.find(node.type)
+    return {
+        "id": node.id,
+        "type": node.type,
+        "title": node.title or node.id,
+        "parent": node.parent,
+        "position": node.position.model_dump() if node.position is not None else None,
+        "config": node.config,
+        "error_strategy": node.error_strategy,
+        "handles": handles_of(node),
+        "container": bool(kind and kind.container),
+        "summary": summary(node),
+    }
+
+
+def edge_id(source: str, handle: str, target: str) -> str:
+    return f"{source}:{handle}->{target}"
+
+
+def graph_traits(wf: Workflow) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(nodes, edges)`` as JSON lists; containers come before the nodes inside them."""
+    nodes = [node_dict(n) for n in _parents_first(wf)]
+    edges = [
+        {"id": edge_id(e.source, e.source_handle, e.target), "source": e.source,
+         "target": e.target, "source_handle": e.source_handle}
+        for e in wf.edges
+        if e.source in wf.nodes and e.target in wf.nodes
+    ]
+    return nodes, edges
+
+
+def _parents_first(wf: Workflow) -> list[Node]:
+    ordered: list[Node] = []
+    seen: set[str] = set()
+
+    def visit(container: str | None) -> None:
+        for child in wf.children(container):
+            if child.id not in seen:
+                seen.add(child.id)
+                ordered.append(child)
+                visit(child.id)
+
+    visit(None)
+    # Nodes whose container is missing still show, at the top level.
+    ordered += [n for n in wf.nodes.values() if n.id not in seen]
+    return ordered
+
+
+def node_type_list() -> list[dict[str, Any]]:
+    """The palette: every registered type with its JSON Schema."""
+    types = []
+    for name in registry.names():
+        kind = registry.get(name)
+        try:
+            schema = kind.json_schema()
+        except Exception:  # noqa: BLE001 - a type whose schema cannot be built edits as JSON
+            schema = {"type": "object"}
+        types.append({"name": name, "description": kind.description, "container": kind.container,
+                      "start": kind.start, "schema": schema})
+    return types
+
+
+def problem_list(wf: Workflow) -> list[dict[str, Any]]:
+    return [p.as_dict() for p in validate(wf)]
+
+
+# -- messages -> workflow ---------------------------------------------------------------------
+
+
+def check_connect(wf: Workflow, source: str, target: str, handle: str = SOURCE) -> None:
+    """Raise :class:`EditRefused` unless ``source --handle--> target`` may be added."""
+    for end in (source, target):
+        if end not in wf.nodes:
+            raise EditRefused(f"no node {end!r}")
+    if source == target:
+        raise EditRefused("a node cannot connect to itself")
+    a, b = wf.nodes[source], wf.nodes[target]
+    if a.parent != b.parent:
+        raise EditRefused("both ends must be in the same container (or both outside)")
+    if handle not in handles_of(a):
+        raise EditRefused(f"{source!r} has no handle {handle!r}; use one of {handles_of(a)}")
+    if any(e.key == (source, handle, target) for e in wf.edges):
+        raise EditRefused(f"{source} -> {target} is already connected")
+    if source in reachable(wf, target):
+        raise EditRefused(f"{source} -> {target} would make a cycle; to repeat steps, "
+                          "put them in a loop node")
+
+
+def reachable(wf: Workflow, start: str) -> set[str]:
+    """Every node reachable from ``start`` along edges, ``start`` included."""
+    out: dict[str, list[str]] = {}
+    for e in wf.edges:
+        out.setdefault(e.source, []).append(e.target)
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in out.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def new_id(wf: Workflow, base: str) -> str:
+    base = _ID_CHARS.sub("_", base)[:56] or "node"
+    n = 1
+    while f"{base}_{n}" in wf.nodes:
+        n += 1
+    return f"{base}_{n}"
+
+
+def set_path(data: Any, path: str, value: Any) -> Any:
+    """A deep copy of ``data`` with ``value`` at the dotted ``path`` (digits index lists);
+    missing lists and dicts are made on the way, a text or number in the way is refused."""
+    if not path:
+        return value
+    root = copy.deepcopy(data) if data is not None else {}
+    parts = path.split(".")
+    cur = root
+    for i, part in enumerate(parts):
+        if isinstance(cur, list):
+            if not part.isdigit() or int(part) > len(cur):
+                raise EditRefused(f"{path}: {part!r} is not an index of a list of {len(cur)}")
+            key: Any = int(part)
+            if key == len(cur):
+                cur.append(None)
+        elif isinstance(cur, dict):
+            key = part
+        else:
+            raise EditRefused(f"{path}: cannot set {part!r} inside a {type(cur).__name__}")
+        if i == len(parts) - 1:
+            cur[key] = value
+            break
+        child = cur.get(key) if isinstance(cur, dict) else cur[key]
+        if child is None:
+            child = cur[key] = [] if parts[i + 1].isdigit() else {}
+        cur = child
+    return root
+
+
+def _pos(value: Any) -> Position:
+    try:
+        return Position(x=float(value["x"]), y=float(value["y"]))
+    except (KeyError, TypeError, ValueError):
+        raise EditRefused(f"a position needs numbers x and y, got {value!r}") from None
+
+
+NODE_FIELDS = ("title", "description", "error_strategy", "max_time")
+
+
+def apply(wf: Workflow, msg: Mapping[str, Any]) -> str | None:
+    """Apply one edit message to ``wf`` in place; returns the id of a node it created.
+
+    Raises :class:`EditRefused` (nothing changed) when the edit is not allowed.
+    """
+    kind = msg.get("type")
+    if kind == "connect":
+        source, target = str(msg.get("source")), str(msg.get("target"))
+        handle = str(msg.get("source_handle") or SOURCE)
+        check_connect(wf, source, target, handle)
+        wf.connect(source, target, handle)
+    elif kind == "delete":
+        for e in msg.get("edges") or []:
+            wf.disconnect(str(e["source"]), str(e["target"]), e.get("source_handle") or SOURCE)
+        for node_id in msg.get("nodes") or []:
+            if node_id in wf.nodes:
+                wf.remove_node(node_id)
+    elif kind == "update_config":
+        node = _node(wf, msg.get("id"))
+        node.config = set_path(node.config, str(msg.get("path") or ""), msg.get("value"))
+        if not isinstance(node.config, dict):
+            raise EditRefused("a node's config must be an object")
+    elif kind == "update_node":
+        node = _node(wf, msg.get("id"))
+        fields = {k: v for k, v in (msg.get("fields") or {}).items() if k in NODE_FIELDS}
+        try:
+            for key, value in fields.items():
+                setattr(node, key, value)
+        except ValueError as exc:
+            raise EditRefused(" ".join(str(exc).split())[:300]) from None
+    elif kind == "add_node":
+        return _add(wf, msg)
+    elif kind == "move":
+        for node_id, pos in (msg.get("positions") or {}).items():
+            if node_id in wf.nodes:
+                wf.nodes[node_id].position = _pos(pos)
+    elif kind == "paste":
+        _paste(wf, msg)
+    else:
+        raise EditRefused(f"unknown edit {kind!r}")
+    return None
+
+
+def _node(wf: Workflow, node_id: Any) -> Node:
+    if node_id not in wf.nodes:
+        raise EditRefused(f"no node {node_id!r}")
+    return wf.nodes[str(node_id)]
+
+
+def _add(wf: Workflow, msg: Mapping[str, Any]) -> str:
+    node_type = str(msg.get("node_type") or "")
+    kind = registry.find(node_type)
+    if kind is None:
+        raise EditRefused(f"unknown node type {node_type!r}")
+    parent = msg.get("parent")
+    if parent is not None:
+        container = wf.nodes.get(parent)
+        found = registry.find(container.type) if container else None
+        if found is None or not found.container:
+            raise EditRefused(f"{parent!r} is not an iteration or loop")
+    node_id = str(msg.get("id") or new_id(wf, kind.name.replace("-", "_")))
+    if node_id in wf.nodes:
+        raise EditRefused(f"there is already a node {node_id!r}")
+    node = wf.add_node(node_id, kind.name, title=str(msg.get("title") or node_id), parent=parent,
+                       **dict(msg.get("config") or {}))
+    if msg.get("position") is not None:
+        node.position = _pos(msg["position"])
+    return node_id
+
+
+def _paste(wf: Workflow, msg: Mapping[str, Any]) -> None:
+    """Copies of ``nodes`` (browser node dicts) with new ids, and the edges among them."""
+    renamed: dict[str, str] = {}
+    offset = 40.0
+    items = list(msg.get("nodes") or [])
+    ids = {str(n.get("id")) for n in items}
+    for item in items:
+        kind = registry.find(str(item.get("type")))
+        if kind is None:
+            raise EditRefused(f"unknown node type {item.get('type')!r}")
+    for item in items:
+        old = str(item.get("id"))
+        parent = item.get("parent")
+        parent = renamed.get(parent, parent) if parent in ids else (
+            parent if parent in wf.nodes else None)
+        node_id = new_id(wf, old)
+        node = wf.add_node(node_id, str(item["type"]), title=str(item.get("title") or node_id),
+                           parent=parent, error_strategy=item.get("error_strategy") or "fail",
+                           **copy.deepcopy(dict(item.get("config") or {})))
+        pos = item.get("position")
+        if isinstance(pos, Mapping):
+            node.position = Position(x=float(pos.get("x", 0)) + offset,
+                                     y=float(pos.get("y", 0)) + offset)
+        renamed[old] = node_id
+    for e in msg.get("edges") or []:
+        if e.get("source") in renamed and e.get("target") in renamed:
+            wf.connect(renamed[e["source"]], renamed[e["target"]], e.get("source_handle") or SOURCE)
+
+
+# -- run events -> status patches --------------------------------------------------------------
+
+
+def short(value: Any, limit: int = VALUE_LENGTH) -> str:
+    from .display import short as _short
+
+    return _short(value, limit)
+
+
+def _values(values: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): short(v) for k, v in list(values.items())[:30]}
+
+
+def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
+    """The status change one run event makes, as ``{node_id: entry}``; None for run events.
+
+    An entry has ``status`` and, once the node ends, ``elapsed``, ``tokens``, ``cost``,
+    ``error``, and short ``inputs``/``outputs`` (the editor shows them for the selected node).
+    Inside an iteration or loop the entry describes the latest round.
+    """
+    if isinstance(event, NodeStarted):
+        return {event.node_id: {"status": "running", "started": event.time}}
+    if isinstance(event, NodeSkipped):
+        return {event.node_id: {"status": "skipped"}}
+    if isinstance(event, NodeFinished):
+        entry: dict[str, Any] = {
+            "elapsed": round(event.elapsed, 4), "tokens": event.total_tokens,
+            "cost": event.cost, "inputs": _values(event.inputs),
+            "outputs": _values(event.outputs),
+        }
+        if isinstance(event, NodeSucceeded):
+            entry["status"] = "cached" if event.metadata.get("cached") else "succeeded"
+        elif isinstance(event, NodeException):
+            entry.update(status="failed", error=event.error, handled=True)
+        elif isinstance(event, NodeFailed):
+            entry.update(status="failed", error=event.error)
+        elif isinstance(event, NodeStopped):
+            entry.update(status="failed", error=event.reason)
+        else:
+            entry["status"] = "succeeded"
+        return {event.node_id: entry}
+    return None
+
+
+def merge_status(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(current)
+    for node_id, entry in patch.items():
+        out[node_id] = {**out.get(node_id, {}), **entry} if entry.get("status") != "running" \
+            else dict(entry)
+    return out
+
+
+def known_ids(nodes: Iterable[Mapping[str, Any]]) -> set[str]:
+    return {str(n["id"]) for n in nodes}

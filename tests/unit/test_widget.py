@@ -1,0 +1,250 @@
+"""The editor widget's kernel side: browser messages change the Workflow in place, refused
+edits say why, and run events become status patches (from widget runs and from wf.arun)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+import cellwire
+from cellwire.jupyter import widget as widget_module
+from cellwire.jupyter.magics import Picture, WorkflowMagics
+from cellwire.jupyter.session import Session
+from cellwire.jupyter.widget import WorkflowWidget
+
+
+class Recorder(WorkflowWidget):
+    """A widget whose messages to the browser are kept, not sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.outbox: list[dict[str, Any]] = []
+        super().__init__(*args, **kwargs)
+
+    def send(self, content: Any, buffers: Any = None) -> None:  # type: ignore[override]
+        self.outbox.append(content)
+
+
+def qa() -> cellwire.Workflow:
+    wf = cellwire.Workflow("qa")
+    wf.add_node("start", "start", variables=[{"variable": "q", "type": "text-input"}])
+    wf.add_node("t", "template-transform", after="start", template="Q: {{ q }}",
+                variables=[{"variable": "q", "value_selector": ["start", "q"]}])
+    wf.add_node("end", "end", after="t", outputs=[{"variable": "out",
+                                                  "value_selector": ["t", "output"]}])
+    return wf
+
+
+def by_id(widget: WorkflowWidget) -> dict[str, dict[str, Any]]:
+    return {n["id"]: n for n in widget.nodes}
+
+
+def test_the_widget_edits_the_workflow_it_was_given():
+    wf = qa()
+    w = wf.widget()
+    assert isinstance(w, WorkflowWidget) and w.workflow is wf
+    assert [n["id"] for n in w.nodes] == ["start", "t", "end"]
+    assert {(e["source"], e["target"], e["source_handle"]) for e in w.edges} == {
+        ("start", "t", "source"), ("t", "end", "source")}
+    assert by_id(w)["t"]["summary"] == "Q: {{ q }}"
+    assert {t["name"] for t in w.node_types} >= {"llm", "code", "if-else", "iteration"}
+    assert w.problems == []
+
+
+def test_branch_and_fail_handles_and_containers_come_first():
+    wf = cellwire.Workflow("b")
+    wf.add_node("start", "start")
+    wf.add_node("if", "if-else", after="start", cases=[
+        {"case_id": "big", "conditions": [{"variable_selector": ["sys", "query"],
+                                            "comparison_operator": "not empty"}]}])
+    wf.add_node("c", "code", after=("if", "big"), error_strategy="fail-branch",
+                code="def main():\n    return {}")
+    wf.add_node("inner", "code", parent="it", code="def main():\n    return {}")
+    wf.add_node("it", "iteration", after=("if", "false"), iterator_selector=["sys", "files"])
+    w = Recorder(wf)
+    nodes = by_id(w)
+    assert nodes["if"]["handles"] == ["big", "false"]
+    assert nodes["c"]["handles"] == ["source", "fail-branch"]
+    assert nodes["it"]["container"] is True
+    order = [n["id"] for n in w.nodes]
+    assert order.index("it") < order.index("inner")
+
+
+def test_connect_adds_the_edge_and_refuses_cycles_duplicates_and_borders():
+    wf = qa()
+    wf.add_node("x", "code", code="def main():\n    return {}")
+    w = Recorder(wf)
+    assert w.handle({"type": "connect", "source": "t", "target": "x"}) is None
+    assert any(e.key == ("t", "source", "x") for e in wf.edges)
+    assert {"id": "t:source->x", "source": "t", "target": "x", "source_handle": "source"} \
+        in w.edges
+    refusals = {
+        "cycle": {"type": "connect", "source": "x", "target": "start"},
+        "already connected": {"type": "connect", "source": "t", "target": "x"},
+        "itself": {"type": "connect", "source": "x", "target": "x"},
+        "no handle 'nope'": {"type": "connect", "source": "t", "target": "end",
+                             "source_handle": "nope"},
+    }
+    before = list(wf.edges)
+    for words, msg in refusals.items():
+        reply = w.handle(msg)
+        assert reply is not None and reply["type"] == "refused", msg
+        assert words in reply["reason"]
+    assert wf.edges == before
+    assert w.can_undo is True
+
+
+def test_connect_across_a_container_border_is_refused():
+    wf = cellwire.Workflow("c")
+    wf.add_node("start", "start")
+    wf.add_node("loop", "loop", after="start", loop_count=2)
+    wf.add_node("body", "code", parent="loop", code="def main():\n    return {}")
+    reply = Recorder(wf).handle({"type": "connect", "source": "start", "target": "body"})
+    assert reply and "same container" in reply["reason"]
+
+
+def test_delete_update_add_move_and_paste():
+    wf = qa()
+    w = Recorder(wf)
+    w.handle({"type": "delete", "nodes": [], "edges": [{"source": "t", "target": "end",
+                                                        "source_handle": "source"}]})
+    assert [e.key for e in wf.edges] == [("start", "source", "t")]
+    w.handle({"type": "delete", "nodes": ["t"], "edges": []})
+    assert "t" not in wf.nodes and wf.edges == []
+    assert [n["id"] for n in w.nodes] == ["start", "end"]
+
+    reply = w.handle({"type": "add_node", "node_type": "llm", "position": {"x": 10, "y": 20}})
+    assert reply == {"type": "created", "id": "llm_1"}
+    assert wf.nodes["llm_1"].type == "llm" and wf.nodes["llm_1"].position.x == 10
+    w.handle({"type": "update_config", "id": "llm_1", "path": "prompt_template.0.text",
+              "value": "Say {{#start.q#}}"})
+    assert wf.nodes["llm_1"].config["prompt_template"] == [{"text": "Say {{#start.q#}}"}]
+    w.handle({"type": "update_config", "id": "llm_1", "path": "model.name", "value": "gpt-x"})
+    assert wf.nodes["llm_1"].config["model"] == {"name": "gpt-x"}
+    assert by_id(w)["llm_1"]["summary"].startswith("gpt-x")
+    w.handle({"type": "update_node", "id": "llm_1", "fields": {"title": "Ask"}})
+    assert wf.nodes["llm_1"].title == "Ask"
+
+    w.handle({"type": "move", "positions": {"start": {"x": 5.5, "y": -3}}})
+    assert (wf.nodes["start"].position.x, wf.nodes["start"].position.y) == (5.5, -3)
+    assert by_id(w)["start"]["position"] == {"x": 5.5, "y": -3}
+
+    w.handle({"type": "paste", "nodes": [by_id(w)["start"], by_id(w)["llm_1"]],
+              "edges": [{"source": "start", "target": "llm_1", "source_handle": "source"}]})
+    assert {"start_1", "llm_1_1"} <= set(wf.nodes)
+    assert ("start_1", "source", "llm_1_1") in [e.key for e in wf.edges]
+    assert wf.nodes["start_1"].position.x == 45.5
+
+    assert w.handle({"type": "add_node", "node_type": "nope"})["type"] == "refused"
+    assert w.handle({"type": "update_config", "id": "ghost", "path": "a", "value": 1}) \
+        ["reason"] == "no node 'ghost'"
+
+
+def test_invalid_values_come_back_as_problems_naming_the_field():
+    wf = qa()
+    w = Recorder(wf)
+    w.handle({"type": "update_config", "id": "t", "path": "variables.0.value_selector",
+              "value": "not a list"})
+    fields = {(p["node_id"], p["field"]) for p in w.problems}
+    assert ("t", "variables.0.value_selector") in fields
+    w.handle({"type": "update_config", "id": "t", "path": "variables.0.value_selector",
+              "value": ["start", "q"]})
+    assert w.problems == []
+
+
+def test_undo_and_redo_restore_the_same_workflow_object():
+    wf = qa()
+    w = Recorder(wf)
+    w.handle({"type": "delete", "nodes": ["t"]})
+    w.handle({"type": "move", "positions": {"end": {"x": 1, "y": 2}}})
+    w.handle({"type": "undo"})
+    assert wf.nodes["end"].position is None and "t" not in wf.nodes
+    w.handle({"type": "undo"})
+    assert "t" in wf.nodes and len(wf.edges) == 2 and w.workflow is wf
+    assert [n["id"] for n in w.nodes] == ["start", "t", "end"]
+    assert (w.can_undo, w.can_redo) == (False, True)
+    w.handle({"type": "redo"})
+    assert "t" not in wf.nodes
+
+
+def test_changes_from_python_show_after_the_cell_or_on_refresh():
+    wf = qa()
+    w = Recorder(wf)
+    wf.add_node("extra", "code", after="end", code="def main():\n    return {}")
+    assert "extra" not in by_id(w)
+    widget_module._refresh_all()  # what the post_run_cell hook does after each cell
+    assert "extra" in by_id(w)
+    wf.remove_node("extra")
+    w.refresh()
+    assert "extra" not in by_id(w)
+
+
+def statuses(w: Recorder) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for msg in w.outbox:
+        if msg["type"] == "status_reset":
+            out = {}
+        elif msg["type"] == "status":
+            out.update({k: v["status"] for k, v in msg["patch"].items()})
+    return out
+
+
+async def test_a_run_from_python_streams_status_patches_without_the_graph():
+    wf = qa()
+    w = Recorder(wf)
+    nodes_before = w.nodes
+    result = await wf.arun(q="hi", store=False)
+    assert result.status == "succeeded"
+    assert statuses(w) == {"start": "succeeded", "t": "succeeded", "end": "succeeded"}
+    running = [m for m in w.outbox if m["type"] == "status"
+               and m["patch"].get("t", {}).get("status") == "running"]
+    assert len(running) == 1
+    assert w.nodes is nodes_before  # no graph resend during the run
+    assert w.status["end"]["outputs"] == {"out": "Q: hi"}
+    assert w.status["t"]["inputs"] == {"q": "hi"}
+    assert w.running is False
+
+
+async def test_a_failing_node_reports_its_error_and_the_run_button_runs():
+    wf = cellwire.Workflow("f")
+    wf.add_node("start", "start")
+    wf.add_node("c", "code", after="start", code="def main():\n    raise ValueError('boom')")
+    w = Recorder(wf)
+    w.handle({"type": "run"})
+    assert w.run_task is not None
+    result = await w.run_task
+    assert result.status == "failed"
+    assert statuses(w)["c"] == "failed"
+    assert "boom" in w.status["c"]["error"]
+    w.outbox.clear()
+    w.handle({"type": "stop"})  # nothing running: a no-op
+    assert w.handle({"type": "hello"})["status"]["c"]["status"] == "failed"
+
+
+def test_show_gives_the_widget_in_a_kernel_and_the_picture_elsewhere(tmp_path, monkeypatch):
+    class Kernel:
+        comm_manager = object()
+
+        def get_parent(self) -> dict:
+            return {"metadata": {}}
+
+    ip = InteractiveShell(config=Config({"HistoryManager": {"enabled": False}}))
+    session = Session()
+    session.workflows["qa"] = qa()
+    ip.register_magics(WorkflowMagics(ip, session=session))
+    assert isinstance(ip.run_line_magic("workflow", "show qa"), Picture)
+    ip.kernel = Kernel()
+    shown = ip.run_line_magic("workflow", "show qa")
+    assert isinstance(shown, WorkflowWidget) and shown.workflow is session.workflows["qa"]
+    assert isinstance(ip.run_line_magic("workflow", "show qa --svg"), Picture)
+
+
+@pytest.mark.parametrize("path", ["a.0.b", "items.3"])
+def test_bad_paths_are_refused(path):
+    wf = qa()
+    wf.nodes["t"].config["a"] = "text"
+    wf.nodes["t"].config["items"] = []
+    reply = Recorder(wf).handle({"type": "update_config", "id": "t", "path": path, "value": 1})
+    assert reply and reply["type"] == "refused"
