@@ -14,16 +14,23 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 
 STAMP := $(VENV)/.installed
+# The editor widget: js/ (npm ci, stamped by npm's own lock copy) built by esbuild into
+# src/cellwire/static/ (not committed).
+JS_DEPS := js/node_modules/.package-lock.json
+WIDGET := src/cellwire/static/widget.js
+JS_SOURCES := $(wildcard js/src/*.ts js/src/*.tsx js/src/*.css) js/package.json
+CHROMIUM_PATH ?= $(shell command -v chromium 2>/dev/null || echo /usr/bin/chromium)
 LAB_STAMP := $(VENV)/.installed-lab
 # Holds "ok" or "failed": a failed build of the local extra is not retried on every `make lab`.
 LOCAL_STAMP := $(VENV)/.installed-local
 SITE_DIR := build/site
 
 # ---------------------------------------------------------------------------------------------
-# System (Debian) packages the project needs, space separated. EMPTY FOR NOW.
-# Later issues add what they need here, e.g. chromium chromium-driver (widget e2e tests)
-# or bubblewrap (code sandbox). `make system-deps` installs only the ones that are missing.
-APT_PACKAGES :=
+# System (Debian) packages the project needs, space separated.
+# chromium: the editor widget's browser tests (Vitest browser mode, Playwright e2e) use
+# Debian's chromium, never a downloaded browser. `make system-deps` installs only the ones
+# that are missing.
+APT_PACKAGES := chromium
 # ---------------------------------------------------------------------------------------------
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -52,7 +59,15 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-install: system-deps $(STAMP)
+install: system-deps $(STAMP) $(WIDGET)
+
+# npm ci only when the lock file changed (npm writes node_modules/.package-lock.json).
+$(JS_DEPS): js/package-lock.json
+	cd js && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WIDGET): $(JS_DEPS) $(JS_SOURCES)
+	cd js && npm run build
 
 # Create the venv only if it is missing.
 $(PY):
@@ -72,7 +87,8 @@ $(PY):
 	"$(PYTHON)" -m venv $(VENV)
 
 # Reinstall only when pyproject.toml changes (or the stamp is gone).
-$(STAMP): pyproject.toml | $(PY)
+# The bundle comes first, so the build hook (skip-if-exists) finds it and npm runs once.
+$(STAMP): pyproject.toml | $(PY) $(WIDGET)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
 	@touch $@
@@ -99,6 +115,7 @@ $(LOCAL_STAMP): pyproject.toml $(LAB_STAMP)
 
 test: install
 	$(PY) -m pytest -q --nbval-lax tests notebooks
+	cd js && CHROMIUM_PATH=$(CHROMIUM_PATH) npm test
 	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)
 
 # llm nodes without a provider of their own run on the embedded default model: an explicit
