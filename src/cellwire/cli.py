@@ -42,8 +42,10 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help="The run store file (default: $CELLWIRE_HOME/runs.db).")
+@click.option("--model", "-m", metavar="PROVIDER/MODEL",
+              help="Route every LLM node to this model, e.g. scripted/echo or openai/gpt-4o.")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
-                as_json: bool, db: Path | None) -> None:
+                as_json: bool, db: Path | None, model: str | None) -> None:
     """Run the workflow in FILE and print its outputs."""
     workflow = _load(file)
     inputs = _inputs(workflow, pairs, inputs_json)
@@ -56,7 +58,10 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     for name in missing_secrets(workflow):
         click.echo(f"warning: secret {name!r} is not set; export {name}=... to give it a value",
                    err=True)
-    result = _execute(file, workflow, inputs, db)
+    if model is not None and "/" not in model.strip("/"):
+        raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
+                                 param_hint="--model")
+    result = _execute(file, workflow, inputs, db, model)
     shown = result.as_dict()  # the engine has already replaced secret values with ***
     if as_json:
         click.echo(json.dumps(shown, ensure_ascii=False, default=str))
@@ -227,11 +232,13 @@ def _json_or_text(raw: str) -> Any:
         return raw
 
 
-def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None) -> Any:
+def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
+             model: str | None = None) -> Any:
     from cellwire.api import arun
 
     try:
-        return asyncio.run(arun(workflow, inputs, store=db if db is not None else True))
+        return asyncio.run(arun(workflow, inputs, store=db if db is not None else True,
+                                model=model))
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

@@ -167,7 +167,7 @@ async def run(ctx: NodeContext) -> NodeResult:
     text, reasoning = _reasoning_split(response, config.reasoning_format)
     outputs: dict[str, Any] = {"text": text, "reasoning_content": reasoning}
     if config.structured:
-        outputs["structured_output"] = _parse_json(response.text)
+        outputs["structured_output"] = parse_json(response.text)
     outputs["usage"] = call.usage_dict
     outputs["finish_reason"] = response.finish_reason
     if config.memory is not None and config.memory.window.enabled:
@@ -310,7 +310,11 @@ def _router(ctx: NodeContext) -> LLMRouter:
 
 
 def _route(ctx: NodeContext, config: LLMConfig) -> Route:
-    model = config.model
+    return route_for(ctx, config.model)
+
+
+def route_for(ctx: NodeContext, model: ModelConfig) -> Route:
+    """The provider and model a node's ``model{provider, name}`` resolves to in this run."""
     override = ctx.runtime.model_override
     if not override and not model.name:
         raise LLMConfigError("no model is set", field="model.name",
@@ -482,7 +486,8 @@ def _reasoning_split(response: ChatResponse, reasoning_format: str) -> tuple[str
     return text, reasoning
 
 
-def _parse_json(text: str) -> Any:
+def parse_json(text: str) -> Any:
+    """The JSON value in a model's reply (fenced or bare; ``<think>`` blocks removed)."""
     match = _FENCE.match(text)
     body = match.group(1) if match else _THINK.sub("", text).strip()
     try:

@@ -232,7 +232,7 @@ def load_config(environ: Mapping[str, str] | None = None, *,
     env = os.environ if environ is None else environ
     config = from_environ(env)
     if home is None:
-        from_env = env.get("CELLWIRE_HOME")
+        from_env = env.get("CELLWIRE_HOME") or os.environ.get("CELLWIRE_HOME")
         home = Path(from_env).expanduser() if from_env else Path.cwd() / ".cellwire"
     config.merge(from_file(home / CONFIG_FILE))
     config.merge(from_file((cwd or Path.cwd()) / PROJECT_FILE))
