@@ -361,3 +361,18 @@ def test_timeline_shows_parallel_branches_overlapping(tmp_path):
     # The two spans overlap in time: each starts before the other ends.
     assert a.get_x() < b.get_x() + b.get_width() and b.get_x() < a.get_x() + a.get_width()
     store.close()
+
+
+def test_export_python_rebuilds_the_same_workflow(shell, tmp_path):
+    build_qa(shell)
+    text = shell.run_line_magic("workflow", "export qa --format python")
+    source = repr(text)
+    assert source.lstrip().startswith('"""') and "import cellwire" in source
+    namespace: dict = {}
+    exec(compile(source, "qa.py", "exec"), namespace)  # noqa: S102 - the script runs as printed
+    assert namespace["wf"] == wf(shell)
+    path = tmp_path / "qa.py"
+    shell.run_line_magic("workflow", f"export qa --format python --to {path}")
+    assert path.read_text(encoding="utf-8") == source
+    rebuilt = namespace["wf"].run({"question": "hi"}, store=False, model="scripted/echo")
+    assert rebuilt.outputs["answer"] == "ANSWER: HI"

@@ -435,12 +435,9 @@ def export_text(wf: Any, fmt: str) -> str:
         from cellwire.formats.dify_export import dump_dify
 
         return dump_dify(wf)
-    try:
-        from cellwire.formats.python import dump_python  # type: ignore[import-not-found]
-    except ImportError:
-        raise SessionError("export --format python is not available in this cellwire yet; "
-                           "use --format yaml") from None
-    return str(dump_python(wf))
+    from cellwire.formats.python_export import export_python
+
+    return export_python(wf)
 
 
 def _escape(text: str) -> str:
