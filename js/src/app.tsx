@@ -15,7 +15,7 @@ import {
 } from "@xyflow/react";
 import type { Connection, EdgeChange, IsValidConnection, NodeChange, OnDelete } from "@xyflow/react";
 import { EditorContext } from "./context";
-import { connectionProblem, HEADER, layout, PAD, SUPPRESS, toFlowEdges, toFlowNodes } from "./graph";
+import { connectionProblem, DAGRE_LIMIT, HEADER, layout, PAD, SUPPRESS, toFlowEdges, toFlowNodes } from "./graph";
 import type { FlowEdge, FlowNode } from "./graph";
 import { edgeTypes, look, nodeTypes } from "./nodes";
 import { PropertiesPanel } from "./panel";
@@ -227,7 +227,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     <EditorContext.Provider value={editor}>
       <div
         ref={rootRef}
-        className={`cw-editor${dark ? " cw-dark" : ""}`}
+        className={`cw-editor${dark ? " cw-dark" : ""}${nodes.length > DAGRE_LIMIT ? " cw-big" : ""}`}
         data-testid="cw-editor"
         {...SUPPRESS}
         tabIndex={0}

@@ -18,10 +18,75 @@ export type FlowEdge = Edge<{ handle: string }>;
 export const SUPPRESS = { "data-lm-suppress-shortcuts": "true" } as Record<string, string>;
 
 export function nodeHeight(node: CwNode): number {
-  return Math.max(64, 40 + node.handles.length * 18);
+  return Math.max(72, 40 + node.handles.length * 18);
 }
 
 type Box = { x: number; y: number; w: number; h: number };
+type Size = { w: number; h: number };
+
+/** Above this many nodes in one level dagre takes about a second; a plain layered layout
+ * (longest path ranks, one barycentre pass) takes milliseconds. */
+export const DAGRE_LIMIT = 150;
+
+export function layered(
+  members: CwNode[],
+  edges: CwEdge[],
+  sizes: Map<string, Size>,
+  offset: { x: number; y: number },
+): Map<string, { x: number; y: number }> {
+  const ids = new Set(members.map((m) => m.id));
+  const preds = new Map<string, string[]>();
+  const succs = new Map<string, string[]>();
+  for (const e of edges) {
+    if (!ids.has(e.source) || !ids.has(e.target)) continue;
+    (succs.get(e.source) ?? succs.set(e.source, []).get(e.source)!).push(e.target);
+    (preds.get(e.target) ?? preds.set(e.target, []).get(e.target)!).push(e.source);
+  }
+  const indeg = new Map(members.map((m) => [m.id, preds.get(m.id)?.length ?? 0]));
+  const rank = new Map<string, number>();
+  const queue = members.filter((m) => indeg.get(m.id) === 0).map((m) => m.id);
+  for (const id of queue) rank.set(id, 0);
+  for (let i = 0; i < queue.length; i++) {
+    const id = queue[i];
+    for (const t of succs.get(id) ?? []) {
+      rank.set(t, Math.max(rank.get(t) ?? 0, rank.get(id)! + 1));
+      indeg.set(t, indeg.get(t)! - 1);
+      if (indeg.get(t) === 0) queue.push(t);
+    }
+  }
+  const ranks: string[][] = [];
+  for (const m of members) {
+    const r = rank.get(m.id) ?? 0; // nodes on a cycle (invalid anyway) go first
+    (ranks[r] ??= []).push(m.id);
+  }
+  const order = new Map<string, number>();
+  ranks.forEach((ids_, r) => {
+    if (r > 0) {
+      const key = (id: string) => {
+        const ps = (preds.get(id) ?? []).map((p) => order.get(p) ?? 0);
+        return ps.length ? ps.reduce((a, b) => a + b, 0) / ps.length : Infinity;
+      };
+      ids_.sort((a, b) => key(a) - key(b));
+    }
+    ids_.forEach((id, i) => order.set(id, i));
+  });
+  const out = new Map<string, { x: number; y: number }>();
+  const heights = ranks.map((ids_) => ids_.reduce((h, id) => h + sizes.get(id)!.h + 30, -30));
+  const tallest = Math.max(0, ...heights);
+  let x = offset.x;
+  ranks.forEach((ids_, r) => {
+    let y = offset.y + (tallest - heights[r]) / 2;
+    let width = 0;
+    for (const id of ids_) {
+      const s = sizes.get(id)!;
+      out.set(id, { x, y });
+      y += s.h + 30;
+      width = Math.max(width, s.w);
+    }
+    x += width + 70;
+  });
+  return out;
+}
 
 /** Positions (relative to the container, as React Flow wants for sub-flows) and sizes. */
 export function layout(nodes: CwNode[], edges: CwEdge[]): Map<string, Box> {
@@ -41,7 +106,9 @@ export function layout(nodes: CwNode[], edges: CwEdge[]): Map<string, Box> {
     }
     const offset = parent === null ? { x: 0, y: 0 } : { x: PAD, y: HEADER + PAD };
     let auto: Map<string, { x: number; y: number }> | null = null;
-    if (members.some((m) => !m.position)) {
+    if (members.some((m) => !m.position) && members.length > DAGRE_LIMIT) {
+      auto = layered(members, edges, sizes, offset);
+    } else if (members.some((m) => !m.position)) {
       const g = new dagre.graphlib.Graph();
       g.setGraph({ rankdir: "LR", nodesep: 30, ranksep: 70, marginx: 0, marginy: 0 });
       g.setDefaultEdgeLabel(() => ({}));

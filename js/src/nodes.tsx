@@ -4,6 +4,7 @@ import { memo } from "react";
 import { BaseEdge, getBezierPath, Handle, Position } from "@xyflow/react";
 import type { EdgeProps, NodeProps } from "@xyflow/react";
 import { useEditor } from "./context";
+import { nodeHeight } from "./graph";
 import type { FlowEdge, FlowNode } from "./graph";
 import { useStatus } from "./status";
 import type { CwNode, StatusEntry } from "./types";
@@ -61,7 +62,9 @@ function fmtTime(s?: number): string {
 }
 
 function Metrics({ entry }: { entry?: StatusEntry }) {
-  if (!entry || entry.elapsed === undefined) return null;
+  // Always one line, so a status change never changes the node's size (a re-measure of
+  // every node in React Flow).
+  if (!entry || entry.elapsed === undefined) return <div className="cw-metrics">&nbsp;</div>;
   const parts = [fmtTime(entry.elapsed)];
   if (entry.tokens) parts.push(`${entry.tokens} tok`);
   if (entry.cost) parts.push(`$${entry.cost.toFixed(4)}`);
@@ -123,7 +126,7 @@ export const CwNodeView = memo(function CwNodeView({ id, data, selected }: NodeP
       className={`cw-node cw-status-${status}${selected ? " cw-selected" : ""}`}
       data-testid={`cw-node-${id}`}
       data-status={status}
-      style={{ minHeight: 40 + node.handles.length * 18 }}
+      style={{ height: nodeHeight(node) }}
     >
       {node.type.endsWith("start") && node.type !== "start" ? null : (
         <Handle type="target" id="target" position={Position.Left} />

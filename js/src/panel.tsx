@@ -105,7 +105,8 @@ function TextField({ path, value, long, commit, parse, kind }: {
 function Field(p: FieldProps) {
   const s = resolve(p.schema, p.root, p.value);
   const t = Array.isArray(s.type) ? s.type[0] : s.type;
-  const label = s.title ?? p.name;
+  // The property's own name, not the title of a shared definition ("ModelConfig").
+  const label = p.schema.title ?? (/^\d+$/.test(p.name) ? `#${Number(p.name) + 1}` : p.schema.$ref ? p.name : s.title ?? p.name);
   const problem = p.problems.get(p.path);
   let input: JSX.Element;
   if (s.enum) {
