@@ -430,3 +430,30 @@ async def test_fatal_node_errors_skip_retries():
     assert result.status == RunStatus.FAILED
     assert not [e for e in result.events if isinstance(e, NodeRetry)]
     assert "field 'model': no such model (fix: pick one)" in result.error
+
+
+async def test_run_from_a_node_reuses_the_previous_run_upstream():
+    wf = cellwire.Workflow("rerun")
+    wf.add_node("a", "t-value", value="A")
+    wf.add_node("side", "t-value", value="S")
+    wf.add_node("pick", "t-pick", handle="a", after="a")
+    wf.add_node("on_a", "t-value", value="took a", after=[("pick", "a")])
+    wf.add_node("on_b", "t-value", value="took b", after=[("pick", "b")])
+    wf.add_node("join", "t-value", after=["on_a", "on_b", "side"])
+    wf.add_node("end", "end", after="join", outputs=[
+        {"variable": "a", "value_selector": ["a", "value"]},
+        {"variable": "via", "value_selector": ["on_b", "value"]},
+    ])
+    first = await Execution(CompiledWorkflow(wf), {}, Runtime()).run()
+    assert first.outputs == {"a": "A", "via": None}
+
+    wf.update_node("pick", handle="b")
+    again = await Execution(CompiledWorkflow(wf), {}, Runtime(), start_at="pick",
+                            previous=first).run()
+    assert again.status == RunStatus.SUCCEEDED
+    started = [e.node_id for e in again.events if isinstance(e, NodeStarted)]
+    # Upstream nodes are not run again; the join still counts the edge from `side`.
+    assert started[0] == "pick" and "a" not in started and "side" not in started
+    assert _statuses(again) == {"pick": "succeeded", "on_a": "skipped", "on_b": "succeeded",
+                                "join": "succeeded", "end": "succeeded"}
+    assert again.outputs == {"a": "A", "via": "took b"}

@@ -149,6 +149,8 @@ class Execution:
         max_steps: int = DEFAULT_MAX_STEPS,
         max_time: float | None = DEFAULT_MAX_TIME,
         conversation: dict[str, Any] | None = None,
+        start_at: str | None = None,
+        previous: RunResult | None = None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -169,6 +171,13 @@ class Execution:
         self._task: asyncio.Task[Any] | None = None
         self._stop_reason: str | None = None
         self._conversation = conversation
+        if start_at is not None:
+            if previous is None:
+                raise ValueError("start_at needs the previous run whose outputs it reuses")
+            if compiled.nodes.get(start_at) is None or compiled.nodes[start_at].parent is not None:
+                raise ValueError(f"start_at={start_at!r} is not a top-level node of the workflow")
+        self._start_at = start_at
+        self._previous = previous
         self._emitters = (self.events.append, *runtime.sinks)
         self._env = environment_values(compiled.workflow, runtime.environ)
         #: Secret values of this run; when there are any, every event is redacted first.
@@ -213,7 +222,10 @@ class Execution:
             pool = self._initial_pool(system, start_inputs)
             top = Frame(None, None, pool)
             async with asyncio.timeout(self.max_time):
-                await self._run_graph(self.compiled.graphs[None], top)
+                if self._start_at is None:
+                    await self._run_graph(self.compiled.graphs[None], top)
+                else:
+                    await self._run_downstream(top)
         except NodeFailure as exc:
             error, error_node = str(exc), exc.node_id
         except WorkflowError as exc:
@@ -294,6 +306,46 @@ class Execution:
 
     async def _run_graph(self, plan: GraphPlan, frame: Frame) -> None:
         await _GraphRun(self, plan, frame).run()
+
+    async def _run_downstream(self, frame: Frame) -> None:
+        """Run ``start_at`` and what follows it, reusing the previous run for the rest.
+
+        Nodes upstream of ``start_at`` keep their previous outputs and are not run; an edge
+        from such a node into the re-run part is decided as the previous run decided it.
+        """
+        previous = self._previous
+        assert previous is not None and self._start_at is not None
+        handles: dict[str, str | None] = {}
+        for event in previous.events:
+            if isinstance(event, (NodeSucceeded, NodeException)) and event.parent_id is None:
+                frame.pool.set_outputs(event.node_id, event.outputs)
+                handles[event.node_id] = event.handle
+        self.outputs.update(previous.outputs)
+        plan = self.compiled.graphs[None]
+        downstream = {self._start_at}
+        todo = [self._start_at]
+        while todo:
+            for _, target in plan.out_edges[todo.pop()]:
+                if target not in downstream:
+                    downstream.add(target)
+                    todo.append(target)
+        in_count = dict.fromkeys(downstream, 0)
+        taken: dict[str, int] = {}
+        branching = self.compiled.branching
+        for source, edges in plan.out_edges.items():
+            for edge_handle, target in edges:
+                if target not in downstream or target == self._start_at:
+                    continue
+                if source in downstream:
+                    in_count[target] += 1
+                elif source in handles and (
+                    not branching[source] or handles[source] == edge_handle
+                ):
+                    taken[target] = taken.get(target, 0) + 1
+        sub = GraphPlan(None, (self._start_at,), in_count,
+                        {n: tuple(e for e in plan.out_edges[n] if e[1] in downstream)
+                         for n in downstream}, ())
+        await _GraphRun(self, sub, frame, taken).run()
 
     def _skip(self, node_id: str, frame: Frame) -> None:
         frame.statuses[node_id] = check_node_move(
@@ -430,12 +482,14 @@ class _GraphRun:
 
     __slots__ = ("active", "done", "execution", "frame", "plan", "taken", "tasks", "unknown")
 
-    def __init__(self, execution: Execution, plan: GraphPlan, frame: Frame):
+    def __init__(self, execution: Execution, plan: GraphPlan, frame: Frame,
+                 taken: dict[str, int] | None = None):
         self.execution = execution
         self.plan = plan
         self.frame = frame
         self.unknown = dict(plan.in_count)
-        self.taken: dict[str, int] = {}
+        #: Taken incoming edges per node; a partial re-run starts with some already decided.
+        self.taken: dict[str, int] = taken or {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.active = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
