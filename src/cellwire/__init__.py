@@ -5,6 +5,7 @@ from cellwire.api import runs
 from cellwire.engine import NodeContext, NodeError, NodeResult, RunResult, RunStatus, Runtime
 from cellwire.formats import dump, load, save
 from cellwire.model import Edge, Node, Problem, Retry, Workflow, WorkflowError, node_type, validate
+from cellwire.services.llm.config import configure_provider, map_model, set_price
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,6 @@ def load_ipython_extension(ip: object) -> None:
 
 __all__ = [
     "Edge", "Node", "NodeContext", "NodeError", "NodeResult", "Problem", "Retry", "RunResult",
-    "RunStatus", "Runtime", "Workflow", "WorkflowError", "dump", "load", "node_type", "runs",
-    "save", "validate",
+    "RunStatus", "Runtime", "Workflow", "WorkflowError", "configure_provider", "dump", "load",
+    "map_model", "node_type", "runs", "save", "set_price", "validate",
 ]

@@ -132,6 +132,9 @@ async def test_unknown_model_costs_nan_with_the_reason_and_is_stored(tmp_path):
     assert "set_price" in node["metadata"]["cost_reason"]
     stored = store.trace(result.run_id)
     assert math.isnan(stored[stored.node_id == "llm"].iloc[0]["cost"])
+    # The run's total is unknown too, never the sum of the known costs.
+    total = store.runs().set_index("run_id").loc[result.run_id, "total_cost"]
+    assert total is None or math.isnan(total)
 
 
 async def test_scripted_models_cost_zero_by_definition():

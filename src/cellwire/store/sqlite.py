@@ -49,7 +49,9 @@ UPDATE runs SET
     answer = coalesce(answer, '') || ?,
     elapsed_ms = (? - started_at) * 1000,
     total_tokens = (SELECT coalesce(sum(total_tokens), 0) FROM node_executions WHERE run_id = ?),
-    total_cost = (SELECT coalesce(sum(cost), 0) FROM node_executions WHERE run_id = ?),
+    -- An unknown price (NULL) makes the run's total unknown too, never silently lower.
+    total_cost = (SELECT CASE WHEN count(*) > count(cost) THEN NULL ELSE coalesce(sum(cost), 0)
+                  END FROM node_executions WHERE run_id = ? AND status != 'skipped'),
     exceptions_count = (SELECT count(*) FROM node_executions
                         WHERE run_id = ? AND status = 'exception'),
     total_steps = (SELECT count(*) FROM node_executions WHERE run_id = ? AND status != 'skipped')
