@@ -379,3 +379,16 @@ def test_example_from_schema_follows_refs_and_combinators():
     }
     assert example_from_schema(schema) == {
         "item": {"n": 2}, "maybe": False, "fixed": "v1", "two": ["xx", "xx"]}
+
+
+async def test_chat_memory_sends_the_users_message_last():
+    wf = cellwire.Workflow("memory-chat", mode="advanced-chat")
+    wf.add_node("start", "start")
+    wf.add_node("llm", "llm", after="start", model={"provider": "scripted", "name": "echo"},
+                prompt_template=[{"role": "system", "text": "be brief"}],
+                memory={"window": {"enabled": True, "size": 5},
+                        "query_prompt_template": "Q: {{#sys.query#}}"})
+    wf.add_node("answer", "answer", after="llm", answer="{{#llm.text#}}")
+    result = await wf.arun({"sys.query": "hello"}, store=False)
+    assert result.ok, result.error
+    assert result.answer == "Q: hello"

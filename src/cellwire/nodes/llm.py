@@ -382,6 +382,14 @@ def _render_messages(ctx: NodeContext, config: LLMConfig, context: str,
                 raise LLMConfigError(f"unknown role {role!r}", field=f"{field}.role",
                                      hint="use system, user or assistant")
             messages.append(ChatMessage(role, text))
+    if config.memory is not None and isinstance(template, list):
+        # Dify's chat nodes with memory send the user's message last, through the memory's
+        # query template (``{{#sys.query#}}`` by default).
+        query = ctx.pool.get(("sys", "query"), None)
+        if query:
+            text = ctx.render(config.memory.query_prompt_template or "{{#sys.query#}}",
+                              field="memory.query_prompt_template")
+            messages.append(ChatMessage("user", text))
     if not messages:
         raise LLMConfigError("the prompt renders to nothing", field="prompt_template",
                              hint="write some text in the prompt, or check its variables")
