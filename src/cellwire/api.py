@@ -42,12 +42,18 @@ def resolve_store(store: StoreOption = True) -> RunStore | None:
     return open_store(store)
 
 
+#: Sinks every default runtime also feeds (``cellwire.telemetry.enable_otel`` adds one).
+default_sinks: list[Callable[[Any], None]] = []
+
+
 def default_runtime(store: StoreOption = True) -> Runtime:
     """A runtime with the built-in services, persisting runs to ``store``."""
     runtime = Runtime(llm=default_router())
     found = resolve_store(store)
     if found is not None:
         runtime.subscribe(found.sink)
+    for sink in default_sinks:
+        runtime.subscribe(sink)
     return runtime
 
 
@@ -139,7 +145,8 @@ def runs(limit: int | None = None, workflow: str | None = None,
     return default_store().runs(limit=limit, workflow=workflow, status=status)
 
 
-_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation")
+_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
+            "previous")
 
 
 def run(workflow: Workflow, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:
