@@ -34,6 +34,15 @@ async def run_end(w):
 async def e2e_broken(ctx):
     raise cellwire.NodeError("the e2e node broke on purpose", hint="nothing to fix")
 
+async def until(check, timeout=10.0):
+    # Widget messages reach the kernel on a subshell (JupyterLab 4.6, ipykernel 7), so a
+    # cell may run before an edit made just earlier in the editor has been applied.
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    print("until: timed out")
+
 def show_edges(wf):
     print(json.dumps(sorted([e.source, e.source_handle, e.target] for e in wf.edges)))
 """
@@ -132,7 +141,7 @@ def test_dragging_from_a_handle_to_a_target_adds_the_edge_in_the_kernel(notebook
     handle(editor, "ask", "source").drag_to(handle(editor, "end", "target"))
 
     expect(editor.locator(".react-flow__edge")).to_have_count(2)
-    assert kernel_json(notebook, "show_edges(wf)") == [
+    assert kernel_json(notebook, "await until(lambda: len(wf.edges) == 2)\nshow_edges(wf)") == [
         ["ask", "source", "end"], ["start", "source", "ask"]]
 
 
@@ -143,7 +152,8 @@ def test_dragging_from_a_branch_handle_keeps_the_branch_name(notebook):
     handle(editor, "check", "false").drag_to(handle(editor, "never", "target"))
 
     expect(editor.locator(".react-flow__edge")).to_have_count(4)
-    assert ["check", "false", "never"] in kernel_json(notebook, "show_edges(wf)")
+    edges = kernel_json(notebook, "await until(lambda: len(wf.edges) == 4)\nshow_edges(wf)")
+    assert ["check", "false", "never"] in edges
 
 
 def test_backspace_deletes_the_selected_node_and_no_notebook_cell(notebook):
@@ -160,7 +170,8 @@ def test_backspace_deletes_the_selected_node_and_no_notebook_cell(notebook):
     expect(node(editor, "end")).to_have_count(0)
     expect(node(editor, "ask")).to_have_count(1)
     assert notebook.cell_count() == cells
-    state = kernel_json(notebook, "print(json.dumps([sorted(wf.nodes), len(wf.edges)]))")
+    state = kernel_json(notebook, "await until(lambda: 'end' not in wf.nodes)\n"
+                                  "print(json.dumps([sorted(wf.nodes), len(wf.edges)]))")
     assert state == [["ask", "start"], 1]
 
 
@@ -171,7 +182,8 @@ def test_delete_key_also_deletes_a_node(notebook):
     notebook.page.keyboard.press("Delete")
     expect(node(editor, "end")).to_have_count(0)
     assert notebook.cell_count() == cells
-    assert kernel_json(notebook, "print(json.dumps(sorted(wf.nodes)))") == ["ask", "start"]
+    assert kernel_json(notebook, "await until(lambda: 'end' not in wf.nodes)\n"
+                                 "print(json.dumps(sorted(wf.nodes)))") == ["ask", "start"]
 
 
 def test_a_prompt_edited_in_the_panel_reaches_the_kernel(notebook):
@@ -187,14 +199,17 @@ def test_a_prompt_edited_in_the_panel_reaches_the_kernel(notebook):
     # Committed by Ctrl+Enter, which must not run the notebook cell.
     field.fill("Tell me about {{#start.x#}}")
     field.press("Control+Enter")
-    read = "print(json.dumps(wf.nodes['ask'].config['prompt_template'][0]['text']))"
-    assert kernel_json(notebook, read) == "Tell me about {{#start.x#}}"
+    text = "wf.nodes['ask'].config['prompt_template'][0]['text']"
+    read = f"await until(lambda: {text} != {{old!r}})\nprint(json.dumps({text}))"
+    assert kernel_json(notebook, read.format(old="Say {{#start.x#}}")) \
+        == "Tell me about {{#start.x#}}"
     assert notebook.cell(widget_cell).locator(".jp-InputArea-prompt").inner_text() == runs_before
 
     # Committed on blur.
     field.fill("Explain {{#start.x#}} briefly")
     editor.locator(".react-flow__pane").click(position={"x": 5, "y": 5})
-    assert kernel_json(notebook, read) == "Explain {{#start.x#}} briefly"
+    assert kernel_json(notebook, read.format(old="Tell me about {{#start.x#}}")) \
+        == "Explain {{#start.x#}} briefly"
 
 
 def test_node_colours_follow_a_run(notebook):
@@ -255,15 +270,14 @@ def test_a_node_error_shows_its_message_in_the_badge(notebook):
     assert seen[0] == "failed" and "the e2e node broke on purpose" in seen[1]
 
 
-@pytest.mark.parametrize("key", ["Backspace"])
-def test_backspace_in_the_panel_edits_text_and_deletes_no_node(notebook, key):
+def test_backspace_in_the_panel_edits_text_and_deletes_no_node(notebook):
     """Typing in the properties panel must not delete the selected node."""
     editor = show(notebook, GRAPH)
     node(editor, "ask").click()
     field = editor.get_by_test_id("cw-panel").get_by_test_id("cw-field-prompt_template.0.text")
     field.click()
     field.press("End")
-    field.press(key)
+    field.press("Backspace")
     expect(field).to_have_value("Say {{#start.x#}")
     expect(node(editor, "ask")).to_have_count(1)
     assert kernel_json(notebook, "print(json.dumps(sorted(wf.nodes)))") == ["ask", "end", "start"]
