@@ -67,6 +67,10 @@ _REJECTED = re.compile(
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
 _TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _SNIPPET = 200
+#: How long to read on after [DONE] for the end of the body (keeps the connection).
+_DRAIN_SECONDS = 1.0
+#: Connections per httpx client of the pool (see OpenAIProvider.client).
+_SHARD_SIZE = 16
 
 
 @dataclass(slots=True)
@@ -109,8 +113,9 @@ class OpenAIProvider:
     """
 
     def __init__(self, name: str = "openai", *, base_url: str = "https://api.openai.com/v1",
-                 api_key: str | None = None, timeouts: Timeouts | None = None,
-                 retry: RetryPolicy | None = None, rpm: float | None = None,
+                 api_key: str | None = None,
+                 timeouts: Timeouts | Mapping[str, float] | None = None,
+                 retry: RetryPolicy | Mapping[str, Any] | None = None, rpm: float | None = None,
                  tpm: float | None = None,
                  model_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
                  rate_limits: RateLimits | None = None, include_usage: bool = True,
@@ -119,8 +124,11 @@ class OpenAIProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key or None
-        self.timeouts = timeouts or Timeouts()
-        self.retry = retry or RetryPolicy()
+        # Mappings come from config files (providers.yaml: ``timeouts: {first_byte: 30}``).
+        self.timeouts = Timeouts(**timeouts) if isinstance(timeouts, Mapping) else (
+            timeouts or Timeouts())
+        self.retry = RetryPolicy(**retry) if isinstance(retry, Mapping) else (
+            retry or RetryPolicy())
         self.include_usage = include_usage
         self.max_connections = max_connections
         self.embedding_format = embedding_format
@@ -132,8 +140,10 @@ class OpenAIProvider:
             self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
         self._states: dict[str, _ModelState] = {}
         # An httpx pool belongs to the event loop that opened its connections.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                                 list[httpx.AsyncClient | None]]
         self._clients = weakref.WeakKeyDictionary()
+        self._turn = 0
 
     def __repr__(self) -> str:  # no key in reprs
         return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -146,30 +156,41 @@ class OpenAIProvider:
     # -- the pooled client ---------------------------------------------------------------
 
     def client(self) -> httpx.AsyncClient:
-        """This event loop's pooled client, sized for hundreds of concurrent requests."""
+        """A client of this event loop's pool, sized for hundreds of concurrent requests.
+
+        The pool is split into shards of :data:`_SHARD_SIZE` connections, taken in turn:
+        httpcore 1.0 scans every connection of a pool several times per request (quadratic
+        bookkeeping), which costs milliseconds per request at 200 connections in one pool.
+        """
         loop = asyncio.get_running_loop()
-        found = self._clients.get(loop)
+        shards = self._clients.get(loop)
+        if shards is None:
+            count = max(1, -(-self.max_connections // _SHARD_SIZE))
+            shards = self._clients[loop] = [None] * count
+        self._turn = turn = (self._turn + 1) % len(shards)
+        found = shards[turn]
         if found is None or found.is_closed:
-            headers = {"Accept": "application/json", **self._headers}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
-            t = self.timeouts
-            found = httpx.AsyncClient(
-                base_url=self.base_url + "/",
-                headers=headers,
-                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
-                limits=httpx.Limits(max_connections=self.max_connections,
-                                    max_keepalive_connections=self.max_connections,
-                                    keepalive_expiry=30),
-            )
-            self._clients[loop] = found
+            found = shards[turn] = self._new_client(min(self.max_connections, _SHARD_SIZE))
         return found
 
+    def _new_client(self, connections: int) -> httpx.AsyncClient:
+        headers = {"Accept": "application/json", **self._headers}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        t = self.timeouts
+        return httpx.AsyncClient(
+            base_url=self.base_url + "/",
+            headers=headers,
+            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+            limits=httpx.Limits(max_connections=connections,
+                                max_keepalive_connections=connections, keepalive_expiry=30),
+        )
+
     async def aclose(self) -> None:
-        """Close this event loop's client."""
-        found = self._clients.pop(asyncio.get_running_loop(), None)
-        if found is not None:
-            await found.aclose()
+        """Close this event loop's clients."""
+        for found in self._clients.pop(asyncio.get_running_loop(), None) or []:
+            if found is not None:
+                await found.aclose()
 
     def model_state(self, model: str) -> _ModelState:
         state = self._states.get(model)
@@ -218,10 +239,12 @@ class OpenAIProvider:
     async def _stream_once(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         response, permit = await self._start(request, stream=True)
         decoder = _Decoder(self, request)
+        lines = self._lines(response)
         try:
-            async for data in iter_sse(self._lines(response)):
+            async for data in iter_sse(lines):
                 for chunk in decoder.feed(self._parse_event(data, request.model)):
                     yield chunk
+            await self._drain(lines)
             for chunk in decoder.finish():
                 yield chunk
         except (httpx.HTTPError, TimeoutError) as exc:
@@ -398,6 +421,17 @@ class OpenAIProvider:
         yield first
         async for line in lines:
             yield line
+
+    @staticmethod
+    async def _drain(lines: AsyncIterator[str]) -> None:
+        # Reading to the end of the body after [DONE] returns the connection to the pool;
+        # closing it unread would cost a new connection per request.
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                async for _ in lines:
+                    pass
+        except (TimeoutError, httpx.HTTPError):
+            pass
 
     async def _read_json(self, response: httpx.Response, model: str | None) -> Any:
         try:

@@ -1,0 +1,88 @@
+"""200 llm nodes in parallel against an OpenAI-wire test server with 100 ms latency.
+
+The workflow fans out from start to 200 llm nodes (streaming, through the OpenAI-compatible
+provider and its pooled httpx client) and joins them in end; it runs with concurrency=256.
+Every request takes the server 100 ms, so the critical path is 100 ms; the figure is the wall
+time of a run over that path (target: at most 1.5x). The server is the test double of
+tests/integration/llm_server.py in a separate process, so it really serves concurrently and
+does not share this process's interpreter lock.
+
+Run: .venv/bin/python benchmarks/llm_parallel.py [--nodes 200] [--latency 0.1] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cellwire
+from cellwire.services.llm import LLMRouter
+from cellwire.services.llm.openai import OpenAIProvider
+
+SERVER = Path(__file__).resolve().parent.parent / "tests" / "integration" / "llm_server.py"
+
+
+def fan_out(nodes: int) -> cellwire.Workflow:
+    wf = cellwire.Workflow("llm-parallel")
+    wf.add_node("start", "start", variables=[{"variable": "query", "type": "paragraph"}])
+    ids = [f"llm{i}" for i in range(nodes)]
+    for node_id in ids:
+        wf.add_node(node_id, "llm", after="start",
+                    model={"provider": "openai", "name": "bench", "mode": "chat"},
+                    prompt_template=[{"role": "user", "text": f"{node_id}: {{{{#start.query#}}}}"}])
+    wf.add_node("end", "end", after=ids,
+                outputs=[{"variable": n, "value_selector": [n, "text"]} for n in ids])
+    return wf
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen([sys.executable, str(SERVER), "--latency", str(latency)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+async def main(nodes: int, latency: float, repeat: int) -> None:
+    process, base_url = start_server(latency)
+    try:
+        provider = OpenAIProvider("openai", base_url=base_url, api_key="bench",
+                                  max_connections=max(256, nodes))
+        runtime = cellwire.Runtime(llm=LLMRouter([provider]))
+        wf = fan_out(nodes)
+        # The first run opens the pool's connections; the figures are of warm runs.
+        result = await wf.arun(query="go", runtime=runtime, store=False, concurrency=256)
+        assert result.ok, result.error
+        walls, cpus = [], []
+        for _ in range(repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = await wf.arun(query="go", runtime=runtime, store=False, concurrency=256)
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+            assert result.ok, result.error
+            assert len(result.outputs) == nodes and result.outputs["llm0"] == "echo: llm0: go"
+        await provider.aclose()
+    finally:
+        process.terminate()
+        process.wait(10)
+    best, median = min(walls), statistics.median(walls)
+    print(f"{nodes} llm nodes, {latency * 1000:.0f} ms per request, concurrency 256")
+    print(f"wall time: best {best * 1000:.0f} ms, median {median * 1000:.0f} ms")
+    print(f"ratio over the {latency * 1000:.0f} ms critical path: best {best / latency:.2f}x, "
+          f"median {median / latency:.2f}x (target <= 1.5x)")
+    # CPU time does not depend on other load on the machine: the client's cost per node.
+    print(f"client CPU per node (engine + llm node + provider + httpx): "
+          f"{statistics.median(cpus) / nodes * 1e6:.0f} us")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.nodes, args.latency, args.repeat))
