@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
+BUNDLE = Path(__file__).resolve().parents[2] / "src" / "cellwire" / "static" / "widget.js"
 
 # Node types for the run tests: a node that waits until a later cell opens its gate (so
 # "running" lasts as long as the test needs), and one that always fails. The gate is polled,
@@ -77,6 +80,13 @@ wf.add_node("end", "end", after="bad", outputs=[])
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _bundle_built() -> None:
+    if not BUNDLE.exists():
+        pytest.fail(f"{BUNDLE} is missing: build the editor (make install, or npm ci && "
+                    "npm run build in js/)", pytrace=False)
+
 
 def show(notebook, graph: str, display: str = "w = WorkflowWidget(wf)\nw") -> object:
     """Define the node types and ``graph`` in the kernel and display the editor; return the
