@@ -236,3 +236,15 @@ def test_endpoints_get_the_traces_path_once():
     assert traces_url("http://h:4318/v1/traces/") == "http://h:4318/v1/traces"
     with pytest.raises(ValueError, match="not both"):
         OTelSink(TracerProvider(), endpoint="http://127.0.0.1:1")
+
+
+def test_without_the_extra_enable_otel_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.delitem(sys.modules, "cellwire.telemetry.otel")
+    monkeypatch.delattr(telemetry, "otel")
+    with pytest.raises(ImportError, match=r"opentelemetry is missing\): pip install 'cellwire\[otel\]'"):
+        telemetry.enable_otel(endpoint="http://127.0.0.1:4318")
+    telemetry.disable_otel()  # works without the extra
+    assert not any(type(s).__name__ == "OTelSink" for s in api.default_sinks)

@@ -1,7 +1,7 @@
 """Telemetry that sits on top of runs and only reads their events.
 
 ``enable_otel()`` sends every run started with the default runtime (``wf.run``,
-``%workflow run``, the editor, the CLI) to OpenTelemetry. Needs the ``otel`` extra:
+``%workflow run``, the editor) to OpenTelemetry. Needs the ``otel`` extra:
 ``pip install 'cellwire[otel]'``.
 """
 
