@@ -44,13 +44,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_server() -> Iterator[Any]:
     with lab.LabServer(SERVER_ENV) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -60,7 +60,7 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_page(lab_server: Any, browser: Any) -> Iterator[Any]:
     """One JupyterLab page for the session; each test opens its notebook there as a tab."""
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
