@@ -65,7 +65,9 @@ def llm_workflow(model: str, **params) -> cellwire.Workflow:
 
 
 def request(text: str, **kwargs) -> ChatRequest:
-    return ChatRequest("smollm2", [ChatMessage("user", text)],
+    messages = [ChatMessage("system", "You are a helpful assistant. Answer briefly."),
+                ChatMessage("user", text)]
+    return ChatRequest("smollm2", messages,
                        **{"temperature": 0.0, "max_tokens": 24, **kwargs})
 
 
@@ -177,7 +179,7 @@ async def test_chat_answers_with_llama_cpp_usage(provider):
 @pytest.mark.parametrize("kwargs", [{}, {"max_tokens": 5}, {"stop": ["."]}],
                          ids=["natural-stop", "length", "stop-sequence"])
 async def test_stream_gives_the_same_text_and_token_counts_as_chat(provider, kwargs):
-    req = request("Name three colours.", **{"seed": 7, **kwargs})
+    req = request("Name three colours.", params={"seed": 7}, **kwargs)
     whole = await provider.chat(req)
     chunks = [c async for c in provider.stream(req)]
     text = "".join(c.text for c in chunks)

@@ -13,6 +13,7 @@ through a queue. Usage is llama.cpp's own token count, never an estimate.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import os
 import threading
@@ -46,6 +47,16 @@ INSTALL_HINT = ("install the local extra: `make lab`, or `pip install 'cellwire[
 _LOCK = threading.Lock()
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellwire-llama")
 _LOADED: dict[tuple[str, bool], Any] = {}
+
+
+@atexit.register
+def _close_models() -> None:
+    # Freed before interpreter teardown: llama-cpp-python's own __del__ fails once its module
+    # globals are gone, printing a traceback at every exit.
+    with _LOCK:
+        for llama in _LOADED.values():
+            llama.close()
+        _LOADED.clear()
 
 
 def smollm2_path() -> Path | None:
@@ -193,27 +204,40 @@ class LocalProvider:
 
     def _stream(self, path: Path, request: ChatRequest, kwargs: dict[str, Any],
                 cancelled: threading.Event) -> Iterator[ChatChunk]:
+        # Stop sequences are applied here, not by llama.cpp: then it is known whether the last
+        # sampled token was a text token (counted) or the end-of-generation token (not).
+        stops = [s for s in kwargs.pop("stop", []) if s]
         with _LOCK:
             llama = self._load(path)
             counter = _PromptCounter(llama)
+            pending, finish, cut = "", "stop", False
             try:
                 pieces = llama.create_chat_completion(
                     **kwargs, stream=True, logits_processor=[counter])
-                text: list[str] = []
-                finish = "stop"
                 for piece in pieces:
                     if cancelled.is_set():
                         pieces.close()
                         return
                     choice = piece["choices"][0]
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        text.append(delta["content"])
-                        yield ChatChunk(text=delta["content"])
                     finish = choice.get("finish_reason") or finish
+                    pending += (choice.get("delta") or {}).get("content") or ""
+                    at = min((i for i in (pending.find(s) for s in stops) if i >= 0),
+                             default=-1)
+                    if at >= 0:
+                        pending, finish, cut = pending[:at], "stop", True
+                        pieces.close()
+                        break
+                    # Hold back a tail that may be the start of a stop sequence.
+                    keep = max((k for s in stops for k in range(len(s) - 1, 0, -1)
+                                if pending.endswith(s[:k])), default=0)
+                    ready, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
+                    if ready:
+                        yield ChatChunk(text=ready)
             except ValueError as exc:
                 raise self._request_error(request, exc) from exc
-            usage = counter.usage(finish, "".join(text), bool(request.stop))
+            usage = counter.usage(kept_last=cut or finish == "length")
+        if pending:
+            yield ChatChunk(text=pending)
         yield ChatChunk(usage=usage, finish_reason=finish)
 
     def _load(self, path: Path, embedding: bool = False) -> Any:
@@ -306,21 +330,11 @@ class _PromptCounter:
             self.prompt = int(self.llama.n_tokens)
         return scores
 
-    def usage(self, finish: str, text: str, has_stop: bool) -> TokenUsage:
+    def usage(self, *, kept_last: bool) -> TokenUsage:
+        """``kept_last``: the last sampled token is part of the reply (length or stop cut)."""
         prompt = self.prompt or 0
-        evaluated = max(0, int(self.llama.n_tokens) - prompt)
-        # The last sampled token was kept (not an end token) when the length ran out, or when
-        # a stop sequence cut the text short of what the evaluated tokens already spell.
-        kept = finish == "length" or (has_stop and finish == "stop"
-                                      and not self._spells(evaluated, text))
-        completion = evaluated + (1 if kept else 0)
+        completion = max(0, int(self.llama.n_tokens) - prompt) + (1 if kept_last else 0)
         return TokenUsage(prompt, completion, prompt + completion)
-
-    def _spells(self, evaluated: int, text: str) -> bool:
-        if evaluated == 0:
-            return text == ""
-        ids = self.llama._input_ids[self.prompt:self.prompt + evaluated].tolist()
-        return self.llama.detokenize(ids).decode("utf-8", errors="ignore") == text
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:
