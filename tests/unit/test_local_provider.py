@@ -236,3 +236,13 @@ async def test_a_workflow_llm_node_runs_on_local_smollm2(provider):
     assert result.usage.model == "local/smollm2"
     row = result.trace.set_index("node_id").loc["llm"]
     assert row.prompt_tokens > 5 and 0 < row.completion_tokens <= 32
+
+
+def test_the_default_router_knows_the_local_provider_and_it_is_free():
+    from cellwire.services.llm import TokenUsage, default_router
+
+    router = default_router(environ={})
+    route = router.resolve("local/smollm2")
+    assert route.provider.name == "local" and route.model == "smollm2"
+    priced = router.priced(route, TokenUsage(1000, 1000, 2000))
+    assert priced.cost.total == 0 and priced.source == "free:local"

@@ -194,14 +194,17 @@ def default_router(environ: Mapping[str, str] | None = None) -> LLMRouter:
     environment, the config files and the notebook (:mod:`.config`), their model map, the
     default model (``CELLWIRE_DEFAULT_MODEL`` or ``default:``) and user prices."""
     from .config import build_provider, load_config
+    from .local import LocalProvider
     from .scripted import ScriptedProvider
 
     env = os.environ if environ is None else environ
     config = load_config(env)
-    prices = PriceTable(free={"scripted", *(s.name for s in config.providers.values()
-                                            if s.free)})
+    # A model on this machine costs nothing; `local/...` without the extra fails at the node
+    # with the install hint, not with "no provider 'local'".
+    prices = PriceTable(free={"scripted", "local", *(s.name for s in config.providers.values()
+                                                     if s.free)})
     prices.update(config.prices)
-    router = LLMRouter([ScriptedProvider()], model_map=config.models,
+    router = LLMRouter([ScriptedProvider(), LocalProvider()], model_map=config.models,
                        default=config.default, prices=prices)
     for spec in config.providers.values():
         router.register(build_provider(spec, env), spec.name)
