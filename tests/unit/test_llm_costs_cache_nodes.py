@@ -241,7 +241,7 @@ def test_config_from_environment(monkeypatch):
     env = {"ANTHROPIC_API_KEY": "sk-ant-secret", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
            "CELLWIRE_DEFAULT_MODEL": "anthropic/claude-haiku-4-5"}
     router = default_router(env)
-    assert router.names == ["anthropic", "scripted"]
+    assert router.names == ["anthropic", "local", "scripted"]
     route = router.resolve_config("langgenius/openai/openai", "gpt-4o")
     assert route.id == "anthropic/claude-haiku-4-5"
     provider = router.provider("anthropic")
