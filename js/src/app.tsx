@@ -1,6 +1,6 @@
 /** The editor: React Flow over the kernel's graph. Interaction state (selection, drags, the
  * viewport) is local; edits go to the kernel as semantic messages and come back as traits. */
-import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { memo, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import type { DragEvent, KeyboardEvent } from "react";
 import {
   addEdge,
@@ -14,23 +14,14 @@ import {
   useReactFlow,
 } from "@xyflow/react";
 import type { Connection, EdgeChange, IsValidConnection, NodeChange, OnDelete } from "@xyflow/react";
-import { EditorContext } from "./context";
+import { EditorContext, useTrait } from "./context";
 import { connectionProblem, DAGRE_LIMIT, HEADER, layout, PAD, SUPPRESS, toFlowEdges, toFlowNodes } from "./graph";
 import type { FlowEdge, FlowNode } from "./graph";
 import { edgeTypes, look, nodeTypes } from "./nodes";
 import { PropertiesPanel } from "./panel";
-import { StatusStore, useStatus } from "./status";
-import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem, StatusEntry } from "./types";
+import { StatusStore } from "./status";
+import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem } from "./types";
 
-function useTrait<T>(model: AnyModel, name: string): T {
-  return useSyncExternalStore(
-    (cb) => {
-      model.on(`change:${name}`, cb);
-      return () => model.off(`change:${name}`, cb);
-    },
-    () => model.get(name) as T,
-  );
-}
 
 function useJupyterDark(): boolean {
   const read = () => typeof document !== "undefined" && document.body.dataset.jpThemeLight === "false";
@@ -47,15 +38,49 @@ type Clip = { nodes: CwNode[]; edges: CwEdge[] };
 let clipboard: Clip | null = null;
 
 const EMPTY: never[] = [];
+const FIT = { padding: 0.15 };
+const PRO = { hideAttribution: true };
+const DELETE_KEYS = ["Backspace", "Delete"];
+
+type ToolbarProps = {
+  model: AnyModel;
+  send: (msg: Record<string, unknown>) => void;
+  onFit: () => void;
+  onLayout: () => void;
+  message: string;
+  nodeCount: number;
+  problemCount: number;
+};
+
+/** The toolbar reads the run and history flags itself: a run starting or ending re-renders
+ * these buttons, not the canvas. */
+const Toolbar = memo(function Toolbar({ model, send, onFit, onLayout, message, nodeCount, problemCount }: ToolbarProps) {
+  const running = useTrait<boolean>(model, "running");
+  const canUndo = useTrait<boolean>(model, "can_undo");
+  const canRedo = useTrait<boolean>(model, "can_redo");
+  return (
+    <div className="cw-toolbar">
+      <button data-testid="cw-run" disabled={running} onClick={() => send({ type: "run" })}>▶ Run</button>
+      <button data-testid="cw-stop" disabled={!running} onClick={() => send({ type: "stop" })}>■ Stop</button>
+      <span className="cw-sep" />
+      <button data-testid="cw-undo" disabled={!canUndo} onClick={() => send({ type: "undo" })}>↶ Undo</button>
+      <button data-testid="cw-redo" disabled={!canRedo} onClick={() => send({ type: "redo" })}>↷ Redo</button>
+      <span className="cw-sep" />
+      <button data-testid="cw-fit" onClick={onFit}>Fit</button>
+      <button data-testid="cw-layout" onClick={onLayout}>Layout</button>
+      <span className="cw-message" data-testid="cw-message">{message}</span>
+      <span className="cw-counts">
+        {nodeCount} nodes · {problemCount} problems
+      </span>
+    </div>
+  );
+});
 
 function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   const nodes = useTrait<CwNode[]>(model, "nodes") ?? EMPTY;
   const edges = useTrait<CwEdge[]>(model, "edges") ?? EMPTY;
   const problems = useTrait<Problem[]>(model, "problems") ?? EMPTY;
   const types = useTrait<NodeTypeInfo[]>(model, "node_types") ?? EMPTY;
-  const running = useTrait<boolean>(model, "running");
-  const canUndo = useTrait<boolean>(model, "can_undo");
-  const canRedo = useTrait<boolean>(model, "can_redo");
   const height = useTrait<number>(model, "height") ?? 560;
   const dark = useJupyterDark();
   const flow = useReactFlow<FlowNode, FlowEdge>();
@@ -70,7 +95,10 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   useEffect(() => {
     const onMsg = (msg: any) => {
       if (!msg || typeof msg !== "object") return;
-      if (msg.type === "status") store.patch(msg.patch ?? {});
+      if (msg.type === "status") {
+        // The kernel sends the patches of one event-loop tick together.
+        for (const patch of msg.patches ?? [msg.patch ?? {}]) store.patch(patch);
+      }
       else if (msg.type === "status_reset") store.reset({});
       else if (msg.type === "status_snapshot") store.reset(msg.status ?? {});
       else if (msg.type === "refused") {
@@ -182,8 +210,14 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     const positions: Record<string, { x: number; y: number }> = {};
     boxes.forEach((b, id) => (positions[id] = { x: Math.round(b.x), y: Math.round(b.y) }));
     send({ type: "move", positions });
-    setTimeout(() => flow.fitView({ padding: 0.15 }), 50);
+    setTimeout(() => flow.fitView(FIT), 50);
   }, [nodes, edges, send, flow]);
+  const fit = useCallback(() => flow.fitView(FIT), [flow]);
+  const onSelectionChange = useCallback(
+    ({ nodes: sel }: { nodes: FlowNode[] }) => setSelectedId(sel.length === 1 ? sel[0].id : null),
+    [],
+  );
+  const onPaneClick = useCallback(() => rootRef.current?.focus(), []);
 
   const onKeyDown = useCallback(
     (e: KeyboardEvent<HTMLDivElement>) => {
@@ -219,9 +253,9 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   );
 
   const selected = selectedId ? nodes.find((n) => n.id === selectedId) : undefined;
-  const selectedEntry = useStatus(store, selectedId ?? "");
   const schema = selected ? types.find((t) => t.name === selected.type)?.schema : undefined;
-  const editor = useMemo(() => ({ store, send }), [store, send]);
+  const editor = useMemo(() => ({ store, send, model }), [store, send, model]);
+  const problemCount = useMemo(() => problems.filter((p) => p.level === "error").length, [problems]);
 
   return (
     <EditorContext.Provider value={editor}>
@@ -234,20 +268,15 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
         onKeyDown={onKeyDown}
         style={{ height }}
       >
-        <div className="cw-toolbar">
-          <button data-testid="cw-run" disabled={running} onClick={() => send({ type: "run" })}>▶ Run</button>
-          <button data-testid="cw-stop" disabled={!running} onClick={() => send({ type: "stop" })}>■ Stop</button>
-          <span className="cw-sep" />
-          <button data-testid="cw-undo" disabled={!canUndo} onClick={() => send({ type: "undo" })}>↶ Undo</button>
-          <button data-testid="cw-redo" disabled={!canRedo} onClick={() => send({ type: "redo" })}>↷ Redo</button>
-          <span className="cw-sep" />
-          <button data-testid="cw-fit" onClick={() => flow.fitView({ padding: 0.15 })}>Fit</button>
-          <button data-testid="cw-layout" onClick={relayout}>Layout</button>
-          <span className="cw-message" data-testid="cw-message">{message}</span>
-          <span className="cw-counts">
-            {nodes.length} nodes · {problems.filter((p) => p.level === "error").length} problems
-          </span>
-        </div>
+        <Toolbar
+          model={model}
+          send={send}
+          onFit={fit}
+          onLayout={relayout}
+          message={message}
+          nodeCount={nodes.length}
+          problemCount={problemCount}
+        />
         <div className="cw-body">
           <div className="cw-palette" data-testid="cw-palette">
             {types.map((t) => (
@@ -277,14 +306,14 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
               isValidConnection={isValidConnection}
               onDelete={onDelete}
               onNodeDragStop={onNodeDragStop}
-              onSelectionChange={({ nodes: sel }) => setSelectedId(sel.length === 1 ? sel[0].id : null)}
-              onPaneClick={() => rootRef.current?.focus()}
-              deleteKeyCode={["Backspace", "Delete"]}
+              onSelectionChange={onSelectionChange}
+              onPaneClick={onPaneClick}
+              deleteKeyCode={DELETE_KEYS}
               colorMode={dark ? "dark" : "light"}
               fitView
-              fitViewOptions={{ padding: 0.15 }}
+              fitViewOptions={FIT}
               minZoom={0.05}
-              proOptions={{ hideAttribution: true }}
+              proOptions={PRO}
             >
               <Background gap={20} size={1} />
               <Controls showInteractive={false} />
@@ -296,7 +325,6 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
               node={selected}
               schema={schema}
               problems={problems.filter((p) => p.node_id === selected.id)}
-              entry={selectedEntry as StatusEntry | undefined}
               send={send}
             />
           ) : null}

@@ -1,8 +1,29 @@
-import { createContext, useContext } from "react";
+import { createContext, useContext, useSyncExternalStore } from "react";
 import { StatusStore } from "./status";
+import type { AnyModel } from "./types";
 
-export type Editor = { store: StatusStore; send: (msg: Record<string, unknown>) => void };
+export type Editor = { store: StatusStore; send: (msg: Record<string, unknown>) => void; model: AnyModel };
 
-export const EditorContext = createContext<Editor>({ store: new StatusStore(), send: () => {} });
+const NO_MODEL: AnyModel = {
+  get: () => undefined,
+  set: () => {},
+  save_changes: () => {},
+  on: () => {},
+  off: () => {},
+  send: () => {},
+};
+
+export const EditorContext = createContext<Editor>({ store: new StatusStore(), send: () => {}, model: NO_MODEL });
 
 export const useEditor = (): Editor => useContext(EditorContext);
+
+/** A trait of the widget's model, re-rendering only the component that reads it. */
+export function useTrait<T>(model: AnyModel, name: string): T {
+  return useSyncExternalStore(
+    (cb) => {
+      model.on(`change:${name}`, cb);
+      return () => model.off(`change:${name}`, cb);
+    },
+    () => model.get(name) as T,
+  );
+}

@@ -3,7 +3,9 @@
  * show under the field they name. */
 import { useEffect, useState } from "react";
 import type { KeyboardEvent } from "react";
+import { useEditor, useTrait } from "./context";
 import { SUPPRESS } from "./graph";
+import { useStatus } from "./status";
 import type { CwNode, JsonSchema, Problem, StatusEntry } from "./types";
 
 type Commit = (path: string, value: unknown) => void;
@@ -249,11 +251,10 @@ export type PanelProps = {
   node: CwNode;
   schema: JsonSchema | undefined;
   problems: Problem[];
-  entry: StatusEntry | undefined;
   send: (msg: Record<string, unknown>) => void;
 };
 
-export function PropertiesPanel({ node, schema, problems, entry, send }: PanelProps) {
+export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
   const byField = new Map<string, string>();
   const loose: Problem[] = [];
   for (const pr of problems) {
@@ -283,6 +284,7 @@ export function PropertiesPanel({ node, schema, problems, entry, send }: PanelPr
       <div className="cw-panel-head">
         <b>{node.type}</b> <code>{node.id}</code>
       </div>
+      <RunFrom id={node.id} send={send} />
       <label className="cw-field">
         <span className="cw-label">title</span>
         <NodeField id={node.id} field="title" value={node.title} send={send} />
@@ -307,14 +309,42 @@ export function PropertiesPanel({ node, schema, problems, entry, send }: PanelPr
         </div>
       ))}
       <ObjectFields name="" path="" schema={resolve(root, root, config)} root={root} value={config} commit={commit} problems={byField} />
-      {entry ? (
-        <div className="cw-io" data-testid="cw-io">
-          <div className="cw-values-title">last run: {entry.status}</div>
-          {entry.error ? <div className="cw-field-problem">{entry.error}</div> : null}
-          <Values title="inputs" values={entry.inputs} />
-          <Values title="outputs" values={entry.outputs} />
-        </div>
-      ) : null}
+      <LastRun id={node.id} />
+    </div>
+  );
+}
+
+/** The node's last inputs and outputs; subscribed here, so a status change of the selected
+ * node re-renders this block only. */
+function LastRun({ id }: { id: string }) {
+  const entry: StatusEntry | undefined = useStatus(useEditor().store, id);
+  if (!entry) return null;
+  return (
+    <div className="cw-io" data-testid="cw-io">
+      <div className="cw-values-title">last run: {entry.status}</div>
+      {entry.error ? <div className="cw-field-problem">{entry.error}</div> : null}
+      <Values title="inputs" values={entry.inputs} />
+      <Values title="outputs" values={entry.outputs} />
+    </div>
+  );
+}
+
+/** Run this node and what follows it again, reusing the editor's last run for the nodes
+ * before it (the kernel refuses, saying why, when there is no such run). */
+function RunFrom({ id, send }: { id: string; send: PanelProps["send"] }) {
+  const { model } = useEditor();
+  const running = useTrait<boolean>(model, "running");
+  return (
+    <div className="cw-panel-actions">
+      <button
+        className="cw-small"
+        data-testid="cw-run-from"
+        disabled={running}
+        title="run this node and everything downstream; the nodes before it keep their last results"
+        onClick={() => send({ type: "run_from", id })}
+      >
+        ▶ Run from here
+      </button>
     </div>
   );
 }

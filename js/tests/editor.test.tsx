@@ -142,6 +142,40 @@ describe("editor", () => {
     expect(q(el, "cw-error-ask")).toBeNull();
   });
 
+  test("patches sent together apply as one; a node that starts again loses its old error", async () => {
+    const { el, model } = await mount();
+    model.pySend({ type: "status", patches: [{ ask: { status: "running" } }, { ask: { status: "failed", error: "boom" } }] });
+    await vi.waitFor(() => expect(q(el, "cw-error-ask")?.textContent).toBe("boom"));
+    model.pySend({ type: "status", patches: [{ ask: { status: "running" } }, { ask: { status: "succeeded", elapsed: 1.5 } }] });
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("succeeded"));
+    expect(q(el, "cw-error-ask")).toBeNull();
+    expect(q(el, "cw-node-ask")!.textContent).toContain("1.50 s");
+  });
+
+  test("a status patch changes only the nodes it names", async () => {
+    const { el, model } = await mount();
+    await vi.waitFor(() => expect(el.querySelectorAll(".react-flow__edge").length).toBe(3));
+    const others = [...el.querySelectorAll('.react-flow__node:not([data-id="ask"])')];
+    const changed: Node[] = [];
+    const obs = new MutationObserver((records) => records.forEach((r) => changed.push(r.target)));
+    for (const n of others) obs.observe(n, { subtree: true, attributes: true, childList: true, characterData: true });
+    model.pySend({ type: "status", patches: [{ ask: { status: "succeeded", elapsed: 0.25 } }] });
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("succeeded"));
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    obs.disconnect();
+    expect(changed).toEqual([]);
+  });
+
+  test("run from here asks the kernel to rerun the selected node and what follows", async () => {
+    const { el, model } = await mount();
+    (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-run-from")).not.toBeNull());
+    q(el, "cw-run-from")!.click();
+    expect(model.sent).toContainEqual({ type: "run_from", id: "ask" });
+    model.pySet("running", true);
+    await vi.waitFor(() => expect((q(el, "cw-run-from") as HTMLButtonElement).disabled).toBe(true));
+  });
+
   test("the panel edits a prompt and shows the kernel's problems in place", async () => {
     const { el, model } = await mount();
     (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();

@@ -13,9 +13,7 @@ from playwright.sync_api import expect
 BUNDLE = Path(__file__).resolve().parents[2] / "src" / "cellwire" / "static" / "widget.js"
 
 # Node types for the run tests: a node that waits until a later cell opens its gate (so
-# "running" lasts as long as the test needs), and one that always fails. The gate is polled,
-# not an asyncio.Event: a run started from the widget runs on another thread's event loop
-# (see test_a_run_started_in_the_widget_runs_on_the_notebooks_event_loop).
+# "running" lasts as long as the test needs), and one that always fails.
 SETUP = """\
 import asyncio, json
 import cellwire
@@ -293,15 +291,46 @@ def test_backspace_in_the_panel_edits_text_and_deletes_no_node(notebook):
     assert kernel_json(notebook, "print(json.dumps(sorted(wf.nodes)))") == ["ask", "end", "start"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "WorkflowWidget.start_run makes the run a task of the loop that handles the comm message: "
-    "JupyterLab 4.6 sends widget messages on an ipykernel 7 subshell, whose thread has its own "
-    "loop, so the run is not on the notebook's loop: `await w.run_task` in a cell fails, and "
-    "asyncio objects shared with cells (Events, locks, clients) do not work in widget runs"))
 def test_a_run_started_in_the_widget_runs_on_the_notebooks_event_loop(notebook):
+    """JupyterLab 4.6 sends widget messages on an ipykernel 7 subshell (a thread with its own
+    loop); the widget hands them to the notebook's loop, so a cell can await the run."""
     editor = show(notebook, BRANCHING + "w = WorkflowWidget(wf, inputs={'x': 7})\n", display="w")
     editor.get_by_test_id("cw-run").click()
     expect(node(editor, "slow")).to_have_attribute("data-status", "running")
     same = notebook.run("print(w.run_task.get_loop() is asyncio.get_running_loop())")
-    notebook.run("gate['open'] = True")
     assert same == "True"
+    notebook.run("gate['open'] = True")
+    result = kernel_json(notebook, "r = await w.run_task\nprint(json.dumps(r.outputs))")
+    assert result == {"text": "opened"}
+
+
+def test_run_from_here_reruns_the_selected_node_and_what_follows(notebook):
+    graph = """\
+wf = cellwire.Workflow("again")
+wf.add_node("start", "start", variables=[{"variable": "x", "type": "number", "label": "x"}])
+wf.add_node("t", "template-transform", after="start", template="first {{ x }}",
+            variables=[{"variable": "x", "value_selector": ["start", "x"]}])
+wf.add_node("end", "end", after="t", outputs=[{"variable": "out", "value_selector": ["t", "output"]}])
+w = WorkflowWidget(wf, inputs={"x": 3})
+"""
+    editor = show(notebook, graph, display="w")
+    editor.get_by_test_id("cw-run").click()
+    expect(node(editor, "end")).to_have_attribute("data-status", "succeeded")
+    assert kernel_json(notebook, "await run_end(w)\nprint(json.dumps(w.last_run.outputs))") \
+        == {"out": "first 3"}
+
+    notebook.run("wf.nodes['t'].config['template'] = 'second {{ x }}'")
+    record_statuses(notebook)
+    node(editor, "t").click()
+    editor.get_by_test_id("cw-panel").get_by_test_id("cw-run-from").click()
+
+    expect(editor.get_by_test_id("cw-panel").get_by_test_id("cw-io")).to_contain_text("second 3")
+    expect(node(editor, "end")).to_have_attribute("data-status", "succeeded")
+    out = kernel_json(notebook, "await until(lambda: w.last_run.outputs != {'out': 'first 3'})\n"
+                                "r = await w.run_task\n"
+                                "print(json.dumps([r.outputs, [e.node_id for e in r.events "
+                                "if type(e).__name__ == 'NodeStarted']]))")
+    assert out == [{"out": "second 3"}, ["t", "end"]]
+    seen = seen_statuses(notebook)
+    assert seen["start"] == ["succeeded"], seen  # reused: never reset nor run again
+    assert seen["t"][-1] == "succeeded" and seen["end"][-1] == "succeeded", seen

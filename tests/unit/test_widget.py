@@ -3,6 +3,8 @@ edits say why, and run events become status patches (from widget runs and from w
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -181,13 +183,19 @@ def test_changes_from_python_show_after_the_cell_or_on_refresh():
     assert "extra" not in by_id(w)
 
 
+def patches(w: Recorder) -> list[dict[str, Any]]:
+    """Every status patch sent, in order (a message carries those of one event-loop tick)."""
+    return [p for m in w.outbox if m["type"] == "status" for p in m["patches"]]
+
+
 def statuses(w: Recorder) -> dict[str, str]:
     out: dict[str, str] = {}
     for msg in w.outbox:
         if msg["type"] == "status_reset":
             out = {}
         elif msg["type"] == "status":
-            out.update({k: v["status"] for k, v in msg["patch"].items()})
+            for patch in msg["patches"]:
+                out.update({k: v["status"] for k, v in patch.items()})
     return out
 
 
@@ -198,8 +206,7 @@ async def test_a_run_from_python_streams_status_patches_without_the_graph():
     result = await wf.arun(q="hi", store=False)
     assert result.status == "succeeded"
     assert statuses(w) == {"start": "succeeded", "t": "succeeded", "end": "succeeded"}
-    running = [m for m in w.outbox if m["type"] == "status"
-               and m["patch"].get("t", {}).get("status") == "running"]
+    running = [p for p in patches(w) if p.get("t", {}).get("status") == "running"]
     assert len(running) == 1
     assert w.nodes is nodes_before  # no graph resend during the run
     assert w.status["end"]["outputs"] == {"out": "Q: hi"}
@@ -248,3 +255,131 @@ def test_bad_paths_are_refused(path):
     wf.nodes["t"].config["items"] = []
     reply = Recorder(wf).handle({"type": "update_config", "id": "t", "path": path, "value": 1})
     assert reply and reply["type"] == "refused"
+
+
+def fan(width: int) -> cellwire.Workflow:
+    """start -> ``width`` template nodes side by side -> end."""
+    wf = cellwire.Workflow("fan")
+    wf.add_node("start", "start", variables=[{"variable": "q", "type": "text-input"}])
+    for i in range(width):
+        wf.add_node(f"t{i}", "template-transform", after="start", template=f"{i}: {{{{ q }}}}",
+                    variables=[{"variable": "q", "value_selector": ["start", "q"]}])
+    wf.add_node("end", "end", after=[f"t{i}" for i in range(width)], outputs=[
+        {"variable": "first", "value_selector": ["t0", "output"]}])
+    return wf
+
+
+async def test_status_patches_of_one_tick_travel_in_one_message():
+    wf = fan(12)
+    w = Recorder(wf)
+    await wf.arun(q="hi", store=False)
+    sent = [m for m in w.outbox if m["type"] == "status"]
+    # 14 nodes, each started and finished: 28 patches, in far fewer messages.
+    assert len(patches(w)) == 28
+    assert len(sent) < 28 / 2
+    assert statuses(w) == {"start": "succeeded", "end": "succeeded",
+                           **{f"t{i}": "succeeded" for i in range(12)}}
+    # Order holds within and across messages: every node runs before it finishes.
+    seen: dict[str, list[str]] = {}
+    for p in patches(w):
+        for node_id, entry in p.items():
+            seen.setdefault(node_id, []).append(entry["status"])
+    assert all(s == ["running", "succeeded"] for s in seen.values()), seen
+    # The last patches go out before the run's end flips `running` and fills `status`.
+    assert w.running is False and len(w.status) == 14
+
+
+def test_end_nodes_have_no_output_handle_and_take_no_connection():
+    wf = qa()
+    wf.add_node("x", "code", code="def main():\n    return {}")
+    w = Recorder(wf)
+    assert by_id(w)["end"]["handles"] == []
+    assert by_id(w)["t"]["handles"] == ["source"]
+    reply = w.handle({"type": "connect", "source": "end", "target": "x"})
+    assert reply is not None and reply["type"] == "refused" and "ends the run" in reply["reason"]
+    assert not any(e.source == "end" for e in wf.edges)
+
+
+class ThreadRecorder(Recorder):
+    """Also notes the thread each browser message is carried out on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.threads: list[int] = []
+        super().__init__(*args, **kwargs)
+
+    def handle(self, msg: Any) -> Any:
+        self.threads.append(threading.get_ident())
+        return super().handle(msg)
+
+
+async def test_messages_from_a_subshell_thread_run_on_the_loop_the_widget_was_made_on():
+    """JupyterLab 4.6 delivers widget messages on an ipykernel subshell thread with its own
+    loop: edits and runs must still happen on the notebook's thread and loop."""
+    wf = qa()
+    wf.add_node("x", "code", code="def main():\n    return {}")
+    loop = asyncio.get_running_loop()
+    w = ThreadRecorder(wf)
+
+    def subshell() -> None:
+        async def deliver() -> None:
+            w._on_custom(w, {"type": "connect", "source": "t", "target": "x"}, [])
+            w._on_custom(w, {"type": "run", "inputs": {"q": "hi"}}, [])
+        asyncio.run(deliver())  # a thread with a loop of its own, as a subshell has
+
+    await asyncio.to_thread(subshell)
+    for _ in range(100):
+        if w.run_task is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert w.threads == [threading.get_ident()] * 2
+    assert any(e.key == ("t", "source", "x") for e in wf.edges)
+    assert w.run_task is not None and w.run_task.get_loop() is loop
+    result = await w.run_task
+    assert result.outputs == {"out": "Q: hi"}
+
+
+async def test_run_from_a_node_reruns_it_and_what_follows_reusing_the_last_run():
+    wf = qa()
+    w = Recorder(wf)
+    reply = w.handle({"type": "run_from", "id": "t"})  # nothing to reuse yet
+    assert w.outbox[-1]["type"] == "refused" and "run the whole workflow first" in \
+        w.outbox[-1]["reason"] and reply is None
+    w.inputs = {"q": "hi"}
+    w.handle({"type": "run"})
+    assert (await w.run_task).outputs == {"out": "Q: hi"}
+
+    wf.nodes["t"].config["template"] = "Again: {{ q }}"
+    w.outbox.clear()
+    w.handle({"type": "run_from", "id": "t"})
+    again = await w.run_task
+    assert again.status == "succeeded" and again.outputs == {"out": "Again: hi"}
+    started = [n for p in patches(w) for n, e in p.items() if e["status"] == "running"]
+    assert started == ["t", "end"]  # start is reused, not run
+    # The reused node keeps showing its result: a snapshot, not a reset, opens the run.
+    assert [m["type"] for m in w.outbox if m["type"].startswith("status_")] == \
+        ["status_snapshot"]
+    assert w.status["start"]["status"] == "succeeded"
+    assert w.status["t"]["outputs"] == {"output": "Again: hi"}
+
+    # Chained: a run from the end still finds start's and t's results.
+    w.handle({"type": "run_from", "id": "end"})
+    assert (await w.run_task).outputs == {"out": "Again: hi"}
+
+
+async def test_run_from_reuses_a_run_started_from_python_and_reruns_a_container():
+    wf = cellwire.Workflow("it")
+    wf.add_node("start", "start", variables=[{"variable": "q", "type": "text-input"}])
+    wf.add_node("loop1", "iteration", after="start", iterator_selector=["sys", "files"],
+                output_selector=["inner", "output"])
+    wf.add_node("inner", "template-transform", parent="loop1", template="x")
+    wf.add_node("end", "end", after="loop1", outputs=[
+        {"variable": "q", "value_selector": ["start", "q"]}])
+    w = Recorder(wf)
+    first = await wf.arun(q="hi", store=False)
+    assert w.last_run is not None and w.last_run.run_id == first.run_id
+    w.outbox.clear()
+    w.handle({"type": "run_from", "id": "inner"})
+    again = await w.run_task
+    assert again.outputs == {"q": "hi"}, again.error
+    started = [n for p in patches(w) for n, e in p.items() if e["status"] == "running"]
+    assert started[0] == "loop1" and "start" not in started

@@ -7,14 +7,19 @@ the browser, which sends semantic edit messages (``connect``, ``delete``, ``upda
 recomputed from it. A change made from Python or a magic cell shows after the cell finishes
 (a ``post_run_cell`` hook), or at once with :meth:`WorkflowWidget.refresh`.
 
-Run status travels as small ``status`` messages, one per node event, never resending the
-graph; the ``status`` trait holds the whole picture at run start and end, for views opened
-later.
+Run status travels as small ``status`` messages, never resending the graph: the patches of
+the node events of one event-loop tick go in one message. The ``status`` trait holds the whole
+picture at run start and end, for views opened later.
+
+Threads: JupyterLab 4.6 sends widget messages on an ipykernel 7 subshell, a thread with its own
+event loop. Messages are handed to the loop the widget was created on (the notebook's), so edits
+change the Workflow on the thread cells run on, and runs are tasks of the notebook's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pathlib
 import threading
 import weakref
@@ -25,8 +30,17 @@ import anywidget
 import traitlets
 
 from cellwire import api
-from cellwire.engine import CompiledWorkflow, Execution
-from cellwire.engine.events import RUN_END_EVENTS, Event, RunFailed, RunStarted
+from cellwire.engine import CompiledWorkflow, Execution, RunResult, RunStatus
+from cellwire.engine.events import (
+    RUN_END_EVENTS,
+    Event,
+    NodeEvent,
+    RunFailed,
+    RunPartialSucceeded,
+    RunStarted,
+    RunStopped,
+    RunSucceeded,
+)
 from cellwire.model import Workflow
 
 from . import widget_protocol as proto
@@ -74,9 +88,21 @@ class WorkflowWidget(anywidget.AnyWidget):
         self._undo: list[dict[str, Any]] = []
         self._redo: list[dict[str, Any]] = []
         self._live_status: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._pending: list[dict[str, Any]] = []
+        self._events: list[Event] = []
+        #: A run from a node: its run id and the statuses of the nodes it reuses, kept shown.
+        self._kept: tuple[str, dict[str, Any]] | None = None
         self.execution: Execution | None = None
         self.run_task: asyncio.Future[Any] | None = None
+        #: The last run this editor saw (its own, or one started from Python or a magic);
+        #: "run from here" reuses its results for the nodes before the chosen one.
+        self.last_run: RunResult | None = None
+        self._thread = threading.get_ident()
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self.refresh()
         self.on_msg(self._on_custom)
         api.watch(workflow, self.on_event)
@@ -107,6 +133,9 @@ class WorkflowWidget(anywidget.AnyWidget):
         if kind == "run":
             self.start_run(msg.get("inputs"))
             return None
+        if kind == "run_from":
+            self.run_from(str(msg.get("id") or ""), msg.get("inputs"))
+            return None
         if kind == "stop":
             if self.execution is not None:
                 self.execution.stop()
@@ -129,6 +158,15 @@ class WorkflowWidget(anywidget.AnyWidget):
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, Mapping):
             return
+        loop = self._loop
+        if threading.get_ident() != self._thread and loop is not None and loop.is_running() \
+                and not loop.is_closed():
+            # A subshell's thread: carry the message out where cells run, in arrival order.
+            loop.call_soon_threadsafe(self._reply, content)
+            return
+        self._reply(content)
+
+    def _reply(self, content: Mapping[str, Any]) -> None:
         try:
             reply = self.handle(content)
         except Exception as exc:  # noqa: BLE001 - show the error in the editor, not nowhere
@@ -159,59 +197,161 @@ class WorkflowWidget(anywidget.AnyWidget):
 
     # -- runs -------------------------------------------------------------------------------
 
-    def start_run(self, inputs: Mapping[str, Any] | None = None) -> None:
-        """Run the workflow with this widget watching; a task on the kernel's event loop."""
+    def start_run(self, inputs: Mapping[str, Any] | None = None, *,
+                  start_at: str | None = None) -> None:
+        """Run the workflow with this widget watching; a task on the kernel's event loop.
+
+        With ``start_at``, only that node and what follows it run; the nodes before it keep
+        their results from :attr:`last_run`.
+        """
+        request = {"type": "run"} if start_at is None else {"type": "run_from", "id": start_at}
         if self.execution is not None and self.running:
             self.send({"type": "refused", "reason": "a run of this workflow is in progress",
-                       "request": {"type": "run"}})
+                       "request": request})
             return
+        previous = self.last_run if start_at is not None else None
         runtime = api.default_runtime()
         if self.run_model:
             runtime.model_override = self.run_model
         runtime.subscribe(self.on_event)
         try:
             compiled = CompiledWorkflow(self.workflow)
+            run_inputs = {**self.inputs, **(inputs or {})}
+            if previous is not None:
+                run_inputs = {**previous.inputs, **(inputs or {})}
+            execution = Execution(compiled, run_inputs, runtime, start_at=start_at,
+                                  previous=previous)
         except Exception as exc:  # noqa: BLE001 - an invalid workflow says why in the editor
             self.send({"type": "refused", "reason": " ".join(str(exc).split())[:500],
-                       "request": {"type": "run"}})
+                       "request": request})
             return
-        self.execution = Execution(compiled, {**self.inputs, **(inputs or {})}, runtime)
+        self.execution = execution
+        if start_at is not None:
+            again = proto.reachable(self.workflow, start_at)
+            self._kept = (execution.run_id, {k: v for k, v in self._live_status.items()
+                                             if _top(self.workflow, k) not in again})
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         if loop is not None:
-            self.run_task = loop.create_task(self.execution.run())
+            self.run_task = loop.create_task(self._run(execution, previous))
         else:
-            threading.Thread(target=asyncio.run, args=(self.execution.run(),),
+            threading.Thread(target=asyncio.run, args=(self._run(execution, previous),),
                              daemon=True).start()
+
+    def run_from(self, node_id: str, inputs: Mapping[str, Any] | None = None) -> None:
+        """Run ``node_id`` and everything downstream of it again, reusing :attr:`last_run`
+        for the nodes before it. A node inside an iteration or loop reruns its container."""
+        wf = self.workflow
+        refuse = {"type": "refused", "request": {"type": "run_from", "id": node_id}}
+        if node_id not in wf.nodes:
+            self.send({**refuse, "reason": f"no node {node_id!r}"})
+            return
+        if self.last_run is None:
+            self.send({**refuse, "reason": "run the whole workflow first: 'run from here' "
+                                           "reuses that run's results for the nodes before it"})
+            return
+        self.start_run(inputs, start_at=_top(wf, node_id))
+
+    async def _run(self, execution: Execution, previous: RunResult | None) -> RunResult:
+        result = await execution.run()
+        self.last_run = _chain(previous, result) if previous is not None else result
+        return result
 
     def on_event(self, event: Event) -> None:
         """A run sink: turn node events into status messages (any thread)."""
         with self._lock:
             if isinstance(event, RunStarted):
-                self._live_status = {}
+                self._flush()
+                kept = self._kept[1] if self._kept and self._kept[0] == event.run_id else {}
+                self._live_status = dict(kept)
+                self._events = [event]
                 self.running = True
-                self.send({"type": "status_reset"})
-                self.status = {}
+                if kept:
+                    self.send({"type": "status_snapshot", "status": kept})
+                else:
+                    self.send({"type": "status_reset"})
+                self.status = dict(kept)
                 return
+            if isinstance(event, NodeEvent):
+                self._events.append(event)
             patch = proto.status_patch(event)
             if patch:
                 self._live_status = proto.merge_status(self._live_status, patch)
-                self.send({"type": "status", "patch": patch})
+                self._queue(patch)
             elif isinstance(event, RUN_END_EVENTS):
+                self._events.append(event)
                 if isinstance(event, RunFailed) and event.node_id and \
                         event.node_id not in self._live_status:
                     # A run that fails before the node starts (bad config) still marks it.
                     patch = {event.node_id: {"status": "failed", "error": event.error}}
                     self._live_status = proto.merge_status(self._live_status, patch)
-                    self.send({"type": "status", "patch": patch})
+                    self._pending.append(patch)
+                self._flush()
+                seen = _result_of(self._events, self.workflow.name)
+                if seen is not None and (self.execution is None
+                                         or seen.run_id != self.execution.run_id):
+                    self.last_run = seen  # a run started elsewhere; the widget's own sets it
                 self.running = False
                 self.status = dict(self._live_status)
+
+    def _queue(self, patch: dict[str, Any]) -> None:
+        """Send ``patch`` with the others of this event-loop tick: one message per tick."""
+        first = not self._pending
+        self._pending.append(patch)
+        if not first:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._flush_locked)
+        except RuntimeError:  # no loop in this thread: nothing to wait for
+            self._flush()
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            patches, self._pending = self._pending, []
+            self.send({"type": "status", "patches": patches})
 
     def close(self) -> None:
         api.unwatch(self.workflow, self.on_event)
         super().close()
+
+
+def _top(wf: Workflow, node_id: str) -> str:
+    """The top-level node ``node_id`` is (or is inside, through iterations and loops)."""
+    seen = {node_id}
+    while node_id in wf.nodes and (parent := wf.nodes[node_id].parent) in wf.nodes \
+            and parent not in seen:
+        seen.add(node_id := str(parent))
+    return node_id
+
+
+_END_STATUS = {RunSucceeded: RunStatus.SUCCEEDED, RunPartialSucceeded: RunStatus.PARTIAL_SUCCEEDED,
+               RunFailed: RunStatus.FAILED, RunStopped: RunStatus.STOPPED}
+
+
+def _result_of(events: list[Event], workflow: str) -> RunResult | None:
+    """The result of a run seen only through its events (started from Python or a magic):
+    enough for a later run from one of its nodes."""
+    if not events or not isinstance(events[0], RunStarted):
+        return None
+    start, end = events[0], events[-1]
+    outputs = getattr(end, "outputs", None) or {}
+    return RunResult(run_id=start.run_id, workflow=workflow,
+                     status=_END_STATUS.get(type(end), RunStatus.FAILED),
+                     inputs=dict(start.inputs), outputs=dict(outputs), events=list(events))
+
+
+def _chain(previous: RunResult, rerun: RunResult) -> RunResult:
+    """``rerun`` (a run from a node) with the events of the nodes it reused from
+    ``previous``, so a later run from a node further down still finds them."""
+    again = {e.node_id for e in rerun.events if isinstance(e, NodeEvent)}
+    kept = [e for e in previous.events if isinstance(e, NodeEvent) and e.node_id not in again]
+    return dataclasses.replace(rerun, events=[*kept, *rerun.events])
 
 
 def _install_hook() -> None:

@@ -30,6 +30,8 @@ STATUSES = ("pending", "running", "succeeded", "failed", "skipped", "paused", "c
 SUMMARY_LENGTH = 80
 VALUE_LENGTH = 300
 _ID_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
+#: Node types a run (or a loop's round) ends at: nothing follows them, so no output handle.
+TERMINAL = frozenset({"end", "loop-end"})
 
 
 class EditRefused(ValueError):
@@ -41,6 +43,8 @@ class EditRefused(ValueError):
 
 def handles_of(node: Node) -> list[str]:
     """The source handles ``node`` leaves through, named as the engine names them."""
+    if node.type in TERMINAL:
+        return []
     kind = registry.find(node.type)
     handles: list[str] = [SOURCE]
     if kind is not None and kind.handles is not None:
@@ -175,6 +179,8 @@ def check_connect(wf: Workflow, source: str, target: str, handle: str = SOURCE) 
     a, b = wf.nodes[source], wf.nodes[target]
     if a.parent != b.parent:
         raise EditRefused("both ends must be in the same container (or both outside)")
+    if a.type in TERMINAL:
+        raise EditRefused(f"{source!r} ({a.type}) ends the run: nothing runs after it")
     if handle not in handles_of(a):
         raise EditRefused(f"{source!r} has no handle {handle!r}; use one of {handles_of(a)}")
     if any(e.key == (source, handle, target) for e in wf.edges):
