@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 import cellwire
 from cellwire.formats.safe_yaml import parse_yaml
 
