@@ -457,3 +457,20 @@ async def test_run_from_a_node_reuses_the_previous_run_upstream():
     assert _statuses(again) == {"pick": "succeeded", "on_a": "skipped", "on_b": "succeeded",
                                 "join": "succeeded", "end": "succeeded"}
     assert again.outputs == {"a": "A", "via": "took b"}
+
+
+async def test_concurrency_slots_hand_over_and_survive_cancelled_waiters():
+    from cellwire.engine.executor import _Slots
+
+    slots = _Slots(1)
+    await slots.acquire()
+    waiter = asyncio.ensure_future(slots.acquire())
+    cancelled = asyncio.ensure_future(slots.acquire())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    slots.release()  # goes to the first waiter, skipping nothing
+    await asyncio.wait_for(waiter, 1)
+    assert slots.free == 0
+    slots.release()
+    assert slots.free == 1 and not slots.waiters

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +168,7 @@ class Execution:
         self.answer: list[str] = []
         self.events: list[Event] = []
         self.usage = Usage()
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._slots = _Slots(concurrency)
         self._task: asyncio.Task[Any] | None = None
         self._stop_reason: str | None = None
         self._conversation = conversation
@@ -383,9 +384,21 @@ class Execution:
         ctx = NodeContext(node, compiled.configs[node_id], execution_id, frame, self)
         t0 = clock.monotonic()
         attempt = 0
+        # Containers hold no slot: their children need the slots, and would starve otherwise.
+        slots = None if node_type.container else self._slots
         while True:
             try:
-                result = await self._attempt(node, node_type, ctx)
+                if slots is not None:
+                    await slots.acquire()
+                try:
+                    if node.max_time is None:
+                        raw = await node_type.run(ctx)
+                    else:
+                        raw = await _with_timeout(node_type.run(ctx), node.max_time)
+                finally:
+                    if slots is not None:
+                        slots.release()
+                result = _as_result(raw)
                 break
             except asyncio.CancelledError:
                 frame.statuses[node_id] = check_node_move(node_id, frame.statuses[node_id],
@@ -418,24 +431,6 @@ class Execution:
             )
         )
         return result.handle
-
-    async def _attempt(self, node: Node, node_type: NodeType, ctx: NodeContext) -> NodeResult:
-        # Containers hold no slot: their children need the slots, and would starve otherwise.
-        if node_type.container:
-            raw = await _with_timeout(node_type.run(ctx), node.max_time, node.id)
-        else:
-            async with self._semaphore:
-                raw = await _with_timeout(node_type.run(ctx), node.max_time, node.id)
-        if isinstance(raw, NodeResult):
-            return raw
-        if raw is None:
-            return NodeResult()
-        if isinstance(raw, Mapping):
-            return NodeResult(outputs=dict(raw))
-        raise NodeError(
-            f"run() returned {type(raw).__name__}",
-            hint="return a dict of outputs or a NodeResult",
-        )
 
     def _fail(self, node: Node, frame: Frame, base: dict[str, Any], exc: Exception,
               elapsed: float, retries: int) -> str:
@@ -564,9 +559,74 @@ def _identity(base: dict[str, Any]) -> dict[str, Any]:
     return {k: base[k] for k in ("run_id", "node_id", "node_type", "execution_id", "parent_id", "round")}
 
 
-async def _with_timeout(coro: Any, timeout: float | None, node_id: str) -> Any:
-    if timeout is None:
-        return await coro
+def _as_result(raw: Any) -> NodeResult:
+    if type(raw) is NodeResult:
+        return raw
+    if isinstance(raw, Mapping):
+        return NodeResult(outputs=dict(raw))
+    if raw is None:
+        return NodeResult()
+    if isinstance(raw, NodeResult):
+        return raw
+    raise NodeError(
+        f"run() returned {type(raw).__name__}",
+        hint="return a dict of outputs or a NodeResult",
+    )
+
+
+class _Slots:
+    """The run's concurrency limit: a counting semaphore whose fast path allocates nothing.
+
+    (``asyncio.Semaphore`` costs two coroutine objects per acquire, which adds up to real
+    garbage-collector work at tens of thousands of nodes per second.)
+    """
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int):
+        self.free = size
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def acquire(self) -> Any:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return _READY
+        return self._wait()
+
+    async def _wait(self) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot just as we were cancelled: pass it on
+            else:
+                self.waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            future = self.waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.free += 1
+
+
+class _Ready:
+    """An awaitable that is already done: ``await`` on it costs no allocation."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_READY = _Ready()
+
+
+async def _with_timeout(coro: Any, timeout: float) -> Any:
     try:
         async with asyncio.timeout(timeout):
             return await coro
