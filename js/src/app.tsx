@@ -88,8 +88,16 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   const [message, setMessage] = useState("");
   const [epoch, setEpoch] = useState(0);
   const [selectedId, setSelectedId] = useState<string | null>(null);
-  const [rfNodes, setRfNodes] = useState<FlowNode[]>([]);
-  const [rfEdges, setRfEdges] = useState<FlowEdge[]>([]);
+  // The first render draws the graph at once (no empty pass before the hydrating effect).
+  const [rfNodes, setRfNodes] = useState<FlowNode[]>(() => toFlowNodes(nodes, edges, new Set()));
+  const [rfEdges, setRfEdges] = useState<FlowEdge[]>(() => toFlowEdges(edges, new Set()));
+  const hydrated = useRef<unknown[]>([nodes, edges, 0]);
+  // The minimap draws every node a second time: it comes after the first paint.
+  const [showMap, setShowMap] = useState(false);
+  useEffect(() => {
+    const id = requestAnimationFrame(() => setTimeout(() => setShowMap(true), 0));
+    return () => cancelAnimationFrame(id);
+  }, []);
   const send = useCallback((msg: Record<string, unknown>) => model.send(msg), [model]);
 
   useEffect(() => {
@@ -119,6 +127,9 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
 
   // Hydrate React Flow from the traits, keeping what is local: selection and measured sizes.
   useEffect(() => {
+    const [n0, e0, epoch0] = hydrated.current;
+    if (n0 === nodes && e0 === edges && epoch0 === epoch) return;
+    hydrated.current = [nodes, edges, epoch];
     setRfNodes((prev) => {
       const old = new Map(prev.map((n) => [n.id, n]));
       const selected = new Set(prev.filter((n) => n.selected).map((n) => n.id));
@@ -317,7 +328,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
             >
               <Background gap={20} size={1} />
               <Controls showInteractive={false} />
-              <MiniMap pannable={false} zoomable={false} ariaLabel="overview" />
+              {showMap ? <MiniMap pannable={false} zoomable={false} ariaLabel="overview" /> : null}
             </ReactFlow>
           </div>
           {selected ? (

@@ -1,7 +1,8 @@
 /** From the kernel's graph to React Flow's nodes and edges, the layout of nodes without a
  * saved position, and the checks a new connection must pass before it is sent. */
 import dagre from "@dagrejs/dagre";
-import type { Edge, Node } from "@xyflow/react";
+import { Position } from "@xyflow/react";
+import type { Edge, Node, NodeHandle } from "@xyflow/react";
 import type { CwEdge, CwNode } from "./types";
 
 export const NODE_WIDTH = 220;
@@ -140,6 +141,24 @@ export function layout(nodes: CwNode[], edges: CwEdge[]): Map<string, Box> {
   return boxes;
 }
 
+/** Handle size as drawn (6 px and a 1 px border), for the handle boxes given up front. */
+const HANDLE = 8;
+
+/** Where the handles of a node of ``w`` x ``h`` sit, as React Flow would measure them: given
+ * with the node, edges are drawn in the first frame instead of after a measuring pass. */
+function handleBoxes(n: CwNode, w: number, h: number): NodeHandle[] {
+  const out: NodeHandle[] = [];
+  if (!(n.type.endsWith("start") && n.type !== "start")) {
+    out.push({ id: TARGET, type: "target", position: Position.Left, x: -HANDLE / 2, y: h / 2 - HANDLE / 2, width: HANDLE, height: HANDLE });
+  }
+  const count = n.handles.length;
+  n.handles.forEach((id, i) => {
+    const top = count === 1 ? h / 2 : ((i + 1) * h) / (count + 1);
+    out.push({ id, type: "source", position: Position.Right, x: w - HANDLE / 2, y: top - HANDLE / 2, width: HANDLE, height: HANDLE });
+  });
+  return out;
+}
+
 export function toFlowNodes(nodes: CwNode[], edges: CwEdge[], selected: Set<string>): FlowNode[] {
   const boxes = layout(nodes, edges);
   const ids = new Set(nodes.map((n) => n.id));
@@ -153,8 +172,11 @@ export function toFlowNodes(nodes: CwNode[], edges: CwEdge[], selected: Set<stri
       data: { node: n },
       selected: selected.has(n.id),
       domAttributes: SUPPRESS,
+      // Sizes known up front: React Flow shows the node at once, without measuring it first.
       width: box.w,
-      ...(n.container ? { height: box.h, style: { width: box.w, height: box.h } } : {}),
+      height: box.h,
+      handles: handleBoxes(n, box.w, box.h),
+      ...(n.container ? { style: { width: box.w, height: box.h } } : {}),
     };
     if (inside) {
       flow.parentId = inside;

@@ -148,16 +148,32 @@ def _parents_first(wf: Workflow) -> list[Node]:
     return ordered
 
 
+_palette: tuple[tuple[tuple[str, int], ...], list[dict[str, Any]]] | None = None
+
+
 def node_type_list() -> list[dict[str, Any]]:
-    """The palette: every registered type with its JSON Schema."""
+    """The palette: every registered type with its JSON Schema.
+
+    Built once per set of registered types (JSON Schemas take pydantic ~0.2 s for all of
+    them, which every editor opened would pay); registering a type builds it again.
+    """
+    global _palette
+    kinds = [registry.get(name) for name in registry.names()]
+    key = tuple((kind.name, id(kind)) for kind in kinds)
+    if _palette is None or _palette[0] != key:
+        _palette = (key, _build_palette(kinds))
+    return copy.deepcopy(_palette[1])
+
+
+def _build_palette(kinds: list[Any]) -> list[dict[str, Any]]:
     types = []
-    for name in registry.names():
-        kind = registry.get(name)
+    for kind in kinds:
         try:
             schema = kind.json_schema()
         except Exception:  # noqa: BLE001 - a type whose schema cannot be built edits as JSON
             schema = {"type": "object"}
-        types.append({"name": name, "description": kind.description, "container": kind.container,
+        types.append({"name": kind.name, "description": kind.description,
+                      "container": kind.container,
                       "start": kind.start, "schema": schema})
     return types
 
