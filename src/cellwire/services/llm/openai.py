@@ -1,4 +1,4 @@
-"""The OpenAI-compatible provider: Chat Completions, Embeddings and Models over async httpx.
+"""The OpenAI-compatible provider: Chat Completions, Embeddings and Models over aiohttp.
 
 One provider talks to OpenAI, Ollama (``/v1``), vLLM, llama.cpp server and LM Studio. Their
 differences (engine-peers notes §6.3) are absorbed here:
@@ -28,12 +28,11 @@ import base64
 import json
 import re
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 from .base import (
@@ -54,7 +53,8 @@ from .base import (
 )
 from .ratelimit import RATE_LIMITS, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
-from .sse import iter_sse
+from .sessions import LoopSessions, new_session
+from .sse import DONE, SSEDecoder
 
 #: How many times one call may adapt its parameters to a server's 400 before giving up.
 _MAX_ADAPTATIONS = 4
@@ -69,14 +69,15 @@ _TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _SNIPPET = 200
 #: How long to read on after [DONE] for the end of the body (keeps the connection).
 _DRAIN_SECONDS = 1.0
-#: Connections per httpx client of the pool (see OpenAIProvider.client).
-_SHARD_SIZE = 16
+#: What a failed connection or read raises.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 @dataclass(slots=True)
 class Timeouts:
     """Seconds: ``first_byte`` bounds the wait for the response headers and for the first
-    line of a stream (a model's time to first token); ``read`` each later read."""
+    bytes of a stream (a model's time to first token); ``read`` each later read; ``pool``
+    the wait for a free connection. ``write`` is kept for old configs: aiohttp has none."""
 
     connect: float = 10.0
     read: float = 300.0
@@ -139,11 +140,8 @@ class OpenAIProvider:
         for model, (model_rpm, model_tpm) in (model_limits or {}).items():
             self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
         self._states: dict[str, _ModelState] = {}
-        # An httpx pool belongs to the event loop that opened its connections.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                                 list[httpx.AsyncClient | None]]
-        self._clients = weakref.WeakKeyDictionary()
-        self._turn = 0
+        self._clients = LoopSessions()
+        self._urls: dict[str, str] = {}
 
     def __repr__(self) -> str:  # no key in reprs
         return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -155,42 +153,21 @@ class OpenAIProvider:
 
     # -- the pooled client ---------------------------------------------------------------
 
-    def client(self) -> httpx.AsyncClient:
-        """A client of this event loop's pool, sized for hundreds of concurrent requests.
+    async def session(self) -> aiohttp.ClientSession:
+        """This event loop's pooled session, sized for hundreds of concurrent requests."""
+        return await self._clients.get(self._new_session)
 
-        The pool is split into shards of :data:`_SHARD_SIZE` connections, taken in turn:
-        httpcore 1.0 scans every connection of a pool several times per request (quadratic
-        bookkeeping), which costs milliseconds per request at 200 connections in one pool.
-        """
-        loop = asyncio.get_running_loop()
-        shards = self._clients.get(loop)
-        if shards is None:
-            count = max(1, -(-self.max_connections // _SHARD_SIZE))
-            shards = self._clients[loop] = [None] * count
-        self._turn = turn = (self._turn + 1) % len(shards)
-        found = shards[turn]
-        if found is None or found.is_closed:
-            found = shards[turn] = self._new_client(min(self.max_connections, _SHARD_SIZE))
-        return found
-
-    def _new_client(self, connections: int) -> httpx.AsyncClient:
+    def _new_session(self) -> aiohttp.ClientSession:
         headers = {"Accept": "application/json", **self._headers}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         t = self.timeouts
-        return httpx.AsyncClient(
-            base_url=self.base_url + "/",
-            headers=headers,
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
-            limits=httpx.Limits(max_connections=connections,
-                                max_keepalive_connections=connections, keepalive_expiry=30),
-        )
+        return new_session(self.base_url, connections=self.max_connections, headers=headers,
+                           connect=t.connect, read=t.read, pool=t.pool)
 
     async def aclose(self) -> None:
-        """Close this event loop's clients."""
-        for found in self._clients.pop(asyncio.get_running_loop(), None) or []:
-            if found is not None:
-                await found.aclose()
+        """Close this event loop's session."""
+        await self._clients.aclose()
 
     def model_state(self, model: str) -> _ModelState:
         state = self._states.get(model)
@@ -216,7 +193,7 @@ class OpenAIProvider:
         try:
             body = await self._read_json(response, request.model)
         finally:
-            await response.aclose()
+            response.release()
         decoder = _Decoder(self, request)
         accumulator = ChatAccumulator()
         choices = body.get("choices") if isinstance(body, dict) else None
@@ -239,19 +216,38 @@ class OpenAIProvider:
     async def _stream_once(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         response, permit = await self._start(request, stream=True)
         decoder = _Decoder(self, request)
-        lines = self._lines(response)
+        sse = SSEDecoder()
+        reads = self._reads(response)
+        model = request.model
         try:
-            async for data in iter_sse(lines):
-                for chunk in decoder.feed(self._parse_event(data, request.model)):
+            done = False
+            async for raw in reads:
+                # Every event of one read at once, merged into as few chunks as keep their
+                # order: the node then streams one piece per read, not one per token.
+                chunks: list[ChatChunk] = []
+                for data in sse.feed(raw):
+                    if data == DONE or data.strip() == DONE:
+                        done = True
+                        break
+                    chunks += decoder.feed(self._parse_event(data, model))
+                for chunk in _merged(chunks):
                     yield chunk
-            await self._drain(lines)
+                if done:
+                    break
+            else:
+                data = sse.flush()
+                if data is not None and data.strip() != DONE:
+                    for chunk in decoder.feed(self._parse_event(data, model)):
+                        yield chunk
+            if done:
+                await self._drain(reads)
             for chunk in decoder.finish():
                 yield chunk
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise self._transport_error(exc, request.model) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise self._transport_error(exc, model) from None
         finally:
             permit.settle(decoder.total_tokens())
-            await response.aclose()
+            response.release()
 
     async def _start(self, request: ChatRequest, *, stream: bool):
         """Send the request, adapting it to the server's 400s; an open response and permit."""
@@ -336,7 +332,7 @@ class OpenAIProvider:
             try:
                 return await self._read_json(response, model)
             finally:
-                await response.aclose()
+                response.release()
 
         data = await call_with_retries(attempt, self.retry)
         items = data.get("data") if isinstance(data, dict) else None
@@ -370,7 +366,7 @@ class OpenAIProvider:
             try:
                 return await self._read_json(response, None)
             finally:
-                await response.aclose()
+                response.release()
 
         try:
             data = await call_with_retries(attempt, self.retry)
@@ -382,61 +378,70 @@ class OpenAIProvider:
     # -- HTTP --------------------------------------------------------------------------
 
     async def _open(self, method: str, path: str, payload: Any, model: str | None
-                    ) -> httpx.Response:
+                    ) -> aiohttp.ClientResponse:
         """An open response with a 2xx status; errors mapped to provider errors."""
-        client = self.client()
-        request = client.build_request(method, path, json=payload)
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = f"{self.base_url}/{path}"
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = None if payload is None else {"Content-Type": "application/json"}
         try:
+            session = await self.session()
             async with asyncio.timeout(self.timeouts.first_byte):
-                response = await client.send(request, stream=True)
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
-                provider=self.name, model=model, hint="raise timeouts.first_byte, or retry"
-            ) from None
-        except httpx.HTTPError as exc:
+                response = await session.request(method, url, data=body, headers=headers)
+        except ProviderError:
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+                raise ProviderTimeout(
+                    f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
+                    provider=self.name, model=model,
+                    hint="raise timeouts.first_byte, or retry") from None
             raise self._transport_error(exc, model) from None
-        if response.status_code < 300:
+        if response.status < 300:
             return response
         try:
-            text = (await response.aread()).decode("utf-8", "replace")
-        except httpx.HTTPError:
+            text = (await response.read()).decode("utf-8", "replace")
+        except _TRANSPORT_ERRORS:
             text = ""
         finally:
-            await response.aclose()
-        raise self._status_error(response.status_code, response.headers, text, model)
+            response.release()
+        raise self._status_error(response.status, response.headers, text, model)
 
-    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
-        lines = response.aiter_lines().__aiter__()
+    async def _reads(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The body as it arrives, one piece per network read."""
+        content = response.content
         try:
             async with asyncio.timeout(self.timeouts.first_byte):
-                first = await anext(lines)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
+                first = await content.readany()
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ClientError):
+                raise
             raise ProviderTimeout(
                 f"{self.server} started a stream but sent nothing within "
                 f"{self.timeouts.first_byte:g} s", provider=self.name,
                 hint="raise timeouts.first_byte, or retry") from None
+        if not first:
+            return
         yield first
-        async for line in lines:
-            yield line
+        while chunk := await content.readany():
+            yield chunk
 
     @staticmethod
-    async def _drain(lines: AsyncIterator[str]) -> None:
+    async def _drain(reads: AsyncIterator[bytes]) -> None:
         # Reading to the end of the body after [DONE] returns the connection to the pool;
-        # closing it unread would cost a new connection per request.
+        # releasing it unread would cost a new connection per request.
         try:
             async with asyncio.timeout(_DRAIN_SECONDS):
-                async for _ in lines:
+                async for _ in reads:
                     pass
-        except (TimeoutError, httpx.HTTPError):
+        except _TRANSPORT_ERRORS:
             pass
 
-    async def _read_json(self, response: httpx.Response, model: str | None) -> Any:
+    async def _read_json(self, response: aiohttp.ClientResponse, model: str | None) -> Any:
         try:
-            content = await response.aread()
-        except httpx.HTTPError as exc:
+            content = await response.read()
+        except _TRANSPORT_ERRORS as exc:
             raise self._transport_error(exc, model) from None
         try:
             return json.loads(content)
@@ -445,7 +450,7 @@ class OpenAIProvider:
             raise ProviderError(
                 f"{self.server} sent malformed JSON ({kind}): {exc}: "
                 f"{_snippet(content.decode('utf-8', 'replace'))}",
-                provider=self.name, model=model, status=response.status_code,
+                provider=self.name, model=model, status=response.status,
                 hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
             ) from None
 
@@ -474,26 +479,27 @@ class OpenAIProvider:
     def _transport_error(self, exc: BaseException, model: str | None) -> ProviderError:
         if isinstance(exc, ProviderError):
             return exc
-        if isinstance(exc, httpx.ConnectTimeout):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return ProviderTimeout(
                 f"could not connect to {self.server} within {self.timeouts.connect:g} s",
                 provider=self.name, model=model)
-        if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        if isinstance(exc, TimeoutError):
             return ProviderTimeout(f"{self.server} stopped sending ({type(exc).__name__})",
                                    provider=self.name, model=model,
                                    hint="raise timeouts.read, or retry")
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, aiohttp.ClientConnectorError):
             return RetryableProviderError(
                 f"could not connect to {self.server}: {self._scrub(str(exc))}",
                 provider=self.name, model=model, hint="is the server running?")
-        if isinstance(exc, httpx.TransportError):
+        if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+                            OSError)):
             return RetryableProviderError(
                 f"the connection to {self.server} dropped: {self._scrub(str(exc)) or exc!r}",
                 provider=self.name, model=model)
         return ProviderError(f"request to {self.server} failed: {self._scrub(str(exc))}",
                              provider=self.name, model=model)
 
-    def _status_error(self, status: int, headers: httpx.Headers, text: str,
+    def _status_error(self, status: int, headers: Mapping[str, str], text: str,
                       model: str | None) -> Exception:
         error: Any = None
         try:
@@ -727,6 +733,26 @@ class _Decoder:
             deltas.append(self._call({"id": None, "index": 1000 + self._calls, "function": {
                 "name": name, "arguments": arguments}}, 0))
         return deltas
+
+
+def _merged(chunks: list[ChatChunk]) -> list[ChatChunk]:
+    """Chunks of one network read joined where that keeps every piece in order: text after
+    text or reasoning, reasoning after reasoning, usage and finish reason onto the piece
+    before them. Tool-call fragments stay as they are."""
+    if len(chunks) < 2:
+        return chunks
+    out = [chunks[0]]
+    for chunk in chunks[1:]:
+        last = out[-1]
+        if (last.tool_calls or chunk.tool_calls or last.usage is not None
+                or last.finish_reason or (chunk.reasoning and last.text)):
+            out.append(chunk)
+            continue
+        last.text += chunk.text
+        last.reasoning += chunk.reasoning
+        last.usage = chunk.usage
+        last.finish_reason = chunk.finish_reason
+    return out
 
 
 def _complete_json(text: str) -> bool:
