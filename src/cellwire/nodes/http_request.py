@@ -7,16 +7,14 @@ policy applies (``Retry-After`` honoured); every other status is returned as the
 
 from __future__ import annotations
 
-import email.utils
-import math
 from collections.abc import Collection, Sequence
-from datetime import UTC
 
 import httpx
 
 from cellwire.engine import NodeContext, NodeError, NodeResult, RetryableError
 from cellwire.engine.secrets import REDACTED, redact
 from cellwire.model import node_type
+from cellwire.services.llm.resilience import parse_retry_after
 
 from .http_build import (
     MAX_CONNECT_TIMEOUT,
@@ -77,7 +75,7 @@ async def run(ctx: NodeContext) -> NodeResult:
             await client.aclose()
     status, headers, content, encoding = response
     if status in RETRY_STATUSES:
-        retry_after = parse_retry_after(headers.get("retry-after"), ctx.runtime.clock.now())
+        retry_after = parse_retry_after(headers, ctx.runtime.clock.now())
         wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
         raise HttpRetryableError(
             f"{spec.method} {_safe_url(request.url)} answered {status}{wait}",
@@ -157,26 +155,6 @@ def _is_text(content_type: str) -> bool:
     kind = content_type.split(";")[0].strip().lower()
     return (not kind or kind.startswith("text/") or kind.endswith(("json", "xml", "javascript"))
             or kind in ("application/x-www-form-urlencoded", "application/yaml"))
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
 
 
 # -- what process_data shows ---------------------------------------------------------------

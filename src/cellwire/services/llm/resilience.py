@@ -58,14 +58,20 @@ class RetryPolicy:
         return wait
 
 
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+def parse_retry_after(headers: Mapping[str, str] | str | None,
+                      now: float | None = None) -> float | None:
     """Seconds the server asks to wait: ``retry-after-ms``, then ``Retry-After`` as delta
-    seconds or an HTTP date. ``None`` when neither is present and valid."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    millis = _number(lower.get("retry-after-ms"))
-    if millis is not None:
-        return millis / 1000
-    value = (lower.get("retry-after") or "").strip()
+    seconds or an HTTP date (relative to ``now``, epoch seconds; the clock by default).
+    ``headers`` is a response's headers, or the value of one ``Retry-After`` header. ``None``
+    when neither is present and valid."""
+    if headers is None or isinstance(headers, str):
+        value = (headers or "").strip()
+    else:
+        lower = {k.lower(): v for k, v in headers.items()}
+        millis = _number(lower.get("retry-after-ms"))
+        if millis is not None:
+            return millis / 1000
+        value = (lower.get("retry-after") or "").strip()
     if not value:
         return None
     seconds = _number(value)
