@@ -1,6 +1,6 @@
 /** How nodes and edges are drawn: by type (colour, icon), with one source handle per branch
  * and the run status of the node. */
-import { memo } from "react";
+import { memo, useSyncExternalStore } from "react";
 import { BaseEdge, getBezierPath, Handle, Position } from "@xyflow/react";
 import type { EdgeProps, NodeProps } from "@xyflow/react";
 import { useEditor } from "./context";
@@ -155,17 +155,39 @@ export const CwContainerView = memo(function CwContainerView({ id, data, selecte
   );
 });
 
-export const CwEdgeView = memo(function CwEdgeView(props: EdgeProps<FlowEdge>) {
+/** How an edge looks during a run, from the statuses of its ends: "active" into a running
+ * node, "taken" once the target ran, "" otherwise. */
+function edgeState(source?: string, target?: string): string {
+  if (target === "running" && (source === "succeeded" || source === "cached" || source === undefined)) return "active";
+  if (source !== undefined && target !== undefined && target !== "skipped" && target !== "pending") {
+    return "taken";
+  }
+  return "";
+}
+
+/** The edge subscribes to its look, not to its ends' entries: most status changes (a source
+ * finishing while its target waits, new timings) leave the look as it is and re-render
+ * nothing. */
+function useEdgeState(source: string, target: string): string {
   const { store } = useEditor();
-  const source = useStatus(store, props.source)?.status;
-  const target = useStatus(store, props.target)?.status;
+  return useSyncExternalStore(
+    (cb) => {
+      const a = store.subscribe(source, cb);
+      const b = store.subscribe(target, cb);
+      return () => {
+        a();
+        b();
+      };
+    },
+    () => edgeState(store.get(source)?.status, store.get(target)?.status),
+  );
+}
+
+export const CwEdgeView = memo(function CwEdgeView(props: EdgeProps<FlowEdge>) {
+  const state = useEdgeState(props.source, props.target);
   const [path] = getBezierPath(props);
-  const active = target === "running" && (source === "succeeded" || source === "cached" || source === undefined);
-  const taken = !active && source !== undefined && target !== undefined && target !== "skipped" && target !== "pending";
   const fail = props.data?.handle === "fail-branch";
-  const cls = ["cw-edge", active ? "cw-edge-active" : "", taken ? "cw-edge-taken" : "", fail ? "cw-edge-fail" : ""]
-    .filter(Boolean)
-    .join(" ");
+  const cls = ["cw-edge", state ? `cw-edge-${state}` : "", fail ? "cw-edge-fail" : ""].filter(Boolean).join(" ");
   return <BaseEdge id={props.id} path={path} className={cls} markerEnd={props.markerEnd} interactionWidth={16} />;
 });
 

@@ -133,6 +133,9 @@ describe("editor", () => {
     model.pySend({ type: "status", patch: { ask: { status: "running" } } });
     await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("running"));
     await vi.waitFor(() => expect(el.querySelector(".cw-edge-active")).not.toBeNull());
+    // The edge into the running node moves; the one out of it is not drawn as taken yet.
+    expect(el.querySelectorAll(".cw-edge-active").length).toBe(1);
+    expect(el.querySelector(".cw-edge-taken")).toBeNull();
     model.pySend({ type: "status", patch: { ask: { status: "failed", error: "model said no", elapsed: 0.5 } } });
     await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("failed"));
     expect(q(el, "cw-error-ask")!.textContent).toBe("model said no");
