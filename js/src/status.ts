@@ -7,6 +7,10 @@ import { useSyncExternalStore } from "react";
 import type { StatusEntry } from "./types";
 
 type Listener = () => void;
+
+/** Nodes recoloured per frame at most: a burst (a layer of a wide graph finishing at once)
+ * spreads over a few frames instead of making one long one. */
+export const NODES_PER_FRAME = 24;
 type Patch = Record<string, StatusEntry | null>;
 
 /** Merge one node's change into its entry; "running" starts the node afresh. */
@@ -77,19 +81,25 @@ export class StatusStore {
         pending.set(id, { entry: merge(queued.entry, entry), fresh: queued.fresh || entry.status === "running" });
       } else pending.set(id, { entry, fresh: entry.status === "running" || queued !== undefined });
     }
-    if (first) nextFrame(() => this.flush());
+    if (first) nextFrame(() => this.flush(NODES_PER_FRAME));
   }
 
-  /** Apply queued patches now. */
-  flush(): void {
+  /** Apply queued patches now: those of the first ``limit`` nodes, in arrival order; the
+   * rest wait for the next frame. */
+  flush(limit = Infinity): void {
     const pending = this.pending;
-    this.pending = null;
     if (!pending || !pending.size) return;
+    const done = new Set<string>();
     for (const [id, { entry, fresh }] of pending) {
+      if (done.size >= limit) break;
       if (entry === null) this.entries.delete(id);
       else this.entries.set(id, fresh ? entry : merge(this.entries.get(id), entry));
+      done.add(id);
     }
-    this.notify(new Set(pending.keys()));
+    for (const id of done) pending.delete(id);
+    if (!pending.size) this.pending = null;
+    else nextFrame(() => this.flush(NODES_PER_FRAME));
+    this.notify(done);
   }
 
   subscribe(id: string, cb: Listener): () => void {

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, test, vi } from "vitest";
 import { userEvent } from "vitest/browser";
 import widget from "../src/widget";
 import { connectionProblem } from "../src/graph";
+import { NODES_PER_FRAME, StatusStore } from "../src/status";
 import type { CwEdge, CwNode } from "../src/types";
 
 /** anywidget's narrow model API, with pySet standing in for the kernel. */
@@ -217,3 +218,34 @@ describe("editor", () => {
     await vi.waitFor(() => expect(q(el, "cw-node-end")).toBeNull());
   });
 });
+
+describe("status store", () => {
+  const frame = () => new Promise((r) => requestAnimationFrame(() => r(null)));
+
+  test("a burst is applied at frames, a limited number of nodes per frame, in arrival order", async () => {
+    const store = new StatusStore();
+    const seen: string[] = [];
+    for (let i = 0; i < 60; i++) store.subscribe(`n${i}`, () => seen.push(`n${i}`));
+    for (let i = 0; i < 60; i++) store.patch({ [`n${i}`]: { status: "running" } });
+    for (let i = 0; i < 60; i++) store.patch({ [`n${i}`]: { status: "succeeded", elapsed: i } });
+    expect(store.get("n0")).toBeUndefined(); // nothing before a frame
+    await frame();
+    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen[0]).toBe("n0");
+    await vi.waitFor(() => expect(seen.length).toBe(60));
+    expect(store.get("n59")).toEqual({ status: "succeeded", elapsed: 59 });
+  });
+
+  test("a reset drops what is queued and keeps unchanged entries as they are", async () => {
+    const store = new StatusStore();
+    store.reset({ a: { status: "succeeded", elapsed: 1 } });
+    const a = store.get("a");
+    store.patch({ b: { status: "running" } });
+    store.reset({ a: { status: "succeeded", elapsed: 1 } });
+    await frame();
+    await frame();
+    expect(store.get("a")).toBe(a);
+    expect(store.get("b")).toBeUndefined();
+  });
+});
+
