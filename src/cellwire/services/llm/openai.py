@@ -239,7 +239,7 @@ class OpenAIProvider:
                 if data is not None and data.strip() != DONE:
                     for chunk in decoder.feed(self._parse_event(data, model)):
                         yield chunk
-            if done:
+            if done and not response.content.at_eof():
                 await self._drain(reads)
             for chunk in decoder.finish():
                 yield chunk
@@ -642,39 +642,39 @@ class _Decoder:
 
     def feed(self, event: Mapping[str, Any]) -> list[ChatChunk]:
         chunks: list[ChatChunk] = []
-        usage = event.get("usage")
         # Never choices[0] blindly: usage-only and Azure filter chunks have no choices.
-        for choice in event.get("choices") or []:
+        for choice in event.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or choice.get("message") or {}
-            chunk = ChatChunk()
-            content = delta.get("content")
-            if isinstance(content, list):
-                content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            if isinstance(content, str) and content:
-                chunk.text = content
+            text = delta.get("content")
+            if isinstance(text, list):
+                text = "".join(str(p.get("text", "")) for p in text if isinstance(p, dict))
+            if not isinstance(text, str):
+                text = ""
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str):
-                chunk.reasoning = reasoning
-            for position, call in enumerate(delta.get("tool_calls") or []):
-                if isinstance(call, dict):
-                    chunk.tool_calls.append(self._call(call, position))
-            if self._tags is not None and chunk.text:
-                chunk.text, bodies = self._tags.feed(chunk.text)
-                chunk.tool_calls.extend(self._tagged(bodies))
-            if choice.get("finish_reason"):
-                self._finish = chunk.finish_reason = str(choice["finish_reason"])
-            chunks.append(chunk)
+            if not isinstance(reasoning, str):
+                reasoning = ""
+            raw_calls = delta.get("tool_calls")
+            calls = [self._call(call, position) for position, call in enumerate(raw_calls)
+                     if isinstance(call, dict)] if raw_calls else []
+            if self._tags is not None and text:
+                text, bodies = self._tags.feed(text)
+                calls.extend(self._tagged(bodies))
+            finish = choice.get("finish_reason")
+            if finish:
+                finish = self._finish = str(finish)
+            self._chars += len(text) + len(reasoning)
+            if calls:
+                self._chars += sum(len(d.arguments) for d in calls)
+            chunks.append(ChatChunk(text, reasoning, calls, None, finish or None))
+        usage = event.get("usage")
         if isinstance(usage, dict):
             self._usage = _usage(usage)
             if chunks:
                 chunks[-1].usage = self._usage
             else:
                 chunks.append(ChatChunk(usage=self._usage))
-        for chunk in chunks:
-            self._chars += len(chunk.text) + len(chunk.reasoning) + sum(
-                len(d.arguments) for d in chunk.tool_calls)
         return [c for c in chunks if c.text or c.reasoning or c.tool_calls or c.usage
                 or c.finish_reason]
 
