@@ -1,11 +1,12 @@
 """200 llm nodes in parallel against an OpenAI-wire test server with 100 ms latency.
 
 The workflow fans out from start to 200 llm nodes (streaming, through the OpenAI-compatible
-provider and its pooled httpx client) and joins them in end; it runs with concurrency=256.
+provider and its pooled aiohttp session) and joins them in end; it runs with concurrency=256.
 Every request takes the server 100 ms, so the critical path is 100 ms; the figure is the wall
 time of a run over that path (target: at most 1.5x). The server is the test double of
 tests/integration/llm_server.py in a separate process, so it really serves concurrently and
-does not share this process's interpreter lock.
+does not share this process's interpreter lock; its CPU per request is printed too (on a
+2-core machine client and server share the cores, so both count towards the wall time).
 
 Run: .venv/bin/python benchmarks/llm_parallel.py [--nodes 200] [--latency 0.1] [--repeat 5]
 """
