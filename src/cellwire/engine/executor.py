@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cellwire.model import FAIL_BRANCH, SOURCE, Node, NodeType, Workflow, WorkflowError, registry
-from cellwire.model.validate import graph_roots, missing_inputs, validate
+from cellwire.model.validate import graph_roots, missing_inputs, validate_configs
 
 from .context import VariablePool
 from .events import (
@@ -90,15 +90,14 @@ class CompiledWorkflow:
     """A validated workflow with parsed configs and graph plans, ready to run many times."""
 
     def __init__(self, workflow: Workflow):
-        problems = [p for p in validate(workflow) if p.level == "error"]
-        if problems:
-            raise WorkflowError(problems, f"workflow {workflow.name!r} is not valid")
+        problems, configs = validate_configs(workflow)
+        errors = [p for p in problems if p.level == "error"]
+        if errors:
+            raise WorkflowError(errors, f"workflow {workflow.name!r} is not valid")
         self.workflow = workflow
         self.nodes: dict[str, Node] = dict(workflow.nodes)
         self.types: dict[str, NodeType] = {n: registry.get(v.type) for n, v in self.nodes.items()}
-        self.configs: dict[str, Any] = {
-            n: self.types[n].parse_config(n, v.config) for n, v in self.nodes.items()
-        }
+        self.configs: dict[str, Any] = configs
         self.branching: dict[str, bool] = {
             n: self.types[n].handles is not None or v.error_strategy == "fail-branch"
             for n, v in self.nodes.items()

@@ -24,6 +24,13 @@ _NOT_TEMPLATES = frozenset({"code", "desc", "description", "title", "instruction
 
 def validate(workflow: Workflow, inputs: Mapping[str, Any] | None = None) -> list[Problem]:
     """Every problem in ``workflow``; with ``inputs``, also missing required start inputs."""
+    return validate_configs(workflow, inputs)[0]
+
+
+def validate_configs(workflow: Workflow, inputs: Mapping[str, Any] | None = None
+                     ) -> tuple[list[Problem], dict[str, Any]]:
+    """:func:`validate`, also returning the parsed config of every node that has a valid one
+    (so the engine does not parse them twice)."""
     problems: list[Problem] = []
     types: dict[str, NodeType] = {}
     configs: dict[str, Any] = {}
@@ -58,7 +65,7 @@ def validate(workflow: Workflow, inputs: Mapping[str, Any] | None = None) -> lis
     problems.extend(_check_references(workflow, types, configs))
     if inputs is not None:
         problems.extend(missing_inputs(workflow, inputs))
-    return problems
+    return problems, configs
 
 
 def duplicate_ids(ids: list[str]) -> list[Problem]:
