@@ -13,8 +13,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "nodes.md"
 
 def test_every_builtin_node_type_is_documented():
     text = DOC.read_text()
-    headings = set(re.findall(r"^### (\S+)$", text, flags=re.M))
-    kept = re.search(r"## Kept from Dify.*?(?=\n## )", text, flags=re.S).group(0)
+    headings = set(re.findall(r"^### (\S+)$", text, flags=re.MULTILINE))
+    kept = re.search(r"## Kept from Dify.*?(?=\n## )", text, flags=re.DOTALL).group(0)
     builtin = [n for n in registry.names() if registry.get(n).run.__module__.startswith("cellwire.")]
     undocumented = [n for n in builtin if n not in headings and f"`{n}`" not in kept]
     assert undocumented == []
