@@ -248,3 +248,35 @@ def test_without_the_extra_enable_otel_says_what_to_install(monkeypatch):
         telemetry.enable_otel(endpoint="http://127.0.0.1:4318")
     telemetry.disable_otel()  # works without the extra
     assert not any(type(s).__name__ == "OTelSink" for s in api.default_sinks)
+
+
+async def test_containers_nested_in_a_parallel_iteration_parent_their_own_rounds(sink, exporter):
+    wf = cellwire.Workflow("nested")
+    wf.add_node("start", "start", variables=[{"variable": "rows", "type": "json_object"}])
+    wf.add_node("outer", "iteration", after="start", iterator_selector=["start", "rows"],
+                output_selector=["inner", "output"], is_parallel=True, parallel_nums=3)
+    wf.add_node("outer_start", "iteration-start", parent="outer")
+    wf.add_node("inner", "iteration", parent="outer", after="outer_start",
+                iterator_selector=["outer", "item"], output_selector=["cell", "output"])
+    wf.add_node("inner_start", "iteration-start", parent="inner")
+    wf.add_node("cell", "template-transform", parent="inner", after="inner_start",
+                template="{{ inner.item }}")
+    result = await wf.arun(rows=[["a", "b"], ["c"], ["d", "e", "f"]], runtime=runtime(sink),
+                           store=False)
+    assert result.ok, result.error
+    spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    inners = {s.attributes["cellwire.execution_id"]: s for s in spans.values()
+              if s.attributes.get("cellwire.node.id") == "inner"}
+    assert len(inners) == 3
+    # Each cell hangs under the inner iteration that ran it, which holds its row's letters.
+    row_of = {s.attributes["cellwire.execution_id"]: s.attributes["cellwire.round"]
+              for s in inners.values()}
+    rows = [["a", "b"], ["c"], ["d", "e", "f"]]
+    for span in spans.values():
+        if span.attributes.get("cellwire.node.id") == "cell":
+            parent = spans[span.parent.span_id]
+            assert parent.attributes["cellwire.node.id"] == "inner"
+            row = rows[row_of[parent.attributes["cellwire.execution_id"]]]
+            assert len([s for s in spans.values() if s.parent is not None
+                        and s.parent.span_id == parent.context.span_id
+                        and s.attributes.get("cellwire.node.id") == "cell"]) == len(row)

@@ -63,6 +63,8 @@ class NodeEvent(Event):
     #: The iteration or loop this execution runs inside, and which round of it.
     parent_id: str | None = None
     round: int | None = None
+    #: The execution of that container (one container node can run several times at once).
+    parent_execution_id: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -123,6 +125,7 @@ class NodeSkipped(Event):
     node_type: str
     parent_id: str | None = None
     round: int | None = None
+    parent_execution_id: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

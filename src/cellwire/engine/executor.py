@@ -81,6 +81,8 @@ class Frame:
     container_id: str | None
     round: int | None
     pool: VariablePool
+    #: The container's execution id (None at the top).
+    parent_execution_id: str | None = None
     #: Set by a loop-end node: the loop stops after this round.
     break_requested: bool = False
     statuses: dict[str, NodeStatus] = field(default_factory=dict)
@@ -353,7 +355,8 @@ class Execution:
         )
         self.emit(NodeSkipped(run_id=self.run_id, time=self.runtime.clock.now(), node_id=node_id,
                               node_type=self.compiled.nodes[node_id].type,
-                              parent_id=frame.container_id, round=frame.round))
+                              parent_id=frame.container_id, round=frame.round,
+                              parent_execution_id=frame.parent_execution_id))
 
     # -- one node ----------------------------------------------------------------------------
 
@@ -375,7 +378,8 @@ class Execution:
             node_id, frame.statuses.get(node_id, NodeStatus.PENDING), NodeStatus.RUNNING
         )
         base: dict[str, Any] = {"run_id": self.run_id, "node_id": node_id, "node_type": node.type,
-                "execution_id": execution_id, "parent_id": frame.container_id, "round": frame.round}
+                "execution_id": execution_id, "parent_id": frame.container_id, "round": frame.round,
+                "parent_execution_id": frame.parent_execution_id}
         started_at = clock.now()
         self.emit(NodeStarted(time=started_at, **base, title=node.title, index=index))
         # Every finishing event carries what a trace row needs, so sinks keep no state.
@@ -461,7 +465,7 @@ class Execution:
     async def run_children(self, container_id: str, pool: VariablePool, round: int,
                            ctx: NodeContext) -> Frame:
         """Run a container's sub-graph once; a failing child raises :class:`NodeFailure`."""
-        frame = Frame(container_id, round, pool)
+        frame = Frame(container_id, round, pool, parent_execution_id=ctx.execution_id)
         await self._run_graph(self.compiled.graphs[container_id], frame)
         return frame
 
@@ -555,7 +559,8 @@ class _GraphRun:
 
 
 def _identity(base: dict[str, Any]) -> dict[str, Any]:
-    return {k: base[k] for k in ("run_id", "node_id", "node_type", "execution_id", "parent_id", "round")}
+    return {k: base[k] for k in ("run_id", "node_id", "node_type", "execution_id", "parent_id",
+                                 "round", "parent_execution_id")}
 
 
 def _as_result(raw: Any) -> NodeResult:

@@ -134,6 +134,7 @@ class NodeContext:
                 run_id=execution.run_id, time=execution.runtime.clock.now(), node_id=self.node.id,
                 node_type=self.node.type, execution_id=self.execution_id,
                 parent_id=self.frame.container_id, round=self.frame.round,
+                parent_execution_id=self.frame.parent_execution_id,
                 selector=tuple(selector or (self.node.id, "answer")), text=text, is_final=is_final,
             )
         )
@@ -147,7 +148,8 @@ class NodeContext:
         event = event_type(
             run_id=execution.run_id, time=execution.runtime.clock.now(), node_id=self.node.id,
             node_type=self.node.type, execution_id=self.execution_id,
-            parent_id=self.frame.container_id, round=self.frame.round, **fields,
+            parent_id=self.frame.container_id, round=self.frame.round,
+            parent_execution_id=self.frame.parent_execution_id, **fields,
         )
         execution.emit(event)
         return event

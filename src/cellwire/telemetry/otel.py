@@ -81,8 +81,6 @@ class _Run:
     workflow: str
     #: Open node spans by execution id.
     nodes: dict[str, Span] = field(default_factory=dict)
-    #: Open container spans by node id, newest last (a container may run more than once).
-    containers: dict[str, list[tuple[str, Span]]] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
@@ -185,9 +183,10 @@ class OTelSink:
                                       attributes=attributes, start_time=_ns(event.time))
         self._runs[event.run_id] = _Run(root=root, workflow=event.workflow)
 
-    def _parent(self, run: _Run, parent_id: str | None) -> Span:
-        stack = run.containers.get(parent_id or "")
-        return stack[-1][1] if stack else run.root
+    def _parent(self, run: _Run, parent_execution_id: str | None) -> Span:
+        # The container's own execution, so rounds of parallel iterations nest correctly.
+        span = run.nodes.get(parent_execution_id) if parent_execution_id else None
+        return span if span is not None else run.root
 
     def _node_started(self, run: _Run, event: NodeStarted) -> None:
         operation = _operation(event.node_type)
@@ -205,23 +204,18 @@ class OTelSink:
             attributes["cellwire.round"] = event.round
         if operation == "execute_tool":
             attributes["gen_ai.tool.name"] = event.title or event.node_id
-        context = trace.set_span_in_context(self._parent(run, event.parent_id))
+        context = trace.set_span_in_context(self._parent(run, event.parent_execution_id))
         kind = SpanKind.CLIENT if operation == "chat" else SpanKind.INTERNAL
         # The model is known only when the call ends; the name is set again then.
         span = self.tracer.start_span(f"{operation} {event.title or event.node_id}",
                                       context=context, kind=kind, attributes=attributes,
                                       start_time=_ns(event.time))
         run.nodes[event.execution_id] = span
-        if event.node_type in ("iteration", "loop"):
-            run.containers.setdefault(event.node_id, []).append((event.execution_id, span))
 
     def _node_finished(self, run: _Run, event: NodeFinished) -> None:
         span = run.nodes.pop(event.execution_id, None)
         if span is None:  # started before the sink was added
             return
-        stack = run.containers.get(event.node_id)
-        if stack:
-            stack[:] = [(eid, s) for eid, s in stack if eid != event.execution_id]
         operation = _operation(event.node_type)
         if operation == "chat":
             self._chat_attributes(span, event)
