@@ -113,6 +113,20 @@ class NodeContext:
                 hint="check that the upstream node ran and has that output",
             ) from None
 
+    def get_list(self, selector: Sequence[str], *, field: str) -> list[Any]:
+        """The array at ``selector`` (a None value reads as ``[]``); anything else is a
+        :class:`NodeError` naming ``field``."""
+        if len(selector) < 2:
+            raise NodeError("no array variable is selected", field=field,
+                            hint=f"set {field} to an array variable, e.g. ['start', 'items']")
+        value = self.get(selector, field=field)
+        if value is None:
+            return []
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise NodeError(f"{'.'.join(selector)} is a {type(value).__name__}, not an array",
+                        field=field, hint=f"point {field} at an array variable")
+
     def render(self, text: str, *, field: str | None = None,
                extra: Mapping[str, Any] | None = None) -> str:
         """Render a template in either reference form against the pool."""

@@ -8,7 +8,6 @@ parallel mode up to ``parallel_nums`` rounds run at once and outputs stay in ite
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -104,7 +103,7 @@ class _Rounds:
 async def run(ctx: NodeContext) -> NodeResult:
     """Run the inner nodes once per item of ``iterator_selector``; ``output`` lists the results."""
     config: IterationConfig = ctx.config
-    items = _items(ctx, config.iterator_selector)
+    items = ctx.get_list(config.iterator_selector, field="iterator_selector")
     inputs = {"iterator_selector": items}
     if not items:
         return NodeResult(inputs=inputs, outputs={"output": []},
@@ -130,22 +129,6 @@ async def run(ctx: NodeContext) -> NodeResult:
     if rounds.errors:
         metadata["errors"] = {str(i): rounds.errors[i] for i in sorted(rounds.errors)}
     return NodeResult(inputs=inputs, outputs={"output": outputs}, metadata=metadata)
-
-
-def _items(ctx: NodeContext, selector: Sequence[str]) -> list[Any]:
-    if not selector:
-        raise NodeError("no array to iterate over", field="iterator_selector",
-                        hint="set iterator_selector to an array variable, e.g. ['start', 'items']")
-    value = ctx.get(selector, field="iterator_selector")
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise NodeError(
-        f"{'.'.join(selector)} is a {type(value).__name__}, not an array",
-        field="iterator_selector",
-        hint="point iterator_selector at an array variable",
-    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -54,7 +54,7 @@ class ListOperatorConfig(NodeConfig):
 async def run(ctx: NodeContext) -> NodeResult:
     """Filter, extract, sort and limit an array; also gives its first and last item."""
     config: ListOperatorConfig = ctx.config
-    items = _read_list(ctx, config.variable)
+    items = ctx.get_list(config.variable, field="variable")
     inputs = {"variable": items}
     if config.filter_by.enabled:
         items = _filter(ctx, items, config.filter_by.conditions)
@@ -74,17 +74,6 @@ async def run(ctx: NodeContext) -> NodeResult:
     )
 
 
-def _read_list(ctx: NodeContext, selector: list[str]) -> list[Any]:
-    if len(selector) < 2:
-        raise NodeError("no array variable is selected", field="variable",
-                        hint="set variable to a selector like ['start', 'items']")
-    value = ctx.get(selector, field="variable")
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise NodeError(f"{'.'.join(selector)} holds {type(value).__name__}, not an array",
-                    field="variable", hint="select an array variable")
 
 
 def _filter(ctx: NodeContext, items: list[Any], conditions: Sequence[SubCondition]) -> list[Any]:
