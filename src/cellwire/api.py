@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import cellwire.nodes  # noqa: F401 - registers the built-in node types
-from cellwire.engine import CompiledWorkflow, Execution, RunResult, Runtime
+from cellwire.engine import Execution, RunResult, Runtime, compile_workflow
 from cellwire.model import Workflow
 from cellwire.services.llm import default_router
 from cellwire.store import RunStore, StoreSink, default_store, open_store
@@ -81,7 +81,7 @@ async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
     """
     options = {k: kwargs.pop(k) for k in _OPTIONS if k in kwargs}
     all_inputs = {**(inputs or {}), **kwargs}
-    compiled = CompiledWorkflow(workflow)
+    compiled = compile_workflow(workflow)
     runtime = default_runtime(store) if runtime is None else _with_store(runtime, store)
     runtime = with_watchers(runtime, workflow)
     if model is not None:

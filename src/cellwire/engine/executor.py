@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -667,9 +669,34 @@ def _split_inputs(inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return system, start
 
 
+#: The last compilation of each workflow object, with the state it was made from.
+_compiled: dict[int, tuple[weakref.ref[Workflow], tuple[int, bytes], CompiledWorkflow]] = {}
+
+
 def compile_workflow(workflow: Workflow) -> CompiledWorkflow:
-    """Validate and precompute ``workflow``; raises :class:`WorkflowError` with its problems."""
-    return CompiledWorkflow(workflow)
+    """Validate and precompute ``workflow``; raises :class:`WorkflowError` with its problems.
+
+    The result is reused while the workflow (every field of every node and edge) and the
+    registered node types stay as they were: batch runs and the editor's re-runs skip the
+    validation, which costs far more than the snapshot that checks for changes.
+    """
+    try:
+        key = (registry.generation, pickle.dumps(workflow, pickle.HIGHEST_PROTOCOL))
+    except Exception:  # noqa: BLE001 - a config holds something pickle cannot take
+        return CompiledWorkflow(workflow)
+    number = id(workflow)
+    entry = _compiled.get(number)
+    if entry is not None and entry[0]() is workflow and entry[1] == key:
+        return entry[2]
+    compiled = CompiledWorkflow(workflow)
+
+    def forget(ref: weakref.ref[Workflow], cache: dict[int, Any] = _compiled) -> None:
+        # ``cache`` bound now: at interpreter exit the module's globals may be gone already.
+        if cache.get(number, (None,))[0] is ref:
+            del cache[number]
+
+    _compiled[number] = (weakref.ref(workflow, forget), key, compiled)
+    return compiled
 
 
 __all__ = ["CompiledWorkflow", "Execution", "Frame", "GraphPlan", "NodeFailure", "compile_workflow"]

@@ -24,7 +24,7 @@ from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from cellwire.api import default_runtime, resolve_store, with_watchers
-from cellwire.engine import CompiledWorkflow, Execution, RunResult
+from cellwire.engine import Execution, RunResult, compile_workflow
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.model import WorkflowError, registry
 from cellwire.store import RunNotFound, RunStore
@@ -268,7 +268,7 @@ class WorkflowMagics(Magics, Configurable):
               wait: bool = False) -> tuple[RunHandle, LiveStatus]:
         """Start a run of ``wf``: a task on the running event loop, or to completion when
         ``wait`` (or when no loop runs, as in a terminal)."""
-        compiled = CompiledWorkflow(wf)
+        compiled = compile_workflow(wf)
         runtime = with_watchers(default_runtime(self._store_option()), wf)
         if model or self.run_model:
             runtime.model_override = model or self.run_model

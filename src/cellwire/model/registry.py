@@ -88,14 +88,18 @@ class Registry:
         self._types: dict[str, NodeType] = {}
         self._aliases: dict[str, str] = {}
         self._entry_points_loaded = False
+        #: Counts changes of the registered types, so compiled workflows know they are stale.
+        self.generation = 0
 
     def register(self, node_type: NodeType, *, aliases: Sequence[str] = ()) -> NodeType:
+        self.generation += 1
         self._types[node_type.name] = node_type
         for alias in aliases:
             self._aliases[alias] = node_type.name
         return node_type
 
     def unregister(self, name: str) -> None:
+        self.generation += 1
         self._types.pop(name, None)
 
     def find(self, name: str) -> NodeType | None:
