@@ -5,8 +5,11 @@ else echoes the last user message. With ``"stream": true`` it sends the event st
 Anthropic does: ``message_start``, ``ping``, ``content_block_start`` /
 ``content_block_delta`` (``text_delta``, ``input_json_delta``, ``thinking_delta``) /
 ``content_block_stop``, ``message_delta`` (stop reason and usage) and ``message_stop``.
-Faults are queued with :meth:`AnthropicServer.fault`: an HTTP error, an ``error`` event
-mid-stream, or a stream cut after some events. Input tokens are the words of the system
+Faults are queued with :meth:`AnthropicServer.fault`, one per request: an HTTP error
+(429 with ``retry-after``, 529 ``overloaded_error``, 500 ...), extra response headers
+(``anthropic-ratelimit-*``), an ``error`` event mid-stream, a stream cut after some events
+(cleanly, or by resetting the connection), malformed JSON, a slow first byte, a stream that
+stalls after its headers, or a connection dropped without an answer. Input tokens are the words of the system
 prompt and messages; output tokens the words of the reply, so tests can check usage.
 ``GET /v1/models`` lists :attr:`AnthropicServer.models`.
 """
@@ -14,7 +17,10 @@ prompt and messages; output tokens the words of the reply, so tests can check us
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,12 +46,24 @@ class AnthropicServer:
                              "stop_reason": stop_reason})
 
     def fault(self, status: int | None = None, *, error: str | None = None,
-              cut_after: int | None = None, **headers: str) -> None:
+              cut_after: int | None = None, reset: bool = False, malformed: bool = False,
+              slow: float = 0.0, stall: float = 0.0, drop: bool = False,
+              **headers: str) -> None:
         """Queue a fault for the next request: an HTTP ``status`` (with an error body and
-        ``headers``, '_' for '-'), an ``error`` event of that type mid-stream, or a stream
-        cut after ``cut_after`` events."""
+        ``headers``, '_' for '-'; without a status the headers go on a normal answer), an
+        ``error`` event of that type mid-stream, a stream cut after ``cut_after`` events
+        (``reset``: the connection is reset, not closed), ``malformed`` JSON, ``slow``
+        seconds before the headers, ``stall`` seconds after a stream's headers, or ``drop``
+        (the connection closed without an answer)."""
         self.faults.append({"status": status, "error": error, "cut_after": cut_after,
+                            "reset": reset, "malformed": malformed, "slow": slow,
+                            "stall": stall, "drop": drop,
                             "headers": {k.replace("_", "-"): v for k, v in headers.items()}})
+
+    def last_user_content(self) -> Any:
+        """The ``content`` of the last user message of the last request, as sent."""
+        messages = [m for m in self.requests[-1]["messages"] if m["role"] == "user"]
+        return messages[-1]["content"]
 
 
 def _words(value: Any) -> int:
@@ -142,14 +160,7 @@ def _handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def _send_json(self, status: int, data: Any, headers: dict[str, str] | None = None):
-            payload = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self._send_raw(status, json.dumps(data).encode(), headers or {})
 
         def do_GET(self) -> None:
             if self.path.startswith("/v1/models"):
@@ -169,40 +180,82 @@ def _handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
                     "type": "authentication_error", "message": "invalid x-api-key"}})
                 return
             fault = server.faults.popleft() if server.faults else None
+            extra = fault["headers"] if fault else {}
+            if fault and fault["drop"]:
+                self._abort()
+                return
+            if fault and fault["slow"]:
+                time.sleep(fault["slow"])
             if fault and fault["status"]:
                 kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(
                     fault["status"], "api_error" if fault["status"] >= 500
                     else "invalid_request_error")
                 self._send_json(fault["status"], {"type": "error", "error": {
-                    "type": kind, "message": f"scripted {fault['status']}"}}, fault["headers"])
+                    "type": kind, "message": f"scripted {fault['status']}"}}, extra)
                 return
             plan = _plan(server, body)
             if not body.get("stream"):
+                if fault and fault["malformed"]:
+                    self._send_raw(200, b'{"id": "msg_test", "content": [', extra)
+                    return
                 prompt, completion = _usage(body, plan)
                 self._send_json(200, {
                     "id": "msg_test", "type": "message", "role": "assistant",
                     "model": body["model"], "content": _blocks(plan),
                     "stop_reason": _stop_reason(plan), "stop_sequence": None,
-                    "usage": {"input_tokens": prompt, "output_tokens": completion}})
+                    "usage": {"input_tokens": prompt, "output_tokens": completion}}, extra)
                 return
-            self._stream(body, plan, fault)
+            self._stream(body, plan, fault, extra)
+
+        def _send_raw(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _abort(self) -> None:
+            # SO_LINGER 0: close() sends a reset, as a crashed server or a proxy would.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            # Closed here, before the server's own shutdown() could send a polite FIN.
+            self.wfile.close()
+            self.rfile.close()
+            self.connection.close()
+            self.close_connection = True
 
         def _stream(self, body: dict[str, Any], plan: dict[str, Any],
-                    fault: dict[str, Any] | None) -> None:
+                    fault: dict[str, Any] | None, headers: dict[str, str]) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Connection", "close")
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
-            events = _events(body, plan)
+            self.wfile.flush()
+            if fault and fault["stall"]:
+                time.sleep(fault["stall"])
+            lines = [f"event: {name}\ndata: {json.dumps(data)}\n\n"
+                     for name, data in _events(body, plan)]
             if fault and fault["error"]:
-                events = [*events[:3], ("error", {"type": "error", "error": {
-                    "type": fault["error"], "message": "scripted stream error"}})]
+                lines = [*lines[:3], "event: error\ndata: " + json.dumps({
+                    "type": "error", "error": {"type": fault["error"],
+                                               "message": "scripted stream error"}}) + "\n\n"]
+            if fault and fault["malformed"]:
+                lines.insert(3, 'event: content_block_delta\ndata: {"type": "content_blo\n\n')
             if fault and fault["cut_after"] is not None:
-                events = events[: fault["cut_after"]]
-            for name, data in events:
-                self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-                self.wfile.flush()
+                lines = lines[: fault["cut_after"]]
+            try:
+                for line in lines:
+                    self.wfile.write(line.encode())
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client gave up
+            if fault and fault["reset"]:
+                self._abort()
             self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:
@@ -211,12 +264,18 @@ def _handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and left is part of the tests, not a server error
+
+
 @contextmanager
 def anthropic_server(api_key: str | None = None) -> Iterator[AnthropicServer]:
     """Start the double on a free port of 127.0.0.1; stopped on exit."""
     state = AnthropicServer(url="", api_key=api_key)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
+    httpd = _Server(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)

@@ -20,6 +20,8 @@ from cellwire.services.llm import (
 )
 from cellwire.services.llm.anthropic import JSON_TOOL, AnthropicProvider
 from cellwire.services.llm.prices import _snapshot
+from cellwire.services.llm.ratelimit import RateLimits
+from cellwire.services.llm.resilience import RetryPolicy
 
 MODEL = "claude-haiku-4-5-20251001"
 
@@ -32,7 +34,8 @@ def server():
 
 @pytest.fixture
 async def provider(server):
-    made = AnthropicProvider(base_url=server.url, api_key="sk-ant-test")
+    made = AnthropicProvider(base_url=server.url, api_key="sk-ant-test",
+                             retry=RetryPolicy(base=0.01), rate_limits=RateLimits())
     yield made
     await made.aclose()
 
@@ -117,11 +120,14 @@ async def test_structured_output_through_a_forced_tool(server, provider):
     assert json.loads(whole.text) == {"n": 8}
 
 
-async def test_errors_http_and_stream_events(server, provider):
-    server.fault(429, retry_after="3")
+async def test_errors_http_and_stream_events(server):
+    # How errors map, seen without the provider's retries (test_anthropic_resilience.py).
+    provider = AnthropicProvider(base_url=server.url, api_key="sk-ant-test",
+                                 retry=RetryPolicy(retries=0), rate_limits=RateLimits())
+    server.fault(429, retry_after="0.25")
     with pytest.raises(RateLimitError) as caught:
         await provider.chat(request(ChatMessage("user", "x")))
-    assert caught.value.retry_after == 3.0
+    assert caught.value.retry_after == 0.25
     server.fault(529)
     with pytest.raises(RetryableProviderError, match="overloaded_error"):
         await collect(provider, request(ChatMessage("user", "x")))
@@ -143,6 +149,7 @@ async def test_errors_http_and_stream_events(server, provider):
     with pytest.raises(AuthenticationError):
         await wrong.chat(request(ChatMessage("user", "x")))
     await wrong.aclose()
+    await provider.aclose()
 
 
 async def test_models_listing(server, provider):
@@ -150,7 +157,7 @@ async def test_models_listing(server, provider):
 
 
 async def test_llm_node_over_anthropic_with_cost_from_the_table(server, provider):
-    server.fault(529)  # the node's retry policy gets past one overload
+    server.fault(529)  # the provider's own retry gets past one overload
     wf = cellwire.Workflow("claude")
     wf.add_node("start", "start", variables=[{"variable": "q", "type": "paragraph"}])
     wf.add_node("llm", "llm", after="start", retry={"max_retries": 2, "interval": 0.01},
@@ -170,5 +177,5 @@ async def test_llm_node_over_anthropic_with_cost_from_the_table(server, provider
     assert result.total_cost == pytest.approx(5 * price_in + 4 * price_out, rel=1e-12)
     trace = result.trace
     node = trace[trace.node_id == "llm"].iloc[-1]
-    assert node["retries"] == 1
+    assert node["retries"] == 0 and len(server.requests) == 2
     assert node["metadata"]["time_to_first_token"] is not None

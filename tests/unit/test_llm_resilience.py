@@ -176,3 +176,24 @@ async def test_waiters_are_served_in_arrival_order_and_limits_are_shared_per_mod
     await asyncio.gather(*(limits.acquire("p", "fast") for _ in range(121)))
     assert loop.time() - t0 == pytest.approx(0.5, abs=0.01)
     assert limits.limiter("p", "other").rpm == 1
+
+
+@pytest.mark.looptime
+async def test_a_hold_from_the_server_delays_every_caller_of_that_model_only():
+    limits = RateLimits()  # no rpm or tpm configured: only the server's word holds requests
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await limits.acquire("p", "m")
+    assert loop.time() - t0 == pytest.approx(0, abs=0.01)
+    limits.limiter("p", "m").hold(30)
+    limits.limiter("p", "m").hold(5)  # a shorter hold never shortens a longer one
+    assert limits.limiter("p", "m").held_for() == pytest.approx(30, abs=0.01)
+    granted: list[float] = []
+
+    async def one(model: str) -> None:
+        await limits.acquire("p", model)
+        granted.append(round(loop.time() - t0, 2))
+
+    await asyncio.gather(one("m"), one("m"), one("other"))
+    assert granted == [0, 30, 30]  # the other model went at once
+    assert limits.limiter("p", "m").held_for() == 0

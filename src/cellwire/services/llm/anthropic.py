@@ -4,6 +4,7 @@ The mapping from the provider interface:
 
 * system messages become the top-level ``system`` string; the others alternate user and
   assistant (consecutive messages of one role are merged, as the API requires);
+* image parts become ``image`` blocks, a URL source or base64 data for ``data:`` URLs;
 * tools are sent as ``{name, description, input_schema}``; assistant tool calls become
   ``tool_use`` blocks and ``role="tool"`` messages ``tool_result`` blocks;
 * structured output (``json_schema``) is a forced tool whose input is the reply, since the
@@ -11,14 +12,23 @@ The mapping from the provider interface:
 * streaming reads the event stream: ``message_start`` (input tokens), ``content_block_start``
   / ``content_block_delta`` (``text_delta``, ``input_json_delta``, ``thinking_delta``),
   ``message_delta`` (stop reason, output tokens), ``ping`` and ``error`` events;
-* stop reasons map to ``stop``, ``length`` and ``tool_calls``; HTTP 429, 5xx and 529
-  (overloaded) raise retryable errors, keeping ``Retry-After``.
+* stop reasons map to ``stop``, ``length`` and ``tool_calls``.
+
+Resilience is the OpenAI-compatible provider's: a :class:`RetryPolicy` retries HTTP 429
+(honouring ``retry-after``), 5xx and 529 ``overloaded_error``, overload errors inside a stream,
+timeouts and dropped connections, and ``x-should-retry`` overrides that choice as Anthropic's
+SDKs let it. Client-side limits come from the process-wide :data:`RATE_LIMITS`; a 429, or an
+``anthropic-ratelimit-*-remaining: 0`` header, also holds every later request of the model
+until the server's reset. The API key never appears in an error message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -37,7 +47,11 @@ from .base import (
     ToolCall,
     ToolCallDelta,
     UnknownModelError,
+    estimate_tokens,
 )
+from .openai import Timeouts
+from .ratelimit import RATE_LIMITS, RateLimits
+from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -45,35 +59,65 @@ API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 #: The forced tool that carries structured output.
 JSON_TOOL = "json_output"
+#: The limits ``anthropic-ratelimit-<kind>-remaining`` / ``-reset`` headers report.
+_LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+#: Error types of a stream's ``error`` event that another attempt may get past.
+_RETRYABLE_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
+_SNIPPET = 200
 
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
          "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter"}
 
 
 class AnthropicProvider:
-    """Chat over Anthropic's Messages API with a pooled ``httpx.AsyncClient``."""
+    """Chat over Anthropic's Messages API with a pooled ``httpx.AsyncClient``.
+
+    ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits`` and ``rate_limits`` mean
+    what they mean for :class:`~cellwire.services.llm.openai.OpenAIProvider`.
+    """
 
     def __init__(self, *, name: str = "anthropic", base_url: str | None = None,
-                 api_key: str | None = None, timeout: float | httpx.Timeout | None = None,
-                 max_connections: int = 100, client: httpx.AsyncClient | None = None,
+                 api_key: str | None = None,
+                 timeouts: Timeouts | Mapping[str, float] | None = None,
+                 retry: RetryPolicy | Mapping[str, Any] | None = None,
+                 rpm: float | None = None, tpm: float | None = None,
+                 model_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
+                 rate_limits: RateLimits | None = None, max_connections: int = 100,
+                 client: httpx.AsyncClient | None = None,
                  max_tokens: int = DEFAULT_MAX_TOKENS):
         self.name = name
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.base_url = self.base_url.removesuffix("/v1")
-        self._api_key = api_key
+        self._api_key = api_key or None
         self.max_tokens = max_tokens
-        self._timeout = timeout if timeout is not None else httpx.Timeout(
-            connect=10.0, read=300.0, write=30.0, pool=10.0)
-        self._limits = httpx.Limits(max_connections=max_connections)
+        # Mappings come from config files (providers.yaml: ``retry: {retries: 5}``).
+        self.timeouts = Timeouts(**timeouts) if isinstance(timeouts, Mapping) else (
+            timeouts or Timeouts())
+        self.retry = RetryPolicy(**retry) if isinstance(retry, Mapping) else (
+            retry or RetryPolicy())
+        self._limits = RATE_LIMITS if rate_limits is None else rate_limits
+        if rpm is not None or tpm is not None:
+            self._limits.configure(name, rpm=rpm, tpm=tpm)
+        for model, (model_rpm, model_tpm) in (model_limits or {}).items():
+            self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
+        t = self.timeouts
+        self._timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write,
+                                      pool=t.pool)
+        self._pool = httpx.Limits(max_connections=max_connections)
         self._client = client
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # no key in reprs
         return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    @property
+    def server(self) -> str:
+        """How errors name the server."""
+        return f"{self.name} ({self.base_url})"
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
+            self._client = httpx.AsyncClient(timeout=self._timeout, limits=self._pool)
         return self._client
 
     async def aclose(self) -> None:
@@ -84,60 +128,172 @@ class AnthropicProvider:
     # -- the provider protocol -----------------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        body = self.body(request)
-        try:
-            reply = await self.client.post(f"{self.base_url}/v1/messages", json=body,
-                                           headers=self._headers())
-        except httpx.TimeoutException as exc:
-            raise self._timeout_error(request, exc) from None
-        except httpx.TransportError as exc:
-            raise self._transport_error(request, exc) from None
-        if reply.status_code >= 400:
-            raise self._http_error(request, reply.status_code, reply.text, reply.headers)
-        try:
-            data = reply.json()
-        except json.JSONDecodeError:
-            raise RetryableProviderError(
-                f"the reply is not JSON: {reply.text[:200]!r}",
-                provider=self.name, model=request.model, status=reply.status_code) from None
-        return self._response(request, data)
+        """The whole reply, retried as :attr:`retry` allows."""
+        return await call_with_retries(lambda: self._chat_once(request), self.retry)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        body = self.body(request, stream=True)
-        try:
-            async with self.client.stream("POST", f"{self.base_url}/v1/messages", json=body,
-                                          headers=self._headers()) as reply:
-                if reply.status_code >= 400:
-                    text = (await reply.aread()).decode("utf-8", "replace")
-                    raise self._http_error(request, reply.status_code, text, reply.headers)
-                decoder = _StreamDecoder(self, request)
-                async for data in _events(reply, self, request):
-                    for chunk in decoder.feed(data):
-                        yield chunk
-                    if decoder.done:
-                        break
-                if not decoder.done:
-                    raise RetryableProviderError(
-                        "the stream ended before message_stop", provider=self.name,
-                        model=request.model)
-                yield decoder.last()
-        except httpx.TimeoutException as exc:
-            raise self._timeout_error(request, exc) from None
-        except httpx.TransportError as exc:
-            raise self._transport_error(request, exc) from None
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """The reply as chunks; retried only until the first chunk reached the caller."""
+        return stream_with_retries(lambda: self._stream_once(request), self.retry,
+                                   describe=f"the stream from {self.server}")
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         raise ProviderError("Anthropic's API has no embeddings", provider=self.name,
                             model=model, hint="use an OpenAI-compatible embedding model")
 
     async def models(self) -> list[str]:
+        async def attempt() -> Any:
+            try:
+                reply = await self.client.get(f"{self.base_url}/v1/models",
+                                              headers=self._headers())
+            except httpx.TimeoutException as exc:
+                raise self._timeout_error(None, exc) from None
+            except httpx.TransportError as exc:
+                raise self._transport_error(None, exc) from None
+            if reply.status_code >= 400:
+                raise self._http_error(None, reply.status_code, reply.text, reply.headers)
+            return self._json(reply.content, None)
+
+        data = await call_with_retries(attempt, self.retry)
+        items = data.get("data", []) if isinstance(data, dict) else []
+        return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def _chat_once(self, request: ChatRequest) -> ChatResponse:
+        body = self.body(request)
+        permit = await self._acquire(request)
+        used = 0
         try:
-            reply = await self.client.get(f"{self.base_url}/v1/models", headers=self._headers())
+            reply = await self._open(request, body)
+            try:
+                content = await reply.aread()
+            except httpx.TimeoutException as exc:
+                raise self._timeout_error(request, exc) from None
+            except httpx.TransportError as exc:
+                raise self._transport_error(request, exc) from None
+            finally:
+                await reply.aclose()
+            response = self._response(request, self._json(content, request.model))
+            used = response.usage.total_tokens
+            return response
+        finally:
+            permit.settle(used)
+
+    async def _stream_once(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        body = self.body(request, stream=True)
+        permit = await self._acquire(request)
+        decoder = _StreamDecoder(self, request)
+        try:
+            reply = await self._open(request, body)
+            try:
+                async for data in self._events(reply, request):
+                    for chunk in decoder.feed(data):
+                        yield chunk
+                    if decoder.done:
+                        break
+                if not decoder.done:
+                    raise RetryableProviderError(
+                        f"the stream from {self.server} ended before message_stop",
+                        provider=self.name, model=request.model)
+                yield decoder.last()
+            except httpx.TimeoutException as exc:
+                raise self._timeout_error(request, exc) from None
+            except httpx.TransportError as exc:
+                raise self._transport_error(request, exc) from None
+            finally:
+                await reply.aclose()
+        finally:
+            permit.settle(decoder.total_tokens())
+
+    async def _acquire(self, request: ChatRequest):
+        # Prompt text plus the most the reply may take, as the OpenAI provider reserves;
+        # settle() corrects it with the usage the server reports.
+        estimate = sum(estimate_tokens(m.text) for m in request.messages) + (
+            request.max_tokens or 0)
+        return await self._limits.acquire(self.name, request.model, estimate)
+
+    async def _open(self, request: ChatRequest, body: dict[str, Any]) -> httpx.Response:
+        """An open response with a 2xx status; errors mapped to provider errors."""
+        sent = self.client.build_request("POST", f"{self.base_url}/v1/messages", json=body,
+                                         headers=self._headers())
+        try:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                reply = await self.client.send(sent, stream=True)
+        except httpx.TimeoutException as exc:
+            raise self._timeout_error(request, exc) from None
         except httpx.TransportError as exc:
-            raise self._transport_error(None, exc) from None
-        if reply.status_code >= 400:
-            raise self._http_error(None, reply.status_code, reply.text, reply.headers)
-        return [str(m["id"]) for m in reply.json().get("data", [])]
+            raise self._transport_error(request, exc) from None
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
+                provider=self.name, model=request.model,
+                hint="raise timeouts.first_byte, or retry") from None
+        self._observe(request.model, reply.status_code, reply.headers)
+        if reply.status_code < 300:
+            return reply
+        try:
+            text = (await reply.aread()).decode("utf-8", "replace")
+        except httpx.HTTPError:
+            text = ""
+        finally:
+            await reply.aclose()
+        raise self._http_error(request, reply.status_code, text, reply.headers)
+
+    async def _events(self, reply: httpx.Response,
+                      request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        """The JSON payloads of the event stream (``data:`` lines, blank-line ended)."""
+        lines = reply.aiter_lines()
+        try:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                first = await anext(lines, None)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{self.server} started a stream but sent nothing within "
+                f"{self.timeouts.first_byte:g} s", provider=self.name, model=request.model,
+                hint="raise timeouts.first_byte, or retry") from None
+        data: list[str] = []
+        line = first
+        while line is not None:
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line.strip() and data:
+                payload, data = "\n".join(data), []
+                yield self._event(payload, request.model)
+            # 'event:' lines repeat the payload's type; ':' lines are keep-alive comments.
+            line = await anext(lines, None)
+        if data:
+            yield self._event("\n".join(data), request.model)
+
+    def _event(self, payload: str, model: str) -> dict[str, Any]:
+        try:
+            event = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise ProviderError(
+                f"{self.server} sent malformed JSON in its stream: {exc}: "
+                f"{self._scrub(_snippet(payload))}", provider=self.name, model=model,
+                hint="the server's stream is not Anthropic's event format") from None
+        if not isinstance(event, dict):
+            raise ProviderError(f"{self.server} sent a stream event that is not an object: "
+                                f"{_snippet(payload)}", provider=self.name, model=model)
+        return event
+
+    def _json(self, content: bytes, model: str | None) -> Any:
+        try:
+            return json.loads(content)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ProviderError(
+                f"{self.server} sent malformed JSON: {exc}: "
+                f"{self._scrub(_snippet(content.decode('utf-8', 'replace')))}",
+                provider=self.name, model=model,
+                hint="check that base_url points at Anthropic's Messages API") from None
+
+    def _observe(self, model: str, status: int, headers: httpx.Headers) -> None:
+        """Hold the model's shared limiter when the server says its limit is spent."""
+        wait = _reset_wait(headers)
+        if status == 429:
+            wait = max(wait or 0.0, parse_retry_after(headers) or 0.0) or None
+        if wait:
+            self._limits.limiter(self.name, model).hold(min(wait, self.retry.max_retry_after))
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -212,7 +368,7 @@ class AnthropicProvider:
 
     def _http_error(self, request: ChatRequest | None, status: int, text: str,
                     headers: httpx.Headers) -> ProviderError:
-        message = text[:500]
+        message = _snippet(text)
         try:
             error = json.loads(text).get("error") or {}
             message = f"{error.get('type', 'error')}: {error.get('message', '')}"
@@ -220,26 +376,43 @@ class AnthropicProvider:
             pass
         kwargs: dict[str, Any] = {"provider": self.name, "status": status,
                                   "model": request.model if request else None}
-        message = f"HTTP {status}: {message}"
-        if status == 429:
-            return RateLimitError(message, retry_after=_retry_after(headers), **kwargs)
-        if status >= 500:
-            return RetryableProviderError(message, retry_after=_retry_after(headers), **kwargs)
+        message = f"{self.server} answered HTTP {status}: {self._scrub(message)}"
+        should_retry = headers.get("x-should-retry")
         if status in (401, 403):
-            return AuthenticationError(message, hint="check ANTHROPIC_API_KEY", **kwargs)
+            return AuthenticationError(message, hint=f"check the API key of provider "
+                                                     f"{self.name!r} (ANTHROPIC_API_KEY)",
+                                       **kwargs)
+        if should_retry == "false":
+            return ProviderError(message, hint="the server said not to retry", **kwargs)
+        retry_after = parse_retry_after(headers)
+        if status == 429:
+            return RateLimitError(message, retry_after=retry_after or _reset_wait(headers),
+                                  **kwargs)
+        if status in (408, 409) or status >= 500 or should_retry == "true":
+            # 529 is Anthropic's overloaded_error.
+            return RetryableProviderError(message, retry_after=retry_after, **kwargs)
         if status == 404:
             return UnknownModelError(message, hint="check the model name", **kwargs)
-        return ProviderError(message, **kwargs)
+        return ProviderError(message, hint="check the request", **kwargs)
 
     def _timeout_error(self, request: ChatRequest | None, exc: Exception) -> ProviderTimeout:
-        return ProviderTimeout(f"timed out: {type(exc).__name__}", provider=self.name,
-                               model=request.model if request else None)
+        return ProviderTimeout(f"{self.server} timed out ({type(exc).__name__})",
+                               provider=self.name, model=request.model if request else None,
+                               hint="raise timeouts.read, or retry")
 
     def _transport_error(self, request: ChatRequest | None,
                          exc: Exception) -> RetryableProviderError:
-        return RetryableProviderError(f"connection failed: {exc or type(exc).__name__}",
-                                      provider=self.name,
-                                      model=request.model if request else None)
+        detail = self._scrub(str(exc)) or type(exc).__name__
+        model = request.model if request else None
+        if isinstance(exc, httpx.ConnectError):
+            return RetryableProviderError(f"could not connect to {self.server}: {detail}",
+                                          provider=self.name, model=model,
+                                          hint="is the server running?")
+        return RetryableProviderError(f"the connection to {self.server} dropped: {detail}",
+                                      provider=self.name, model=model)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key and text else text
 
 
 class _StreamDecoder:
@@ -280,10 +453,11 @@ class _StreamDecoder:
         elif kind == "error":
             error = data.get("error") or {}
             message = f"{error.get('type', 'error')}: {error.get('message', '')}"
-            cls = (RetryableProviderError if error.get("type") in
-                   ("overloaded_error", "api_error", "rate_limit_error") else ProviderError)
-            raise cls(f"stream error: {message}", provider=self.provider.name,
-                      model=self.request.model)
+            cls = (RetryableProviderError if error.get("type") in _RETRYABLE_TYPES
+                   else ProviderError)
+            raise cls(f"{self.provider.server} sent a stream error: "
+                      f"{self.provider._scrub(message)}",
+                      provider=self.provider.name, model=self.request.model)
         # ping, content_block_stop and unknown events carry nothing to pass on.
         return []
 
@@ -318,6 +492,12 @@ class _StreamDecoder:
             return [ChatChunk(tool_calls=[ToolCallDelta(max(call, 0), arguments=piece)])]
         return []
 
+    def total_tokens(self) -> int:
+        """Tokens as reported so far, or estimated from the request (for the rate limiter)."""
+        if self.prompt_tokens or self.completion_tokens:
+            return self.prompt_tokens + self.completion_tokens
+        return sum(estimate_tokens(m.text) for m in self.request.messages)
+
     def last(self) -> ChatChunk:
         finish = _STOP.get(str(self.stop_reason), "stop")
         if finish == "tool_calls" and not self.tools:
@@ -325,34 +505,6 @@ class _StreamDecoder:
         usage = TokenUsage(self.prompt_tokens, self.completion_tokens,
                            self.prompt_tokens + self.completion_tokens)
         return ChatChunk(usage=usage, finish_reason=finish)
-
-
-async def _events(reply: httpx.Response, provider: AnthropicProvider,
-                  request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-    """The JSON payloads of a server-sent event stream (``data:`` lines, blank-line ended)."""
-    data: list[str] = []
-    async for line in reply.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif not line.strip() and data:
-            payload = "\n".join(data)
-            data = []
-            try:
-                event = json.loads(payload)
-            except json.JSONDecodeError:
-                raise RetryableProviderError(
-                    f"malformed event in the stream: {payload[:200]!r}",
-                    provider=provider.name, model=request.model) from None
-            if isinstance(event, dict):
-                yield event
-        # 'event:' lines repeat the payload's type; ':' lines are keep-alive comments.
-    if data:
-        try:
-            event = json.loads("\n".join(data))
-        except json.JSONDecodeError:
-            return
-        if isinstance(event, dict):
-            yield event
 
 
 def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -445,12 +597,28 @@ def _usage(usage: dict[str, Any]) -> TokenUsage:
     return TokenUsage(prompt, completion, prompt + completion)
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+def _reset_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds until the latest reset of a limit Anthropic reports spent
+    (``anthropic-ratelimit-<kind>-remaining: 0`` with an RFC 3339 ``-reset`` time)."""
+    waits = []
+    for kind in _LIMIT_KINDS:
+        remaining = headers.get(f"anthropic-ratelimit-{kind}-remaining")
+        reset = headers.get(f"anthropic-ratelimit-{kind}-reset")
+        if remaining is None or reset is None or remaining.strip() != "0":
+            continue
+        try:
+            when = datetime.fromisoformat(reset.strip())
+        except ValueError:
+            continue
+        if when.tzinfo is not None:
+            waits.append(when.timestamp() - (time.time() if now is None else now))
+    wait = max(waits, default=0.0)
+    return wait if wait > 0 else None
+
+
+def _snippet(text: str) -> str:
+    text = text.strip()
+    return repr(text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else ""))
 
 
 __all__ = ["AnthropicProvider"]

@@ -5,7 +5,9 @@ One :class:`RateLimiter` per ``(provider, model)`` lives in a process-wide
 Both limits are token buckets that hold a minute's worth and refill continuously; waiters are
 served first come, first served, and waiting is ``asyncio.sleep`` (the loop never blocks).
 A request reserves its estimated tokens before it is sent and :meth:`Permit.settle` corrects
-the bucket with the real usage afterwards.
+the bucket with the real usage afterwards. When a server says its own limit is spent (a 429
+with ``Retry-After``, Anthropic's ``anthropic-ratelimit-*-remaining: 0``), :meth:`RateLimiter.hold`
+makes every later request of that provider and model wait, not only the one that was told.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class RateLimiter:
         self._lock: asyncio.Lock | None = None
         self._requests: _Bucket | None = None
         self._tokens: _Bucket | None = None
+        #: Loop time before which no request goes out (the server asked for a pause).
+        self._held_until = 0.0
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         # Buckets and the lock belong to one event loop (its clock, its waiters); a new loop
@@ -68,21 +72,35 @@ class RateLimiter:
             self._loop, self._lock = loop, asyncio.Lock()
             self._requests = _Bucket(self.rpm, now) if self.rpm else None
             self._tokens = _Bucket(self.tpm, now) if self.tpm else None
+            self._held_until = 0.0
         return loop
+
+    def hold(self, seconds: float) -> None:
+        """The server asked for a pause: requests acquired in the next ``seconds`` wait."""
+        if seconds > 0:
+            loop = self._bind()
+            self._held_until = max(self._held_until, loop.time() + seconds)
+
+    def held_for(self) -> float:
+        """Seconds a request acquired now would wait for a :meth:`hold` (0 when none)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            return 0.0
+        return max(0.0, self._held_until - loop.time())
 
     async def acquire(self, tokens: int = 0) -> Permit:
         """Wait until one request and ``tokens`` tokens fit, then take them."""
-        if self.rpm is None and self.tpm is None:
+        if self.rpm is None and self.tpm is None and not self._held_until:
             return Permit(None, tokens)
         loop = self._bind()
         assert self._lock is not None
         async with self._lock:  # asyncio.Lock wakes waiters in FIFO order: fair
             while True:
                 now = loop.time()
-                wait = 0.0
+                wait = self._held_until - now
                 if self._requests is not None:
                     self._requests.refill(now)
-                    wait = self._requests.wait_for(1)
+                    wait = max(wait, self._requests.wait_for(1))
                 if self._tokens is not None:
                     self._tokens.refill(now)
                     # A request larger than the bucket waits for a full bucket, not forever.
@@ -90,6 +108,7 @@ class RateLimiter:
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)
+            self._held_until = 0.0  # any pause is over: back to the fast path
             if self._requests is not None:
                 self._requests.level -= 1
             if self._tokens is not None:
