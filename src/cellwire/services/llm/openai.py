@@ -1,4 +1,4 @@
-"""The OpenAI-compatible provider: Chat Completions, Embeddings and Models over aiohttp.
+"""The OpenAI-compatible provider: Chat Completions, Embeddings and Models over HTTP/1.1.
 
 One provider talks to OpenAI, Ollama (``/v1``), vLLM, llama.cpp server and LM Studio. Their
 differences (engine-peers notes §6.3) are absorbed here:
@@ -32,8 +32,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import numpy as np
+import orjson
+
+import cellwire
 
 from .base import (
     AuthenticationError,
@@ -51,9 +53,10 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
+from .http1 import ConnectError, ConnectTimeout, HTTPPool, PoolTimeout, ReadTimeout, Response
+from .pools import LoopPools, new_pool
 from .ratelimit import RATE_LIMITS, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
-from .sessions import LoopSessions, new_session
 from .sse import DONE, SSEDecoder
 
 #: How many times one call may adapt its parameters to a server's 400 before giving up.
@@ -70,14 +73,16 @@ _SNIPPET = 200
 #: How long to read on after [DONE] for the end of the body (keeps the connection).
 _DRAIN_SECONDS = 1.0
 #: What a failed connection or read raises.
-_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+_TRANSPORT_ERRORS = (TimeoutError, OSError)
+_JSON_BODY = {"Content-Type": "application/json"}
+_USER_AGENT = f"cellwire/{cellwire.__version__}"
 
 
 @dataclass(slots=True)
 class Timeouts:
     """Seconds: ``first_byte`` bounds the wait for the response headers and for the first
     bytes of a stream (a model's time to first token); ``read`` each later read; ``pool``
-    the wait for a free connection. ``write`` is kept for old configs: aiohttp has none."""
+    the wait for a free connection. ``write`` is kept for old configs and not used."""
 
     connect: float = 10.0
     read: float = 300.0
@@ -140,7 +145,7 @@ class OpenAIProvider:
         for model, (model_rpm, model_tpm) in (model_limits or {}).items():
             self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
         self._states: dict[str, _ModelState] = {}
-        self._clients = LoopSessions()
+        self._clients = LoopPools()
         self._urls: dict[str, str] = {}
 
     def __repr__(self) -> str:  # no key in reprs
@@ -153,20 +158,20 @@ class OpenAIProvider:
 
     # -- the pooled client ---------------------------------------------------------------
 
-    async def session(self) -> aiohttp.ClientSession:
-        """This event loop's pooled session, sized for hundreds of concurrent requests."""
-        return await self._clients.get(self._new_session)
+    async def pool(self) -> HTTPPool:
+        """This event loop's connection pool, sized for hundreds of concurrent requests."""
+        return await self._clients.get(self._new_pool)
 
-    def _new_session(self) -> aiohttp.ClientSession:
-        headers = {"Accept": "application/json", **self._headers}
+    def _new_pool(self) -> HTTPPool:
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT, **self._headers}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         t = self.timeouts
-        return new_session(self.base_url, connections=self.max_connections, headers=headers,
-                           connect=t.connect, read=t.read, pool=t.pool)
+        return new_pool(self.base_url, connections=self.max_connections, headers=headers,
+                        connect=t.connect, pool=t.pool, first_byte=t.first_byte, read=t.read)
 
     async def aclose(self) -> None:
-        """Close this event loop's session."""
+        """Close this event loop's connection pool."""
         await self._clients.aclose()
 
     def model_state(self, model: str) -> _ModelState:
@@ -217,11 +222,12 @@ class OpenAIProvider:
         response, permit = await self._start(request, stream=True)
         decoder = _Decoder(self, request)
         sse = SSEDecoder()
-        reads = self._reads(response)
         model = request.model
         try:
             done = False
-            async for raw in reads:
+            # next_piece() rather than an async generator: one left unfinished at [DONE]
+            # would be closed by the loop's finalizer hook, a task and a wake-up per request.
+            while not done and (raw := await response.next_piece()):
                 # Every event of one read at once, merged into as few chunks as keep their
                 # order: the node then streams one piece per read, not one per token.
                 chunks: list[ChatChunk] = []
@@ -232,15 +238,13 @@ class OpenAIProvider:
                     chunks += decoder.feed(self._parse_event(data, model))
                 for chunk in _merged(chunks):
                     yield chunk
-                if done:
-                    break
+            if done:
+                await self._drain(response)
             else:
                 data = sse.flush()
                 if data is not None and data.strip() != DONE:
                     for chunk in decoder.feed(self._parse_event(data, model)):
                         yield chunk
-            if done and not response.content.at_eof():
-                await self._drain(reads)
             for chunk in decoder.finish():
                 yield chunk
         except _TRANSPORT_ERRORS as exc:
@@ -378,25 +382,14 @@ class OpenAIProvider:
     # -- HTTP --------------------------------------------------------------------------
 
     async def _open(self, method: str, path: str, payload: Any, model: str | None
-                    ) -> aiohttp.ClientResponse:
+                    ) -> Response:
         """An open response with a 2xx status; errors mapped to provider errors."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = f"{self.base_url}/{path}"
-        body = None if payload is None else json.dumps(payload).encode()
-        headers = None if payload is None else {"Content-Type": "application/json"}
+        body = None if payload is None else orjson.dumps(payload)
+        headers = None if payload is None else _JSON_BODY
         try:
-            session = await self.session()
-            async with asyncio.timeout(self.timeouts.first_byte):
-                response = await session.request(method, url, data=body, headers=headers)
-        except ProviderError:
-            raise
+            pool = await self.pool()
+            response = await pool.request(method, path, body, headers)
         except _TRANSPORT_ERRORS as exc:
-            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ClientError):
-                raise ProviderTimeout(
-                    f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
-                    provider=self.name, model=model,
-                    hint="raise timeouts.first_byte, or retry") from None
             raise self._transport_error(exc, model) from None
         if response.status < 300:
             return response
@@ -408,44 +401,26 @@ class OpenAIProvider:
             response.release()
         raise self._status_error(response.status, response.headers, text, model)
 
-    async def _reads(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """The body as it arrives, one piece per network read."""
-        content = response.content
-        try:
-            async with asyncio.timeout(self.timeouts.first_byte):
-                first = await content.readany()
-        except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ClientError):
-                raise
-            raise ProviderTimeout(
-                f"{self.server} started a stream but sent nothing within "
-                f"{self.timeouts.first_byte:g} s", provider=self.name,
-                hint="raise timeouts.first_byte, or retry") from None
-        if not first:
-            return
-        yield first
-        while chunk := await content.readany():
-            yield chunk
-
     @staticmethod
-    async def _drain(reads: AsyncIterator[bytes]) -> None:
+    async def _drain(response: Response) -> None:
         # Reading to the end of the body after [DONE] returns the connection to the pool;
         # releasing it unread would cost a new connection per request.
+        if response.at_eof:
+            return
         try:
             async with asyncio.timeout(_DRAIN_SECONDS):
-                async for _ in reads:
-                    pass
+                await response.read()
         except _TRANSPORT_ERRORS:
             pass
 
-    async def _read_json(self, response: aiohttp.ClientResponse, model: str | None) -> Any:
+    async def _read_json(self, response: Response, model: str | None) -> Any:
         try:
             content = await response.read()
         except _TRANSPORT_ERRORS as exc:
             raise self._transport_error(exc, model) from None
         try:
-            return json.loads(content)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
             kind = response.headers.get("content-type", "no content type")
             raise ProviderError(
                 f"{self.server} sent malformed JSON ({kind}): {exc}: "
@@ -456,8 +431,8 @@ class OpenAIProvider:
 
     def _parse_event(self, data: str, model: str) -> dict[str, Any]:
         try:
-            event = json.loads(data)
-        except json.JSONDecodeError as exc:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
             raise ProviderError(
                 f"{self.server} sent malformed JSON in its stream: {exc}: "
                 f"{self._scrub(_snippet(data))}", provider=self.name, model=model,
@@ -479,25 +454,37 @@ class OpenAIProvider:
     def _transport_error(self, exc: BaseException, model: str | None) -> ProviderError:
         if isinstance(exc, ProviderError):
             return exc
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        where = {"provider": self.name, "model": model}
+        if isinstance(exc, ConnectTimeout):
             return ProviderTimeout(
                 f"could not connect to {self.server} within {self.timeouts.connect:g} s",
-                provider=self.name, model=model)
-        if isinstance(exc, TimeoutError):
-            return ProviderTimeout(f"{self.server} stopped sending ({type(exc).__name__})",
-                                   provider=self.name, model=model,
+                **where)
+        if isinstance(exc, PoolTimeout):
+            return ProviderTimeout(f"no free connection to {self.server}: {exc}", **where,
+                                   hint="raise max_connections or timeouts.pool")
+        if isinstance(exc, ReadTimeout):
+            if exc.waiting_for == "headers":
+                return ProviderTimeout(
+                    f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
+                    **where, hint="raise timeouts.first_byte, or retry")
+            if exc.waiting_for == "body":
+                return ProviderTimeout(
+                    f"{self.server} started a stream but sent nothing within "
+                    f"{self.timeouts.first_byte:g} s", **where,
+                    hint="raise timeouts.first_byte, or retry")
+            return ProviderTimeout(f"{self.server} stopped sending for "
+                                   f"{self.timeouts.read:g} s", **where,
                                    hint="raise timeouts.read, or retry")
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, ConnectError):
             return RetryableProviderError(
-                f"could not connect to {self.server}: {self._scrub(str(exc))}",
-                provider=self.name, model=model, hint="is the server running?")
-        if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
-                            OSError)):
+                f"could not connect to {self.server}: {self._scrub(str(exc))}", **where,
+                hint="is the server running?")
+        if isinstance(exc, OSError):
             return RetryableProviderError(
                 f"the connection to {self.server} dropped: {self._scrub(str(exc)) or exc!r}",
-                provider=self.name, model=model)
+                **where)
         return ProviderError(f"request to {self.server} failed: {self._scrub(str(exc))}",
-                             provider=self.name, model=model)
+                             **where)
 
     def _status_error(self, status: int, headers: Mapping[str, str], text: str,
                       model: str | None) -> Exception:

@@ -1,5 +1,5 @@
-"""The OpenAI provider's pooled aiohttp sessions: one per event loop, closed when the loop
-shuts down, never reported unclosed (a provider outlives many ``asyncio.run`` calls)."""
+"""The OpenAI provider's connection pools: one per event loop, closed when the loop
+shuts down, never left open (a provider outlives many ``asyncio.run`` calls)."""
 
 from __future__ import annotations
 
@@ -29,53 +29,53 @@ def unclosed(caught: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in caught if "nclosed" in str(w.message)]
 
 
-def test_each_loop_gets_a_session_that_closes_with_the_loop():
+def test_each_loop_gets_a_pool_that_closes_with_the_loop():
     with llm_server("openai") as server, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         provider = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
-        sessions = []
+        pools = []
 
         async def call(text: str) -> str:
             reply = await provider.chat(ask(text))
-            sessions.append(await provider.session())
+            pools.append(await provider.pool())
             assert len(provider._clients) == 1
             return reply.text
 
         assert asyncio.run(call("one")) == "echo: one"
         assert asyncio.run(call("two")) == "echo: two"
-        assert sessions[0] is not sessions[1] and all(s.closed for s in sessions)
+        assert pools[0] is not pools[1] and all(s.closed for s in pools)
         assert len(provider._clients) == 0
         # A dropped provider whose loop is still running is closed when that loop ends.
 
         async def dropped() -> None:
             other = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
             await other.chat(ask("x"))
-            sessions.append(await other.session())
+            pools.append(await other.pool())
 
         asyncio.run(dropped())
-        assert sessions[-1].closed
+        assert pools[-1].closed
         gc.collect()
     assert unclosed(caught) == []
 
 
-def test_a_loop_closed_without_shutdown_is_swept_by_the_next_session():
+def test_a_loop_closed_without_shutdown_is_swept_by_the_next_pool():
     with llm_server("openai") as server:
         provider = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
         loop = asyncio.new_event_loop()
         loop.run_until_complete(provider.chat(ask("a")))
-        first = loop.run_until_complete(provider.session())
-        loop.close()  # no shutdown_asyncgens: the session is left open
+        first = loop.run_until_complete(provider.pool())
+        loop.close()  # no shutdown_asyncgens: the pool is left open
         assert not first.closed
         assert asyncio.run(provider.chat(ask("b"))).text == "echo: b"
         assert first.closed
 
 
-async def test_aclose_closes_this_loops_session_and_a_later_call_opens_another():
+async def test_aclose_closes_this_loops_pool_and_a_later_call_opens_another():
     with llm_server("openai") as server:
         provider = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
         await provider.chat(ask("a"))
-        first = await provider.session()
+        first = await provider.pool()
         await provider.aclose()
         assert first.closed and len(provider._clients) == 0
         assert (await provider.chat(ask("b"))).text == "echo: b"
-        assert await provider.session() is not first
+        assert await provider.pool() is not first

@@ -1,0 +1,98 @@
+"""One connection pool per event loop, for providers that send many requests at once.
+
+A pool belongs to the loop that opened its connections, so each loop gets its own; it is
+closed when that loop shuts down (``asyncio.run`` and the notebook-free :func:`cellwire.run`
+close their loop after each run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncGenerator, Callable
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+from .http1 import HTTPPool
+
+#: The keeper of every open pool, by loop and id of pool: a pool lives as long as its
+#: loop, also when the provider that opened it is dropped without ``aclose()`` (its sockets
+#: would otherwise stay open until the garbage collector finds them).
+_KEEPERS: dict[asyncio.AbstractEventLoop, dict[int, AsyncGenerator[None, None]]] = {}
+
+
+class LoopPools:
+    """``get(factory)`` is this loop's pool, made by ``factory`` on first use."""
+
+    def __init__(self) -> None:
+        self._pools: dict[asyncio.AbstractEventLoop, HTTPPool] = {}
+
+    def __len__(self) -> int:
+        """How many loops have an open pool."""
+        return sum(not pool.closed for pool in self._pools.values())
+
+    async def get(self, factory: Callable[[], HTTPPool]) -> HTTPPool:
+        loop = asyncio.get_running_loop()
+        found = self._pools.get(loop)
+        if found is not None and not found.closed:
+            return found
+        await _close_orphans()
+        for old in [k for k, v in self._pools.items() if v.closed or k.is_closed()]:
+            del self._pools[old]
+        pool = self._pools[loop] = factory()
+        # The loop closes its async generators when it shuts down (asyncio.run, Runner):
+        # this one's ``finally`` closes the pool then, before the loop is gone.
+        keeper = _keep(loop, pool)
+        await anext(keeper)
+        _KEEPERS.setdefault(loop, {})[id(pool)] = keeper
+        return pool
+
+    async def aclose(self) -> None:
+        """Close this loop's pool."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            keeper = _KEEPERS.get(asyncio.get_running_loop(), {}).get(id(pool))
+            await (keeper.aclose() if keeper is not None else pool.aclose())
+
+
+async def _keep(loop: asyncio.AbstractEventLoop,
+                pool: HTTPPool) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        keepers = _KEEPERS.get(loop, {})
+        keepers.pop(id(pool), None)
+        if not keepers:
+            _KEEPERS.pop(loop, None)
+        await pool.aclose()
+
+
+async def _close_orphans() -> None:
+    # Pools of loops closed without shutting down their generators: close them quietly
+    # (their sockets went with the loop).
+    for loop in [loop for loop in _KEEPERS if loop.is_closed()]:
+        for keeper in list(_KEEPERS.get(loop, {}).values()):
+            await keeper.aclose()
+
+
+def new_pool(base_url: str, *, connections: int, headers: dict[str, str], connect: float,
+                pool: float, first_byte: float, read: float) -> HTTPPool:
+    """A pool of up to ``connections`` connections to the server at ``base_url``, through
+    the environment's proxy for it; timeouts in seconds (see :class:`HTTPPool`)."""
+    context: ssl.SSLContext | None = None
+    if base_url.startswith("https:"):
+        import httpx  # its context: certifi's roots and SSL_CERT_FILE, as before
+
+        context = httpx.create_ssl_context()
+    return HTTPPool(base_url, connections=connections, headers=headers, connect=connect,
+                    pool=pool, first_byte=first_byte, read=read, ssl_context=context,
+                    proxy=env_proxy(base_url))
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for ``url``, unless NO_PROXY exempts it."""
+    parts = urlsplit(url)
+    if not parts.hostname or proxy_bypass(parts.hostname):
+        return None
+    proxies = getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
