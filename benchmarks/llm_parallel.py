@@ -1,12 +1,14 @@
 """200 llm nodes in parallel against an OpenAI-wire test server with 100 ms latency.
 
 The workflow fans out from start to 200 llm nodes (streaming, through the OpenAI-compatible
-provider and its pooled aiohttp session) and joins them in end; it runs with concurrency=256.
+provider and its HTTP/1.1 connection pool) and joins them in end; it runs with concurrency=256.
 Every request takes the server 100 ms, so the critical path is 100 ms; the figure is the wall
 time of a run over that path (target: at most 1.5x). The server is the test double of
 tests/integration/llm_server.py in a separate process, so it really serves concurrently and
 does not share this process's interpreter lock; its CPU per request is printed too (on a
-2-core machine client and server share the cores, so both count towards the wall time).
+2-core machine client and server share the cores, so both count towards the wall time). The
+server sends each stream's events once its latency has passed, all in one write, each event a
+chunk of its own; the client parses every event as it would a slower stream.
 
 Run: .venv/bin/python benchmarks/llm_parallel.py [--nodes 200] [--latency 0.1] [--repeat 5]
 """
@@ -88,7 +90,7 @@ async def main(nodes: int, latency: float, repeat: int) -> None:
     print(f"ratio over the {latency * 1000:.0f} ms critical path: best {best / latency:.2f}x, "
           f"median {median / latency:.2f}x (target <= 1.5x)")
     # CPU time does not depend on other load on the machine: the client's cost per node.
-    print(f"client CPU per node (engine + llm node + provider + aiohttp): "
+    print(f"client CPU per node (engine + llm node + provider + HTTP): "
           f"{statistics.median(cpus) / nodes * 1e6:.0f} us")
     if server_start is not None and server_end is not None:
         print(f"server CPU per request (its own process): "

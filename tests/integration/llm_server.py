@@ -169,17 +169,14 @@ class LLMServer:
                           writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                line = await reader.readline()
-                if not line.strip():
-                    break
-                method, target, _ = line.decode("latin-1").split(" ", 2)
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = request_line.split(" ", 2)
                 headers: dict[str, str] = {}
-                while True:
-                    raw = await reader.readline()
-                    if raw in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = raw.decode("latin-1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
+                for raw in lines:
+                    name, _, value = raw.partition(":")
+                    if name:
+                        headers[name.strip().lower()] = value.strip()
                 size = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(size) if size else b""
                 self.active += 1
@@ -433,31 +430,35 @@ class LLMServer:
                       answer: dict[str, Any], fault: Fault | None) -> bool:
         self._head(writer, 200, {"Content-Type": "text/event-stream",
                                  "Cache-Control": "no-cache", "Transfer-Encoding": "chunked"})
-        await writer.drain()
         end = "\r\n" if self.crlf else "\n"
-
-        async def send(text: str) -> None:
-            data = text.encode()
-            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            await writer.drain()
-
         if fault is not None and fault.kind == "stall":
+            await writer.drain()
             await asyncio.sleep(fault.delay)
-        if self.keepalive:
-            await send(f": keep-alive{end}{end}")
+        frames = [f": keep-alive{end}{end}"] if self.keepalive else []
         events = [json.dumps(e) for e in self._events(body, answer)]
         if fault is not None and fault.kind == "malformed":
             events.insert(1, '{"choices": [{"delta": {"content": "x"')
-        for number, event in enumerate(events):
-            if fault is not None and fault.kind == "cut" and number >= fault.after:
-                writer.transport.abort()
-                return False
-            prefix = f"event: message{end}" if self.keepalive else ""
-            await send(f"{prefix}data: {event}{end}{end}")
-        await send(f"data: [DONE]{end}{end}")
-        writer.write(b"0\r\n\r\n")
+        cut = fault.after if fault is not None and fault.kind == "cut" else None
+        prefix = f"event: message{end}" if self.keepalive else ""
+        frames += [f"{prefix}data: {event}{end}{end}" for event in events[:cut]]
+        if cut is None:
+            frames.append(f"data: [DONE]{end}{end}")
+        # Every event is a chunk of its own, all written at once (one system call), as a
+        # server whose tokens are all ready sends them: the client still parses each event.
+        out = [_chunk(frame.encode()) for frame in frames]
+        if cut is None:
+            out.append(b"0\r\n\r\n")
+        writer.writelines(out)
         await writer.drain()
+        if cut is not None:
+            writer.transport.abort()
+            return False
         return True
+
+
+def _chunk(data: bytes) -> bytes:
+    """``data`` in HTTP/1.1 chunked framing."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 def _text(message: dict[str, Any]) -> str:
