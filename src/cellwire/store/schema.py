@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from .codec import from_json
+
 RUN_COLUMNS = [
     "run_id", "workflow", "status", "inputs", "outputs", "answer", "error", "error_node",
     "started_at", "finished_at", "elapsed_ms", "total_tokens", "total_cost", "exceptions_count",
@@ -133,9 +135,46 @@ def _v3(conn: sqlite3.Connection) -> None:
             conn.execute(index)
 
 
+#: The input that names a run's conversation (chat memory reads a conversation's turns).
+CONVERSATION_INPUT = "sys.conversation_id"
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    """A run's conversation (``sys.conversation_id``) in a column of its own, indexed, so chat
+    memory finds a conversation's earlier turns without decoding every run's inputs. Runs
+    stored before this version get theirs from their inputs."""
+    conn.execute("ALTER TABLE runs ADD COLUMN conversation_id TEXT")
+    conn.execute("CREATE INDEX runs_conversation ON runs (workflow, conversation_id, "
+                 "started_at) WHERE conversation_id IS NOT NULL")
+    # Inline inputs that mention the key, and large inputs kept in blobs.
+    rows = conn.execute(
+        "SELECT runs.rowid, coalesce(blobs.data, runs.inputs) FROM runs "
+        "LEFT JOIN blobs ON runs.inputs LIKE '@%' AND blobs.hash = substr(runs.inputs, 2) "
+        "WHERE runs.inputs LIKE ? OR runs.inputs LIKE '@%'",
+        (f"%{CONVERSATION_INPUT}%",)).fetchall()
+    updates = []
+    for rowid, text in rows:
+        try:
+            inputs = from_json(text)
+        except (ValueError, KeyError):
+            continue
+        found = conversation_of(inputs)
+        if found is not None:
+            updates.append((found, rowid))
+    conn.executemany("UPDATE runs SET conversation_id = ? WHERE rowid = ?", updates)
+
+
+def conversation_of(inputs: object) -> str | None:
+    """The conversation id among a run's inputs, as text; None when there is none."""
+    if not isinstance(inputs, dict):
+        return None
+    value = inputs.get(CONVERSATION_INPUT)
+    return None if value is None or value == "" else str(value)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 
 
 class SchemaTooNew(RuntimeError):

@@ -13,13 +13,13 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from cellwire.engine.result import TRACE_COLUMNS
 
 from . import views
-from .codec import BlobPacker, blob_refs
-from .schema import NODE_JSON, RUN_COLUMNS, RUN_JSON, migrate
+from .codec import BlobPacker, blob_refs, from_json, to_json
+from .schema import NODE_JSON, RUN_COLUMNS, RUN_JSON, conversation_of, migrate
 from .sink import StoreSink
 
 if TYPE_CHECKING:
@@ -57,6 +57,18 @@ UPDATE runs SET
     total_steps = (SELECT count(*) FROM node_executions WHERE run_id = ? AND status != 'skipped')
 WHERE run_id = ?
 """
+
+
+#: Run states whose turn counts in a conversation's history.
+_FINISHED = ("succeeded", "partial-succeeded")
+
+
+class ConversationTurn(NamedTuple):
+    """One earlier run of a conversation: what the user asked and what was answered."""
+
+    run_id: str
+    query: str
+    answer: str
 
 
 class RunNotFound(KeyError):
@@ -125,9 +137,9 @@ class RunStore:
                 return 0 if row[0] is None else row[0] + 1
             packer = BlobPacker()
             conn.execute(
-                "INSERT OR REPLACE INTO runs (run_id, workflow, status, inputs, started_at) "
-                "VALUES (?, ?, 'running', ?, ?)",
-                (run_id, workflow, packer.pack(inputs), started_at),
+                "INSERT OR REPLACE INTO runs (run_id, workflow, status, inputs, started_at, "
+                "conversation_id) VALUES (?, ?, 'running', ?, ?, ?)",
+                (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
             )
             # A run id used again replaces the old run rather than mixing with it.
             conn.execute("DELETE FROM node_executions WHERE run_id = ?", (run_id,))
@@ -236,6 +248,43 @@ class RunStore:
             blobs = self._blobs(_json_cells(rows, TRACE_COLUMNS, NODE_JSON))
         return views.trace_frame_from_rows(rows, blobs)
 
+    def conversation_turns(self, workflow: str, conversation_id: str, limit: int, *,
+                           node_id: str | None = None,
+                           exclude_run: str | None = None) -> list[ConversationTurn]:
+        """The last ``limit`` finished runs of ``workflow`` in conversation
+        ``conversation_id``, oldest first, as turns: the run's ``sys.query`` and its answer.
+
+        The answer is what the run's answer nodes streamed; for a run without one, the
+        ``text`` output of node ``node_id`` (the llm node asking for its memory).
+        ``exclude_run`` leaves out a run (the one asking)."""
+        if limit <= 0 or conversation_id is None or conversation_id == "":
+            return []
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT run_id, inputs, answer FROM runs WHERE workflow = ? "
+                "AND conversation_id = ? AND status IN (?, ?) AND run_id != ? "
+                "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (workflow, str(conversation_id), *_FINISHED, exclude_run or "", int(limit)),
+            ).fetchall()
+            missing = [r[0] for r in rows if not r[2]]
+            replies: dict[str, Any] = {}
+            if node_id is not None and missing:
+                found = self._conn.execute(
+                    "SELECT run_id, outputs FROM node_executions WHERE node_id = ? "
+                    "AND status = 'succeeded' AND run_id IN ({}) ORDER BY seq".format(
+                        ",".join("?" * len(missing))), (node_id, *missing)).fetchall()
+                # The last execution of the node in a run (iterations run it many times).
+                replies = dict(found)
+            blobs = self._blobs([r[1] for r in rows] + list(replies.values()))
+        turns = []
+        for run_id, inputs, answer in reversed(rows):
+            query = (from_json(inputs, blobs) or {}).get("sys.query")
+            if not answer and run_id in replies:
+                outputs = from_json(replies[run_id], blobs)
+                answer = outputs.get("text") if isinstance(outputs, dict) else None
+            turns.append(ConversationTurn(run_id, _text(query), _text(answer)))
+        return turns
+
     def _blobs(self, cells: list[str | None]) -> dict[str, str]:
         refs = blob_refs(cells)
         if not refs:
@@ -249,6 +298,12 @@ class RunStore:
                 chunk,
             ).fetchall())
         return found
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else to_json(value) or ""
 
 
 def _json_cells(rows: list[tuple[Any, ...]], columns: list[str],
@@ -286,4 +341,4 @@ def open_store(path: str | os.PathLike[str]) -> RunStore:
         return store
 
 
-__all__ = ["RunNotFound", "RunStore", "open_store"]
+__all__ = ["ConversationTurn", "RunNotFound", "RunStore", "open_store"]
