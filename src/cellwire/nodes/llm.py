@@ -9,10 +9,16 @@ retryable ones (rate limits, overload) keep ``retry_after`` for the node's retry
 
 from __future__ import annotations
 
+import base64
 import json
+import mimetypes
 import re
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 
@@ -30,6 +36,7 @@ from cellwire.services.llm import (
     Route,
     default_router,
 )
+from cellwire.services.llm.base import ContentPart, ImageDetail, image_part, text_part
 from cellwire.services.llm.cache import cache_key
 from cellwire.services.llm.prices import Priced
 from cellwire.services.llm.tokens import estimate_usage
@@ -77,9 +84,15 @@ class MemoryConfig(NodeConfig):
     query_prompt_template: str | None = None
 
 
+class VisionConfigs(NodeConfig):
+    #: Dify's default: the files sent with the user's message.
+    variable_selector: list[str] = Field(default_factory=lambda: ["sys", "files"])
+    detail: ImageDetail = "high"
+
+
 class VisionConfig(NodeConfig):
     enabled: bool = False
-    configs: dict[str, Any] | None = None
+    configs: VisionConfigs | None = None
 
 
 class StructuredOutput(NodeConfig):
@@ -157,7 +170,10 @@ async def run(ctx: NodeContext) -> NodeResult:
     notes: list[str] = []
     context = _context_text(ctx, config)
     variables = _jinja_variables(ctx, config)
-    messages = _render_messages(ctx, config, context, variables)
+    history = await _history(ctx, config, notes)
+    messages = _render_messages(ctx, config, context, variables, history)
+    if config.vision is not None and config.vision.enabled:
+        await _attach_images(ctx, config.vision, messages, notes)
     route = _route(ctx, config)
     request = _request(config, route.model, messages)
     call = await invoke(ctx, route, request, cache=config.cache,
@@ -170,10 +186,6 @@ async def run(ctx: NodeContext) -> NodeResult:
         outputs["structured_output"] = parse_json(response.text)
     outputs["usage"] = call.usage_dict
     outputs["finish_reason"] = response.finish_reason
-    if config.memory is not None and config.memory.window.enabled:
-        notes.append("memory: conversation history is not sent yet; the prompt has none")
-    if config.vision is not None and config.vision.enabled:
-        notes.append("vision: files and images are not sent yet; the prompt is text only")
 
     inputs: dict[str, Any] = dict(variables)
     if config.context is not None and config.context.enabled:
@@ -366,16 +378,20 @@ def _jinja_variables(ctx: NodeContext, config: LLMConfig) -> dict[str, Any]:
 
 
 def _render_messages(ctx: NodeContext, config: LLMConfig, context: str,
-                     variables: dict[str, Any]) -> list[ChatMessage]:
+                     variables: dict[str, Any], history: Sequence[tuple[str, str]] = ()
+                     ) -> list[ChatMessage]:
     template = config.prompt_template
     if template is None:
         raise LLMConfigError("the prompt is missing", field="prompt_template",
                              hint="give a list of {role, text} messages")
     items = template if isinstance(template, list) else [template]
+    # Completion mode has one prompt: the history goes in as text, at {{#histories#}}.
+    histories = "" if isinstance(template, list) or config.memory is None else \
+        _histories_text(history, config.memory)
     messages: list[ChatMessage] = []
     for index, item in enumerate(items):
         field = f"prompt_template[{index}]" if isinstance(template, list) else "prompt_template"
-        text = _render_one(ctx, item, field, context, variables)
+        text = _render_one(ctx, item, field, context, variables, histories)
         if text:
             role = item.role if isinstance(template, list) else "user"
             if role not in ("system", "user", "assistant"):
@@ -390,6 +406,14 @@ def _render_messages(ctx: NodeContext, config: LLMConfig, context: str,
             text = ctx.render(config.memory.query_prompt_template or "{{#sys.query#}}",
                               field="memory.query_prompt_template")
             messages.append(ChatMessage("user", text))
+    if history and isinstance(template, list):
+        # Dify puts the remembered turns after the prompt's messages, before the user's
+        # message (the query, or else the prompt's last user message).
+        past = [ChatMessage(role, text) for query, answer in history
+                for role, text in (("user", query), ("assistant", answer)) if text]
+        at = max((i for i, m in enumerate(messages) if m.role == "user"),
+                 default=len(messages))
+        messages[at:at] = past
     if not messages:
         raise LLMConfigError("the prompt renders to nothing", field="prompt_template",
                              hint="write some text in the prompt, or check its variables")
@@ -397,15 +421,186 @@ def _render_messages(ctx: NodeContext, config: LLMConfig, context: str,
 
 
 def _render_one(ctx: NodeContext, item: PromptMessage, field: str, context: str,
-                variables: dict[str, Any]) -> str:
+                variables: dict[str, Any], histories: str = "") -> str:
     if item.edition_type == "jinja2":
         namespace = {k: ("" if v is None else v) for k, v in variables.items()}
         return ctx.render(item.jinja2_text or item.text or "", field=f"{field}.jinja2_text",
                           extra=namespace)
     # Dify's special placeholders are not pool references: keep them out of both renderers.
     text = item.text.replace("{{#context#}}", _CONTEXT).replace("{{#histories#}}", _HISTORIES)
+    if histories and _HISTORIES not in text:
+        text = f"{_HISTORIES}\n{text}"  # as Dify does when a completion prompt has no slot
     text = ctx.render(text, field=f"{field}.text", extra=variables or None)
-    return text.replace(_CONTEXT, context).replace(_HISTORIES, "")
+    return text.replace(_CONTEXT, context).replace(_HISTORIES, histories)
+
+
+# -- memory: earlier turns of the conversation, from the run store ---------------------------
+
+#: The most turns Dify's memory remembers, with or without a window.
+MAX_MEMORY_TURNS = 500
+
+
+async def _history(ctx: NodeContext, config: LLMConfig, notes: list[str]
+                   ) -> list[tuple[str, str]]:
+    """Dify's chat memory: ``(query, answer)`` of the conversation's earlier runs, oldest
+    first, as many as the window allows. Conversations are told apart by
+    ``sys.conversation_id`` and read from the run store."""
+    memory = config.memory
+    if memory is None:
+        return []
+    conversation = ctx.pool.get(("sys", "conversation_id"), None)
+    if conversation is None or conversation == "":
+        notes.append("memory: the run has no sys.conversation_id, so no history is sent")
+        return []
+    store = _run_store(ctx)
+    if store is None:
+        notes.append("memory: this run has no run store (store=False), so no history is sent")
+        return []
+    window = memory.window
+    size = window.size if window.enabled and window.size and window.size > 0 else None
+    limit = min(size or MAX_MEMORY_TURNS, MAX_MEMORY_TURNS)
+    workflow = str(ctx.pool.get(("sys", "workflow_id"), ""))
+    try:
+        turns = await ctx.to_thread(store.conversation_turns, workflow, str(conversation),
+                                    limit, node_id=ctx.node.id, exclude_run=ctx.run_id)
+    except sqlite3.Error as exc:
+        notes.append(f"memory: the run store could not be read ({exc}); no history is sent")
+        return []
+    return [(turn.query, turn.answer) for turn in turns]
+
+
+def _run_store(ctx: NodeContext) -> Any:
+    # The store that records this run (its sink is subscribed to the runtime); duck-typed,
+    # as nodes do not import the store.
+    for sink in ctx.runtime.sinks:
+        store = getattr(sink, "store", None)
+        if callable(getattr(store, "conversation_turns", None)):
+            return store
+    return None
+
+
+def _histories_text(history: Sequence[tuple[str, str]], memory: MemoryConfig) -> str:
+    """The turns as Dify writes them into a completion prompt: ``Human: ...`` lines."""
+    prefix = memory.role_prefix or {}
+    user, assistant = prefix.get("user") or "Human", prefix.get("assistant") or "Assistant"
+    lines = [f"{role}: {text}" for query, answer in history
+             for role, text in ((user, query), (assistant, answer)) if text]
+    return "\n".join(lines)
+
+
+# -- vision: image files as parts of the user's message --------------------------------------
+
+#: The largest local image sent (it goes as base64); larger ones are a configuration error.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+_REMOTE = ("http://", "https://", "data:")
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+          (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+
+async def _attach_images(ctx: NodeContext, vision: VisionConfig, messages: list[ChatMessage],
+                         notes: list[str]) -> None:
+    """Put the image files at ``vision.configs.variable_selector`` before the text of the last
+    user message (a new user message when the last is not one), as Dify does."""
+    configs = vision.configs or VisionConfigs()
+    field = "vision.configs.variable_selector"
+    value = ctx.get(configs.variable_selector, None, field=field)
+    files = value if isinstance(value, list) else [] if value is None else [value]
+    parts: list[ContentPart] = []
+    skipped: list[str] = []
+    for index, item in enumerate(files):
+        where = f"{field}[{index}]" if isinstance(value, list) else field
+        url = await _image_url(ctx, item, where)
+        if url is None:
+            skipped.append(_file_name(item))
+        else:
+            parts.append(image_part(url, configs.detail))
+    if skipped:
+        notes.append(f"vision: {len(skipped)} file(s) that are not images were not sent: "
+                     + ", ".join(skipped))
+    if not parts:
+        return
+    last = messages[-1]
+    if last.role == "user" and not last.tool_calls:
+        if isinstance(last.content, str):
+            last.content = [*parts, text_part(last.content)] if last.content else parts
+        else:
+            last.content = [*parts, *last.content]
+    else:
+        messages.append(ChatMessage("user", parts))
+
+
+async def _image_url(ctx: NodeContext, item: Any, field: str) -> str | None:
+    """A URL (http, https or data) for the image ``item``; None when it is not an image.
+
+    ``item`` is a Dify file object (``type``, ``transfer_method``, ``remote_url`` / ``url``,
+    cellwire's ``path``), a URL, or the path of a local file, which is read and sent as a
+    base64 ``data:`` URL."""
+    mime: str | None = None
+    if isinstance(item, str):
+        url, path = (item, None) if item.startswith(_REMOTE) else (None, item)
+    elif isinstance(item, dict):
+        mime = str(item.get("mime_type") or "") or None
+        if item.get("type") not in (None, "", "image") or (
+                mime and not mime.startswith("image/")):
+            return None
+        url = str(item.get("remote_url") or item.get("url") or "") or None
+        path = str(item.get("path") or "") or None
+        if url is not None and not url.startswith(_REMOTE):
+            url, path = None, path or url  # a local path (or file:// URL) given as its url
+        if url is None and path is None:
+            raise LLMConfigError(
+                f"the file {_file_name(item)} has no url and no path", field=field,
+                hint="give the file a remote_url (transfer_method: remote_url), or the "
+                     "path of a local copy (transfer_method: local_file, path: ...): "
+                     "cellwire has no copy of files uploaded to Dify")
+    else:
+        raise LLMConfigError(f"a {type(item).__name__} is not a file", field=field,
+                             hint="select a file variable: Dify file objects, URLs or paths")
+    if url is not None:
+        if url.startswith("data:") and not url.startswith("data:image/"):
+            return None
+        return url
+    assert path is not None
+    return await ctx.to_thread(_data_url, path, mime, field)
+
+
+def _data_url(path: str, mime: str | None, field: str) -> str | None:
+    """The local image at ``path`` as a base64 ``data:`` URL (None if it is no image)."""
+    if path.startswith("file://"):
+        path = unquote(urlsplit(path).path)
+    target = Path(path).expanduser()
+    try:
+        with target.open("rb") as handle:
+            data = handle.read(MAX_IMAGE_BYTES + 1)
+    except OSError as exc:
+        raise LLMConfigError(f"cannot read the image {path!r}: {exc.strerror or exc}",
+                             field=field, hint="check the file's path") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise LLMConfigError(
+            f"the image {target.name!r} is larger than {_size(MAX_IMAGE_BYTES)}",
+            field=field, hint="send a smaller image, or a URL the model can fetch")
+    sniffed = next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+    if sniffed is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        sniffed = "image/webp"
+    mime = mime or sniffed or mimetypes.guess_type(target.name)[0]
+    if not mime or not mime.startswith("image/"):
+        return None
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"
+
+
+def _file_name(item: Any) -> str:
+    if isinstance(item, dict):
+        name = item.get("filename") or item.get("name") or item.get("remote_url") or \
+            item.get("url") or item.get("path") or item.get("upload_file_id") or "file"
+        return repr(str(name))
+    return repr(str(item)[:100])
 
 
 def _request(config: LLMConfig, model: str, messages: list[ChatMessage]) -> ChatRequest:

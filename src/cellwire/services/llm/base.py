@@ -11,13 +11,59 @@ import json
 import math
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Required, TypedDict, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
 ResponseFormat = Literal["text", "json_object", "json_schema"]
+ImageDetail = Literal["auto", "low", "high"]
 
 
 # -- messages and requests ------------------------------------------------------------------
+
+
+class TextPart(TypedDict):
+    """Text in a message of several parts."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(TypedDict, total=False):
+    url: Required[str]
+    detail: ImageDetail
+
+
+class ImagePart(TypedDict):
+    """An image: an ``http(s)`` URL, or a ``data:<type>;base64,...`` URL of its bytes.
+
+    The shape is OpenAI's content part, which OpenAI-compatible servers take as is; other
+    providers convert it (Anthropic: an ``image`` block with a url or base64 source)."""
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+def text_part(text: str) -> TextPart:
+    return {"type": "text", "text": text}
+
+
+def image_part(url: str, detail: ImageDetail | None = None) -> ImagePart:
+    image: ImageURL = {"url": url}
+    if detail is not None:
+        image["detail"] = detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _shown_url(url: str) -> str:
+    # Traces keep a data URL's type and size, not its bytes.
+    if url.startswith("data:") and "," in url:
+        head, data = url.split(",", 1)
+        size = len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
+        return f"{head},<{size} bytes>"
+    return url
 
 
 @dataclass(slots=True)
@@ -45,10 +91,10 @@ class ToolCallDelta:
 
 @dataclass(slots=True)
 class ChatMessage:
-    """One message of a conversation. ``content`` is text or a list of OpenAI-style parts."""
+    """One message of a conversation. ``content`` is text, or text and image parts."""
 
     role: Role | str
-    content: str | list[dict[str, Any]] = ""
+    content: str | list[ContentPart] = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     #: For ``role="tool"``: the id of the call this message answers.
     tool_call_id: str | None = None
@@ -61,9 +107,19 @@ class ChatMessage:
             return self.content
         return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
 
+    @property
+    def images(self) -> list[ImagePart]:
+        """The message's image parts."""
+        if isinstance(self.content, str):
+            return []
+        return [p for p in self.content if p.get("type") == "image_url"]  # type: ignore[misc]
+
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form for traces (``process_data``)."""
+        """A JSON-friendly form for traces (``process_data``); images by URL, data URLs by
+        type and size only."""
         data: dict[str, Any] = {"role": self.role, "text": self.text}
+        if images := self.images:
+            data["images"] = [_shown_url(p["image_url"]["url"]) for p in images]
         if self.tool_calls:
             data["tool_calls"] = [
                 {"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls

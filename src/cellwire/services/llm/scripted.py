@@ -37,14 +37,16 @@ class Rule:
     """A scripted reply and the requests it applies to.
 
     Every match field given must hold; a rule without any matches every request.
-    ``contains`` / ``regex`` look at the last user message, ``system`` at the system prompt.
-    Without ``reply`` or ``json``, the reply echoes the last user message.
+    ``contains`` / ``regex`` look at the text of the last user message, ``images`` at whether
+    it carries image parts, ``system`` at the system prompt. Without ``reply`` or ``json``,
+    the reply echoes the last user message's text.
     """
 
     contains: str | None = None
     regex: str | None = None
     system: str | None = None
     model: str | None = None
+    images: bool | None = None
     when: Callable[[ChatRequest], bool] | None = None
 
     reply: Reply | None = None
@@ -69,8 +71,16 @@ class Rule:
             and (self.regex is None or re.search(self.regex, user) is not None)
             and (self.system is None or self.system in request.system_prompt)
             and (self.model is None or self.model == request.model)
+            and (self.images is None or self.images == bool(_last_user_images(request)))
             and (self.when is None or bool(self.when(request)))
         )
+
+
+def _last_user_images(request: ChatRequest) -> list[Any]:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.images
+    return []
 
 
 def count_tokens(text: str) -> int:
@@ -83,7 +93,8 @@ class ScriptedProvider:
 
     ``latency`` delays every answer (``asyncio.sleep``, so parallel nodes overlap);
     ``chunk_words`` sets how many words each stream chunk carries. ``calls`` records every
-    request, failed attempts included, so tests can check the prompts a node rendered.
+    request, failed attempts included, so tests can check the prompts a node rendered (image
+    parts included; they count no tokens).
     """
 
     def __init__(self, rules: Iterable[Rule] = (), *, name: str = "scripted",
