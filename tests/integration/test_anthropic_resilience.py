@@ -309,3 +309,12 @@ async def test_configured_limits_and_retry_come_from_provider_options(server):
         await provider.chat(ask())
     assert len(server.requests) == 2
     await provider.aclose()
+
+
+def test_one_provider_serves_runs_on_successive_event_loops(server):
+    # cellwire.run in a script runs each workflow on an event loop of its own; the provider
+    # (built once per config) keeps a client per loop instead of reusing dead connections.
+    provider = AnthropicProvider(base_url=server.url, api_key=KEY, rate_limits=RateLimits())
+    for n in range(3):
+        assert asyncio.run(provider.chat(ask(f"turn {n}"))).text == f"echo: turn {n}"
+    asyncio.run(provider.aclose())

@@ -104,7 +104,8 @@ class AnthropicProvider:
         self._timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write,
                                       pool=t.pool)
         self._pool = httpx.Limits(max_connections=max_connections)
-        self._client = client
+        self._given = client
+        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
     def __repr__(self) -> str:  # no key in reprs
         return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -116,14 +117,27 @@ class AnthropicProvider:
 
     @property
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, limits=self._pool)
-        return self._client
+        """This event loop's pooled client: pooled connections belong to the loop that opened
+        them, and scripts run each ``cellwire.run`` on a loop of its own."""
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None or found.is_closed:
+            for old in [k for k in self._clients if k.is_closed()]:
+                del self._clients[old]
+            found = self._clients[loop] = httpx.AsyncClient(timeout=self._timeout,
+                                                             limits=self._pool)
+        return found
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close this event loop's client (or the one given)."""
+        if self._given is not None:
+            await self._given.aclose()
+            return
+        found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.aclose()
 
     # -- the provider protocol -----------------------------------------------------------------
 
