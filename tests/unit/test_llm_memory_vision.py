@@ -267,14 +267,17 @@ async def test_a_prompt_without_user_message_gets_one_for_the_images():
 
 async def test_images_go_with_the_query_after_the_remembered_turns(store, tmp_path):
     provider = ScriptedProvider([Rule(reply="ok")])
-    wf = chatflow(window={"enabled": True, "size": 3}, vision={"enabled": True})
+    # Dify's default query template also names the files: they go as parts, not as text.
+    wf = chatflow(memory={"window": {"enabled": True, "size": 3},
+                          "query_prompt_template": "{{#sys.query#}}\n\n{{#sys.files#}}"},
+                  vision={"enabled": True})
     await say(wf, provider, store, "first")
     await say(wf, provider, store, "look", **{"sys.files": [
         {"type": "image", "transfer_method": "remote_url", "url": "https://e.com/i.png"}]})
     messages = provider.calls[-1].messages
     assert [(m.role, m.text, len(m.images)) for m in messages] == [
         ("system", "Be brief.", 0), ("user", "first", 0), ("assistant", "ok", 0),
-        ("user", "look", 1)]
+        ("user", "look\n\n", 1)]
 
 
 @pytest.mark.parametrize(("pics", "message", "field"), [

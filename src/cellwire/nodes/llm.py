@@ -403,8 +403,11 @@ def _render_messages(ctx: NodeContext, config: LLMConfig, context: str,
         # query template (``{{#sys.query#}}`` by default).
         query = ctx.pool.get(("sys", "query"), None)
         if query:
-            text = ctx.render(config.memory.query_prompt_template or "{{#sys.query#}}",
-                              field="memory.query_prompt_template")
+            # Dify's default template is "{{#sys.query#}}\n\n{{#sys.files#}}": files render as
+            # no text there, they reach the model as image parts (vision).
+            template_text = (config.memory.query_prompt_template or "{{#sys.query#}}"
+                             ).replace("{{#sys.files#}}", "")
+            text = ctx.render(template_text, field="memory.query_prompt_template")
             messages.append(ChatMessage("user", text))
     if history and isinstance(template, list):
         # Dify puts the remembered turns after the prompt's messages, before the user's
