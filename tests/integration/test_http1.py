@@ -325,3 +325,24 @@ async def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error():
         with pytest.raises(ConnectError, match="refused .* 403 Forbidden"):
             await pool.request("GET", "models")
         await pool.aclose()
+
+
+async def test_a_request_cancelled_before_its_headers_frees_its_connection():
+    async def first_hangs(head, reader, writer):
+        if b"/hang" in head:
+            await asyncio.sleep(60)
+            return False
+        return await ok()(head, reader, writer)
+
+    async with Server(first_hangs) as server:
+        pool = HTTPPool(server.url(), connections=1, pool=2)
+        waiting = asyncio.create_task(pool.request("GET", "hang"))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        response = await pool.request("GET", "next")  # the only slot is free again
+        assert await response.read() == b"hello"
+        response.release()
+        await pool.aclose()
+    assert server.connections == 2

@@ -343,13 +343,25 @@ class HTTPPool:
         head = f"{method} {target} HTTP/1.1\r\n{self._fixed}{extra}{length}\r\n".encode()
         connection, reused = await self._acquire()
         try:
-            return await connection.send(head, body)
+            return await self._send(connection, head, body)
         except ConnectionLost:
             if not reused or connection.received:
                 raise
         # A kept-alive connection the server had closed just before: once more on a new one.
         connection, _ = await self._acquire(fresh=True)
-        return await connection.send(head, body)
+        return await self._send(connection, head, body)
+
+    @staticmethod
+    async def _send(connection: _Connection, head: bytes, body: bytes | None) -> Response:
+        try:
+            return await connection.send(head, body)
+        except BaseException:
+            # Cancelled or failed before the headers: the response will never be read, so
+            # the connection cannot carry another request.
+            connection.response = None
+            connection._stop_timer()
+            connection._close()
+            raise
 
     async def aclose(self) -> None:
         """Close every connection; requests after this fail."""
