@@ -50,7 +50,7 @@ from .base import (
     estimate_tokens,
 )
 from .openai import Timeouts
-from .ratelimit import RATE_LIMITS, RateLimits
+from .ratelimit import RATE_LIMITS, Permit, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -219,7 +219,7 @@ class AnthropicProvider:
         finally:
             permit.settle(decoder.total_tokens())
 
-    async def _acquire(self, request: ChatRequest):
+    async def _acquire(self, request: ChatRequest) -> Permit:
         # Prompt text plus the most the reply may take, as the OpenAI provider reserves;
         # settle() corrects it with the usage the server reports.
         estimate = sum(estimate_tokens(m.text) for m in request.messages) + (
