@@ -23,6 +23,14 @@ import { StatusStore } from "./status";
 import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem } from "./types";
 
 
+/** A press inside the editor stays with the editor. JupyterLab's notebook would otherwise
+ * move the focus to the cell (and the browser then on to the pressed element): two focus
+ * changes around every node and edge, each a style recalculation of the whole editor. The
+ * cell still becomes the active one, from the focus landing inside it. */
+function keepFocusHere(e: { stopPropagation(): void }) {
+  e.stopPropagation();
+}
+
 function useJupyterDark(): boolean {
   const read = () => typeof document !== "undefined" && document.body.dataset.jpThemeLight === "false";
   const [dark, setDark] = useState(read);
@@ -59,7 +67,7 @@ const Toolbar = memo(function Toolbar({ model, send, onFit, onLayout, message, n
   const canUndo = useTrait<boolean>(model, "can_undo");
   const canRedo = useTrait<boolean>(model, "can_redo");
   return (
-    <div className="cw-toolbar">
+    <div className="cw-toolbar" tabIndex={-1} {...SUPPRESS}>
       <button data-testid="cw-run" disabled={running} onClick={() => send({ type: "run" })}>▶ Run</button>
       <button data-testid="cw-stop" disabled={!running} onClick={() => send({ type: "stop" })}>■ Stop</button>
       <span className="cw-sep" />
@@ -228,7 +236,12 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     ({ nodes: sel }: { nodes: FlowNode[] }) => setSelectedId(sel.length === 1 ? sel[0].id : null),
     [],
   );
-  const onPaneClick = useCallback(() => rootRef.current?.focus(), []);
+  // Keys pressed after a click on the canvas go to the editor through a small focus target:
+  // JupyterLab's `:focus ::selection` style rules make every focus change restyle the whole
+  // subtree of the element gaining or losing focus, which for the editor's root would be
+  // every node and edge of the graph.
+  const focusRef = useRef<HTMLDivElement>(null);
+  const onPaneClick = useCallback(() => focusRef.current?.focus({ preventScroll: true }), []);
 
   const onKeyDown = useCallback(
     (e: KeyboardEvent<HTMLDivElement>) => {
@@ -275,10 +288,11 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
         className={`cw-editor${dark ? " cw-dark" : ""}${nodes.length > DAGRE_LIMIT ? " cw-big" : ""}`}
         data-testid="cw-editor"
         {...SUPPRESS}
-        tabIndex={0}
         onKeyDown={onKeyDown}
+        onMouseDown={keepFocusHere}
         style={{ height }}
       >
+        <div ref={focusRef} className="cw-focus" tabIndex={-1} data-testid="cw-focus" {...SUPPRESS} />
         <Toolbar
           model={model}
           send={send}
@@ -289,7 +303,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
           problemCount={problemCount}
         />
         <div className="cw-body">
-          <div className="cw-palette" data-testid="cw-palette">
+          <div className="cw-palette" data-testid="cw-palette" tabIndex={-1} {...SUPPRESS}>
             {types.map((t) => (
               <button
                 key={t.name}
@@ -346,7 +360,8 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
 }
 
 export function App({ model }: { model: AnyModel }) {
-  const store = useMemo(() => new StatusStore(), []);
+  // The statuses known now are there for the first render (a view opened after a run).
+  const store = useMemo(() => new StatusStore(model.get("status") ?? {}), [model]);
   return (
     <ReactFlowProvider>
       <Editor model={model} store={store} />

@@ -1,6 +1,7 @@
 /** How nodes and edges are drawn: by type (colour, icon), with one source handle per branch
  * and the run status of the node. */
-import { memo, useSyncExternalStore } from "react";
+import { Fragment, memo, useSyncExternalStore } from "react";
+import type { CSSProperties } from "react";
 import { BaseEdge, getBezierPath, Handle, Position } from "@xyflow/react";
 import type { EdgeProps, NodeProps } from "@xyflow/react";
 import { useEditor } from "./context";
@@ -71,28 +72,30 @@ function Metrics({ entry }: { entry?: StatusEntry }) {
   return <div className="cw-metrics">{parts.join(" · ")}</div>;
 }
 
-function Body({ node, entry }: { node: CwNode; entry?: StatusEntry }) {
+/* A node is drawn with few elements (a 500-node graph is thousands of them, and every
+ * style, layout and paint pass walks them): the icon and the status dot are the head's
+ * ::before and ::after, the handles sit in the node without wrappers. The parts that do not
+ * depend on the run are memoised on the node, so a status change re-renders the node's
+ * class and its metrics line only. */
+
+const Head = memo(function Head({ node }: { node: CwNode }) {
   const { color, icon } = look(node.type);
-  const status = entry?.status ?? "pending";
   return (
     <>
-      <div className="cw-head" style={{ borderColor: color }}>
-        <span className="cw-icon" style={{ background: color }}>{icon}</span>
+      <div className="cw-head" data-icon={icon} style={{ "--cw-color": color } as CSSProperties}>
         <span className="cw-title">{node.title}</span>
-        <span className={`cw-dot cw-dot-${status}`} title={status} />
       </div>
       {node.summary ? <div className="cw-summary">{node.summary}</div> : null}
-      <Metrics entry={entry} />
-      {entry?.error ? (
-        <div className="cw-error" data-testid={`cw-error-${node.id}`} title={entry.error}>
-          {entry.error}
-        </div>
-      ) : null}
     </>
   );
-}
+});
 
-function SourceHandles({ node }: { node: CwNode }) {
+const TargetHandle = memo(function TargetHandle({ node }: { node: CwNode }) {
+  if (node.type.endsWith("start") && node.type !== "start") return null;
+  return <Handle type="target" id="target" position={Position.Left} />;
+});
+
+const SourceHandles = memo(function SourceHandles({ node }: { node: CwNode }) {
   const n = node.handles.length;
   return (
     <>
@@ -100,59 +103,52 @@ function SourceHandles({ node }: { node: CwNode }) {
         const top = n === 1 ? "50%" : `${((i + 1) * 100) / (n + 1)}%`;
         const label = handleLabel(node, h);
         return (
-          <div key={h}>
+          <Fragment key={h}>
             {label ? <span className="cw-handle-label" style={{ top }}>{label}</span> : null}
             <Handle
               type="source"
               id={h}
               position={Position.Right}
               className={h === "fail-branch" ? "cw-handle-fail" : undefined}
-              style={{ top }}
+              style={n === 1 ? undefined : { top }}
             />
-          </div>
+          </Fragment>
         );
       })}
     </>
   );
+});
+
+function NodeView({ id, node, selected, container }: { id: string; node: CwNode; selected: boolean; container: boolean }) {
+  const { store } = useEditor();
+  const entry = useStatus(store, id);
+  const status = entry?.status ?? "pending";
+  return (
+    <div
+      className={`cw-node${container ? " cw-container" : ""} cw-status-${status}${selected ? " cw-selected" : ""}`}
+      data-testid={`cw-node-${id}`}
+      data-status={status}
+      style={container ? undefined : { height: nodeHeight(node) }}
+    >
+      <TargetHandle node={node} />
+      <Head node={node} />
+      <Metrics entry={entry} />
+      {entry?.error ? (
+        <div className="cw-error" data-testid={`cw-error-${node.id}`} title={entry.error}>
+          {entry.error}
+        </div>
+      ) : null}
+      <SourceHandles node={node} />
+    </div>
+  );
 }
 
 export const CwNodeView = memo(function CwNodeView({ id, data, selected }: NodeProps<FlowNode>) {
-  const { store } = useEditor();
-  const entry = useStatus(store, id);
-  const node = data.node;
-  const status = entry?.status ?? "pending";
-  return (
-    <div
-      className={`cw-node cw-status-${status}${selected ? " cw-selected" : ""}`}
-      data-testid={`cw-node-${id}`}
-      data-status={status}
-      style={{ height: nodeHeight(node) }}
-    >
-      {node.type.endsWith("start") && node.type !== "start" ? null : (
-        <Handle type="target" id="target" position={Position.Left} />
-      )}
-      <Body node={node} entry={entry} />
-      <SourceHandles node={node} />
-    </div>
-  );
+  return <NodeView id={id} node={data.node} selected={!!selected} container={false} />;
 });
 
 export const CwContainerView = memo(function CwContainerView({ id, data, selected }: NodeProps<FlowNode>) {
-  const { store } = useEditor();
-  const entry = useStatus(store, id);
-  const node = data.node;
-  const status = entry?.status ?? "pending";
-  return (
-    <div
-      className={`cw-node cw-container cw-status-${status}${selected ? " cw-selected" : ""}`}
-      data-testid={`cw-node-${id}`}
-      data-status={status}
-    >
-      <Handle type="target" id="target" position={Position.Left} />
-      <Body node={node} entry={entry} />
-      <SourceHandles node={node} />
-    </div>
-  );
+  return <NodeView id={id} node={data.node} selected={!!selected} container />;
 });
 
 /** How an edge looks during a run, from the statuses of its ends: "active" into a running

@@ -280,7 +280,7 @@ export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
   for (const k of Object.keys(config)) shown.add(k);
   const unplaced = [...byField.entries()].filter(([k]) => !shown.has(k));
   return (
-    <div className="cw-panel" data-testid="cw-panel" {...SUPPRESS}>
+    <div className="cw-panel" data-testid="cw-panel" tabIndex={-1} {...SUPPRESS}>
       <div className="cw-panel-head">
         <b>{node.type}</b> <code>{node.id}</code>
       </div>

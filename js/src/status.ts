@@ -2,7 +2,8 @@
  * nodes and edges it names, never the whole graph. Patches arriving within one frame are
  * merged and applied once, at the next animation frame: a run streams hundreds of messages a
  * second, and one React commit (and one style/layout/paint pass) per frame is all the screen
- * can show anyway. */
+ * can show anyway. Snapshots (the ``status`` trait, a run's start) go through the same
+ * frames. */
 import { useSyncExternalStore } from "react";
 import type { StatusEntry } from "./types";
 
@@ -35,14 +36,23 @@ function nextFrame(cb: () => void): void {
   setTimeout(once, 100); // rAF stalls in background tabs and some embedders
 }
 
+type Queued = { entry: StatusEntry | null; fresh: boolean };
+
 export class StatusStore {
   private entries = new Map<string, StatusEntry>();
   private listeners = new Map<string, Set<Listener>>();
   private all = new Set<Listener>();
   private version = 0;
-  /** Queued changes; ``fresh`` when the node started again since the last frame, so the
-   * queued entry replaces the old one instead of merging into it. */
-  private pending: Map<string, { entry: StatusEntry | null; fresh: boolean }> | null = null;
+  /** Queued changes; ``fresh`` when the queued entry replaces the old one instead of merging
+   * into it (the node started again since the last frame, or a snapshot set it). */
+  private pending = new Map<string, Queued>();
+  /** What a snapshot changes, behind ``pending``: the news of a run first, then the rest. */
+  private stale = new Map<string, Queued>();
+  private scheduled = false;
+
+  constructor(entries: Record<string, StatusEntry> = {}) {
+    this.entries = new Map(Object.entries(entries));
+  }
 
   get(id: string): StatusEntry | undefined {
     return this.entries.get(id);
@@ -52,54 +62,64 @@ export class StatusStore {
     return this.version;
   }
 
-  /** Replace every entry now (a run starts, or a snapshot arrives); pending patches are
-   * dropped: they describe the state being replaced. Unchanged entries keep their identity,
-   * so nodes whose status is the same do not re-render. */
+  /** Make the entries those of ``entries`` (a run starts, or a snapshot arrives). Queued
+   * patches are dropped: they describe the state being replaced. Only the entries that
+   * differ change, at frames like patches: a run's end or the start of the next one would
+   * otherwise recolour every node of a big graph in one long frame. */
   reset(entries: Record<string, StatusEntry> = {}): void {
-    this.pending = null;
+    this.pending.clear();
+    this.stale.clear();
     const next = new Map(Object.entries(entries));
-    const touched = new Set<string>();
     for (const [id, old] of this.entries) {
       const fresh = next.get(id);
-      if (fresh === undefined) touched.add(id);
-      else if (sameEntry(old, fresh)) next.set(id, old);
-      else touched.add(id);
+      if (fresh === undefined) this.stale.set(id, { entry: null, fresh: true });
+      else if (!sameEntry(old, fresh)) this.stale.set(id, { entry: fresh, fresh: true });
     }
-    for (const id of next.keys()) if (!this.entries.has(id)) touched.add(id);
-    this.entries = next;
-    if (touched.size) this.notify(touched);
+    for (const [id, entry] of next) if (!this.entries.has(id)) this.stale.set(id, { entry, fresh: true });
+    this.schedule();
   }
 
   /** Queue ``patch`` for the next frame. */
   patch(patch: Patch): void {
-    const first = this.pending === null;
-    const pending = (this.pending ??= new Map());
+    const pending = this.pending;
     for (const [id, entry] of Object.entries(patch)) {
-      const queued = pending.get(id);
+      let queued = pending.get(id);
+      if (queued === undefined && this.stale.has(id)) {
+        queued = this.stale.get(id);
+        this.stale.delete(id);
+      }
       if (entry === null) pending.set(id, { entry: null, fresh: true });
       else if (queued?.entry) {
         pending.set(id, { entry: merge(queued.entry, entry), fresh: queued.fresh || entry.status === "running" });
       } else pending.set(id, { entry, fresh: entry.status === "running" || queued !== undefined });
     }
-    if (first) nextFrame(() => this.flush(NODES_PER_FRAME));
+    this.schedule();
   }
 
-  /** Apply queued patches now: those of the first ``limit`` nodes, in arrival order; the
-   * rest wait for the next frame. */
+  private schedule(): void {
+    if (this.scheduled || (!this.pending.size && !this.stale.size)) return;
+    this.scheduled = true;
+    nextFrame(() => {
+      this.scheduled = false;
+      this.flush(NODES_PER_FRAME);
+    });
+  }
+
+  /** Apply queued changes now: those of the first ``limit`` nodes, patches in arrival order
+   * before a snapshot's changes; the rest wait for the next frame. */
   flush(limit = Infinity): void {
-    const pending = this.pending;
-    if (!pending || !pending.size) return;
     const done = new Set<string>();
-    for (const [id, { entry, fresh }] of pending) {
-      if (done.size >= limit) break;
-      if (entry === null) this.entries.delete(id);
-      else this.entries.set(id, fresh ? entry : merge(this.entries.get(id), entry));
-      done.add(id);
+    for (const queue of [this.pending, this.stale]) {
+      for (const [id, { entry, fresh }] of queue) {
+        if (done.size >= limit) break;
+        if (entry === null) this.entries.delete(id);
+        else this.entries.set(id, fresh ? entry : merge(this.entries.get(id), entry));
+        done.add(id);
+        queue.delete(id);
+      }
     }
-    for (const id of done) pending.delete(id);
-    if (!pending.size) this.pending = null;
-    else nextFrame(() => this.flush(NODES_PER_FRAME));
-    this.notify(done);
+    this.schedule();
+    if (done.size) this.notify(done);
   }
 
   subscribe(id: string, cb: Listener): () => void {

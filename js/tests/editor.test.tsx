@@ -3,7 +3,7 @@ import { userEvent } from "vitest/browser";
 import widget from "../src/widget";
 import { connectionProblem } from "../src/graph";
 import { NODES_PER_FRAME, StatusStore } from "../src/status";
-import type { CwEdge, CwNode } from "../src/types";
+import type { CwEdge, CwNode, StatusEntry } from "../src/types";
 
 /** anywidget's narrow model API, with pySet standing in for the kernel. */
 function fakeModel(state: Record<string, unknown>) {
@@ -237,8 +237,7 @@ describe("status store", () => {
   });
 
   test("a reset drops what is queued and keeps unchanged entries as they are", async () => {
-    const store = new StatusStore();
-    store.reset({ a: { status: "succeeded", elapsed: 1 } });
+    const store = new StatusStore({ a: { status: "succeeded", elapsed: 1 } });
     const a = store.get("a");
     store.patch({ b: { status: "running" } });
     store.reset({ a: { status: "succeeded", elapsed: 1 } });
@@ -246,6 +245,25 @@ describe("status store", () => {
     await frame();
     expect(store.get("a")).toBe(a);
     expect(store.get("b")).toBeUndefined();
+  });
+
+  test("a snapshot changes only what differs, at frames, after the patches of a run", async () => {
+    const old: Record<string, StatusEntry> = {};
+    for (let i = 0; i < 60; i++) old[`n${i}`] = { status: "succeeded", elapsed: i };
+    const store = new StatusStore(old);
+    const seen: string[] = [];
+    for (let i = 0; i < 60; i++) store.subscribe(`n${i}`, () => seen.push(`n${i}`));
+    store.reset({ n0: old.n0 }); // a run starts: every other colour goes
+    store.patch({ n59: { status: "running" } }); // ...and its first node starts
+    expect(store.get("n1")).toEqual(old.n1); // nothing before a frame
+    await frame();
+    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen[0]).toBe("n59"); // the run's news first
+    expect(store.get("n59")).toEqual({ status: "running" }); // started afresh, not merged
+    await vi.waitFor(() => expect(seen.length).toBe(59));
+    expect(seen).not.toContain("n0"); // unchanged: not touched
+    expect(store.get("n1")).toBeUndefined();
+    expect(store.get("n0")).toBe(old.n0);
   });
 });
 
