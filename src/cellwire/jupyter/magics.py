@@ -1,5 +1,5 @@
-"""``%%workflow`` (a cell is a node) and ``%workflow`` (list, show, run, stop, runs, trace,
-costs, latency, export, import, delete), on jupysql's Magics + Configurable pattern.
+"""``%%workflow`` (a cell is a node) and ``%workflow`` (list, show, run, map, stop, runs,
+trace, costs, latency, export, import, delete), on jupysql's Magics + Configurable pattern.
 
 Every user error is an IPython ``UsageError`` of one line naming the fix, so it prints
 without a traceback. Settings: ``%config WorkflowMagics`` lists them.
@@ -36,7 +36,7 @@ from .picture import workflow_svg, workflow_text
 from .session import RunHandle, Session, SessionError
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-SUBCOMMANDS = ("list", "show", "run", "stop", "runs", "trace", "costs", "latency", "export",
+SUBCOMMANDS = ("list", "show", "run", "map", "stop", "runs", "trace", "costs", "latency", "export",
                "import", "delete", "help")
 
 
@@ -197,7 +197,7 @@ class WorkflowMagics(Magics, Configurable):
     @no_var_expand
     @line_magic("workflow")
     def workflow_line(self, line: str) -> Any:
-        """%workflow list|show|run|stop|runs|trace|costs|latency|export|import|delete|help"""
+        """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|help"""
         words = _split(line)
         if not words:
             raise UsageError("%workflow needs a subcommand: " + ", ".join(SUBCOMMANDS))
@@ -311,6 +311,25 @@ class WorkflowMagics(Magics, Configurable):
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
             return text
+
+    def _cmd_map(self, rest: list[str]) -> Any:
+        """A run per row of a notebook DataFrame, to the end; the rows' results as a frame."""
+        from cellwire.scale import map as map_rows
+
+        p = _parser("map")
+        p.add_argument("name")
+        p.add_argument("frame", metavar="DATAFRAME_VARIABLE")
+        p.add_argument("--model", default="")
+        p.add_argument("--concurrency", type=int, default=8)
+        args = p.parse_args(rest)
+        wf = self.session.workflow(args.name)
+        frame = self._value("$" + args.frame.removeprefix("$"))
+        try:
+            return map_rows(wf, frame, model=args.model or self.run_model or None,
+                            concurrency=args.concurrency, store=self._store_option(),
+                            run_concurrency=self.concurrency)
+        except TypeError as exc:
+            raise UsageError(f"%workflow map: {exc}") from None
 
     def _cmd_stop(self, rest: list[str]) -> None:
         p = _parser("stop")

@@ -239,6 +239,24 @@ class Workflow(_Data):
 
         return run(self, inputs, **kwargs)
 
+    async def amap(self, inputs: Any, /, **kwargs: Any) -> pd.DataFrame:
+        """Run the workflow once per row of ``inputs`` (a DataFrame or a list of dicts); a
+        DataFrame of the inputs, outputs, status, error, run_id, latency, tokens and cost.
+
+        Options: ``model``, ``concurrency`` (rows at once, 8), ``store``, ``runtime``,
+        ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress``; see
+        :func:`cellwire.scale.amap`.
+        """
+        from cellwire.scale import amap
+
+        return await amap(self, inputs, **kwargs)
+
+    def map(self, inputs: Any, /, **kwargs: Any) -> pd.DataFrame:
+        """Like :meth:`amap`, but blocking; works inside a notebook's running event loop."""
+        from cellwire.scale import map as map_rows
+
+        return map_rows(self, inputs, **kwargs)
+
     def widget(self) -> Any:
         """The visual editor of this workflow, for a notebook; its edits change this object."""
         from cellwire.api import widget
