@@ -17,25 +17,6 @@ from cellwire.services.llm.resilience import (
     parse_retry_after,
     stream_with_retries,
 )
-from cellwire.services.llm.sse import SSEParser, iter_sse
-
-
-async def _lines(*lines: str):
-    for line in lines:
-        yield line
-
-
-async def test_sse_yields_data_only_to_done_whatever_the_line_endings():
-    lines = [": keep-alive", "", "event: message", "data: {\"a\": 1}\r", "\r", "data: x",
-             "data: y", "", "id: 7", "retry: 10", "data:nospace", "", "data: [DONE]", "",
-             "data: after-done", ""]
-    assert [d async for d in iter_sse(_lines(*lines))] == ['{"a": 1}', "x\ny", "nospace"]
-
-
-async def test_sse_stream_without_done_or_final_blank_line_keeps_its_last_event():
-    assert [d async for d in iter_sse(_lines("data: 1", "", "data: 2"))] == ["1", "2"]
-    parser = SSEParser()
-    assert parser.feed(": comment") is None and parser.flush() is None
 
 
 def test_retry_after_forms():

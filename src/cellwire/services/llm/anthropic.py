@@ -24,14 +24,15 @@ until the server's reset. The API key never appears in an error message.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
+import orjson
+
+import cellwire
 
 from .base import (
     AuthenticationError,
@@ -40,7 +41,6 @@ from .base import (
     ChatRequest,
     ChatResponse,
     ProviderError,
-    ProviderTimeout,
     RateLimitError,
     RetryableProviderError,
     TokenUsage,
@@ -49,9 +49,11 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .openai import Timeouts
+from .http1 import HTTPPool, Response
+from .pools import LoopPools, Timeouts, drain, new_pool, provider_error
 from .ratelimit import RATE_LIMITS, Permit, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
+from .sse import SSEDecoder
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -64,13 +66,14 @@ _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 #: Error types of a stream's ``error`` event that another attempt may get past.
 _RETRYABLE_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
 _SNIPPET = 200
+_JSON_BODY = {"Content-Type": "application/json"}
 
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
          "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter"}
 
 
 class AnthropicProvider:
-    """Chat over Anthropic's Messages API with a pooled ``httpx.AsyncClient``.
+    """Chat over Anthropic's Messages API through a pool of keep-alive connections.
 
     ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits`` and ``rate_limits`` mean
     what they mean for :class:`~cellwire.services.llm.openai.OpenAIProvider`.
@@ -83,7 +86,6 @@ class AnthropicProvider:
                  rpm: float | None = None, tpm: float | None = None,
                  model_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
                  rate_limits: RateLimits | None = None, max_connections: int = 100,
-                 client: httpx.AsyncClient | None = None,
                  max_tokens: int = DEFAULT_MAX_TOKENS):
         self.name = name
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -100,12 +102,8 @@ class AnthropicProvider:
             self._limits.configure(name, rpm=rpm, tpm=tpm)
         for model, (model_rpm, model_tpm) in (model_limits or {}).items():
             self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
-        t = self.timeouts
-        self._timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write,
-                                      pool=t.pool)
-        self._pool = httpx.Limits(max_connections=max_connections)
-        self._given = client
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self.max_connections = max_connections
+        self._clients = LoopPools()
 
     def __repr__(self) -> str:  # no key in reprs
         return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -115,29 +113,23 @@ class AnthropicProvider:
         """How errors name the server."""
         return f"{self.name} ({self.base_url})"
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        """This event loop's pooled client: pooled connections belong to the loop that opened
-        them, and scripts run each ``cellwire.run`` on a loop of its own."""
-        if self._given is not None:
-            return self._given
-        loop = asyncio.get_running_loop()
-        found = self._clients.get(loop)
-        if found is None or found.is_closed:
-            for old in [k for k in self._clients if k.is_closed()]:
-                del self._clients[old]
-            found = self._clients[loop] = httpx.AsyncClient(timeout=self._timeout,
-                                                             limits=self._pool)
-        return found
+    async def pool(self) -> HTTPPool:
+        """This event loop's connection pool (connections belong to the loop that opened
+        them, and scripts run each ``cellwire.run`` on a loop of its own)."""
+        return await self._clients.get(self._new_pool)
+
+    def _new_pool(self) -> HTTPPool:
+        headers = {"Accept": "application/json", "User-Agent": f"cellwire/{cellwire.__version__}",
+                   "anthropic-version": API_VERSION}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        t = self.timeouts
+        return new_pool(self.base_url, connections=self.max_connections, headers=headers,
+                        connect=t.connect, pool=t.pool, first_byte=t.first_byte, read=t.read)
 
     async def aclose(self) -> None:
-        """Close this event loop's client (or the one given)."""
-        if self._given is not None:
-            await self._given.aclose()
-            return
-        found = self._clients.pop(asyncio.get_running_loop(), None)
-        if found is not None:
-            await found.aclose()
+        """Close this event loop's connection pool."""
+        await self._clients.aclose()
 
     # -- the provider protocol -----------------------------------------------------------------
 
@@ -156,16 +148,11 @@ class AnthropicProvider:
 
     async def models(self) -> list[str]:
         async def attempt() -> Any:
+            reply = await self._open("GET", "v1/models", None, None)
             try:
-                reply = await self.client.get(f"{self.base_url}/v1/models",
-                                              headers=self._headers())
-            except httpx.TimeoutException as exc:
-                raise self._timeout_error(None, exc) from None
-            except httpx.TransportError as exc:
-                raise self._transport_error(None, exc) from None
-            if reply.status_code >= 400:
-                raise self._http_error(None, reply.status_code, reply.text, reply.headers)
-            return self._json(reply.content, None)
+                return self._json(await self._read(reply, None), None)
+            finally:
+                reply.release()
 
         data = await call_with_retries(attempt, self.retry)
         items = data.get("data", []) if isinstance(data, dict) else []
@@ -178,15 +165,11 @@ class AnthropicProvider:
         permit = await self._acquire(request)
         used = 0
         try:
-            reply = await self._open(request, body)
+            reply = await self._open("POST", "v1/messages", body, request.model)
             try:
-                content = await reply.aread()
-            except httpx.TimeoutException as exc:
-                raise self._timeout_error(request, exc) from None
-            except httpx.TransportError as exc:
-                raise self._transport_error(request, exc) from None
+                content = await self._read(reply, request.model)
             finally:
-                await reply.aclose()
+                reply.release()
             response = self._response(request, self._json(content, request.model))
             used = response.usage.total_tokens
             return response
@@ -198,24 +181,30 @@ class AnthropicProvider:
         permit = await self._acquire(request)
         decoder = _StreamDecoder(self, request)
         try:
-            reply = await self._open(request, body)
+            reply = await self._open("POST", "v1/messages", body, request.model)
             try:
-                async for data in self._events(reply, request):
-                    for chunk in decoder.feed(data):
-                        yield chunk
-                    if decoder.done:
-                        break
+                sse = SSEDecoder()
+                while not decoder.done and (raw := await reply.next_piece()):
+                    for payload in sse.feed(raw):
+                        for chunk in decoder.feed(self._event(payload, request.model)):
+                            yield chunk
+                        if decoder.done:
+                            break
+                if not decoder.done:
+                    payload = sse.flush()
+                    if payload is not None:
+                        for chunk in decoder.feed(self._event(payload, request.model)):
+                            yield chunk
                 if not decoder.done:
                     raise RetryableProviderError(
                         f"the stream from {self.server} ended before message_stop",
                         provider=self.name, model=request.model)
+                await drain(reply)
                 yield decoder.last()
-            except httpx.TimeoutException as exc:
-                raise self._timeout_error(request, exc) from None
-            except httpx.TransportError as exc:
-                raise self._transport_error(request, exc) from None
+            except (TimeoutError, OSError) as exc:
+                raise self._transport_error(request.model, exc) from None
             finally:
-                await reply.aclose()
+                reply.release()
         finally:
             permit.settle(decoder.total_tokens())
 
@@ -226,61 +215,36 @@ class AnthropicProvider:
             request.max_tokens or 0)
         return await self._limits.acquire(self.name, request.model, estimate)
 
-    async def _open(self, request: ChatRequest, body: dict[str, Any]) -> httpx.Response:
+    async def _open(self, method: str, path: str, body: dict[str, Any] | None,
+                    model: str | None) -> Response:
         """An open response with a 2xx status; errors mapped to provider errors."""
-        sent = self.client.build_request("POST", f"{self.base_url}/v1/messages", json=body,
-                                         headers=self._headers())
         try:
-            async with asyncio.timeout(self.timeouts.first_byte):
-                reply = await self.client.send(sent, stream=True)
-        except httpx.TimeoutException as exc:
-            raise self._timeout_error(request, exc) from None
-        except httpx.TransportError as exc:
-            raise self._transport_error(request, exc) from None
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
-                provider=self.name, model=request.model,
-                hint="raise timeouts.first_byte, or retry") from None
-        self._observe(request.model, reply.status_code, reply.headers)
-        if reply.status_code < 300:
+            pool = await self.pool()
+            reply = await pool.request(method, path, None if body is None else orjson.dumps(body),
+                                       None if body is None else _JSON_BODY)
+        except (TimeoutError, OSError) as exc:
+            raise self._transport_error(model, exc) from None
+        if model is not None:
+            self._observe(model, reply.status, reply.headers)
+        if reply.status < 300:
             return reply
         try:
-            text = (await reply.aread()).decode("utf-8", "replace")
-        except httpx.HTTPError:
+            text = (await reply.read()).decode("utf-8", "replace")
+        except (TimeoutError, OSError):
             text = ""
         finally:
-            await reply.aclose()
-        raise self._http_error(request, reply.status_code, text, reply.headers)
+            reply.release()
+        raise self._http_error(model, reply.status, text, reply.headers)
 
-    async def _events(self, reply: httpx.Response,
-                      request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        """The JSON payloads of the event stream (``data:`` lines, blank-line ended)."""
-        lines = reply.aiter_lines()
+    async def _read(self, reply: Response, model: str | None) -> bytes:
         try:
-            async with asyncio.timeout(self.timeouts.first_byte):
-                first = await anext(lines, None)
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.server} started a stream but sent nothing within "
-                f"{self.timeouts.first_byte:g} s", provider=self.name, model=request.model,
-                hint="raise timeouts.first_byte, or retry") from None
-        data: list[str] = []
-        line = first
-        while line is not None:
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line.strip() and data:
-                payload, data = "\n".join(data), []
-                yield self._event(payload, request.model)
-            # 'event:' lines repeat the payload's type; ':' lines are keep-alive comments.
-            line = await anext(lines, None)
-        if data:
-            yield self._event("\n".join(data), request.model)
+            return await reply.read()
+        except (TimeoutError, OSError) as exc:
+            raise self._transport_error(model, exc) from None
 
     def _event(self, payload: str, model: str) -> dict[str, Any]:
         try:
-            event = json.loads(payload)
+            event = orjson.loads(payload)
         except json.JSONDecodeError as exc:
             raise ProviderError(
                 f"{self.server} sent malformed JSON in its stream: {exc}: "
@@ -293,7 +257,7 @@ class AnthropicProvider:
 
     def _json(self, content: bytes, model: str | None) -> Any:
         try:
-            return json.loads(content)
+            return orjson.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProviderError(
                 f"{self.server} sent malformed JSON: {exc}: "
@@ -301,7 +265,7 @@ class AnthropicProvider:
                 provider=self.name, model=model,
                 hint="check that base_url points at Anthropic's Messages API") from None
 
-    def _observe(self, model: str, status: int, headers: httpx.Headers) -> None:
+    def _observe(self, model: str, status: int, headers: Mapping[str, str]) -> None:
         """Hold the model's shared limiter when the server says its limit is spent."""
         wait = _reset_wait(headers)
         if status == 429:
@@ -310,12 +274,6 @@ class AnthropicProvider:
             self._limits.limiter(self.name, model).hold(min(wait, self.retry.max_retry_after))
 
     # -- requests -----------------------------------------------------------------------------
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
-        if self._api_key:
-            headers["x-api-key"] = self._api_key
-        return headers
 
     def body(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
         """The Messages API request body for ``request``."""
@@ -380,16 +338,15 @@ class AnthropicProvider:
                             _usage(data.get("usage") or {}), str(data.get("model") or ""),
                             raw=data)
 
-    def _http_error(self, request: ChatRequest | None, status: int, text: str,
-                    headers: httpx.Headers) -> ProviderError:
+    def _http_error(self, model: str | None, status: int, text: str,
+                    headers: Mapping[str, str]) -> ProviderError:
         message = _snippet(text)
         try:
             error = json.loads(text).get("error") or {}
             message = f"{error.get('type', 'error')}: {error.get('message', '')}"
         except (json.JSONDecodeError, AttributeError):
             pass
-        kwargs: dict[str, Any] = {"provider": self.name, "status": status,
-                                  "model": request.model if request else None}
+        kwargs: dict[str, Any] = {"provider": self.name, "status": status, "model": model}
         message = f"{self.server} answered HTTP {status}: {self._scrub(message)}"
         should_retry = headers.get("x-should-retry")
         if status in (401, 403):
@@ -409,21 +366,9 @@ class AnthropicProvider:
             return UnknownModelError(message, hint="check the model name", **kwargs)
         return ProviderError(message, hint="check the request", **kwargs)
 
-    def _timeout_error(self, request: ChatRequest | None, exc: Exception) -> ProviderTimeout:
-        return ProviderTimeout(f"{self.server} timed out ({type(exc).__name__})",
-                               provider=self.name, model=request.model if request else None,
-                               hint="raise timeouts.read, or retry")
-
-    def _transport_error(self, request: ChatRequest | None,
-                         exc: Exception) -> RetryableProviderError:
-        detail = self._scrub(str(exc)) or type(exc).__name__
-        model = request.model if request else None
-        if isinstance(exc, httpx.ConnectError):
-            return RetryableProviderError(f"could not connect to {self.server}: {detail}",
-                                          provider=self.name, model=model,
-                                          hint="is the server running?")
-        return RetryableProviderError(f"the connection to {self.server} dropped: {detail}",
-                                      provider=self.name, model=model)
+    def _transport_error(self, model: str | None, exc: BaseException) -> ProviderError:
+        return provider_error(exc, server=self.server, timeouts=self.timeouts,
+                              provider=self.name, model=model, scrub=self._scrub)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key and text else text

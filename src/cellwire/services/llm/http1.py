@@ -2,8 +2,8 @@
 
 Why not aiohttp or httpx: at 200 concurrent streams aiohttp costs the client about 220 us of
 CPU per request (httpx about 4 ms), this about 90 us (benchmarks/llm_parallel.py), and a
-fan-out of LLM nodes has no room for the difference. It does only what the OpenAI-compatible
-provider needs: keep-alive connections to one origin (http or https, directly or through an
+fan-out of LLM nodes has no room for the difference. It does only what the LLM providers
+need: keep-alive connections to one origin (http or https, directly or through an
 HTTP proxy), requests with a bytes body, responses read whole or piece by piece as they
 arrive, and four timeouts. Parsing is httptools' (llhttp, as in Node.js and uvicorn).
 

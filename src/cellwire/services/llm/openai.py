@@ -23,7 +23,6 @@ error message.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -45,7 +44,6 @@ from .base import (
     ChatRequest,
     ChatResponse,
     ProviderError,
-    ProviderTimeout,
     RateLimitError,
     RetryableProviderError,
     TokenUsage,
@@ -53,8 +51,8 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .http1 import ConnectError, ConnectTimeout, HTTPPool, PoolTimeout, ReadTimeout, Response
-from .pools import LoopPools, new_pool
+from .http1 import HTTPPool, Response
+from .pools import LoopPools, Timeouts, drain, new_pool, provider_error
 from .ratelimit import RATE_LIMITS, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
 from .sse import DONE, SSEDecoder
@@ -70,25 +68,10 @@ _REJECTED = re.compile(
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
 _TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _SNIPPET = 200
-#: How long to read on after [DONE] for the end of the body (keeps the connection).
-_DRAIN_SECONDS = 1.0
 #: What a failed connection or read raises.
 _TRANSPORT_ERRORS = (TimeoutError, OSError)
 _JSON_BODY = {"Content-Type": "application/json"}
 _USER_AGENT = f"cellwire/{cellwire.__version__}"
-
-
-@dataclass(slots=True)
-class Timeouts:
-    """Seconds: ``first_byte`` bounds the wait for the response headers and for the first
-    bytes of a stream (a model's time to first token); ``read`` each later read; ``pool``
-    the wait for a free connection. ``write`` is kept for old configs and not used."""
-
-    connect: float = 10.0
-    read: float = 300.0
-    write: float = 30.0
-    pool: float = 30.0
-    first_byte: float = 120.0
 
 
 @dataclass(slots=True)
@@ -239,7 +222,7 @@ class OpenAIProvider:
                 for chunk in _merged(chunks):
                     yield chunk
             if done:
-                await self._drain(response)
+                await drain(response)
             else:
                 data = sse.flush()
                 if data is not None and data.strip() != DONE:
@@ -401,18 +384,6 @@ class OpenAIProvider:
             response.release()
         raise self._status_error(response.status, response.headers, text, model)
 
-    @staticmethod
-    async def _drain(response: Response) -> None:
-        # Reading to the end of the body after [DONE] returns the connection to the pool;
-        # releasing it unread would cost a new connection per request.
-        if response.at_eof:
-            return
-        try:
-            async with asyncio.timeout(_DRAIN_SECONDS):
-                await response.read()
-        except _TRANSPORT_ERRORS:
-            pass
-
     async def _read_json(self, response: Response, model: str | None) -> Any:
         try:
             content = await response.read()
@@ -452,39 +423,8 @@ class OpenAIProvider:
         return event
 
     def _transport_error(self, exc: BaseException, model: str | None) -> ProviderError:
-        if isinstance(exc, ProviderError):
-            return exc
-        where = {"provider": self.name, "model": model}
-        if isinstance(exc, ConnectTimeout):
-            return ProviderTimeout(
-                f"could not connect to {self.server} within {self.timeouts.connect:g} s",
-                **where)
-        if isinstance(exc, PoolTimeout):
-            return ProviderTimeout(f"no free connection to {self.server}: {exc}", **where,
-                                   hint="raise max_connections or timeouts.pool")
-        if isinstance(exc, ReadTimeout):
-            if exc.waiting_for == "headers":
-                return ProviderTimeout(
-                    f"{self.server} sent no response within {self.timeouts.first_byte:g} s",
-                    **where, hint="raise timeouts.first_byte, or retry")
-            if exc.waiting_for == "body":
-                return ProviderTimeout(
-                    f"{self.server} started a stream but sent nothing within "
-                    f"{self.timeouts.first_byte:g} s", **where,
-                    hint="raise timeouts.first_byte, or retry")
-            return ProviderTimeout(f"{self.server} stopped sending for "
-                                   f"{self.timeouts.read:g} s", **where,
-                                   hint="raise timeouts.read, or retry")
-        if isinstance(exc, ConnectError):
-            return RetryableProviderError(
-                f"could not connect to {self.server}: {self._scrub(str(exc))}", **where,
-                hint="is the server running?")
-        if isinstance(exc, OSError):
-            return RetryableProviderError(
-                f"the connection to {self.server} dropped: {self._scrub(str(exc)) or exc!r}",
-                **where)
-        return ProviderError(f"request to {self.server} failed: {self._scrub(str(exc))}",
-                             **where)
+        return provider_error(exc, server=self.server, timeouts=self.timeouts,
+                              provider=self.name, model=model, scrub=self._scrub)
 
     def _status_error(self, status: int, headers: Mapping[str, str], text: str,
                       model: str | None) -> Exception:

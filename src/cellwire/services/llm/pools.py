@@ -1,4 +1,5 @@
-"""One connection pool per event loop, for providers that send many requests at once.
+"""The providers' HTTP plumbing: one connection pool per event loop, its timeouts, and what a
+failed connection means to a provider.
 
 A pool belongs to the loop that opened its connections, so each loop gets its own; it is
 closed when that loop shuts down (``asyncio.run`` and the notebook-free :func:`cellwire.run`
@@ -10,10 +11,29 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
-from .http1 import HTTPPool
+from .base import ProviderError, ProviderTimeout, RetryableProviderError
+from .http1 import ConnectError, ConnectTimeout, HTTPPool, PoolTimeout, ReadTimeout, Response
+
+#: How long to read on after a stream's last event for the end of the body (keeps the
+#: connection for the next request).
+DRAIN_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds: ``first_byte`` bounds the wait for the response headers and for the first
+    bytes of a stream (a model's time to first token); ``read`` each later read; ``pool``
+    the wait for a free connection. ``write`` is kept for old configs and not used."""
+
+    connect: float = 10.0
+    read: float = 300.0
+    write: float = 30.0
+    pool: float = 30.0
+    first_byte: float = 120.0
 
 #: The keeper of every open pool, by loop and id of pool: a pool lives as long as its
 #: loop, also when the provider that opened it is dropped without ``aclose()`` (its sockets
@@ -96,3 +116,50 @@ def env_proxy(url: str) -> str | None:
         return None
     proxies = getproxies()
     return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def provider_error(exc: BaseException, *, server: str, timeouts: Timeouts, provider: str,
+                   model: str | None,
+                   scrub: Callable[[str], str] = lambda text: text) -> ProviderError:
+    """The provider error for a failed connection or read (retryable where another attempt
+    may succeed); ``server`` names the server in the message, ``scrub`` cleans what the
+    exception says (of an API key)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    where = {"provider": provider, "model": model}
+    detail = scrub(str(exc)) or repr(exc)
+    if isinstance(exc, ConnectTimeout):
+        return ProviderTimeout(f"could not connect to {server} within {timeouts.connect:g} s",
+                               **where)
+    if isinstance(exc, PoolTimeout):
+        return ProviderTimeout(f"no free connection to {server}: {detail}", **where,
+                               hint="raise max_connections or timeouts.pool")
+    if isinstance(exc, ReadTimeout):
+        if exc.waiting_for == "headers":
+            return ProviderTimeout(f"{server} sent no response within "
+                                   f"{timeouts.first_byte:g} s", **where,
+                                   hint="raise timeouts.first_byte, or retry")
+        if exc.waiting_for == "body":
+            return ProviderTimeout(f"{server} started a stream but sent nothing within "
+                                   f"{timeouts.first_byte:g} s", **where,
+                                   hint="raise timeouts.first_byte, or retry")
+        return ProviderTimeout(f"{server} stopped sending for {timeouts.read:g} s", **where,
+                               hint="raise timeouts.read, or retry")
+    if isinstance(exc, ConnectError):
+        return RetryableProviderError(f"could not connect to {server}: {detail}", **where,
+                                      hint="is the server running?")
+    if isinstance(exc, OSError):
+        return RetryableProviderError(f"the connection to {server} dropped: {detail}", **where)
+    return ProviderError(f"request to {server} failed: {detail}", **where)
+
+
+async def drain(response: Response) -> None:
+    """Read a response to its end, briefly, so its connection goes back to the pool;
+    releasing it unread would cost a new connection for the next request."""
+    if response.at_eof:
+        return
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            await response.read()
+    except (TimeoutError, OSError):
+        pass
