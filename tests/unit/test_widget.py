@@ -4,6 +4,7 @@ edits say why, and run events become status patches (from widget runs and from w
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from typing import Any
 
@@ -287,6 +288,41 @@ async def test_status_patches_of_one_tick_travel_in_one_message():
     assert all(s == ["running", "succeeded"] for s in seen.values()), seen
     # The last patches go out before the run's end flips `running` and fills `status`.
     assert w.running is False and len(w.status) == 14
+
+
+@cellwire.node_type("widget-test-step")
+async def _step(ctx):
+    await asyncio.sleep(0.004)
+    return cellwire.NodeResult(outputs={"text": "ok"})
+
+
+@pytest.mark.looptime
+async def test_a_long_run_sends_status_at_most_every_interval_and_loses_nothing():
+    wf = cellwire.Workflow("chain")
+    wf.add_node("start", "start", variables=[])
+    for i in range(40):
+        wf.add_node(f"s{i}", "widget-test-step", after="start" if i == 0 else f"s{i - 1}")
+    loop = asyncio.get_running_loop()
+    sent_at: list[float] = []
+
+    class Timed(Recorder):
+        def send(self, content: Any, buffers: Any = None) -> None:  # type: ignore[override]
+            if content.get("type") == "status":
+                sent_at.append(loop.time())
+            super().send(content, buffers)
+
+    w = Timed(wf)
+    await wf.arun(store=False)
+    # 41 nodes one after the other (a tick each), 160 ms of virtual time: few messages...
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert len(sent_at) < 12
+    assert all(g >= widget_module.STATUS_INTERVAL - 0.001 for g in gaps[:-1]), gaps
+    # ...carrying every patch, in order.
+    seen: dict[str, list[str]] = {}
+    for p in patches(w):
+        for node_id, entry in p.items():
+            seen.setdefault(node_id, []).append(entry["status"])
+    assert len(seen) == 41 and all(s == ["running", "succeeded"] for s in seen.values())
 
 
 def test_end_nodes_have_no_output_handle_and_take_no_connection():

@@ -8,8 +8,10 @@ recomputed from it. A change made from Python or a magic cell shows after the ce
 (a ``post_run_cell`` hook), or at once with :meth:`WorkflowWidget.refresh`.
 
 Run status travels as small ``status`` messages, never resending the graph: the patches of
-the node events of one event-loop tick go in one message. The ``status`` trait holds the whole
-picture at run start and end, for views opened later.
+the node events of one event-loop tick go in one message, and while a run streams, one message
+goes at most every :data:`STATUS_INTERVAL` (the browser draws one frame per ~16 ms, and each
+message costs its main thread a task of its own: a 500-node run sent hundreds). The
+``status`` trait holds the whole picture at run start and end, for views opened later.
 
 Threads: JupyterLab 4.6 sends widget messages on an ipykernel 7 subshell, a thread with its own
 event loop. Messages are handed to the loop the widget was created on (the notebook's), so edits
@@ -22,6 +24,7 @@ import asyncio
 import dataclasses
 import pathlib
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -47,6 +50,8 @@ from . import widget_protocol as proto
 
 STATIC = pathlib.Path(__file__).parent.parent / "static"
 MAX_HISTORY = 100
+#: Seconds between two status messages at most; the run's end goes out at once.
+STATUS_INTERVAL = 0.025
 
 _MISSING_BUNDLE = """
 export default { render({ el }) {
@@ -90,6 +95,7 @@ class WorkflowWidget(anywidget.AnyWidget):
         self._live_status: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._pending: list[dict[str, Any]] = []
+        self._sent_at = 0.0  # time.monotonic() of the last status message
         self._events: list[Event] = []
         #: A run from a node: its run id and the statuses of the nodes it reuses, kept shown.
         self._kept: tuple[str, dict[str, Any]] | None = None
@@ -297,15 +303,22 @@ class WorkflowWidget(anywidget.AnyWidget):
                 self.status = dict(self._live_status)
 
     def _queue(self, patch: dict[str, Any]) -> None:
-        """Send ``patch`` with the others of this event-loop tick: one message per tick."""
+        """Send ``patch`` with the others of this event-loop tick, or, within
+        :data:`STATUS_INTERVAL` of the last message, with those until the interval is over."""
         first = not self._pending
         self._pending.append(patch)
         if not first:
             return
         try:
-            asyncio.get_running_loop().call_soon(self._flush_locked)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread: nothing to wait for
             self._flush()
+            return
+        wait = self._sent_at + STATUS_INTERVAL - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._flush_locked)
+        else:
+            loop.call_soon(self._flush_locked)
 
     def _flush_locked(self) -> None:
         with self._lock:
@@ -314,11 +327,20 @@ class WorkflowWidget(anywidget.AnyWidget):
     def _flush(self) -> None:
         if self._pending:
             patches, self._pending = self._pending, []
+            self._sent_at = _now()
             self.send({"type": "status", "patches": patches})
 
     def close(self) -> None:
         api.unwatch(self.workflow, self.on_event)
         super().close()
+
+
+def _now() -> float:
+    """The running loop's clock (a test's virtual one), or the monotonic clock it keeps."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 def _top(wf: Workflow, node_id: str) -> str:
