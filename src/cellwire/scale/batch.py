@@ -280,6 +280,7 @@ def first_failure(frame: pd.DataFrame, results: Sequence[RowResult | None]) -> M
 async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
                concurrency: int = 8, store: StoreOption = True, runtime: Runtime | None = None,
                cache: bool = False, on_error: OnError = "keep", progress: Progress | None = None,
+               client: Any = None, chunk_size: int | None = None,
                **run_options: Any) -> pd.DataFrame:
     """Run ``workflow`` once per row of ``inputs`` (a DataFrame, or a list of dicts), at most
     ``concurrency`` rows at once; returns the inputs with a column per output and ``status``,
@@ -290,6 +291,11 @@ async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
     :func:`cellwire.api.arun`, for every row. A failed row keeps its error and the others go
     on (``on_error="keep"``); ``on_error="raise"`` starts no row after a failure, lets the
     rows in flight finish and raises :class:`MapError` (its ``frame`` has what ran).
+
+    ``client`` (a ``dask.distributed.Client``) runs the rows on its cluster instead: chunks
+    of ``chunk_size`` rows, one per worker thread at a time, each run by the worker with
+    ``concurrency`` rows at once; ``runtime`` (if any) must then be picklable, and ``store``
+    is opened by the workers.
 
     Other keywords: executor options for each run (``max_steps``, ``max_time``,
     ``run_concurrency`` for the nodes in flight within one run), or inputs shared by every row.
@@ -307,9 +313,19 @@ async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
         rows = [{**shared, **row} for row in rows]
     compiled = _compile(workflow)
     check_columns(workflow, [*frame.columns, *shared])
-    shared_runtime = batch_runtime(runtime, store, model, cache)
-    results = await run_rows(compiled, rows, shared_runtime, concurrency=concurrency,
-                             options=options, on_error=on_error, progress=progress)
+    if client is not None:
+        from .cluster import make_job, run_on_dask
+
+        job = make_job(workflow, runtime=runtime, store=store, model=model, cache=cache,
+                       concurrency=concurrency, options=options, on_error=on_error)
+        results = await run_on_dask(client, job, rows, chunk_size=chunk_size,
+                                    progress=progress)
+    else:
+        if chunk_size is not None:
+            raise TypeError("chunk_size= applies to Dask batches only (with client=)")
+        shared_runtime = batch_runtime(runtime, store, model, cache)
+        results = await run_rows(compiled, rows, shared_runtime, concurrency=concurrency,
+                                 options=options, on_error=on_error, progress=progress)
     out = result_frame(frame, compiled, results)
     if on_error == "raise":
         error = first_failure(out, results)
