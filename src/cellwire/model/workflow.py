@@ -244,8 +244,8 @@ class Workflow(_Data):
         DataFrame of the inputs, outputs, status, error, run_id, latency, tokens and cost.
 
         Options: ``model``, ``concurrency`` (rows at once, 8), ``store``, ``runtime``,
-        ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress``; see
-        :func:`cellwire.scale.amap`.
+        ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress``, ``client`` (a Dask
+        client to run the rows on); see :func:`cellwire.scale.amap`.
         """
         from cellwire.scale import amap
 

@@ -1,4 +1,5 @@
-"""Batch runs over DataFrames: a bounded asyncio pool on one machine (``map``/``amap``)."""
+"""Batch runs over DataFrames (``map``/``amap``): a bounded asyncio pool on one machine, or
+row chunks on a Dask cluster (``client=``)."""
 
 from .batch import MapError, amap, map
 
