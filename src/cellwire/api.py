@@ -79,15 +79,23 @@ async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
     ``cache=True`` answers every LLM call of the run from the store's response cache when it
     holds the same request (nodes with ``cache: true`` use it either way).
     """
-    options = {k: kwargs.pop(k) for k in _OPTIONS if k in kwargs}
+    options = {k: kwargs.pop(k) for k in RUN_OPTIONS if k in kwargs}
     all_inputs = {**(inputs or {}), **kwargs}
     compiled = compile_workflow(workflow)
+    runtime = with_watchers(run_runtime(runtime, store=store, model=model, cache=cache),
+                            workflow)
+    return await Execution(compiled, all_inputs, runtime, **options).run()
+
+
+def run_runtime(runtime: Runtime | None, *, store: StoreOption = True, model: str | None = None,
+                cache: bool = False) -> Runtime:
+    """The runtime a run gets from the options of :func:`arun`: ``runtime`` (or the default
+    one) with the ``store``'s sink, every llm node routed to ``model``, and the response
+    cache when ``cache``. Batch runs build theirs here too."""
     runtime = default_runtime(store) if runtime is None else _with_store(runtime, store)
-    runtime = with_watchers(runtime, workflow)
     if model is not None:
         runtime = dataclasses.replace(runtime, model_override=model)
-    runtime = _with_cache(runtime, cache)
-    return await Execution(compiled, all_inputs, runtime, **options).run()
+    return _with_cache(runtime, cache)
 
 
 # Sinks that follow every run of one workflow object (open editor widgets), by id(workflow).
@@ -145,8 +153,9 @@ def runs(limit: int | None = None, workflow: str | None = None,
     return default_store().runs(limit=limit, workflow=workflow, status=status)
 
 
-_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
-            "previous")
+#: The keywords of :func:`arun` that are options of the run, not inputs.
+RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
+               "previous")
 
 
 def run(workflow: Workflow, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:

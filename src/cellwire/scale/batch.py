@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from cellwire.api import _OPTIONS, StoreOption, _with_cache, _with_store, default_runtime
+from cellwire.api import RUN_OPTIONS, StoreOption, run_runtime
 from cellwire.engine import CompiledWorkflow, Execution, RunResult, RunStatus, Runtime
 from cellwire.engine import compile_workflow as _compile
 from cellwire.model import Problem, Workflow, WorkflowError
@@ -148,7 +147,7 @@ def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
         if name in kwargs:
             raise TypeError(f"map() got {name}=, which names a single run; every row gets "
                             "its own run id (the result's run_id column)")
-    options = {k: kwargs.pop(k) for k in _OPTIONS if k in kwargs}
+    options = {k: kwargs.pop(k) for k in RUN_OPTIONS if k in kwargs}
     if "run_concurrency" in kwargs:
         # ``concurrency`` bounds the rows; a run's own node limit has this name here.
         options["concurrency"] = kwargs.pop("run_concurrency")
@@ -215,15 +214,6 @@ def _column(values: list[Any], index: pd.Index) -> pd.Series:
 
 
 # -- running --------------------------------------------------------------------------------
-
-
-def batch_runtime(runtime: Runtime | None, store: StoreOption, model: str | None,
-                  cache: bool) -> Runtime:
-    """The one runtime every row of a batch shares (as :func:`cellwire.api.arun` builds it)."""
-    runtime = default_runtime(store) if runtime is None else _with_store(runtime, store)
-    if model is not None:
-        runtime = dataclasses.replace(runtime, model_override=model)
-    return _with_cache(runtime, cache)
 
 
 async def run_rows(compiled: CompiledWorkflow, rows: Sequence[Mapping[str, Any]],
@@ -323,7 +313,7 @@ async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
     else:
         if chunk_size is not None:
             raise TypeError("chunk_size= applies to Dask batches only (with client=)")
-        shared_runtime = batch_runtime(runtime, store, model, cache)
+        shared_runtime = run_runtime(runtime, store=store, model=model, cache=cache)
         results = await run_rows(compiled, rows, shared_runtime, concurrency=concurrency,
                                  options=options, on_error=on_error, progress=progress)
     out = result_frame(frame, compiled, results)

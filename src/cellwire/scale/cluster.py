@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cellwire.api import StoreOption
+from cellwire.api import StoreOption, run_runtime
 from cellwire.engine import RunStatus, Runtime, compile_workflow
 from cellwire.model import Workflow
 from cellwire.store import RunStore
 
-from .batch import OnError, Progress, RowResult, batch_runtime, run_rows
+from .batch import OnError, Progress, RowResult, run_rows
 
 #: A chunk is at most this many times the rows one chunk runs at once.
 CHUNK_ROUNDS = 8
@@ -49,7 +49,7 @@ async def run_chunk(job: Job, rows: Sequence[Mapping[str, Any]]) -> list[RowResu
     limiters and the providers' connection pools are bound to a loop, and stay warm.
     """
     compiled = compile_workflow(job.workflow)
-    runtime = batch_runtime(job.runtime, job.store, job.model, job.cache)
+    runtime = run_runtime(job.runtime, store=job.store, model=job.model, cache=job.cache)
     return await run_rows(compiled, rows, runtime, concurrency=job.concurrency,
                           options=job.options, on_error=job.on_error)
 
