@@ -4,8 +4,10 @@ retries, and the client-side rate limiter on virtual time (looptime)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import random
+import threading
 
 import pytest
 
@@ -178,3 +180,32 @@ async def test_a_hold_from_the_server_delays_every_caller_of_that_model_only():
     await asyncio.gather(one("m"), one("m"), one("other"))
     assert granted == [0, 30, 30]  # the other model went at once
     assert limits.limiter("p", "m").held_for() == 0
+
+
+def test_a_limiter_is_shared_by_every_event_loop_of_the_process():
+    # A notebook's loop and the loop of a blocking run (or a Dask worker thread) draw on the
+    # same buckets: a second loop does not start with a full minute of its own.
+    limiter = RateLimiter(rpm=60)
+
+    async def spend_the_minute() -> None:
+        await asyncio.gather(*(limiter.acquire() for _ in range(60)))
+
+    async def next_request_waits() -> bool:
+        waiting = asyncio.create_task(limiter.acquire())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        queued = not waiting.done()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        return queued
+
+    asyncio.run(spend_the_minute())
+    thread_result: list[bool] = []
+    worker = threading.Thread(target=lambda: thread_result.append(
+        asyncio.run(next_request_waits())))
+    worker.start()
+    worker.join(10)
+    assert thread_result == [True]
+    # The cancelled request gave its share back: the debt is one request, not two.
+    assert limiter._requests is not None and limiter._requests.level > -0.5

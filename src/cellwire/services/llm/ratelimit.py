@@ -2,10 +2,12 @@
 
 One :class:`RateLimiter` per ``(provider, model)`` lives in a process-wide
 :class:`RateLimits` registry, so every node, batch row and run of the process shares it.
-Both limits are token buckets that hold a minute's worth and refill continuously; waiters are
-served first come, first served, and waiting is ``asyncio.sleep`` (the loop never blocks).
-A request reserves its estimated tokens before it is sent and :meth:`Permit.settle` corrects
-the bucket with the real usage afterwards. When a server says its own limit is spent (a 429
+Both limits are token buckets that hold a minute's worth and refill continuously. A request
+takes its share at once, into debt if need be, and sleeps (``asyncio.sleep``: the loop never
+blocks) until the debt is paid off: each caller queues behind the ones before it, first come,
+first served, whichever event loop or thread it runs on (a notebook's loop, the loop of a
+blocking ``run``, Dask workers in threads). It reserves its estimated tokens before it is sent
+and :meth:`Permit.settle` corrects the bucket with the real usage afterwards. When a server says its own limit is spent (a 429
 with ``Retry-After``, Anthropic's ``anthropic-ratelimit-*-remaining: 0``), :meth:`RateLimiter.hold`
 makes every later request of that provider and model wait, not only the one that was told.
 """
@@ -13,6 +15,7 @@ makes every later request of that provider and model wait, not only the one that
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 
 _EPSILON = 1e-9
@@ -26,7 +29,8 @@ class _Bucket:
         self.stamp = now
 
     def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        # max(): a clock behind the stamp (another loop's, a test's virtual one) adds nothing.
+        self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
 
     def wait_for(self, amount: float) -> float:
@@ -56,69 +60,75 @@ class RateLimiter:
         if rpm is not None and rpm <= 0 or tpm is not None and tpm <= 0:
             raise ValueError("rpm and tpm must be positive (or None for no limit)")
         self.rpm, self.tpm = rpm, tpm
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
+        # A thread lock, never held across an await: callers may run on several loops.
+        self._mutex = threading.Lock()
         self._requests: _Bucket | None = None
         self._tokens: _Bucket | None = None
-        #: Loop time before which no request goes out (the server asked for a pause).
+        #: Clock time before which no request goes out (the server asked for a pause).
         self._held_until = 0.0
-
-    def _bind(self) -> asyncio.AbstractEventLoop:
-        # Buckets and the lock belong to one event loop (its clock, its waiters); a new loop
-        # (another asyncio.run, a test) starts with full buckets.
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            now = loop.time()
-            self._loop, self._lock = loop, asyncio.Lock()
-            self._requests = _Bucket(self.rpm, now) if self.rpm else None
-            self._tokens = _Bucket(self.tpm, now) if self.tpm else None
-            self._held_until = 0.0
-        return loop
 
     def hold(self, seconds: float) -> None:
         """The server asked for a pause: requests acquired in the next ``seconds`` wait."""
         if seconds > 0:
-            loop = self._bind()
-            self._held_until = max(self._held_until, loop.time() + seconds)
+            now = _now()
+            with self._mutex:
+                self._held_until = max(self._held_until, now + seconds)
 
     def held_for(self) -> float:
         """Seconds a request acquired now would wait for a :meth:`hold` (0 when none)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            return 0.0
-        return max(0.0, self._held_until - loop.time())
+        return max(0.0, self._held_until - _now())
 
     async def acquire(self, tokens: int = 0) -> Permit:
         """Wait until one request and ``tokens`` tokens fit, then take them."""
         if self.rpm is None and self.tpm is None and not self._held_until:
             return Permit(None, tokens)
-        loop = self._bind()
-        assert self._lock is not None
-        async with self._lock:  # asyncio.Lock wakes waiters in FIFO order: fair
-            while True:
-                now = loop.time()
-                wait = self._held_until - now
-                if self._requests is not None:
-                    self._requests.refill(now)
-                    wait = max(wait, self._requests.wait_for(1))
-                if self._tokens is not None:
-                    self._tokens.refill(now)
-                    # A request larger than the bucket waits for a full bucket, not forever.
-                    wait = max(wait, self._tokens.wait_for(min(tokens, self._tokens.capacity)))
-                if wait <= 0:
-                    break
+        with self._mutex:
+            wait = self._take(_now(), tokens)
+        if wait > 0:
+            try:
                 await asyncio.sleep(wait)
-            self._held_until = 0.0  # any pause is over: back to the fast path
-            if self._requests is not None:
-                self._requests.level -= 1
-            if self._tokens is not None:
-                self._tokens.level -= tokens
+            except asyncio.CancelledError:
+                with self._mutex:  # never sent: give its share back
+                    self._give_back(tokens)
+                raise
         return Permit(self, tokens)
+
+    def _take(self, now: float, tokens: int) -> float:
+        """Take a request's share now; the seconds until the buckets have paid for it."""
+        wait = self._held_until - now
+        if wait <= 0:
+            self._held_until = 0.0  # any pause is over: back to the fast path
+        if self.rpm is not None:
+            if self._requests is None:
+                self._requests = _Bucket(self.rpm, now)
+            self._requests.refill(now)
+            wait = max(wait, self._requests.wait_for(1))
+            self._requests.level -= 1
+        if self.tpm is not None:
+            if self._tokens is None:
+                self._tokens = _Bucket(self.tpm, now)
+            self._tokens.refill(now)
+            # A request larger than the bucket waits for a full bucket, not forever.
+            wait = max(wait, self._tokens.wait_for(min(tokens, self._tokens.capacity)))
+            self._tokens.level -= tokens
+        return wait
+
+    def _give_back(self, tokens: int) -> None:
+        if self._requests is not None:
+            self._requests.level = min(self._requests.capacity, self._requests.level + 1)
+        if self._tokens is not None:
+            self._tokens.level = min(self._tokens.capacity, self._tokens.level + tokens)
 
     def _correct(self, delta: int) -> None:
         # A negative level is debt: later requests wait for it to refill.
-        if self._tokens is not None and self._loop is not None:
-            self._tokens.level = min(self._tokens.capacity, self._tokens.level - delta)
+        with self._mutex:
+            if self._tokens is not None:
+                self._tokens.level = min(self._tokens.capacity, self._tokens.level - delta)
+
+
+def _now() -> float:
+    """The running loop's clock (``time.monotonic`` for asyncio's loops; virtual in tests)."""
+    return asyncio.get_running_loop().time()
 
 
 class RateLimits:
