@@ -12,6 +12,10 @@ Lookup for a call to ``provider/model``, first hit wins:
 2. free providers: the scripted test double and local models cost 0 by definition;
 3. the table, under ``provider/model``, then ``model``, then the model name's last part;
 4. otherwise the cost is NaN, with the reason; never 0.
+
+The snapshot also keeps LiteLLM's ``max_input_tokens`` (the model's input context), which
+chat memory uses to trim the history to what the model can take
+(:meth:`PriceTable.max_input_tokens`).
 """
 
 from __future__ import annotations
@@ -125,6 +129,18 @@ class PriceTable:
             "user prices; add one with cellwire.set_price(pattern, input, output) or "
             "'prices:' in providers.yaml"
         )
+
+    def max_input_tokens(self, provider: str, model: str) -> int | None:
+        """The input context of ``provider/model`` in tokens, from the snapshot (same keys as
+        prices: ``provider/model``, ``model``, the name's last part); None when unknown."""
+        if not self._use_snapshot:
+            return None
+        sizes = _snapshot().get("max_input_tokens", {})
+        for key in (f"{provider}/{model}", model, model.rsplit("/", 1)[-1]):
+            size = sizes.get(key)
+            if size:
+                return int(size)
+        return None
 
     def price(self, provider: str, model: str, usage: TokenUsage) -> Priced:
         """The cost of ``usage`` tokens of ``provider/model``."""
