@@ -1,10 +1,12 @@
 """parameter-extractor: pull typed parameters out of text with a model.
 
 Dify's fields: ``model``, ``query`` (a selector), ``parameters[]{name, type, description,
-required, options}``, ``instruction``, ``reasoning_mode``. In ``function_call`` mode the model
-is made to call a tool ``extract_parameters`` whose JSON Schema is built from the
-parameters; in ``prompt`` mode it is asked for a JSON object in its reply. Either way the
-values are checked against the declared types and options.
+required, options}``, ``instruction``, ``reasoning_mode``, ``memory``, ``vision``. In
+``function_call`` mode the model is made to call a tool ``extract_parameters`` whose JSON
+Schema is built from the parameters; in ``prompt`` mode it is asked for a JSON object in its
+reply. Either way the values are checked against the declared types and options. As in Dify,
+memory puts the conversation's earlier turns in the system prompt (inside ``<histories>``
+tags) and vision puts the image files before the text of the user message.
 
 Outputs: each parameter, ``__is_success`` (1 or 0, as Dify), ``__reason`` (why it failed,
 else None) and ``__usage``. A failed extraction is not a node error: parameters the model did
@@ -23,9 +25,23 @@ from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.llm import ChatMessage, ChatRequest, ChatResponse
 
-from .llm import LLMConfigError, ModelConfig, invoke, parse_json, route_for
+from .llm import (
+    LLMConfigError,
+    MemoryConfig,
+    ModelConfig,
+    VisionConfig,
+    attach_images,
+    invoke,
+    memory_section,
+    parse_json,
+    read_history,
+    route_for,
+    window_limit,
+)
 
 TOOL = "extract_parameters"
+#: Tokens Dify holds back beyond the prompt when it sizes the extractor's history.
+MEMORY_RESERVE = 1000
 _SCALARS = {"string": "string", "number": "number", "bool": "boolean", "boolean": "boolean",
             "select": "string"}
 _EMPTY: dict[str, Any] = {"string": "", "select": "", "number": 0, "bool": False,
@@ -46,6 +62,8 @@ class ParameterExtractorConfig(NodeConfig):
     parameters: list[ExtractorParameter] = Field(default_factory=list)
     instruction: str = ""
     reasoning_mode: Literal["function_call", "prompt"] = "function_call"
+    memory: MemoryConfig | None = None
+    vision: VisionConfig | None = None
     #: Keep replies in the run store's response cache and answer repeats from it.
     cache: bool = False
 
@@ -73,7 +91,18 @@ async def run(ctx: NodeContext) -> NodeResult:
     query = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     instruction = ctx.render(config.instruction, field="instruction") if config.instruction else ""
     route = route_for(ctx, config.model)
-    request = _request(config, route.model, query, instruction, schema)
+    notes: list[str] = []
+    history: list[tuple[str, str]] = []
+    request = _request(config, route.model, query, instruction, schema, history)
+    if config.memory is not None:
+        # As in Dify: the window's size counts even when the window is off.
+        history = await read_history(ctx, config.memory, notes, route=route, request=request,
+                                     limit=window_limit(config.memory, enabled_only=False),
+                                     reserve=MEMORY_RESERVE)
+        if history:
+            request = _request(config, route.model, query, instruction, schema, history)
+    if config.vision is not None and config.vision.enabled:
+        await attach_images(ctx, config.vision, request.messages, notes)
     call = await invoke(ctx, route, request, cache=config.cache, stream=False)
 
     reason: str | None
@@ -99,7 +128,9 @@ async def run(ctx: NodeContext) -> NodeResult:
         process_data["tool_calls"] = [{"name": c.name, "arguments": c.arguments}
                                       for c in call.response.tool_calls]
     if call.note:
-        process_data["notes"] = [call.note]
+        notes.append(call.note)
+    if notes:
+        process_data["notes"] = notes
     return NodeResult(outputs=outputs, inputs={"query": query, "instruction": instruction},
                       process_data=process_data, usage=call.node_usage(),
                       metadata=call.metadata())
@@ -131,10 +162,12 @@ def parameters_schema(parameters: list[ExtractorParameter]) -> dict[str, Any]:
 
 
 def _request(config: ParameterExtractorConfig, model: str, query: str, instruction: str,
-             schema: dict[str, Any]) -> ChatRequest:
+             schema: dict[str, Any], history: list[tuple[str, str]]) -> ChatRequest:
     params = dict(config.model.completion_params or {})
     system = ("You extract structured parameters from the user's text. Give only values the "
               "text supports; leave out parameters it does not mention.")
+    if config.memory is not None:
+        system += "\n\n" + memory_section(history)
     if instruction:
         system += f"\n\nInstructions:\n{instruction}"
     request = ChatRequest(model=model, messages=[], temperature=params.get("temperature"),

@@ -1,11 +1,16 @@
 """question-classifier: ask a model which class a question belongs to; branch on its id.
 
 Dify's fields: ``query_variable_selector``, ``model``, ``classes[]{id, name, label}``,
-``instruction``. The node leaves through the handle of the chosen class id; outputs are
-``class_name``, ``class_id``, ``class_label`` and ``usage``. The model is asked for
-``{"category_id": ..., "category_name": ...}`` with a JSON schema whose ``category_id`` is
-an enum of the ids (structured output). A reply that is not that JSON is searched for a class
-id or name; a reply naming no class goes to the first class, as Dify does, with a note.
+``instruction``, ``memory``, ``vision``. The node leaves through the handle of the chosen
+class id; outputs are ``class_name``, ``class_id``, ``class_label`` and ``usage``. The model
+is asked for ``{"category_id": ..., "category_name": ...}`` with a JSON schema whose
+``category_id`` is an enum of the ids (structured output). A reply that is not that JSON is
+searched for a class id or name; a reply naming no class goes to the first class, as Dify
+does, with a note.
+
+As in Dify, memory puts the conversation's earlier turns in the system prompt, as
+``Human:`` / ``Assistant:`` lines inside ``<histories>`` tags, and vision puts the image files
+before the text of the user message that holds the question.
 """
 
 from __future__ import annotations
@@ -19,7 +24,19 @@ from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.llm import ChatMessage, ChatRequest
 
-from .llm import LLMConfigError, ModelConfig, invoke, parse_json, route_for
+from .llm import (
+    LLMConfigError,
+    MemoryConfig,
+    ModelConfig,
+    VisionConfig,
+    attach_images,
+    invoke,
+    memory_section,
+    parse_json,
+    read_history,
+    route_for,
+    window_limit,
+)
 
 
 class ClassifierClass(NodeConfig):
@@ -39,6 +56,8 @@ class QuestionClassifierConfig(NodeConfig):
     model: ModelConfig = Field(default_factory=ModelConfig)
     classes: list[ClassifierClass] = Field(default_factory=list)
     instruction: str = ""
+    memory: MemoryConfig | None = None
+    vision: VisionConfig | None = None
     #: Keep replies in the run store's response cache and answer repeats from it.
     cache: bool = False
 
@@ -76,7 +95,17 @@ async def run(ctx: NodeContext) -> NodeResult:
     query_text = query if isinstance(query, str) else json.dumps(query, ensure_ascii=False)
     instruction = ctx.render(config.instruction, field="instruction") if config.instruction else ""
     route = route_for(ctx, config.model)
-    request = _request(config, route.model, query_text, instruction)
+    notes: list[str] = []
+    history: list[tuple[str, str]] = []
+    request = _request(config, route.model, query_text, instruction, history)
+    if config.memory is not None:
+        # Dify takes the window's size even when the window is off, here and in the extractor.
+        history = await read_history(ctx, config.memory, notes, route=route, request=request,
+                                     limit=window_limit(config.memory, enabled_only=False))
+        if history:
+            request = _request(config, route.model, query_text, instruction, history)
+    if config.vision is not None and config.vision.enabled:
+        await attach_images(ctx, config.vision, request.messages, notes)
     call = await invoke(ctx, route, request, cache=config.cache, stream=False)
 
     chosen, how = _choose(config.classes, call.response.text)
@@ -92,7 +121,9 @@ async def run(ctx: NodeContext) -> NodeResult:
         "chosen_by": how,
     }
     if call.note:
-        process_data["notes"] = [call.note]
+        notes.append(call.note)
+    if notes:
+        process_data["notes"] = notes
     return NodeResult(
         outputs={"class_name": chosen.name, "class_id": chosen.id,
                  "class_label": chosen.label or chosen.name, "usage": usage},
@@ -104,10 +135,12 @@ async def run(ctx: NodeContext) -> NodeResult:
     )
 
 
-def _request(config: QuestionClassifierConfig, model: str, query: str,
-             instruction: str) -> ChatRequest:
+def _request(config: QuestionClassifierConfig, model: str, query: str, instruction: str,
+             history: list[tuple[str, str]]) -> ChatRequest:
     categories = [{"category_id": c.id, "category_name": c.name} for c in config.classes]
     system = SYSTEM
+    if config.memory is not None:
+        system += "\n\n" + memory_section(history)
     if instruction:
         system += f"\n\nInstructions:\n{instruction}"
     user = (f"Categories:\n{json.dumps(categories, ensure_ascii=False)}\n\n"
