@@ -346,3 +346,30 @@ async def test_a_request_cancelled_before_its_headers_frees_its_connection():
         response.release()
         await pool.aclose()
     assert server.connections == 2
+
+
+async def test_interoperates_with_the_standard_library_server():
+    # Another HTTP/1.1 implementation (http.server, threads) than this file's asyncio one.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from loopback_http import loopback_server
+
+    with loopback_server() as server:
+        server.answer(200, b'{"ok": true}', Content_Type="application/json")
+        server.answer(429, b"slow down", Retry_After="3")
+        pool = HTTPPool(server.url + "/v1")
+        response = await pool.request("POST", "chat/completions", b'{"x": 1}',
+                                      {"Content-Type": "application/json"})
+        assert (response.status, await response.read()) == (200, b'{"ok": true}')
+        response.release()
+        response = await pool.request("GET", "models")
+        assert response.status == 429 and response.headers["retry-after"] == "3"
+        assert await response.read() == b"slow down"
+        response.release()
+        response = await pool.request("GET", "models")  # the echo
+        assert await response.read() == b'{"method": "GET", "path": "/v1/models"}'
+        response.release()
+        await pool.aclose()
+    assert [r.body for r in server.requests] == [b'{"x": 1}', b"", b""]
