@@ -186,3 +186,19 @@ def test_price_table_knows_the_input_context_of_known_models():
     assert table.max_input_tokens("anthropic", "claude-haiku-4-5") == 200000
     assert table.max_input_tokens("scripted", "echo") is None
     assert PriceTable(snapshot=False).max_input_tokens("openai", "gpt-4o") is None
+
+
+def test_a_config_entry_gives_the_context_of_a_model_the_table_does_not_know():
+    table = PriceTable()
+    table.update({"lab/.*": {"max_input_tokens": 32768},
+                  "house": {"input": 1e-6, "output": 2e-6, "max_input_tokens": 4096},
+                  "gpt-4o": {"max_input_tokens": 1000}})
+    assert table.max_input_tokens("lab", "qwen2.5") == 32768
+    assert table.max_input_tokens("openai", "gpt-4o") == 1000  # the user's word wins
+    assert table.max_input_tokens("x", "house") == 4096
+    # A context alone leaves the price as it was: unknown stays unknown, the table's stays.
+    assert table.lookup("lab", "qwen2.5")[0] is None
+    assert table.lookup("openai", "gpt-4o")[1] == "table:gpt-4o"
+    assert table.lookup("x", "house")[0].input == 1e-6
+    with pytest.raises(ValueError, match="positive"):
+        table.set_context("y", 0)

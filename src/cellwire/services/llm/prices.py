@@ -15,7 +15,8 @@ Lookup for a call to ``provider/model``, first hit wins:
 
 The snapshot also keeps LiteLLM's ``max_input_tokens`` (the model's input context), which
 chat memory uses to trim the history to what the model can take
-(:meth:`PriceTable.max_input_tokens`).
+(:meth:`PriceTable.max_input_tokens`); a user's entry may give it for models the table does
+not know (a vLLM or Ollama model), with or without a price.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class PriceTable:
     def __init__(self, *, free: set[str] | frozenset[str] = frozenset({"scripted"}),
                  snapshot: bool = True):
         self._overrides: list[tuple[re.Pattern[str], Price]] = []
+        self._contexts: list[tuple[re.Pattern[str], int]] = []
         self.free: set[str] = {p.lower() for p in free}
         self._use_snapshot = snapshot
 
@@ -92,18 +94,28 @@ class PriceTable:
         full (a regular expression), in ``currency`` per token. Later calls win."""
         if input < 0 or output < 0:
             raise ValueError(f"prices must not be negative: {input}, {output}")
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {pattern!r} ({exc})") from None
-        self._overrides.insert(0, (compiled, Price(float(input), float(output), currency)))
+        self._overrides.insert(0, (_pattern(pattern), Price(float(input), float(output),
+                                                            currency)))
+
+    def set_context(self, pattern: str, max_input_tokens: int) -> None:
+        """The input context, in tokens, of every model matching ``pattern`` (as in
+        :meth:`set`). Later calls win."""
+        if max_input_tokens <= 0:
+            raise ValueError(f"max_input_tokens must be positive: {max_input_tokens}")
+        self._contexts.insert(0, (_pattern(pattern), int(max_input_tokens)))
 
     def update(self, prices: dict[str, Any]) -> None:
         """Add prices from config: ``{pattern: {input: ..., output: ..., currency: ...}}``
-        with per-token figures, or ``input_per_million`` / ``output_per_million``."""
+        with per-token figures, or ``input_per_million`` / ``output_per_million``; and
+        ``max_input_tokens``, alone or with a price."""
         for pattern, spec in prices.items():
             if not isinstance(spec, dict):
                 raise TypeError(f"price {pattern!r}: give a mapping with input and output")
+            if spec.get("max_input_tokens") is not None:
+                self.set_context(pattern, int(spec["max_input_tokens"]))
+                if not set(spec) & {"input", "output", "input_per_million",
+                                    "output_per_million"}:
+                    continue  # a context size only: the price stays the table's
             per_million = "input_per_million" in spec or "output_per_million" in spec
             suffix, scale = ("_per_million", 1e-6) if per_million else ("", 1.0)
             self.set(pattern, float(spec.get(f"input{suffix}", 0.0)) * scale,
@@ -133,6 +145,10 @@ class PriceTable:
     def max_input_tokens(self, provider: str, model: str) -> int | None:
         """The input context of ``provider/model`` in tokens, from the snapshot (same keys as
         prices: ``provider/model``, ``model``, the name's last part); None when unknown."""
+        full = f"{provider}/{model}"
+        for pattern, size in self._contexts:
+            if pattern.fullmatch(full) or pattern.fullmatch(model):
+                return size
         if not self._use_snapshot:
             return None
         sizes = _snapshot().get("max_input_tokens", {})
@@ -152,3 +168,10 @@ class PriceTable:
                  price.currency),
             source,
         )
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {pattern!r} ({exc})") from None
