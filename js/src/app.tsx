@@ -1,7 +1,7 @@
 /** The editor: React Flow over the kernel's graph. Interaction state (selection, drags, the
  * viewport) is local; edits go to the kernel as semantic messages and come back as traits. */
 import { memo, useCallback, useEffect, useMemo, useRef, useState } from "react";
-import type { DragEvent, KeyboardEvent } from "react";
+import type { DragEvent, FocusEvent, KeyboardEvent, MouseEvent } from "react";
 import {
   addEdge,
   applyEdgeChanges,
@@ -29,6 +29,13 @@ import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem } from "./types";
  * cell still becomes the active one, from the focus landing inside it. */
 function keepFocusHere(e: { stopPropagation(): void }) {
   e.stopPropagation();
+}
+
+/** A toolbar button pressed with the mouse leaves the focus where it is: moving it costs a
+ * style recalculation of everything inside the element losing it (the notebook cell holding
+ * the editor, when the cell was selected), for a button that needs no keys. */
+function keepFocusWhereItIs(e: MouseEvent<HTMLDivElement>) {
+  if ((e.target as HTMLElement).closest("button")) e.preventDefault();
 }
 
 function useJupyterDark(): boolean {
@@ -67,7 +74,7 @@ const Toolbar = memo(function Toolbar({ model, send, onFit, onLayout, message, n
   const canUndo = useTrait<boolean>(model, "can_undo");
   const canRedo = useTrait<boolean>(model, "can_redo");
   return (
-    <div className="cw-toolbar" tabIndex={-1} {...SUPPRESS}>
+    <div className="cw-toolbar" tabIndex={-1} {...SUPPRESS} onMouseDown={keepFocusWhereItIs}>
       <button data-testid="cw-run" disabled={running} onClick={() => send({ type: "run" })}>▶ Run</button>
       <button data-testid="cw-stop" disabled={!running} onClick={() => send({ type: "stop" })}>■ Stop</button>
       <span className="cw-sep" />
@@ -242,6 +249,14 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   // every node and edge of the graph.
   const focusRef = useRef<HTMLDivElement>(null);
   const onPaneClick = useCallback(() => focusRef.current?.focus({ preventScroll: true }), []);
+  // A focused button that gets disabled (Run once the run starts, Stop once it ends) loses
+  // the focus to the page's body; JupyterLab then moves it to the notebook on the next press
+  // anywhere in it, restyling the whole notebook. The focus stays in the editor instead.
+  const keepFocusInside = useCallback((e: FocusEvent<HTMLDivElement>) => {
+    if (e.relatedTarget === null && (e.target as { disabled?: boolean }).disabled) {
+      focusRef.current?.focus({ preventScroll: true });
+    }
+  }, []);
 
   const onKeyDown = useCallback(
     (e: KeyboardEvent<HTMLDivElement>) => {
@@ -290,6 +305,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
         {...SUPPRESS}
         onKeyDown={onKeyDown}
         onMouseDown={keepFocusHere}
+        onBlur={keepFocusInside}
         style={{ height }}
       >
         <div ref={focusRef} className="cw-focus" tabIndex={-1} data-testid="cw-focus" {...SUPPRESS} />
