@@ -329,8 +329,9 @@ function LastRun({ id }: { id: string }) {
   );
 }
 
-/** Run this node and what follows it again, reusing the editor's last run for the nodes
- * before it (the kernel refuses, saying why, when there is no such run). */
+/** Run this node (alone, or with what follows it) again, reusing the editor's last run for
+ * the nodes before it (the kernel refuses, saying why, when there is no such run or it did
+ * not reach this node's inputs). */
 function RunFrom({ id, send }: { id: string; send: PanelProps["send"] }) {
   const { model } = useEditor();
   const running = useTrait<boolean>(model, "running");
@@ -338,12 +339,21 @@ function RunFrom({ id, send }: { id: string; send: PanelProps["send"] }) {
     <div className="cw-panel-actions">
       <button
         className="cw-small"
+        data-testid="cw-run-node"
+        disabled={running}
+        title="run only this node, on the values the nodes before it had in the last run"
+        onClick={() => send({ type: "run_node", id })}
+      >
+        ▶ Run this node
+      </button>{" "}
+      <button
+        className="cw-small"
         data-testid="cw-run-from"
         disabled={running}
         title="run this node and everything downstream; the nodes before it keep their last results"
         onClick={() => send({ type: "run_from", id })}
       >
-        ▶ Run from here
+        ▶▶ Run from here
       </button>
     </div>
   );

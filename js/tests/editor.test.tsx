@@ -180,6 +180,19 @@ describe("editor", () => {
     await vi.waitFor(() => expect((q(el, "cw-run-from") as HTMLButtonElement).disabled).toBe(true));
   });
 
+  test("run this node asks the kernel to rerun the selected node alone, and shows a refusal", async () => {
+    const { el, model } = await mount();
+    (el.querySelector('.react-flow__node[data-id="branch"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-run-node")).not.toBeNull());
+    q(el, "cw-run-node")!.click();
+    expect(model.sent).toContainEqual({ type: "run_node", id: "branch" });
+    expect(model.sent.filter((m) => m.type === "run_from")).toEqual([]);
+    model.pySend({ type: "refused", reason: "the last run did not reach 'ask', before 'branch'" });
+    await vi.waitFor(() => expect(q(el, "cw-message")!.textContent).toContain("did not reach 'ask'"));
+    model.pySet("running", true);
+    await vi.waitFor(() => expect((q(el, "cw-run-node") as HTMLButtonElement).disabled).toBe(true));
+  });
+
   test("the panel edits a prompt and shows the kernel's problems in place", async () => {
     const { el, model } = await mount();
     (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();

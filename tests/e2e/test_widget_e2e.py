@@ -334,3 +334,39 @@ w = WorkflowWidget(wf, inputs={"x": 3})
     seen = seen_statuses(notebook)
     assert seen["start"] == ["succeeded"], seen  # reused: never reset nor run again
     assert seen["t"][-1] == "succeeded" and seen["end"][-1] == "succeeded", seen
+
+
+def test_run_this_node_reruns_only_the_selected_node(notebook):
+    graph = """\
+wf = cellwire.Workflow("one")
+wf.add_node("start", "start", variables=[{"variable": "x", "type": "number", "label": "x"}])
+wf.add_node("t", "template-transform", after="start", template="first {{ x }}",
+            variables=[{"variable": "x", "value_selector": ["start", "x"]}])
+wf.add_node("end", "end", after="t", outputs=[{"variable": "out", "value_selector": ["t", "output"]}])
+w = WorkflowWidget(wf, inputs={"x": 3})
+"""
+    editor = show(notebook, graph, display="w")
+    panel = editor.get_by_test_id("cw-panel")
+    node(editor, "t").click()
+    panel.get_by_test_id("cw-run-node").click()  # no run yet to take start's value from
+    expect(editor.get_by_test_id("cw-message")).to_contain_text("run the whole workflow first")
+
+    editor.get_by_test_id("cw-run").click()
+    expect(node(editor, "end")).to_have_attribute("data-status", "succeeded")
+    assert kernel_json(notebook, "await run_end(w)\nprint(json.dumps(w.last_run.outputs))") \
+        == {"out": "first 3"}
+
+    notebook.run("wf.nodes['t'].config['template'] = 'second {{ x }}'")
+    record_statuses(notebook)
+    node(editor, "t").click()
+    panel.get_by_test_id("cw-run-node").click()
+
+    expect(panel.get_by_test_id("cw-io")).to_contain_text("second 3")
+    out = kernel_json(notebook, "await until(lambda: 'second 3' in str(w.status['t']))\n"
+                                "r = await w.run_task\n"
+                                "print(json.dumps([r.outputs, [e.node_id for e in r.events "
+                                "if type(e).__name__ == 'NodeStarted']]))")
+    assert out == [{"out": "first 3"}, ["t"]]  # end did not run again
+    seen = seen_statuses(notebook)
+    assert seen["start"] == ["succeeded"] and seen["end"] == ["succeeded"], seen
+    assert seen["t"][-1] == "succeeded", seen

@@ -459,6 +459,30 @@ async def test_run_from_a_node_reuses_the_previous_run_upstream():
     assert again.outputs == {"a": "A", "via": "took b"}
 
 
+async def test_a_single_node_reruns_alone_on_the_previous_run_s_values():
+    wf = cellwire.Workflow("rerun-one")
+    wf.add_node("a", "t-value", value="A")
+    wf.add_node("mid", "template-transform", after="a", template="{{ x }}-1",
+                variables=[{"variable": "x", "value_selector": ["a", "value"]}])
+    wf.add_node("end", "end", after="mid", outputs=[
+        {"variable": "mid", "value_selector": ["mid", "output"]}])
+    first = await Execution(CompiledWorkflow(wf), {}, Runtime()).run()
+    assert first.outputs == {"mid": "A-1"}
+
+    wf.update_node("mid", template="{{ x }}-2")
+    wf.update_node("a", value="not run")
+    again = await Execution(CompiledWorkflow(wf), {}, Runtime(), start_at="mid",
+                            previous=first, single=True).run()
+    assert again.status == RunStatus.SUCCEEDED
+    # Only `mid` ran, on `a`'s value from the first run; `end` after it did not.
+    assert [e.node_id for e in again.events if isinstance(e, NodeStarted)] == ["mid"]
+    (done,) = [e for e in again.events if isinstance(e, NodeSucceeded)]
+    assert done.outputs == {"output": "A-2"}
+    assert again.outputs == {"mid": "A-1"}  # the end node's outputs stay the previous run's
+    with pytest.raises(ValueError, match="give start_at"):
+        Execution(CompiledWorkflow(wf), {}, Runtime(), single=True)
+
+
 async def test_concurrency_slots_hand_over_and_survive_cancelled_waiters():
     from cellwire.engine.executor import _Slots
 

@@ -419,3 +419,64 @@ async def test_run_from_reuses_a_run_started_from_python_and_reruns_a_container(
     assert again.outputs == {"q": "hi"}, again.error
     started = [n for p in patches(w) for n, e in p.items() if e["status"] == "running"]
     assert started[0] == "loop1" and "start" not in started
+
+
+async def test_run_node_reruns_only_that_node_on_the_last_run_s_values():
+    wf = qa()
+    w = Recorder(wf)
+    with pytest.raises(widget_module.RunRefused, match="run the whole workflow first"):
+        w.run_node("t")  # nothing to take its inputs from yet
+    assert w.outbox[-1] == {"type": "refused", "reason": w.outbox[-1]["reason"],
+                            "request": {"type": "run_node", "id": "t"}}
+    w.inputs = {"q": "hi"}
+    w.handle({"type": "run"})
+    assert (await w.run_task).outputs == {"out": "Q: hi"}
+
+    wf.nodes["t"].config["template"] = "Again: {{ q }}"
+    w.outbox.clear()
+    assert w.handle({"type": "run_node", "id": "t"}) is None
+    again = await w.run_task
+    assert again.status == "succeeded"
+    started = [n for p in patches(w) for n, e in p.items() if e["status"] == "running"]
+    assert started == ["t"]  # neither start before it nor end after it
+    assert w.status["t"]["outputs"] == {"output": "Again: hi"}
+    assert w.status["t"]["inputs"] == {"q": "hi"}  # start's value from the first run
+    # The others keep showing the first run's results: a snapshot opens the run.
+    assert [m["type"] for m in w.outbox if m["type"].startswith("status_")] == \
+        ["status_snapshot"]
+    assert w.status["end"]["outputs"] == {"out": "Q: hi"}
+    # The editor's last run now has t's new result, and end's and start's old ones.
+    w.handle({"type": "run_from", "id": "end"})
+    assert (await w.run_task).outputs == {"out": "Again: hi"}
+
+
+async def test_run_node_refuses_when_the_last_run_did_not_reach_its_inputs():
+    wf = cellwire.Workflow("gaps")
+    wf.add_node("start", "start", variables=[{"variable": "x", "type": "number"}])
+    wf.add_node("check", "if-else", after="start", cases=[{"case_id": "big", "conditions": [
+        {"variable_selector": ["start", "x"], "comparison_operator": ">", "value": "5"}]}])
+    wf.add_node("small", "template-transform", after=[("check", "false")], template="small")
+    wf.add_node("after_small", "template-transform", after="small", template="after")
+    wf.add_node("boom", "code", after=[("check", "big")],
+                code="def main():\n    raise ValueError('boom')")
+    wf.add_node("after_boom", "template-transform", after="boom", template="after")
+    w = Recorder(wf)
+    w.inputs = {"x": 7}
+    w.handle({"type": "run"})
+    assert (await w.run_task).status == "failed"
+    w.outbox.clear()
+
+    w.handle({"type": "run_node", "id": "after_boom"})  # boom failed: no value to take
+    assert "did not reach 'boom'" in w.outbox[-1]["reason"]
+    with pytest.raises(widget_module.RunRefused, match="skipped every node before"):
+        w.run_node("after_small")  # small was skipped by the branch
+    with pytest.raises(widget_module.RunRefused, match="no node"):
+        w.run_node("nope")
+    assert w.run_task is not None and w.run_task.done()  # nothing started
+
+    # The failed node itself reruns: its inputs (check's) are there.
+    wf.nodes["boom"].config["code"] = "def main():\n    return {'result': 1}"
+    w.run_node("boom")
+    assert (await w.run_task).status == "succeeded"
+    assert w.status["boom"]["status"] == "succeeded"
+    assert w.status["small"]["status"] == "skipped"

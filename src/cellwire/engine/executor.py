@@ -155,6 +155,7 @@ class Execution:
         conversation: dict[str, Any] | None = None,
         start_at: str | None = None,
         previous: RunResult | None = None,
+        single: bool = False,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -180,7 +181,11 @@ class Execution:
                 raise ValueError("start_at needs the previous run whose outputs it reuses")
             if compiled.nodes.get(start_at) is None or compiled.nodes[start_at].parent is not None:
                 raise ValueError(f"start_at={start_at!r} is not a top-level node of the workflow")
+        if single and start_at is None:
+            raise ValueError("single runs the start_at node alone: give start_at")
         self._start_at = start_at
+        #: Stop after ``start_at``: what follows it is not run (it keeps its previous results).
+        self._single = single
         self._previous = previous
         self._emitters = (self.events.append, *runtime.sinks)
         self._env = environment_values(compiled.workflow, runtime.environ)
@@ -312,7 +317,8 @@ class Execution:
         await _GraphRun(self, plan, frame).run()
 
     async def _run_downstream(self, frame: Frame) -> None:
-        """Run ``start_at`` and what follows it, reusing the previous run for the rest.
+        """Run ``start_at`` and what follows it (only ``start_at`` when ``single``), reusing
+        the previous run for the rest.
 
         Nodes upstream of ``start_at`` keep their previous outputs and are not run; an edge
         from such a node into the re-run part is decided as the previous run decided it.
@@ -327,7 +333,7 @@ class Execution:
         self.outputs.update(previous.outputs)
         plan = self.compiled.graphs[None]
         downstream = {self._start_at}
-        todo = [self._start_at]
+        todo = [] if self._single else [self._start_at]
         while todo:
             for _, target in plan.out_edges[todo.pop()]:
                 if target not in downstream:

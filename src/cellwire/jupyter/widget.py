@@ -64,6 +64,10 @@ _live: weakref.WeakSet[WorkflowWidget] = weakref.WeakSet()
 _hook_installed = False
 
 
+class RunRefused(ValueError):
+    """A run the editor cannot start; the message says why (the editor shows it too)."""
+
+
 class WorkflowWidget(anywidget.AnyWidget):
     """An editor for ``workflow``; edits change that very object (``widget.workflow is wf``)."""
 
@@ -142,6 +146,12 @@ class WorkflowWidget(anywidget.AnyWidget):
         if kind == "run_from":
             self.run_from(str(msg.get("id") or ""), msg.get("inputs"))
             return None
+        if kind == "run_node":
+            try:
+                self.run_node(str(msg.get("id") or ""), msg.get("inputs"))
+            except RunRefused:
+                pass  # the editor was told why
+            return None
         if kind == "stop":
             if self.execution is not None:
                 self.execution.stop()
@@ -204,13 +214,15 @@ class WorkflowWidget(anywidget.AnyWidget):
     # -- runs -------------------------------------------------------------------------------
 
     def start_run(self, inputs: Mapping[str, Any] | None = None, *,
-                  start_at: str | None = None) -> None:
+                  start_at: str | None = None, single: bool = False) -> None:
         """Run the workflow with this widget watching; a task on the kernel's event loop.
 
-        With ``start_at``, only that node and what follows it run; the nodes before it keep
-        their results from :attr:`last_run`.
+        With ``start_at``, only that node and what follows it run (only that node, with
+        ``single``); the nodes before it keep their results from :attr:`last_run`.
         """
-        request = {"type": "run"} if start_at is None else {"type": "run_from", "id": start_at}
+        request: dict[str, Any] = {"type": "run"}
+        if start_at is not None:
+            request = {"type": "run_node" if single else "run_from", "id": start_at}
         if self.execution is not None and self.running:
             self.send({"type": "refused", "reason": "a run of this workflow is in progress",
                        "request": request})
@@ -226,14 +238,14 @@ class WorkflowWidget(anywidget.AnyWidget):
             if previous is not None:
                 run_inputs = {**previous.inputs, **(inputs or {})}
             execution = Execution(compiled, run_inputs, runtime, start_at=start_at,
-                                  previous=previous)
+                                  previous=previous, single=single)
         except Exception as exc:  # noqa: BLE001 - an invalid workflow says why in the editor
             self.send({"type": "refused", "reason": " ".join(str(exc).split())[:500],
                        "request": request})
             return
         self.execution = execution
         if start_at is not None:
-            again = proto.reachable(self.workflow, start_at)
+            again = {start_at} if single else proto.reachable(self.workflow, start_at)
             self._kept = (execution.run_id, {k: v for k, v in self._live_status.items()
                                              if _top(self.workflow, k) not in again})
         try:
@@ -259,6 +271,31 @@ class WorkflowWidget(anywidget.AnyWidget):
                                            "reuses that run's results for the nodes before it"})
             return
         self.start_run(inputs, start_at=_top(wf, node_id))
+
+    def run_node(self, node_id: str, inputs: Mapping[str, Any] | None = None) -> None:
+        """Run ``node_id`` alone again, on the values the nodes before it had in
+        :attr:`last_run`; the nodes after it keep their results. A node inside an iteration
+        or loop reruns its container (alone).
+
+        Raises :class:`RunRefused` (and the editor shows why) when there is no such run, or
+        it did not reach the node's inputs, or a run is in progress.
+        """
+        wf = self.workflow
+        reason = None
+        if node_id not in wf.nodes:
+            reason = f"no node {node_id!r}"
+        elif self.last_run is None:
+            reason = ("run the whole workflow first: 'run this node' takes the values of the "
+                      "nodes before it from that run")
+        elif self.execution is not None and self.running:
+            reason = "a run of this workflow is in progress"
+        else:
+            reason = proto.unreached_inputs(wf, _top(wf, node_id), self.last_run.events)
+        if reason is not None:
+            self.send({"type": "refused", "reason": reason,
+                       "request": {"type": "run_node", "id": node_id}})
+            raise RunRefused(reason)
+        self.start_run(inputs, start_at=_top(wf, node_id), single=True)
 
     async def _run(self, execution: Execution, previous: RunResult | None) -> RunResult:
         result = await execution.run()

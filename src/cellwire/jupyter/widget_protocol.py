@@ -410,6 +410,27 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
     return None
 
 
+def unreached_inputs(wf: Workflow, node_id: str, events: Iterable[Event]) -> str | None:
+    """Why the top-level node ``node_id`` cannot run alone on the values of the run that
+    made ``events`` (None when it can): each node with an edge into it must have finished or
+    been skipped in that run, and at least one must have finished."""
+    before = sorted({e.source for e in wf.edges if e.target == node_id})
+    if not before:
+        return None
+    finished = {e.node_id for e in events
+                if isinstance(e, (NodeSucceeded, NodeException)) and e.parent_id is None}
+    skipped = {e.node_id for e in events if isinstance(e, NodeSkipped) and e.parent_id is None}
+    missing = [n for n in before if n not in finished and n not in skipped]
+    if missing:
+        names = ", ".join(repr(n) for n in missing)
+        return (f"the last run did not reach {names}, before {node_id!r}: run the whole "
+                "workflow (or run from an earlier node) first")
+    if not finished.intersection(before):
+        return (f"the last run skipped every node before {node_id!r}, so it has no inputs: "
+                "run the workflow on inputs that reach it first")
+    return None
+
+
 def merge_status(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(current)
     for node_id, entry in patch.items():
