@@ -222,6 +222,37 @@ describe("editor", () => {
     await vi.waitFor(() => expect(q(el, "cw-message")!.textContent).toContain("cycle"));
   });
 
+  test("presses stay in the editor and toolbar buttons leave the focus where it is", async () => {
+    const outside: string[] = [];
+    const listen = () => outside.push("mousedown");
+    document.body.addEventListener("mousedown", listen);
+    const { el } = await mount();
+    const press = (target: HTMLElement) => {
+      const e = new MouseEvent("mousedown", { bubbles: true, cancelable: true, button: 0 });
+      target.dispatchEvent(e);
+      return e;
+    };
+    // A notebook (an ancestor) never sees it, so it cannot pull the focus to its cell...
+    expect(press(q(el, "cw-run")!).defaultPrevented).toBe(true); // ...nor does the button take it
+    expect(press(q(el, "cw-message")!).defaultPrevented).toBe(false);
+    expect(outside).toEqual([]);
+    document.body.removeEventListener("mousedown", listen);
+  });
+
+  test("a focused button that gets disabled hands the focus to the editor", async () => {
+    const { el } = await mount();
+    const run = q(el, "cw-run") as HTMLButtonElement;
+    run.focus();
+    run.disabled = true; // as when a run starts; the browser then drops the focus:
+    run.dispatchEvent(new FocusEvent("focusout", { bubbles: true, relatedTarget: null }));
+    expect(document.activeElement).toBe(q(el, "cw-focus"));
+    // Leaving the editor for elsewhere is left alone.
+    const fit = q(el, "cw-fit") as HTMLButtonElement;
+    fit.focus();
+    fit.dispatchEvent(new FocusEvent("focusout", { bubbles: true, relatedTarget: null }));
+    expect(document.activeElement).toBe(fit);
+  });
+
   test("a graph change from Python shows without remounting", async () => {
     const { el, model } = await mount();
     const g = graph();
