@@ -33,7 +33,7 @@ import anywidget
 import traitlets
 
 from cellwire import api
-from cellwire.engine import CompiledWorkflow, Execution, RunResult, RunStatus
+from cellwire.engine import Execution, RunResult, RunStatus, compile_workflow
 from cellwire.engine.events import (
     RUN_END_EVENTS,
     Event,
@@ -233,7 +233,7 @@ class WorkflowWidget(anywidget.AnyWidget):
             runtime.model_override = self.run_model
         runtime.subscribe(self.on_event)
         try:
-            compiled = CompiledWorkflow(self.workflow)
+            compiled = compile_workflow(self.workflow)
             run_inputs = {**self.inputs, **(inputs or {})}
             if previous is not None:
                 run_inputs = {**previous.inputs, **(inputs or {})}
