@@ -79,3 +79,17 @@ async def test_aclose_closes_this_loops_pool_and_a_later_call_opens_another():
         assert first.closed and len(provider._clients) == 0
         assert (await provider.chat(ask("b"))).text == "echo: b"
         assert await provider.pool() is not first
+
+
+def test_the_environments_proxy_serves_remote_servers_but_never_this_machine(monkeypatch):
+    from cellwire.services.llm.pools import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert env_proxy("https://api.openai.com/v1") == "http://proxy.example:3128"
+    assert env_proxy("http://gpu-box:8000/v1") == "http://proxy.example:3128"
+    assert env_proxy("http://internal.example/v1") is None
+    for local in ("http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://[::1]:1/v1",
+                  "http://127.1.2.3:9/v1"):
+        assert env_proxy(local) is None, local

@@ -9,6 +9,7 @@ close their loop after each run).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -110,12 +111,22 @@ def new_pool(base_url: str, *, connections: int, headers: dict[str, str], connec
 
 
 def env_proxy(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / ALL_PROXY name for ``url``, unless NO_PROXY exempts it."""
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for ``url``, unless NO_PROXY exempts it or the
+    server is on this machine (a local Ollama or llama.cpp server is never behind a proxy)."""
     parts = urlsplit(url)
-    if not parts.hostname or proxy_bypass(parts.hostname):
+    if not parts.hostname or _loopback(parts.hostname) or proxy_bypass(parts.hostname):
         return None
     proxies = getproxies()
     return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def provider_error(exc: BaseException, *, server: str, timeouts: Timeouts, provider: str,
