@@ -233,6 +233,13 @@ def test_a_config_field_given_twice_is_an_error():
     assert where(problems) == {("a", "model")}
 
 
+def test_after_in_a_file_points_to_edges():
+    problems = problems_of("cellwire: 1\nnodes:\n- {id: s, type: start}\n"
+                           "- {id: a, type: end, after: [s]}\n")
+    assert where(problems) == {("a", "after")}
+    assert "edges" in problems[0].message and "{source: s, target: a}" in problems[0].hint
+
+
 def test_not_a_mapping():
     assert "list" in str(problems_of("- 1\n- 2\n")[0])
 

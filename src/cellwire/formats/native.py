@@ -403,6 +403,14 @@ def _read_node(item: Any, where: str, problems: list[Problem]) -> Node | None:
     for key, value in item.items():
         if key in RESERVED:
             continue
+        if key == "after":
+            # The Python API's keyword; a file keeps connections in one place.
+            sources = value if isinstance(value, list) else [value]
+            edges = ", ".join(f"{{source: {s}, target: {node_id}}}" for s in sources)
+            problems.append(Problem(node_id, "after", "'after' is not a node field in a file: "
+                                    "connections go under 'edges:'",
+                                    f"add {edges} to edges"))
+            continue
         if not isinstance(key, str):
             problems.append(Problem(node_id, str(key), "field names must be strings",
                                     "quote the key"))
