@@ -71,8 +71,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         if shown["answer"]:
             click.echo(shown["answer"])
         if shown["error"]:
-            where = f"node '{result.error_node}': " if result.error_node else ""
-            click.echo(f"error: {where}{shown['error']}", err=True)
+            click.echo(f"error: {shown['error']}", err=True)  # it names the node that failed
         click.echo(_summary(shown), err=True)
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 

@@ -35,7 +35,12 @@ class HTTPError(OSError):
 
 
 class ConnectError(HTTPError):
-    """No connection could be opened to the server (or its proxy)."""
+    """No connection could be opened to the server (or its proxy); ``reason`` says why,
+    without the address."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class ConnectionLost(HTTPError):
@@ -453,7 +458,8 @@ class HTTPPool:
         except (OSError, ssl.SSLError) as exc:
             if isinstance(exc, HTTPError):
                 raise
-            raise ConnectError(f"could not connect to {host}:{port}: {exc}") from None
+            raise ConnectError(f"could not connect to {host}:{port}: {exc}",
+                               _reason(exc)) from None
         return connection
 
     async def _tunnel(self, connection: _Connection) -> None:
@@ -470,13 +476,21 @@ class HTTPPool:
         status_line = bytes(connection.tunnel).split(b"\r\n", 1)[0].decode("latin-1")
         if status_line.split(" ")[1:2] != ["200"]:
             connection._close()
-            raise ConnectError(f"the proxy refused to connect to {authority}: {status_line}")
+            raise ConnectError(f"the proxy refused to connect to {authority}: {status_line}",
+                               f"the proxy refused: {status_line}")
         connection.tunnel = connection.tunnel_waiter = None
         transport = await self.loop.start_tls(connection.transport, connection,
                                               self.ssl_context, server_hostname=self.host)
         if transport is None:
             raise ConnectError(f"TLS through the proxy to {authority} failed")
         connection.transport = transport  # type: ignore[assignment]
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS error's own words (``Connection refused``), not asyncio's restatement."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _basic(user: str | None, password: str | None) -> str:

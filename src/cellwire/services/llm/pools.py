@@ -157,7 +157,8 @@ def provider_error(exc: BaseException, *, server: str, timeouts: Timeouts, provi
         return ProviderTimeout(f"{server} stopped sending for {timeouts.read:g} s", **where,
                                hint="raise timeouts.read, or retry")
     if isinstance(exc, ConnectError):
-        return RetryableProviderError(f"could not connect to {server}: {detail}", **where,
+        return RetryableProviderError(f"could not connect to {server}: {scrub(exc.reason)}",
+                                      **where,
                                       hint="is the server running?")
     if isinstance(exc, OSError):
         return RetryableProviderError(f"the connection to {server} dropped: {detail}", **where)
