@@ -50,7 +50,7 @@ from .base import (
     estimate_tokens,
 )
 from .http1 import HTTPPool, Response
-from .pools import LoopPools, Timeouts, drain, new_pool, provider_error
+from .pools import LoopPools, Timeouts, drain, new_pool, provider_error, snippet, stream_event
 from .ratelimit import RATE_LIMITS, Permit, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
 from .sse import SSEDecoder
@@ -65,7 +65,6 @@ JSON_TOOL = "json_output"
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 #: Error types of a stream's ``error`` event that another attempt may get past.
 _RETRYABLE_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
-_SNIPPET = 200
 _JSON_BODY = {"Content-Type": "application/json"}
 
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -243,17 +242,8 @@ class AnthropicProvider:
             raise self._transport_error(model, exc) from None
 
     def _event(self, payload: str, model: str) -> dict[str, Any]:
-        try:
-            event = orjson.loads(payload)
-        except json.JSONDecodeError as exc:
-            raise ProviderError(
-                f"{self.server} sent malformed JSON in its stream: {exc}: "
-                f"{self._scrub(_snippet(payload))}", provider=self.name, model=model,
-                hint="the server's stream is not Anthropic's event format") from None
-        if not isinstance(event, dict):
-            raise ProviderError(f"{self.server} sent a stream event that is not an object: "
-                                f"{_snippet(payload)}", provider=self.name, model=model)
-        return event
+        return stream_event(payload, server=self.server, provider=self.name, model=model,
+                            scrub=self._scrub, wire="Anthropic's event format")
 
     def _json(self, content: bytes, model: str | None) -> Any:
         try:
@@ -261,7 +251,7 @@ class AnthropicProvider:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProviderError(
                 f"{self.server} sent malformed JSON: {exc}: "
-                f"{self._scrub(_snippet(content.decode('utf-8', 'replace')))}",
+                f"{self._scrub(snippet(content.decode('utf-8', 'replace')))}",
                 provider=self.name, model=model,
                 hint="check that base_url points at Anthropic's Messages API") from None
 
@@ -340,7 +330,7 @@ class AnthropicProvider:
 
     def _http_error(self, model: str | None, status: int, text: str,
                     headers: Mapping[str, str]) -> ProviderError:
-        message = _snippet(text)
+        message = snippet(text)
         try:
             error = json.loads(text).get("error") or {}
             message = f"{error.get('type', 'error')}: {error.get('message', '')}"
@@ -573,11 +563,6 @@ def _reset_wait(headers: Mapping[str, str], now: float | None = None) -> float |
             waits.append(when.timestamp() - (time.time() if now is None else now))
     wait = max(waits, default=0.0)
     return wait if wait > 0 else None
-
-
-def _snippet(text: str) -> str:
-    text = text.strip()
-    return repr(text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else ""))
 
 
 __all__ = ["AnthropicProvider"]

@@ -52,7 +52,7 @@ from .base import (
     estimate_tokens,
 )
 from .http1 import HTTPPool, Response
-from .pools import LoopPools, Timeouts, drain, new_pool, provider_error
+from .pools import LoopPools, Timeouts, drain, new_pool, provider_error, snippet, stream_event
 from .ratelimit import RATE_LIMITS, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
 from .sse import DONE, SSEDecoder
@@ -67,7 +67,6 @@ _REJECTED = re.compile(
 # OpenAI's reasoning models take only max_completion_tokens: start there instead of failing.
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
 _TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
-_SNIPPET = 200
 #: What a failed connection or read raises.
 _TRANSPORT_ERRORS = (TimeoutError, OSError)
 _JSON_BODY = {"Content-Type": "application/json"}
@@ -188,7 +187,7 @@ class OpenAIProvider:
         if not isinstance(choices, list) or not choices:
             permit.settle(0)
             raise ProviderError(f"{self.server} answered without any choice: "
-                                f"{_snippet(json.dumps(body))}", provider=self.name,
+                                f"{snippet(json.dumps(body))}", provider=self.name,
                                 model=request.model)
         choice = choices[0] if isinstance(choices[0], dict) else {}
         as_chunk = {"choices": [{"delta": choice.get("message") or {},
@@ -395,22 +394,14 @@ class OpenAIProvider:
             kind = response.headers.get("content-type", "no content type")
             raise ProviderError(
                 f"{self.server} sent malformed JSON ({kind}): {exc}: "
-                f"{_snippet(content.decode('utf-8', 'replace'))}",
+                f"{snippet(content.decode('utf-8', 'replace'))}",
                 provider=self.name, model=model, status=response.status,
                 hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
             ) from None
 
     def _parse_event(self, data: str, model: str) -> dict[str, Any]:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError(
-                f"{self.server} sent malformed JSON in its stream: {exc}: "
-                f"{self._scrub(_snippet(data))}", provider=self.name, model=model,
-                hint="the server's stream is not OpenAI's SSE format") from None
-        if not isinstance(event, dict):
-            raise ProviderError(f"{self.server} sent a stream event that is not an object: "
-                                f"{_snippet(data)}", provider=self.name, model=model)
+        event = stream_event(data, server=self.server, provider=self.name, model=model,
+                             scrub=self._scrub, wire="OpenAI's SSE format")
         error = event.get("error")
         if error:
             message = self._scrub(_error_message(error))
@@ -433,7 +424,7 @@ class OpenAIProvider:
             error = json.loads(text).get("error") if text else None
         except (json.JSONDecodeError, AttributeError):
             pass
-        message = self._scrub(_error_message(error) if error else _snippet(text))
+        message = self._scrub(_error_message(error) if error else snippet(text))
         code = str(error.get("code") or "") if isinstance(error, dict) else ""
         param = error.get("param") if isinstance(error, dict) else None
         said = f"{self.server} answered HTTP {status}: {message or '(no message)'}"
@@ -536,11 +527,6 @@ def _error_message(error: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or json.dumps(error))
     return str(error)
-
-
-def _snippet(text: str) -> str:
-    text = text.strip()
-    return repr(text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else ""))
 
 
 # -- decoding chunks -----------------------------------------------------------------------

@@ -13,12 +13,17 @@ import ipaddress
 import ssl
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
+
+import orjson
 
 from .base import ProviderError, ProviderTimeout, RetryableProviderError
 from .http1 import ConnectError, ConnectTimeout, HTTPPool, PoolTimeout, ReadTimeout, Response
 
+#: How much of a server's text an error message quotes.
+SNIPPET = 200
 #: How long to read on after a stream's last event for the end of the body (keeps the
 #: connection for the next request).
 DRAIN_SECONDS = 1.0
@@ -175,3 +180,25 @@ async def drain(response: Response) -> None:
             await response.read()
     except (TimeoutError, OSError):
         pass
+
+
+def snippet(text: str) -> str:
+    """The start of what a server sent, quoted, for an error message."""
+    text = text.strip()
+    return repr(text[:SNIPPET] + ("..." if len(text) > SNIPPET else ""))
+
+
+def stream_event(payload: str, *, server: str, provider: str, model: str,
+                 scrub: Callable[[str], str], wire: str) -> dict[str, Any]:
+    """One stream event's JSON object; a clear, non-retried error when it is not one
+    (``wire`` names the format the server should speak)."""
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError(f"{server} sent malformed JSON in its stream: {exc}: "
+                            f"{scrub(snippet(payload))}", provider=provider, model=model,
+                            hint=f"the server's stream is not {wire}") from None
+    if not isinstance(event, dict):
+        raise ProviderError(f"{server} sent a stream event that is not an object: "
+                            f"{scrub(snippet(payload))}", provider=provider, model=model)
+    return event
