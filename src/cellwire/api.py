@@ -127,6 +127,20 @@ def with_watchers(runtime: Runtime, workflow: Workflow) -> Runtime:
     return dataclasses.replace(runtime, sinks=[*runtime.sinks, *extra]) if extra else runtime
 
 
+async def amap(workflow: Workflow, inputs: Any, **kwargs: Any) -> pd.DataFrame:
+    """Run ``workflow`` once per row of ``inputs``: :func:`cellwire.scale.amap`."""
+    from cellwire.scale import amap as map_rows
+
+    return await map_rows(workflow, inputs, **kwargs)
+
+
+def map(workflow: Workflow, inputs: Any, **kwargs: Any) -> pd.DataFrame:
+    """Blocking :func:`amap`: :func:`cellwire.scale.map`."""
+    from cellwire.scale import map as map_rows
+
+    return map_rows(workflow, inputs, **kwargs)
+
+
 def widget(workflow: Workflow) -> Any:
     """The visual editor of ``workflow`` (a :class:`cellwire.jupyter.widget.WorkflowWidget`)."""
     from cellwire.jupyter.widget import WorkflowWidget

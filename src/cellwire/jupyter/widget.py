@@ -21,6 +21,7 @@ change the Workflow on the thread cells run on, and runs are tasks of the notebo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import pathlib
 import threading
@@ -147,10 +148,8 @@ class WorkflowWidget(anywidget.AnyWidget):
             self.run_from(str(msg.get("id") or ""), msg.get("inputs"))
             return None
         if kind == "run_node":
-            try:
+            with contextlib.suppress(RunRefused):  # the editor was told why
                 self.run_node(str(msg.get("id") or ""), msg.get("inputs"))
-            except RunRefused:
-                pass  # the editor was told why
             return None
         if kind == "stop":
             if self.execution is not None:

@@ -247,13 +247,13 @@ class Workflow(_Data):
         ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress``, ``client`` (a Dask
         client to run the rows on); see :func:`cellwire.scale.amap`.
         """
-        from cellwire.scale import amap
+        from cellwire.api import amap
 
         return await amap(self, inputs, **kwargs)
 
     def map(self, inputs: Any, /, **kwargs: Any) -> pd.DataFrame:
         """Like :meth:`amap`, but blocking; works inside a notebook's running event loop."""
-        from cellwire.scale import map as map_rows
+        from cellwire.api import map as map_rows
 
         return map_rows(self, inputs, **kwargs)
 
