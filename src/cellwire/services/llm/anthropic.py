@@ -32,8 +32,6 @@ from typing import Any
 
 import orjson
 
-import cellwire
-
 from .base import (
     AuthenticationError,
     ChatChunk,
@@ -49,9 +47,9 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .http1 import HTTPPool, Response
-from .pools import LoopPools, Timeouts, drain, new_pool, provider_error, snippet, stream_event
-from .ratelimit import RATE_LIMITS, Permit, RateLimits
+from .http1 import Response
+from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
+from .ratelimit import Permit, RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
 from .sse import SSEDecoder
 
@@ -71,11 +69,11 @@ _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
          "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter"}
 
 
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider):
     """Chat over Anthropic's Messages API through a pool of keep-alive connections.
 
-    ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits`` and ``rate_limits`` mean
-    what they mean for :class:`~cellwire.services.llm.openai.OpenAIProvider`.
+    ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits`` and ``rate_limits``: see
+    :class:`~cellwire.services.llm.pools.HTTPProvider`.
     """
 
     def __init__(self, *, name: str = "anthropic", base_url: str | None = None,
@@ -86,49 +84,17 @@ class AnthropicProvider:
                  model_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
                  rate_limits: RateLimits | None = None, max_connections: int = 100,
                  max_tokens: int = DEFAULT_MAX_TOKENS):
-        self.name = name
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.base_url = self.base_url.removesuffix("/v1")
-        self._api_key = api_key or None
+        super().__init__(name, base_url=(base_url or DEFAULT_BASE_URL).rstrip("/")
+                         .removesuffix("/v1"), api_key=api_key, timeouts=timeouts,
+                         retry=retry, rpm=rpm, tpm=tpm, model_limits=model_limits,
+                         rate_limits=rate_limits, max_connections=max_connections)
         self.max_tokens = max_tokens
-        # Mappings come from config files (providers.yaml: ``retry: {retries: 5}``).
-        self.timeouts = Timeouts(**timeouts) if isinstance(timeouts, Mapping) else (
-            timeouts or Timeouts())
-        self.retry = RetryPolicy(**retry) if isinstance(retry, Mapping) else (
-            retry or RetryPolicy())
-        self._limits = RATE_LIMITS if rate_limits is None else rate_limits
-        if rpm is not None or tpm is not None:
-            self._limits.configure(name, rpm=rpm, tpm=tpm)
-        for model, (model_rpm, model_tpm) in (model_limits or {}).items():
-            self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
-        self.max_connections = max_connections
-        self._clients = LoopPools()
 
-    def __repr__(self) -> str:  # no key in reprs
-        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    @property
-    def server(self) -> str:
-        """How errors name the server."""
-        return f"{self.name} ({self.base_url})"
-
-    async def pool(self) -> HTTPPool:
-        """This event loop's connection pool (connections belong to the loop that opened
-        them, and scripts run each ``cellwire.run`` on a loop of its own)."""
-        return await self._clients.get(self._new_pool)
-
-    def _new_pool(self) -> HTTPPool:
-        headers = {"Accept": "application/json", "User-Agent": f"cellwire/{cellwire.__version__}",
-                   "anthropic-version": API_VERSION}
+    def _pool_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
         if self._api_key:
             headers["x-api-key"] = self._api_key
-        t = self.timeouts
-        return new_pool(self.base_url, connections=self.max_connections, headers=headers,
-                        connect=t.connect, pool=t.pool, first_byte=t.first_byte, read=t.read)
-
-    async def aclose(self) -> None:
-        """Close this event loop's connection pool."""
-        await self._clients.aclose()
+        return headers
 
     # -- the provider protocol -----------------------------------------------------------------
 
@@ -201,7 +167,7 @@ class AnthropicProvider:
                 await drain(reply)
                 yield decoder.last()
             except (TimeoutError, OSError) as exc:
-                raise self._transport_error(request.model, exc) from None
+                raise self._transport_error(exc, request.model) from None
             finally:
                 reply.release()
         finally:
@@ -222,7 +188,7 @@ class AnthropicProvider:
             reply = await pool.request(method, path, None if body is None else orjson.dumps(body),
                                        None if body is None else _JSON_BODY)
         except (TimeoutError, OSError) as exc:
-            raise self._transport_error(model, exc) from None
+            raise self._transport_error(exc, model) from None
         if model is not None:
             self._observe(model, reply.status, reply.headers)
         if reply.status < 300:
@@ -239,7 +205,7 @@ class AnthropicProvider:
         try:
             return await reply.read()
         except (TimeoutError, OSError) as exc:
-            raise self._transport_error(model, exc) from None
+            raise self._transport_error(exc, model) from None
 
     def _event(self, payload: str, model: str) -> dict[str, Any]:
         return stream_event(payload, server=self.server, provider=self.name, model=model,
@@ -355,13 +321,6 @@ class AnthropicProvider:
         if status == 404:
             return UnknownModelError(message, hint="check the model name", **kwargs)
         return ProviderError(message, hint="check the request", **kwargs)
-
-    def _transport_error(self, model: str | None, exc: BaseException) -> ProviderError:
-        return provider_error(exc, server=self.server, timeouts=self.timeouts,
-                              provider=self.name, model=model, scrub=self._scrub)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key and text else text
 
 
 class _StreamDecoder:

@@ -34,8 +34,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-import cellwire
-
 from .base import (
     AuthenticationError,
     ChatAccumulator,
@@ -51,9 +49,9 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .http1 import HTTPPool, Response
-from .pools import LoopPools, Timeouts, drain, new_pool, provider_error, snippet, stream_event
-from .ratelimit import RATE_LIMITS, RateLimits
+from .http1 import Response
+from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
+from .ratelimit import RateLimits
 from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
 from .sse import DONE, SSEDecoder
 
@@ -70,7 +68,6 @@ _TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
 #: What a failed connection or read raises.
 _TRANSPORT_ERRORS = (TimeoutError, OSError)
 _JSON_BODY = {"Content-Type": "application/json"}
-_USER_AGENT = f"cellwire/{cellwire.__version__}"
 
 
 @dataclass(slots=True)
@@ -92,12 +89,13 @@ class _BadRequest(Exception):
         self.error, self.param, self.code, self.message = error, param, code, message
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     """An OpenAI-compatible server at ``base_url`` (``.../v1``), registered as ``name``.
 
-    ``rpm`` / ``tpm`` limit every model of the provider; ``model_limits`` maps a model to
-    ``(rpm, tpm)``. ``include_usage`` sends ``stream_options.include_usage`` (dropped for a
-    model whose server rejects it).
+    ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits`` and ``rate_limits``: see
+    :class:`~cellwire.services.llm.pools.HTTPProvider`. ``include_usage`` sends
+    ``stream_options.include_usage`` (dropped for a model whose server rejects it);
+    ``headers`` go with every request.
     """
 
     def __init__(self, name: str = "openai", *, base_url: str = "https://api.openai.com/v1",
@@ -109,52 +107,20 @@ class OpenAIProvider:
                  rate_limits: RateLimits | None = None, include_usage: bool = True,
                  max_connections: int = 512, headers: Mapping[str, str] | None = None,
                  embedding_format: str = "float"):
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key or None
-        # Mappings come from config files (providers.yaml: ``timeouts: {first_byte: 30}``).
-        self.timeouts = Timeouts(**timeouts) if isinstance(timeouts, Mapping) else (
-            timeouts or Timeouts())
-        self.retry = RetryPolicy(**retry) if isinstance(retry, Mapping) else (
-            retry or RetryPolicy())
+        super().__init__(name, base_url=base_url.rstrip("/"), api_key=api_key,
+                         timeouts=timeouts, retry=retry, rpm=rpm, tpm=tpm,
+                         model_limits=model_limits, rate_limits=rate_limits,
+                         max_connections=max_connections)
         self.include_usage = include_usage
-        self.max_connections = max_connections
         self.embedding_format = embedding_format
         self._headers = dict(headers or {})
-        self._limits = RATE_LIMITS if rate_limits is None else rate_limits
-        if rpm is not None or tpm is not None:
-            self._limits.configure(name, rpm=rpm, tpm=tpm)
-        for model, (model_rpm, model_tpm) in (model_limits or {}).items():
-            self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
         self._states: dict[str, _ModelState] = {}
-        self._clients = LoopPools()
-        self._urls: dict[str, str] = {}
 
-    def __repr__(self) -> str:  # no key in reprs
-        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    @property
-    def server(self) -> str:
-        """How errors name the server."""
-        return f"{self.name} ({self.base_url})"
-
-    # -- the pooled client ---------------------------------------------------------------
-
-    async def pool(self) -> HTTPPool:
-        """This event loop's connection pool, sized for hundreds of concurrent requests."""
-        return await self._clients.get(self._new_pool)
-
-    def _new_pool(self) -> HTTPPool:
-        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT, **self._headers}
+    def _pool_headers(self) -> dict[str, str]:
+        headers = dict(self._headers)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        t = self.timeouts
-        return new_pool(self.base_url, connections=self.max_connections, headers=headers,
-                        connect=t.connect, pool=t.pool, first_byte=t.first_byte, read=t.read)
-
-    async def aclose(self) -> None:
-        """Close this event loop's connection pool."""
-        await self._clients.aclose()
+        return headers
 
     def model_state(self, model: str) -> _ModelState:
         state = self._states.get(model)
@@ -413,10 +379,6 @@ class OpenAIProvider:
                       provider=self.name, model=model)
         return event
 
-    def _transport_error(self, exc: BaseException, model: str | None) -> ProviderError:
-        return provider_error(exc, server=self.server, timeouts=self.timeouts,
-                              provider=self.name, model=model, scrub=self._scrub)
-
     def _status_error(self, status: int, headers: Mapping[str, str], text: str,
                       model: str | None) -> Exception:
         error: Any = None
@@ -444,9 +406,6 @@ class OpenAIProvider:
             return _BadRequest(ProviderError(said, **where), param if isinstance(
                 param, str) else None, code, message)
         return ProviderError(said, hint="check base_url and the request", **where)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key and text else text
 
 
 # -- adapting requests to what a server accepts --------------------------------------------

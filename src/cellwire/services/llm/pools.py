@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,8 +19,12 @@ from urllib.request import getproxies, proxy_bypass
 
 import orjson
 
+import cellwire
+
 from .base import ProviderError, ProviderTimeout, RetryableProviderError
 from .http1 import ConnectError, ConnectTimeout, HTTPPool, PoolTimeout, ReadTimeout, Response
+from .ratelimit import RATE_LIMITS, RateLimits
+from .resilience import RetryPolicy
 
 #: How much of a server's text an error message quotes.
 SNIPPET = 200
@@ -202,3 +206,69 @@ def stream_event(payload: str, *, server: str, provider: str, model: str,
         raise ProviderError(f"{server} sent a stream event that is not an object: "
                             f"{scrub(snippet(payload))}", provider=provider, model=model)
     return event
+
+
+class HTTPProvider:
+    """What the HTTP providers share: a name and server, an API key kept out of every message,
+    timeouts, a retry policy, the process-wide rate limits, and a connection pool per loop.
+
+    ``rpm`` / ``tpm`` limit every model of the provider; ``model_limits`` maps a model to
+    ``(rpm, tpm)``. Mappings for ``timeouts`` and ``retry`` come from config files
+    (providers.yaml: ``timeouts: {first_byte: 30}``). Subclasses give the headers their
+    server wants on every request (:meth:`_pool_headers`).
+    """
+
+    def __init__(self, name: str, *, base_url: str, api_key: str | None,
+                 timeouts: Timeouts | Mapping[str, float] | None,
+                 retry: RetryPolicy | Mapping[str, Any] | None, rpm: float | None,
+                 tpm: float | None,
+                 model_limits: Mapping[str, tuple[float | None, float | None]] | None,
+                 rate_limits: RateLimits | None, max_connections: int):
+        self.name = name
+        self.base_url = base_url
+        self._api_key = api_key or None
+        self.timeouts = Timeouts(**timeouts) if isinstance(timeouts, Mapping) else (
+            timeouts or Timeouts())
+        self.retry = RetryPolicy(**retry) if isinstance(retry, Mapping) else (
+            retry or RetryPolicy())
+        self._limits = RATE_LIMITS if rate_limits is None else rate_limits
+        if rpm is not None or tpm is not None:
+            self._limits.configure(name, rpm=rpm, tpm=tpm)
+        for model, (model_rpm, model_tpm) in (model_limits or {}).items():
+            self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
+        self.max_connections = max_connections
+        self._clients = LoopPools()
+
+    def __repr__(self) -> str:  # no key in reprs
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    @property
+    def server(self) -> str:
+        """How errors name the server."""
+        return f"{self.name} ({self.base_url})"
+
+    async def pool(self) -> HTTPPool:
+        """This event loop's connection pool (connections belong to the loop that opened
+        them, and scripts run each ``cellwire.run`` on a loop of its own)."""
+        return await self._clients.get(self._new_pool)
+
+    async def aclose(self) -> None:
+        """Close this event loop's connection pool."""
+        await self._clients.aclose()
+
+    def _pool_headers(self) -> dict[str, str]:
+        return {}
+
+    def _new_pool(self) -> HTTPPool:
+        headers = {"Accept": "application/json", "User-Agent": f"cellwire/{cellwire.__version__}",
+                   **self._pool_headers()}
+        t = self.timeouts
+        return new_pool(self.base_url, connections=self.max_connections, headers=headers,
+                        connect=t.connect, pool=t.pool, first_byte=t.first_byte, read=t.read)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key and text else text
+
+    def _transport_error(self, exc: BaseException, model: str | None) -> ProviderError:
+        return provider_error(exc, server=self.server, timeouts=self.timeouts,
+                              provider=self.name, model=model, scrub=self._scrub)
