@@ -50,7 +50,7 @@ from .base import (
 from .http1 import Response
 from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
 from .ratelimit import Permit, RateLimits
-from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
+from .resilience import RetryPolicy, call_with_retries, parse_retry_after
 from .sse import SSEDecoder
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -97,15 +97,6 @@ class AnthropicProvider(HTTPProvider):
         return headers
 
     # -- the provider protocol -----------------------------------------------------------------
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        """The whole reply, retried as :attr:`retry` allows."""
-        return await call_with_retries(lambda: self._chat_once(request), self.retry)
-
-    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """The reply as chunks; retried only until the first chunk reached the caller."""
-        return stream_with_retries(lambda: self._stream_once(request), self.retry,
-                                   describe=f"the stream from {self.server}")
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         raise ProviderError("Anthropic's API has no embeddings", provider=self.name,

@@ -52,7 +52,7 @@ from .base import (
 from .http1 import Response
 from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
 from .ratelimit import RateLimits
-from .resilience import RetryPolicy, call_with_retries, parse_retry_after, stream_with_retries
+from .resilience import RetryPolicy, call_with_retries, parse_retry_after
 from .sse import DONE, SSEDecoder
 
 #: How many times one call may adapt its parameters to a server's 400 before giving up.
@@ -131,15 +131,6 @@ class OpenAIProvider(HTTPProvider):
         return state
 
     # -- chat ----------------------------------------------------------------------------
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        """The whole reply, retried as :attr:`retry` allows."""
-        return await call_with_retries(lambda: self._chat_once(request), self.retry)
-
-    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """The reply as chunks; retried only until the first chunk reached the caller."""
-        return stream_with_retries(lambda: self._stream_once(request), self.retry,
-                                   describe=f"the stream from {self.server}")
 
     async def _chat_once(self, request: ChatRequest) -> ChatResponse:
         response, permit = await self._start(request, stream=False)

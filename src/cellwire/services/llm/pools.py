@@ -8,10 +8,11 @@ close their loop after each run).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,10 +22,17 @@ import orjson
 
 import cellwire
 
-from .base import ProviderError, ProviderTimeout, RetryableProviderError
+from .base import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ProviderError,
+    ProviderTimeout,
+    RetryableProviderError,
+)
 from .http1 import ConnectError, ConnectTimeout, HTTPPool, PoolTimeout, ReadTimeout, Response
 from .ratelimit import RATE_LIMITS, RateLimits
-from .resilience import RetryPolicy
+from .resilience import RetryPolicy, call_with_retries, stream_with_retries
 
 #: How much of a server's text an error message quotes.
 SNIPPET = 200
@@ -208,7 +216,7 @@ def stream_event(payload: str, *, server: str, provider: str, model: str,
     return event
 
 
-class HTTPProvider:
+class HTTPProvider(abc.ABC):
     """What the HTTP providers share: a name and server, an API key kept out of every message,
     timeouts, a retry policy, the process-wide rate limits, and a connection pool per loop.
 
@@ -255,6 +263,23 @@ class HTTPProvider:
     async def aclose(self) -> None:
         """Close this event loop's connection pool."""
         await self._clients.aclose()
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The whole reply, retried as :attr:`retry` allows."""
+        return await call_with_retries(lambda: self._chat_once(request), self.retry)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """The reply as chunks; retried only until the first chunk reached the caller."""
+        return stream_with_retries(lambda: self._stream_once(request), self.retry,
+                                   describe=f"the stream from {self.server}")
+
+    @abc.abstractmethod
+    async def _chat_once(self, request: ChatRequest) -> ChatResponse:
+        """One attempt at the whole reply."""
+
+    @abc.abstractmethod
+    def _stream_once(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """One attempt at the reply as chunks."""
 
     def _pool_headers(self) -> dict[str, str]:
         return {}
