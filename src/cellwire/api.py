@@ -9,8 +9,8 @@ import os
 import sqlite3
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cellwire.nodes  # noqa: F401 - registers the built-in node types
 from cellwire.engine import Execution, RunResult, Runtime, compile_workflow
@@ -20,6 +20,8 @@ from cellwire.store import RunStore, StoreSink, default_store, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+T = TypeVar("T")
 
 #: ``True``: the default store in the home folder; ``False``/``None``: none; a path or a store.
 StoreOption = bool | str | os.PathLike[str] | RunStore | None
@@ -174,9 +176,15 @@ RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation",
 
 def run(workflow: Workflow, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:
     """Blocking :func:`arun`. Inside a running loop (a notebook) it runs on a helper thread."""
+    return run_blocking(arun(workflow, inputs, **kwargs))
+
+
+def run_blocking(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end from synchronous code: on a loop of its own, or on a helper
+    thread's loop when this thread already runs one (a notebook cell)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(arun(workflow, inputs, **kwargs))
+        return asyncio.run(work)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cellwire-run") as pool:
-        return pool.submit(asyncio.run, arun(workflow, inputs, **kwargs)).result()
+        return pool.submit(asyncio.run, work).result()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
-import concurrent.futures
 import re
 import shlex
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from cellwire.api import default_runtime, resolve_store, with_watchers
+from cellwire.api import default_runtime, resolve_store, run_blocking, with_watchers
 from cellwire.engine import Execution, RunResult, compile_workflow
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.model import WorkflowError, registry
@@ -283,12 +282,8 @@ class WorkflowMagics(Magics, Configurable):
         if loop is not None and not wait:
             handle.task = loop.create_task(self._drive(handle, live))
             return handle, live
-        if loop is None:
-            handle.result = asyncio.run(execution.run())
-        else:
-            # The kernel's loop is busy running this cell: run on a helper thread's loop.
-            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cellwire") as pool:
-                handle.result = pool.submit(asyncio.run, execution.run()).result()
+        # With wait, the kernel's loop is busy running this cell: a helper thread's loop.
+        handle.result = run_blocking(execution.run())
         if not wait:
             live.finish(handle.result)
         return handle, live

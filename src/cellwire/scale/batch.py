@@ -7,16 +7,17 @@ the connection pools and the run store serve the whole batch. The workflow is co
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from cellwire.api import RUN_OPTIONS, StoreOption, run_runtime
+from cellwire.api import RUN_OPTIONS, StoreOption, run_blocking, run_runtime
 from cellwire.engine import CompiledWorkflow, Execution, RunResult, RunStatus, Runtime
 from cellwire.engine import compile_workflow as _compile
 from cellwire.model import Problem, Workflow, WorkflowError
+from cellwire.model.validate import missing_inputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,19 +127,16 @@ def _plain(value: Any) -> Any:
 
 def check_columns(workflow: Workflow, columns: Iterable[str]) -> None:
     """Fail before any run when a required input is neither a column nor a keyword."""
-    given = set(columns)
-    problems = []
-    for node in workflow.children(None):
-        if node.type != "start":
-            continue
-        for var in node.config.get("variables") or []:
-            name = var.get("variable")
-            if var.get("required") and name not in given and var.get("default") in (None, ""):
-                problems.append(Problem(
-                    node.id, f"variables.{name}", f"the required input {name!r} is missing",
-                    f"add a column {name!r} to the inputs, or pass {name}=... for every row"))
+    problems = [_as_column(p) for p in missing_inputs(workflow, dict.fromkeys(columns))]
     if problems:
         raise WorkflowError(problems, f"the batch over {workflow.name!r} cannot start")
+
+
+def _as_column(problem: Problem) -> Problem:
+    # The run's hint says how to pass one input; a batch takes it as a column.
+    name = (problem.field or "").removeprefix("variables.")
+    return dataclasses.replace(problem, hint=f"add a column {name!r} to the inputs, or pass "
+                                             f"{name}=... for every row")
 
 
 def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -326,9 +324,4 @@ async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
 
 def map(workflow: Workflow, inputs: Any, **kwargs: Any) -> pd.DataFrame:
     """Blocking :func:`amap`. Inside a running loop (a notebook) it runs on a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(amap(workflow, inputs, **kwargs))
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cellwire-map") as pool:
-        return pool.submit(asyncio.run, amap(workflow, inputs, **kwargs)).result()
+    return run_blocking(amap(workflow, inputs, **kwargs))

@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -66,8 +66,8 @@ class ReadTimeout(TimeoutError):
 
 
 class Response:
-    """A response whose headers have arrived; the body is read with :meth:`read` or
-    :meth:`pieces`. ``release()`` must follow (it returns the connection to the pool)."""
+    """A response whose headers have arrived; the body is read with :meth:`read` or, as it
+    arrives, :meth:`next_piece`. ``release()`` must follow (it returns the connection to the pool)."""
 
     __slots__ = ("_complete", "_connection", "_error", "_pieces", "_released", "_waiter",
                  "headers", "status")
@@ -100,14 +100,11 @@ class Response:
         self._pieces = []
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def pieces(self) -> AsyncIterator[bytes]:
-        """The body as it arrives."""
-        while piece := await self.next_piece():
-            yield piece
-
     async def read(self) -> bytes:
         """The whole (remaining) body."""
-        parts = [piece async for piece in self.pieces()]
+        parts = []
+        while piece := await self.next_piece():
+            parts.append(piece)
         return b"".join(parts)
 
     def release(self) -> None:
