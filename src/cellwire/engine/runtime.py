@@ -1,33 +1,62 @@
-"""The services a run may use, handed to the executor. The engine never builds them itself."""
+"""The services and layers a run uses, handed to the executor. The engine never builds them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .clock import Clock
 from .events import Event
+from .services import (
+    ChatMemory,
+    CodeExecutor,
+    FilePolicy,
+    HTTPService,
+    KnowledgeService,
+    LLMService,
+    ResponseCache,
+    ToolService,
+)
 
+if TYPE_CHECKING:
+    from .layers import Layer
+
+#: A plain event callback; the runtime turns it into a layer.
 Sink = Callable[[Event], None]
 
 
 @dataclass(slots=True)
 class Runtime:
-    """Clock, event sinks and the outside world (LLM, HTTP, tools) for one or many runs.
+    """Clock, layers and the outside world for one or many runs.
 
-    Sinks are called synchronously, in order, for every event: keep them fast (buffer,
-    then write in bulk) so they never hold up the event loop.
+    ``layers`` see every run's start, events and end (:class:`~cellwire.engine.layers.Layer`;
+    a plain callable receives the events). A layer that raises is reported once and dropped
+    for the rest of that run; it never fails the run. The services are typed protocols
+    (:mod:`cellwire.engine.services`); ``None`` means the run has none, and a node that
+    needs one fails saying how to supply it.
     """
 
     clock: Clock = field(default_factory=Clock)
     sinks: list[Sink] = field(default_factory=list)
-    #: Resolves ``provider/model`` names to chat providers (``cellwire.services.llm``).
-    llm: Any = None
-    #: A pooled ``httpx.AsyncClient`` shared by HTTP nodes and providers.
-    http: Any = None
-    #: Python and HTTP tools by name.
-    tools: Any = None
+    #: Resolves node models to chat providers (:class:`cellwire.services.llm.LLMRouter`).
+    llm: LLMService | None = None
+    #: The shared, pooled HTTP client of HTTP nodes.
+    http: HTTPService | None = None
+    #: Tools by name (``tool`` nodes, agents).
+    tools: ToolService | Mapping[str, Callable[..., object]] | None = None
+    #: Knowledge bases by dataset id (``knowledge-retrieval``).
+    knowledge: KnowledgeService | None = None
+    #: Where code nodes run (in the kernel, or sandboxed).
+    code: CodeExecutor | None = None
+    #: Earlier turns of a conversation, for chat memory.
+    memory: ChatMemory | None = None
+    #: The LLM response cache; ``cache_all`` answers every LLM call from it, not only nodes
+    #: with ``cache: true``.
+    cache: ResponseCache | None = None
+    cache_all: bool = False
+    #: Which local files the run may read (images, documents named by inputs); None: none.
+    files: FilePolicy | None = None
     #: Route every LLM node of the run to this ``provider/model``, when set.
     model_override: str | None = None
     #: Where unset secret environment variables are read from (None: ``os.environ``).

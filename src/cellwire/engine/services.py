@@ -1,0 +1,110 @@
+"""What a run may use from the outside world, as typed protocols.
+
+The engine never builds a service and never looks for one: the runner (``cellwire.runner``)
+puts them on the :class:`~cellwire.engine.Runtime`, tests pass doubles explicitly, and a node
+reads the one it needs (``ctx.runtime.memory``). A service a run lacks is ``None``, and the
+node that needs it says how to supply it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import httpx
+
+    from cellwire.services.llm.base import ChatResponse, TokenUsage
+    from cellwire.services.llm.prices import Priced
+    from cellwire.services.llm.router import Route
+
+
+class LLMService(Protocol):
+    """Resolves a node's model to a provider and prices what it used
+    (:class:`cellwire.services.llm.LLMRouter`)."""
+
+    def resolve_config(self, provider: str, model: str, *,
+                       override: str | None = None) -> Route: ...
+
+    def priced(self, route: Route, usage: TokenUsage) -> Priced: ...
+
+    def max_input_tokens(self, route: Route) -> int | None: ...
+
+
+class HTTPService(Protocol):
+    """The run's shared, pooled HTTP client (one per event loop: connections belong to the
+    loop that opened them)."""
+
+    def client(self) -> httpx.AsyncClient: ...
+
+
+class Turn(NamedTuple):
+    """One earlier turn of a conversation: what the user asked and what was answered."""
+
+    run_id: str
+    query: str
+    answer: str
+
+
+class ChatMemory(Protocol):
+    """Earlier turns of a conversation (``sys.conversation_id``), oldest first."""
+
+    def conversation_turns(self, workflow: str, conversation_id: str, limit: int, *,
+                           node_id: str | None = None,
+                           exclude_run: str | None = None) -> Sequence[Turn]: ...
+
+
+class ResponseCache(Protocol):
+    """LLM replies by request key. Its methods may block briefly: nodes call them on a thread."""
+
+    def get(self, key: str) -> ChatResponse | None: ...
+
+    def put(self, key: str, provider: str, response: ChatResponse) -> None: ...
+
+
+@runtime_checkable
+class ToolService(Protocol):
+    """Callable tools by name."""
+
+    def get(self, name: str) -> Any: ...
+
+
+class KnowledgeService(Protocol):
+    """Knowledge bases by dataset id: ``retrieve`` returns Dify-shaped result chunks."""
+
+    async def retrieve(self, dataset_ids: Sequence[str], query: str, *,
+                       top_k: int | None = None,
+                       score_threshold: float | None = None) -> list[dict[str, Any]]: ...
+
+
+class CodeResult(NamedTuple):
+    """What a code execution returned, and what it printed."""
+
+    outputs: dict[str, Any]
+    stdout: str = ""
+
+
+class CodeExecutor(Protocol):
+    """Runs a code node's ``main(**inputs)`` and returns its outputs."""
+
+    async def run(self, language: str, code: str, inputs: Mapping[str, Any], *,
+                  timeout: float | None = None) -> CodeResult: ...
+
+
+class FileAccessDenied(PermissionError):
+    """A run asked for a local file its file policy does not grant; the message says how."""
+
+
+class FilePolicy(Protocol):
+    """Which local files a run may read (a notebook its own folder; a served run none)."""
+
+    def check(self, path: str | Path) -> Path:
+        """The resolved path when the run may read it; raises :class:`FileAccessDenied`."""
+        ...
+
+
+__all__ = [
+    "ChatMemory", "CodeExecutor", "CodeResult", "FileAccessDenied", "FilePolicy", "HTTPService",
+    "KnowledgeService", "LLMService", "ResponseCache", "ToolService", "Turn",
+]
