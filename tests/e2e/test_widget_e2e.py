@@ -297,10 +297,10 @@ def test_a_run_started_in_the_widget_runs_on_the_notebooks_event_loop(notebook):
     editor = show(notebook, BRANCHING + "w = WorkflowWidget(wf, inputs={'x': 7})\n", display="w")
     editor.get_by_test_id("cw-run").click()
     expect(node(editor, "slow")).to_have_attribute("data-status", "running")
-    same = notebook.run("print(w.run_task.get_loop() is asyncio.get_running_loop())")
+    same = notebook.run("print(w.run_handle.task.get_loop() is asyncio.get_running_loop())")
     assert same == "True"
     notebook.run("gate['open'] = True")
-    result = kernel_json(notebook, "r = await w.run_task\nprint(json.dumps(r.outputs))")
+    result = kernel_json(notebook, "r = await w.run_handle\nprint(json.dumps(r.outputs))")
     assert result == {"text": "opened"}
 
 
@@ -327,7 +327,7 @@ w = WorkflowWidget(wf, inputs={"x": 3})
     expect(editor.get_by_test_id("cw-panel").get_by_test_id("cw-io")).to_contain_text("second 3")
     expect(node(editor, "end")).to_have_attribute("data-status", "succeeded")
     out = kernel_json(notebook, "await until(lambda: w.last_run.outputs != {'out': 'first 3'})\n"
-                                "r = await w.run_task\n"
+                                "r = await w.run_handle\n"
                                 "print(json.dumps([r.outputs, [e.node_id for e in r.events "
                                 "if type(e).__name__ == 'NodeStarted']]))")
     assert out == [{"out": "second 3"}, ["t", "end"]]
@@ -363,7 +363,7 @@ w = WorkflowWidget(wf, inputs={"x": 3})
 
     expect(panel.get_by_test_id("cw-io")).to_contain_text("second 3")
     out = kernel_json(notebook, "await until(lambda: 'second 3' in str(w.status['t']))\n"
-                                "r = await w.run_task\n"
+                                "r = await w.run_handle\n"
                                 "print(json.dumps([r.outputs, [e.node_id for e in r.events "
                                 "if type(e).__name__ == 'NodeStarted']]))")
     assert out == [{"out": "first 3"}, ["t"]]  # end did not run again

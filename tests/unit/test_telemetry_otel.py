@@ -11,8 +11,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import cellwire
-from cellwire import api, telemetry
+from cellwire import telemetry
 from cellwire.engine.events import NodeFinished, RunStarted
+from cellwire.runner import default_runner
 from cellwire.services.llm import LLMRouter, ScriptedProvider
 from cellwire.services.llm.base import ChatChunk, ChatRequest
 from cellwire.telemetry.otel import OTelSink, traces_url
@@ -219,16 +220,19 @@ async def test_enable_otel_feeds_every_default_run(exporter):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     sink = telemetry.enable_otel(tracer_provider=provider)
-    assert sink in api.default_runtime(store=False).sinks
+    assert sink in default_runner().layers
     wf = cellwire.Workflow("plain")
     wf.add_node("start", "start")
     wf.add_node("end", "end", after="start", outputs=[])
     await wf.arun(store=False)
     assert [s.name for s in exporter.get_finished_spans()][-1] == "invoke_workflow plain"
     again = telemetry.enable_otel(tracer_provider=provider)
-    assert api.default_sinks.count(again) == 1 and sink not in api.default_sinks
+    assert default_runner().layers.count(again) == 1 and sink not in default_runner().layers
     telemetry.disable_otel()
-    assert again not in api.default_runtime(store=False).sinks
+    assert again not in default_runner().layers
+    exporter.clear()
+    await wf.arun(store=False)
+    assert exporter.get_finished_spans() == ()  # disabled: the next run is not exported
 
 
 def test_endpoints_get_the_traces_path_once():
@@ -247,7 +251,7 @@ def test_without_the_extra_enable_otel_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"opentelemetry is missing\): pip install 'cellwire\[otel\]'"):
         telemetry.enable_otel(endpoint="http://127.0.0.1:4318")
     telemetry.disable_otel()  # works without the extra
-    assert not any(type(s).__name__ == "OTelSink" for s in api.default_sinks)
+    assert not any(type(s).__name__ == "OTelSink" for s in default_runner().layers)
 
 
 async def test_containers_nested_in_a_parallel_iteration_parent_their_own_rounds(sink, exporter):

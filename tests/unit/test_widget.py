@@ -221,8 +221,8 @@ async def test_a_failing_node_reports_its_error_and_the_run_button_runs():
     wf.add_node("c", "code", after="start", code="def main():\n    raise ValueError('boom')")
     w = Recorder(wf)
     w.handle({"type": "run"})
-    assert w.run_task is not None
-    result = await w.run_task
+    assert w.run_handle is not None
+    result = await w.run_handle
     assert result.status == "failed"
     assert statuses(w)["c"] == "failed"
     assert "boom" in w.status["c"]["error"]
@@ -364,13 +364,13 @@ async def test_messages_from_a_subshell_thread_run_on_the_loop_the_widget_was_ma
 
     await asyncio.to_thread(subshell)
     for _ in range(100):
-        if w.run_task is not None:
+        if w.run_handle is not None:
             break
         await asyncio.sleep(0.01)
     assert w.threads == [threading.get_ident()] * 2
     assert any(e.key == ("t", "source", "x") for e in wf.edges)
-    assert w.run_task is not None and w.run_task.get_loop() is loop
-    result = await w.run_task
+    assert w.run_handle is not None and w.run_handle.task.get_loop() is loop
+    result = await w.run_handle
     assert result.outputs == {"out": "Q: hi"}
 
 
@@ -382,12 +382,12 @@ async def test_run_from_a_node_reruns_it_and_what_follows_reusing_the_last_run()
         w.outbox[-1]["reason"] and reply is None
     w.inputs = {"q": "hi"}
     w.handle({"type": "run"})
-    assert (await w.run_task).outputs == {"out": "Q: hi"}
+    assert (await w.run_handle).outputs == {"out": "Q: hi"}
 
     wf.nodes["t"].config["template"] = "Again: {{ q }}"
     w.outbox.clear()
     w.handle({"type": "run_from", "id": "t"})
-    again = await w.run_task
+    again = await w.run_handle
     assert again.status == "succeeded" and again.outputs == {"out": "Again: hi"}
     started = [n for p in patches(w) for n, e in p.items() if e["status"] == "running"]
     assert started == ["t", "end"]  # start is reused, not run
@@ -399,7 +399,7 @@ async def test_run_from_a_node_reruns_it_and_what_follows_reusing_the_last_run()
 
     # Chained: a run from the end still finds start's and t's results.
     w.handle({"type": "run_from", "id": "end"})
-    assert (await w.run_task).outputs == {"out": "Again: hi"}
+    assert (await w.run_handle).outputs == {"out": "Again: hi"}
 
 
 async def test_run_from_reuses_a_run_started_from_python_and_reruns_a_container():
@@ -415,7 +415,7 @@ async def test_run_from_reuses_a_run_started_from_python_and_reruns_a_container(
     assert w.last_run is not None and w.last_run.run_id == first.run_id
     w.outbox.clear()
     w.handle({"type": "run_from", "id": "inner"})
-    again = await w.run_task
+    again = await w.run_handle
     assert again.outputs == {"q": "hi"}, again.error
     started = [n for p in patches(w) for n, e in p.items() if e["status"] == "running"]
     assert started[0] == "loop1" and "start" not in started
@@ -430,12 +430,12 @@ async def test_run_node_reruns_only_that_node_on_the_last_run_s_values():
                             "request": {"type": "run_node", "id": "t"}}
     w.inputs = {"q": "hi"}
     w.handle({"type": "run"})
-    assert (await w.run_task).outputs == {"out": "Q: hi"}
+    assert (await w.run_handle).outputs == {"out": "Q: hi"}
 
     wf.nodes["t"].config["template"] = "Again: {{ q }}"
     w.outbox.clear()
     assert w.handle({"type": "run_node", "id": "t"}) is None
-    again = await w.run_task
+    again = await w.run_handle
     assert again.status == "succeeded"
     started = [n for p in patches(w) for n, e in p.items() if e["status"] == "running"]
     assert started == ["t"]  # neither start before it nor end after it
@@ -447,7 +447,7 @@ async def test_run_node_reruns_only_that_node_on_the_last_run_s_values():
     assert w.status["end"]["outputs"] == {"out": "Q: hi"}
     # The editor's last run now has t's new result, and end's and start's old ones.
     w.handle({"type": "run_from", "id": "end"})
-    assert (await w.run_task).outputs == {"out": "Again: hi"}
+    assert (await w.run_handle).outputs == {"out": "Again: hi"}
 
 
 async def test_run_node_refuses_when_the_last_run_did_not_reach_its_inputs():
@@ -463,7 +463,7 @@ async def test_run_node_refuses_when_the_last_run_did_not_reach_its_inputs():
     w = Recorder(wf)
     w.inputs = {"x": 7}
     w.handle({"type": "run"})
-    assert (await w.run_task).status == "failed"
+    assert (await w.run_handle).status == "failed"
     w.outbox.clear()
 
     w.handle({"type": "run_node", "id": "after_boom"})  # boom failed: no value to take
@@ -472,11 +472,11 @@ async def test_run_node_refuses_when_the_last_run_did_not_reach_its_inputs():
         w.run_node("after_small")  # small was skipped by the branch
     with pytest.raises(widget_module.RunRefused, match="no node"):
         w.run_node("nope")
-    assert w.run_task is not None and w.run_task.done()  # nothing started
+    assert w.run_handle is not None and w.run_handle.done  # nothing started
 
     # The failed node itself reruns: its inputs (check's) are there.
     wf.nodes["boom"].config["code"] = "def main():\n    return {'result': 1}"
     w.run_node("boom")
-    assert (await w.run_task).status == "succeeded"
+    assert (await w.run_handle).status == "succeeded"
     assert w.status["boom"]["status"] == "succeeded"
     assert w.status["small"]["status"] == "skipped"

@@ -22,6 +22,7 @@ from typing import Any
 from cellwire.model import FAIL_BRANCH, SOURCE, Node, NodeType, Workflow, WorkflowError, registry
 from cellwire.model.validate import graph_roots, missing_inputs, validate_configs
 
+from .commands import Command, Stop
 from .context import VariablePool
 from .events import (
     Event,
@@ -39,9 +40,11 @@ from .events import (
     RunSucceeded,
     StreamChunk,
 )
+from .layers import as_layer
 from .node import NodeContext, NodeError, NodeResult, Usage
 from .result import RunResult
 from .retry import is_retryable, retry_delay
+from .run_state import RunState
 from .runtime import Runtime
 from .secrets import environment_values, redact, redact_event, secret_values
 from .state import NodeStatus, RunStatus, check_node_move, check_run_move
@@ -165,13 +168,9 @@ class Execution:
         self.run_id = run_id or uuid.uuid4().hex
         self.max_steps = max_steps
         self.max_time = max_time
-        self.status = RunStatus.PENDING
-        self.steps = 0
-        self.exceptions = 0
-        self.outputs: dict[str, Any] = {}
-        self.answer: list[str] = []
+        #: What the run knows (pool, node statuses, edge decisions, usage); reruns read it.
+        self.state = RunState(self.run_id, compiled.workflow.name, inputs=dict(inputs))
         self.events: list[Event] = []
-        self.usage = Usage()
         self._slots = _Slots(concurrency)
         self._task: asyncio.Task[Any] | None = None
         self._stop_reason: str | None = None
@@ -187,7 +186,8 @@ class Execution:
         #: Stop after ``start_at``: what follows it is not run (it keeps its previous results).
         self._single = single
         self._previous = previous
-        self._emitters = (self.events.append, *runtime.sinks)
+        self._layers = [as_layer(s) for s in runtime.sinks]
+        self._emitters = (self.events.append, *(layer.on_event for layer in self._layers))
         self._env = environment_values(compiled.workflow, runtime.environ)
         #: Secret values of this run; when there are any, every event is redacted first.
         self._secrets = secret_values(compiled.workflow, self._env)
@@ -198,14 +198,25 @@ class Execution:
         if self._secrets:
             event = redact_event(event, self._secrets)
         if type(event) is StreamChunk and event.node_type == "answer":
-            self.answer.append(event.text)
+            self.state.answer.append(event.text)
         for sink in self._emitters:
             sink(event)
 
+    @property
+    def status(self) -> RunStatus:
+        return self.state.status
+
     def _move(self, new: RunStatus) -> None:
-        self.status = check_run_move(self.status, new)
+        self.state.status = check_run_move(self.state.status, new)
 
     # -- the run -------------------------------------------------------------------------
+
+    def command(self, command: Command) -> None:
+        """Carry out ``command`` (call it on the run's event loop)."""
+        if isinstance(command, Stop):
+            self.stop(command.reason)
+        else:
+            raise TypeError(f"a run cannot carry out {command!r} yet")
 
     def stop(self, reason: str = "stopped by the user") -> None:
         """Cancel the run: in-flight nodes are cancelled and the run ends ``stopped``."""
@@ -228,8 +239,8 @@ class Execution:
             problems = missing_inputs(self.compiled.workflow, start_inputs)
             if problems:
                 raise WorkflowError(problems, "the run cannot start")
-            pool = self._initial_pool(system, start_inputs)
-            top = Frame(None, None, pool)
+            pool = self.state.pool = self._initial_pool(system, start_inputs)
+            top = Frame(None, None, pool, statuses=self.state.nodes)
             async with asyncio.timeout(self.max_time):
                 if self._start_at is None:
                     await self._run_graph(self.compiled.graphs[None], top)
@@ -255,14 +266,14 @@ class Execution:
         if error is not None:
             self._move(RunStatus.FAILED)
             self.emit(RunFailed(run_id=self.run_id, time=clock.now(), error=error,
-                                node_id=error_node, exceptions_count=self.exceptions))
-        elif self.exceptions:
+                                node_id=error_node, exceptions_count=self.state.exceptions))
+        elif self.state.exceptions:
             self._move(RunStatus.PARTIAL_SUCCEEDED)
             self.emit(RunPartialSucceeded(run_id=self.run_id, time=clock.now(),
-                                          outputs=self.outputs, exceptions_count=self.exceptions))
+                                          outputs=self.state.outputs, exceptions_count=self.state.exceptions))
         else:
             self._move(RunStatus.SUCCEEDED)
-            self.emit(RunSucceeded(run_id=self.run_id, time=clock.now(), outputs=self.outputs))
+            self.emit(RunSucceeded(run_id=self.run_id, time=clock.now(), outputs=self.state.outputs))
         return self._result(started, elapsed, error, error_node)
 
     def _finish_stopped(self, started: float, reason: str, elapsed: float = 0.0) -> RunResult:
@@ -272,21 +283,29 @@ class Execution:
 
     def _result(self, started: float, elapsed: float, error: str | None,
                 error_node: str | None) -> RunResult:
+        result = self._make_result(started, elapsed, error, error_node)
+        for layer in self._layers:
+            layer.on_run_end(result)
+        return result
+
+    def _make_result(self, started: float, elapsed: float, error: str | None,
+                     error_node: str | None) -> RunResult:
         secrets = self._secrets
         return RunResult(
             run_id=self.run_id,
             workflow=self.compiled.workflow.name,
             status=self.status,
             inputs=redact(self.inputs, secrets),
-            outputs=redact(self.outputs, secrets),
-            answer="".join(self.answer),
+            outputs=redact(self.state.outputs, secrets),
+            answer="".join(self.state.answer),
             error=redact(error, secrets),
             error_node=error_node,
             started_at=started,
             elapsed_ms=elapsed * 1000,
-            usage=self.usage,
-            exceptions_count=self.exceptions,
+            usage=self.state.usage,
+            exceptions_count=self.state.exceptions,
             events=self.events,
+            state=self.state,
         )
 
     def _initial_pool(self, system: dict[str, Any], start_inputs: dict[str, Any]) -> VariablePool:
@@ -325,12 +344,16 @@ class Execution:
         """
         previous = self._previous
         assert previous is not None and self._start_at is not None
-        handles: dict[str, str | None] = {}
-        for event in previous.events:
-            if isinstance(event, (NodeSucceeded, NodeException)) and event.parent_id is None:
-                frame.pool.set_outputs(event.node_id, event.outputs)
-                handles[event.node_id] = event.handle
-        self.outputs.update(previous.outputs)
+        if previous.state is None:
+            raise ValueError("previous: a RunResult of this process (its state is not kept "
+                             "in the store); run the workflow again first")
+        before = previous.state
+        handles = {n: before.handles.get(n) for n in before.finished()}
+        for node_id in handles:
+            outputs = before.pool.outputs(node_id)
+            if outputs is not None:
+                frame.pool.set_outputs(node_id, outputs)
+        self.state.outputs.update(before.outputs)
         plan = self.compiled.graphs[None]
         downstream = {self._start_at}
         todo = [] if self._single else [self._start_at]
@@ -352,6 +375,13 @@ class Execution:
                     not branching[source] or handles[source] == edge_handle
                 ):
                     taken[target] = taken.get(target, 0) + 1
+        # The nodes reused from the previous run keep its statuses and decisions, so a rerun
+        # of this rerun finds them too.
+        for node_id, status in before.nodes.items():
+            if node_id not in downstream:
+                self.state.nodes[node_id] = status
+                if node_id in handles:
+                    self.state.handles[node_id] = handles[node_id]
         sub = GraphPlan(None, (self._start_at,), in_count,
                         {n: tuple(e for e in plan.out_edges[n] if e[1] in downstream)
                          for n in downstream}, ())
@@ -374,14 +404,14 @@ class Execution:
         node = compiled.nodes[node_id]
         node_type = compiled.types[node_id]
         clock = self.runtime.clock
-        self.steps += 1
-        if self.steps > self.max_steps:
+        self.state.steps += 1
+        if self.state.steps > self.max_steps:
             raise RunLimitExceeded(
                 f"the run reached max_steps={self.max_steps} at node '{node_id}'; raise "
                 "max_steps if the workflow really needs more"
             )
         execution_id = os.urandom(16).hex()
-        index = self.steps
+        index = self.state.steps
         frame.statuses[node_id] = check_node_move(
             node_id, frame.statuses.get(node_id, NodeStatus.PENDING), NodeStatus.RUNNING
         )
@@ -428,10 +458,10 @@ class Execution:
                 return self._fail(node, frame, base, exc, clock.monotonic() - t0, attempt)
         usage = result.usage
         if usage is not None:
-            self.usage = self.usage + usage
+            self.state.usage = self.state.usage + usage
         frame.pool.set_outputs(node_id, result.outputs)
         if node.type == "end" and frame.container_id is None:
-            self.outputs.update(result.outputs)
+            self.state.outputs.update(result.outputs)
         frame.statuses[node_id] = check_node_move(node_id, frame.statuses[node_id],
                                                   NodeStatus.SUCCEEDED)
         self.emit(
@@ -454,7 +484,7 @@ class Execution:
             self.emit(NodeFailed(time=clock.now(), error=error, error_type=error_type,
                                  elapsed=elapsed, retries=retries, **base))
             raise NodeFailure(node.id, error, error_type) from exc
-        self.exceptions += 1
+        self.state.exceptions += 1
         outputs: dict[str, Any] = {"error_message": error, "error_type": error_type}
         handle = FAIL_BRANCH
         if node.error_strategy == "default-value":
@@ -526,6 +556,8 @@ class _GraphRun:
         try:
             while node_id is not None:
                 handle = await execute(node_id, self.frame)
+                if self.plan.container is None:
+                    self.execution.state.handles[node_id] = handle
                 ready = self._decide(node_id, handle)
                 node_id = ready[0] if ready else None
                 for other in ready[1:]:

@@ -12,6 +12,8 @@ from .state import NodeStatus, RunStatus
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .run_state import RunState
+
 TRACE_COLUMNS = [
     "run_id", "execution_id", "index", "node_id", "node_type", "title", "status", "parent_id",
     "round", "started_at", "finished_at", "elapsed_ms", "retries", "handle", "error",
@@ -77,6 +79,9 @@ class RunResult:
     usage: Usage = field(default_factory=Usage)
     exceptions_count: int = 0
     events: list[Event] = field(default_factory=list, repr=False)
+    #: What the run knew at its end (pool, statuses, edge decisions): reruns start from it.
+    #: Kept in memory only; None for a result read back from the store.
+    state: RunState | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

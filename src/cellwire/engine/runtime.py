@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .clock import Clock
 from .events import Event
@@ -18,9 +17,6 @@ from .services import (
     ResponseCache,
     ToolService,
 )
-
-if TYPE_CHECKING:
-    from .layers import Layer
 
 #: A plain event callback; the runtime turns it into a layer.
 Sink = Callable[[Event], None]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cellwire.runner import RunHandle
+
 from .dashboards import (
     cost_chart,
     costs,
@@ -15,7 +17,7 @@ from .dashboards import (
     timeline,
     trace,
 )
-from .session import RunHandle, Session
+from .session import Session
 
 if TYPE_CHECKING:
     from cellwire.model import Workflow

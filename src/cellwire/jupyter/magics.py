@@ -11,7 +11,6 @@ import argparse
 import ast
 import asyncio
 import re
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,35 +18,23 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode, observe
 from traitlets.config import Configurable
 
-from cellwire.api import default_runtime, resolve_store, run_blocking, with_watchers
-from cellwire.engine import Execution, RunResult, compile_workflow
+from cellwire.engine import RunResult
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.model import WorkflowError, registry
+from cellwire.runner import RunHandle, default_runner, resolve_store
 from cellwire.store import RunNotFound, RunStore
 
 from . import dashboards
 from .cells import CellError, parse_cell, parse_pairs
 from .display import LiveStatus, Rendered
+from .magic_args import SUBCOMMANDS, cell_parser, parse, split
 from .picture import workflow_svg, workflow_text
-from .session import RunHandle, Session, SessionError
+from .session import Session, SessionError
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-SUBCOMMANDS = ("list", "show", "run", "map", "stop", "runs", "trace", "costs", "latency", "export",
-               "import", "delete", "help")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a mistake as one line instead of exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        usage = " ".join(self.format_usage().split()[1:])
-        raise UsageError(f"{self.prog}: {message}; usage: {usage}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
-        raise UsageError(" ".join((message or self.format_usage()).split()))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -70,25 +57,6 @@ def _user_errors() -> Iterator[None]:
     except (CellError, SessionError, WorkflowError, RunNotFound, LookupError, ValueError,
             OSError) as exc:
         raise UsageError(_one_line(exc)) from None
-
-
-def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%workflow", add_help=False)
-    p.add_argument("name", help="the workflow")
-    p.add_argument("node_id", help="the node this cell defines")
-    p.add_argument("--type", "-t", required=True, dest="node_type")
-    p.add_argument("--after", "-a", action="extend", nargs="+", default=[],
-                   metavar="ID[:HANDLE]")
-    p.add_argument("--title", default="")
-    p.add_argument("--model", "-m", default="")
-    p.add_argument("--system", default="")
-    p.add_argument("--var", action="extend", nargs="+", default=[], metavar="PARAM=NODE.VAR")
-    p.add_argument("--out", action="extend", nargs="+", default=[], metavar="NAME[:TYPE]")
-    p.add_argument("--retry", type=int, default=None)
-    p.add_argument("--timeout", type=float, default=None)
-    p.add_argument("--error-strategy", choices=["fail", "default-value", "fail-branch"],
-                   default="fail")
-    return p
 
 
 @magics_class
@@ -118,6 +86,12 @@ class WorkflowMagics(Magics, Configurable):
         self.session = session or Session()
         if shell is not None:
             shell.configurables.append(self)
+        self._configure_runner()
+
+    @observe("store", "concurrency")
+    def _configure_runner(self, *_: Any) -> None:
+        # One runner per kernel: the editor and wf.run() follow these settings too.
+        default_runner().configure(store=self._store_option(), concurrency=self.concurrency)
 
     # -- %%workflow -------------------------------------------------------------------------
 
@@ -125,7 +99,7 @@ class WorkflowMagics(Magics, Configurable):
     @cell_magic("workflow")
     def workflow_cell(self, line: str, cell: str) -> None:
         """%%workflow NAME NODE_ID --type TYPE [--after ID[:HANDLE] ...]: the cell is a node."""
-        args = _cell_parser().parse_args(_split(line))
+        args = cell_parser().parse_args(split(line))
         with _user_errors():
             node = self._define(args, cell)
         if self.feedback:
@@ -197,7 +171,7 @@ class WorkflowMagics(Magics, Configurable):
     @line_magic("workflow")
     def workflow_line(self, line: str) -> Any:
         """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|help"""
-        words = _split(line)
+        words = split(line)
         if not words:
             raise UsageError("%workflow needs a subcommand: " + ", ".join(SUBCOMMANDS))
         sub, rest = words[0], words[1:]
@@ -214,7 +188,7 @@ class WorkflowMagics(Magics, Configurable):
     def _cmd_list(self, rest: list[str]) -> Any:
         import pandas as pd
 
-        _parser("list").parse_args(rest)
+        parse("list", rest)
         rows = []
         for name, wf in self.session.workflows.items():
             last = next((h for h in reversed(self.session.runs.values()) if h.workflow == name),
@@ -227,10 +201,7 @@ class WorkflowMagics(Magics, Configurable):
 
     def _cmd_show(self, rest: list[str]) -> Any:
         """The editor widget in a kernel; the SVG picture with --svg or outside a kernel."""
-        p = _parser("show")
-        p.add_argument("name")
-        p.add_argument("--svg", action="store_true")
-        args = p.parse_args(rest)
+        args = parse("show", rest)
         wf = self.session.workflow(args.name)
         # Widgets need a kernel with comms (ipykernel); a terminal gets the picture.
         if args.svg or not hasattr(getattr(self.shell, "kernel", None), "comm_manager"):
@@ -240,21 +211,14 @@ class WorkflowMagics(Magics, Configurable):
         return WorkflowWidget(wf)
 
     def _cmd_delete(self, rest: list[str]) -> None:
-        p = _parser("delete")
-        p.add_argument("name")
-        args = p.parse_args(rest)
+        args = parse("delete", rest)
         self.session.delete(args.name)
         print(f"deleted workflow {args.name}")
 
     # -- running ------------------------------------------------------------------------------
 
     def _cmd_run(self, rest: list[str]) -> RunResult | None:
-        p = _parser("run")
-        p.add_argument("name")
-        p.add_argument("inputs", nargs="*", metavar="KEY=VALUE")
-        p.add_argument("--wait", "-w", action="store_true")
-        p.add_argument("--model", default="")
-        args = p.parse_args(rest)
+        args = parse("run", rest)
         wf = self.session.workflow(args.name)
         inputs = {key: self._value(value) for key, value in parse_pairs(args.inputs, "input")
                   .items()}
@@ -265,34 +229,26 @@ class WorkflowMagics(Magics, Configurable):
 
     def start(self, wf: Any, inputs: dict[str, Any], *, model: str = "",
               wait: bool = False) -> tuple[RunHandle, LiveStatus]:
-        """Start a run of ``wf``: a task on the running event loop, or to completion when
-        ``wait`` (or when no loop runs, as in a terminal)."""
-        compiled = compile_workflow(wf)
-        runtime = with_watchers(default_runtime(self._store_option()), wf)
-        if model or self.run_model:
-            runtime.model_override = model or self.run_model
+        """Start a run of ``wf`` on the notebook's runner: a task on the running event loop,
+        or to completion when ``wait`` (or when no loop runs, as in a terminal)."""
         live = LiveStatus(wf.name, interval=self.live_interval)
-        runtime.subscribe(live)
-        execution = Execution(compiled, inputs, runtime, concurrency=self.concurrency)
-        handle = self.session.add_run(RunHandle(execution.run_id, wf.name, execution))
+        runner = default_runner()
+        options: dict[str, Any] = {"layers": [live], "model": model or self.run_model or None}
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         if loop is not None and not wait:
-            handle.task = loop.create_task(self._drive(handle, live))
+            handle = self.session.add_run(runner.start(wf, inputs, **options))
+            assert handle.task is not None
+            handle.task.add_done_callback(lambda task: _finish(live, task))
             return handle, live
-        # With wait, the kernel's loop is busy running this cell: a helper thread's loop.
-        handle.result = run_blocking(execution.run())
+        # With wait, the kernel's loop is busy running this cell: the runner's own loop.
+        handle = self.session.add_run(runner.submit(wf, inputs, **options))
+        result = handle.wait()
         if not wait:
-            live.finish(handle.result)
+            live.finish(result)
         return handle, live
-
-    @staticmethod
-    async def _drive(handle: RunHandle, live: LiveStatus) -> RunResult:
-        handle.result = await handle.execution.run()
-        live.finish(handle.result)
-        return handle.result
 
     def _value(self, text: str) -> Any:
         if text.startswith("$"):
@@ -311,12 +267,7 @@ class WorkflowMagics(Magics, Configurable):
         """A run per row of a notebook DataFrame, to the end; the rows' results as a frame."""
         from cellwire.scale import map as map_rows
 
-        p = _parser("map")
-        p.add_argument("name")
-        p.add_argument("frame", metavar="DATAFRAME_VARIABLE")
-        p.add_argument("--model", default="")
-        p.add_argument("--concurrency", type=int, default=8)
-        args = p.parse_args(rest)
+        args = parse("map", rest)
         wf = self.session.workflow(args.name)
         frame = self._value("$" + args.frame.removeprefix("$"))
         try:
@@ -327,9 +278,7 @@ class WorkflowMagics(Magics, Configurable):
             raise UsageError(f"%workflow map: {exc}") from None
 
     def _cmd_stop(self, rest: list[str]) -> None:
-        p = _parser("stop")
-        p.add_argument("run", nargs="?")
-        args = p.parse_args(rest)
+        args = parse("stop", rest)
         handle = self.session.find_run(args.run)
         if handle is None:
             raise SessionError(f"no run {args.run or ''!r} started in this notebook; "
@@ -356,18 +305,11 @@ class WorkflowMagics(Magics, Configurable):
         return found
 
     def _cmd_runs(self, rest: list[str]) -> Any:
-        p = _parser("runs")
-        p.add_argument("--workflow", default=None)
-        p.add_argument("--status", default=None)
-        p.add_argument("--limit", type=int, default=20)
-        args = p.parse_args(rest)
+        args = parse("runs", rest)
         return dashboards.runs(args.limit, args.workflow, args.status, store=self._store())
 
     def _cmd_trace(self, rest: list[str]) -> Any:
-        p = _parser("trace")
-        p.add_argument("run", nargs="?")
-        p.add_argument("--chart", action="store_true")
-        args = p.parse_args(rest)
+        args = parse("trace", rest)
         handle = self.session.find_run(args.run)
         run: Any = args.run
         if handle is not None:
@@ -377,22 +319,13 @@ class WorkflowMagics(Magics, Configurable):
         return dashboards.trace(run, store=self._store())
 
     def _cmd_costs(self, rest: list[str]) -> Any:
-        p = _parser("costs")
-        p.add_argument("--by", default="model",
-                       choices=["model", "node", "node_type", "workflow", "day"])
-        p.add_argument("--workflow", default=None)
-        p.add_argument("--chart", action="store_true")
-        args = p.parse_args(rest)
+        args = parse("costs", rest)
         if args.chart:
             return dashboards.cost_chart(args.workflow, store=self._store())
         return dashboards.costs(args.by, workflow=args.workflow, store=self._store())
 
     def _cmd_latency(self, rest: list[str]) -> Any:
-        p = _parser("latency")
-        p.add_argument("--by", default="node", choices=["node", "node_type", "model", "workflow"])
-        p.add_argument("--workflow", default=None)
-        p.add_argument("--chart", action="store_true")
-        args = p.parse_args(rest)
+        args = parse("latency", rest)
         if args.chart:
             return dashboards.latency_chart(args.workflow, by=args.by, store=self._store())
         return dashboards.latency(args.by, workflow=args.workflow, store=self._store())
@@ -400,11 +333,7 @@ class WorkflowMagics(Magics, Configurable):
     # -- files ----------------------------------------------------------------------------------
 
     def _cmd_export(self, rest: list[str]) -> Rendered | None:
-        p = _parser("export")
-        p.add_argument("name")
-        p.add_argument("--format", "-f", default="yaml", choices=["yaml", "dify", "python"])
-        p.add_argument("--to", default=None, metavar="FILE")
-        args = p.parse_args(rest)
+        args = parse("export", rest)
         text = export_text(self.session.workflow(args.name), args.format)
         if args.to:
             Path(args.to).write_text(text, encoding="utf-8")
@@ -415,10 +344,7 @@ class WorkflowMagics(Magics, Configurable):
     def _cmd_import(self, rest: list[str]) -> None:
         from cellwire.formats import load
 
-        p = _parser("import")
-        p.add_argument("file")
-        p.add_argument("--name", default=None)
-        args = p.parse_args(rest)
+        args = parse("import", rest)
         wf = load(args.file)
         if args.name:
             wf.name = args.name
@@ -460,12 +386,6 @@ def _escape(text: str) -> str:
     return html.escape(text)
 
 
-def _parser(sub: str) -> _Parser:
-    return _Parser(prog=f"%workflow {sub}", add_help=False)
-
-
-def _split(line: str) -> list[str]:
-    try:
-        return shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"cannot read the options ({exc}); close the quotes") from None
+def _finish(live: LiveStatus, task: Any) -> None:
+    if not task.cancelled() and task.exception() is None:
+        live.finish(task.result())

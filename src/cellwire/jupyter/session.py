@@ -8,13 +8,12 @@ reference to a node that a later cell defines becomes an edge when that cell run
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cellwire.engine import Execution, RunResult
 from cellwire.model import Edge, Node, Workflow
+from cellwire.runner import RunHandle
 
 CELL_ID = "cell_id"
 CELL_REFS = "cell_refs"
@@ -22,40 +21,6 @@ CELL_REFS = "cell_refs"
 
 class SessionError(ValueError):
     """A request the session cannot carry out; the message names the fix."""
-
-
-@dataclass
-class RunHandle:
-    """A run started from the notebook: await it, ``stop()`` it, read its ``result``."""
-
-    run_id: str
-    workflow: str
-    execution: Execution
-    task: asyncio.Task[RunResult] | None = None
-    result: RunResult | None = None
-
-    @property
-    def status(self) -> str:
-        return str(self.result.status if self.result is not None else self.execution.status)
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None
-
-    def stop(self) -> None:
-        """Cancel the run; it ends ``stopped``."""
-        self.execution.stop()
-
-    def __await__(self) -> Generator[Any, None, RunResult]:
-        if self.result is not None:
-            return self.result
-        if self.task is None:
-            raise SessionError(f"run {self.run_id} was not started on this event loop")
-        return (yield from self.task.__await__())
-
-    def __repr__(self) -> str:
-        return f"RunHandle(run_id={self.run_id!r}, workflow={self.workflow!r}, " \
-               f"status={self.status!r})"
 
 
 @dataclass

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import pathlib
 import threading
 import time
@@ -33,19 +32,16 @@ from typing import Any
 import anywidget
 import traitlets
 
-from cellwire import api
-from cellwire.engine import Execution, RunResult, RunStatus, compile_workflow
+from cellwire.engine import RunResult
 from cellwire.engine.events import (
     RUN_END_EVENTS,
     Event,
-    NodeEvent,
     RunFailed,
-    RunPartialSucceeded,
     RunStarted,
-    RunStopped,
-    RunSucceeded,
 )
+from cellwire.engine.layers import Layer
 from cellwire.model import Workflow
+from cellwire.runner import RunHandle, default_runner
 
 from . import widget_protocol as proto
 
@@ -101,11 +97,10 @@ class WorkflowWidget(anywidget.AnyWidget):
         self._lock = threading.RLock()
         self._pending: list[dict[str, Any]] = []
         self._sent_at = 0.0  # time.monotonic() of the last status message
-        self._events: list[Event] = []
         #: A run from a node: its run id and the statuses of the nodes it reuses, kept shown.
         self._kept: tuple[str, dict[str, Any]] | None = None
-        self.execution: Execution | None = None
-        self.run_task: asyncio.Future[Any] | None = None
+        #: The run this editor started last (its handle: status, stop, await).
+        self.run_handle: RunHandle | None = None
         #: The last run this editor saw (its own, or one started from Python or a magic);
         #: "run from here" reuses its results for the nodes before the chosen one.
         self.last_run: RunResult | None = None
@@ -116,7 +111,8 @@ class WorkflowWidget(anywidget.AnyWidget):
             self._loop = None
         self.refresh()
         self.on_msg(self._on_custom)
-        api.watch(workflow, self.on_event)
+        self._layer = _EditorLayer(self)
+        default_runner().watch(workflow, self._layer)
         _live.add(self)
         _install_hook()
 
@@ -152,8 +148,8 @@ class WorkflowWidget(anywidget.AnyWidget):
                 self.run_node(str(msg.get("id") or ""), msg.get("inputs"))
             return None
         if kind == "stop":
-            if self.execution is not None:
-                self.execution.stop()
+            if self.run_handle is not None:
+                self.run_handle.stop()
             return None
         if kind == "hello":
             return {"type": "status_snapshot", "status": self._live_status,
@@ -222,40 +218,34 @@ class WorkflowWidget(anywidget.AnyWidget):
         request: dict[str, Any] = {"type": "run"}
         if start_at is not None:
             request = {"type": "run_node" if single else "run_from", "id": start_at}
-        if self.execution is not None and self.running:
+        if self.run_handle is not None and self.running:
             self.send({"type": "refused", "reason": "a run of this workflow is in progress",
                        "request": request})
             return
         previous = self.last_run if start_at is not None else None
-        runtime = api.default_runtime()
-        if self.run_model:
-            runtime.model_override = self.run_model
-        runtime.subscribe(self.on_event)
+        run_inputs = {**self.inputs, **(inputs or {})}
+        if previous is not None and previous.state is not None:
+            # The values the run had, not the redacted ones of its result.
+            run_inputs = {**previous.state.inputs, **(inputs or {})}
+        runner = default_runner()
         try:
-            compiled = compile_workflow(self.workflow)
-            run_inputs = {**self.inputs, **(inputs or {})}
-            if previous is not None:
-                run_inputs = {**previous.inputs, **(inputs or {})}
-            execution = Execution(compiled, run_inputs, runtime, start_at=start_at,
-                                  previous=previous, single=single)
+            # The editor watches its workflow, so the runner feeds it this run's events.
+            execution = runner.prepare(self.workflow, run_inputs, model=self.run_model or None,
+                                       start_at=start_at, previous=previous, single=single)
         except Exception as exc:  # noqa: BLE001 - an invalid workflow says why in the editor
             self.send({"type": "refused", "reason": " ".join(str(exc).split())[:500],
                        "request": request})
             return
-        self.execution = execution
         if start_at is not None:
             again = {start_at} if single else proto.reachable(self.workflow, start_at)
             self._kept = (execution.run_id, {k: v for k, v in self._live_status.items()
                                              if _top(self.workflow, k) not in again})
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is not None:
-            self.run_task = loop.create_task(self._run(execution, previous))
+            self.run_handle = runner.launch_background(execution)
         else:
-            threading.Thread(target=asyncio.run, args=(self._run(execution, previous),),
-                             daemon=True).start()
+            self.run_handle = runner.launch(execution)
 
     def run_from(self, node_id: str, inputs: Mapping[str, Any] | None = None) -> None:
         """Run ``node_id`` and everything downstream of it again, reusing :attr:`last_run`
@@ -286,20 +276,15 @@ class WorkflowWidget(anywidget.AnyWidget):
         elif self.last_run is None:
             reason = ("run the whole workflow first: 'run this node' takes the values of the "
                       "nodes before it from that run")
-        elif self.execution is not None and self.running:
+        elif self.run_handle is not None and self.running:
             reason = "a run of this workflow is in progress"
         else:
-            reason = proto.unreached_inputs(wf, _top(wf, node_id), self.last_run.events)
+            reason = proto.unreached_inputs(wf, _top(wf, node_id), self.last_run.state)
         if reason is not None:
             self.send({"type": "refused", "reason": reason,
                        "request": {"type": "run_node", "id": node_id}})
             raise RunRefused(reason)
         self.start_run(inputs, start_at=_top(wf, node_id), single=True)
-
-    async def _run(self, execution: Execution, previous: RunResult | None) -> RunResult:
-        result = await execution.run()
-        self.last_run = _chain(previous, result) if previous is not None else result
-        return result
 
     def on_event(self, event: Event) -> None:
         """A run sink: turn node events into status messages (any thread)."""
@@ -308,7 +293,6 @@ class WorkflowWidget(anywidget.AnyWidget):
                 self._flush()
                 kept = self._kept[1] if self._kept and self._kept[0] == event.run_id else {}
                 self._live_status = dict(kept)
-                self._events = [event]
                 self.running = True
                 if kept:
                     self.send({"type": "status_snapshot", "status": kept})
@@ -316,14 +300,11 @@ class WorkflowWidget(anywidget.AnyWidget):
                     self.send({"type": "status_reset"})
                 self.status = dict(kept)
                 return
-            if isinstance(event, NodeEvent):
-                self._events.append(event)
             patch = proto.status_patch(event)
             if patch:
                 self._live_status = proto.merge_status(self._live_status, patch)
                 self._queue(patch)
             elif isinstance(event, RUN_END_EVENTS):
-                self._events.append(event)
                 if isinstance(event, RunFailed) and event.node_id and \
                         event.node_id not in self._live_status:
                     # A run that fails before the node starts (bad config) still marks it.
@@ -331,10 +312,6 @@ class WorkflowWidget(anywidget.AnyWidget):
                     self._live_status = proto.merge_status(self._live_status, patch)
                     self._pending.append(patch)
                 self._flush()
-                seen = _result_of(self._events, self.workflow.name)
-                if seen is not None and (self.execution is None
-                                         or seen.run_id != self.execution.run_id):
-                    self.last_run = seen  # a run started elsewhere; the widget's own sets it
                 self.running = False
                 self.status = dict(self._live_status)
 
@@ -367,7 +344,7 @@ class WorkflowWidget(anywidget.AnyWidget):
             self.send({"type": "status", "patches": patches})
 
     def close(self) -> None:
-        api.unwatch(self.workflow, self.on_event)
+        default_runner().unwatch(self.workflow, self._layer)
         super().close()
 
 
@@ -388,28 +365,21 @@ def _top(wf: Workflow, node_id: str) -> str:
     return node_id
 
 
-_END_STATUS = {RunSucceeded: RunStatus.SUCCEEDED, RunPartialSucceeded: RunStatus.PARTIAL_SUCCEEDED,
-               RunFailed: RunStatus.FAILED, RunStopped: RunStatus.STOPPED}
+class _EditorLayer(Layer):
+    """What an editor sees of every run of its workflow: events turned into node statuses,
+    and the finished run (with its state) kept for "run from here" and "run this node"."""
 
+    __slots__ = ("editor",)
 
-def _result_of(events: list[Event], workflow: str) -> RunResult | None:
-    """The result of a run seen only through its events (started from Python or a magic):
-    enough for a later run from one of its nodes."""
-    if not events or not isinstance(events[0], RunStarted):
-        return None
-    start, end = events[0], events[-1]
-    outputs = getattr(end, "outputs", None) or {}
-    return RunResult(run_id=start.run_id, workflow=workflow,
-                     status=_END_STATUS.get(type(end), RunStatus.FAILED),
-                     inputs=dict(start.inputs), outputs=dict(outputs), events=list(events))
+    def __init__(self, editor: WorkflowWidget):
+        self.editor = editor
 
+    def on_event(self, event: Event) -> None:
+        self.editor.on_event(event)
 
-def _chain(previous: RunResult, rerun: RunResult) -> RunResult:
-    """``rerun`` (a run from a node) with the events of the nodes it reused from
-    ``previous``, so a later run from a node further down still finds them."""
-    again = {e.node_id for e in rerun.events if isinstance(e, NodeEvent)}
-    kept = [e for e in previous.events if isinstance(e, NodeEvent) and e.node_id not in again]
-    return dataclasses.replace(rerun, events=[*kept, *rerun.events])
+    def on_run_end(self, result: RunResult) -> None:
+        if result.state is not None:
+            self.editor.last_run = result
 
 
 def _install_hook() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cellwire.engine.events import (
     Event,
@@ -24,6 +24,9 @@ from cellwire.engine.events import (
 )
 from cellwire.model import FAIL_BRANCH, SOURCE, Node, Position, Workflow, registry
 from cellwire.model.validate import validate
+
+if TYPE_CHECKING:
+    from cellwire.engine.run_state import RunState
 
 #: Statuses the editor draws; "pending" until a run reaches the node.
 STATUSES = ("pending", "running", "succeeded", "failed", "skipped", "paused", "cached")
@@ -410,16 +413,17 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
     return None
 
 
-def unreached_inputs(wf: Workflow, node_id: str, events: Iterable[Event]) -> str | None:
-    """Why the top-level node ``node_id`` cannot run alone on the values of the run that
-    made ``events`` (None when it can): each node with an edge into it must have finished or
+def unreached_inputs(wf: Workflow, node_id: str, state: RunState | None) -> str | None:
+    """Why the top-level node ``node_id`` cannot run alone on the values of the run whose
+    ``state`` this is (None when it can): each node with an edge into it must have finished or
     been skipped in that run, and at least one must have finished."""
+    if state is None:
+        return ("that run was read back from the store, which does not keep its values: "
+                "run the whole workflow first")
     before = sorted({e.source for e in wf.edges if e.target == node_id})
     if not before:
         return None
-    finished = {e.node_id for e in events
-                if isinstance(e, (NodeSucceeded, NodeException)) and e.parent_id is None}
-    skipped = {e.node_id for e in events if isinstance(e, NodeSkipped) and e.parent_id is None}
+    finished, skipped = state.finished(), state.skipped()
     missing = [n for n in before if n not in finished and n not in skipped]
     if missing:
         names = ", ".join(repr(n) for n in missing)

@@ -220,7 +220,7 @@ class Workflow(_Data):
         if errors:
             raise WorkflowError(errors, f"workflow {self.name!r} is not valid")
 
-    # -- running (delegated to the API layer so the model stays free of the engine) -------
+    # -- running (the runner runs it; imported late so the model stays free of the engine) --
 
     async def arun(self, inputs: dict[str, Any] | None = None, /, **kwargs: Any) -> Any:
         """Run the workflow and return a :class:`cellwire.RunResult`.
@@ -229,13 +229,13 @@ class Workflow(_Data):
         set system variables (``{"sys.query": "hi"}``). Run options: ``concurrency``,
         ``max_steps``, ``max_time``, ``store``, ``runtime``.
         """
-        from cellwire.api import arun
+        from cellwire.runner import arun
 
         return await arun(self, inputs, **kwargs)
 
     def run(self, inputs: dict[str, Any] | None = None, /, **kwargs: Any) -> Any:
         """Like :meth:`arun`, but blocking; works inside a notebook's running event loop."""
-        from cellwire.api import run
+        from cellwire.runner import run
 
         return run(self, inputs, **kwargs)
 
@@ -247,21 +247,21 @@ class Workflow(_Data):
         ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress``, ``client`` (a Dask
         client to run the rows on); see :func:`cellwire.scale.amap`.
         """
-        from cellwire.api import amap
+        from cellwire.scale import amap
 
         return await amap(self, inputs, **kwargs)
 
     def map(self, inputs: Any, /, **kwargs: Any) -> pd.DataFrame:
         """Like :meth:`amap`, but blocking; works inside a notebook's running event loop."""
-        from cellwire.api import map as map_rows
+        from cellwire.scale import map as map_rows
 
         return map_rows(self, inputs, **kwargs)
 
     def widget(self) -> Any:
         """The visual editor of this workflow, for a notebook; its edits change this object."""
-        from cellwire.api import widget
+        from cellwire.jupyter.widget import WorkflowWidget
 
-        return widget(self)
+        return WorkflowWidget(self)
 
     def to_frame(self) -> pd.DataFrame:
         """The nodes as a DataFrame: id, type, title, parent, upstream ids."""

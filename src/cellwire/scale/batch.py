@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from cellwire.api import RUN_OPTIONS, StoreOption, run_blocking, run_runtime
 from cellwire.engine import CompiledWorkflow, Execution, RunResult, RunStatus, Runtime
 from cellwire.engine import compile_workflow as _compile
 from cellwire.model import Problem, Workflow, WorkflowError
 from cellwire.model.validate import missing_inputs
+from cellwire.runner import RUN_OPTIONS, StoreOption, blocking, default_runner
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -250,7 +250,7 @@ async def _run_one(compiled: CompiledWorkflow, inputs: Mapping[str, Any], runtim
                    options: Mapping[str, Any]) -> RowResult:
     execution = Execution(compiled, inputs, runtime, **options)
     try:
-        return RowResult.of(await execution.run())
+        return RowResult.of(await default_runner().launch(execution))
     except Exception as exc:  # noqa: BLE001 - one row's surprise must not end the others
         return RowResult(str(RunStatus.FAILED), f"{type(exc).__name__}: {exc}",
                          run_id=execution.run_id)
@@ -311,7 +311,8 @@ async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
     else:
         if chunk_size is not None:
             raise TypeError("chunk_size= applies to Dask batches only (with client=)")
-        shared_runtime = run_runtime(runtime, store=store, model=model, cache=cache)
+        shared_runtime = default_runner().runtime(store=store, model=model, cache=cache,
+                                                  base=runtime)
         results = await run_rows(compiled, rows, shared_runtime, concurrency=concurrency,
                                  options=options, on_error=on_error, progress=progress)
     out = result_frame(frame, compiled, results)
@@ -323,5 +324,5 @@ async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
 
 
 def map(workflow: Workflow, inputs: Any, **kwargs: Any) -> pd.DataFrame:
-    """Blocking :func:`amap`. Inside a running loop (a notebook) it runs on a helper thread."""
-    return run_blocking(amap(workflow, inputs, **kwargs))
+    """Blocking :func:`amap`, on the runner's long-lived loop (also in a notebook)."""
+    return blocking(amap(workflow, inputs, **kwargs))

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cellwire.api import StoreOption, run_runtime
 from cellwire.engine import RunStatus, Runtime, compile_workflow
 from cellwire.model import Workflow
+from cellwire.runner import StoreOption, default_runner
 from cellwire.store import RunStore
 
 from .batch import OnError, Progress, RowResult, run_rows
@@ -49,7 +49,8 @@ async def run_chunk(job: Job, rows: Sequence[Mapping[str, Any]]) -> list[RowResu
     limiters and the providers' connection pools are bound to a loop, and stay warm.
     """
     compiled = compile_workflow(job.workflow)
-    runtime = run_runtime(job.runtime, store=job.store, model=job.model, cache=job.cache)
+    runtime = default_runner().runtime(store=job.store, model=job.model, cache=job.cache,
+                                       base=job.runtime)
     return await run_rows(compiled, rows, runtime, concurrency=job.concurrency,
                           options=job.options, on_error=job.on_error)
 

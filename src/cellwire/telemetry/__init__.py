@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from cellwire import api
+from cellwire.runner import default_runner
 
 if TYPE_CHECKING:
     from cellwire.telemetry.otel import OTelSink
 
 _INSTALL = "pip install 'cellwire[otel]'"
-#: The sinks enable_otel added to the default runtime.
+#: The layers enable_otel added to the default runner.
 _enabled: list[Any] = []
 
 
@@ -41,7 +41,7 @@ def enable_otel(endpoint: str | None = None, *, tracer_provider: Any = None,
     sink = _otel().OTelSink(tracer_provider, endpoint=endpoint, headers=headers,
                             service_name=service_name, capture_content=capture_content)
     disable_otel()
-    api.default_sinks.append(sink)
+    default_runner().layers.append(sink)
     _enabled.append(sink)
     return sink
 
@@ -50,8 +50,8 @@ def disable_otel() -> None:
     """Stop exporting runs (spans already buffered are still sent)."""
     while _enabled:
         sink = _enabled.pop()
-        if sink in api.default_sinks:
-            api.default_sinks.remove(sink)
+        if sink in default_runner().layers:
+            default_runner().layers.remove(sink)
 
 
 __all__ = ["disable_otel", "enable_otel"]

@@ -1,0 +1,472 @@
+"""The one place runs start.
+
+Every entry point (``wf.run``, ``%workflow run``, the editor, the CLI, batch and Dask rows, the
+coming server) calls a :class:`Runner`. It builds the run's :class:`~cellwire.engine.Runtime`
+once per set of options (store, model, cache) and reuses it, so providers, their connection
+pools and the store stay warm across runs; it keeps a registry of runs by id whose handles
+take commands (stop now; pause, resume and respond later) from any thread; and it keeps one
+long-lived event loop on a thread of its own behind every blocking call, so connections opened
+by one ``wf.run()`` serve the next.
+
+The engine never builds services; this module is where they are assembled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import dataclasses
+import hashlib
+import os
+import sqlite3
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
+from collections.abc import Coroutine, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import cellwire.nodes  # noqa: F401 - registers the built-in node types
+from cellwire.engine import CompiledWorkflow, Execution, RunResult, Runtime, compile_workflow
+from cellwire.engine.commands import Command, Stop
+from cellwire.engine.layers import Layer
+from cellwire.engine.runtime import Sink
+from cellwire.model import Workflow
+from cellwire.services.llm import LLMRouter, default_router
+from cellwire.services.llm.cache import open_cache
+from cellwire.services.llm.config import load_config
+from cellwire.store import RunStore, default_store, open_store
+
+if TYPE_CHECKING:
+    from cellwire.engine.state import RunStatus
+
+T = TypeVar("T")
+
+#: ``True``: the default store in the home folder; ``False``/``None``: none; a path or a store.
+StoreOption = bool | str | os.PathLike[str] | RunStore | None
+
+#: Keywords of a run that are options of the run, not inputs.
+RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
+               "previous", "single")
+
+#: Finished runs the registry remembers (running ones are always kept).
+KEEP_FINISHED = 200
+
+
+def resolve_store(store: StoreOption = True) -> RunStore | None:
+    """The run store a ``store=`` option names."""
+    if store is True:
+        try:
+            return default_store()
+        except (OSError, sqlite3.Error) as exc:
+            # The default must never stop a run (a read-only folder, say); an explicit store may.
+            warnings.warn(f"cellwire runs are not stored: {exc} (set CELLWIRE_HOME to a "
+                          "writable folder, or pass store=False)", RuntimeWarning, stacklevel=3)
+            return None
+    if store is False or store is None:
+        return None
+    if isinstance(store, RunStore):
+        return store
+    return open_store(store)
+
+
+# -- the background loop --------------------------------------------------------------------
+
+
+class BackgroundLoop:
+    """One event loop on a daemon thread, started on first use and closed at exit."""
+
+    def __init__(self, name: str = "cellwire-runner"):
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=serve, name=self._name, daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def on_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def submit(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(work, self.loop)
+
+    def call(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the loop and wait for it; Ctrl-C cancels it."""
+        if self.on_thread():
+            # Called from code running on this very loop (a node calling wf.run()): waiting
+            # here would deadlock, so that call gets a loop of its own.
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cellwire") as pool:
+                return pool.submit(asyncio.run, work).result()
+        future = self.submit(work)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or loop.is_closed():
+            return
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_asyncgens()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=10)
+        if not loop.is_running():
+            loop.close()
+
+
+# -- handles --------------------------------------------------------------------------------
+
+
+class RunHandle:
+    """A started run: its ``status``, ``stop()``, ``await handle`` or ``handle.wait()``.
+
+    Commands may come from any thread: they are carried out on the run's own event loop.
+    """
+
+    def __init__(self, execution: Execution, workflow: str, loop: asyncio.AbstractEventLoop):
+        self.execution = execution
+        self.run_id = execution.run_id
+        self.workflow = workflow
+        self._loop = loop
+        self._future: concurrent.futures.Future[RunResult] = concurrent.futures.Future()
+        self.task: asyncio.Task[RunResult] | None = None
+
+    @property
+    def status(self) -> RunStatus:
+        return self.execution.status
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    @property
+    def result(self) -> RunResult | None:
+        """The finished run, or None while it runs."""
+        if not self._future.done() or self._future.cancelled():
+            return None
+        return self._future.result() if self._future.exception() is None else None
+
+    def send(self, command: Command) -> None:
+        """Deliver ``command`` to the run, from any thread."""
+        if self.done:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self.execution.command(command)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.execution.command, command)
+
+    def stop(self, reason: str = "stopped by the user") -> None:
+        """Cancel the run; it ends ``stopped``."""
+        self.send(Stop(reason))
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Block until the run ends (not from the run's own event loop)."""
+        return self._future.result(timeout)
+
+    def __await__(self) -> Generator[Any, None, RunResult]:
+        return asyncio.wrap_future(self._future).__await__()
+
+    def _settle(self, task: asyncio.Task[RunResult]) -> None:
+        if task.cancelled():
+            self._future.cancel()
+        elif task.exception() is not None:
+            self._future.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            self._future.set_result(task.result())
+
+    def __repr__(self) -> str:
+        return (f"RunHandle(run_id={self.run_id!r}, workflow={self.workflow!r}, "
+                f"status={str(self.status)!r})")
+
+
+# -- the runner -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What a runner's runs get unless a call says otherwise."""
+
+    store: StoreOption = True
+    model: str | None = None
+    cache: bool = False
+    concurrency: int | None = None
+    #: The folder whose files runs may read (images named by inputs); None: no local files.
+    files: str | os.PathLike[str] | None = "."
+
+
+class Runner:
+    """Starts runs with a runtime built from its options, and keeps them by run id.
+
+    ``runtime=`` gives a runtime of your own (tests, embedding); the runner then adds only the
+    store layer (when ``store`` names one and the runtime has none) and per-run layers.
+    """
+
+    def __init__(self, *, runtime: Runtime | None = None, **options: Any):
+        self.options = RunOptions(**options)
+        self._base = runtime
+        self._lock = threading.RLock()
+        self._runtimes: dict[tuple[Any, ...], Runtime] = {}
+        self._router: tuple[Any, LLMRouter] | None = None
+        self._http = None  # MERGE: SharedHTTP()
+        self._runs: OrderedDict[str, RunHandle] = OrderedDict()
+        self._watchers: dict[int, tuple[weakref.ref[Workflow], list[Layer | Sink]]] = {}
+        #: Layers every run of this runner feeds (OpenTelemetry, say).
+        self.layers: list[Layer | Sink] = []
+
+    def configure(self, **options: Any) -> None:
+        """Change the defaults of later runs (``store``, ``model``, ``cache``, ...)."""
+        with self._lock:
+            self.options = dataclasses.replace(self.options, **options)
+
+    # -- runtimes -------------------------------------------------------------------------
+
+    def runtime(self, *, store: StoreOption | None = None, model: str | None = None,
+                cache: bool | None = None, base: Runtime | None = None) -> Runtime:
+        """The runtime of a run with these options (the runner's defaults where None).
+
+        Built once per set of options and reused. ``base`` is a caller's own runtime: it
+        keeps its services and gets the store, model and cache of the options added.
+        """
+        opts = self.options
+        found = resolve_store(opts.store if store is None else store)
+        model = model if model is not None else opts.model
+        cache = opts.cache if cache is None else cache
+        base = base or self._base
+        if base is not None and base is not self._base:
+            return self._assemble(base, found, base.llm or self._current_router(), model, cache)
+        router = self._current_router() if base is None or base.llm is None else base.llm
+        key = (id(found), id(router), model, cache, opts.files)
+        with self._lock:
+            runtime = self._runtimes.get(key)
+            if runtime is None:
+                runtime = self._runtimes[key] = self._assemble(base or Runtime(), found, router,
+                                                               model, cache)
+            return runtime
+
+    def _assemble(self, base: Runtime, store: RunStore | None, router: Any, model: str | None,
+                  cache: bool) -> Runtime:
+        layers = list(base.sinks)
+        if store is not None and not any(getattr(s, "store", None) is not None
+                                         for s in layers):
+            layers.append(store.sink)
+        response_cache = open_cache(store.path) if store is not None else None
+        if isinstance(router, LLMRouter) and response_cache is not None:
+            router = router.with_cache(response_cache, cache_all=cache)
+        files = self.options.files
+        return dataclasses.replace(
+            base, sinks=layers, llm=router,
+            http=base.http or self._http,
+            memory=base.memory or store,
+            cache=base.cache or response_cache,
+            cache_all=cache or base.cache_all,
+            files=base.files,  # MERGE: FolderPolicy
+            model_override=model or base.model_override,
+        )
+
+    def _current_router(self) -> LLMRouter:
+        # The providers' configuration may change between runs (a key set in the notebook, a
+        # providers.yaml edited): the router is rebuilt only when it did.
+        env = os.environ
+        config = load_config(env)
+        keys = hashlib.sha256("\0".join(str(spec.key(env)) for spec in
+                                        config.providers.values()).encode()).hexdigest()
+        fingerprint = (repr(config), keys)
+        with self._lock:
+            if self._router is None or self._router[0] != fingerprint:
+                self._router = (fingerprint, default_router(env))
+                self._runtimes.clear()
+            return self._router[1]
+
+    # -- watchers ---------------------------------------------------------------------------
+
+    def watch(self, workflow: Workflow, layer: Layer | Sink) -> None:
+        """Feed ``layer`` the events of every later run of ``workflow`` this runner starts."""
+        with self._lock:
+            entry = self._watchers.get(id(workflow))
+            if entry is None or entry[0]() is not workflow:
+                entry = self._watchers[id(workflow)] = (weakref.ref(workflow), [])
+            if layer not in entry[1]:
+                entry[1].append(layer)
+
+    def unwatch(self, workflow: Workflow, layer: Layer | Sink) -> None:
+        with self._lock:
+            entry = self._watchers.get(id(workflow))
+            if entry is not None and layer in entry[1]:
+                entry[1].remove(layer)
+
+    def _watching(self, workflow: Workflow) -> list[Layer | Sink]:
+        with self._lock:
+            entry = self._watchers.get(id(workflow))
+            return list(entry[1]) if entry is not None and entry[0]() is workflow else []
+
+    # -- starting runs ----------------------------------------------------------------------
+
+    def prepare(self, workflow: Workflow | CompiledWorkflow, inputs: Mapping[str, Any] | None,
+                *, runtime: Runtime | None = None, layers: Iterable[Layer | Sink] = (),
+                store: StoreOption | None = None, model: str | None = None,
+                cache: bool | None = None, **options: Any) -> Execution:
+        """The execution of one run, not started: options checked, runtime assembled."""
+        compiled = workflow if isinstance(workflow, CompiledWorkflow) else \
+            compile_workflow(workflow)
+        runtime = self.runtime(store=store, model=model, cache=cache, base=runtime)
+        extra = [*self.layers, *self._watching(compiled.workflow), *layers]
+        extra = [layer for layer in dict.fromkeys(extra) if layer not in runtime.sinks]
+        if extra:
+            runtime = dataclasses.replace(runtime, sinks=[*runtime.sinks, *extra])
+        if options.get("concurrency") is None:
+            options.pop("concurrency", None)
+            if self.options.concurrency is not None:
+                options["concurrency"] = self.options.concurrency
+        return Execution(compiled, dict(inputs or {}), runtime, **options)
+
+    def start(self, workflow: Workflow | CompiledWorkflow,
+              inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
+        """Start a run as a task on the running event loop; returns its handle at once."""
+        return self.launch(self.prepare(workflow, inputs, **options))
+
+    def launch(self, execution: Execution) -> RunHandle:
+        """Start a prepared execution on the running event loop and register it."""
+        loop = asyncio.get_running_loop()
+        handle = RunHandle(execution, execution.compiled.workflow.name, loop)
+        self._register(handle)
+        handle.task = loop.create_task(execution.run())
+        handle.task.add_done_callback(handle._settle)
+        return handle
+
+    def submit(self, workflow: Workflow | CompiledWorkflow,
+               inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
+        """Start a run on the runner's background loop from any thread; returns at once."""
+        return self.launch_background(self.prepare(workflow, inputs, **options))
+
+    def launch_background(self, execution: Execution) -> RunHandle:
+        """Start a prepared execution on the background loop, from any thread."""
+
+        async def launch() -> RunHandle:
+            return self.launch(execution)
+
+        return background.call(launch())
+
+    async def arun(self, workflow: Workflow | CompiledWorkflow,
+                   inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
+        """Run to the end on the running event loop."""
+        return await self.start(workflow, inputs, **options)
+
+    def run(self, workflow: Workflow | CompiledWorkflow,
+            inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
+        """Run to the end from synchronous code, on the runner's long-lived loop."""
+        return self.submit(workflow, inputs, **options).wait()
+
+    # -- the registry -----------------------------------------------------------------------
+
+    def _register(self, handle: RunHandle) -> None:
+        with self._lock:
+            self._runs[handle.run_id] = handle
+            finished = [k for k, h in self._runs.items() if h.done]
+            for key in finished[:max(0, len(self._runs) - KEEP_FINISHED)]:
+                del self._runs[key]
+
+    def get(self, run_id: str) -> RunHandle:
+        """The handle of a run this runner started; KeyError names the known ones."""
+        with self._lock:
+            try:
+                return self._runs[run_id]
+            except KeyError:
+                raise KeyError(f"no run {run_id!r} started in this process (runs in the store "
+                               "are read with cellwire.runs())") from None
+
+    def runs(self) -> list[RunHandle]:
+        """The runs this runner knows, oldest first."""
+        with self._lock:
+            return list(self._runs.values())
+
+    def send(self, run_id: str, command: Command) -> None:
+        """Deliver ``command`` to the run ``run_id``."""
+        self.get(run_id).send(command)
+
+    def stop(self, run_id: str, reason: str = "stopped by the user") -> None:
+        self.send(run_id, Stop(reason))
+
+
+#: The loop behind every blocking call of this process.
+background = BackgroundLoop()
+atexit.register(background.close)
+
+_default: Runner | None = None
+_default_lock = threading.Lock()
+
+
+def default_runner() -> Runner:
+    """The process's runner: ``wf.run``, the magics, the editor and the CLI share it."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Runner()
+        return _default
+
+
+def blocking(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end from synchronous code, on the long-lived background loop."""
+    return background.call(work)
+
+
+def split_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the run options (and ``store``, ``model``, ``cache``, ``runtime``, ``layers``) out
+    of ``kwargs``; what stays are inputs."""
+    names = (*RUN_OPTIONS, "store", "model", "cache", "runtime", "layers")
+    return {name: kwargs.pop(name) for name in names if name in kwargs}
+
+
+async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None,
+               **kwargs: Any) -> RunResult:
+    """Run ``workflow`` on the default runner; run options and inputs by keyword
+    (:func:`cellwire.api.arun` documents them)."""
+    options = split_options(kwargs)
+    return await default_runner().arun(workflow, {**(inputs or {}), **kwargs}, **options)
+
+
+def run(workflow: Workflow, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> RunResult:
+    """Blocking :func:`arun`, on the long-lived background loop (also in a notebook)."""
+    options = split_options(kwargs)
+    return default_runner().run(workflow, {**(inputs or {}), **kwargs}, **options)
+
+
+__all__ = [
+    "RUN_OPTIONS", "BackgroundLoop", "RunHandle", "RunOptions", "Runner", "StoreOption",
+    "arun", "background", "blocking", "default_runner", "resolve_store", "run", "split_options",
+]
