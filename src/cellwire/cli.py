@@ -6,7 +6,6 @@ failed, 2 the file or the command line is not valid.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import sys
@@ -233,11 +232,11 @@ def _json_or_text(raw: str) -> Any:
 
 def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
              model: str | None = None) -> Any:
-    from cellwire.api import arun
+    from cellwire.runner import default_runner
 
     try:
-        return asyncio.run(arun(workflow, inputs, store=db if db is not None else True,
-                                model=model))
+        return default_runner().run(workflow, inputs, store=db if db is not None else True,
+                                    model=model)
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

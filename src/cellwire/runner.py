@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -49,6 +50,10 @@ StoreOption = bool | str | os.PathLike[str] | RunStore | None
 #: Keywords of a run that are options of the run, not inputs.
 RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
                "previous", "single")
+
+#: Seconds a blocking call waits for an interrupted run to end (and be stored) before it
+#: gives up waiting.
+STOP_GRACE = 10.0
 
 #: Finished runs the registry remembers (running ones are always kept).
 KEEP_FINISHED = 200
@@ -389,8 +394,16 @@ class Runner:
 
     def run(self, workflow: Workflow | CompiledWorkflow,
             inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
-        """Run to the end from synchronous code, on the runner's long-lived loop."""
-        return self.submit(workflow, inputs, **options).wait()
+        """Run to the end from synchronous code, on the runner's long-lived loop. Ctrl-C stops
+        the run (it ends ``stopped``, and is stored as such) and is raised again."""
+        handle = self.submit(workflow, inputs, **options)
+        try:
+            return handle.wait()
+        except KeyboardInterrupt:
+            handle.stop("interrupted (Ctrl-C)")
+            with contextlib.suppress(Exception, KeyboardInterrupt):
+                handle.wait(timeout=STOP_GRACE)
+            raise
 
     # -- the registry -----------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ class LLMServer:
     #: Requests being answered right now, and the most at once (concurrency check).
     active: int = 0
     peak: int = 0
+    #: TCP connections accepted so far (connection reuse checks).
+    connections: int = 0
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -167,6 +169,7 @@ class LLMServer:
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -13,6 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import cellwire
+from cellwire.model import EnvironmentVariable
 from cellwire.jupyter import widget as widget_module
 from cellwire.jupyter.magics import Picture, WorkflowMagics
 from cellwire.jupyter.session import Session
@@ -480,3 +481,31 @@ async def test_run_node_refuses_when_the_last_run_did_not_reach_its_inputs():
     assert (await w.run_handle).status == "succeeded"
     assert w.status["boom"]["status"] == "succeeded"
     assert w.status["small"]["status"] == "skipped"
+
+
+async def test_run_this_node_gets_a_secret_from_the_run_state_not_the_redacted_events(
+        monkeypatch):
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("API_KEY", secret)
+    wf = cellwire.Workflow("signed", environment=[
+        EnvironmentVariable(name="API_KEY", value_type="secret")])
+    wf.add_node("start", "start")
+    wf.add_node("sign", "code", after="start",
+                variables=[{"variable": "key", "value_selector": ["env", "API_KEY"]}],
+                code="def main(key):\n    return {'token': key}")
+    wf.add_node("check", "code", after="sign",
+                variables=[{"variable": "token", "value_selector": ["sign", "token"]}],
+                code="def main(token):\n    return {'length': len(token), 'masked': '*' in token}")
+    wf.add_node("end", "end", after="check", outputs=[
+        {"variable": "length", "value_selector": ["check", "length"]},
+        {"variable": "masked", "value_selector": ["check", "masked"]}])
+    w = Recorder(wf)
+    w.handle({"type": "run"})
+    first = await w.run_handle
+    assert first.outputs == {"length": len(secret), "masked": False}
+    # What the editor was shown is redacted...
+    assert secret not in repr(w.outbox) and secret not in repr(first.events)
+    # ...and yet "run this node" hands the real value downstream, as the first run did.
+    w.run_node("check")
+    again = await w.run_handle
+    assert again.status == "succeeded" and again.outputs == first.outputs

@@ -1,0 +1,107 @@
+"""The runner: one long-lived loop behind blocking calls (connections reused across
+``wf.run()``), a registry of runs that take commands from any thread, and the layering rule
+that the model never imports the layers above it."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import cellwire
+from cellwire.runner import Runner, default_runner
+from cellwire.store import open_store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llm_server import llm_server
+
+pytestmark = pytest.mark.timeout(60)
+
+SRC = Path(cellwire.__file__).parent
+
+
+def chat_workflow() -> cellwire.Workflow:
+    wf = cellwire.Workflow("chat")
+    wf.add_node("start", "start", variables=[{"variable": "q", "type": "paragraph"}])
+    wf.add_node("llm", "llm", after="start", model={"provider": "openai", "name": "gpt-4o-mini"},
+                prompt_template=[{"role": "user", "text": "{{#start.q#}}"}])
+    wf.add_node("end", "end", after="llm",
+                outputs=[{"variable": "text", "value_selector": ["llm", "text"]}])
+    return wf
+
+
+def test_blocking_runs_share_one_loop_and_reuse_the_connection(monkeypatch):
+    with llm_server("openai", keepalive=True) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        runner = Runner(store=False)
+        wf = chat_workflow()
+        first = runner.run(wf, {"q": "one"})
+        second = runner.run(wf, {"q": "two"})
+        assert (first.outputs, second.outputs) == ({"text": "echo: one"},
+                                                   {"text": "echo: two"})
+        # asyncio.run per call would have closed the pool with its loop: two connections.
+        assert server.connections == 1
+
+
+def test_a_run_started_in_the_background_is_stopped_by_id_from_another_thread(tmp_path):
+    store = open_store(tmp_path / "runs.db")
+    wf = cellwire.Workflow("sleepy")
+    wf.add_node("start", "start")
+    wf.add_node("nap", "code", after="start",
+                code="import time\ndef main():\n    time.sleep(5)\n    return {'x': 1}")
+    wf.add_node("end", "end", after="nap",
+                outputs=[{"variable": "x", "value_selector": ["nap", "x"]}])
+    runner = Runner(store=store)
+    handle = runner.submit(wf)
+    assert runner.get(handle.run_id) is handle and not handle.done
+    stopper = threading.Thread(target=runner.stop, args=(handle.run_id, "enough"))
+    stopper.start()
+    stopper.join()
+    result = handle.wait(timeout=20)
+    assert str(result.status) == "stopped" and result.error == "enough"
+    assert store.run(handle.run_id)["status"] == "stopped"
+    with pytest.raises(KeyError, match="no run 'nope'"):
+        runner.get("nope")
+
+
+def test_wf_run_blocks_on_the_default_runner_and_registers_the_run():
+    wf = cellwire.Workflow("hello")
+    wf.add_node("start", "start", variables=[{"variable": "name", "type": "text-input"}])
+    wf.add_node("end", "end", after="start",
+                outputs=[{"variable": "name", "value_selector": ["start", "name"]}])
+    result = wf.run(name="Ada", store=False)
+    assert result.outputs == {"name": "Ada"}
+    assert default_runner().get(result.run_id).result is result
+
+
+def _imports(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize(("layer", "above"), [
+    ("model", ("cellwire.api", "cellwire.runner", "cellwire.engine", "cellwire.jupyter",
+               "cellwire.scale", "cellwire.cli", "cellwire.store", "cellwire.services")),
+    ("engine", ("cellwire.api", "cellwire.runner", "cellwire.jupyter", "cellwire.scale",
+                "cellwire.cli", "cellwire.store")),
+    ("nodes", ("cellwire.api", "cellwire.runner", "cellwire.jupyter", "cellwire.scale",
+               "cellwire.cli", "cellwire.store")),
+])
+def test_layers_never_import_the_layers_above_them(layer, above):
+    imported = _imports(SRC / layer)
+    wrong = sorted(m for m in imported if m.startswith(above))
+    # The model's Workflow.run may reach the runner, late, only inside that method.
+    if layer == "model":
+        wrong = [m for m in wrong if m not in ("cellwire.runner", "cellwire.scale",
+                                              "cellwire.jupyter.widget")]
+    assert wrong == []
