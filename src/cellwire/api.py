@@ -86,7 +86,12 @@ async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
     compiled = compile_workflow(workflow)
     runtime = with_watchers(run_runtime(runtime, store=store, model=model, cache=cache),
                             workflow)
-    return await Execution(compiled, all_inputs, runtime, **options).run()
+    result = await Execution(compiled, all_inputs, runtime, **options).run()
+    if result.stored is False:
+        # The result says so too; a warning is what a notebook user sees without asking.
+        warnings.warn(f"cellwire could not store run {result.run_id}: {result.store_error}",
+                      RuntimeWarning, stacklevel=2)
+    return result
 
 
 def run_runtime(runtime: Runtime | None, *, store: StoreOption = True, model: str | None = None,

@@ -38,7 +38,7 @@ class Runtime:
     """
 
     clock: Clock = field(default_factory=Clock)
-    sinks: list[Sink] = field(default_factory=list)
+    sinks: list[Layer | Sink] = field(default_factory=list)
     #: Resolves node models to chat providers (:class:`cellwire.services.llm.LLMRouter`).
     llm: LLMService | None = None
     #: The shared, pooled HTTP client of HTTP nodes.
@@ -62,10 +62,10 @@ class Runtime:
     #: Where unset secret environment variables are read from (None: ``os.environ``).
     environ: Mapping[str, str] | None = None
 
-    def subscribe(self, sink: Sink) -> Sink:
+    def subscribe(self, sink: Layer | Sink) -> Layer | Sink:
         self.sinks.append(sink)
         return sink
 
-    def unsubscribe(self, sink: Sink) -> None:
+    def unsubscribe(self, sink: Layer | Sink) -> None:
         if sink in self.sinks:
             self.sinks.remove(sink)
