@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import cellwire.nodes  # noqa: F401 - registers the built-in node types
 from cellwire.engine import Execution, RunResult, Runtime, compile_workflow
+from cellwire.engine.layers import Layer
 from cellwire.model import Workflow
 from cellwire.services.llm import default_router
 from cellwire.store import RunStore, StoreSink, default_store, open_store
@@ -44,8 +45,8 @@ def resolve_store(store: StoreOption = True) -> RunStore | None:
     return open_store(store)
 
 
-#: Sinks every default runtime also feeds (``cellwire.telemetry.enable_otel`` adds one).
-default_sinks: list[Callable[[Any], None]] = []
+#: Layers every default runtime also feeds (``cellwire.telemetry.enable_otel`` adds one).
+default_sinks: list[Layer | Callable[[Any], None]] = []
 
 
 def default_runtime(store: StoreOption = True) -> Runtime:
