@@ -146,7 +146,8 @@ class Keeper(Layer):
     (True, "OSError: disk gone"), (False, "did not finish within its end_timeout of 0.2 s")])
 async def test_a_failing_persisting_layer_says_the_run_was_not_stored(fail: bool,
                                                                       why: str) -> None:
-    result = await chain().arun(x="a", runtime=Runtime(sinks=[Keeper(fail)]), store=False)
+    with pytest.warns(RuntimeWarning, match="could not store run"):
+        result = await chain().arun(x="a", runtime=Runtime(sinks=[Keeper(fail)]), store=False)
     assert result.ok
     assert (result.stored, result.store_error) == (False, why)
     assert "stored=False" in repr(result)
