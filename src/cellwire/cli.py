@@ -1,7 +1,7 @@
 """The ``cellwire`` command: run, validate, import, export and list workflow runs.
 
 Exit codes: 0 the run succeeded (or partially succeeded, with handled errors), 1 the run
-failed, 2 the file or the command line is not valid.
+failed, 2 the file or the command line is not valid, 3 the run ran but could not be stored.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,7 +23,7 @@ from cellwire.model.validate import missing_inputs
 # The textual start-input types: their values are taken as typed, never parsed as JSON.
 _TEXT_INPUTS = frozenset({"text-input", "paragraph", "select"})
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_STORED = 0, 1, 2, 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,8 +44,12 @@ def cli() -> None:
               help="The run store file (default: $CELLWIRE_HOME/runs.db).")
 @click.option("--model", "-m", metavar="PROVIDER/MODEL",
               help="Route every LLM node to this model, e.g. scripted/echo or openai/gpt-4o.")
+@click.option("--store-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long to wait for a store another process holds locked "
+                   "(default: $CELLWIRE_STORE_TIMEOUT, else 300).")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
-                as_json: bool, db: Path | None, model: str | None) -> None:
+                as_json: bool, db: Path | None, model: str | None,
+                store_timeout: float | None) -> None:
     """Run the workflow in FILE and print its outputs."""
     workflow = _load(file)
     inputs = _inputs(workflow, pairs, inputs_json)
@@ -60,7 +65,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     if model is not None and "/" not in model.strip("/"):
         raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
                                  param_hint="--model")
-    result = _execute(file, workflow, inputs, db, model)
+    result = _execute(file, workflow, inputs, db, model, store_timeout)
     shown = result.as_dict()  # the engine has already replaced secret values with ***
     if as_json:
         click.echo(json.dumps(shown, ensure_ascii=False, default=str))
@@ -72,6 +77,13 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         if shown["error"]:
             click.echo(f"error: {shown['error']}", err=True)  # it names the node that failed
         click.echo(_summary(shown), err=True)
+    for warning in result.warnings:
+        if result.store_error is None or result.store_error not in warning:
+            click.echo(f"warning: {warning}", err=True)
+    if result.stored is False:
+        click.echo(f"error: run {result.run_id} ran ({result.status}) but was not stored: "
+                   f"{result.store_error}", err=True)
+        sys.exit(EXIT_NOT_STORED)
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
@@ -231,12 +243,22 @@ def _json_or_text(raw: str) -> Any:
 
 
 def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
-             model: str | None = None) -> Any:
-    from cellwire.runner import default_runner
+             model: str | None = None, store_timeout: float | None = None) -> Any:
+    from cellwire.runner import default_runner, resolve_store
 
     try:
-        return default_runner().run(workflow, inputs, store=db if db is not None else True,
-                                    model=model)
+        store = resolve_store(db if db is not None else True)
+    except ValueError as exc:  # a CELLWIRE_STORE_TIMEOUT that is not a number
+        _fail([f"error: {exc}"])
+    if store is not None and store_timeout is not None:
+        store.timeout = store_timeout
+    try:
+        with warnings.catch_warnings():
+            # The command reports a run it could not store itself, with its own exit code.
+            warnings.filterwarnings("ignore", "cellwire could not store run")
+            return default_runner().run(workflow, inputs,
+                                        store=store if store is not None else False,
+                                        model=model)
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

@@ -390,7 +390,7 @@ class Runner:
     async def arun(self, workflow: Workflow | CompiledWorkflow,
                    inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
         """Run to the end on the running event loop."""
-        return await self.start(workflow, inputs, **options)
+        return _warn_unstored(await self.start(workflow, inputs, **options))
 
     def run(self, workflow: Workflow | CompiledWorkflow,
             inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
@@ -398,7 +398,7 @@ class Runner:
         the run (it ends ``stopped``, and is stored as such) and is raised again."""
         handle = self.submit(workflow, inputs, **options)
         try:
-            return handle.wait()
+            return _warn_unstored(handle.wait())
         except KeyboardInterrupt:
             handle.stop("interrupted (Ctrl-C)")
             with contextlib.suppress(Exception, KeyboardInterrupt):
@@ -434,6 +434,14 @@ class Runner:
 
     def stop(self, run_id: str, reason: str = "stopped by the user") -> None:
         self.send(run_id, Stop(reason))
+
+
+def _warn_unstored(result: RunResult) -> RunResult:
+    if result.stored is False:
+        # The result says so too; a warning is what a notebook user sees without asking.
+        warnings.warn(f"cellwire could not store run {result.run_id}: {result.store_error}",
+                      RuntimeWarning, stacklevel=3)
+    return result
 
 
 #: The loop behind every blocking call of this process.

@@ -53,7 +53,7 @@ edges:
 """
 
 RESULT_KEYS = {"run_id", "status", "outputs", "answer", "error", "elapsed_ms", "total_tokens",
-               "total_cost"}
+               "total_cost", "stored", "store_error", "warnings"}
 
 
 @pytest.fixture
@@ -96,6 +96,7 @@ def test_run_json_prints_exactly_one_result_object(home: Path, echo: Path):
     assert result["status"] == "succeeded"
     assert result["outputs"]["name"] == "Ada" and result["outputs"]["n"] == 42
     assert len(result["run_id"]) >= 8 and result["total_tokens"] == 0
+    assert (result["stored"], result["store_error"], result["warnings"]) == (True, None, [])
     # The default store lives in CELLWIRE_HOME.
     assert (home / "runs.db").exists()
 

@@ -256,6 +256,7 @@ async def test_long_runs_write_in_batches(tmp_path: Path, monkeypatch: pytest.Mo
 
     def count_rows(event: object) -> None:
         if isinstance(event, NodeStarted) and event.node_id == "end":
+            assert store.flush(5)  # the batches are queued; wait for the writer to commit them
             seen.append(len(_rows(store.path, "SELECT 1 FROM node_executions")))
 
     runtime = cellwire.Runtime(sinks=[count_rows])
@@ -295,13 +296,14 @@ async def test_stopped_run(tmp_path: Path) -> None:
 async def test_resumed_run_continues_its_rows(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "resume.db")
     now = time.time()
-    sink = store.sink
+    sink = store.sink.on_event
     sink(RunStarted(run_id="r1", time=now, workflow="wf", inputs={}))
     sink(NodeSkipped(run_id="r1", time=now, node_id="a", node_type="x"))
     sink(RunFailed(run_id="r1", time=now + 1, error="kernel died", node_id="a"))
     sink(RunStarted(run_id="r1", time=now + 5, workflow="wf", inputs={}, reason="resume"))
     sink(NodeSkipped(run_id="r1", time=now + 6, node_id="b", node_type="x"))
     sink(RunSucceeded(run_id="r1", time=now + 7, outputs={"ok": True}))
+    assert store.flush(5)
     run = store.run("r1")
     assert (run["status"], run["error"], run["outputs"]) == ("succeeded", None, {"ok": True})
     assert run["elapsed_ms"] == pytest.approx(7000)
@@ -320,9 +322,9 @@ async def test_a_broken_store_warns_but_the_run_goes_on(tmp_path: Path) -> None:
 async def test_interrupted_run_stays_running(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
     store = RunStore(db)
-    store.sink(RunStarted(run_id="r-crashed", time=time.time(), workflow="wf",
-                          inputs={"x": 1}))
-    store.close()  # the kernel dies here: no end event ever comes
+    store.sink.on_event(RunStarted(run_id="r-crashed", time=time.time(), workflow="wf",
+                                   inputs={"x": 1}))
+    store.close()  # the kernel dies here: no end event ever comes (close drains the queue)
     reopened = RunStore(db)
     run = reopened.run("r-crashed")
     assert run["status"] == "running"

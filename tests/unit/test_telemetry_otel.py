@@ -12,11 +12,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import cellwire
 from cellwire import telemetry
-from cellwire.engine.events import NodeFinished, RunStarted
+from cellwire.engine.events import NodeFinished
 from cellwire.runner import default_runner
 from cellwire.services.llm import LLMRouter, ScriptedProvider
 from cellwire.services.llm.base import ChatChunk, ChatRequest
-from cellwire.telemetry.otel import OTelSink, traces_url
+from cellwire.telemetry.otel import OTelSink, OTelSpans, traces_url
 
 MINI = {"provider": "openai", "name": "gpt-4o-mini", "mode": "chat"}
 
@@ -61,7 +61,9 @@ def exporter():
 def sink(exporter):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return OTelSink(provider)
+    sink = OTelSink(provider)
+    yield sink
+    sink.close()
 
 
 def runtime(*sinks) -> cellwire.Runtime:
@@ -207,13 +209,48 @@ async def test_secrets_never_reach_the_spans(exporter, monkeypatch):
     assert "sk-very-secret-value" not in text and "***" in text
 
 
-def test_a_sink_added_mid_run_ignores_that_run_and_never_raises(sink, exporter):
-    sink(NodeFinished(run_id="unknown", time=1.0, node_id="x", node_type="code",
-                      execution_id="e"))
-    with pytest.warns(RuntimeWarning, match="OpenTelemetry export failed"):
-        sink(RunStarted(run_id="r", time=None, workflow="w", inputs={}))  # type: ignore[arg-type]
-    sink(RunStarted(run_id="r", time=None, workflow="w", inputs={}))  # type: ignore[arg-type]
+def test_a_sink_added_mid_run_ignores_that_run(exporter):
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = OTelSpans(provider.get_tracer("test"))
+    spans.on_event(NodeFinished(run_id="unknown", time=1.0, node_id="x", node_type="code",
+                                execution_id="e"))
     assert exporter.get_finished_spans() == ()
+
+
+class BrokenTracerProvider(TracerProvider):
+    """Test double: an exporter setup whose tracer fails on the first node span, as a broken
+    exporter or SDK would."""
+
+    def get_tracer(self, *args, **kwargs):
+        tracer = super().get_tracer(*args, **kwargs)
+        start = tracer.start_span
+
+        def start_span(name, *a, **kw):
+            if not name.startswith("invoke_workflow"):
+                raise RuntimeError("exporter is down")
+            return start(name, *a, **kw)
+
+        tracer.start_span = start_span
+        return tracer
+
+
+async def test_a_failing_export_is_reported_once_and_never_fails_the_run(exporter):
+    provider = BrokenTracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sink = OTelSink(provider)
+    try:
+        result = await qa_workflow().arun(q="hi", words=["a", "b"], runtime=runtime(sink),
+                                          store=False)
+    finally:
+        sink.close()
+    assert result.status == "succeeded", result.error
+    assert result.warnings == [("layer 'OTelSpans' failed in on_run_end: RuntimeError: "
+                                "exporter is down; it got nothing more from this run")]
+    assert result.stored is None
+    # What the run had open when the export broke is ended, marked as an error.
+    [root] = exporter.get_finished_spans()
+    assert root.status.status_code == StatusCode.ERROR
 
 
 async def test_enable_otel_feeds_every_default_run(exporter):

@@ -13,11 +13,11 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import cellwire
-from cellwire.model import EnvironmentVariable
 from cellwire.jupyter import widget as widget_module
 from cellwire.jupyter.magics import Picture, WorkflowMagics
 from cellwire.jupyter.session import Session
 from cellwire.jupyter.widget import WorkflowWidget
+from cellwire.model import EnvironmentVariable
 
 
 class Recorder(WorkflowWidget):

@@ -40,7 +40,7 @@ from .events import (
     RunSucceeded,
     StreamChunk,
 )
-from .layers import as_layer
+from .layers import RunLayers
 from .node import NodeContext, NodeError, NodeResult, Usage
 from .result import RunResult
 from .retry import is_retryable, retry_delay
@@ -186,8 +186,8 @@ class Execution:
         #: Stop after ``start_at``: what follows it is not run (it keeps its previous results).
         self._single = single
         self._previous = previous
-        self._layers = [as_layer(s) for s in runtime.sinks]
-        self._emitters = (self.events.append, *(layer.on_event for layer in self._layers))
+        self._layers = RunLayers(runtime.sinks)
+        self._deliver = self._layers.event
         self._env = environment_values(compiled.workflow, runtime.environ)
         #: Secret values of this run; when there are any, every event is redacted first.
         self._secrets = secret_values(compiled.workflow, self._env)
@@ -199,8 +199,8 @@ class Execution:
             event = redact_event(event, self._secrets)
         if type(event) is StreamChunk and event.node_type == "answer":
             self.state.answer.append(event.text)
-        for sink in self._emitters:
-            sink(event)
+        self.events.append(event)
+        self._deliver(event)
 
     @property
     def status(self) -> RunStatus:
@@ -220,7 +220,9 @@ class Execution:
 
     def stop(self, reason: str = "stopped by the user") -> None:
         """Cancel the run: in-flight nodes are cancelled and the run ends ``stopped``."""
-        if self._task is not None and not self._task.done() and self._stop_reason is None:
+        # Once the run has ended it only waits for its layers (the store): nothing to stop.
+        if (self._task is not None and not self._task.done() and self._stop_reason is None
+                and self.status is RunStatus.RUNNING):
             self._stop_reason = reason
             self._task.cancel(reason)
 
@@ -231,8 +233,10 @@ class Execution:
         t0 = clock.monotonic()
         system, start_inputs = _split_inputs(self.inputs)
         self._move(RunStatus.RUNNING)
-        self.emit(RunStarted(run_id=self.run_id, time=started, workflow=self.compiled.workflow.name,
-                             inputs=self.inputs))
+        first = RunStarted(run_id=self.run_id, time=started, workflow=self.compiled.workflow.name,
+                           inputs=self.inputs)
+        self._layers.start(redact_event(first, self._secrets) if self._secrets else first)
+        self.emit(first)
         error: str | None = None
         error_node: str | None = None
         try:
@@ -256,12 +260,14 @@ class Execution:
             error = f"the run took longer than max_time={self.max_time} s"
         except asyncio.CancelledError:
             if self._stop_reason is None:
-                self._finish_stopped(started, "cancelled")
+                # Cancelled from outside: the layers get the end but the task cannot wait.
+                self._layers.end_nowait(self._finish_stopped(started, "cancelled"))
                 raise
             # Our own stop(): the cancellation ends here and the run reports `stopped`.
             self._task.uncancel()
         if self._stop_reason is not None:
-            return self._finish_stopped(started, self._stop_reason, clock.monotonic() - t0)
+            return await self._ended(
+                self._finish_stopped(started, self._stop_reason, clock.monotonic() - t0))
         elapsed = clock.monotonic() - t0
         if error is not None:
             self._move(RunStatus.FAILED)
@@ -273,8 +279,19 @@ class Execution:
                                           outputs=self.state.outputs, exceptions_count=self.state.exceptions))
         else:
             self._move(RunStatus.SUCCEEDED)
-            self.emit(RunSucceeded(run_id=self.run_id, time=clock.now(), outputs=self.state.outputs))
-        return self._result(started, elapsed, error, error_node)
+            self.emit(RunSucceeded(run_id=self.run_id, time=clock.now(),
+                                   outputs=self.state.outputs))
+        return await self._ended(self._result(started, elapsed, error, error_node))
+
+    async def _ended(self, result: RunResult) -> RunResult:
+        """Hand the result to the layers, wait for them (the store: until the run is on
+        disk), and say in the result which of them failed and whether the run was stored."""
+        layers = self._layers
+        await layers.end(result)
+        result.warnings = layers.warnings
+        result.stored = layers.stored
+        result.store_error = "; ".join(layers.store_errors) or None
+        return result
 
     def _finish_stopped(self, started: float, reason: str, elapsed: float = 0.0) -> RunResult:
         self._move(RunStatus.STOPPED)
@@ -283,13 +300,6 @@ class Execution:
 
     def _result(self, started: float, elapsed: float, error: str | None,
                 error_node: str | None) -> RunResult:
-        result = self._make_result(started, elapsed, error, error_node)
-        for layer in self._layers:
-            layer.on_run_end(result)
-        return result
-
-    def _make_result(self, started: float, elapsed: float, error: str | None,
-                     error_node: str | None) -> RunResult:
         secrets = self._secrets
         return RunResult(
             run_id=self.run_id,

@@ -14,9 +14,10 @@ thread of its own through a bounded queue.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .events import Event, RunStarted
@@ -25,11 +26,18 @@ if TYPE_CHECKING:
     from .result import RunResult
 
 
+#: How long the end of a run waits for a layer's ``on_run_end``, unless the layer says.
+DEFAULT_END_TIMEOUT = 10.0
+
+
 class Layer:
     """Override the hooks you need; each default does nothing."""
 
     #: A layer that keeps runs: when it fails, the result says the run was not stored.
     persists: ClassVar[bool] = False
+    #: Seconds the run waits for what ``on_run_end`` returns before it reports the layer as
+    #: failed; None: the awaitable bounds itself (the store waits for its own store timeout).
+    end_timeout: float | None = DEFAULT_END_TIMEOUT
 
     def on_run_start(self, event: RunStarted) -> None:
         """The run is about to start (its ``RunStarted`` event follows)."""
@@ -87,6 +95,7 @@ class Threaded(Layer):
                  name: str | None = None):
         self.layer = as_layer(layer)
         self.persists = self.layer.persists  # type: ignore[misc]
+        self.end_timeout = self.layer.end_timeout
         self._queue: queue.Queue[Any] = queue.Queue(maxsize)
         self._dropped: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -176,3 +185,120 @@ def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
 
     if not loop.is_closed():
         loop.call_soon_threadsafe(settle)
+
+
+class LayerError(RuntimeError):
+    """A layer's failure whose message already says what happened and what to do about it
+    (reports show it as it is, without the exception's type)."""
+
+
+def layer_name(layer: Layer) -> str:
+    """How reports name a layer: the callback's name, the wrapped layer's, or the class."""
+    if isinstance(layer, Threaded):
+        return layer_name(layer.layer)
+    if isinstance(layer, Callback):
+        callback = layer.callback
+        return getattr(callback, "__qualname__", None) or type(callback).__name__
+    return type(layer).__name__
+
+
+class RunLayers:
+    """The layers of one run, isolated from the run and from each other.
+
+    A hook that raises (or an ``on_run_end`` awaitable that raises or outlives the layer's
+    ``end_timeout``) is reported once in :attr:`warnings`; that layer then gets nothing more
+    from the run. A failing layer with ``persists`` also lands in :attr:`store_errors`.
+    """
+
+    __slots__ = ("_hooks", "_live", "_persisting", "store_errors", "warnings")
+
+    def __init__(self, items: Iterable[Layer | Callable[[Event], None]]):
+        self._live: list[Layer] = [as_layer(item) for item in items]
+        #: (layer, its event hook): a plain callback is called directly, saving a call per event.
+        self._hooks: tuple[tuple[Layer, Callable[[Event], None]], ...] = tuple(
+            (layer, layer.callback if type(layer) is Callback else layer.on_event)
+            for layer in self._live
+        )
+        self._persisting = any(layer.persists for layer in self._live)
+        self.warnings: list[str] = []
+        self.store_errors: list[str] = []
+
+    @property
+    def stored(self) -> bool | None:
+        """True when every persisting layer kept the run, False when one failed, None when
+        the run has no persisting layer."""
+        return (not self.store_errors) if self._persisting else None
+
+    def start(self, event: RunStarted) -> None:
+        for layer in list(self._live):
+            try:
+                layer.on_run_start(event)
+            except Exception as exc:  # noqa: BLE001 - a layer never fails the run
+                self._failed(layer, "on_run_start", exc)
+
+    def event(self, event: Event) -> None:
+        for layer, hook in self._hooks:
+            try:
+                hook(event)
+            except Exception as exc:  # noqa: BLE001 - a layer never fails the run
+                self._failed(layer, "on_event", exc)
+
+    async def end(self, result: RunResult) -> None:
+        """Call every ``on_run_end`` and wait, concurrently, for what they return."""
+        waits = [(layer, waited) for layer, waited in self._end_hooks(result)
+                 if waited is not None]
+        if waits:
+            await asyncio.gather(*(self._wait(layer, waited) for layer, waited in waits))
+
+    def end_nowait(self, result: RunResult) -> None:
+        """Call every ``on_run_end`` without waiting (the run's task is being cancelled)."""
+        for _, waited in self._end_hooks(result):
+            if inspect.iscoroutine(waited):
+                waited.close()
+            elif isinstance(waited, asyncio.Future):
+                # Retrieve the outcome later, so asyncio logs no "never retrieved" error.
+                waited.add_done_callback(_consume)
+
+    def _end_hooks(self, result: RunResult) -> list[tuple[Layer, Awaitable[None] | None]]:
+        called = []
+        for layer in list(self._live):
+            try:
+                called.append((layer, layer.on_run_end(result)))
+            except Exception as exc:  # noqa: BLE001 - a layer never fails the run
+                self._failed(layer, "on_run_end", exc)
+        return called
+
+    async def _wait(self, layer: Layer, waited: Awaitable[None]) -> None:
+        try:
+            async with asyncio.timeout(layer.end_timeout):
+                await waited
+        except TimeoutError:
+            self._failed(layer, "on_run_end", None,
+                         f"did not finish within its end_timeout of {layer.end_timeout:g} s")
+        except Exception as exc:  # noqa: BLE001 - a layer never fails the run
+            self._failed(layer, "on_run_end", exc)
+
+    def _failed(self, layer: Layer, hook: str, exc: Exception | None, why: str = "") -> None:
+        if not any(live is layer for live in self._live):
+            return
+        self._live = [live for live in self._live if live is not layer]
+        self._hooks = tuple(pair for pair in self._hooks if pair[0] is not layer)
+        why = why or _describe(exc)
+        self.warnings.append(f"layer {layer_name(layer)!r} failed in {hook}: {why}; it got "
+                             "nothing more from this run")
+        if layer.persists:
+            self.store_errors.append(why)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no error"
+    text = str(exc)
+    if isinstance(exc, LayerError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

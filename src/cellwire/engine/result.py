@@ -82,6 +82,13 @@ class RunResult:
     #: What the run knew at its end (pool, statuses, edge decisions): reruns start from it.
     #: Kept in memory only; None for a result read back from the store.
     state: RunState | None = field(default=None, repr=False, compare=False)
+    #: Layers (sinks) that failed during the run, one line each; the run itself went on.
+    warnings: list[str] = field(default_factory=list)
+    #: True: the run store has the whole run; False: it could not be stored (see
+    #: ``store_error``); None: the run had no store.
+    stored: bool | None = None
+    #: Why the run was not stored, and what to do about it.
+    store_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -120,10 +127,16 @@ class RunResult:
             "elapsed_ms": round(self.elapsed_ms, 3),
             "total_tokens": self.total_tokens,
             "total_cost": self.total_cost,
+            "stored": self.stored,
+            "store_error": self.store_error,
+            "warnings": self.warnings,
         }
 
     def __repr__(self) -> str:
+        extra = f", stored=False, store_error={self.store_error!r}" if self.stored is False else ""
+        if self.warnings:
+            extra += f", warnings={self.warnings!r}"
         return (
             f"RunResult(status={self.status.value!r}, outputs={self.outputs!r}, "
-            f"elapsed_ms={self.elapsed_ms:.1f}, run_id={self.run_id!r})"
+            f"elapsed_ms={self.elapsed_ms:.1f}, run_id={self.run_id!r}{extra})"
         )

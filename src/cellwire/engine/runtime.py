@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .clock import Clock
 from .events import Event
@@ -17,6 +18,9 @@ from .services import (
     ResponseCache,
     ToolService,
 )
+
+if TYPE_CHECKING:
+    from .layers import Layer
 
 #: A plain event callback; the runtime turns it into a layer.
 Sink = Callable[[Event], None]
@@ -34,7 +38,7 @@ class Runtime:
     """
 
     clock: Clock = field(default_factory=Clock)
-    sinks: list[Sink] = field(default_factory=list)
+    sinks: list[Layer | Sink] = field(default_factory=list)
     #: Resolves node models to chat providers (:class:`cellwire.services.llm.LLMRouter`).
     llm: LLMService | None = None
     #: The shared, pooled HTTP client of HTTP nodes.
@@ -58,10 +62,10 @@ class Runtime:
     #: Where unset secret environment variables are read from (None: ``os.environ``).
     environ: Mapping[str, str] | None = None
 
-    def subscribe(self, sink: Sink) -> Sink:
+    def subscribe(self, sink: Layer | Sink) -> Layer | Sink:
         self.sinks.append(sink)
         return sink
 
-    def unsubscribe(self, sink: Sink) -> None:
+    def unsubscribe(self, sink: Layer | Sink) -> None:
         if sink in self.sinks:
             self.sinks.remove(sink)

@@ -97,6 +97,12 @@ def run_rows(result: RunResult) -> list[dict[str, Any]]:
     return [trace_row(e) for e in result.events if isinstance(e, (NodeFinished, NodeSkipped))]
 
 
+def other_warnings(result: RunResult) -> list[str]:
+    """The result's warnings but the store's own, which ``store_error`` already says."""
+    error = result.store_error
+    return [w for w in result.warnings if not (error and error in w)]
+
+
 def run_html(result: RunResult) -> str:
     """A compact HTML summary: status, outputs, answer, time, tokens, cost, a node table."""
     status = str(result.status)
@@ -110,6 +116,11 @@ def run_html(result: RunResult) -> str:
         where = f" at node <b>{html.escape(result.error_node)}</b>" if result.error_node else ""
         parts.append(f'<div style="color:#cf222e">error{where}: '
                      f"{html.escape(short(result.error, 1000))}</div>")
+    if result.stored is False:
+        parts.append(f'<div style="color:#cf222e">not stored: '
+                     f"{html.escape(result.store_error or '')}</div>")
+    for warning in other_warnings(result):
+        parts.append(f'<div style="color:#9a6700">warning: {html.escape(warning)}</div>')
     if result.outputs:
         rows = [[f"<code>{html.escape(str(k))}</code>", html.escape(short(v))]
                 for k, v in result.outputs.items()]
@@ -134,6 +145,9 @@ def run_text(result: RunResult) -> str:
     if result.error:
         where = f" at node {result.error_node}" if result.error_node else ""
         lines.append(f"  error{where}: {short(result.error, 1000)}")
+    if result.stored is False:
+        lines.append(f"  not stored: {result.store_error}")
+    lines.extend(f"  warning: {warning}" for warning in other_warnings(result))
     for key, value in result.outputs.items():
         lines.append(f"  {key} = {short(value)}")
     if result.answer:

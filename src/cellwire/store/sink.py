@@ -1,15 +1,19 @@
-"""The event sink that fills the run store.
+"""The layer that fills the run store.
 
-It keeps a run's trace rows in memory and writes them in one transaction when the run ends,
-so a node costs the sink a dict and a list append. The ``runs`` row is written at the start
-(status ``running``), so a run whose process dies is still visible.
+Its hooks run on the event loop and only queue: a node costs it a dict and a list append, and
+the rows go to the store's writer thread in batches (:data:`FLUSH_ROWS`) and at the run's end.
+The ``runs`` row is written at the start (status ``running``), so a run whose process dies is
+still visible. ``on_run_end`` returns an awaitable that completes once the run is committed,
+or raises :class:`~cellwire.store.writer.StoreError` saying why it could not be stored.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import warnings
-from collections.abc import Callable
+import asyncio
+import concurrent.futures
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,39 +28,66 @@ from cellwire.engine.events import (
     RunSucceeded,
     StreamChunk,
 )
-from cellwire.engine.result import trace_row
+from cellwire.engine.layers import Layer
+from cellwire.engine.result import RunResult, trace_row
 from cellwire.engine.state import RunStatus
+
+from .writer import Write
+from .writes import write_end, write_nodes, write_start
 
 if TYPE_CHECKING:
     from .sqlite import RunStore
 
-#: A long run writes its rows in batches of this many, bounding memory and what a crash loses.
+#: A long run hands its rows to the writer in batches of this many, bounding memory and what
+#: a crash loses.
 FLUSH_ROWS = 1000
 
 
 @dataclass(slots=True)
 class _Run:
     started_at: float
-    next_seq: int = 0
+    workflow: str = ""
+    inputs: Any = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
 
 
-class StoreSink:
-    """Subscribe to a :class:`~cellwire.Runtime` to persist its runs; many runs may interleave."""
+class StoreSink(Layer):
+    """The layer that persists runs to its store; many runs may interleave."""
 
-    __slots__ = ("_handlers", "_runs", "store")
+    persists = True
+    #: The store bounds the wait itself: the writer gives up at the store timeout.
+    end_timeout = None
 
     def __init__(self, store: RunStore):
         self.store = store
         self._runs: dict[str, _Run] = {}
+        #: Runs whose end is queued, until ``on_run_end`` collects the commit's future.
+        self._ends: dict[str, concurrent.futures.Future[None]] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {}
 
-    def __call__(self, event: Event) -> None:
+    def __repr__(self) -> str:
+        return f"StoreSink({str(self.store.path)!r})"
+
+    def on_event(self, event: Event) -> None:
         handler = self._handlers.get(type(event))
         if handler is None:
             handler = self._handlers[type(event)] = self._handler_for(type(event))
         handler(event)
+
+    def on_run_end(self, result: RunResult) -> Awaitable[None] | None:
+        done = self._ends.pop(result.run_id, None)
+        if done is None:
+            return None  # this sink never saw the run's end: nothing of it is pending
+        return self._committed(done)
+
+    @staticmethod
+    async def _committed(done: concurrent.futures.Future[None]) -> None:
+        # Completed on this loop through call_soon_threadsafe. No loop timer bounds it: the
+        # writer itself gives up at the store timeout (or settles everything if it dies).
+        await asyncio.wrap_future(done)
+
+    # -- events ---------------------------------------------------------------------------
 
     def _handler_for(self, kind: type) -> Callable[[Any], None]:
         if issubclass(kind, RunStarted):
@@ -75,24 +106,25 @@ class StoreSink:
             run = self._runs[event.run_id] = _Run(started_at=event.time)
         return run
 
+    def _submit(self, run_id: str, kind: str, apply: Callable[..., None],
+                done: concurrent.futures.Future[None] | None = None) -> None:
+        deadline = time.monotonic() + self.store.timeout
+        self.store.writer.submit(Write(run_id, apply, deadline, kind, done))
+
     def _on_run_started(self, event: RunStarted) -> None:
-        run = self._runs[event.run_id] = _Run(started_at=event.time)
-        try:
-            run.next_seq = self.store.start_run(event.run_id, event.workflow, event.inputs,
-                                                event.time, resume=event.reason != "initial")
-        except sqlite3.Error as exc:
-            _warn(event.run_id, exc)
+        self._runs[event.run_id] = _Run(started_at=event.time, workflow=event.workflow,
+                                        inputs=event.inputs)
+        self._submit(event.run_id, "start", functools.partial(
+            write_start, run_id=event.run_id, workflow=event.workflow, inputs=event.inputs,
+            started_at=event.time, resume=event.reason != "initial"))
 
     def _on_node_finished(self, event: NodeFinished | NodeSkipped) -> None:
         run = self._run(event)
         run.rows.append(trace_row(event))
         if len(run.rows) >= FLUSH_ROWS:
             rows, run.rows = run.rows, []
-            try:
-                self.store.write_nodes(run.next_seq, rows)
-            except sqlite3.Error as exc:
-                _warn(event.run_id, exc)
-            run.next_seq += len(rows)
+            self._submit(event.run_id, "nodes",
+                         functools.partial(write_nodes, run_id=event.run_id, rows=rows))
 
     def _on_chunk(self, event: StreamChunk) -> None:
         # The same rule as the executor's: the run's answer is what answer nodes stream.
@@ -102,14 +134,13 @@ class StoreSink:
     def _on_run_ended(self, event: Event) -> None:
         run = self._runs.pop(event.run_id, None) or _Run(started_at=event.time)
         status, outputs, error, error_node = _end_state(event)
-        try:
-            self.store.finish_run(
-                event.run_id, status, finished_at=event.time, outputs=outputs, error=error,
-                error_node=error_node, answer="".join(run.answer), first_seq=run.next_seq,
-                rows=run.rows, started_at=run.started_at,
-            )
-        except sqlite3.Error as exc:
-            _warn(event.run_id, exc)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._submit(event.run_id, "end", functools.partial(
+            write_end, run_id=event.run_id, status=status, finished_at=event.time,
+            outputs=outputs, error=error, error_node=error_node, answer="".join(run.answer),
+            rows=run.rows, started_at=run.started_at, workflow=run.workflow,
+            inputs=run.inputs), done)
+        self._ends[event.run_id] = done
 
 
 def _end_state(event: Event) -> tuple[str, Any, str | None, str | None]:
@@ -125,8 +156,3 @@ def _end_state(event: Event) -> tuple[str, Any, str | None, str | None]:
 
 def _ignore(event: Event) -> None:
     return None
-
-
-def _warn(run_id: str, exc: sqlite3.Error) -> None:
-    # A full disk or a locked file must not fail the run itself: say so and go on.
-    warnings.warn(f"cellwire could not store run {run_id}: {exc}", RuntimeWarning, stacklevel=3)

@@ -1,13 +1,19 @@
 """The run store: one SQLite file (WAL, ``synchronous=NORMAL``) of runs and node executions.
 
-One connection per store object. Every use of it holds the store's lock, so one store may be
-shared by the event loop thread and the helper thread :func:`cellwire.run` uses in a notebook;
-other processes open their own store on the same file (WAL lets them read while one writes).
+Writes go through one writer thread per store (:mod:`cellwire.store.writer`), never the event
+loop: a run's hooks only queue, and its end waits until its rows are committed. Reads use the
+store's own connection under its lock, so one store may be shared by the event loop thread and
+the helper thread :func:`cellwire.run` uses in a notebook; other processes open their own
+store on the same file (WAL lets them read while one writes).
+
+A database another process holds locked is waited for, off the loop, up to the store timeout:
+``RunStore(path, timeout=...)``, else ``$CELLWIRE_STORE_TIMEOUT`` (seconds), else
+:data:`DEFAULT_STORE_TIMEOUT`. A run whose rows could not be written in that time says so in
+its result (``stored=False``, ``store_error``) and ``cellwire run`` exits 3.
 """
 
 from __future__ import annotations
 
-import operator
 import os
 import sqlite3
 import threading
@@ -18,46 +24,23 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from cellwire.engine.result import TRACE_COLUMNS
 
 from . import views
-from .codec import BlobPacker, blob_refs, from_json, to_json
-from .schema import NODE_JSON, RUN_COLUMNS, RUN_JSON, conversation_of, migrate
+from .codec import blob_refs, from_json, to_json
+from .schema import NODE_JSON, RUN_COLUMNS, RUN_JSON, migrate
 from .sink import StoreSink
+from .writer import Writer
 
 if TYPE_CHECKING:
     import pandas as pd
 
 BUSY_TIMEOUT_MS = 5000
+#: Seconds a run's writes wait for a database another process holds locked.
+DEFAULT_STORE_TIMEOUT = 300.0
+STORE_TIMEOUT_ENV = "CELLWIRE_STORE_TIMEOUT"
 
-# Plain columns first, then the JSON ones, so a row's parameters are one itemgetter call
-# plus one pack() per JSON column.
-_NODE_PLAIN = [c for c in TRACE_COLUMNS if c not in NODE_JSON]
-_NODE_COLUMNS = ["seq", *_NODE_PLAIN, *NODE_JSON]
-_plain_values = operator.itemgetter(*_NODE_PLAIN)
-_INSERT_NODE = (
-    "INSERT OR REPLACE INTO node_executions ({}) VALUES ({})".format(
-        ", ".join(f'"{c}"' for c in _NODE_COLUMNS), ", ".join("?" * len(_NODE_COLUMNS))
-    )
-)
 _SELECT_TRACE = "SELECT {} FROM node_executions WHERE run_id = ? ORDER BY seq".format(
     ", ".join(f'"{c}"' for c in TRACE_COLUMNS)
 )
 _SELECT_RUNS = "SELECT {} FROM runs".format(", ".join(RUN_COLUMNS))
-
-# The totals are computed from the stored rows, so a resumed run adds up across its sessions.
-_FINISH_RUN = """
-UPDATE runs SET
-    status = ?, outputs = ?, error = ?, error_node = ?, finished_at = ?,
-    answer = coalesce(answer, '') || ?,
-    elapsed_ms = (? - started_at) * 1000,
-    total_tokens = (SELECT coalesce(sum(total_tokens), 0) FROM node_executions WHERE run_id = ?),
-    -- An unknown price (NULL) makes the run's total unknown too, never silently lower.
-    total_cost = (SELECT CASE WHEN count(*) > count(cost) THEN NULL ELSE coalesce(sum(cost), 0)
-                  END FROM node_executions WHERE run_id = ? AND status != 'skipped'),
-    exceptions_count = (SELECT count(*) FROM node_executions
-                        WHERE run_id = ? AND status = 'exception'),
-    total_steps = (SELECT count(*) FROM node_executions WHERE run_id = ? AND status != 'skipped')
-WHERE run_id = ?
-"""
-
 
 #: Run states whose turn counts in a conversation's history.
 _FINISHED = ("succeeded", "partial-succeeded")
@@ -81,12 +64,14 @@ class RunNotFound(KeyError):
 class RunStore:
     """Runs and their node executions in ``path``; DataFrame views over them.
 
-    ``store.sink`` is the event sink that fills it: subscribe it to a :class:`Runtime`, or
-    let :func:`cellwire.api.arun` do it (``store=`` option).
+    ``store.sink`` is the layer that fills it: subscribe it to a :class:`Runtime`, or let
+    :func:`cellwire.api.arun` do it (``store=`` option). ``timeout`` is how many seconds a
+    run's writes wait for a database another process holds locked (see the module's text).
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float | None = None):
         self.path = Path(path).expanduser().resolve()
+        self.timeout = store_timeout() if timeout is None else float(timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         # Autocommit mode: transactions are explicit, so a run's rows commit together.
@@ -95,16 +80,19 @@ class RunStore:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         migrate(self._conn)
+        self.writer = Writer(str(self.path), self._connect_writer)
         self.sink = StoreSink(self)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
 
     def close(self) -> None:
-        """Close the connection; :func:`open_store` then opens a fresh one for this path."""
+        """Write what is queued (waiting up to the store timeout for a locked database), then
+        close; :func:`open_store` then opens a fresh store for this path."""
         with _open_lock:
             if _open.get((os.getpid(), self.path)) is self:
                 del _open[(os.getpid(), self.path)]
+        self.writer.close()
         with self._lock:
             self._conn.close()
 
@@ -121,77 +109,17 @@ class RunStore:
         with self._lock:
             return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
 
-    # -- writing (called by the sink) -----------------------------------------------------
+    # -- writing (on the writer thread) ----------------------------------------------------
 
-    def start_run(self, run_id: str, workflow: str, inputs: Any, started_at: float, *,
-                  resume: bool = False) -> int:
-        """Record a run as ``running``; returns the position of its next node row."""
-        with self._lock, self._transaction():
-            conn = self._conn
-            if resume and conn.execute("SELECT 1 FROM runs WHERE run_id = ?",
-                                       (run_id,)).fetchone():
-                conn.execute("UPDATE runs SET status = 'running', finished_at = NULL, "
-                             "error = NULL, error_node = NULL WHERE run_id = ?", (run_id,))
-                row = conn.execute("SELECT max(seq) FROM node_executions WHERE run_id = ?",
-                                   (run_id,)).fetchone()
-                return 0 if row[0] is None else row[0] + 1
-            packer = BlobPacker()
-            conn.execute(
-                "INSERT OR REPLACE INTO runs (run_id, workflow, status, inputs, started_at, "
-                "conversation_id) VALUES (?, ?, 'running', ?, ?, ?)",
-                (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
-            )
-            # A run id used again replaces the old run rather than mixing with it.
-            conn.execute("DELETE FROM node_executions WHERE run_id = ?", (run_id,))
-            self._put_blobs(packer)
-            return 0
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
 
-    def write_nodes(self, first_seq: int, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert trace rows (``trace_row`` dicts) numbered from ``first_seq``."""
-        with self._lock, self._transaction():
-            self._insert_nodes(first_seq, rows)
-
-    def finish_run(self, run_id: str, status: str, *, finished_at: float, outputs: Any = None,
-                   error: str | None = None, error_node: str | None = None, answer: str = "",
-                   first_seq: int = 0, rows: Sequence[dict[str, Any]] = (),
-                   started_at: float | None = None) -> None:
-        """Write the run's remaining rows and its end state, in one transaction."""
-        with self._lock, self._transaction():
-            conn = self._conn
-            # A sink subscribed mid-run never saw RunStarted: make the row it would have made.
-            conn.execute(
-                "INSERT OR IGNORE INTO runs (run_id, workflow, status, started_at) "
-                "VALUES (?, '', 'running', ?)",
-                (run_id, finished_at if started_at is None else started_at),
-            )
-            packer = self._insert_nodes(first_seq, rows)
-            conn.execute(
-                _FINISH_RUN,
-                (status, packer.pack(outputs), error, error_node, finished_at, answer,
-                 finished_at, run_id, run_id, run_id, run_id, run_id),
-            )
-            self._put_blobs(packer)
-
-    def _insert_nodes(self, first_seq: int, rows: Sequence[dict[str, Any]]) -> BlobPacker:
-        packer = BlobPacker()
-        if rows:
-            pack = packer.pack
-            params = [
-                (seq, *_plain_values(row), *[pack(row[c]) for c in NODE_JSON])
-                for seq, row in enumerate(rows, first_seq)
-            ]
-            self._conn.executemany(_INSERT_NODE, params)
-        return packer
-
-    def _put_blobs(self, packer: BlobPacker) -> None:
-        if packer.pending:
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)",
-                [(h, len(t), t) for h, t in packer.pending.items()],
-            )
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every write queued so far is committed (or given up); False when
+        ``timeout`` seconds passed first. Runs need not call it: their end waits for them."""
+        return self.writer.flush(timeout)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -312,19 +240,19 @@ def _json_cells(rows: list[tuple[Any, ...]], columns: list[str],
     return [row[i] for row in rows for i in at]
 
 
-class _Transaction:
-    """``BEGIN`` ... ``COMMIT``, or ``ROLLBACK`` when the block raises."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: sqlite3.Connection):
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN")
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+def store_timeout() -> float:
+    """The store timeout from ``$CELLWIRE_STORE_TIMEOUT``, else the default."""
+    raw = os.environ.get(STORE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_STORE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{STORE_TIMEOUT_ENV}={raw!r} is not a number of seconds; set it to "
+                         f"e.g. {DEFAULT_STORE_TIMEOUT:g}, or unset it")
+    return value
 
 
 _open: dict[tuple[int, Path], RunStore] = {}
@@ -341,4 +269,5 @@ def open_store(path: str | os.PathLike[str]) -> RunStore:
         return store
 
 
-__all__ = ["ConversationTurn", "RunNotFound", "RunStore", "open_store"]
+__all__ = ["DEFAULT_STORE_TIMEOUT", "ConversationTurn", "RunNotFound", "RunStore", "open_store",
+           "store_timeout"]

@@ -52,6 +52,7 @@ def disable_otel() -> None:
         sink = _enabled.pop()
         if sink in default_runner().layers:
             default_runner().layers.remove(sink)
+        sink.close()  # its thread delivers what is queued, then ends
 
 
 __all__ = ["disable_otel", "enable_otel"]

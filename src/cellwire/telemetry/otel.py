@@ -4,13 +4,15 @@ One trace per run: a root span ``invoke_workflow {name}`` and a child span per n
 execution (``chat {model}`` for model calls, ``execute_tool {title}`` for tools,
 ``cellwire.{type} {title}`` for the rest); nodes inside an iteration or loop are children of
 their container's span. Times come from the events, so spans show when nodes really ran.
+
+The spans are made on a thread of the sink's own (:class:`~cellwire.engine.layers.Threaded`):
+the event loop only queues events. An export that fails is reported once in that run's
+``warnings`` and never fails the run.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,7 @@ from cellwire.engine.events import (
     RunStopped,
     RunSucceeded,
 )
+from cellwire.engine.layers import Layer, Threaded
 
 #: Node types whose execution is one model call (span kind CLIENT, operation ``chat``).
 CHAT_TYPES = frozenset({"llm", "question-classifier", "parameter-extractor"})
@@ -87,8 +90,8 @@ class _Run:
     currency: str = ""
 
 
-class OTelSink:
-    """An event sink that turns runs into OpenTelemetry spans.
+class OTelSink(Threaded):
+    """The layer that turns runs into OpenTelemetry spans, off the event loop.
 
     Give it a ``tracer_provider`` (yours, or the SDK's with an in-memory exporter in tests),
     or an OTLP/HTTP ``endpoint`` (Jaeger, Phoenix, Langfuse, an OpenTelemetry Collector);
@@ -105,24 +108,11 @@ class OTelSink:
         if endpoint is not None:
             tracer_provider = otlp_provider(endpoint, headers=headers, service_name=service_name)
         self.tracer_provider = tracer_provider or trace.get_tracer_provider()
-        self.tracer = self.tracer_provider.get_tracer(_TRACER_NAME)
-        self.capture_content = capture_content
-        self._runs: dict[str, _Run] = {}
-        # Blocking runs from a notebook execute on helper threads, possibly several at once.
-        self._lock = threading.Lock()
-        self._warned = False
+        super().__init__(OTelSpans(self.tracer_provider.get_tracer(_TRACER_NAME),
+                                   capture_content=capture_content), name="cellwire-otel")
 
-    # -- the sink ---------------------------------------------------------------------------
-
-    def __call__(self, event: Event) -> None:
-        try:
-            with self._lock:
-                self._handle(event)
-        except Exception as exc:  # noqa: BLE001 - telemetry must never break a run
-            if not self._warned:
-                self._warned = True
-                warnings.warn(f"cellwire OpenTelemetry export failed: {exc!r}", RuntimeWarning,
-                              stacklevel=2)
+    def __repr__(self) -> str:
+        return f"OTelSink({self.tracer_provider!r})"
 
     def flush(self, timeout_millis: int = 30_000) -> bool:
         """Export the spans still buffered (blocks; call it off the event loop)."""
@@ -135,7 +125,36 @@ class OTelSink:
         if callable(shutdown):
             shutdown()
 
-    # -- events -----------------------------------------------------------------------------
+
+class OTelSpans(Layer):
+    """Spans from events, made on the thread that calls it (:class:`OTelSink` gives it one).
+
+    Not thread-safe: one thread delivers every run's events to it.
+    """
+
+    def __init__(self, tracer: trace.Tracer, *, capture_content: bool = False) -> None:
+        self.tracer = tracer
+        self.capture_content = capture_content
+        self._runs: dict[str, _Run] = {}
+
+    def on_event(self, event: Event) -> None:
+        try:
+            self._handle(event)
+        except Exception:
+            # The run gets no more events after a failure: end what it had open, then report.
+            self._abandon(event.run_id)
+            raise
+
+    def _abandon(self, run_id: str) -> None:
+        run = self._runs.pop(run_id, None)
+        if run is None:
+            return
+        for span in [*run.nodes.values(), run.root]:
+            try:
+                span.set_status(Status(StatusCode.ERROR, "the OpenTelemetry export failed"))
+                span.end()
+            except Exception:  # noqa: BLE001, S110 - already failing; the first error is reported
+                pass
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, RunStarted):

@@ -1,0 +1,112 @@
+"""The writes of the run store, applied by its writer thread inside one transaction."""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from cellwire.engine.result import TRACE_COLUMNS
+
+from .codec import BlobPacker
+from .schema import NODE_JSON, conversation_of
+
+# Plain columns first, then the JSON ones, so a row's parameters are one itemgetter call
+# plus one pack() per JSON column.
+_NODE_PLAIN = [c for c in TRACE_COLUMNS if c not in NODE_JSON]
+_NODE_COLUMNS = ["seq", *_NODE_PLAIN, *NODE_JSON]
+_plain_values = operator.itemgetter(*_NODE_PLAIN)
+_INSERT_NODE = (
+    "INSERT OR REPLACE INTO node_executions ({}) VALUES ({})".format(
+        ", ".join(f'"{c}"' for c in _NODE_COLUMNS), ", ".join("?" * len(_NODE_COLUMNS))
+    )
+)
+# The totals are computed from the stored rows, so a resumed run adds up across its sessions.
+_FINISH_RUN = """
+UPDATE runs SET
+    status = ?, outputs = ?, error = ?, error_node = ?, finished_at = ?,
+    answer = coalesce(answer, '') || ?,
+    elapsed_ms = (? - started_at) * 1000,
+    total_tokens = (SELECT coalesce(sum(total_tokens), 0) FROM node_executions WHERE run_id = ?),
+    -- An unknown price (NULL) makes the run's total unknown too, never silently lower.
+    total_cost = (SELECT CASE WHEN count(*) > count(cost) THEN NULL ELSE coalesce(sum(cost), 0)
+                  END FROM node_executions WHERE run_id = ? AND status != 'skipped'),
+    exceptions_count = (SELECT count(*) FROM node_executions
+                        WHERE run_id = ? AND status = 'exception'),
+    total_steps = (SELECT count(*) FROM node_executions WHERE run_id = ? AND status != 'skipped')
+WHERE run_id = ?
+"""
+
+
+# -- the writes, applied by the writer thread inside its transaction ------------------------------
+
+
+def write_start(conn: sqlite3.Connection, run_id: str, workflow: str, inputs: Any,
+                started_at: float, resume: bool) -> None:
+    """Record a run as ``running`` (a resumed run keeps its rows)."""
+    if resume and conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+        conn.execute("UPDATE runs SET status = 'running', finished_at = NULL, "
+                     "error = NULL, error_node = NULL WHERE run_id = ?", (run_id,))
+        return
+    packer = BlobPacker()
+    conn.execute(
+        "INSERT OR REPLACE INTO runs (run_id, workflow, status, inputs, started_at, "
+        "conversation_id) VALUES (?, ?, 'running', ?, ?, ?)",
+        (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
+    )
+    # A run id used again replaces the old run rather than mixing with it.
+    conn.execute("DELETE FROM node_executions WHERE run_id = ?", (run_id,))
+    _put_blobs(conn, packer)
+
+
+def write_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Append trace rows (``trace_row`` dicts) after the run's stored ones."""
+    _put_blobs(conn, _insert_nodes(conn, run_id, rows))
+
+
+def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at: float,
+              outputs: Any, error: str | None, error_node: str | None, answer: str,
+              rows: Sequence[dict[str, Any]], started_at: float, workflow: str,
+              inputs: Any) -> None:
+    """Write the run's remaining rows and its end state."""
+    packer = BlobPacker()
+    # The run's start may not be stored (a lock outlasted it, or the sink joined mid-run):
+    # make the row the start would have made.
+    conn.execute(
+        "INSERT OR IGNORE INTO runs (run_id, workflow, status, inputs, started_at, "
+        "conversation_id) VALUES (?, ?, 'running', ?, ?, ?)",
+        (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
+    )
+    _insert_nodes(conn, run_id, rows, packer)
+    conn.execute(
+        _FINISH_RUN,
+        (status, packer.pack(outputs), error, error_node, finished_at, answer,
+         finished_at, run_id, run_id, run_id, run_id, run_id),
+    )
+    _put_blobs(conn, packer)
+
+
+def _insert_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, Any]],
+                  packer: BlobPacker | None = None) -> BlobPacker:
+    packer = packer or BlobPacker()
+    if rows:
+        # Numbered after the rows already stored: a resumed run continues its own.
+        first = conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM node_executions "
+                             "WHERE run_id = ?", (run_id,)).fetchone()[0]
+        pack = packer.pack
+        params = [
+            (seq, *_plain_values(row), *[pack(row[c]) for c in NODE_JSON])
+            for seq, row in enumerate(rows, first)
+        ]
+        conn.executemany(_INSERT_NODE, params)
+    return packer
+
+
+def _put_blobs(conn: sqlite3.Connection, packer: BlobPacker) -> None:
+    if packer.pending:
+        conn.executemany(
+            "INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)",
+            [(h, len(t), t) for h, t in packer.pending.items()],
+        )
+
