@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 import cellwire
-from cellwire.nodes import llm as llm_node
+from cellwire.nodes.llm import vision as llm_vision
 from cellwire.services.llm import LLMRouter, Rule, ScriptedProvider
 from cellwire.store import RunStore, schema
 from cellwire.store.codec import BLOB_MIN_CHARS
@@ -293,7 +293,7 @@ async def test_bad_files_are_configuration_errors_naming_the_field(pics, message
 
 
 async def test_a_local_image_over_the_size_cap_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(llm_node, "MAX_IMAGE_BYTES", 1024)
+    monkeypatch.setattr(llm_vision, "MAX_IMAGE_BYTES", 1024)
     (tmp_path / "big.png").write_bytes(PNG + bytes(2048))
     result, provider = await look(seeing(), str(tmp_path / "big.png"))
     assert not result.ok
