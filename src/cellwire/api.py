@@ -16,6 +16,7 @@ import cellwire.nodes  # noqa: F401 - registers the built-in node types
 from cellwire.engine import Execution, RunResult, Runtime, compile_workflow
 from cellwire.model import Workflow
 from cellwire.services.llm import default_router
+from cellwire.services.llm.cache import open_cache
 from cellwire.store import RunStore, StoreSink, default_store, open_store
 
 if TYPE_CHECKING:
@@ -49,22 +50,28 @@ default_sinks: list[Callable[[Any], None]] = []
 
 
 def default_runtime(store: StoreOption = True) -> Runtime:
-    """A runtime with the built-in services, persisting runs to ``store``."""
-    runtime = Runtime(llm=default_router())
-    found = resolve_store(store)
-    if found is not None:
-        runtime.subscribe(found.sink)
+    """A runtime with the built-in services, persisting runs to ``store``, which also keeps
+    the conversations' chat memory and the LLM response cache."""
+    runtime = _with_store(Runtime(llm=default_router()), store)
     for sink in default_sinks:
         runtime.subscribe(sink)
     return runtime
 
 
 def _with_store(runtime: Runtime, store: StoreOption) -> Runtime:
-    found = resolve_store(store)
-    if found is None or any(isinstance(s, StoreSink) for s in runtime.sinks):
+    """``runtime`` recording its runs in ``store`` (a runtime with a store sink keeps it), with
+    that store as its chat memory and response cache where it has none."""
+    present = next((s.store for s in runtime.sinks if isinstance(s, StoreSink)), None)
+    found = present if present is not None else resolve_store(store)
+    if found is None:
         return runtime
     # A copy, so the caller's runtime is left as it was.
-    return dataclasses.replace(runtime, sinks=[*runtime.sinks, found.sink])
+    return dataclasses.replace(
+        runtime,
+        sinks=runtime.sinks if present is not None else [*runtime.sinks, found.sink],
+        memory=runtime.memory if runtime.memory is not None else found,
+        cache=runtime.cache if runtime.cache is not None else open_cache(found.path),
+    )
 
 
 async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
@@ -97,7 +104,9 @@ def run_runtime(runtime: Runtime | None, *, store: StoreOption = True, model: st
     runtime = default_runtime(store) if runtime is None else _with_store(runtime, store)
     if model is not None:
         runtime = dataclasses.replace(runtime, model_override=model)
-    return _with_cache(runtime, cache)
+    if cache and not runtime.cache_all:
+        runtime = dataclasses.replace(runtime, cache_all=True)
+    return runtime
 
 
 # Sinks that follow every run of one workflow object (open editor widgets), by id(workflow).
@@ -148,19 +157,6 @@ def widget(workflow: Workflow) -> Any:
     from cellwire.jupyter.widget import WorkflowWidget
 
     return WorkflowWidget(workflow)
-
-
-def _with_cache(runtime: Runtime, cache: bool) -> Runtime:
-    """Give the run's LLM router the response cache of its store (if it has one)."""
-    from cellwire.services.llm import LLMRouter
-    from cellwire.services.llm.cache import open_cache
-
-    store = next((s.store for s in runtime.sinks if isinstance(s, StoreSink)), None)
-    router = runtime.llm if runtime.llm is not None else default_router()
-    if store is None or not isinstance(router, LLMRouter):
-        return runtime
-    return dataclasses.replace(runtime, llm=router.with_cache(open_cache(store.path),
-                                                              cache_all=cache))
 
 
 def runs(limit: int | None = None, workflow: str | None = None,

@@ -10,6 +10,7 @@ import base64
 import pytest
 
 import cellwire
+from cellwire.nodes.llm.memory import NO_MEMORY
 from cellwire.services.llm import LLMRouter, Rule, ScriptedProvider
 from cellwire.store import RunStore
 
@@ -118,7 +119,7 @@ async def test_classifier_without_memory_has_no_history_section_and_notes_say_wh
         "memory: the run has no sys.conversation_id, so no history is sent"]
     result = await say(wf, provider, False, "invoice")
     assert process_data(result, "qc")["notes"] == [
-        "memory: this run has no run store (store=False), so no history is sent"]
+        f"memory: {NO_MEMORY}, so no history is sent"]
 
 
 async def test_classifier_sends_images_before_the_question_text(store, tmp_path):

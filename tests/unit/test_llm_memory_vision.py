@@ -10,6 +10,7 @@ import pytest
 
 import cellwire
 from cellwire.nodes.llm import vision as llm_vision
+from cellwire.nodes.llm.memory import NO_MEMORY
 from cellwire.services.llm import LLMRouter, Rule, ScriptedProvider
 from cellwire.store import RunStore, schema
 from cellwire.store.codec import BLOB_MIN_CHARS
@@ -125,8 +126,8 @@ async def test_no_store_or_no_conversation_sends_no_history_and_says_so(store):
     provider = ScriptedProvider()
     wf = chatflow(window={"enabled": True, "size": 5})
     result = await say(wf, provider, False, "hi")
-    assert notes(result) == [("memory: this run has no run store (store=False), so no "
-                             "history is sent")]
+    assert notes(result) == [f"memory: {NO_MEMORY}, so no history is sent"]
+    assert "store=False" in NO_MEMORY and "run it with a store" in NO_MEMORY
     await say(wf, provider, store, "first", conversation=None)
     result = await say(wf, provider, store, "second", conversation=None)
     assert notes(result) == [("memory: the run has no sys.conversation_id, so no history "

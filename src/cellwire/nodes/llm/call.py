@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cellwire.engine import NodeContext, Usage
+from cellwire.engine.services import LLMService
 from cellwire.services.llm import (
     ChatAccumulator,
     ChatChunk,
     ChatRequest,
     ChatResponse,
-    LLMRouter,
     ProviderError,
     Route,
     default_router,
@@ -22,6 +22,9 @@ from cellwire.services.llm.tokens import estimate_usage
 
 from .config import LLMConfigError, ModelConfig, node_error
 
+#: Why a run has no response cache (``runtime.cache`` is None), and how to give it one.
+NO_CACHE = ("this run has no response cache (it was run with store=False); run it with a "
+            "store (the default, or store='runs.db'), whose file keeps the cached replies")
 
 @dataclass(slots=True)
 class Call:
@@ -94,14 +97,14 @@ class Call:
 
 async def invoke(ctx: NodeContext, route: Route, request: ChatRequest, *, cache: bool = False,
                  reasoning_format: str = "tagged", stream: bool = True) -> Call:
-    """Call ``route`` with ``request`` for the node in ``ctx``: from the response cache when
-    it is on and holds the reply, else streamed from the provider (to the run's stream when
-    ``stream``); usage estimated when the server sent none; priced by the router."""
+    """Call ``route`` with ``request`` for the node in ``ctx``: from the response cache
+    (``runtime.cache``) when it is on (``cache``, or ``runtime.cache_all``) and holds the
+    reply, else streamed from the provider (to the run's stream when ``stream``); usage
+    estimated when the server sent none; priced by the router."""
     router = router_of(ctx)
-    store = router.cache if (cache or router.cache_all) else None
-    note = ""
-    if (cache or router.cache_all) and store is None:
-        note = "cache: this run has no run store, so replies are not cached"
+    wanted = cache or ctx.runtime.cache_all
+    store = ctx.runtime.cache if wanted else None
+    note = f"cache: {NO_CACHE}, so replies are not cached" if wanted and store is None else ""
     key = cache_key(route.provider.name, request) if store is not None else ""
     clock = ctx.runtime.clock
     t0 = clock.monotonic()
@@ -126,7 +129,7 @@ async def invoke(ctx: NodeContext, route: Route, request: ChatRequest, *, cache:
                 None if ttft is None else ttft - t0, note=note)
 
 
-def router_of(ctx: NodeContext) -> LLMRouter:
+def router_of(ctx: NodeContext) -> LLMService:
     # Built lazily, so a runtime made before CELLWIRE_DEFAULT_MODEL was set still sees it.
     return ctx.runtime.llm if ctx.runtime.llm is not None else default_router()
 

@@ -1,12 +1,11 @@
-"""Chat memory: earlier turns of the conversation, from the run store, fitted to the model's
-context."""
+"""Chat memory: earlier turns of the conversation, from ``runtime.memory`` (a
+:class:`~cellwire.engine.services.ChatMemory`: the run store), fitted to the model's context."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from cellwire.engine import NodeContext
 from cellwire.services.llm import ChatRequest, Route
@@ -15,6 +14,9 @@ from cellwire.services.llm.tokens import MESSAGE_OVERHEAD, count_messages, count
 from .call import router_of
 from .config import MemoryConfig
 
+#: Why a run has no chat memory (``runtime.memory`` is None), and how to give it one.
+NO_MEMORY = ("this run has no chat memory (it was run with store=False); run it with a store "
+             "(the default, or store='runs.db') to remember the conversation's earlier turns")
 #: The most turns Dify's memory remembers, with or without a window.
 MAX_MEMORY_TURNS = 500
 #: The history's token budget when the model's context size is unknown (Dify's
@@ -37,7 +39,7 @@ async def read_history(ctx: NodeContext, memory: MemoryConfig | None, notes: lis
                        reserve: int = 0, reply_node: str | None = None
                        ) -> list[tuple[str, str]]:
     """Dify's chat memory: ``(query, answer)`` of the conversation's earlier runs, oldest
-    first, at most ``limit`` of them (Dify's 500 when None), read from the run store.
+    first, at most ``limit`` of them (Dify's 500 when None), read from ``runtime.memory``.
     Conversations are told apart by ``sys.conversation_id``.
 
     As Dify's TokenBufferMemory, the oldest turns are dropped until the rest fit the model's
@@ -51,17 +53,17 @@ async def read_history(ctx: NodeContext, memory: MemoryConfig | None, notes: lis
     if conversation is None or conversation == "":
         notes.append("memory: the run has no sys.conversation_id, so no history is sent")
         return []
-    store = _run_store(ctx)
+    store = ctx.runtime.memory
     if store is None:
-        notes.append("memory: this run has no run store (store=False), so no history is sent")
+        notes.append(f"memory: {NO_MEMORY}, so no history is sent")
         return []
     workflow = str(ctx.pool.get(("sys", "workflow_id"), ""))
     try:
         turns = await ctx.to_thread(store.conversation_turns, workflow, str(conversation),
                                     min(limit or MAX_MEMORY_TURNS, MAX_MEMORY_TURNS),
                                     node_id=reply_node, exclude_run=ctx.run_id)
-    except sqlite3.Error as exc:
-        notes.append(f"memory: the run store could not be read ({exc}); no history is sent")
+    except (OSError, sqlite3.Error) as exc:
+        notes.append(f"memory: the chat memory could not be read ({exc}); no history is sent")
         return []
     history = [(turn.query, turn.answer) for turn in turns]
     if not history:
@@ -88,10 +90,7 @@ async def read_history(ctx: NodeContext, memory: MemoryConfig | None, notes: lis
 def context_size(ctx: NodeContext, route: Route) -> int | None:
     """The input context of the routed model in tokens: a local model's own window, else
     the price table's ``max_input_tokens``; None when unknown."""
-    size = getattr(route.provider, "n_ctx", None)
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size
-    return router_of(ctx).prices.max_input_tokens(route.provider.name, route.model)
+    return router_of(ctx).max_input_tokens(route)
 
 
 def _fit_history(history: list[tuple[str, str]], request: ChatRequest, context: int | None,
@@ -114,16 +113,6 @@ def _fit_history(history: list[tuple[str, str]], request: ChatRequest, context: 
         kept.append((query, answer))
     kept.reverse()
     return kept, budget, prompt
-
-
-def _run_store(ctx: NodeContext) -> Any:
-    # The store that records this run (its sink is subscribed to the runtime); duck-typed,
-    # as nodes do not import the store.
-    for sink in ctx.runtime.sinks:
-        store = getattr(sink, "store", None)
-        if callable(getattr(store, "conversation_turns", None)):
-            return store
-    return None
 
 
 def histories_text(history: Sequence[tuple[str, str]],
