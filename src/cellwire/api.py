@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import cellwire.nodes  # noqa: F401 - registers the built-in node types
 from cellwire.engine import Execution, RunResult, Runtime, compile_workflow
 from cellwire.model import Workflow
+from cellwire.services.files import working_folder
 from cellwire.services.llm import default_router
 from cellwire.services.llm.cache import open_cache
 from cellwire.store import RunStore, StoreSink, default_store, open_store
@@ -51,8 +52,9 @@ default_sinks: list[Callable[[Any], None]] = []
 
 def default_runtime(store: StoreOption = True) -> Runtime:
     """A runtime with the built-in services, persisting runs to ``store``, which also keeps
-    the conversations' chat memory and the LLM response cache."""
-    runtime = _with_store(Runtime(llm=default_router()), store)
+    the conversations' chat memory and the LLM response cache. Nodes may read local files in
+    the current working folder (:func:`cellwire.services.files.working_folder`)."""
+    runtime = _with_store(Runtime(llm=default_router(), files=working_folder()), store)
     for sink in default_sinks:
         runtime.subscribe(sink)
     return runtime

@@ -1,14 +1,20 @@
-"""Vision: image files as parts of the user's message."""
+"""Vision: image files as parts of the user's message.
+
+A local file is read only when the run's file policy (``runtime.files``) grants it; a runtime
+without one reads no local files (:mod:`cellwire.services.files`)."""
 
 from __future__ import annotations
 
 import base64
 import mimetypes
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cellwire.engine import NodeContext
+from cellwire.engine.services import FileAccessDenied, FilePolicy
+from cellwire.services.files import NoLocalFiles
 from cellwire.services.llm import ChatMessage
 from cellwire.services.llm.base import ContentPart, image_part, text_part
 
@@ -85,16 +91,25 @@ async def _image_url(ctx: NodeContext, item: Any, field: str) -> str | None:
             return None
         return url
     assert path is not None
-    return await ctx.to_thread(_data_url, path, mime, field)
+    return await ctx.to_thread(_data_url, path, mime, field, ctx.runtime.files or NoLocalFiles())
 
 
-def _data_url(path: str, mime: str | None, field: str) -> str | None:
-    """The local image at ``path`` as a base64 ``data:`` URL (None if it is no image)."""
+def _data_url(path: str, mime: str | None, field: str, files: FilePolicy) -> str | None:
+    """The local image at ``path`` as a base64 ``data:`` URL (None if it is no image), when
+    the run's file policy ``files`` lets it read the file."""
     if path.startswith("file://"):
         path = unquote(urlsplit(path).path)
     target = Path(path).expanduser()
     try:
-        with target.open("rb") as handle:
+        granted = files.check(path)
+    except FileAccessDenied as exc:
+        raise LLMConfigError(f"the image is not sent: {exc}", field=field,
+                             hint="grant its folder as said, or send the image as a URL the "
+                                  "model can fetch") from None
+    try:
+        # The policy resolved every symlink; one swapped in since is not followed.
+        fd = os.open(granted, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
             data = handle.read(MAX_IMAGE_BYTES + 1)
     except OSError as exc:
         raise LLMConfigError(f"cannot read the image {path!r}: {exc.strerror or exc}",
