@@ -34,6 +34,7 @@ from cellwire.engine.commands import Command, Stop
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
+from cellwire.services.files import FolderPolicy
 from cellwire.services.llm import LLMRouter, default_router
 from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import load_config
@@ -274,33 +275,36 @@ class Runner:
         cache = opts.cache if cache is None else cache
         base = base or self._base
         if base is not None and base is not self._base:
-            return self._assemble(base, found, base.llm or self._current_router(), model, cache)
+            return self._assemble(base, found, base.llm or self._current_router(), model, cache,
+                                  own=True)
         router = self._current_router() if base is None or base.llm is None else base.llm
-        key = (id(found), id(router), model, cache, opts.files)
+        files = os.path.abspath(opts.files) if opts.files is not None else None
+        key = (id(found), id(router), model, cache, files)
         with self._lock:
             runtime = self._runtimes.get(key)
             if runtime is None:
-                runtime = self._runtimes[key] = self._assemble(base or Runtime(), found, router,
-                                                               model, cache)
+                runtime = self._runtimes[key] = self._assemble(
+                    base or Runtime(), found, router, model, cache, own=base is not None)
             return runtime
 
     def _assemble(self, base: Runtime, store: RunStore | None, router: Any, model: str | None,
-                  cache: bool) -> Runtime:
+                  cache: bool, *, own: bool = False) -> Runtime:
+        # A caller's own runtime (``own``) keeps its file policy, ``None`` (no local files)
+        # included: granting the working folder is the runner's default, never a surprise.
         layers = list(base.sinks)
         if store is not None and not any(getattr(s, "store", None) is not None
                                          for s in layers):
             layers.append(store.sink)
-        response_cache = open_cache(store.path) if store is not None else None
-        if isinstance(router, LLMRouter) and response_cache is not None:
-            router = router.with_cache(response_cache, cache_all=cache)
         files = self.options.files
+        policy = base.files if own or files is None else FolderPolicy(os.path.abspath(files))
         return dataclasses.replace(
             base, sinks=layers, llm=router,
             http=base.http or self._http,
+            # The store keeps the conversations (chat memory) and the LLM response cache.
             memory=base.memory or store,
-            cache=base.cache or response_cache,
+            cache=base.cache or (open_cache(store.path) if store is not None else None),
             cache_all=cache or base.cache_all,
-            files=base.files,  # MERGE: FolderPolicy
+            files=policy,
             model_override=model or base.model_override,
         )
 

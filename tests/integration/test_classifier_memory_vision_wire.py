@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import cellwire
+from cellwire.services.files import working_folder
 from cellwire.services.llm import LLMRouter
 from cellwire.services.llm.openai import OpenAIProvider
 from cellwire.services.llm.ratelimit import RateLimits
@@ -28,6 +29,12 @@ MEMORY = {"window": {"enabled": True, "size": 4}}
 VISION = {"enabled": True, "configs": {"variable_selector": ["sys", "files"], "detail": "low"}}
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    # Runs read local images from the working folder (the default file policy).
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def store(tmp_path):
     with RunStore(tmp_path / "runs.db") as opened:
@@ -37,7 +44,7 @@ def store(tmp_path):
 async def two_turns(wf: cellwire.Workflow, server, store: RunStore, picture: Path):
     provider = OpenAIProvider("openai", base_url=server.base_url, api_key="sk-test",
                               rate_limits=RateLimits())
-    runtime = cellwire.Runtime(llm=LLMRouter([provider]))
+    runtime = cellwire.Runtime(llm=LLMRouter([provider]), files=working_folder())
     first = await wf.arun({"sys.query": "my invoice is wrong", "sys.conversation_id": "c1"},
                           runtime=runtime, store=store)
     assert first.ok, first.error

@@ -12,6 +12,7 @@ import pytest
 from anthropic_server import anthropic_server
 
 import cellwire
+from cellwire.services.files import working_folder
 from cellwire.services.llm import LLMRouter
 from cellwire.services.llm.anthropic import AnthropicProvider
 from cellwire.services.llm.openai import OpenAIProvider
@@ -26,6 +27,12 @@ pytestmark = pytest.mark.timeout(30)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
 PNG_B64 = base64.b64encode(PNG).decode()
 REMOTE = "https://example.com/dog.jpg"
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    # Runs read local images from the working folder (the default file policy).
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -54,7 +61,7 @@ def chatflow(provider: str, model: str) -> cellwire.Workflow:
 
 
 async def two_turns(wf: cellwire.Workflow, provider, store: RunStore, picture: str):
-    runtime = cellwire.Runtime(llm=LLMRouter([provider]))
+    runtime = cellwire.Runtime(llm=LLMRouter([provider]), files=working_folder())
     first = await wf.arun({"sys.query": "hello", "sys.conversation_id": "c1"},
                           runtime=runtime, store=store)
     assert first.ok, first.error

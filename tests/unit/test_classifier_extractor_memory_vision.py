@@ -10,6 +10,8 @@ import base64
 import pytest
 
 import cellwire
+from cellwire.nodes.llm.memory import NO_MEMORY
+from cellwire.services.files import working_folder
 from cellwire.services.llm import LLMRouter, Rule, ScriptedProvider
 from cellwire.store import RunStore
 
@@ -20,6 +22,12 @@ BILLING = Rule(contains="invoice", json={"category_id": "1", "category_name": "b
 TECHNICAL = Rule(json={"category_id": "2", "category_name": "technical"})
 PARAMS = [{"name": "city", "type": "string", "required": True},
           {"name": "nights", "type": "number"}]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    # Runs read local images from the working folder (the default file policy).
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -53,7 +61,7 @@ async def say(wf, provider, store, query: str, conversation: str | None = "c1", 
     if conversation is not None:
         inputs["sys.conversation_id"] = conversation
     result = await wf.arun({"sys.query": query, **inputs},
-                           runtime=cellwire.Runtime(llm=LLMRouter([provider])), store=store)
+                           runtime=cellwire.Runtime(llm=LLMRouter([provider]), files=working_folder()), store=store)
     assert result.ok, result.error
     return result
 
@@ -118,7 +126,7 @@ async def test_classifier_without_memory_has_no_history_section_and_notes_say_wh
         "memory: the run has no sys.conversation_id, so no history is sent"]
     result = await say(wf, provider, False, "invoice")
     assert process_data(result, "qc")["notes"] == [
-        "memory: this run has no run store (store=False), so no history is sent"]
+        f"memory: {NO_MEMORY}, so no history is sent"]
 
 
 async def test_classifier_sends_images_before_the_question_text(store, tmp_path):
@@ -206,8 +214,8 @@ async def test_extractor_prompt_mode_keeps_the_schema_last_and_sends_images(stor
 async def test_extractor_bad_image_is_a_configuration_error_naming_the_field(store):
     provider = ScriptedProvider([lisbon()])
     wf = extractor_chat(vision={"enabled": True})
-    result = await wf.arun({"sys.query": "x", "sys.files": ["/nonexistent/cat.png"]},
-                           runtime=cellwire.Runtime(llm=LLMRouter([provider])), store=store)
+    result = await wf.arun({"sys.query": "x", "sys.files": ["missing/cat.png"]},
+                           runtime=cellwire.Runtime(llm=LLMRouter([provider]), files=working_folder()), store=store)
     assert not result.ok
     assert "cannot read the image" in result.error
     assert "vision.configs.variable_selector[0]" in result.error

@@ -9,13 +9,21 @@ import sqlite3
 import pytest
 
 import cellwire
-from cellwire.nodes import llm as llm_node
+from cellwire.nodes.llm import vision as llm_vision
+from cellwire.nodes.llm.memory import NO_MEMORY
+from cellwire.services.files import working_folder
 from cellwire.services.llm import LLMRouter, Rule, ScriptedProvider
 from cellwire.store import RunStore, schema
 from cellwire.store.codec import BLOB_MIN_CHARS
 
 SCRIPTED = {"provider": "scripted", "name": "echo"}
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    # Runs read local images from the working folder (the default file policy).
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -39,7 +47,7 @@ async def say(wf, provider, store, query: str, conversation: str | None = "c1", 
     if conversation is not None:
         inputs["sys.conversation_id"] = conversation
     result = await wf.arun({"sys.query": query, **inputs},
-                           runtime=cellwire.Runtime(llm=LLMRouter([provider])), store=store)
+                           runtime=cellwire.Runtime(llm=LLMRouter([provider]), files=working_folder()), store=store)
     assert result.ok, result.error
     return result
 
@@ -96,7 +104,7 @@ async def test_without_a_window_every_turn_is_remembered_and_failed_runs_are_not
     for query in ("a", "b", "c"):
         await say(wf, provider, store, query)
     failed = await wf.arun({"sys.query": "boom", "sys.conversation_id": "c1"},
-                           runtime=cellwire.Runtime(llm=LLMRouter([provider])), store=store)
+                           runtime=cellwire.Runtime(llm=LLMRouter([provider]), files=working_folder()), store=store)
     assert not failed.ok
     await say(wf, provider, store, "d")
     assert [text for role, text in sent(provider) if role == "user"] == ["a", "b", "c", "d"]
@@ -125,8 +133,8 @@ async def test_no_store_or_no_conversation_sends_no_history_and_says_so(store):
     provider = ScriptedProvider()
     wf = chatflow(window={"enabled": True, "size": 5})
     result = await say(wf, provider, False, "hi")
-    assert notes(result) == [("memory: this run has no run store (store=False), so no "
-                             "history is sent")]
+    assert notes(result) == [f"memory: {NO_MEMORY}, so no history is sent"]
+    assert "store=False" in NO_MEMORY and "run it with a store" in NO_MEMORY
     await say(wf, provider, store, "first", conversation=None)
     result = await say(wf, provider, store, "second", conversation=None)
     assert notes(result) == [("memory: the run has no sys.conversation_id, so no history "
@@ -202,7 +210,7 @@ def seeing(detail: str | None = None, **vision) -> cellwire.Workflow:
 async def look(wf, pics, provider=None, **inputs):
     provider = provider or ScriptedProvider()
     result = await wf.arun(q="what is this?", pics=pics, store=False,
-                           runtime=cellwire.Runtime(llm=LLMRouter([provider])), **inputs)
+                           runtime=cellwire.Runtime(llm=LLMRouter([provider]), files=working_folder()), **inputs)
     return result, provider
 
 
@@ -283,7 +291,7 @@ async def test_images_go_with_the_query_after_the_remembered_turns(store, tmp_pa
 @pytest.mark.parametrize(("pics", "message", "field"), [
     ([{"type": "image", "transfer_method": "local_file", "upload_file_id": "f-1"}],
      "has no url and no path", "vision.configs.variable_selector[0]"),
-    (["/nonexistent/cat.png"], "cannot read the image", "vision.configs.variable_selector[0]"),
+    (["missing/cat.png"], "cannot read the image", "vision.configs.variable_selector[0]"),
     ([42], "a int is not a file", "vision.configs.variable_selector[0]"),
 ])
 async def test_bad_files_are_configuration_errors_naming_the_field(pics, message, field):
@@ -293,7 +301,7 @@ async def test_bad_files_are_configuration_errors_naming_the_field(pics, message
 
 
 async def test_a_local_image_over_the_size_cap_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(llm_node, "MAX_IMAGE_BYTES", 1024)
+    monkeypatch.setattr(llm_vision, "MAX_IMAGE_BYTES", 1024)
     (tmp_path / "big.png").write_bytes(PNG + bytes(2048))
     result, provider = await look(seeing(), str(tmp_path / "big.png"))
     assert not result.ok

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import textwrap
 
 import cellwire
 from cellwire.model import registry
+from cellwire.nodes import unsupported
 
 
 def test_a_package_registers_node_types_through_its_entry_point(tmp_path, monkeypatch):
@@ -34,3 +36,67 @@ def test_a_package_registers_node_types_through_its_entry_point(tmp_path, monkey
     assert cellwire.validate(wf) == []
     assert wf.run(name="ada", store=False).outputs == {"text": "HI ADA"}
     registry.unregister("acme-shout")
+
+
+def test_a_plugin_named_like_a_placeholder_replaces_it(tmp_path, monkeypatch):
+    # 'tool' has a placeholder (nodes/unsupported.py) that needs runtime.tools; a plugin that
+    # registers a real 'tool' node type wins over it.
+    (tmp_path / "acme_tools.py").write_text(textwrap.dedent('''
+        import cellwire
+
+        @cellwire.node_type("tool", outputs=["text"])
+        async def tool(ctx):
+            """Runs Dify tools through ACME's gateway."""
+            return {"text": f"acme ran {ctx.config.tool_name}"}
+    '''))
+    dist = tmp_path / "acme_tools-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-tools\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[cellwire.nodes]\nacme = acme_tools\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.delitem(sys.modules, "acme_tools", raising=False)
+
+    wf = tool_workflow()
+    try:
+        assert cellwire.validate(wf) == []
+        assert wf.run(store=False).outputs == {"text": "acme ran web_search"}
+        assert registry.names().count("tool") == 1
+    finally:
+        registry.unregister("tool")
+    # Without the plugin the placeholder answers again, saying what the node needs.
+    result = tool_workflow().run(store=False)
+    assert not result.ok and "cannot run here" in result.error
+    assert "register a Python tool named 'web_search' in runtime.tools" in result.error
+
+
+def test_a_builtin_registered_before_the_placeholders_survives_them():
+    @cellwire.node_type("agent", outputs=["text"])
+    async def agent(ctx):
+        """A real agent node, registered before the placeholders are."""
+        return {"text": "real agent"}
+
+    try:
+        # Importing the placeholders again registers them after the real type, as a built-in
+        # module listed before 'unsupported' in cellwire.nodes would be.
+        importlib.reload(unsupported)
+        assert registry.get("agent").run is agent
+        wf = cellwire.Workflow("agents")
+        wf.add_node("start", "start")
+        wf.add_node("a", "agent", after="start", agent_strategy_name="react")
+        wf.add_node("end", "end", after="a",
+                    outputs=[{"variable": "text", "value_selector": ["a", "text"]}])
+        assert wf.run(store=False).outputs == {"text": "real agent"}
+    finally:
+        registry.unregister("agent")
+    assert registry.get("agent").run.__module__ == unsupported.__name__
+
+
+def tool_workflow() -> cellwire.Workflow:
+    wf = cellwire.Workflow("tools")
+    wf.add_node("start", "start")
+    wf.add_node("search", "tool", after="start", provider_id="tavily", provider_type="builtin",
+                provider_name="tavily", tool_name="web_search")
+    wf.add_node("end", "end", after="search",
+                outputs=[{"variable": "text", "value_selector": ["search", "text"]}])
+    return wf

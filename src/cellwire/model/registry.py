@@ -82,33 +82,52 @@ def _short(value: Any) -> str:
 
 
 class Registry:
-    """Node types by name; entry points load on the first miss."""
+    """Node types by name; entry points load on the first miss.
+
+    A *fallback* (``register(..., fallback=True)``) stands in for a type not built here (the
+    placeholders of ``cellwire.nodes.unsupported``): it never replaces a real type, a real
+    registration of its name shadows it, and a lookup that would answer with it loads the
+    entry points first, so a plugin of that name wins.
+    """
 
     def __init__(self) -> None:
         self._types: dict[str, NodeType] = {}
+        self._fallbacks: dict[str, NodeType] = {}
         self._aliases: dict[str, str] = {}
         self._entry_points_loaded = False
         #: Counts changes of the registered types, so compiled workflows know they are stale.
         self.generation = 0
 
-    def register(self, node_type: NodeType, *, aliases: Sequence[str] = ()) -> NodeType:
+    def register(self, node_type: NodeType, *, aliases: Sequence[str] = (),
+                 fallback: bool = False) -> NodeType:
+        """Make ``node_type`` known by its name and ``aliases``; a ``fallback`` only answers
+        for names no real type (built in or from a plugin) has."""
         self.generation += 1
+        if fallback:
+            self._fallbacks[node_type.name] = node_type
+            for alias in aliases:
+                self._aliases.setdefault(alias, node_type.name)
+            return node_type
         self._types[node_type.name] = node_type
         for alias in aliases:
             self._aliases[alias] = node_type.name
         return node_type
 
     def unregister(self, name: str) -> None:
+        """Forget the real type ``name`` (its fallback, if any, answers again); a name with
+        only a fallback loses that."""
         self.generation += 1
-        self._types.pop(name, None)
+        if self._types.pop(name, None) is None:
+            self._fallbacks.pop(name, None)
 
     def find(self, name: str) -> NodeType | None:
         name = self._aliases.get(name, name)
         found = self._types.get(name)
         if found is None and not self._entry_points_loaded:
             self._load_entry_points()
-            found = self._types.get(self._aliases.get(name, name))
-        return found
+            name = self._aliases.get(name, name)
+            found = self._types.get(name)
+        return found if found is not None else self._fallbacks.get(name)
 
     def get(self, name: str) -> NodeType:
         found = self.find(name)
@@ -117,7 +136,7 @@ class Registry:
         return found
 
     def names(self) -> list[str]:
-        return sorted(self._types)
+        return sorted(self._types.keys() | self._fallbacks.keys())
 
     def _load_entry_points(self) -> None:
         self._entry_points_loaded = True
@@ -139,12 +158,14 @@ def node_type(
     start: bool = False,
     aliases: Sequence[str] = (),
     description: str = "",
+    fallback: bool = False,
 ) -> Callable[[RunFn], RunFn]:
     """Register ``async def run(ctx)`` as the node type ``name``.
 
     ``outputs`` lists the names the node writes (or computes them from the parsed config);
     ``handles`` makes the node a branch that picks one of those source handles;
-    ``references`` yields ``(field, selector)`` for selectors in fields not named ``*selector``.
+    ``references`` yields ``(field, selector)`` for selectors in fields not named ``*selector``;
+    ``fallback`` registers a placeholder that any real type or plugin of that name replaces.
     """
 
     def decorate(run: RunFn) -> RunFn:
@@ -161,6 +182,7 @@ def node_type(
                 description=description or (run.__doc__ or "").strip().split("\n")[0],
             ),
             aliases=aliases,
+            fallback=fallback,
         )
         return run
 

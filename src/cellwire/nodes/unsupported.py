@@ -104,13 +104,9 @@ async def _unsupported(ctx: NodeContext) -> NodeResult:
 
 
 def _register(name: str, run: Callable[[NodeContext], Any] = _unsupported, *,
-              config: type[NodeConfig] = NodeConfig, fallback: bool = False,
-              **options: Any) -> None:
-    # A fallback gives way to a real implementation registered by another module.
-    if fallback and registry.find(name) is not None:
-        return
-    run_fn = _copy(run, name)
-    node_type(name, config=config, **options)(run_fn)
+              config: type[NodeConfig] = NodeConfig, **options: Any) -> None:
+    # A fallback: a built-in or a plugin of the same name replaces it, before or after.
+    node_type(name, config=config, fallback=True, **options)(_copy(run, name))
 
 
 def _copy(run: Callable[[NodeContext], Any], name: str) -> Callable[[NodeContext], Any]:
@@ -303,7 +299,7 @@ _register("knowledge-retrieval", config=KnowledgeRetrievalConfig, outputs=["resu
           aliases=["knowledge-retrieval-v2"])
 _register("agent", config=AgentConfig)
 _register("document-extractor", outputs=["text"])
-_register("human-input", config=HumanInputConfig, fallback=True,
+_register("human-input", config=HumanInputConfig,
           handles=lambda c: [*(a.id for a in c.user_actions), "__timeout"],
           outputs=lambda c: [*(i.output_variable_name for i in c.inputs), "__action_id",
                              "__action_value", "__rendered_content"])
@@ -312,9 +308,9 @@ _register("trigger-schedule", config=ScheduleTriggerConfig, start=True)
 _register("trigger-plugin", start=True)
 _register("datasource", start=True)
 _register("knowledge-index")
-_register("question-classifier", config=QuestionClassifierConfig, fallback=True,
+_register("question-classifier", config=QuestionClassifierConfig,
           handles=lambda c: [k.id for k in c.classes],
           outputs=["class_name", "class_id", "class_label", "usage"])
-_register("parameter-extractor", config=ParameterExtractorConfig, fallback=True,
+_register("parameter-extractor", config=ParameterExtractorConfig,
           outputs=lambda c: [*(p.name for p in c.parameters), "__is_success", "__reason",
                              "__usage"])

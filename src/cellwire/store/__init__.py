@@ -3,7 +3,7 @@
 from .home import HOME_ENV, home, runs_db_path
 from .schema import SchemaTooNew
 from .sink import StoreSink
-from .sqlite import ConversationTurn, RunNotFound, RunStore, open_store
+from .sqlite import RunNotFound, RunStore, open_store
 
 
 def default_store() -> RunStore:
@@ -12,6 +12,6 @@ def default_store() -> RunStore:
 
 
 __all__ = [
-    "HOME_ENV", "ConversationTurn", "RunNotFound", "RunStore", "SchemaTooNew", "StoreSink", "default_store", "home",
+    "HOME_ENV", "RunNotFound", "RunStore", "SchemaTooNew", "StoreSink", "default_store", "home",
     "open_store", "runs_db_path",
 ]

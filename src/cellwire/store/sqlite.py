@@ -19,9 +19,10 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from cellwire.engine.result import TRACE_COLUMNS
+from cellwire.engine.services import Turn
 
 from . import views
 from .codec import blob_refs, from_json, to_json
@@ -44,14 +45,6 @@ _SELECT_RUNS = "SELECT {} FROM runs".format(", ".join(RUN_COLUMNS))
 
 #: Run states whose turn counts in a conversation's history.
 _FINISHED = ("succeeded", "partial-succeeded")
-
-
-class ConversationTurn(NamedTuple):
-    """One earlier run of a conversation: what the user asked and what was answered."""
-
-    run_id: str
-    query: str
-    answer: str
 
 
 class RunNotFound(KeyError):
@@ -178,7 +171,7 @@ class RunStore:
 
     def conversation_turns(self, workflow: str, conversation_id: str, limit: int, *,
                            node_id: str | None = None,
-                           exclude_run: str | None = None) -> list[ConversationTurn]:
+                           exclude_run: str | None = None) -> list[Turn]:
         """The last ``limit`` finished runs of ``workflow`` in conversation
         ``conversation_id``, oldest first, as turns: the run's ``sys.query`` and its answer.
 
@@ -210,7 +203,7 @@ class RunStore:
             if not answer and run_id in replies:
                 outputs = from_json(replies[run_id], blobs)
                 answer = outputs.get("text") if isinstance(outputs, dict) else None
-            turns.append(ConversationTurn(run_id, _text(query), _text(answer)))
+            turns.append(Turn(run_id, _text(query), _text(answer)))
         return turns
 
     def _blobs(self, cells: list[str | None]) -> dict[str, str]:
@@ -269,5 +262,4 @@ def open_store(path: str | os.PathLike[str]) -> RunStore:
         return store
 
 
-__all__ = ["DEFAULT_STORE_TIMEOUT", "ConversationTurn", "RunNotFound", "RunStore", "open_store",
-           "store_timeout"]
+__all__ = ["DEFAULT_STORE_TIMEOUT", "RunNotFound", "RunStore", "open_store", "store_timeout"]

@@ -14,10 +14,9 @@ provider's own model name, in this order:
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .base import Cost, Provider, TokenUsage, UnknownModelError
 from .prices import Priced, PriceTable
@@ -64,10 +63,6 @@ class LLMRouter:
         self._providers: dict[str, Provider] = {}
         #: Prices for :meth:`priced`; the scripted test double and ``free`` providers cost 0.
         self.prices = prices if prices is not None else PriceTable()
-        #: The response cache (``services.llm.cache.ResponseCache``) of the run's store.
-        self.cache: Any = None
-        #: Cache every llm-family call of the run, not only nodes with ``cache: true``.
-        self.cache_all = False
         items = providers.items() if isinstance(providers, Mapping) else (
             (p.name, p) for p in providers
         )
@@ -174,12 +169,13 @@ class LLMRouter:
             return Priced(Cost(), f"free:{route.provider.name}")
         return self.prices.price(route.provider.name, route.model, usage)
 
-    def with_cache(self, cache: Any, *, cache_all: bool = False) -> LLMRouter:
-        """A copy of this router (same providers and prices) that caches in ``cache``."""
-        clone = copy.copy(self)
-        clone.cache = cache
-        clone.cache_all = cache_all
-        return clone
+    def max_input_tokens(self, route: Route) -> int | None:
+        """The input context of the routed model in tokens: a local model's own window, else
+        the price table's ``max_input_tokens``; None when unknown."""
+        size = getattr(route.provider, "n_ctx", None)
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+        return self.prices.max_input_tokens(route.provider.name, route.model)
 
     async def models(self) -> list[str]:
         """Every ``provider/model`` the registered providers report."""
