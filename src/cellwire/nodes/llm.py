@@ -168,7 +168,16 @@ _REQUEST_FIELDS = ("temperature", "top_p", "max_tokens", "stop", "response_forma
                    "json_schema")
 
 
-@node_type("llm", config=LLMConfig, outputs=_outputs)
+def _jinja_fields(config: LLMConfig) -> list[tuple[str, str]]:
+    """The prompt messages in jinja2 mode; every other prompt text is plain."""
+    template = config.prompt_template
+    items = template if isinstance(template, list) else [] if template is None else [template]
+    return [(f"prompt_template[{i}].jinja2_text" if isinstance(template, list)
+             else "prompt_template.jinja2_text", item.jinja2_text or item.text or "")
+            for i, item in enumerate(items) if item.edition_type == "jinja2"]
+
+
+@node_type("llm", config=LLMConfig, outputs=_outputs, jinja=_jinja_fields)
 async def run(ctx: NodeContext) -> NodeResult:
     """Ask a chat model; outputs ``text``, ``reasoning_content``, ``usage``, ``finish_reason``."""
     config: LLMConfig = ctx.config
@@ -417,7 +426,7 @@ def _render_messages(ctx: NodeContext, config: LLMConfig, context: str,
             # no text there, they reach the model as image parts (vision).
             template_text = (config.memory.query_prompt_template or "{{#sys.query#}}"
                              ).replace("{{#sys.files#}}", "")
-            text = ctx.render(template_text, field="memory.query_prompt_template")
+            text = ctx.render(template_text)
             messages.append(ChatMessage("user", text))
     if history and isinstance(template, list):
         # Dify puts the remembered turns after the prompt's messages, before the user's
@@ -437,13 +446,13 @@ def _render_one(ctx: NodeContext, item: PromptMessage, field: str, context: str,
                 variables: dict[str, Any], histories: str = "") -> str:
     if item.edition_type == "jinja2":
         namespace = {k: ("" if v is None else v) for k, v in variables.items()}
-        return ctx.render(item.jinja2_text or item.text or "", field=f"{field}.jinja2_text",
-                          extra=namespace)
-    # Dify's special placeholders are not pool references: keep them out of both renderers.
+        return ctx.render_jinja(item.jinja2_text or item.text or "", namespace,
+                                field=f"{field}.jinja2_text")
+    # Dify's special placeholders are not pool references: keep them out of the renderer.
     text = item.text.replace("{{#context#}}", _CONTEXT).replace("{{#histories#}}", _HISTORIES)
     if histories and _HISTORIES not in text:
         text = f"{_HISTORIES}\n{text}"  # as Dify does when a completion prompt has no slot
-    text = ctx.render(text, field=f"{field}.text", extra=variables or None)
+    text = ctx.render(text)  # plain: references only, as Dify's basic edition
     return text.replace(_CONTEXT, context).replace(_HISTORIES, histories)
 
 
