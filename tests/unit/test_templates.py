@@ -20,7 +20,7 @@ from cellwire.services.llm import ScriptedProvider
 VALUES = {"name": "Ada", "n": 2.5, "flag": True,
           "obj": {"k": "v", "l": [1, 2], "b": True, "e": [], "f": 1.0, "o": {"x": [1, "é"]},
                   "lo": [{"a": 1}], "ls": ["a", "é"]}}
-PATHS = "|".join("{{#start.obj.%s#}}" % key for key in ("k", "l", "b", "e", "f", "o", "lo", "ls"))
+PATHS = "|".join(f"{{{{#start.obj.{key}#}}}}" for key in ("k", "l", "b", "e", "f", "o", "lo", "ls"))
 
 
 @pytest.fixture(autouse=True)
