@@ -44,11 +44,16 @@ _FILE_IDENTITY = "__dify__file__"
 def is_file(value: Any) -> bool:
     """Whether ``value`` is a Dify file object (a mapping with ``transfer_method``)."""
     return isinstance(value, Mapping) and (
-        value.get("dify_model_identity") == _FILE_IDENTITY or "transfer_method" in value)
+        "transfer_method" in value or value.get("dify_model_identity") == _FILE_IDENTITY)
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, default=str)
+_INDENTED = json.JSONEncoder(ensure_ascii=False, default=str, indent=2)
 
 
 def _json(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent, default=str)
+    return (_INDENTED if indent else _COMPACT).encode(value)
 
 
 def text_of(value: Any) -> str:
@@ -57,11 +62,11 @@ def text_of(value: Any) -> str:
     Objects are JSON; arrays of strings are JSON and other arrays Python's ``str`` (as Dify
     does); empty arrays, files and None read as nothing; booleans as ``True``/``False``.
     """
-    if value is None:
-        return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, Mapping):
+    if value is None:
+        return ""
+    if isinstance(value, (dict, Mapping)):  # dict first: the common case, and a fast check
         return "" if is_file(value) else _json(value)
     if isinstance(value, (list, tuple)):
         items = list(value)
@@ -79,11 +84,11 @@ def markdown_of(value: Any) -> str:
     Objects are indented JSON, arrays a ``- item`` list, files a Markdown link (an image
     link for images).
     """
-    if value is None:
-        return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, Mapping):
+    if value is None:
+        return ""
+    if isinstance(value, (dict, Mapping)):
         return _file_markdown(value) if is_file(value) else _json(value, indent=2)
     if isinstance(value, (list, tuple)):
         if value and all(is_file(v) for v in value):
