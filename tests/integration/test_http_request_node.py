@@ -46,12 +46,13 @@ def _succeeded(result: cellwire.RunResult) -> NodeSucceeded:
 async def test_get_with_params_and_headers(server: LoopbackServer):
     wf = _wf(method="GET", url=server.url + "/items?fixed=1",
              params="q:{{#start.q#}}\nlimit: 10\n\nempty",
-             headers="X-Trace: {{ start.q }}-id\nAccept:application/json")
+             headers="X-Trace: {{#start.q#}}-id\nX-Raw: {{ start.q }}\nAccept:application/json")
     event = _succeeded(await wf.arun(q="hello world"))
     (req,) = server.requests
     assert (req.method, req.path) == ("GET", "/items")
     assert req.query == {"fixed": ["1"], "q": ["hello world"], "limit": ["10"]}
     assert req.header("X-Trace") == "hello world-id"
+    assert req.header("X-Raw") == "{{ start.q }}"  # plain text: no Jinja, as in Dify
     assert req.header("Accept") == "application/json"
     out = event.outputs
     assert out["status_code"] == 200

@@ -356,15 +356,17 @@ async def test_invalid_workflow_raises_with_problems():
     assert info.value.problems[0].field == "type"
 
 
-async def test_sys_inputs_and_pool_templates():
+async def test_sys_inputs_and_plain_templates():
     @node_type("t-echo-sys")
     async def echo(ctx):
-        return {"text": ctx.render("{{#sys.query#}} / {{ sys.query }}")}
+        return {"text": ctx.render("{{#sys.query#}} / {{ sys.query }}"),
+                "jinja": ctx.render_jinja("{{ sys.query }}!", field="text")}
 
     wf = cellwire.Workflow("sys")
     wf.add_node("e", "t-echo-sys")
     result = await wf.arun({"sys.query": "hi"})
-    assert result.trace.loc[0, "outputs"] == {"text": "hi / hi"}
+    # A plain field replaces Dify references only; Jinja runs only when asked for.
+    assert result.trace.loc[0, "outputs"] == {"text": "hi / {{ sys.query }}", "jinja": "hi!"}
 
 
 async def test_event_loop_stays_free_while_a_node_awaits():

@@ -64,12 +64,12 @@ def finished(result, node_id: str) -> NodeSucceeded:
 # -- prompts -----------------------------------------------------------------------------------
 
 
-async def test_prompt_renders_both_reference_forms_context_and_jinja2_edition():
+async def test_prompt_renders_references_context_and_jinja2_edition():
     provider = ScriptedProvider()
     wf = workflow(
         "llm", variables=("query", "topic", "doc"),
         prompt_template=[
-            {"role": "system", "text": "You write about {{ start.topic }}.",
+            {"role": "system", "text": "You write about {{#start.topic#}}, not {{ topic }}.",
              "edition_type": "basic"},
             {"role": "assistant", "text": "", "edition_type": "jinja2",
              "jinja2_text": "{% for w in words %}[{{ w }}]{% endfor %}"},
@@ -85,14 +85,16 @@ async def test_prompt_renders_both_reference_forms_context_and_jinja2_edition():
     assert result.ok, result.error
     sent = provider.calls[0].messages
     assert [(m.role, m.text) for m in sent] == [
-        ("system", "You write about owls."),
+        # Basic edition: references only, the rest literal (as Dify).
+        ("system", "You write about owls, not {{ topic }}."),
         ("assistant", "[o][w][l][s]"),
         ("user", "Use: Owls hunt at night.\nQ: why?"),
     ]
     # The scripted model echoes the last user message.
     assert result.outputs["llm"] == "Use: Owls hunt at night.\nQ: why?"
     row = result.trace.set_index("node_id").loc["llm"]
-    assert row.process_data["prompts"][0] == {"role": "system", "text": "You write about owls."}
+    assert row.process_data["prompts"][0] == {"role": "system",
+                                              "text": "You write about owls, not {{ topic }}."}
     assert row.inputs == {"words": "owls", "#context#": "Owls hunt at night."}
 
 

@@ -30,7 +30,7 @@ def test_a_package_registers_node_types_through_its_entry_point(tmp_path, monkey
 
     wf = cellwire.Workflow("plugin")
     wf.add_node("start", "start", variables=[{"variable": "name"}])
-    wf.add_node("loud", "acme-shout", text="hi {{ start.name }}", after="start")
+    wf.add_node("loud", "acme-shout", text="hi {{#start.name#}}", after="start")
     wf.add_node("end", "end", after="loud",
                 outputs=[{"variable": "text", "value_selector": ["loud", "text"]}])
     assert cellwire.validate(wf) == []

@@ -62,19 +62,35 @@ def test_reference_to_missing_node_and_missing_output():
     assert "no output 'nope'" in missing_output.message and "q" in missing_output.hint
 
 
-def test_template_references_in_both_forms():
+def test_plain_fields_check_dify_references_only():
     @cellwire.node_type("v-text")
     async def text(ctx):
         return {}
 
     wf = _wf()
-    wf.add_node("t", "v-text", after="start", text="{{#ghost.x#}} and {{ start.missing }}")
+    wf.add_node("t", "v-text", after="start",
+                text="{{#ghost.x#}} and {{ start.missing }} and {{ name }} and {{ x: 1 }}")
     problems = validate(wf)
-    assert {p.message for p in problems} == {
-        "refers to node 'ghost', which does not exist",
-        "node 'start' has no output 'missing'",
+    # {{ ... }} in a plain field is literal text (Dify), so only the Dify reference counts.
+    assert [(p.field, p.message) for p in problems] == [
+        ("text", "refers to node 'ghost', which does not exist")]
+
+
+def test_jinja_fields_check_their_node_references():
+    wf = _wf()
+    wf.add_node("t", "template-transform", after="start",
+                template="{{ start.missing }} {{ start.q }} {{ doc.title }} {{#ghost.x#}}",
+                variables=[{"variable": "doc", "value_selector": ["start", "q"]}])
+    wf.add_node("llm", "llm", after="start", model={"provider": "scripted", "name": "echo"},
+                prompt_template=[
+                    {"role": "system", "text": "{{ start.nope }}"},
+                    {"role": "user", "edition_type": "jinja2", "jinja2_text": "{{ start.gone }}"}])
+    problems = {(p.node_id, p.field, p.message) for p in validate(wf)}
+    assert problems == {
+        ("t", "template", "node 'start' has no output 'missing'"),
+        ("t", "template", "refers to node 'ghost', which does not exist"),
+        ("llm", "prompt_template[1].jinja2_text", "node 'start' has no output 'gone'"),
     }
-    assert all(p.field == "text" for p in problems)
 
 
 def test_reserved_prefixes_are_checked():

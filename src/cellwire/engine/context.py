@@ -1,16 +1,9 @@
-"""The variable pool (every node's outputs, plus sys / env / conversation) and templates."""
+"""The variable pool: every node's outputs, plus sys / env / conversation."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from cellwire.model.selectors import DIFY_REFERENCE
 
 MISSING: Any = object()
 
@@ -73,7 +66,7 @@ class VariablePool:
         return value
 
     def namespace(self) -> dict[str, dict[str, Any]]:
-        """The pool as a read-only mapping for templates: ``{{ node.var }}``."""
+        """The pool as a mapping for Jinja templates: ``{{ node.var }}``."""
         return self._data
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
@@ -86,66 +79,3 @@ def _step(value: Any, key: str) -> Any:
     if isinstance(value, (list, tuple)):
         return value[int(key)]
     return getattr(value, key)
-
-
-def to_text(value: Any) -> str:
-    """How a value reads inside a template (Dify's segment text)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def render_dify(text: str, pool: VariablePool) -> str:
-    """Replace each ``{{#node.var#}}`` with its value; a missing value reads as empty."""
-    if "{{#" not in text:
-        return text
-    return DIFY_REFERENCE.sub(
-        lambda m: to_text(pool.get(m.group(1).split("."), None)), text
-    )
-
-
-_jinja = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
-_compiled: dict[str, jinja2.Template] = {}
-_JINJA_MARK = re.compile(r"\{\{\s*[A-Za-z_(\[\"']|\{%")
-
-
-def has_jinja(text: str) -> bool:
-    return _JINJA_MARK.search(text) is not None
-
-
-def compile_jinja(text: str) -> jinja2.Template:
-    """A sandboxed Jinja template, compiled once per text (raises TemplateSyntaxError)."""
-    template = _compiled.get(text)
-    if template is None:
-        if len(_compiled) > 4096:
-            _compiled.clear()
-        template = _compiled[text] = _jinja.from_string(text)
-    return template
-
-
-def render(text: str, pool: VariablePool, extra: Mapping[str, Any] | None = None) -> str:
-    """Render both reference forms: Dify's ``{{#a.b#}}`` and Jinja's ``{{ a.b }}``.
-
-    A value inserted by a Dify reference is never parsed as Jinja: it goes in as a Jinja
-    variable, so a user's ``{{ ... }}`` in a query stays text.
-    """
-    if not has_jinja(text):
-        return render_dify(text, pool)
-    values: list[str] = []
-
-    def hold(match: re.Match[str]) -> str:
-        values.append(to_text(pool.get(match.group(1).split("."), None)))
-        return f"{{{{ __cw_refs[{len(values) - 1}] }}}}"
-
-    if "{{#" in text:
-        text = DIFY_REFERENCE.sub(hold, text)
-    namespace: Mapping[str, Any] = pool.namespace()
-    if extra or values:
-        namespace = {**namespace, **(extra or {}), "__cw_refs": values}
-    return compile_jinja(text).render(namespace)

@@ -9,11 +9,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
+from jinja2.sandbox import SecurityError
 
 from cellwire.model import Node
 
-from .context import MISSING, VariableNotFound, VariablePool, render
+from .context import MISSING, VariableNotFound, VariablePool
 from .events import NodeEvent, StreamChunk
+from .templates import pool_lookup, private_attribute, render_jinja, render_references
 
 if TYPE_CHECKING:
     from .executor import Execution, Frame
@@ -127,14 +129,44 @@ class NodeContext:
         raise NodeError(f"{'.'.join(selector)} is a {type(value).__name__}, not an array",
                         field=field, hint=f"point {field} at an array variable")
 
-    def render(self, text: str, *, field: str | None = None,
-               extra: Mapping[str, Any] | None = None) -> str:
-        """Render a template in either reference form against the pool."""
+    def render(self, text: str, *, answer: bool = False) -> str:
+        """Replace the ``{{#node.var#}}`` references in a plain text field; nothing else.
+
+        As in Dify, ``{{ name }}`` in such a field is literal text; a value reads as Dify's
+        segment text and a variable the pool lacks as its selector. ``answer`` renders as
+        Dify's answer shows it (Markdown values, nothing for a missing variable).
+        """
+        return render_references(text, pool_lookup(self.pool), answer=answer)
+
+    def render_jinja(self, text: str, names: Mapping[str, Any] | None = None, *,
+                     field: str) -> str:
+        """Render a jinja2-mode field (sandboxed) over ``names`` and the pool.
+
+        Every failure (syntax, sandbox, an expression that raises) is a :class:`NodeError`
+        naming ``field``.
+        """
         try:
-            return render(text, self.pool, extra)
+            bad = private_attribute(text)
+            if bad:
+                # The sandbox would print nothing there; say why instead.
+                raise NodeError(f"blocked by the sandbox: access to attribute {bad!r} is not "
+                                "allowed", field=field, error_type="SecurityError",
+                                hint="templates may not use names starting with '__'")
+            return render_jinja(text, self.pool, names)
+        except jinja2.TemplateSyntaxError as exc:
+            raise NodeError(f"syntax error on line {exc.lineno}: {exc.message}", field=field,
+                            hint="fix the Jinja syntax of the template") from None
+        except SecurityError as exc:
+            raise NodeError(f"blocked by the sandbox: {exc}", field=field,
+                            hint="templates may not reach Python internals") from None
         except jinja2.TemplateError as exc:
             raise NodeError(f"template error: {exc}", field=field,
-                            hint="fix the Jinja syntax of the template") from None
+                            hint="check the variable names the template uses") from None
+        except NodeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a TypeError from `{{ 1 + 'a' }}`
+            raise NodeError(f"rendering failed: {type(exc).__name__}: {exc}", field=field,
+                            hint="check the expressions of the template") from None
 
     def error(self, message: str, *, field: str | None = None, hint: str = "") -> NodeError:
         return NodeError(message, field=field, hint=hint)

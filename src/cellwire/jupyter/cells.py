@@ -2,11 +2,13 @@
 
 What the body is depends on the node type:
 
-* ``llm``: the user prompt (``prompt_template``); ``--system`` adds a system message.
+* ``llm``: the user prompt (``prompt_template``, plain text with ``{{#node.var#}}``
+  references); ``--system`` adds a system message.
 * ``code``: Python defining ``main(...)``; each parameter of ``main`` reads the workflow input
   of the same name (``start.<param>``) unless ``--var param=node.var`` says otherwise; the
   outputs are the keys of the dict literal ``main`` returns (or ``--out name:type``).
-* ``template-transform`` and ``answer``: the Jinja template.
+* ``template-transform``: the Jinja template.
+* ``answer``: the reply; ``{{#node.var#}}`` references are filled in, the rest is literal.
 * ``start``: YAML, a list of input names (or Dify's ``variables`` entries).
 * ``end``: YAML, ``output_name: node.var`` pairs (or Dify's ``outputs`` entries).
 * every other type: YAML with the type's config fields, named as in Dify.
@@ -49,7 +51,8 @@ def parse_cell(node_type: str, body: str, *, model: str = "", system: str = "",
     if node_type == "code":
         return _code(body, dict(variables or {}), dict(outputs or {}), start_id)
     if node_type in TEXT_TYPES:
-        return CellNode({TEXT_TYPES[node_type]: body}, _text_refs(body))
+        return CellNode({TEXT_TYPES[node_type]: body},
+                        _text_refs(body, jinja=node_type == "template-transform"))
     data = _yaml(body)
     if node_type == "start":
         return CellNode({"variables": _start_variables(data)})
@@ -214,8 +217,8 @@ def _yaml(body: str) -> Any:
                         "fix the YAML") from None
 
 
-def _text_refs(text: str) -> list[str]:
-    return list(dict.fromkeys(s[0] for s in template_references(text)))
+def _text_refs(text: str, *, jinja: bool = False) -> list[str]:
+    return list(dict.fromkeys(s[0] for s in template_references(text, jinja=jinja)))
 
 
 def _config_refs(data: Any) -> list[str]:

@@ -49,6 +49,9 @@ class NodeType:
     #: ``(field, selector)`` pairs the node reads that the generic scan cannot see (fields
     #: not named ``*selector``), so validate() checks them too.
     references: Callable[[Any], Iterable[tuple[str, Sequence[str]]]] | None = None
+    #: ``(field, text)`` for each field the node renders as Jinja (Dify's jinja2 mode); every
+    #: other text field is plain, with ``{{#node.var#}}`` references only.
+    jinja: Callable[[Any], Iterable[tuple[str, str]]] | None = None
     #: A container (iteration, loop) owns the nodes whose ``parent`` is its id.
     container: bool = False
     #: Where a graph starts: ``start`` at the top, ``iteration-start`` inside an iteration.
@@ -154,6 +157,7 @@ def node_type(
     outputs: Collection[str] | Callable[[Any], Collection[str] | None] | None = None,
     handles: Sequence[str] | Callable[[Any], Sequence[str]] | None = None,
     references: Callable[[Any], Iterable[tuple[str, Sequence[str]]]] | None = None,
+    jinja: Callable[[Any], Iterable[tuple[str, str]]] | None = None,
     container: bool = False,
     start: bool = False,
     aliases: Sequence[str] = (),
@@ -166,6 +170,8 @@ def node_type(
     ``handles`` makes the node a branch that picks one of those source handles;
     ``references`` yields ``(field, selector)`` for selectors in fields not named ``*selector``;
     ``fallback`` registers a placeholder that any real type or plugin of that name replaces.
+    ``jinja`` yields ``(field, text)`` for the fields rendered as Jinja, so validate() checks
+    their ``{{ node.var }}`` references.
     """
 
     def decorate(run: RunFn) -> RunFn:
@@ -177,6 +183,7 @@ def node_type(
                 outputs=_as_fn(outputs) if outputs is not None else _no_declared_outputs,
                 handles=_as_fn(handles) if handles is not None else None,
                 references=references,
+                jinja=jinja,
                 container=container,
                 start=start,
                 description=description or (run.__doc__ or "").strip().split("\n")[0],

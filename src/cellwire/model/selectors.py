@@ -1,7 +1,11 @@
 """Variable selectors and template references.
 
-A selector names a value in the variable pool: ``[node_id, var, *path]``. Templates refer to
-values in Dify's form ``{{#node_id.var.path#}}`` or Jinja's form ``{{ node_id.var }}``.
+A selector names a value in the variable pool: ``[node_id, var, *path]``. Plain text fields
+refer to values only in Dify's form ``{{#node_id.var.path#}}``; jinja2-mode fields (a
+template-transform's template, an llm prompt with ``edition_type: jinja2``) may also read
+``{{ node_id.var }}``. Rendering lives in ``cellwire.engine.templates``; this module only
+finds references, so it keeps a parse-only Jinja environment (the model does not import the
+engine).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ DIFY_REFERENCE = re.compile(
 # Dify's placeholders that are not pool references.
 _DIFY_SPECIAL = {"context", "histories"}
 
+# Parses, never renders: references are read off the syntax tree.
 _jinja_parser_env = jinja2.Environment()
 
 
@@ -70,13 +75,17 @@ def _jinja_references(text: str) -> tuple[Selector, ...]:
 
 
 def jinja_references(text: str) -> Iterator[Selector]:
-    """Selectors referenced as ``{{ node.var }}`` (attribute chains on free names) in ``text``."""
+    """Selectors read as ``{{ node.var }}`` (attribute chains on free names) in a jinja2-mode
+    ``text``; plain text has no such references."""
     if "{" in text:
         yield from _jinja_references(text)
 
 
-def template_references(text: str) -> list[Selector]:
-    """Every selector a template refers to, in either form, first occurrence first."""
+def template_references(text: str, *, jinja: bool = False) -> list[Selector]:
+    """Every selector ``text`` refers to, first occurrence first: its ``{{#node.var#}}``
+    references, and with ``jinja`` (a jinja2-mode field) its ``{{ node.var }}`` ones too."""
+    if not jinja:
+        return list(dict.fromkeys(dify_references(text)))
     return list(dict.fromkeys([*dify_references(text), *jinja_references(text)]))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .problems import Problem, WorkflowError
@@ -213,9 +213,9 @@ def _check_reachability(workflow: Workflow, types: dict[str, NodeType]) -> Itera
 def config_references(config: Any, path: str = "") -> Iterator[tuple[str, Selector, bool]]:
     """``(field, selector, strict)`` for each reference in a raw config.
 
-    Selector fields and Dify ``{{#..#}}`` references are strict: they must resolve. Jinja
-    ``{{ a.b }}`` references are checked only when ``a`` is a node id, since ``a`` may be a
-    variable the template defines itself.
+    Selector fields and Dify ``{{#..#}}`` references are strict: they must resolve. Text is
+    plain, as in Dify: a ``{{ name }}`` there is literal (jinja2-mode fields are
+    :func:`jinja_field_references`).
     """
     if isinstance(config, Mapping):
         for key, value in config.items():
@@ -229,11 +229,21 @@ def config_references(config: Any, path: str = "") -> Iterator[tuple[str, Select
     elif isinstance(config, list):
         for index, item in enumerate(config):
             yield from config_references(item, f"{path}[{index}]")
-    elif isinstance(config, str) and "{{" in config:
+    elif isinstance(config, str) and "{{#" in config:
         for selector in dify_references(config):
             yield path, selector, True
-        for selector in jinja_references(config):
-            yield path, selector, False
+
+
+def jinja_field_references(fields: Iterable[tuple[str, str]]
+                           ) -> Iterator[tuple[str, Selector, bool]]:
+    """``(field, selector, False)`` for each ``{{ a.b }}`` in jinja2-mode fields.
+
+    They are checked only when ``a`` is a node id, since ``a`` may be a variable the
+    template defines itself.
+    """
+    for field, text in fields:
+        for selector in jinja_references(text):
+            yield field, selector, False
 
 
 def _is_selector(value: Any) -> bool:
@@ -248,9 +258,13 @@ def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: d
         declared[node_id] = types[node_id].outputs(config)
     for node in workflow.nodes.values():
         found = list(config_references(node.config))
-        hook = types[node.id].references if node.id in configs else None
-        if hook is not None:
-            found += [(f, tuple(sel), True) for f, sel in hook(configs[node.id]) if len(sel) >= 2]
+        if node.id in configs:
+            node_type = types[node.id]
+            if node_type.references is not None:
+                found += [(f, tuple(sel), True) for f, sel in
+                          node_type.references(configs[node.id]) if len(sel) >= 2]
+            if node_type.jinja is not None:
+                found += jinja_field_references(node_type.jinja(configs[node.id]))
         for field, selector, strict in found:
             head, var = selector[0], selector[1]
             if head == "sys":

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cellwire.engine.context import MISSING, render_dify
 from cellwire.engine.node import NodeError
+from cellwire.engine.templates import render_references
 from cellwire.model import NodeConfig
 
 Getter = Callable[[Sequence[str]], Any]
@@ -53,19 +53,6 @@ class Condition(NodeConfig):
     value: Any = None
     varType: str | None = None
     sub_variable_condition: SubVariableCondition | None = None
-
-
-class _GetterPool:
-    """Lets :func:`render_dify` read through a plain ``get`` function."""
-
-    __slots__ = ("_get",)
-
-    def __init__(self, get: Getter):
-        self._get = get
-
-    def get(self, selector: Sequence[str], default: Any = MISSING) -> Any:
-        value = self._get(selector)
-        return default if value is None and default is not MISSING else value
 
 
 def evaluate(conditions: Sequence[Condition], logical_operator: str, get: Getter, *,
@@ -127,7 +114,7 @@ def render_value(value: Any, get: Getter | None) -> Any:
     if get is None:
         return value
     if isinstance(value, str):
-        return render_dify(value, _GetterPool(get))  # type: ignore[arg-type]
+        return render_references(value, get)
     if isinstance(value, list):
         return [render_value(v, get) for v in value]
     return value

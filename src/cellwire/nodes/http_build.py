@@ -16,8 +16,6 @@ from pydantic import Field, field_validator
 from cellwire.engine import FatalError, NodeContext, NodeError
 from cellwire.model import NodeConfig
 
-from .template_transform import render_template
-
 #: Dify's caps on the timeouts (HTTP_REQUEST_MAX_{CONNECT,READ,WRITE}_TIMEOUT), in seconds;
 #: also the defaults when a timeout is not given.
 MAX_CONNECT_TIMEOUT = 10.0
@@ -98,19 +96,19 @@ class RequestSpec:
 
 def build_request(ctx: NodeContext, config: HttpRequestConfig) -> RequestSpec:
     """Render the URL, headers, params, auth and body against the pool."""
-    url = _render(ctx, config.url, "url").strip()
+    url = ctx.render(config.url).strip()
     if not url:
         raise HttpNodeError("the URL is empty", field="url", hint="set url, e.g. https://...")
     if not url.lower().startswith(("http://", "https://")):
         raise HttpNodeError(f"{url!r} is not an http(s) URL", field="url",
                             hint="start the URL with http:// or https://")
-    headers = dict(_pairs(ctx, config.headers, "headers"))
+    headers = dict(_pairs(ctx, config.headers))
     for name, value in headers.items():
         if "\n" in value or "\r" in value:
             raise HttpNodeError(f"the value of header {name!r} holds a line break",
                                 field="headers", hint="insert single-line values only")
     spec = RequestSpec(
-        method=config.method.upper(), url=url, params=_pairs(ctx, config.params, "params"),
+        method=config.method.upper(), url=url, params=_pairs(ctx, config.params),
         headers=headers, timeout=request_timeout(config.timeout),
     )
     _apply_auth(ctx, config.authorization, spec)
@@ -130,20 +128,16 @@ def request_timeout(timeout: Timeout | None) -> httpx.Timeout:
     )
 
 
-def _render(ctx: NodeContext, text: str, field: str) -> str:
-    return render_template(text, ctx, {}, field=field) if "{" in text else text
-
-
-def _pairs(ctx: NodeContext, text: str, field: str) -> list[tuple[str, str]]:
+def _pairs(ctx: NodeContext, text: str) -> list[tuple[str, str]]:
     """``key:value`` lines; key and value are rendered apart, so values may hold colons."""
     pairs = []
     for line in text.splitlines():
         if not line.strip():
             continue
         key, _, value = _split_pair(line)
-        key = _render(ctx, key.strip(), field).strip()
+        key = ctx.render(key.strip()).strip()
         if key:
-            pairs.append((key, _render(ctx, value.strip(), field).strip()))
+            pairs.append((key, ctx.render(value.strip()).strip()))
     return pairs
 
 
@@ -168,7 +162,7 @@ def _apply_auth(ctx: NodeContext, auth: Authorization, spec: RequestSpec) -> Non
         raise HttpNodeError("api-key authorization needs a config with a type",
                             field="authorization.config",
                             hint="set config.type to bearer, basic or custom")
-    key = _render(ctx, cfg.api_key, "authorization.config.api_key").strip()
+    key = ctx.render(cfg.api_key).strip()
     if not key:
         raise HttpNodeError("the API key is empty", field="authorization.config.api_key",
                             hint="set api_key, e.g. {{#env.API_KEY#}}")
@@ -201,7 +195,7 @@ def _apply_body(ctx: NodeContext, body: Body, spec: RequestSpec) -> None:
         if len(items) > 1:
             raise HttpNodeError(f"a {kind} body takes one item, got {len(items)}",
                                 field="body.data", hint="keep a single item with the text")
-        text = _render(ctx, items[0].value, "body.data") if items else ""
+        text = ctx.render(items[0].value) if items else ""
         if kind == "raw-text":
             spec.content = text
             if _header(spec, "content-type") is None:
@@ -216,9 +210,7 @@ def _apply_body(ctx: NodeContext, body: Body, spec: RequestSpec) -> None:
                     hint='quote inserted strings, e.g. {"name": "{{#start.name#}}"}',
                 ) from None
     elif kind == "x-www-form-urlencoded":
-        pairs = [(_render(ctx, i.key, f"body.data[{n}].key"),
-                  _render(ctx, i.value, f"body.data[{n}].value"))
-                 for n, i in enumerate(items) if i.key]
+        pairs = [(ctx.render(i.key), ctx.render(i.value)) for i in items if i.key]
         spec.content = urlencode(pairs)
         if _header(spec, "content-type") is None:
             spec.headers["Content-Type"] = "application/x-www-form-urlencoded"
@@ -230,11 +222,11 @@ def _apply_body(ctx: NodeContext, body: Body, spec: RequestSpec) -> None:
         for n, item in enumerate(items):
             if not item.key:
                 continue
-            key = _render(ctx, item.key, f"body.data[{n}].key")
+            key = ctx.render(item.key)
             if item.type == "file":
                 spec.files.append((key, _file_part(ctx, item.file, f"body.data[{n}].file")))
             else:
-                spec.files.append((key, (None, _render(ctx, item.value, f"body.data[{n}].value"))))
+                spec.files.append((key, (None, ctx.render(item.value))))
     elif kind == "binary":
         if len(items) != 1:
             raise HttpNodeError("a binary body takes one file item", field="body.data",

@@ -88,7 +88,7 @@ def _filter(ctx: NodeContext, items: list[Any], conditions: Sequence[SubConditio
 
 
 def _extract(ctx: NodeContext, items: list[Any], serial: str | int | None) -> list[Any]:
-    text = ctx.render(str(serial if serial is not None else ""), field="extract_by.serial")
+    text = ctx.render(str(serial if serial is not None else ""))
     number = to_number(text)
     if number is None or not number.is_integer():
         raise NodeError(f"serial {text!r} is not a whole number", field="extract_by.serial",

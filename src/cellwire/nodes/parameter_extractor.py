@@ -89,7 +89,7 @@ async def run(ctx: NodeContext) -> NodeResult:
                              hint="select the variable holding the text, e.g. ['sys', 'query']")
     value = ctx.get(config.query, field="query")
     query = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    instruction = ctx.render(config.instruction, field="instruction") if config.instruction else ""
+    instruction = ctx.render(config.instruction) if config.instruction else ""
     route = route_for(ctx, config.model)
     notes: list[str] = []
     history: list[tuple[str, str]] = []

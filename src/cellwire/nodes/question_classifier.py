@@ -93,7 +93,7 @@ async def run(ctx: NodeContext) -> NodeResult:
                                   "['sys', 'query']")
     query = ctx.get(config.query_variable_selector, field="query_variable_selector")
     query_text = query if isinstance(query, str) else json.dumps(query, ensure_ascii=False)
-    instruction = ctx.render(config.instruction, field="instruction") if config.instruction else ""
+    instruction = ctx.render(config.instruction) if config.instruction else ""
     route = route_for(ctx, config.model)
     notes: list[str] = []
     history: list[tuple[str, str]] = []

@@ -156,7 +156,7 @@ async def _run_tool(ctx: NodeContext) -> NodeResult:
         if param.type == "variable":
             arguments[name] = ctx.get(param.value, field=field)
         elif param.type == "mixed" and isinstance(param.value, str):
-            arguments[name] = ctx.render(param.value, field=field)
+            arguments[name] = ctx.render(param.value)
         else:
             arguments[name] = param.value
     try:

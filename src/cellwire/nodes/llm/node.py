@@ -25,7 +25,16 @@ def _outputs(config: LLMConfig) -> list[str]:
     return [*names, "structured_output"] if config.structured else names
 
 
-@node_type("llm", config=LLMConfig, outputs=_outputs)
+def _jinja_fields(config: LLMConfig) -> list[tuple[str, str]]:
+    """The prompt messages in jinja2 mode; every other prompt text is plain."""
+    template = config.prompt_template
+    items = template if isinstance(template, list) else [] if template is None else [template]
+    return [(f"prompt_template[{i}].jinja2_text" if isinstance(template, list)
+             else "prompt_template.jinja2_text", item.jinja2_text or item.text or "")
+            for i, item in enumerate(items) if item.edition_type == "jinja2"]
+
+
+@node_type("llm", config=LLMConfig, outputs=_outputs, jinja=_jinja_fields)
 async def run(ctx: NodeContext) -> NodeResult:
     """Ask a chat model; outputs ``text``, ``reasoning_content``, ``usage``, ``finish_reason``."""
     config: LLMConfig = ctx.config

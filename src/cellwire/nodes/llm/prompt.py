@@ -87,7 +87,7 @@ def render_messages(ctx: NodeContext, config: LLMConfig, context: str,
             # no text there, they reach the model as image parts (vision).
             template_text = (config.memory.query_prompt_template or "{{#sys.query#}}"
                              ).replace("{{#sys.files#}}", "")
-            text = ctx.render(template_text, field="memory.query_prompt_template")
+            text = ctx.render(template_text)
             messages.append(ChatMessage("user", text))
     if history and isinstance(template, list):
         # Dify puts the remembered turns after the prompt's messages, before the user's
@@ -107,13 +107,13 @@ def _render_one(ctx: NodeContext, item: PromptMessage, field: str, context: str,
                 variables: dict[str, Any], histories: str = "") -> str:
     if item.edition_type == "jinja2":
         namespace = {k: ("" if v is None else v) for k, v in variables.items()}
-        return ctx.render(item.jinja2_text or item.text or "", field=f"{field}.jinja2_text",
-                          extra=namespace)
-    # Dify's special placeholders are not pool references: keep them out of both renderers.
+        return ctx.render_jinja(item.jinja2_text or item.text or "", namespace,
+                                field=f"{field}.jinja2_text")
+    # Dify's special placeholders are not pool references: keep them out of the renderer.
     text = item.text.replace("{{#context#}}", _CONTEXT).replace("{{#histories#}}", _HISTORIES)
     if histories and _HISTORIES not in text:
         text = f"{_HISTORIES}\n{text}"  # as Dify does when a completion prompt has no slot
-    text = ctx.render(text, field=f"{field}.text", extra=variables or None)
+    text = ctx.render(text)  # plain: references only, as Dify's basic edition
     return text.replace(_CONTEXT, context).replace(_HISTORIES, histories)
 
 
