@@ -96,7 +96,7 @@ def import_command(file: Path, out: Path | None) -> None:
     """Import a Dify DSL FILE and write it as native YAML; prints what cannot run here."""
     from cellwire.formats import dump
     from cellwire.formats.dify import import_dify
-    from cellwire.formats.safe_yaml import read_text
+    from cellwire.model.yaml12 import read_text
 
     try:
         result = import_dify(read_text(file), source=str(file))

@@ -15,7 +15,7 @@ from corpus_report import CORPUS, corpus_files, record
 from cellwire.engine import RunStatus
 from cellwire.formats.dify import dump_dify, import_dify, load_dify
 from cellwire.formats.python_export import export_python
-from cellwire.formats.safe_yaml import read_text
+from cellwire.model.yaml12 import read_text
 from cellwire.model import Workflow, WorkflowError
 
 FILES = corpus_files()

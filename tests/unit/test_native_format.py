@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import cellwire
 from cellwire.formats import detect_format, dump, load, load_native, parse_yaml, save
 from cellwire.formats import native as native_module
-from cellwire.formats.safe_yaml import MAX_BYTES, read_text
+from cellwire.model.yaml12 import MAX_BYTES, read_text
 from cellwire.model import (
     ConversationVariable,
     EnvironmentVariable,

@@ -2,7 +2,7 @@
 
 from .loader import FORMATS, detect_format, load, load_data, save
 from .native import FORMAT_VERSION, dump, load_native, migrate
-from .safe_yaml import parse_yaml
+from cellwire.model.yaml12 import parse_yaml
 
 __all__ = [
     "FORMATS", "FORMAT_VERSION", "detect_format", "dump", "load", "load_data", "load_native",

@@ -32,7 +32,7 @@ from cellwire.model import (
 from cellwire.model.validate import duplicate_ids, validate
 
 from .dify_checks import dify_problems
-from .safe_yaml import parse_yaml
+from cellwire.model.yaml12 import parse_yaml
 
 MODES = ("workflow", "advanced-chat")
 #: Deeper values than this are refused (nothing in a real export comes close).

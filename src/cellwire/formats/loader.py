@@ -9,7 +9,7 @@ from typing import Any
 from cellwire.model import Problem, Workflow, WorkflowError
 
 from .native import dump, load_native
-from .safe_yaml import parse_yaml, read_text
+from cellwire.model.yaml12 import parse_yaml, read_text
 
 
 def is_native(data: Mapping[str, Any]) -> bool:

@@ -29,7 +29,7 @@ from cellwire.model import (
 )
 from cellwire.model.validate import duplicate_ids
 
-from .safe_yaml import parse_yaml
+from cellwire.model.yaml12 import parse_yaml
 
 #: The format version this cellwire writes and the newest it reads.
 FORMAT_VERSION = 1
