@@ -10,7 +10,7 @@ import asyncio
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -215,12 +215,13 @@ def _inputs(workflow: Workflow, pairs: Sequence[str], inputs_json: str | None) -
 
 
 def _text_input_names(workflow: Workflow) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in workflow.children(None):
         if node.type == "start":
             for var in node.config.get("variables") or []:
-                if isinstance(var, dict) and var.get("type", "text-input") in _TEXT_INPUTS:
-                    names.add(var.get("variable"))
+                if (isinstance(var, dict) and isinstance(var.get("variable"), str)
+                        and var.get("type", "text-input") in _TEXT_INPUTS):
+                    names.add(var["variable"])
     return names
 
 
@@ -263,10 +264,10 @@ _RUN_FIELDS = ("run_id", "workflow", "status", "started_at", "elapsed_ms", "tota
                "total_cost", "error", "inputs", "outputs")
 
 
-def _run_row(record: dict[str, Any]) -> dict[str, Any]:
+def _run_row(record: Mapping[Hashable, Any]) -> dict[str, Any]:
     row = {}
     for key in _RUN_FIELDS:
-        value = record.get(key)
+        value: Any = record.get(key)
         if hasattr(value, "isoformat"):
             value = None if str(value) == "NaT" else value.isoformat()
         elif isinstance(value, float) and math.isnan(value):

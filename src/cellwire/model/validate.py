@@ -249,8 +249,15 @@ def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: d
     for node in workflow.nodes.values():
         found = list(config_references(node.config))
         hook = types[node.id].references if node.id in configs else None
-        if hook is not None:
-            found += [(f, tuple(sel), True) for f, sel in hook(configs[node.id]) if len(sel) >= 2]
+        for field, selector in hook(configs[node.id]) if hook is not None else ():
+            # A node type's own reference fields may hold any list (e.g. an assigner's value).
+            if not all(isinstance(part, str) for part in selector):
+                yield Problem(node.id, field, f"{list(selector)!r} is not a variable reference: "
+                              "its parts must all be names",
+                              "write the reference as [node_id, output], e.g. "
+                              "['start', 'query'], or give a constant value instead")
+            elif len(selector) >= 2:
+                found.append((field, tuple(selector), True))
         for field, selector, strict in found:
             head, var = selector[0], selector[1]
             if head == "sys":

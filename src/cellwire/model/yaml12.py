@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import yaml
 from yaml.events import (
-    Event,
     AliasEvent,
+    Event,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -153,7 +153,7 @@ def _check_events(text: str | bytes, source: str | None) -> None:
                 raise _fail(source, "a YAML alias refers to a value that contains it",
                             "remove the recursive anchor/alias")
             # An undefined alias is left for the loader, which reports it with its line.
-            add(sizes.get(event.anchor, 1))
+            add(sizes.get(event.anchor, 1) if event.anchor is not None else 1)
     # Sizes are exact integers, so even an astronomically large expansion costs nothing here.
     if expanded > distinct + MAX_ALIAS_EXPANSION:
         raise _fail(source, "YAML aliases expand this document to more than "
