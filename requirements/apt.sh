@@ -23,10 +23,12 @@ offered() {
   apt-cache madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$2"
 }
 
+warnings=()
 warn() {
   printf '\n%s\n' "******************************************************************************" >&2
   printf 'WARNING: %s\n' "$@" >&2
   printf '%s\n\n' "******************************************************************************" >&2
+  warnings+=("$*")
 }
 
 install() {
@@ -59,6 +61,9 @@ install() {
   fi
   if [ ${#current[@]} -gt 0 ]; then
     apt_get install -y --no-install-recommends "${current[@]}"
+    # Again after apt's output, where it cannot scroll out of sight.
+    local again=("${warnings[@]}")
+    for w in "${again[@]}"; do warn "$w"; done
   fi
 }
 
