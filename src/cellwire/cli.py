@@ -10,7 +10,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -107,7 +107,7 @@ def import_command(file: Path, out: Path | None) -> None:
     """Import a Dify DSL FILE and write it as native YAML; prints what cannot run here."""
     from cellwire.formats import dump
     from cellwire.formats.dify import import_dify
-    from cellwire.formats.safe_yaml import read_text
+    from cellwire.model.yaml12 import read_text
 
     try:
         result = import_dify(read_text(file), source=str(file))
@@ -226,12 +226,13 @@ def _inputs(workflow: Workflow, pairs: Sequence[str], inputs_json: str | None) -
 
 
 def _text_input_names(workflow: Workflow) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in workflow.children(None):
         if node.type == "start":
             for var in node.config.get("variables") or []:
-                if isinstance(var, dict) and var.get("type", "text-input") in _TEXT_INPUTS:
-                    names.add(var.get("variable"))
+                if (isinstance(var, dict) and isinstance(var.get("variable"), str)
+                        and var.get("type", "text-input") in _TEXT_INPUTS):
+                    names.add(var["variable"])
     return names
 
 
@@ -284,10 +285,10 @@ _RUN_FIELDS = ("run_id", "workflow", "status", "started_at", "elapsed_ms", "tota
                "total_cost", "error", "inputs", "outputs")
 
 
-def _run_row(record: dict[str, Any]) -> dict[str, Any]:
+def _run_row(record: Mapping[Hashable, Any]) -> dict[str, Any]:
     row = {}
     for key in _RUN_FIELDS:
-        value = record.get(key)
+        value: Any = record.get(key)
         if hasattr(value, "isoformat"):
             value = None if str(value) == "NaT" else value.isoformat()
         elif isinstance(value, float) and math.isnan(value):

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellwire.formats.dify import dump_dify, import_dify
-from cellwire.formats.safe_yaml import read_text
 from cellwire.model import WorkflowError
+from cellwire.model.yaml12 import read_text
 
 SMALL = [p for p in corpus_files() if p.stat().st_size < 40_000 and "broken-" not in p.name]
 DOCS = [yaml.safe_load(read_text(p)) for p in SMALL[:40]]

@@ -270,6 +270,29 @@ def test_config_from_file_with_model_map_prices_and_no_keys(tmp_path):
         default_router({})
 
 
+def test_providers_yaml_is_yaml_1_2(tmp_path):
+    # Under YAML 1.1 the provider named `no` and the model `on` would be the booleans False and
+    # True, and the map would refuse them or route `True`.
+    (tmp_path / "providers.yaml").write_text(
+        "providers:\n"
+        "  no: {type: scripted}\n"
+        "models:\n"
+        "  yes: no/on\n", encoding="utf-8")
+    config = llm_config.from_file(tmp_path / "providers.yaml")
+    assert [spec.name for spec in config.providers.values()] == ["no"]
+    router = default_router({})
+    assert router.resolve_config("yes", "whatever").id == "no/on"
+
+
+def test_broken_providers_yaml_names_the_file_line_and_fix(tmp_path):
+    path = tmp_path / "providers.yaml"
+    path.write_text("providers:\n  lab: {type: scripted\n", encoding="utf-8")
+    with pytest.raises(llm_config.ConfigError) as caught:
+        llm_config.from_file(path)
+    assert str(caught.value).startswith(f"{path}: not valid YAML: line 3")
+    assert "indentation, quotes, colons" in caught.value.hint
+
+
 def test_project_file_and_notebook_override_the_home_file(tmp_path):
     (tmp_path / "providers.yaml").write_text("default: scripted/home\n", encoding="utf-8")
     (tmp_path / "cellwire.yaml").write_text("llm:\n  default: scripted/project\n",

@@ -134,6 +134,44 @@ cases:
         cell(shell, "w yes --type template-transform", "Z", "c4")
 
 
+def test_cell_bodies_are_yaml_1_2_so_yes_no_and_on_stay_strings(shell):
+    # YAML 1.1 would read these values as booleans: the condition would compare the input
+    # with True and the 'yes' branch would never be taken. Workflow files are YAML 1.2.
+    cell(shell, "w start --type start", "[answer]", "c1")
+    cell(shell, "w check --type if-else", """
+cases:
+  - case_id: agreed
+    logical_operator: or
+    conditions:
+      - {variable_selector: [start, answer], comparison_operator: is, value: yes}
+      - {variable_selector: [start, answer], comparison_operator: is, value: on}
+  - case_id: refused
+    logical_operator: and
+    conditions:
+      - {variable_selector: [start, answer], comparison_operator: is, value: no}
+""", "c2")
+    values = [c["value"] for case in wf(shell, "w").nodes["check"].config["cases"]
+              for c in case["conditions"]]
+    assert values == ["yes", "on", "no"]
+    cell(shell, "w agreed --type template-transform --after check:agreed", "A", "c3")
+    cell(shell, "w refused --type template-transform --after check:refused", "R", "c4")
+    cell(shell, "w other --type template-transform --after check:false", "O", "c5")
+    cell(shell, "w end --type end", "agreed: agreed.output\nrefused: refused.output\n"
+         "other: other.output", "c6")
+    for answer, taken in [("yes", "agreed"), ("on", "agreed"), ("no", "refused"),
+                          ("True", "other")]:
+        result = shell.run_line_magic("workflow", f"run w answer={answer} --wait")
+        assert result.status == "succeeded"
+        assert {k: v for k, v in result.outputs.items() if v} == {
+            taken: {"agreed": "A", "refused": "R", "other": "O"}[taken]}, answer
+
+
+def test_a_too_deeply_nested_cell_body_names_the_nesting(shell):
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("workflow", "w x --type if-else", "cases: " + "[" * 2000)
+    assert "nest more than 100 deep" in str(caught.value)
+
+
 def test_plain_shell_keys_nodes_by_id(shell):
     shell.kernel = None
     shell.run_cell_magic("workflow", "w a --type template-transform", "one")

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 import cellwire
 from cellwire.formats import detect_format, dump, load, load_native, parse_yaml, save
 from cellwire.formats import native as native_module
-from cellwire.formats.safe_yaml import MAX_BYTES, read_text
 from cellwire.model import (
     ConversationVariable,
     EnvironmentVariable,
@@ -23,6 +22,7 @@ from cellwire.model import (
     Workflow,
     WorkflowError,
 )
+from cellwire.model.yaml12 import MAX_BYTES, read_text
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 import cellwire
-from cellwire.formats.safe_yaml import parse_yaml
+from cellwire.model.yaml12 import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "workflow.schema.json").read_text())

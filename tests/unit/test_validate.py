@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 import cellwire
-from cellwire.model import validate
+from cellwire.model import ConversationVariable, WorkflowError, validate
 from cellwire.model.validate import duplicate_ids
 
 
@@ -167,3 +169,20 @@ def test_node_types_declare_references_outside_selector_fields():
         ("agg", "variables[1]"): "node 'start' has no output 'typo'",
         ("ops", "variable"): "refers to node 'ghost', which does not exist",
     }
+
+
+def test_a_reference_of_a_node_types_own_field_with_non_names_is_a_problem():
+    # The assigner's `value` holds any list when input_type is "variable"; a list of lists
+    # (as a mutated Dify file has) used to crash validation with "unhashable type: 'list'".
+    wf = cellwire.Workflow("v", mode="advanced-chat")
+    wf.conversation_variables = [ConversationVariable(name="n", value_type="string")]
+    wf.add_node("start", "start", variables=[{"variable": "q"}])
+    wf.add_node("assign", "assigner", after="start", version="2", items=[
+        {"variable_selector": ["conversation", "n"], "operation": "over-write",
+         "input_type": "variable", "value": [["a", "b"], 1]}])
+    p = _one(validate(wf))
+    assert (p.node_id, p.field) == ("assign", "items[0].value")
+    assert "[['a', 'b'], 1] is not a variable reference" in p.message
+    assert "[node_id, output]" in p.hint
+    with pytest.raises(WorkflowError, match=r"node 'assign' field 'items\[0\]\.value'"):
+        wf.run(q="x")

@@ -30,9 +30,9 @@ from cellwire.model import (
     WorkflowError,
 )
 from cellwire.model.validate import duplicate_ids, validate
+from cellwire.model.yaml12 import parse_yaml
 
 from .dify_checks import dify_problems
-from .safe_yaml import parse_yaml
 
 MODES = ("workflow", "advanced-chat")
 #: Deeper values than this are refused (nothing in a real export comes close).

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from cellwire.model import Problem, Workflow, WorkflowError
+from cellwire.model.yaml12 import parse_yaml, read_text
 
 from .native import dump, load_native
-from .safe_yaml import parse_yaml, read_text
 
 
 def is_native(data: Mapping[str, Any]) -> bool:

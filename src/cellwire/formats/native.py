@@ -28,8 +28,7 @@ from cellwire.model import (
     registry,
 )
 from cellwire.model.validate import duplicate_ids
-
-from .safe_yaml import parse_yaml
+from cellwire.model.yaml12 import parse_yaml
 
 #: The format version this cellwire writes and the newest it reads.
 FORMAT_VERSION = 1
@@ -292,7 +291,8 @@ def load_native(data: str | bytes | Mapping[str, Any], source: str | None = None
                                              _model_reader(ConversationVariable), problems),
         "notes": _read_list(doc.get("notes"), "notes", _model_reader(Note), problems),
     }
-    name = doc.get("name") if doc.get("name") is not None else "workflow"
+    # Any: a name that is not a string is one of the problems Workflow reports below.
+    name: Any = doc.get("name") if doc.get("name") is not None else "workflow"
     top = {key: doc[key] for key in ("mode", "description", "features", "meta")
            if doc.get(key) is not None}
     try:

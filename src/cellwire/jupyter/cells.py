@@ -23,9 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from cellwire.model import template_references
+from cellwire.model import WorkflowError, template_references
+from cellwire.model.yaml12 import parse_yaml
 
 TEXT_TYPES = {"llm": "prompt_template", "template-transform": "template", "answer": "answer"}
 
@@ -207,14 +206,13 @@ def _end_outputs(data: Any) -> list[dict[str, Any]]:
 
 
 def _yaml(body: str) -> Any:
+    """The body as YAML 1.2, like a workflow file: ``yes``, ``no`` and ``on`` stay strings."""
     try:
-        return yaml.safe_load(body) if body.strip() else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CellError(f"the cell body is not valid YAML ({where}{problem}); "
-                        "fix the YAML") from None
+        return parse_yaml(body, source="the cell body") if body.strip() else None
+    except WorkflowError as exc:
+        problem = exc.problems[0]
+        raise CellError(f"the cell body cannot be read: {problem.message}; "
+                        f"{problem.hint}") from None
 
 
 def _text_refs(text: str, *, jinja: bool = False) -> list[str]:

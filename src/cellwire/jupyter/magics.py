@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
@@ -59,6 +59,20 @@ def _user_errors() -> Iterator[None]:
         raise UsageError(_one_line(exc)) from None
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _cell_magic(name: str) -> Callable[[_F], _F]:
+    """IPython's ``cell_magic(name)``: IPython annotates it as returning a function or a
+    decorator, which mypy cannot apply."""
+    return cast("Callable[[_F], _F]", cell_magic(name))
+
+
+def _line_magic(name: str) -> Callable[[_F], _F]:
+    """IPython's ``line_magic(name)``, typed as :func:`_cell_magic` is."""
+    return cast("Callable[[_F], _F]", line_magic(name))
+
+
 @magics_class
 class WorkflowMagics(Magics, Configurable):
     """Build workflows cell by cell and run them without blocking the notebook."""
@@ -96,7 +110,7 @@ class WorkflowMagics(Magics, Configurable):
     # -- %%workflow -------------------------------------------------------------------------
 
     @no_var_expand
-    @cell_magic("workflow")
+    @_cell_magic("workflow")
     def workflow_cell(self, line: str, cell: str) -> None:
         """%%workflow NAME NODE_ID --type TYPE [--after ID[:HANDLE] ...]: the cell is a node."""
         args = cell_parser().parse_args(split(line))
@@ -168,7 +182,7 @@ class WorkflowMagics(Magics, Configurable):
     # -- %workflow --------------------------------------------------------------------------
 
     @no_var_expand
-    @line_magic("workflow")
+    @_line_magic("workflow")
     def workflow_line(self, line: str) -> Any:
         """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|help"""
         words = split(line)

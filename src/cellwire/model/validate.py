@@ -260,9 +260,16 @@ def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: d
         found = list(config_references(node.config))
         if node.id in configs:
             node_type = types[node.id]
-            if node_type.references is not None:
-                found += [(f, tuple(sel), True) for f, sel in
-                          node_type.references(configs[node.id]) if len(sel) >= 2]
+            for field, selector in (node_type.references(configs[node.id])
+                                    if node_type.references is not None else ()):
+                # A node type's own reference fields may hold any list (an assigner's value).
+                if not all(isinstance(part, str) for part in selector):
+                    yield Problem(node.id, field, f"{list(selector)!r} is not a variable "
+                                  "reference: its parts must all be names",
+                                  "write the reference as [node_id, output], e.g. "
+                                  "['start', 'query'], or give a constant value instead")
+                elif len(selector) >= 2:
+                    found.append((field, tuple(selector), True))
             if node_type.jinja is not None:
                 found += jinja_field_references(node_type.jinja(configs[node.id]))
         for field, selector, strict in found:

@@ -116,7 +116,8 @@ class Workflow(_Data):
     meta: dict[str, Any] = Field(default_factory=dict)
 
     def __init__(self, name: str = "workflow", /, **data: Any) -> None:
-        super().__init__(name=name, **data)
+        # One mapping: the pydantic plugin types super() as _Data, which declares no fields.
+        super().__init__(**{"name": name, **data})
 
     # -- building ------------------------------------------------------------------------
 

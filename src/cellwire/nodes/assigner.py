@@ -129,7 +129,8 @@ def _target(ctx: NodeContext, selector: list[str], field: str) -> tuple[str, str
     if selector[0] in _READ_ONLY:
         raise NodeError(f"{selector[0]}.* variables are read-only", field=where,
                         hint="assign a conversation variable or a loop variable instead")
-    if ctx.pool.outputs(selector[0]) is None or selector[1] not in ctx.pool.outputs(selector[0]):
+    outputs = ctx.pool.outputs(selector[0])
+    if outputs is None or selector[1] not in outputs:
         hint = (f"declare it: wf.conversation_variables.append(ConversationVariable("
                 f"name={selector[1]!r}, ...))" if selector[0] == "conversation"
                 else "assign a conversation variable or a variable of an enclosing loop")

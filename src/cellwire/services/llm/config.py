@@ -43,7 +43,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cellwire.model import WorkflowError
+from cellwire.model.yaml12 import parse_yaml, read_text
 
 from .base import Provider, ProviderError
 
@@ -162,15 +163,15 @@ def _spec(name: str, spec: Any, source: str) -> ProviderSpec:
 def from_file(path: Path) -> ProvidersConfig:
     """The config in ``path``; an empty config when the file does not exist."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # YAML 1.2 like workflow files: a provider or model named `no` or `on` stays a string.
+        data = parse_yaml(read_text(path), source=str(path))
     except (FileNotFoundError, NotADirectoryError):
         return ProvidersConfig()
     except OSError as exc:
         raise _error(str(path), f"cannot read it: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise _error(str(path), f"not valid YAML: {exc}") from None
+    except WorkflowError as exc:
+        problem = exc.problems[0]
+        raise ConfigError(f"{path}: {problem.message}", hint=problem.hint) from None
     if path.name == PROJECT_FILE and isinstance(data, Mapping):
         data = data.get("llm", data if "providers" in data else None)
     return from_mapping(data, str(path))

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Literal, TextIO
 
 from .local import unavailable_reason
 from .router import DEFAULT_MODEL_ENV
@@ -42,7 +42,7 @@ class DefaultModel:
 
 
 def choose_default_model(environ: Mapping[str, str] | None = None, *,
-                         local_reason: str | None | bool = True) -> DefaultModel:
+                         local_reason: str | None | Literal[True] = True) -> DefaultModel:
     """The embedded default model for ``environ`` (default: ``os.environ``).
 
     ``local_reason`` is for tests: None means the local model is available, a string says why

@@ -1,4 +1,8 @@
-"""Reading YAML that may come from anywhere: size-limited, safe tags only, no alias bombs.
+"""The one YAML reader of cellwire, for workflow files, ``%%workflow`` cell bodies and
+``providers.yaml`` alike: YAML 1.2 booleans, size-limited, safe tags only, no alias bombs.
+
+YAML 1.1 (``yaml.safe_load``) reads ``yes``/``no``/``on``/``off`` as booleans; YAML 1.2 and
+Dify read them as strings, so everything cellwire reads goes through :func:`parse_yaml`.
 
 ``yaml.safe_load`` builds aliased values as shared objects, so a "billion laughs" document
 loads quickly and then explodes in whatever walks it next (validation, JSON, the engine).
@@ -9,12 +13,14 @@ constructing any Python objects, and refuse it past a fixed budget; likewise nes
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 from yaml.events import (
     AliasEvent,
+    Event,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -22,7 +28,7 @@ from yaml.events import (
     SequenceStartEvent,
 )
 
-from cellwire.model import Problem, WorkflowError
+from .problems import Problem, WorkflowError
 
 #: The largest file or text we parse.
 MAX_BYTES = 10 * 1024 * 1024
@@ -33,6 +39,10 @@ MAX_ALIAS_EXPANSION = 1_000_000
 MAX_DEPTH = 100
 
 _BOOL = "tag:yaml.org,2002:bool"
+#: libyaml's scanner refuses flow nesting past its own limit (1000 in the libyaml that PyYAML
+#: 6.0.4 bundles) while scanning ahead of the events, so it can stop a document before
+#: :func:`_check_events` has counted :data:`MAX_DEPTH`; this is its ``problem`` then.
+_LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -120,12 +130,11 @@ def _check_events(text: str | bytes, source: str | None) -> None:
         else:
             expanded += size
 
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in _events(text, source):
         if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
-                raise _fail(source, f"lists and mappings nest more than {MAX_DEPTH} deep",
-                            "flatten the document")
+                raise _too_deep(source)
             distinct += 1
             open_.append([1, event.anchor])
         elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
@@ -144,9 +153,25 @@ def _check_events(text: str | bytes, source: str | None) -> None:
                 raise _fail(source, "a YAML alias refers to a value that contains it",
                             "remove the recursive anchor/alias")
             # An undefined alias is left for the loader, which reports it with its line.
-            add(sizes.get(event.anchor, 1))
+            add(sizes.get(event.anchor, 1) if event.anchor is not None else 1)
     # Sizes are exact integers, so even an astronomically large expansion costs nothing here.
     if expanded > distinct + MAX_ALIAS_EXPANSION:
         raise _fail(source, "YAML aliases expand this document to more than "
                     f"{MAX_ALIAS_EXPANSION:,} extra values", "write the values out instead of "
                     "repeating anchors (&name) and aliases (*name)")
+
+
+def _events(text: str | bytes, source: str | None) -> Iterator[Event]:
+    """The parser's events; libyaml's own nesting limit becomes the same error as ours."""
+    try:
+        yield from yaml.parse(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        if exc.problem == _LIBYAML_TOO_DEEP:
+            raise _too_deep(source) from None
+        raise
+
+
+def _too_deep(source: str | None) -> WorkflowError:
+    return _fail(source, f"lists and mappings nest more than {MAX_DEPTH} deep",
+                 "flatten the document: move deeply nested values into their own nodes or "
+                 "variables")
