@@ -211,8 +211,8 @@ class RunHandle:
     def _settle(self, task: asyncio.Task[RunResult]) -> None:
         if task.cancelled():
             self._future.cancel()
-        elif task.exception() is not None:
-            self._future.set_exception(task.exception())  # type: ignore[arg-type]
+        elif (error := task.exception()) is not None:
+            self._future.set_exception(error)
         else:
             self._future.set_result(task.result())
 

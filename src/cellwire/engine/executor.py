@@ -227,7 +227,8 @@ class Execution:
             self._task.cancel(reason)
 
     async def run(self) -> RunResult:
-        self._task = asyncio.current_task()
+        task = self._task = asyncio.current_task()
+        assert task is not None, "Execution.run() runs as an asyncio task"
         clock = self.runtime.clock
         started = clock.now()
         t0 = clock.monotonic()
@@ -235,7 +236,9 @@ class Execution:
         self._move(RunStatus.RUNNING)
         first = RunStarted(run_id=self.run_id, time=started, workflow=self.compiled.workflow.name,
                            inputs=self.inputs)
-        self._layers.start(redact_event(first, self._secrets) if self._secrets else first)
+        shown = redact_event(first, self._secrets) if self._secrets else first
+        assert isinstance(shown, RunStarted)
+        self._layers.start(shown)
         self.emit(first)
         error: str | None = None
         error_node: str | None = None
@@ -264,7 +267,7 @@ class Execution:
                 self._layers.end_nowait(self._finish_stopped(started, "cancelled"))
                 raise
             # Our own stop(): the cancellation ends here and the run reports `stopped`.
-            self._task.uncancel()
+            task.uncancel()
         if self._stop_reason is not None:
             return await self._ended(
                 self._finish_stopped(started, self._stop_reason, clock.monotonic() - t0))

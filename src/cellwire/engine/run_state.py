@@ -57,7 +57,7 @@ class RunState:
 
     def to_dict(self, secrets: Iterable[str] = ()) -> dict[str, Any]:
         """The state as JSON-safe data, without ``env`` and with ``secrets`` redacted."""
-        hidden = tuple(secrets)
+        hidden = list(secrets)
         pool = {k: v for k, v in self.pool.snapshot().items() if k not in _NOT_DUMPED}
         return {
             "run_id": self.run_id, "workflow": self.workflow,

@@ -194,7 +194,7 @@ def _private_attribute(source: str) -> str | None:
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         if isinstance(node, jinja2.nodes.Getattr):
             name: Any = node.attr
-        elif isinstance(node.arg, jinja2.nodes.Const):
+        elif isinstance(node, jinja2.nodes.Getitem) and isinstance(node.arg, jinja2.nodes.Const):
             name = node.arg.value
         else:
             continue

@@ -119,7 +119,8 @@ class RunStore:
     def runs(self, limit: int | None = None, workflow: str | None = None,
              status: str | None = None) -> pd.DataFrame:
         """Stored runs, newest first, optionally filtered by workflow name and status."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if workflow is not None:
             where.append("workflow = ?")
             params.append(workflow)
