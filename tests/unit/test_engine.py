@@ -486,7 +486,7 @@ async def test_a_single_node_reruns_alone_on_the_previous_run_s_values():
 
 
 async def test_concurrency_slots_hand_over_and_survive_cancelled_waiters():
-    from cellwire.engine.executor import _Slots
+    from cellwire.engine.scheduler import Slots as _Slots
 
     slots = _Slots(1)
     await slots.acquire()

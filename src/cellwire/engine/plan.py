@@ -1,0 +1,142 @@
+"""The plan of a workflow: validated once, each graph level precomputed (roots, edge counts,
+out-edges), reused by every run of the same workflow object while it stays unchanged."""
+
+from __future__ import annotations
+
+import pickle
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cellwire.model import Node, NodeType, Workflow, WorkflowError, registry
+from cellwire.model.validate import graph_roots, validate_configs
+
+if TYPE_CHECKING:
+    from .result import RunResult
+    from .runtime import Runtime
+
+
+@dataclass(slots=True)
+class GraphPlan:
+    """One level of the graph (the top, or the inside of one container), precomputed."""
+
+    container: str | None
+    roots: tuple[str, ...]
+    in_count: dict[str, int]
+    out_edges: dict[str, tuple[tuple[str, str], ...]]  # node -> ((handle, target), ...)
+    unreachable: tuple[str, ...]
+
+
+class CompiledWorkflow:
+    """A validated workflow with parsed configs and graph plans, ready to run many times."""
+
+    def __init__(self, workflow: Workflow):
+        problems, configs = validate_configs(workflow)
+        errors = [p for p in problems if p.level == "error"]
+        if errors:
+            raise WorkflowError(errors, f"workflow {workflow.name!r} is not valid")
+        self.workflow = workflow
+        self.nodes: dict[str, Node] = dict(workflow.nodes)
+        self.types: dict[str, NodeType] = {n: registry.get(v.type) for n, v in self.nodes.items()}
+        self.configs: dict[str, Any] = configs
+        self.branching: dict[str, bool] = {
+            n: self.types[n].handles is not None or v.error_strategy == "fail-branch"
+            for n, v in self.nodes.items()
+        }
+        containers = [n for n, t in self.types.items() if t.container]
+        self.graphs: dict[str | None, GraphPlan] = {
+            c: self._plan(c) for c in [None, *containers]
+        }
+
+    def _plan(self, container: str | None) -> GraphPlan:
+        members = [n.id for n in self.workflow.children(container)]
+        member_set = set(members)
+        in_count = dict.fromkeys(members, 0)
+        out: dict[str, list[tuple[str, str]]] = {n: [] for n in members}
+        for edge in self.workflow.edges:
+            if edge.source in member_set and edge.target in member_set:
+                out[edge.source].append((edge.source_handle, edge.target))
+                in_count[edge.target] += 1
+        roots = tuple(graph_roots(self.workflow, container, self.types))
+        unreachable = tuple(n for n in members if in_count[n] == 0 and n not in roots)
+        return GraphPlan(container, roots, in_count, {k: tuple(v) for k, v in out.items()},
+                         unreachable)
+
+    def start_inputs(self) -> list[dict[str, Any]]:
+        return [
+            var
+            for n in self.graphs[None].roots
+            if self.nodes[n].type == "start"
+            for var in self.nodes[n].config.get("variables") or []
+        ]
+
+    async def run(self, inputs: Mapping[str, Any] | None = None, *,
+                  runtime: Runtime | None = None, **options: Any) -> RunResult:
+        """Run once; see :class:`~cellwire.engine.executor.Execution` for the options."""
+        from .executor import Execution
+        from .runtime import Runtime
+
+        return await Execution(self, inputs or {}, runtime or Runtime(), **options).run()
+
+
+def rerun_plan(plan: GraphPlan, start_at: str, *, single: bool,
+               handles: Mapping[str, str | None],
+               branching: Mapping[str, bool]) -> tuple[GraphPlan, dict[str, int]]:
+    """The part of ``plan`` a rerun from ``start_at`` runs (only ``start_at`` when
+    ``single``), and the edges into it already taken by the nodes it reuses: ``handles``
+    holds each finished node's decision in the previous run."""
+    downstream = {start_at}
+    todo = [] if single else [start_at]
+    while todo:
+        for _, target in plan.out_edges[todo.pop()]:
+            if target not in downstream:
+                downstream.add(target)
+                todo.append(target)
+    in_count = dict.fromkeys(downstream, 0)
+    taken: dict[str, int] = {}
+    for source, edges in plan.out_edges.items():
+        for edge_handle, target in edges:
+            if target not in downstream or target == start_at:
+                continue
+            if source in downstream:
+                in_count[target] += 1
+            elif source in handles and (not branching[source] or handles[source] == edge_handle):
+                taken[target] = taken.get(target, 0) + 1
+    sub = GraphPlan(None, (start_at,), in_count,
+                    {n: tuple(e for e in plan.out_edges[n] if e[1] in downstream)
+                     for n in downstream}, ())
+    return sub, taken
+
+
+#: The last compilation of each workflow object, with the state it was made from.
+_compiled: dict[int, tuple[weakref.ref[Workflow], tuple[int, bytes], CompiledWorkflow]] = {}
+
+
+def compile_workflow(workflow: Workflow) -> CompiledWorkflow:
+    """Validate and precompute ``workflow``; raises :class:`WorkflowError` with its problems.
+
+    The result is reused while the workflow (every field of every node and edge) and the
+    registered node types stay as they were: batch runs and the editor's re-runs skip the
+    validation, which costs far more than the snapshot that checks for changes.
+    """
+    try:
+        key = (registry.generation, pickle.dumps(workflow, pickle.HIGHEST_PROTOCOL))
+    except Exception:  # noqa: BLE001 - a config holds something pickle cannot take
+        return CompiledWorkflow(workflow)
+    number = id(workflow)
+    entry = _compiled.get(number)
+    if entry is not None and entry[0]() is workflow and entry[1] == key:
+        return entry[2]
+    compiled = CompiledWorkflow(workflow)
+
+    def forget(ref: weakref.ref[Workflow], cache: dict[int, Any] = _compiled) -> None:
+        # ``cache`` bound now: at interpreter exit the module's globals may be gone already.
+        if cache.get(number, (None,))[0] is ref:
+            del cache[number]
+
+    _compiled[number] = (weakref.ref(workflow, forget), key, compiled)
+    return compiled
+
+
+__all__ = ["CompiledWorkflow", "GraphPlan", "compile_workflow", "rerun_plan"]
