@@ -68,3 +68,21 @@ def test_workflow_run_uses_the_response_cache_of_its_store(kernel):  # noqa: F81
                             "print(json.dumps([meta.get('cache_hit'), meta.get('notes')]))")
     assert probe["status"] == "ok", probe
     assert probe["output"].strip().startswith("[true,"), probe
+
+
+def test_cell_bodies_are_yaml_1_2_in_a_real_kernel(kernel):  # noqa: F811
+    # YAML 1.1 reads `yes` as True: the if-else would compare a boolean with "yes".
+    assert execute(kernel, "import cellwire\n%load_ext cellwire")["status"] == "ok"
+    cells = [
+        ("y start --type start", "[answer]"),
+        ("y check --type if-else --after start",
+         "cases:\n  - case_id: agreed\n    conditions:\n"
+         "      - {variable_selector: [start, answer], comparison_operator: is, value: yes}\n"),
+        ("y said --type template-transform --after check:agreed", "agreed"),
+        ("y end --type end", "said: said.output\n"),
+    ]
+    for line, body in cells:
+        defined = execute(kernel, f"%%workflow {line}\n{body}")
+        assert defined["status"] == "ok", defined
+    ran = execute(kernel, "r = %workflow run y answer=yes --wait\nprint(r.status, r.outputs)")
+    assert ran["output"].strip().endswith("succeeded {'said': 'agreed'}"), ran
