@@ -11,6 +11,18 @@ from cellwire.model import registry
 from cellwire.nodes import unsupported
 
 
+def install_plugin(folder, monkeypatch, module: str) -> None:
+    """Make ``folder/module.py`` an installed distribution with a ``cellwire.nodes`` entry
+    point, and let the registry look for entry points again."""
+    dist = folder / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    name = module.replace("_", "-")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[cellwire.nodes]\nacme = {module}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+
 def test_a_package_registers_node_types_through_its_entry_point(tmp_path, monkeypatch):
     (tmp_path / "acme_nodes.py").write_text(textwrap.dedent('''
         import cellwire
@@ -20,13 +32,7 @@ def test_a_package_registers_node_types_through_its_entry_point(tmp_path, monkey
             """Upper-cases a text."""
             return {"text": ctx.render(ctx.config.text).upper()}
     '''))
-    dist = tmp_path / "acme_nodes-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-nodes\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[cellwire.nodes]\nacme = acme_nodes\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.delitem(sys.modules, "acme_nodes", raising=False)
+    install_plugin(tmp_path, monkeypatch, "acme_nodes")
 
     wf = cellwire.Workflow("plugin")
     wf.add_node("start", "start", variables=[{"variable": "name"}])
@@ -49,13 +55,7 @@ def test_a_plugin_named_like_a_placeholder_replaces_it(tmp_path, monkeypatch):
             """Runs Dify tools through ACME's gateway."""
             return {"text": f"acme ran {ctx.config.tool_name}"}
     '''))
-    dist = tmp_path / "acme_tools-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-tools\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[cellwire.nodes]\nacme = acme_tools\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.delitem(sys.modules, "acme_tools", raising=False)
+    install_plugin(tmp_path, monkeypatch, "acme_tools")
 
     wf = tool_workflow()
     try:
