@@ -76,8 +76,8 @@ def test_cell_bodies_are_yaml_1_2_in_a_real_kernel(kernel):  # noqa: F811
     cells = [
         ("y start --type start", "[answer]"),
         ("y check --type if-else --after start",
-         "cases:\n  - case_id: agreed\n    conditions:\n"
-         "      - {variable_selector: [start, answer], comparison_operator: is, value: yes}\n"),
+         ("cases:\n  - case_id: agreed\n    conditions:\n"
+         "      - {variable_selector: [start, answer], comparison_operator: is, value: yes}\n")),
         ("y said --type template-transform --after check:agreed", "agreed"),
         ("y end --type end", "said: said.output\n"),
     ]
