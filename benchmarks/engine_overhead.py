@@ -105,7 +105,7 @@ async def measure(name: str, shape: Shape, repeat: int, db: Path) -> dict[str, t
     compiled = cellwire_graph(shape)
     bare = Runtime()
     store = RunStore(db)
-    stored = Runtime(sinks=[store.sink])
+    stored = Runtime(layers=[store.sink])
 
     async def cw() -> object:
         result = await Execution(compiled, {}, bare).run()

@@ -291,14 +291,14 @@ class Runner:
                   cache: bool, *, own: bool = False) -> Runtime:
         # A caller's own runtime (``own``) keeps its file policy, ``None`` (no local files)
         # included: granting the working folder is the runner's default, never a surprise.
-        layers = list(base.sinks)
+        layers = list(base.layers)
         if store is not None and not any(getattr(s, "store", None) is not None
                                          for s in layers):
             layers.append(store.sink)
         files = self.options.files
         policy = base.files if own or files is None else FolderPolicy(os.path.abspath(files))
         return dataclasses.replace(
-            base, sinks=layers, llm=router,
+            base, layers=layers, llm=router,
             http=base.http or self._http,
             # The store keeps the conversations (chat memory) and the LLM response cache.
             memory=base.memory or store,
@@ -355,9 +355,9 @@ class Runner:
             compile_workflow(workflow)
         runtime = self.runtime(store=store, model=model, cache=cache, base=runtime)
         extra = [*self.layers, *self._watching(compiled.workflow), *layers]
-        extra = [layer for layer in dict.fromkeys(extra) if layer not in runtime.sinks]
+        extra = [layer for layer in dict.fromkeys(extra) if layer not in runtime.layers]
         if extra:
-            runtime = dataclasses.replace(runtime, sinks=[*runtime.sinks, *extra])
+            runtime = dataclasses.replace(runtime, layers=[*runtime.layers, *extra])
         if options.get("concurrency") is None:
             options.pop("concurrency", None)
             if self.options.concurrency is not None:

@@ -300,7 +300,7 @@ async def test_stop_cancels_in_flight_nodes():
         if isinstance(event, NodeStarted) and event.node_id == "slow":
             asyncio.get_running_loop().call_soon(execution.stop)
 
-    execution = Execution(CompiledWorkflow(wf), {}, Runtime(sinks=[sink]))
+    execution = Execution(CompiledWorkflow(wf), {}, Runtime(layers=[sink]))
     result = await asyncio.wait_for(execution.run(), 5)
     assert result.status == RunStatus.STOPPED
     assert any(isinstance(e, NodeStopped) and e.node_id == "slow" for e in seen)

@@ -82,7 +82,7 @@ async def test_a_failing_layer_is_reported_once_and_the_run_is_stored_as_it_ende
         tmp_path: Path, hook: str, awaited: bool, calls: list[str] | None) -> None:
     store = RunStore(tmp_path / "runs.db")
     boom = Boom(hook, awaited=awaited)
-    result = await chain().arun(x="a", runtime=Runtime(sinks=[boom]), store=store)
+    result = await chain().arun(x="a", runtime=Runtime(layers=[boom]), store=store)
     assert result.status == "succeeded" and result.outputs == {"out": "a!!!"}
     assert len(result.warnings) == 1
     assert result.warnings[0].startswith(f"layer 'Boom' failed in {hook}: ValueError: ")
@@ -98,7 +98,7 @@ async def test_a_plain_callback_that_raises_is_named_in_the_warning() -> None:
     def progress(event: Event) -> None:
         raise KeyError("bar")
 
-    result = await chain().arun(x="a", runtime=Runtime(sinks=[progress]), store=False)
+    result = await chain().arun(x="a", runtime=Runtime(layers=[progress]), store=False)
     assert result.ok and result.stored is None
     assert result.warnings == [
         ("layer 'test_a_plain_callback_that_raises_is_named_in_the_warning.<locals>.progress' "
@@ -114,7 +114,7 @@ async def test_a_slow_layer_on_its_own_thread_does_not_slow_the_run() -> None:
 
     threaded = Threaded(slow)
     try:
-        result = await chain(5).arun(x="a", runtime=Runtime(sinks=[threaded]), store=False)
+        result = await chain(5).arun(x="a", runtime=Runtime(layers=[threaded]), store=False)
     finally:
         threaded.close()
     assert result.ok and result.warnings == []
@@ -147,7 +147,7 @@ class Keeper(Layer):
 async def test_a_failing_persisting_layer_says_the_run_was_not_stored(fail: bool,
                                                                       why: str) -> None:
     with pytest.warns(RuntimeWarning, match="could not store run"):
-        result = await chain().arun(x="a", runtime=Runtime(sinks=[Keeper(fail)]), store=False)
+        result = await chain().arun(x="a", runtime=Runtime(layers=[Keeper(fail)]), store=False)
     assert result.ok
     assert (result.stored, result.store_error) == (False, why)
     assert "stored=False" in repr(result)
@@ -177,7 +177,7 @@ async def test_a_killed_writer_never_leaves_a_run_running_without_saying_so(
 
     monkeypatch.setattr(cellwire.store.sink, "write_end", die)
     with pytest.warns(RuntimeWarning, match="writer thread .* died"):
-        result = await chain().arun(x="a", store=store, runtime=Runtime(sinks=[start_on_disk]))
+        result = await chain().arun(x="a", store=store, runtime=Runtime(layers=[start_on_disk]))
     assert result.ok and result.stored is False
     assert "SystemExit: writer killed" in (result.store_error or "")
     # The start was committed before the writer died: the store shows it running, and the

@@ -78,7 +78,7 @@ async def test_a_run_store_on_a_sink_alone_is_not_searched_for_memory(tmp_path):
     wf = chatflow()
     await wf.arun({"sys.query": "one", "sys.conversation_id": "c1"},
                   runtime=cellwire.Runtime(llm=LLMRouter([provider])), store=store)
-    runtime = cellwire.Runtime(llm=LLMRouter([provider]), sinks=[store.sink])
+    runtime = cellwire.Runtime(llm=LLMRouter([provider]), layers=[store.sink])
     result = await Execution(compile_workflow(wf),
                              {"sys.query": "two", "sys.conversation_id": "c1"}, runtime).run()
     assert notes(result) == [(
@@ -117,7 +117,7 @@ async def test_cache_without_a_cache_says_how_to_get_one():
 def test_the_runner_uses_its_store_as_memory_and_cache(tmp_path):
     runtime = Runner().runtime(store=tmp_path / "runs.db")
     assert isinstance(runtime.memory, RunStore)
-    assert runtime.memory.sink in runtime.sinks
+    assert runtime.memory.sink in runtime.layers
     assert isinstance(runtime.cache, StoreResponseCache)
     assert runtime.cache.path == runtime.memory.path
     bare = Runner().runtime(store=False)

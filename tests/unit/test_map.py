@@ -31,7 +31,7 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def runtime(provider: ScriptedProvider, *sinks) -> cellwire.Runtime:
-    return cellwire.Runtime(llm=LLMRouter([provider]), sinks=list(sinks))
+    return cellwire.Runtime(llm=LLMRouter([provider]), layers=list(sinks))
 
 
 def echo_workflow(**llm) -> cellwire.Workflow:
@@ -322,7 +322,7 @@ async def test_on_error_raise_lets_the_rows_in_flight_finish():
     rows = [{"slow": 1}, {"slow": 0}, {"slow": 1}, {"slow": 1}]
     with pytest.raises(MapError, match="row 1 failed at node 'code'") as caught:
         await wf.amap(rows, concurrency=2, on_error="raise",
-                      runtime=cellwire.Runtime(sinks=[on_event]), store=False)
+                      runtime=cellwire.Runtime(layers=[on_event]), store=False)
     frame = caught.value.frame
     assert frame["status"].tolist() == ["succeeded", "failed", "pending", "pending"]
     assert frame.loc[0, "done"]

@@ -611,7 +611,7 @@ async def test_stopping_the_run_stops_the_container_mid_round(container):
         if type(event) is NodeStarted and event.node_id == "inner":
             execution[0].stop("enough")
 
-    runtime = cellwire.Runtime(sinks=[stop_when_blocked])
+    runtime = cellwire.Runtime(layers=[stop_when_blocked])
     execution.append(Execution(CompiledWorkflow(wf), {"items": [1, 2], "first": 0}, runtime))
     result = await asyncio.wait_for(execution[0].run(), 10)
 

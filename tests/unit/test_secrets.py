@@ -31,7 +31,7 @@ def _leaky_workflow() -> cellwire.Workflow:
 async def test_secret_is_read_from_the_environment_and_redacted_everywhere(tmp_path):
     wf = _leaky_workflow()
     store = RunStore(tmp_path / "runs.db")
-    runtime = Runtime(environ={"API_KEY": SECRET}, sinks=[store.sink])
+    runtime = Runtime(environ={"API_KEY": SECRET}, layers=[store.sink])
     result = await wf.arun(runtime=runtime, store=False)
     assert result.status == cellwire.RunStatus.SUCCEEDED
     # The node saw the real value (the run works) but nothing shown holds it.

@@ -226,14 +226,14 @@ async def test_runtime_with_a_store_sink_gets_no_second_copy(tmp_path: Path) -> 
     runtime.subscribe(store.sink)
     result = await branching_workflow().arun(x="hi", runtime=runtime)
     assert len(store.trace(result.run_id)) == 6
-    assert runtime.sinks == [store.sink]  # the caller's runtime is left as it was
+    assert runtime.layers == [store.sink]  # the caller's runtime is left as it was
     store.close()
 
 
 async def test_given_runtime_is_copied_not_changed(tmp_path: Path) -> None:
     runtime = cellwire.Runtime()
     result = await branching_workflow().arun(x="hi", runtime=runtime, store=tmp_path / "c.db")
-    assert runtime.sinks == []
+    assert runtime.layers == []
     assert len(open_store(tmp_path / "c.db").trace(result.run_id)) == 6
 
 
@@ -259,7 +259,7 @@ async def test_long_runs_write_in_batches(tmp_path: Path, monkeypatch: pytest.Mo
             assert store.flush(5)  # the batches are queued; wait for the writer to commit them
             seen.append(len(_rows(store.path, "SELECT 1 FROM node_executions")))
 
-    runtime = cellwire.Runtime(sinks=[count_rows])
+    runtime = cellwire.Runtime(layers=[count_rows])
     result = await branching_workflow().arun(x="hi", store=store, runtime=runtime)
     assert seen == [4]  # two batches of two were on disk before the run ended
     _assert_same_trace(store.trace(result.run_id), result.trace)
@@ -281,7 +281,7 @@ async def test_stopped_run(tmp_path: Path) -> None:
     _start(wf)
     wf.add_node("wait", "test-store-wait", after="start")
     execution = Execution(CompiledWorkflow(wf), {"x": "1"},
-                          cellwire.Runtime(sinks=[store.sink]))
+                          cellwire.Runtime(layers=[store.sink]))
     task = asyncio.create_task(execution.run())
     await entered.wait()
     execution.stop("enough")
@@ -411,7 +411,7 @@ async def test_overhead_per_node_store_on_and_off(tmp_path: Path) -> None:
     async def best(with_store: bool) -> float:
         times = []
         for _ in range(repeats):
-            runtime = Runtime(sinks=[store.sink] if with_store else [])
+            runtime = Runtime(layers=[store.sink] if with_store else [])
             t0 = time.perf_counter()
             result = await Execution(compiled, {}, runtime).run()
             times.append(time.perf_counter() - t0)

@@ -67,7 +67,7 @@ def sink(exporter):
 
 
 def runtime(*sinks) -> cellwire.Runtime:
-    return cellwire.Runtime(llm=LLMRouter([PaidDouble()]), sinks=list(sinks))
+    return cellwire.Runtime(llm=LLMRouter([PaidDouble()]), layers=list(sinks))
 
 
 def by_name(exporter) -> dict:

@@ -88,7 +88,7 @@ class Execution:
         #: Stop after ``start_at``: what follows it is not run (it keeps its previous results).
         self._single = single
         self._previous = previous
-        self._layers = RunLayers(runtime.sinks)
+        self._layers = RunLayers(runtime.layers)
         self._deliver = self._layers.event
         self._env = environment_values(compiled.workflow, runtime.environ)
         #: Secret values of this run; when there are any, every event is redacted first.

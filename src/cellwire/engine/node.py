@@ -186,7 +186,7 @@ class NodeContext:
         )
 
     def emit(self, event_type: type[E], /, **fields: Any) -> E:
-        """Send an event about this node execution (e.g. a container's progress) to the sinks.
+        """Send an event about this node execution (e.g. a container's progress) to the layers.
 
         The run, time, node, execution, parent and round fields are filled in.
         """

@@ -76,7 +76,7 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
             "parent_execution_id": frame.parent_execution_id}
     started_at = clock.now()
     run.emit(NodeStarted(time=started_at, **base, title=node.title, index=index))
-    # Every finishing event carries what a trace row needs, so sinks keep no state.
+    # Every finishing event carries what a trace row needs, so layers keep no state.
     base.update(title=node.title, index=index, started_at=started_at)
     ctx = NodeContext(node, compiled.configs[node_id], execution_id, frame, run)
     t0 = clock.monotonic()

@@ -82,7 +82,7 @@ class RunResult:
     #: What the run knew at its end (pool, statuses, edge decisions): reruns start from it.
     #: Kept in memory only; None for a result read back from the store.
     state: RunState | None = field(default=None, repr=False, compare=False)
-    #: Layers (sinks) that failed during the run, one line each; the run itself went on.
+    #: Layers that failed during the run, one line each; the run itself went on.
     warnings: list[str] = field(default_factory=list)
     #: True: the run store has the whole run; False: it could not be stored (see
     #: ``store_error``); None: the run had no store.

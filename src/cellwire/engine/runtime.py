@@ -22,7 +22,7 @@ from .services import (
 if TYPE_CHECKING:
     from .layers import Layer
 
-#: A plain event callback; the runtime turns it into a layer.
+#: A plain event callback; the executor turns it into a layer.
 Sink = Callable[[Event], None]
 
 
@@ -38,7 +38,7 @@ class Runtime:
     """
 
     clock: Clock = field(default_factory=Clock)
-    sinks: list[Layer | Sink] = field(default_factory=list)
+    layers: list[Layer | Sink] = field(default_factory=list)
     #: Resolves node models to chat providers (:class:`cellwire.services.llm.LLMRouter`).
     llm: LLMService | None = None
     #: The shared, pooled HTTP client of HTTP nodes.
@@ -62,10 +62,11 @@ class Runtime:
     #: Where unset secret environment variables are read from (None: ``os.environ``).
     environ: Mapping[str, str] | None = None
 
-    def subscribe(self, sink: Layer | Sink) -> Layer | Sink:
-        self.sinks.append(sink)
-        return sink
+    def subscribe(self, layer: Layer | Sink) -> Layer | Sink:
+        """Add ``layer`` (a Layer or an event callback) to every later run; returns it."""
+        self.layers.append(layer)
+        return layer
 
-    def unsubscribe(self, sink: Layer | Sink) -> None:
-        if sink in self.sinks:
-            self.sinks.remove(sink)
+    def unsubscribe(self, layer: Layer | Sink) -> None:
+        if layer in self.layers:
+            self.layers.remove(layer)
