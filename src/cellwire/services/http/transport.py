@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.request import getproxies, proxy_bypass
@@ -79,17 +78,23 @@ class _Pools:
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body as the engine receives it; closing it returns the connection."""
+    """A response body as the engine receives it, its own iterator (an async generator
+    would cost a loop hook and a finalizer per response); closing it returns the
+    connection."""
 
     __slots__ = ("_response",)
 
     def __init__(self, response: Response) -> None:
         self._response = response
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        response = self._response
-        while piece := await response.next_piece():
-            yield piece
+    def __aiter__(self) -> _Body:  # type: ignore[override]
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = await self._response.next_piece()
+        if not piece:
+            raise StopAsyncIteration
+        return piece
 
     async def aclose(self) -> None:
         self._response.release()
@@ -142,14 +147,15 @@ class FastTransport(httpx.AsyncBaseTransport):
         limits = Limits(_seconds(timeout.get("connect")), _seconds(timeout.get("pool")),
                         _seconds(extensions.get(FIRST_BYTE, timeout.get("read"))), read,
                         self.max_body)
-        try:
-            body: bytes = request.content
-        except httpx.RequestNotRead:
-            body = await request.aread()
         raw = request.headers.raw
-        if body and any(name.lower() == b"transfer-encoding" for name, _ in raw):
-            # The body was read whole: send it with its length rather than in chunks.
-            raw = [(n, v) for n, v in raw if n.lower() != b"transfer-encoding"]
+        if isinstance(request.stream, httpx.ByteStream):
+            body: bytes = request.content if hasattr(request, "_content") \
+                else await request.aread()
+        else:
+            # A streamed body is read whole and sent with its length rather than in chunks.
+            body = await request.aread()
+            raw = [(n, v) for n, v in raw if n.lower() not in (b"transfer-encoding",
+                                                                 b"content-length")]
             raw.append((b"Content-Length", b"%d" % len(body)))
         try:
             response = await pool.send(request.method, url.raw_path.decode("ascii"),

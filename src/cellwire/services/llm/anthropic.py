@@ -49,7 +49,7 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
+from .pools import HTTPProvider, Timeouts, body_pieces, drain, snippet, stream_event
 from .ratelimit import Permit, RateLimits
 from .resilience import RetryPolicy, parse_retry_after
 from .sse import SSEDecoder
@@ -64,7 +64,6 @@ JSON_TOOL = "json_output"
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 #: Error types of a stream's ``error`` event that another attempt may get past.
 _RETRYABLE_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
-_JSON_BODY = {"Content-Type": "application/json"}
 
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
          "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter"}
@@ -142,7 +141,7 @@ class AnthropicProvider(HTTPProvider):
         decoder = _StreamDecoder(self, request)
         try:
             reply = await self._open("POST", "v1/messages", body, request.model)
-            pieces = reply.aiter_bytes()
+            pieces = body_pieces(reply)
             waiting_for = "body"
             try:
                 sse = SSEDecoder()
@@ -185,7 +184,7 @@ class AnthropicProvider(HTTPProvider):
         """An open response with a 2xx status (body unread); errors mapped to provider
         errors."""
         reply = await self._send(method, path, None if body is None else orjson.dumps(body),
-                                 None if body is None else _JSON_BODY, model)
+                                 model)
         if model is not None:
             self._observe(model, reply.status_code, reply.headers)
         if reply.status_code < 300:

@@ -52,7 +52,7 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
+from .pools import HTTPProvider, Timeouts, body_pieces, drain, snippet, stream_event
 from .ratelimit import RateLimits
 from .resilience import RetryPolicy, parse_retry_after
 from .sse import DONE, SSEDecoder
@@ -69,7 +69,6 @@ _COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
 _TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
 #: What a failed connection or read raises.
 _TRANSPORT_ERRORS = httpx.HTTPError
-_JSON_BODY = {"Content-Type": "application/json"}
 
 
 @dataclass(slots=True)
@@ -169,7 +168,7 @@ class OpenAIProvider(HTTPProvider):
         decoder = _Decoder(self, request)
         sse = SSEDecoder()
         model = request.model
-        pieces = response.aiter_bytes()
+        pieces = body_pieces(response)
         waiting_for = "body"
         try:
             done = False
@@ -330,8 +329,7 @@ class OpenAIProvider(HTTPProvider):
         """An open response with a 2xx status (body unread); errors mapped to provider
         errors."""
         body = None if payload is None else orjson.dumps(payload)
-        headers = None if payload is None else _JSON_BODY
-        response = await self._send(method, path, body, headers, model)
+        response = await self._send(method, path, body, model)
         if response.status_code < 300:
             return response
         try:
