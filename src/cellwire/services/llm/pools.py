@@ -213,8 +213,9 @@ class HTTPProvider(abc.ABC):
         self.max_connections = max_connections
         self._own_client = client is None
         if client is None:
-            transport = transport or FastTransport(
-                verify=verify, cert=cert, proxy=proxy, max_connections=max_connections)
+            if transport is None:
+                transport = FastTransport(verify=verify, cert=cert, proxy=proxy,
+                                          max_connections=max_connections)
             client = httpx.AsyncClient(transport=transport)
         #: The client every request goes through.
         self.client = client
