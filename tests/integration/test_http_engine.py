@@ -1,4 +1,4 @@
-"""cellwire's HTTP/1.1 pool against real servers on 127.0.0.1: keep-alive, limits, timeouts,
+"""cellwire's HTTP/1.1 engine (the pool under FastTransport) against real servers on 127.0.0.1: keep-alive, limits, timeouts,
 bodies of every framing, a connection the server closed, and proxies (plain and CONNECT+TLS)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Self
 import pytest
 import trustme
 
-from cellwire.services.llm.http1 import (
+from cellwire.services.http.engine import (
     ConnectError,
     ConnectionLost,
     ConnectTimeout,
