@@ -57,7 +57,7 @@ def ssl_context(verify: Verify = True, cert: Cert | None = None) -> ssl.SSLConte
         context = (ssl.create_default_context(capath=str(path)) if path.is_dir()
                    else ssl.create_default_context(cafile=str(path)))
     if cert is not None:
-        if isinstance(cert, tuple):
+        if isinstance(cert, (tuple, list)):  # a YAML config gives a list
             context.load_cert_chain(*cert)
         else:
             context.load_cert_chain(os.fspath(cert))
@@ -122,6 +122,17 @@ class FastTransport(httpx.AsyncBaseTransport):
         self.max_connections = max_connections
         self.max_body = max_body
         self._loops: PerLoop[_Pools] = PerLoop(_Pools)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to another process (Dask workers) without its connections: they belong here.
+        state = self.__dict__.copy()
+        state["_loops"] = None
+        state["_context"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._loops = PerLoop(_Pools)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:

@@ -232,6 +232,22 @@ class HTTPProvider(abc.ABC):
         self._headers: dict[bool, httpx.Headers] = {}
         self._urls: dict[str, httpx.URL] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to another process (Dask workers): the provider's own client is made again
+        # there around its transport; a client brought in cannot travel.
+        if not self._own_client:
+            raise TypeError(f"provider {self.name!r} has a client= of its own, which cannot be "
+                            "sent to another process; give it transport= (or verify=, cert=, "
+                            "proxy=) instead")
+        state = self.__dict__.copy()
+        state["client"] = state["_direct"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = httpx.AsyncClient(transport=self.transport)
+        self._direct = self.transport
+
     def __repr__(self) -> str:  # no key in reprs
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
 
