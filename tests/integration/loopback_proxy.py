@@ -88,6 +88,9 @@ def _serve(handler, tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, se
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Closed transports finish closing on the next turns of the loop: let them, so
+            # no socket is left for the garbage collector when the loop is closed.
+            await asyncio.sleep(0.05)
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)

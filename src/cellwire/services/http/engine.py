@@ -36,6 +36,8 @@ import httpx
 
 #: How long an idle connection is kept for reuse.
 KEEPALIVE_SECONDS = 30.0
+#: How long closing a pool waits for its connections' sockets to close.
+CLOSE_SECONDS = 1.0
 #: A wait without a limit, as a timer can hold it.
 _FOREVER = 1e9
 
@@ -189,6 +191,8 @@ class _Connection(asyncio.Protocol):
         self._first_byte = self._read = _FOREVER
         self._max_body: int | None = None
         self._body_size = 0
+        #: Done when the connection is closed (its socket too).
+        self.lost: asyncio.Future[None] = pool.loop.create_future()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -218,6 +222,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._stop_timer()
+        if not self.lost.done():
+            self.lost.set_result(None)
         if self.tunnel_waiter is not None and not self.tunnel_waiter.done():
             self.tunnel_waiter.set_exception(ConnectionLost("the proxy closed the connection"))
         response = self.response
@@ -447,15 +453,21 @@ class HTTPPool:
             raise
 
     async def aclose(self) -> None:
-        """Close every connection; requests after this fail."""
+        """Close every connection, and wait (briefly) until their sockets are closed: a TLS
+        connection closes after its shutdown, and a loop ended before that would leave the
+        socket to the garbage collector. Requests after this fail."""
         self.closed = True
-        for connection in [*self._idle, *self._busy]:
+        connections = [*self._idle, *self._busy]
+        for connection in connections:
             connection._fail(ConnectionLost("the client was closed"))
             connection._close()
         self._idle.clear()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionLost("the client was closed"))
+        pending = [c.lost for c in connections if not c.lost.done()]
+        if pending and not self.loop.is_closed():
+            await asyncio.wait(pending, timeout=CLOSE_SECONDS)
 
     # -- the pool ----------------------------------------------------------------------
 
