@@ -191,7 +191,7 @@ async def test_http_request_nodes_share_the_runs_client_and_honour_ssl_verify(ht
 
 def test_a_provider_travels_to_another_process_without_its_connections():
     with llm_server("openai") as server:
-        p = OpenAIProvider(base_url=server.base_url, verify=False)
+        p = OpenAIProvider(base_url=server.base_url, verify=False, rate_limits=RateLimits())
         copy = cloudpickle.loads(cloudpickle.dumps(p))  # as Dask sends it
         assert copy.transport is not p.transport and copy.client is not p.client
         assert asyncio.run(p.chat(ask("here"))).text == "echo: here"
