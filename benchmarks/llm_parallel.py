@@ -1,7 +1,8 @@
 """200 llm nodes in parallel against an OpenAI-wire test server with 100 ms latency.
 
 The workflow fans out from start to 200 llm nodes (streaming, through the OpenAI-compatible
-provider and its HTTP/1.1 connection pool) and joins them in end; it runs with concurrency=256.
+provider over httpx and the fast HTTP/1.1 transport) and joins them in end; it runs with
+concurrency=256.
 Every request takes the server 100 ms, so the critical path is 100 ms; the figure is the wall
 time of a run over that path (target: at most 1.5x). The server is the test double of
 tests/integration/llm_server.py in a separate process, so it really serves concurrently and

@@ -35,6 +35,7 @@ from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
 from cellwire.services.files import FolderPolicy
+from cellwire.services.http import SharedHTTP
 from cellwire.services.llm import LLMRouter, default_router
 from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import load_config
@@ -249,7 +250,7 @@ class Runner:
         self._lock = threading.RLock()
         self._runtimes: dict[tuple[Any, ...], Runtime] = {}
         self._router: tuple[Any, LLMRouter] | None = None
-        self._http = None  # MERGE: SharedHTTP()
+        self._http = SharedHTTP()
         self._runs: OrderedDict[str, RunHandle] = OrderedDict()
         self._watchers: dict[int, tuple[weakref.ref[Workflow], list[Layer | Sink]]] = {}
         #: Layers every run of this runner feeds (OpenTelemetry, say).
@@ -273,10 +274,11 @@ class Runner:
         found = resolve_store(opts.store if store is None else store)
         model = model if model is not None else opts.model
         cache = opts.cache if cache is None else cache
-        base = base or self._base
+        if base is None:
+            base = self._base
         if base is not None and base is not self._base:
-            return self._assemble(base, found, base.llm or self._current_router(), model, cache,
-                                  own=True)
+            router = self._current_router() if base.llm is None else base.llm
+            return self._assemble(base, found, router, model, cache, own=True)
         router = self._current_router() if base is None or base.llm is None else base.llm
         files = os.path.abspath(opts.files) if opts.files is not None else None
         key = (id(found), id(router), model, cache, files)
@@ -299,10 +301,11 @@ class Runner:
         policy = base.files if own or files is None else FolderPolicy(os.path.abspath(files))
         return dataclasses.replace(
             base, layers=layers, llm=router,
-            http=base.http or self._http,
+            http=self._http if base.http is None else base.http,
             # The store keeps the conversations (chat memory) and the LLM response cache.
-            memory=base.memory or store,
-            cache=base.cache or (open_cache(store.path) if store is not None else None),
+            memory=store if base.memory is None else base.memory,
+            cache=(base.cache if base.cache is not None or store is None
+                   else open_cache(store.path)),
             cache_all=cache or base.cache_all,
             files=policy,
             model_override=model or base.model_override,

@@ -1,6 +1,7 @@
 """The Anthropic provider's retries and shared rate limits, against the loopback Messages API
 double (tests/integration/anthropic_server.py) with injected faults: runs complete through
-retries where they should and fail with a clear error where they must; nothing hangs."""
+the node's retries (shown as NodeRetry events) where they should and fail with a clear error
+where they must; the provider itself resends only what never reached a server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from anthropic_server import anthropic_server
 
 import cellwire
+from cellwire.engine import Clock
 from cellwire.engine.events import NodeRetry
 from cellwire.services.llm import (
     ChatAccumulator,
@@ -101,8 +103,19 @@ def workflow(retry: dict | None = None) -> cellwire.Workflow:
     return wf
 
 
+class SkippingClock(Clock):
+    """Test double of the engine's clock: records the node's retry waits and skips them."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await asyncio.sleep(0)
+
+
 async def run(provider: AnthropicProvider, wf: cellwire.Workflow | None = None):
-    runtime = cellwire.Runtime(llm=LLMRouter([provider]))
+    runtime = cellwire.Runtime(llm=LLMRouter([provider]), clock=SkippingClock())
     return await (wf or workflow()).arun(q="hi there", runtime=runtime, store=False)
 
 
@@ -116,32 +129,38 @@ def assert_no_key(result) -> None:
     assert not any(KEY in text for text in shown)
 
 
-# -- retried by the provider ------------------------------------------------------------------
+# -- retried by the node's policy ------------------------------------------------------------
 
 
-async def test_429_retry_after_is_honoured_and_the_run_completes(server, make, waits):
+async def test_429_retry_after_is_honoured_by_the_node_retry(server, make, waits):
     server.fault(429, retry_after="0.3")
     provider = make()
-    result = await run(provider)
+    result = await run(provider, workflow(retry={"max_retries": 2, "interval": 0.05,
+                                                 "jitter": False}))
     assert result.ok, result.error
     assert result.outputs == {"text": "echo: hi there"}
-    assert waits == [0.3]  # longer than the 0.05 s backoff: the server's wait wins
-    assert len(server.requests) == 2 and not node_retries(result)
+    # Longer than the 0.05 s backoff: the server's wait wins; shown as an event.
+    assert [e.delay for e in node_retries(result)] == [0.3]
+    assert len(server.requests) == 2 and waits == []
     # Every attempt went through the shared limiter of (provider, model).
     assert [a[:2] for a in provider._limits.acquired] == [("anthropic", MODEL)] * 2
     assert_no_key(result)
 
 
-async def test_529_overloaded_and_500_are_retried_in_streams_and_whole_replies(
-        server, make, waits):
+async def test_529_and_500_are_retryable_errors_for_the_node(server, make, waits):
     provider = make()
     server.fault(529)
+    with pytest.raises(RetryableProviderError, match="HTTP 529"):
+        await collect(provider, ask())
     server.fault(500)
-    assert (await collect(provider, ask())).text == "echo: hi there"
-    assert len(waits) == 2
+    with pytest.raises(RetryableProviderError, match="HTTP 500"):
+        await provider.chat(ask("again"))
+    assert waits == [] and len(server.requests) == 2
     server.fault(529)
-    assert (await provider.chat(ask("again"))).text == "echo: again"
-    assert len(waits) == 3 and len(server.requests) == 5
+    server.fault(500)
+    result = await run(provider)  # the llm node's default policy retries them
+    assert result.ok, result.error
+    assert len(node_retries(result)) == 2
 
 
 async def test_overload_fails_with_a_clear_error_once_retries_are_spent(server, make, waits):
@@ -151,54 +170,38 @@ async def test_overload_fails_with_a_clear_error_once_retries_are_spent(server, 
     assert not result.ok
     assert "HTTP 529" in result.error and "overloaded_error" in result.error
     assert server.url in result.error  # names the server
-    assert len(waits) == 3 and len(server.requests) == 4  # 1 + 3 retries, no node retry
+    # 1 + the default 3 node retries, each an event; none inside the provider.
+    assert len(node_retries(result)) == 3 and len(server.requests) == 4 and waits == []
 
 
-async def test_overload_error_event_before_any_text_is_retried(server, make, waits):
+async def test_overload_error_event_and_cut_streams_go_to_the_node_retry(server, make, waits):
     server.fault(error="overloaded_error")
-    result = await run(make())
-    assert result.ok, result.error
-    assert len(waits) == 1 and not node_retries(result)
-
-
-async def test_stream_cut_before_any_text_is_retried_by_the_provider(server, make, waits):
     server.fault(cut_after=2)              # message_start and ping only, then a clean close
     server.fault(cut_after=1, reset=True)  # message_start, then a reset connection
     server.fault(drop=True)                # no answer at all
-    result = await run(make())
-    assert result.ok, result.error
-    assert result.outputs == {"text": "echo: hi there"}
-    assert len(waits) == 3 and not node_retries(result)
-
-
-async def test_stream_cut_after_text_goes_to_the_node_retry(server, make, waits):
-    provider = make()
     server.fault(cut_after=5, reset=True)  # the first words got out
-    result = await run(provider, workflow(retry={"max_retries": 1, "interval": 0.0}))
+    result = await run(make(), workflow(retry={"max_retries": 5, "interval": 0.0}))
     assert result.ok, result.error
     assert result.outputs == {"text": "echo: hi there"}
-    retries = node_retries(result)
-    assert len(retries) == 1 and "broke off after" in retries[0].error
-    assert waits == []  # the provider does not retry a stream it has delivered from
+    assert len(node_retries(result)) == 5 and waits == []
 
     server.fault(cut_after=5)
-    result = await run(provider)
-    assert not result.ok
-    assert "broke off after" in result.error and "message_stop" in result.error
+    result = await run(make(), workflow(retry=0))
+    assert not result.ok and "message_stop" in result.error
 
 
-async def test_slow_first_byte_and_stalled_stream_time_out_and_are_retried(
+async def test_slow_first_byte_and_stalled_stream_time_out_and_the_node_retries(
         server, make, waits):
     provider = make(timeouts=Timeouts(connect=2, read=5, first_byte=0.2))
     server.fault(slow=3)   # no headers in time
     server.fault(stall=3)  # headers, then nothing
     result = await run(provider)
     assert result.ok, result.error
-    assert len(waits) == 2 and result.outputs == {"text": "echo: hi there"}
-    for _ in range(4):
-        server.fault(slow=3)
+    assert len(node_retries(result)) == 2 and result.outputs == {"text": "echo: hi there"}
+    server.fault(slow=3)
     with pytest.raises(ProviderTimeout, match="no response within 0.2 s"):
         await provider.chat(ask())
+    assert waits == []
 
 
 # -- failing with a clear error ---------------------------------------------------------------
@@ -228,8 +231,9 @@ async def test_bad_requests_and_should_retry_false_are_not_retried(server, make,
         await provider.chat(ask())
     assert not info.value.retryable
     server.fault(409, x_should_retry="true")  # the server's word wins both ways
-    assert (await provider.chat(ask())).text == "echo: hi there"
-    assert len(waits) == 1
+    with pytest.raises(RetryableProviderError, match="HTTP 409"):
+        await provider.chat(ask())
+    assert waits == []
 
 
 async def test_wrong_key_fails_at_once_and_never_shows_the_key(server, make, waits):
@@ -244,9 +248,15 @@ async def test_wrong_key_fails_at_once_and_never_shows_the_key(server, make, wai
 async def test_unreachable_server_fails_after_retries(make, waits):
     with anthropic_server() as gone:
         url = gone.url
-    provider = make(base_url=url, retry=RetryPolicy(retries=2, base=0.01))
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    provider = make(base_url=url, retry=RetryPolicy(retries=2, base=0.01, sleep=sleep))
     with pytest.raises(RetryableProviderError, match="could not connect to anthropic"):
         await provider.chat(ask())
+    assert len(sleeps) == 2  # refused: nothing was sent, so the provider sent it again
 
 
 # -- shared limits and Anthropic's rate-limit headers -----------------------------------------
@@ -304,10 +314,9 @@ async def test_configured_limits_and_retry_come_from_provider_options(server):
     assert limits.limiter("anthropic", "claude-other").rpm == 50
     assert provider.retry.retries == 1 and provider.timeouts.first_byte == 7
     server.fault(529)
-    server.fault(529)
     with pytest.raises(RetryableProviderError, match="HTTP 529"):
         await provider.chat(ask())
-    assert len(server.requests) == 2
+    assert len(server.requests) == 1  # a 529 is the node's to retry
     await provider.aclose()
 
 

@@ -19,6 +19,7 @@ from cellwire.engine import RunStatus, Runtime
 from cellwire.engine.events import NodeRetry, NodeSucceeded
 from cellwire.nodes.http_build import Timeout, request_timeout
 from cellwire.nodes.http_request import parse_retry_after
+from cellwire.services.http import SharedHTTP
 
 
 @pytest.fixture
@@ -206,10 +207,21 @@ async def test_uses_the_runtimes_shared_client(server: LoopbackServer):
     async def hook(request: httpx.Request) -> None:
         seen.append(str(request.url))
 
-    async with httpx.AsyncClient(event_hooks={"request": [hook]}) as client:
-        _succeeded(await _wf(url=server.url + "/shared").arun(runtime=Runtime(http=client)))
-        assert not client.is_closed
-    assert seen == [server.url + "/shared"]
+    made: list[httpx.AsyncClient] = []
+
+    def factory(verify: bool) -> httpx.AsyncClient:
+        made.append(httpx.AsyncClient(event_hooks={"request": [hook]}, verify=verify))
+        return made[-1]
+
+    service = SharedHTTP(factory)
+    runtime = Runtime(http=service)
+    for path in ("/shared", "/again"):
+        _succeeded(await _wf(url=server.url + path).arun(runtime=runtime))
+    # One client for both runs on this loop, kept open for the next.
+    assert len(made) == 1 and not made[0].is_closed
+    assert seen == [server.url + "/shared", server.url + "/again"]
+    await service.aclose()
+    assert made[0].is_closed
 
 
 def test_parse_retry_after():

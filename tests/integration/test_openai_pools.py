@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cellwire.services.http import FastTransport
+from cellwire.services.http.engine import HTTPPool
 from cellwire.services.llm import ChatMessage, ChatRequest
 from cellwire.services.llm.openai import OpenAIProvider
 from cellwire.services.llm.ratelimit import RateLimits
@@ -29,28 +31,35 @@ def unclosed(caught: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in caught if "nclosed" in str(w.message)]
 
 
+def open_pools(provider: OpenAIProvider) -> list[HTTPPool]:
+    """The running loop's open pools of the provider's fast transport."""
+    assert isinstance(provider.transport, FastTransport)
+    pools = provider.transport._loops.current()
+    return [] if pools is None else list(pools.by_origin.values())
+
+
 def test_each_loop_gets_a_pool_that_closes_with_the_loop():
     with llm_server("openai") as server, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         provider = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
-        pools = []
+        pools: list[HTTPPool] = []
 
         async def call(text: str) -> str:
             reply = await provider.chat(ask(text))
-            pools.append(await provider.pool())
-            assert len(provider._clients) == 1
+            pools.extend(open_pools(provider))
+            assert len(provider.transport) == 1
             return reply.text
 
         assert asyncio.run(call("one")) == "echo: one"
         assert asyncio.run(call("two")) == "echo: two"
-        assert pools[0] is not pools[1] and all(s.closed for s in pools)
-        assert len(provider._clients) == 0
+        assert len(pools) == 2 and pools[0] is not pools[1] and all(p.closed for p in pools)
+        assert len(provider.transport) == 0
         # A dropped provider whose loop is still running is closed when that loop ends.
 
         async def dropped() -> None:
             other = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
             await other.chat(ask("x"))
-            pools.append(await other.pool())
+            pools.extend(open_pools(other))
 
         asyncio.run(dropped())
         assert pools[-1].closed
@@ -63,7 +72,11 @@ def test_a_loop_closed_without_shutdown_is_swept_by_the_next_pool():
         provider = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
         loop = asyncio.new_event_loop()
         loop.run_until_complete(provider.chat(ask("a")))
-        first = loop.run_until_complete(provider.pool())
+
+        async def pools_now() -> list[HTTPPool]:
+            return open_pools(provider)
+
+        first = loop.run_until_complete(pools_now())[0]
         loop.close()  # no shutdown_asyncgens: the pool is left open
         assert not first.closed
         assert asyncio.run(provider.chat(ask("b"))).text == "echo: b"
@@ -74,15 +87,15 @@ async def test_aclose_closes_this_loops_pool_and_a_later_call_opens_another():
     with llm_server("openai") as server:
         provider = OpenAIProvider("openai", base_url=server.base_url, rate_limits=RateLimits())
         await provider.chat(ask("a"))
-        first = await provider.pool()
+        first = open_pools(provider)[0]
         await provider.aclose()
-        assert first.closed and len(provider._clients) == 0
+        assert first.closed and len(provider.transport) == 0
         assert (await provider.chat(ask("b"))).text == "echo: b"
-        assert await provider.pool() is not first
+        assert open_pools(provider)[0] is not first
 
 
 def test_the_environments_proxy_serves_remote_servers_but_never_this_machine(monkeypatch):
-    from cellwire.services.llm.pools import env_proxy
+    from cellwire.services.http import env_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import cellwire
+from cellwire.engine import Clock
 from cellwire.engine.events import NodeRetry
 from cellwire.services.llm import (
     AuthenticationError,
@@ -43,8 +44,23 @@ def waits() -> list[float]:
     return []
 
 
+class SkippingClock(Clock):
+    """Test double of the engine's clock: records the node's retry waits and skips them."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await asyncio.sleep(0)
+
+
+def node_retries(result) -> list[NodeRetry]:
+    return [e for e in result.events if isinstance(e, NodeRetry)]
+
+
 def provider(server: LLMServer, waits: list[float] | None = None, **options) -> OpenAIProvider:
-    """A provider for ``server`` whose retry waits are recorded and skipped."""
+    """A provider for ``server`` whose connection-retry waits are recorded and skipped."""
     recorded = [] if waits is None else waits
 
     async def sleep(seconds: float) -> None:
@@ -70,7 +86,7 @@ def workflow(retry: dict | None = None, **llm) -> cellwire.Workflow:
 
 
 async def run(p: OpenAIProvider, wf: cellwire.Workflow | None = None, query: str = "hi there"):
-    runtime = cellwire.Runtime(llm=LLMRouter([p]))
+    runtime = cellwire.Runtime(llm=LLMRouter([p]), clock=SkippingClock())
     return await (wf or workflow()).arun(query=query, runtime=runtime, store=False)
 
 
@@ -244,74 +260,76 @@ async def test_model_listing():
 # -- faults -------------------------------------------------------------------------------
 
 
-async def test_429_retry_after_seconds_and_ms_are_honoured(waits):
+async def test_429_retry_after_is_honoured_by_the_node_retry_and_shows_in_events(waits):
     with llm_server("openai", api_key=KEY) as server:
         server.fail("status", status=429, headers={"Retry-After": "1"},
                     body={"error": {"message": "Rate limit reached", "type": "requests"}})
         server.fail("status", status=429, headers={"retry-after-ms": "1500"})
-        result = await run(provider(server, waits))
+        result = await run(provider(server, waits), workflow(
+            retry={"max_retries": 3, "interval": 0.05, "jitter": False}))
         assert result.ok, result.error
-        assert waits == [1.0, 1.5]  # longer than the 0.05 s backoff: the server's wait wins
-        assert len(server.chat_requests()) == 3
+        retries = node_retries(result)
+        # Longer than the 0.05 s backoff: the server's wait wins.
+        assert [e.delay for e in retries] == [1.0, 1.5]
+        assert "HTTP 429" in retries[0].error
+        assert len(server.chat_requests()) == 3 and waits == []  # the provider did not retry
         assert_no_key(result)
 
 
-async def test_500s_are_retried_then_fail_with_a_clear_error(waits):
+async def test_5xx_retry_once_each_by_the_default_node_policy_then_fail_clearly(waits):
     with llm_server("vllm") as server:
         server.fail("status", status=500)
-        result = await run(provider(server, waits))
-        assert result.ok and len(waits) == 1
+        result = await run(provider(server, waits))  # the node sets no retry: the default
+        assert result.ok and len(node_retries(result)) == 1
         for _ in range(4):
-            server.fail("status", status=503)
+            server.fail("status", status=503, headers={"Retry-After": "2"})
         result = await run(provider(server, waits))
         assert not result.ok
         assert "HTTP 503" in result.error and "127.0.0.1" in result.error
-        assert len(waits) == 4  # 1 + 3 retries, then the node has none
+        retries = node_retries(result)
+        assert len(retries) == 3 and all(e.delay >= 2 for e in retries)  # then none left
+        assert len(server.chat_requests()) == 1 + 1 + 4 and waits == []
+        # A node that sets "no retries" gets none: explicit off is not "unset".
+        server.fail("status", status=503)
+        result = await run(provider(server, waits), workflow(retry=0))
+        assert not result.ok and node_retries(result) == []
 
 
-async def test_slow_first_byte_times_out_and_is_retried(waits):
+async def test_slow_first_byte_times_out_and_the_node_retries(waits):
     with llm_server("llamacpp") as server:
         p = provider(server, waits, timeouts=Timeouts(connect=2, read=5, first_byte=0.2))
         server.fail("slow", delay=3)      # no headers in time
         server.fail("stall", delay=3)     # headers, then no event in time
         result = await run(p)
         assert result.ok, result.error
-        assert len(waits) == 2 and result.outputs == {"text": "echo: hi there"}
-        for _ in range(4):
-            server.fail("slow", delay=3)
+        retries = node_retries(result)
+        assert "no response within 0.2 s" in retries[0].error
+        assert "started a stream but sent nothing within 0.2 s" in retries[1].error
+        assert len(retries) == 2 and result.outputs == {"text": "echo: hi there"}
+        server.fail("slow", delay=3)
         with pytest.raises(ProviderTimeout, match="no response within 0.2 s"):
             await p.chat(ask())
+        assert waits == []
 
 
-async def test_stream_cut_before_any_text_is_retried_by_the_provider(waits):
-    with llm_server("openai") as server:
-        server.fail("cut", after=1)  # only the empty role chunk got out
-        server.fail("drop")
-        result = await run(provider(server, waits))
-        assert result.ok, result.error
-        assert result.outputs == {"text": "echo: hi there"} and len(waits) == 2
-        assert not [e for e in result.events if isinstance(e, NodeRetry)]
-
-
-async def test_stream_cut_after_text_goes_to_the_node_retry(waits):
+async def test_a_cut_stream_goes_to_the_node_retry(waits):
     with llm_server("openai") as server:
         p = provider(server, waits)
-        server.fail("cut", after=3)
-        result = await run(p, workflow(retry={"max_retries": 1, "interval": 0.0}))
+        server.fail("cut", after=1)  # only the empty role chunk got out
+        server.fail("drop")
+        server.fail("cut", after=3)  # text had been delivered
+        result = await run(p, workflow(retry={"max_retries": 3, "interval": 0.0}))
         assert result.ok, result.error
         assert result.outputs == {"text": "echo: hi there"}
-        retries = [e for e in result.events if isinstance(e, NodeRetry)]
-        assert len(retries) == 1 and "broke off" in retries[0].error
-        assert waits == []  # the provider did not retry a stream it had delivered from
-
-        server.fail("cut", after=3)
-        result = await run(p)
-        assert not result.ok and "broke off after" in result.error
+        retries = node_retries(result)
+        assert len(retries) == 3 and all("dropped" in e.error for e in retries)
+        assert waits == []  # the server had been reached: not the provider's to resend
 
         server.fail("cut")
-        # A cut JSON body is a dropped connection too: chat() retries it.
-        assert (await p.chat(ask())).text == "echo: hi"
-        assert len(waits) == 1
+        # A cut JSON body is a dropped connection too: retryable, for the node.
+        with pytest.raises(RetryableProviderError, match="dropped"):
+            await p.chat(ask())
+        assert waits == []
 
 
 async def test_malformed_json_is_a_clear_error_and_not_retried(waits):
@@ -343,13 +361,40 @@ async def test_wrong_key_is_an_authentication_error_that_never_shows_the_key(wai
         assert KEY not in str(info.value) and KEY not in repr(p)
 
 
-async def test_unreachable_server_fails_after_retries(waits):
+async def test_a_refused_connection_is_retried_by_the_provider_then_fails(waits):
     with llm_server("openai") as server:
         base = server.base_url
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
     p = OpenAIProvider("openai", base_url=base, api_key=KEY, rate_limits=RateLimits(),
-                       retry=RetryPolicy(retries=2, base=0.01))
+                       retry=RetryPolicy(retries=2, base=0.01, sleep=sleep))
     with pytest.raises(RetryableProviderError, match="could not connect"):
         await p.chat(ask())
+    assert len(sleeps) == 2  # nothing reached a server: safe to send again, twice
+
+
+async def test_a_server_that_comes_up_during_the_provider_retries_answers(waits):
+    with llm_server("openai") as gone:
+        base = gone.base_url
+    port = int(base.rsplit(":", 1)[1].split("/")[0])
+    started: list[LLMServer] = []
+
+    async def sleep(seconds: float) -> None:
+        # The server starts on the refused port while the provider waits to retry.
+        if not started:
+            started.append(LLMServer("openai").start(port))
+
+    p = OpenAIProvider("openai", base_url=base, rate_limits=RateLimits(),
+                       retry=RetryPolicy(retries=2, base=0.01, sleep=sleep))
+    try:
+        assert (await p.chat(ask("up"))).text == "echo: up"
+    finally:
+        for server in started:
+            server.stop()
+        await p.aclose()
 
 
 async def test_bad_request_is_not_retried_and_names_the_server():
@@ -369,7 +414,7 @@ async def test_many_concurrent_streams_share_one_pool_and_the_server_overlaps_th
         replies = await asyncio.gather(*(collect(p, ask(f"q{i}")) for i in range(50)))
         assert [r.text for r in replies] == [f"echo: q{i}" for i in range(50)]
         assert server.peak >= 40  # served concurrently, not one after another
-        assert len(p._clients) == 1  # one pool (of shards) for the one event loop
+        assert p.transport is not None and len(p.transport) == 1  # one loop's pools
 
 
 async def test_rate_limit_spaces_requests_of_one_model():

@@ -1,5 +1,5 @@
-"""Provider-level resilience without a server: SSE parsing, Retry-After, backoff, stream
-retries, and the client-side rate limiter on virtual time (looptime)."""
+"""Provider-level resilience without a server: Retry-After, backoff, what the provider may
+resend, and the client-side rate limiter on virtual time (looptime)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import email.utils
 import random
 import threading
 
+import httpx
 import pytest
 
-from cellwire.services.llm import ProviderError, RateLimitError, RetryableProviderError
+from cellwire.engine.retry import retry_delay
+from cellwire.model import Retry
+from cellwire.services.llm import RateLimitError, RetryableProviderError
+from cellwire.services.llm.pools import resendable
 from cellwire.services.llm.ratelimit import RateLimiter, RateLimits
-from cellwire.services.llm.resilience import (
-    RetryPolicy,
-    call_with_retries,
-    parse_retry_after,
-    stream_with_retries,
-)
+from cellwire.services.llm.resilience import RetryPolicy, parse_retry_after
 
 
 def test_retry_after_forms():
@@ -42,63 +41,23 @@ def test_backoff_is_jittered_exponential_and_retry_after_wins_up_to_its_cap():
     assert policy.delay(1, RateLimitError("x", retry_after=11.0)) is None
 
 
-def _recording_policy(**options) -> tuple[RetryPolicy, list[float]]:
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    return RetryPolicy(sleep=sleep, jitter=False, **options), waits
-
-
-async def test_call_with_retries_retries_only_retryable_errors():
-    policy, waits = _recording_policy(retries=2, base=0.1)
-    calls = []
-
-    async def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise RetryableProviderError("busy", retry_after=0.5 if len(calls) == 2 else None)
-        return "ok"
-
-    assert await call_with_retries(flaky, policy) == "ok"
-    assert waits == [0.1, 0.5]
-
-    async def fatal():
-        calls.append(1)
-        raise ProviderError("bad request")
-
-    calls.clear()
-    with pytest.raises(ProviderError, match="bad request"):
-        await call_with_retries(fatal, policy)
-    assert len(calls) == 1
+def test_only_failures_before_anything_reached_a_server_are_resent():
+    assert resendable(httpx.ConnectError("Connection refused"))
+    assert resendable(httpx.ConnectTimeout("no handshake"))
+    # The request may have reached the server: the node's retry policy decides.
+    for reached in (httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("cut"),
+                    httpx.ReadError("reset"), httpx.PoolTimeout("busy")):
+        assert not resendable(reached)
+    # A certificate that did not verify fails the same way every time.
+    assert not resendable(httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] self-signed"))
 
 
-async def test_stream_retried_before_first_item_but_not_after():
-    policy, waits = _recording_policy(retries=3, base=0.1)
-    opened = []
-
-    async def cut_early():
-        opened.append(1)
-        if len(opened) == 1:
-            raise RetryableProviderError("dropped")
-        yield "a"
-        yield "b"
-
-    assert [x async for x in stream_with_retries(cut_early, policy)] == ["a", "b"]
-    assert len(opened) == 2 and waits == [0.1]
-
-    async def cut_late():
-        opened.append(1)
-        yield "a"
-        raise RetryableProviderError("dropped")
-
-    opened.clear()
-    got = []
-    with pytest.raises(RetryableProviderError, match="broke off after 1 chunk"):
-        async for item in stream_with_retries(cut_late, policy, describe="the test stream"):
-            got.append(item)
-    assert got == ["a"] and len(opened) == 1
+def test_the_node_retry_honours_retry_after_up_to_max_interval():
+    policy = Retry(max_retries=3, interval=0.1, backoff=2.0, max_interval=20.0, jitter=False)
+    assert retry_delay(policy, 1) == 0.1
+    assert retry_delay(policy, 1, RateLimitError("x", retry_after=5.0)) == 5.0
+    assert retry_delay(policy, 2, RetryableProviderError("x", retry_after=0.05)) == 0.2
+    assert retry_delay(policy, 1, RateLimitError("x", retry_after=90.0)) == 20.0
 
 
 @pytest.mark.looptime

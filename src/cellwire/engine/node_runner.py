@@ -83,6 +83,7 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
     attempt = 0
     # Containers hold no slot: their children need the slots, and would starve otherwise.
     slots = None if node_type.container else run.slots
+    retry = node_type.retry_for(node)
     while True:
         try:
             if slots is not None:
@@ -104,9 +105,9 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
                                   retries=attempt, **base))
             raise
         except Exception as exc:  # noqa: BLE001 - every node error goes through the policy
-            if attempt < node.retry.max_retries and is_retryable(exc):
+            if attempt < retry.max_retries and is_retryable(exc):
                 attempt += 1
-                delay = retry_delay(node.retry, attempt, exc)
+                delay = retry_delay(retry, attempt, exc)
                 run.emit(NodeRetry(time=clock.now(), attempt=attempt, error=_describe(exc),
                                     delay=delay, **_identity(base)))
                 await clock.sleep(delay)

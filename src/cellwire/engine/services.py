@@ -34,9 +34,10 @@ class LLMService(Protocol):
 
 class HTTPService(Protocol):
     """The run's shared, pooled HTTP client (one per event loop: connections belong to the
-    loop that opened them)."""
+    loop that opened them; :class:`cellwire.services.http.SharedHTTP`). ``verify=False``
+    is a client that skips TLS certificate checks (a node's ``ssl_verify: false``)."""
 
-    def client(self) -> httpx.AsyncClient: ...
+    def client(self, *, verify: bool = True) -> httpx.AsyncClient: ...
 
 
 class Turn(NamedTuple):

@@ -387,6 +387,9 @@ def _node(node_id: str, wrapper: dict[str, Any], data: dict[str, Any],
     extra = _mapping(data.get("cellwire"), out, "data.cellwire", node_id, required=False)
     if "retry" in extra:
         retry = extra["retry"]
+    # No retry_config: the node sets no policy, and its type's default applies.
+    set_retry = {} if data.get("retry_config") is None and "retry" not in extra else {
+        "retry": retry}
     try:
         return Node(
             id=node_id,
@@ -398,7 +401,7 @@ def _node(node_id: str, wrapper: dict[str, Any], data: dict[str, Any],
             position=_position(wrapper.get("position"), out, node_id),
             error_strategy=strategy,
             default_value=default_value,
-            retry=retry,
+            **set_retry,
             max_time=extra.get("max_time"),
             meta={"dify": dify_meta} if dify_meta else {},
         )

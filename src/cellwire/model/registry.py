@@ -9,15 +9,23 @@ opaque value: only the engine calls it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .problems import Problem, WorkflowError
+from .workflow import Node, Retry
 
 ENTRY_POINT_GROUP = "cellwire.nodes"
+
+#: The retry policy of node types that call a model, used when a node sets none: their
+#: providers leave 429, 5xx, timeouts and dropped connections to the node (each retry then
+#: shows as a NodeRetry event, with the server's Retry-After honoured).
+MODEL_CALL_RETRY = Retry(max_retries=3, interval=1.0, backoff=2.0, max_interval=60.0)
+#: Node types whose registrations get :data:`MODEL_CALL_RETRY` unless they give their own.
+MODEL_CALL_TYPES = frozenset({"llm", "question-classifier", "parameter-extractor", "agent"})
 
 
 class NodeConfig(BaseModel):
@@ -57,6 +65,15 @@ class NodeType:
     #: Where a graph starts: ``start`` at the top, ``iteration-start`` inside an iteration.
     start: bool = False
     description: str = ""
+    #: The retry policy of a node of this type that sets none (``retry`` not given).
+    default_retry: Retry | None = None
+
+    def retry_for(self, node: Node) -> Retry:
+        """The node's own retry policy if it sets one (even "no retries"), else the type's
+        default."""
+        if self.default_retry is None or "retry" in node.model_fields_set:
+            return node.retry
+        return self.default_retry
 
     def parse_config(self, node_id: str, config: Mapping[str, Any]) -> Any:
         """Validate a node's raw config into this type's config model."""
@@ -105,6 +122,8 @@ class Registry:
                  fallback: bool = False) -> NodeType:
         """Make ``node_type`` known by its name and ``aliases``; a ``fallback`` only answers
         for names no real type (built in or from a plugin) has."""
+        if node_type.default_retry is None and node_type.name in MODEL_CALL_TYPES:
+            node_type = replace(node_type, default_retry=MODEL_CALL_RETRY)
         self.generation += 1
         if fallback:
             self._fallbacks[node_type.name] = node_type
@@ -163,6 +182,7 @@ def node_type(
     aliases: Sequence[str] = (),
     description: str = "",
     fallback: bool = False,
+    default_retry: Retry | None = None,
 ) -> Callable[[RunFn], RunFn]:
     """Register ``async def run(ctx)`` as the node type ``name``.
 
@@ -172,6 +192,7 @@ def node_type(
     ``fallback`` registers a placeholder that any real type or plugin of that name replaces.
     ``jinja`` yields ``(field, text)`` for the fields rendered as Jinja, so validate() checks
     their ``{{ node.var }}`` references.
+    ``default_retry`` is the retry policy of nodes that set none.
     """
 
     def decorate(run: RunFn) -> RunFn:
@@ -187,6 +208,7 @@ def node_type(
                 container=container,
                 start=start,
                 description=description or (run.__doc__ or "").strip().split("\n")[0],
+                default_retry=default_retry,
             ),
             aliases=aliases,
             fallback=fallback,

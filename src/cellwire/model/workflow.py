@@ -138,10 +138,13 @@ class Workflow(_Data):
         """Add (or replace) node ``id`` of ``type``; ``after`` connects it to upstream nodes.
 
         ``after`` takes node ids, or ``(node_id, handle)`` pairs for a branch's handle.
-        ``retry`` takes a :class:`Retry`, its fields as a dict, or a number of retries.
+        ``retry`` takes a :class:`Retry`, its fields as a dict, or a number of retries (``0``
+        for none); ``None`` leaves the node type's default policy.
         """
         if isinstance(retry, int):
             retry = Retry(max_retries=retry)
+        # Unset when not given, so the node type's default retry policy applies.
+        set_retry = {} if retry is None else {"retry": Retry.model_validate(retry)}
         node = Node(
             id=id,
             type=type,
@@ -150,8 +153,8 @@ class Workflow(_Data):
             parent=parent,
             error_strategy=error_strategy,
             default_value=default_value or {},
-            retry=Retry.model_validate(retry) if retry is not None else Retry(),
             max_time=max_time,
+            **set_retry,
         )
         if id in self.nodes:
             old = self.nodes[id]

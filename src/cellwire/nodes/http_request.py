@@ -1,5 +1,9 @@
 """http-request: one HTTP call with Dify's fields, over httpx, without blocking the loop.
 
+The request goes through the run's shared client (``runtime.http``; a process-wide one when
+the run has none), so connections are reused across nodes and runs; the node's timeouts go
+with the request and ``ssl_verify: false`` takes the service's non-verifying client.
+
 Network errors, timeouts and 429/503 answers raise retryable errors, so the node's retry
 policy applies (``Retry-After`` honoured); every other status is returned as the output
 ``status_code``, as Dify does. The authorization secret never reaches ``process_data``.
@@ -14,6 +18,7 @@ import httpx
 from cellwire.engine import NodeContext, NodeError, NodeResult, RetryableError
 from cellwire.engine.secrets import REDACTED, redact
 from cellwire.model import node_type
+from cellwire.services.http import SHARED
 from cellwire.services.llm.resilience import parse_retry_after
 
 from .http_build import (
@@ -51,29 +56,21 @@ async def run(ctx: NodeContext) -> NodeResult:
     """Send the request; outputs ``status_code``, ``body`` (text), ``headers``, ``files``."""
     config: HttpRequestConfig = ctx.config
     spec = build_request(ctx, config)
-    runtime_client = ctx.runtime.http
-    # verify is a client setting in httpx, so ssl_verify=False needs a client of its own.
-    own = runtime_client is None or config.ssl_verify is False
-    client: httpx.AsyncClient = (
-        httpx.AsyncClient(verify=config.ssl_verify is not False) if own else runtime_client
-    )
+    # verify is a client setting in httpx: ssl_verify false takes the non-verifying client.
+    service = SHARED if ctx.runtime.http is None else ctx.runtime.http
+    client = service.client(verify=config.ssl_verify is not False)
     try:
-        try:
-            # httpx's params= drops the URL's own query; Dify's older httpx merged the two.
-            url = httpx.URL(spec.url).copy_merge_params(spec.params)
-            request = client.build_request(
-                spec.method, url, headers=spec.headers,
-                content=spec.content, files=spec.files, json=spec.json, timeout=spec.timeout,
-            )
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise HttpNodeError(f"invalid URL {spec.url!r}: {exc}", field="url",
-                                hint="give a full http:// or https:// URL") from None
-        process_data = {"request": request_log(request, spec.secrets, spec.secret_headers)}
-        response = await _send(ctx, client, request, spec)
-    finally:
-        if own:
-            await client.aclose()
-    status, headers, content, encoding = response
+        # httpx's params= drops the URL's own query; Dify's older httpx merged the two.
+        url = httpx.URL(spec.url).copy_merge_params(tuple(spec.params))
+        request = client.build_request(
+            spec.method, url, headers=spec.headers,
+            content=spec.content, files=spec.files, json=spec.json, timeout=spec.timeout,
+        )
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise HttpNodeError(f"invalid URL {spec.url!r}: {exc}", field="url",
+                            hint="give a full http:// or https:// URL") from None
+    process_data = {"request": request_log(request, spec.secrets, spec.secret_headers)}
+    status, headers, content, encoding = await _send(ctx, client, request, spec)
     if status in RETRY_STATUSES:
         retry_after = parse_retry_after(headers, ctx.runtime.clock.now())
         wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
@@ -110,7 +107,8 @@ async def _send(ctx: NodeContext, client: httpx.AsyncClient, request: httpx.Requ
         finally:
             await response.aclose()
     except httpx.TimeoutException as exc:
-        which = _TIMEOUT_FIELDS.get(type(exc))
+        # isinstance, not type(): a transport may raise subclasses (the fast one does).
+        which = next((f for t, f in _TIMEOUT_FIELDS.items() if isinstance(exc, t)), None)
         limits = spec.timeout.as_dict()
         if which is None:
             raise HttpRetryableError(f"timed out waiting for a connection to {url}",

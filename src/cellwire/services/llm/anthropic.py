@@ -14,10 +14,10 @@ The mapping from the provider interface:
   ``message_delta`` (stop reason, output tokens), ``ping`` and ``error`` events;
 * stop reasons map to ``stop``, ``length`` and ``tool_calls``.
 
-Resilience is the OpenAI-compatible provider's: a :class:`RetryPolicy` retries HTTP 429
-(honouring ``retry-after``), 5xx and 529 ``overloaded_error``, overload errors inside a stream,
-timeouts and dropped connections, and ``x-should-retry`` overrides that choice as Anthropic's
-SDKs let it. Client-side limits come from the process-wide :data:`RATE_LIMITS`; a 429, or an
+Resilience is the OpenAI-compatible provider's: HTTP 429 (with ``retry-after``), 5xx and 529
+``overloaded_error``, overload errors inside a stream, timeouts and dropped connections raise
+retryable errors for the node's retry policy, and ``x-should-retry`` overrides that choice as
+Anthropic's SDKs let it; only a connection that could not be opened is retried here. Client-side limits come from the process-wide :data:`RATE_LIMITS`; a 429, or an
 ``anthropic-ratelimit-*-remaining: 0`` header, also holds every later request of the model
 until the server's reset. The API key never appears in an error message.
 """
@@ -25,11 +25,13 @@ until the server's reset. The API key never appears in an error message.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
+import httpx
 import orjson
 
 from .base import (
@@ -47,10 +49,9 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .http1 import Response
-from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
+from .pools import HTTPProvider, Timeouts, body_pieces, drain, snippet, stream_event
 from .ratelimit import Permit, RateLimits
-from .resilience import RetryPolicy, call_with_retries, parse_retry_after
+from .resilience import RetryPolicy, parse_retry_after
 from .sse import SSEDecoder
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -63,7 +64,6 @@ JSON_TOOL = "json_output"
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 #: Error types of a stream's ``error`` event that another attempt may get past.
 _RETRYABLE_TYPES = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
-_JSON_BODY = {"Content-Type": "application/json"}
 
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
          "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter"}
@@ -72,7 +72,8 @@ _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
 class AnthropicProvider(HTTPProvider):
     """Chat over Anthropic's Messages API through a pool of keep-alive connections.
 
-    ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits`` and ``rate_limits``: see
+    ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits``, ``rate_limits``, and
+    ``client``, ``transport``, ``verify``, ``cert`` and ``proxy`` (how requests travel): see
     :class:`~cellwire.services.llm.pools.HTTPProvider`.
     """
 
@@ -83,11 +84,16 @@ class AnthropicProvider(HTTPProvider):
                  rpm: float | None = None, tpm: float | None = None,
                  model_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
                  rate_limits: RateLimits | None = None, max_connections: int = 100,
-                 max_tokens: int = DEFAULT_MAX_TOKENS):
+                 max_tokens: int = DEFAULT_MAX_TOKENS, client: httpx.AsyncClient | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 verify: bool | str | ssl.SSLContext = True,
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
         super().__init__(name, base_url=(base_url or DEFAULT_BASE_URL).rstrip("/")
                          .removesuffix("/v1"), api_key=api_key, timeouts=timeouts,
                          retry=retry, rpm=rpm, tpm=tpm, model_limits=model_limits,
-                         rate_limits=rate_limits, max_connections=max_connections)
+                         rate_limits=rate_limits, max_connections=max_connections,
+                         client=client, transport=transport, verify=verify, cert=cert,
+                         proxy=proxy)
         self.max_tokens = max_tokens
 
     def _pool_headers(self) -> dict[str, str]:
@@ -103,14 +109,11 @@ class AnthropicProvider(HTTPProvider):
                             model=model, hint="use an OpenAI-compatible embedding model")
 
     async def models(self) -> list[str]:
-        async def attempt() -> Any:
-            reply = await self._open("GET", "v1/models", None, None)
-            try:
-                return self._json(await self._read(reply, None), None)
-            finally:
-                reply.release()
-
-        data = await call_with_retries(attempt, self.retry)
+        reply = await self._open("GET", "v1/models", None, None)
+        try:
+            data = self._json(await self._read(reply, None), None)
+        finally:
+            await reply.aclose()
         items = data.get("data", []) if isinstance(data, dict) else []
         return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
 
@@ -125,7 +128,7 @@ class AnthropicProvider(HTTPProvider):
             try:
                 content = await self._read(reply, request.model)
             finally:
-                reply.release()
+                await reply.aclose()
             response = self._response(request, self._json(content, request.model))
             used = response.usage.total_tokens
             return response
@@ -138,29 +141,34 @@ class AnthropicProvider(HTTPProvider):
         decoder = _StreamDecoder(self, request)
         try:
             reply = await self._open("POST", "v1/messages", body, request.model)
+            pieces = body_pieces(reply)
+            waiting_for = "body"
             try:
                 sse = SSEDecoder()
-                while not decoder.done and (raw := await reply.next_piece()):
+                async for raw in pieces:
+                    waiting_for = "more"
                     for payload in sse.feed(raw):
                         for chunk in decoder.feed(self._event(payload, request.model)):
                             yield chunk
                         if decoder.done:
                             break
+                    if decoder.done:
+                        break
                 if not decoder.done:
-                    payload = sse.flush()
-                    if payload is not None:
-                        for chunk in decoder.feed(self._event(payload, request.model)):
+                    rest = sse.flush()
+                    if rest is not None:
+                        for chunk in decoder.feed(self._event(rest, request.model)):
                             yield chunk
                 if not decoder.done:
                     raise RetryableProviderError(
                         f"the stream from {self.server} ended before message_stop",
                         provider=self.name, model=request.model)
-                await drain(reply)
+                await drain(pieces)
                 yield decoder.last()
-            except (TimeoutError, OSError) as exc:
-                raise self._transport_error(exc, request.model) from None
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, request.model, waiting_for) from None
             finally:
-                reply.release()
+                await reply.aclose()
         finally:
             permit.settle(decoder.total_tokens())
 
@@ -172,31 +180,28 @@ class AnthropicProvider(HTTPProvider):
         return await self._limits.acquire(self.name, request.model, estimate)
 
     async def _open(self, method: str, path: str, body: dict[str, Any] | None,
-                    model: str | None) -> Response:
-        """An open response with a 2xx status; errors mapped to provider errors."""
-        try:
-            pool = await self.pool()
-            reply = await pool.request(method, path, None if body is None else orjson.dumps(body),
-                                       None if body is None else _JSON_BODY)
-        except (TimeoutError, OSError) as exc:
-            raise self._transport_error(exc, model) from None
+                    model: str | None) -> httpx.Response:
+        """An open response with a 2xx status (body unread); errors mapped to provider
+        errors."""
+        reply = await self._send(method, path, None if body is None else orjson.dumps(body),
+                                 model)
         if model is not None:
-            self._observe(model, reply.status, reply.headers)
-        if reply.status < 300:
+            self._observe(model, reply.status_code, reply.headers)
+        if reply.status_code < 300:
             return reply
         try:
-            text = (await reply.read()).decode("utf-8", "replace")
-        except (TimeoutError, OSError):
+            text = (await reply.aread()).decode("utf-8", "replace")
+        except httpx.HTTPError:
             text = ""
         finally:
-            reply.release()
-        raise self._http_error(model, reply.status, text, reply.headers)
+            await reply.aclose()
+        raise self._http_error(model, reply.status_code, text, reply.headers)
 
-    async def _read(self, reply: Response, model: str | None) -> bytes:
+    async def _read(self, reply: httpx.Response, model: str | None) -> bytes:
         try:
-            return await reply.read()
-        except (TimeoutError, OSError) as exc:
-            raise self._transport_error(exc, model) from None
+            return await reply.aread()
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model, "body") from None
 
     def _event(self, payload: str, model: str) -> dict[str, Any]:
         return stream_event(payload, server=self.server, provider=self.name, model=model,
@@ -435,10 +440,13 @@ def _blocks(message: ChatMessage) -> list[dict[str, Any]]:
             blocks.append({"type": "text", "text": message.content})
     else:
         for part in message.content:
+            if not isinstance(part, dict):
+                continue
             if part.get("type") == "text":
                 blocks.append({"type": "text", "text": str(part.get("text", ""))})
             elif part.get("type") == "image_url":
-                url = str((part.get("image_url") or {}).get("url", ""))
+                image = part.get("image_url")
+                url = str(image.get("url", "")) if isinstance(image, dict) else ""
                 blocks.append(_image(url))
     for call in message.tool_calls:
         try:

@@ -16,9 +16,10 @@ differences (engine-peers notes §6.3) are absorbed here:
   -> the prompt alone, ``stream_options`` dropped, any other named parameter dropped;
 * embeddings as floats or base64.
 
-Retries (429, 5xx, timeouts, dropped connections) follow a :class:`RetryPolicy`; client-side
-rate limits come from the process-wide :data:`RATE_LIMITS`. The API key never appears in an
-error message.
+429, 5xx, timeouts and dropped connections raise retryable errors (with ``Retry-After``) for
+the node's retry policy; only a connection that could not be opened is retried here
+(:class:`RetryPolicy`). Client-side rate limits come from the process-wide
+:data:`RATE_LIMITS`. The API key never appears in an error message.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 
@@ -49,10 +52,9 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .http1 import Response
-from .pools import HTTPProvider, Timeouts, drain, snippet, stream_event
+from .pools import HTTPProvider, Timeouts, body_pieces, drain, snippet, stream_event
 from .ratelimit import RateLimits
-from .resilience import RetryPolicy, call_with_retries, parse_retry_after
+from .resilience import RetryPolicy, parse_retry_after
 from .sse import DONE, SSEDecoder
 
 #: How many times one call may adapt its parameters to a server's 400 before giving up.
@@ -66,8 +68,7 @@ _REJECTED = re.compile(
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
 _TOOL_OPEN, _TOOL_CLOSE = "<tool_call>", "</tool_call>"
 #: What a failed connection or read raises.
-_TRANSPORT_ERRORS = (TimeoutError, OSError)
-_JSON_BODY = {"Content-Type": "application/json"}
+_TRANSPORT_ERRORS = httpx.HTTPError
 
 
 @dataclass(slots=True)
@@ -95,7 +96,8 @@ class OpenAIProvider(HTTPProvider):
     ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits`` and ``rate_limits``: see
     :class:`~cellwire.services.llm.pools.HTTPProvider`. ``include_usage`` sends
     ``stream_options.include_usage`` (dropped for a model whose server rejects it);
-    ``headers`` go with every request.
+    ``headers`` go with every request. ``client``, ``transport``, ``verify``, ``cert`` and
+    ``proxy`` choose how requests travel (:class:`~cellwire.services.llm.pools.HTTPProvider`).
     """
 
     def __init__(self, name: str = "openai", *, base_url: str = "https://api.openai.com/v1",
@@ -106,18 +108,22 @@ class OpenAIProvider(HTTPProvider):
                  model_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
                  rate_limits: RateLimits | None = None, include_usage: bool = True,
                  max_connections: int = 512, headers: Mapping[str, str] | None = None,
-                 embedding_format: str = "float"):
+                 embedding_format: str = "float", client: httpx.AsyncClient | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 verify: bool | str | ssl.SSLContext = True,
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
+        self._extra_headers = dict(headers or {})
         super().__init__(name, base_url=base_url.rstrip("/"), api_key=api_key,
                          timeouts=timeouts, retry=retry, rpm=rpm, tpm=tpm,
                          model_limits=model_limits, rate_limits=rate_limits,
-                         max_connections=max_connections)
+                         max_connections=max_connections, client=client,
+                         transport=transport, verify=verify, cert=cert, proxy=proxy)
         self.include_usage = include_usage
         self.embedding_format = embedding_format
-        self._headers = dict(headers or {})
         self._states: dict[str, _ModelState] = {}
 
     def _pool_headers(self) -> dict[str, str]:
-        headers = dict(self._headers)
+        headers = dict(self._extra_headers)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
@@ -137,7 +143,7 @@ class OpenAIProvider(HTTPProvider):
         try:
             body = await self._read_json(response, request.model)
         finally:
-            response.release()
+            await response.aclose()
         decoder = _Decoder(self, request)
         accumulator = ChatAccumulator()
         choices = body.get("choices") if isinstance(body, dict) else None
@@ -162,11 +168,12 @@ class OpenAIProvider(HTTPProvider):
         decoder = _Decoder(self, request)
         sse = SSEDecoder()
         model = request.model
+        pieces = body_pieces(response)
+        waiting_for = "body"
         try:
             done = False
-            # next_piece() rather than an async generator: one left unfinished at [DONE]
-            # would be closed by the loop's finalizer hook, a task and a wake-up per request.
-            while not done and (raw := await response.next_piece()):
+            async for raw in pieces:
+                waiting_for = "more"
                 # Every event of one read at once, merged into as few chunks as keep their
                 # order: the node then streams one piece per read, not one per token.
                 chunks: list[ChatChunk] = []
@@ -177,20 +184,24 @@ class OpenAIProvider(HTTPProvider):
                     chunks += decoder.feed(self._parse_event(data, model))
                 for chunk in _merged(chunks):
                     yield chunk
+                if done:
+                    break
             if done:
-                await drain(response)
+                # To the end of the body, so the connection is reused (and the iterators
+                # finish here rather than in the loop's finalizer).
+                await drain(pieces)
             else:
-                data = sse.flush()
-                if data is not None and data.strip() != DONE:
-                    for chunk in decoder.feed(self._parse_event(data, model)):
+                rest = sse.flush()
+                if rest is not None and rest.strip() != DONE:
+                    for chunk in decoder.feed(self._parse_event(rest, model)):
                         yield chunk
             for chunk in decoder.finish():
                 yield chunk
         except _TRANSPORT_ERRORS as exc:
-            raise self._transport_error(exc, model) from None
+            raise self._transport_error(exc, model, waiting_for) from None
         finally:
             permit.settle(decoder.total_tokens())
-            response.release()
+            await response.aclose()
 
     async def _start(self, request: ChatRequest, *, stream: bool):
         """Send the request, adapting it to the server's 400s; an open response and permit."""
@@ -263,21 +274,17 @@ class OpenAIProvider(HTTPProvider):
         if dimensions is not None:
             body["dimensions"] = dimensions
 
-        async def attempt() -> Any:
-            permit = await self._limits.acquire(self.name, model, sum(map(estimate_tokens,
-                                                                          texts)))
-            try:
-                response = await self._open("POST", "embeddings", body, model)
-            except _BadRequest as exc:
-                raise exc.error from None
-            finally:
-                permit.settle(sum(map(estimate_tokens, texts)))
-            try:
-                return await self._read_json(response, model)
-            finally:
-                response.release()
-
-        data = await call_with_retries(attempt, self.retry)
+        permit = await self._limits.acquire(self.name, model, sum(map(estimate_tokens, texts)))
+        try:
+            response = await self._open("POST", "embeddings", body, model)
+        except _BadRequest as exc:
+            raise exc.error from None
+        finally:
+            permit.settle(sum(map(estimate_tokens, texts)))
+        try:
+            data = await self._read_json(response, model)
+        finally:
+            await response.aclose()
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list) or len(items) != len(texts):
             raise ProviderError(
@@ -304,47 +311,40 @@ class OpenAIProvider(HTTPProvider):
 
     async def models(self) -> list[str]:
         """``GET /models``: the model ids the server lists."""
-        async def attempt() -> Any:
-            response = await self._open("GET", "models", None, None)
-            try:
-                return await self._read_json(response, None)
-            finally:
-                response.release()
-
         try:
-            data = await call_with_retries(attempt, self.retry)
+            response = await self._open("GET", "models", None, None)
         except _BadRequest as exc:
             raise exc.error from None
+        try:
+            data = await self._read_json(response, None)
+        finally:
+            await response.aclose()
         items = (data.get("data") or data.get("models") or []) if isinstance(data, dict) else []
         return [str(m.get("id") or m.get("name")) for m in items if isinstance(m, dict)]
 
     # -- HTTP --------------------------------------------------------------------------
 
     async def _open(self, method: str, path: str, payload: Any, model: str | None
-                    ) -> Response:
-        """An open response with a 2xx status; errors mapped to provider errors."""
+                    ) -> httpx.Response:
+        """An open response with a 2xx status (body unread); errors mapped to provider
+        errors."""
         body = None if payload is None else orjson.dumps(payload)
-        headers = None if payload is None else _JSON_BODY
-        try:
-            pool = await self.pool()
-            response = await pool.request(method, path, body, headers)
-        except _TRANSPORT_ERRORS as exc:
-            raise self._transport_error(exc, model) from None
-        if response.status < 300:
+        response = await self._send(method, path, body, model)
+        if response.status_code < 300:
             return response
         try:
-            text = (await response.read()).decode("utf-8", "replace")
+            text = (await response.aread()).decode("utf-8", "replace")
         except _TRANSPORT_ERRORS:
             text = ""
         finally:
-            response.release()
-        raise self._status_error(response.status, response.headers, text, model)
+            await response.aclose()
+        raise self._status_error(response.status_code, response.headers, text, model)
 
-    async def _read_json(self, response: Response, model: str | None) -> Any:
+    async def _read_json(self, response: httpx.Response, model: str | None) -> Any:
         try:
-            content = await response.read()
+            content = await response.aread()
         except _TRANSPORT_ERRORS as exc:
-            raise self._transport_error(exc, model) from None
+            raise self._transport_error(exc, model, "body") from None
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -352,7 +352,7 @@ class OpenAIProvider(HTTPProvider):
             raise ProviderError(
                 f"{self.server} sent malformed JSON ({kind}): {exc}: "
                 f"{snippet(content.decode('utf-8', 'replace'))}",
-                provider=self.name, model=model, status=response.status,
+                provider=self.name, model=model, status=response.status_code,
                 hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
             ) from None
 
@@ -381,7 +381,7 @@ class OpenAIProvider(HTTPProvider):
         code = str(error.get("code") or "") if isinstance(error, dict) else ""
         param = error.get("param") if isinstance(error, dict) else None
         said = f"{self.server} answered HTTP {status}: {message or '(no message)'}"
-        where = {"provider": self.name, "model": model, "status": status}
+        where: dict[str, Any] = {"provider": self.name, "model": model, "status": status}
         if status in (401, 403):
             return AuthenticationError(
                 said, hint=f"check the API key of provider {self.name!r} "

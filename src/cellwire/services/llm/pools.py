@@ -1,26 +1,32 @@
-"""The providers' HTTP plumbing: one connection pool per event loop, its timeouts, and what a
-failed connection means to a provider.
+"""What the HTTP providers share: an httpx client, its timeouts, the one retry they make
+themselves, and what a failed request means to a provider.
 
-A pool belongs to the loop that opened its connections, so each loop gets its own; it is
-closed when that loop shuts down (``asyncio.run`` and the notebook-free :func:`cellwire.run`
-close their loop after each run).
+Every request goes through httpx's API. The default client sends through the fast HTTP/1.1
+transport (:class:`cellwire.services.http.FastTransport`: one pool of connections per origin
+and event loop, closed with the loop); ``client=`` or ``transport=`` brings httpx's own
+(proxies of every kind, mTLS, HTTP/2, truststore).
+
+Retries: the provider resends a request only when no connection could be opened (nothing
+reached the server, so sending again is safe), as :class:`RetryPolicy` allows. Everything
+later (429, 5xx, timeouts, a dropped connection) raises a :class:`RetryableProviderError`
+carrying the server's ``Retry-After``, and the node's retry policy decides, so each retry
+shows as a ``NodeRetry`` event and retries are never multiplied.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import ipaddress
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
 
+import httpx
 import orjson
 
 import cellwire
+from cellwire.services.http import FIRST_BYTE, FastTransport, ReadTimeout, ResponseTooLarge
 
 from .base import (
     ChatChunk,
@@ -30,9 +36,8 @@ from .base import (
     ProviderTimeout,
     RetryableProviderError,
 )
-from .http1 import ConnectError, ConnectTimeout, HTTPPool, PoolTimeout, ReadTimeout, Response
 from .ratelimit import RATE_LIMITS, RateLimits
-from .resilience import RetryPolicy, call_with_retries, stream_with_retries
+from .resilience import RetryPolicy
 
 #: How much of a server's text an error message quotes.
 SNIPPET = 200
@@ -44,8 +49,9 @@ DRAIN_SECONDS = 1.0
 @dataclass(slots=True)
 class Timeouts:
     """Seconds: ``first_byte`` bounds the wait for the response headers and for the first
-    bytes of a stream (a model's time to first token); ``read`` each later read; ``pool``
-    the wait for a free connection. ``write`` is kept for old configs and not used."""
+    bytes of a stream (a model's time to first token; on the fast transport only, httpx's
+    own bounds that wait by ``read``); ``read`` each later read; ``write`` sending the
+    request; ``pool`` the wait for a free connection."""
 
     connect: float = 10.0
     read: float = 300.0
@@ -53,144 +59,91 @@ class Timeouts:
     pool: float = 30.0
     first_byte: float = 120.0
 
-#: The keeper of every open pool, by loop and id of pool: a pool lives as long as its
-#: loop, also when the provider that opened it is dropped without ``aclose()`` (its sockets
-#: would otherwise stay open until the garbage collector finds them).
-_KEEPERS: dict[asyncio.AbstractEventLoop, dict[int, AsyncGenerator[None, None]]] = {}
-
-
-class LoopPools:
-    """``get(factory)`` is this loop's pool, made by ``factory`` on first use."""
-
-    def __init__(self) -> None:
-        self._pools: dict[asyncio.AbstractEventLoop, HTTPPool] = {}
-
-    def __len__(self) -> int:
-        """How many loops have an open pool."""
-        return sum(not pool.closed for pool in self._pools.values())
-
-    async def get(self, factory: Callable[[], HTTPPool]) -> HTTPPool:
-        loop = asyncio.get_running_loop()
-        found = self._pools.get(loop)
-        if found is not None and not found.closed:
-            return found
-        await _close_orphans()
-        for old in [k for k, v in self._pools.items() if v.closed or k.is_closed()]:
-            del self._pools[old]
-        pool = self._pools[loop] = factory()
-        # The loop closes its async generators when it shuts down (asyncio.run, Runner):
-        # this one's ``finally`` closes the pool then, before the loop is gone.
-        keeper = _keep(loop, pool)
-        await anext(keeper)
-        _KEEPERS.setdefault(loop, {})[id(pool)] = keeper
-        return pool
-
-    async def aclose(self) -> None:
-        """Close this loop's pool."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            keeper = _KEEPERS.get(asyncio.get_running_loop(), {}).get(id(pool))
-            await (keeper.aclose() if keeper is not None else pool.aclose())
-
-
-async def _keep(loop: asyncio.AbstractEventLoop,
-                pool: HTTPPool) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        keepers = _KEEPERS.get(loop, {})
-        keepers.pop(id(pool), None)
-        if not keepers:
-            _KEEPERS.pop(loop, None)
-        await pool.aclose()
-
-
-async def _close_orphans() -> None:
-    # Pools of loops closed without shutting down their generators: close them quietly
-    # (their sockets went with the loop).
-    for loop in [loop for loop in _KEEPERS if loop.is_closed()]:
-        for keeper in list(_KEEPERS.get(loop, {}).values()):
-            await keeper.aclose()
-
-
-def new_pool(base_url: str, *, connections: int, headers: dict[str, str], connect: float,
-                pool: float, first_byte: float, read: float) -> HTTPPool:
-    """A pool of up to ``connections`` connections to the server at ``base_url``, through
-    the environment's proxy for it; timeouts in seconds (see :class:`HTTPPool`)."""
-    context: ssl.SSLContext | None = None
-    if base_url.startswith("https:"):
-        import httpx  # its context: certifi's roots and SSL_CERT_FILE, as before
-
-        context = httpx.create_ssl_context()
-    return HTTPPool(base_url, connections=connections, headers=headers, connect=connect,
-                    pool=pool, first_byte=first_byte, read=read, ssl_context=context,
-                    proxy=env_proxy(base_url))
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / ALL_PROXY name for ``url``, unless NO_PROXY exempts it or the
-    server is on this machine (a local Ollama or llama.cpp server is never behind a proxy)."""
-    parts = urlsplit(url)
-    if not parts.hostname or _loopback(parts.hostname) or proxy_bypass(parts.hostname):
-        return None
-    proxies = getproxies()
-    return proxies.get(parts.scheme) or proxies.get("all")
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def provider_error(exc: BaseException, *, server: str, timeouts: Timeouts, provider: str,
-                   model: str | None,
+                   model: str | None, waiting_for: str = "headers",
                    scrub: Callable[[str], str] = lambda text: text) -> ProviderError:
-    """The provider error for a failed connection or read (retryable where another attempt
-    may succeed); ``server`` names the server in the message, ``scrub`` cleans what the
-    exception says (of an API key)."""
+    """The provider error for a failed request (retryable where another attempt may
+    succeed); ``server`` names the server in the message, ``waiting_for`` what was due when
+    a read timed out (``headers``, ``body`` or ``more``), ``scrub`` cleans what the exception
+    says (of an API key)."""
     if isinstance(exc, ProviderError):
         return exc
-    where = {"provider": provider, "model": model}
-    detail = scrub(str(exc)) or repr(exc)
-    if isinstance(exc, ConnectTimeout):
+    where: dict[str, Any] = {"provider": provider, "model": model}
+    detail = scrub(str(exc)) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
         return ProviderTimeout(f"could not connect to {server} within {timeouts.connect:g} s",
                                **where)
-    if isinstance(exc, PoolTimeout):
+    if isinstance(exc, httpx.PoolTimeout):
         return ProviderTimeout(f"no free connection to {server}: {detail}", **where,
                                hint="raise max_connections or timeouts.pool")
-    if isinstance(exc, ReadTimeout):
-        if exc.waiting_for == "headers":
+    if isinstance(exc, httpx.ReadTimeout):
+        waiting_for = exc.waiting_for if isinstance(exc, ReadTimeout) else waiting_for
+        if waiting_for == "headers":
             return ProviderTimeout(f"{server} sent no response within "
                                    f"{timeouts.first_byte:g} s", **where,
                                    hint="raise timeouts.first_byte, or retry")
-        if exc.waiting_for == "body":
+        if waiting_for == "body":
             return ProviderTimeout(f"{server} started a stream but sent nothing within "
                                    f"{timeouts.first_byte:g} s", **where,
                                    hint="raise timeouts.first_byte, or retry")
         return ProviderTimeout(f"{server} stopped sending for {timeouts.read:g} s", **where,
                                hint="raise timeouts.read, or retry")
-    if isinstance(exc, ConnectError):
-        return RetryableProviderError(f"could not connect to {server}: {scrub(exc.reason)}",
-                                      **where,
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeout(f"request to {server} timed out: {detail}", **where,
+                               hint="raise timeouts.write, or retry")
+    if isinstance(exc, httpx.ConnectError):
+        reason = scrub(getattr(exc, "reason", "") or str(exc))
+        if _certificate_failure(exc):
+            return ProviderError(f"could not connect to {server}: {reason}", **where,
+                                 hint="give the provider verify= the server's CA bundle")
+        return RetryableProviderError(f"could not connect to {server}: {reason}", **where,
                                       hint="is the server running?")
-    if isinstance(exc, OSError):
-        return RetryableProviderError(f"the connection to {server} dropped: {detail}", **where)
+    if isinstance(exc, ResponseTooLarge):
+        return ProviderError(f"{server} sent too much: {detail}", **where,
+                             hint="raise the transport's max_body, or ask for less")
+    if isinstance(exc, httpx.LocalProtocolError):
+        return ProviderError(f"request to {server} refused before sending: {detail}", **where,
+                             hint="check the provider's headers")
+    if isinstance(exc, httpx.TransportError):
+        return RetryableProviderError(f"the connection to {server} dropped: {detail}",
+                                      **where)
     return ProviderError(f"request to {server} failed: {detail}", **where)
 
 
-async def drain(response: Response) -> None:
-    """Read a response to its end, briefly, so its connection goes back to the pool;
-    releasing it unread would cost a new connection for the next request."""
-    if response.at_eof:
-        return
+def _certificate_failure(exc: BaseException) -> bool:
+    """A TLS certificate that did not verify: sending again cannot help."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError) \
+                or "CERTIFICATE_VERIFY_FAILED" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def resendable(exc: BaseException) -> bool:
+    """No connection was made, so nothing reached the server: safe to send again."""
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) \
+        and not _certificate_failure(exc)
+
+
+def body_pieces(response: httpx.Response) -> AsyncIterator[bytes]:
+    """One iterator over a response's body as it arrives: the transport's own stream when the
+    server honoured ``Accept-Encoding: identity`` (no decoder or generator to pass through),
+    else httpx's decoding. The caller closes the response."""
+    if "content-encoding" in response.headers:
+        return aiter(response.aiter_bytes())
+    return aiter(response.stream)  # type: ignore[arg-type]
+
+
+async def drain(pieces: AsyncIterator[bytes]) -> None:
+    """Read a response's body to its end, briefly, so its connection goes back to the pool;
+    closing it unread would cost a new connection for the next request."""
     try:
         async with asyncio.timeout(DRAIN_SECONDS):
-            await response.read()
-    except (TimeoutError, OSError):
+            async for _ in pieces:
+                pass
+    except (TimeoutError, httpx.HTTPError):
         pass
 
 
@@ -218,12 +171,18 @@ def stream_event(payload: str, *, server: str, provider: str, model: str,
 
 class HTTPProvider(abc.ABC):
     """What the HTTP providers share: a name and server, an API key kept out of every message,
-    timeouts, a retry policy, the process-wide rate limits, and a connection pool per loop.
+    timeouts, a retry policy, the process-wide rate limits, and an httpx client.
 
     ``rpm`` / ``tpm`` limit every model of the provider; ``model_limits`` maps a model to
     ``(rpm, tpm)``. Mappings for ``timeouts`` and ``retry`` come from config files
-    (providers.yaml: ``timeouts: {first_byte: 30}``). Subclasses give the headers their
-    server wants on every request (:meth:`_pool_headers`).
+    (providers.yaml: ``timeouts: {first_byte: 30}``). ``retry`` resends a request only when
+    no connection could be opened; the node's retry policy owns every later failure.
+
+    The requests go through ``client`` (an ``httpx.AsyncClient`` you own and close) or, by
+    default, a client of the provider's own over ``transport`` (an
+    ``httpx.AsyncBaseTransport``; by default the fast HTTP/1.1 one with ``verify``, ``cert``,
+    ``proxy`` and ``max_connections`` per origin). Subclasses give the headers their server
+    wants on every request (:meth:`_pool_headers`).
     """
 
     def __init__(self, name: str, *, base_url: str, api_key: str | None,
@@ -231,7 +190,14 @@ class HTTPProvider(abc.ABC):
                  retry: RetryPolicy | Mapping[str, Any] | None, rpm: float | None,
                  tpm: float | None,
                  model_limits: Mapping[str, tuple[float | None, float | None]] | None,
-                 rate_limits: RateLimits | None, max_connections: int):
+                 rate_limits: RateLimits | None, max_connections: int,
+                 client: httpx.AsyncClient | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 verify: bool | str | ssl.SSLContext = True,
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
+        if client is not None and transport is not None:
+            raise ValueError(f"provider {name!r}: give client= or transport=, not both "
+                             "(configure the client with the transport instead)")
         self.name = name
         self.base_url = base_url
         self._api_key = api_key or None
@@ -245,7 +211,42 @@ class HTTPProvider(abc.ABC):
         for model, (model_rpm, model_tpm) in (model_limits or {}).items():
             self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
         self.max_connections = max_connections
-        self._clients = LoopPools()
+        self._own_client = client is None
+        if client is None:
+            if transport is None:
+                transport = FastTransport(verify=verify, cert=cert, proxy=proxy,
+                                          max_connections=max_connections)
+            client = httpx.AsyncClient(transport=transport)
+        #: The client every request goes through.
+        self.client = client
+        #: The transport of the provider's own client (None for a client brought in).
+        self.transport = transport
+        t = self.timeouts
+        self._timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write,
+                                      pool=t.pool)
+        self._extensions = {"timeout": self._timeout.as_dict(), FIRST_BYTE: t.first_byte}
+        # The provider's own client adds nothing a request needs (no auth, cookies, redirects
+        # or hooks), so its requests go to its transport directly: a third of the client CPU
+        # of a streamed call. A client brought in sends them, with all it adds.
+        self._direct = transport if self._own_client else None
+        self._headers: dict[bool, httpx.Headers] = {}
+        self._urls: dict[str, httpx.URL] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to another process (Dask workers): the provider's own client is made again
+        # there around its transport; a client brought in cannot travel.
+        if not self._own_client:
+            raise TypeError(f"provider {self.name!r} has a client= of its own, which cannot be "
+                            "sent to another process; give it transport= (or verify=, cert=, "
+                            "proxy=) instead")
+        state = self.__dict__.copy()
+        state["client"] = state["_direct"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = httpx.AsyncClient(transport=self.transport)
+        self._direct = self.transport
 
     def __repr__(self) -> str:  # no key in reprs
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -255,23 +256,19 @@ class HTTPProvider(abc.ABC):
         """How errors name the server."""
         return f"{self.name} ({self.base_url})"
 
-    async def pool(self) -> HTTPPool:
-        """This event loop's connection pool (connections belong to the loop that opened
-        them, and scripts run each ``cellwire.run`` on a loop of its own)."""
-        return await self._clients.get(self._new_pool)
-
     async def aclose(self) -> None:
-        """Close this event loop's connection pool."""
-        await self._clients.aclose()
+        """Close this event loop's connections of the provider's own client (a client
+        brought in with ``client=`` is its owner's to close)."""
+        if self._own_client and self.transport is not None:
+            await self.transport.aclose()
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        """The whole reply, retried as :attr:`retry` allows."""
-        return await call_with_retries(lambda: self._chat_once(request), self.retry)
+        """The whole reply (one attempt: the node's retry policy owns retries)."""
+        return await self._chat_once(request)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """The reply as chunks; retried only until the first chunk reached the caller."""
-        return stream_with_retries(lambda: self._stream_once(request), self.retry,
-                                   describe=f"the stream from {self.server}")
+        """The reply as chunks (one attempt: the node's retry policy owns retries)."""
+        return self._stream_once(request)
 
     @abc.abstractmethod
     async def _chat_once(self, request: ChatRequest) -> ChatResponse:
@@ -284,16 +281,53 @@ class HTTPProvider(abc.ABC):
     def _pool_headers(self) -> dict[str, str]:
         return {}
 
-    def _new_pool(self) -> HTTPPool:
-        headers = {"Accept": "application/json", "User-Agent": f"cellwire/{cellwire.__version__}",
-                   **self._pool_headers()}
-        t = self.timeouts
-        return new_pool(self.base_url, connections=self.max_connections, headers=headers,
-                        connect=t.connect, pool=t.pool, first_byte=t.first_byte, read=t.read)
+    async def _send(self, method: str, path: str, body: bytes | None,
+                    model: str | None) -> httpx.Response:
+        """Send a request (a ``body`` is JSON) and return its response once the headers
+        arrived (body unread); a connection that could not be opened is tried again as
+        :attr:`retry` allows."""
+        json_body = body is not None
+        headers = self._headers.get(json_body)
+        if headers is None:
+            headers = self._headers[json_body] = httpx.Headers({
+                "Accept": "application/json", "Accept-Encoding": "identity",
+                "User-Agent": f"cellwire/{cellwire.__version__}", **self._pool_headers(),
+                **({"Content-Type": "application/json"} if json_body else {})})
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(f"{self.base_url}/{path}")
+        direct = self._direct
+        if direct is not None:
+            # A ready stream and complete headers: httpx then adds none and encodes nothing.
+            complete = httpx.Headers(headers)
+            complete["Host"] = url.netloc.decode("ascii")
+            if body is not None:
+                complete["Content-Length"] = str(len(body))
+            request = httpx.Request(method, url, headers=complete,
+                                    stream=httpx.ByteStream(body or b""),
+                                    extensions=self._extensions)
+        else:
+            request = self.client.build_request(method, url, content=body, headers=headers,
+                                                timeout=self._timeout,
+                                                extensions={FIRST_BYTE: self.timeouts.first_byte})
+        tries = 0
+        while True:
+            try:
+                if direct is not None:
+                    return await direct.handle_async_request(request)
+                return await self.client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                wait = self.retry.delay(tries + 1) if resendable(exc) else None
+                if wait is None:
+                    raise self._transport_error(exc, model) from None
+                tries += 1
+            await self.retry.sleep(wait)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key and text else text
 
-    def _transport_error(self, exc: BaseException, model: str | None) -> ProviderError:
+    def _transport_error(self, exc: BaseException, model: str | None,
+                         waiting_for: str = "headers") -> ProviderError:
         return provider_error(exc, server=self.server, timeouts=self.timeouts,
-                              provider=self.name, model=model, scrub=self._scrub)
+                              provider=self.name, model=model, waiting_for=waiting_for,
+                              scrub=self._scrub)

@@ -1,9 +1,10 @@
-"""Provider-level retries: jittered exponential backoff that honours the server's wait.
+"""The provider's own retry, and the server's ``Retry-After``.
 
-Retried: :class:`RetryableProviderError` (429, 5xx, timeouts, dropped connections). Never
-retried: every other :class:`ProviderError` (bad request, authentication, unknown model).
-A stream is retried only while nothing has reached the caller; once text was delivered, a
-failure is raised as a :class:`RetryableProviderError` so the node's own retry policy decides.
+A provider resends a request only when no connection could be opened (nothing reached the
+server); its :class:`RetryPolicy` says how often and how long to wait. 429, 5xx, timeouts
+and dropped connections raise a :class:`~.base.RetryableProviderError` with the server's
+``Retry-After`` (:func:`parse_retry_after`) for the node's retry policy, which shows each
+retry as an event.
 """
 
 from __future__ import annotations
@@ -13,25 +14,22 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, TypeVar
+from typing import Any
 
-from .base import RetryableProviderError
-
-T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[Any]]
 
 
 @dataclass(slots=True)
 class RetryPolicy:
-    """How often and how long to retry one provider call.
+    """How often and how long a provider retries a connection that could not be opened.
 
     ``retries`` is the number of extra attempts. The backoff before retry *n* is drawn from
     ``[b/2, b]`` with ``b = min(base * factor**(n-1), max_delay)``; a ``Retry-After`` longer
-    than that wins, up to ``max_retry_after``: a server asking for more gives up at once,
-    leaving the wait to the node's retry policy.
+    than that wins, up to ``max_retry_after`` (also the longest a server's rate-limit reset
+    holds a model's requests back).
     """
 
     retries: int = 3
@@ -94,50 +92,3 @@ def _number(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(0.0, number) if math.isfinite(number) else None
-
-
-async def call_with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
-    """``await attempt()``, retrying retryable provider errors as ``policy`` allows."""
-    tries = 0
-    while True:
-        try:
-            return await attempt()
-        except RetryableProviderError as exc:
-            tries += 1
-            wait = policy.delay(tries, exc)
-            if wait is None:
-                raise
-            await policy.sleep(wait)
-
-
-async def stream_with_retries(open_stream: Callable[[], AsyncIterator[T]],
-                              policy: RetryPolicy, *, describe: str = "the stream"
-                              ) -> AsyncIterator[T]:
-    """Items of ``open_stream()``; a failure before the first item opens a new stream, a
-    failure after it raises :class:`RetryableProviderError` (the partial reply is gone)."""
-    tries = 0
-    while True:
-        delivered = 0
-        stream = open_stream()
-        try:
-            async for item in stream:
-                delivered += 1
-                yield item
-            return
-        except RetryableProviderError as exc:
-            if delivered:
-                raise RetryableProviderError(
-                    f"{describe} broke off after {delivered} chunk(s) had been delivered: {exc}",
-                    retry_after=exc.retry_after, provider=exc.provider, model=exc.model,
-                    status=exc.status,
-                    hint="the partial reply was dropped; a node retry asks again",
-                ) from None
-            tries += 1
-            wait = policy.delay(tries, exc)
-            if wait is None:
-                raise
-            await policy.sleep(wait)
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()

@@ -1,15 +1,21 @@
-"""A lean HTTP/1.1 client for many concurrent requests to one server: asyncio + httptools.
+"""A lean HTTP/1.1 engine for many concurrent requests: asyncio + httptools.
 
-Why not aiohttp or httpx: at 200 concurrent streams aiohttp costs the client about 220 us of
-CPU per request (httpx about 4 ms), this about 90 us (benchmarks/llm_parallel.py), and a
-fan-out of LLM nodes has no room for the difference. It does only what the LLM providers
-need: keep-alive connections to one origin (http or https, directly or through an
-HTTP proxy), requests with a bytes body, responses read whole or piece by piece as they
-arrive, and four timeouts. Parsing is httptools' (llhttp, as in Node.js and uvicorn).
+Why not httpx's own transport (httpcore) or aiohttp: at 200 concurrent streams httpcore costs
+the client about 4 ms of CPU per request, aiohttp about 220 us, this about 90 us
+(benchmarks/llm_parallel.py), and a fan-out of LLM nodes has no room for the difference. It
+is reached through httpx (:class:`~cellwire.services.http.FastTransport`), so callers use one
+API whichever transport carries their requests. It does only HTTP/1.1: keep-alive
+connections to one origin (http or https, directly or through an HTTP proxy), requests with a
+bytes body, responses read whole or piece by piece as they arrive, four timeouts and a cap on
+the body. Parsing is httptools' (llhttp, as in Node.js and uvicorn).
 
 Timeouts cost one timer per request: it fires after ``first_byte`` (or ``read`` once the
 body has started) and re-arms itself while data keeps coming, instead of being moved on
 every read.
+
+Its errors are httpx's exception classes, so a caller handles one family whichever
+transport is used: :class:`ConnectError` and :class:`ConnectTimeout` mean nothing reached the
+server (the request is safe to send again); everything later may have reached it.
 """
 
 from __future__ import annotations
@@ -21,41 +27,43 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import httptools
+import httpx
 
 #: How long an idle connection is kept for reuse.
 KEEPALIVE_SECONDS = 30.0
+#: How long closing a pool waits for its connections' sockets to close.
+CLOSE_SECONDS = 1.0
+#: A wait without a limit, as a timer can hold it.
+_FOREVER = 1e9
 
 
-class HTTPError(OSError):
-    """The request could not be carried out: no connection, or the connection dropped."""
-
-
-class ConnectError(HTTPError):
+class ConnectError(httpx.ConnectError):
     """No connection could be opened to the server (or its proxy); ``reason`` says why,
-    without the address."""
+    without the address. Nothing was sent."""
 
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason or message
 
 
-class ConnectionLost(HTTPError):
+class ConnectionLost(httpx.RemoteProtocolError):
     """The server closed the connection before the response was complete."""
 
 
-class ConnectTimeout(TimeoutError):
-    """Connecting took longer than the ``connect`` timeout."""
+class ConnectTimeout(httpx.ConnectTimeout):
+    """Connecting took longer than the ``connect`` timeout. Nothing was sent."""
 
 
-class PoolTimeout(TimeoutError):
+class PoolTimeout(httpx.PoolTimeout):
     """Every connection stayed busy for longer than the ``pool`` timeout."""
 
 
-class ReadTimeout(TimeoutError):
+class ReadTimeout(httpx.ReadTimeout):
     """The server sent nothing for longer than the ``first_byte`` or ``read`` timeout.
     ``waiting_for`` says what was due: ``"headers"``, ``"body"`` (its first byte) or
     ``"more"`` (the rest of a started body)."""
@@ -65,23 +73,55 @@ class ReadTimeout(TimeoutError):
         self.waiting_for = waiting_for
 
 
+class ResponseTooLarge(httpx.RequestError):
+    """The response body passed the transport's ``max_body`` cap; the connection was closed."""
+
+
+class HeaderInjection(httpx.LocalProtocolError):
+    """A header name or value holds CR, LF or NUL: sent as is it would end the header (or
+    start a request of the caller's choosing), so nothing is sent."""
+
+
+def header_block(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``name: value\\r\\n`` lines; raises :class:`HeaderInjection` for CR, LF or NUL in a
+    name or value."""
+    lines = []
+    for name, value in headers:
+        for part in (name, value):
+            if b"\r" in part or b"\n" in part or b"\0" in part:
+                raise HeaderInjection(
+                    f"header {name.decode('latin-1')!r} holds a line break or NUL; remove it "
+                    "(a header value must be one line)")
+        lines.append(b"%s: %s\r\n" % (name, value))
+    return b"".join(lines)
+
+
 class Response:
     """A response whose headers have arrived; the body is read with :meth:`read` or, as it
     arrives, :meth:`next_piece`. ``release()`` must follow (it returns the connection to the pool)."""
 
     __slots__ = ("_complete", "_connection", "_error", "_pieces", "_released", "_waiter",
-                 "headers", "status")
+                 "raw_headers", "status")
 
     def __init__(self, connection: _Connection) -> None:
         self.status = 0
-        #: Header names in lower case; repeated headers joined by ", ".
-        self.headers: dict[str, str] = {}
+        #: The headers as they arrived: ``(name, value)`` bytes, in order.
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self._connection = connection
         self._pieces: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
         self._complete = False
         self._error: BaseException | None = None
         self._released = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Header names in lower case; repeated headers joined by ", "."""
+        out: dict[str, str] = {}
+        for raw_name, raw_value in self.raw_headers:
+            key, text = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            out[key] = f"{out[key]}, {text}" if key in out else text
+        return out
 
     @property
     def at_eof(self) -> bool:
@@ -147,6 +187,12 @@ class _Connection(asyncio.Protocol):
         self._last = 0.0
         self._body_started = False
         self._until_eof = False
+        # This request's limits (seconds; bytes).
+        self._first_byte = self._read = _FOREVER
+        self._max_body: int | None = None
+        self._body_size = 0
+        #: Done when the connection is closed (its socket too).
+        self.lost: asyncio.Future[None] = pool.loop.create_future()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -176,6 +222,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._stop_timer()
+        if not self.lost.done():
+            self.lost.set_result(None)
         if self.tunnel_waiter is not None and not self.tunnel_waiter.done():
             self.tunnel_waiter.set_exception(ConnectionLost("the proxy closed the connection"))
         response = self.response
@@ -191,10 +239,7 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers = self.response.headers
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        self.response.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         response = self.response
@@ -202,10 +247,14 @@ class _Connection(asyncio.Protocol):
         response.status = self.parser.get_status_code()
         if response.status < 200:
             return  # 1xx: the real response follows
-        headers = response.headers
-        self._until_eof = ("content-length" not in headers
-                           and "chunked" not in headers.get("transfer-encoding", "")
-                           and response.status not in (204, 304) and response.status >= 200)
+        framed = False
+        for name, value in response.raw_headers:
+            lower = name.lower()
+            if lower == b"content-length" or (
+                    lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                framed = True
+                break
+        self._until_eof = not framed and response.status not in (204, 304)
         waiter = self.headers_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
@@ -214,6 +263,13 @@ class _Connection(asyncio.Protocol):
         response = self.response
         assert response is not None
         self._body_started = True
+        if self._max_body is not None:
+            self._body_size += len(body)
+            if self._body_size > self._max_body:
+                self._fail(ResponseTooLarge(
+                    f"the response body is larger than {self._max_body} bytes"))
+                self._close()
+                return
         response._pieces.append(body)
         response._wake()
 
@@ -221,7 +277,7 @@ class _Connection(asyncio.Protocol):
         response = self.response
         assert response is not None
         if response.status < 200:  # 1xx: the real response follows on the same connection
-            response.headers = {}
+            response.raw_headers = []
             return
         self._stop_timer()
         # Asked now: the parser forgets the message's headers once it is complete.
@@ -231,14 +287,17 @@ class _Connection(asyncio.Protocol):
 
     # -- requests ----------------------------------------------------------------------
 
-    async def send(self, head: bytes, body: bytes | None) -> Response:
+    async def send(self, head: bytes, body: bytes | None, limits: Limits) -> Response:
         """Write a request; the response once its headers arrive."""
         loop = self.pool.loop
         self.response = Response(self)
         self.received = self.keep_alive = self._body_started = self._until_eof = False
+        self._first_byte, self._read, self._max_body = (
+            limits.first_byte, limits.read, limits.max_body)
+        self._body_size = 0
         self.headers_waiter = loop.create_future()
         self._last = loop.time()
-        self._timer = loop.call_at(self._last + self.pool.first_byte, self._check_time)
+        self._timer = loop.call_at(self._last + self._first_byte, self._check_time)
         assert self.transport is not None
         self.transport.write(head + body if body else head)
         return await self.headers_waiter
@@ -257,7 +316,7 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     def _check_time(self) -> None:
-        limit = self.pool.read if self._body_started else self.pool.first_byte
+        limit = self._read if self._body_started else self._first_byte
         idle = self.pool.loop.time() - self._last
         if idle < limit:
             self._timer = self.pool.loop.call_at(self._last + limit, self._check_time)
@@ -296,20 +355,33 @@ class _Connection(asyncio.Protocol):
             sock.shutdown(socket.SHUT_RDWR)
 
 
+class Limits(NamedTuple):
+    """One request's limits: seconds to connect, to wait for a free connection, for the
+    response to start (headers, then the body's first byte) and for each later read
+    (``_FOREVER`` for none); ``max_body`` bytes of body (None: no cap)."""
+
+    connect: float
+    pool: float
+    first_byte: float
+    read: float
+    max_body: int | None = None
+
+
 class HTTPPool:
     """Up to ``connections`` keep-alive connections to the server of ``base_url``.
 
-    ``headers`` go with every request. Timeouts in seconds: ``connect`` for opening a
+    ``headers`` go with every :meth:`request`. Timeouts in seconds: ``connect`` for opening a
     connection, ``pool`` for waiting for a free one, ``first_byte`` for the response to
-    start (headers, then the first byte of the body), ``read`` for each later wait. ``proxy``
-    (``http://[user:password@]host:port``) carries the requests: plain ones as absolute URLs,
-    https ones through a CONNECT tunnel.
+    start (headers, then the first byte of the body), ``read`` for each later wait;
+    ``max_body`` caps a response body (bytes). ``proxy`` (``http://[user:password@]host:port``)
+    carries the requests: plain ones as absolute URLs, https ones through a CONNECT tunnel.
     """
 
     def __init__(self, base_url: str, *, connections: int = 512,
                  headers: Mapping[str, str] | None = None, connect: float = 10.0,
                  pool: float = 30.0, first_byte: float = 120.0, read: float = 300.0,
-                 ssl_context: ssl.SSLContext | None = None, proxy: str | None = None):
+                 max_body: int | None = None, ssl_context: ssl.SSLContext | None = None,
+                 proxy: str | None = None):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -320,14 +392,17 @@ class HTTPPool:
         self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self.base_path = parts.path.rstrip("/")
         self.connections = connections
-        self.connect, self.pool, self.first_byte, self.read = connect, pool, first_byte, read
+        self.limits = Limits(connect, pool, first_byte, read, max_body)
         self.ssl_context = ssl_context or (ssl.create_default_context() if self.tls else None)
         self.proxy = urlsplit(proxy) if proxy else None
         fixed = {"Host": parts.netloc.rpartition("@")[2], "Accept-Encoding": "identity",
                  **(headers or {})}
-        if self.proxy is not None and not self.tls and self.proxy.username:
-            fixed["Proxy-Authorization"] = _basic(self.proxy.username, self.proxy.password)
-        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
+        self._fixed = header_block((k.encode("latin-1"), v.encode("latin-1"))
+                                   for k, v in fixed.items())
+        #: What a plain request through an authenticating proxy adds.
+        self.proxy_headers = header_block(
+            [(b"Proxy-Authorization", _basic(self.proxy.username, self.proxy.password).encode())]
+        ) if self.proxy is not None and not self.tls and self.proxy.username else b""
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._opening = 0
@@ -336,27 +411,39 @@ class HTTPPool:
 
     async def request(self, method: str, path: str, body: bytes | None = None,
                       headers: Mapping[str, str] | None = None) -> Response:
-        """Send ``method path`` (relative to the base URL's path) and wait for the headers."""
-        target = f"{self.base_path}/{path}"
+        """Send ``method path`` (relative to the base URL's path) with the pool's headers and
+        limits, and wait for the response's headers."""
+        extra = header_block((k.encode("latin-1"), v.encode("latin-1"))
+                             for k, v in headers.items()) if headers else b""
+        if body is not None:
+            extra += b"Content-Length: %d\r\n" % len(body)
+        return await self.send(method, f"{self.base_path}/{path}", self._fixed + extra, body,
+                               self.limits)
+
+    async def send(self, method: str, target: str, head: bytes, body: bytes | None,
+                   limits: Limits) -> Response:
+        """Send ``method target`` (the path and query) with the header lines ``head`` (from
+        :func:`header_block`, framing included) and wait for the response's headers."""
         if self.proxy is not None and not self.tls:
             target = self.origin + target
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) if headers else ""
-        length = f"Content-Length: {len(body)}\r\n" if body is not None else ""
-        head = f"{method} {target} HTTP/1.1\r\n{self._fixed}{extra}{length}\r\n".encode()
-        connection, reused = await self._acquire()
+            head += self.proxy_headers
+        message = b"%s %s HTTP/1.1\r\n%s\r\n" % (method.encode("ascii"),
+                                                  target.encode("ascii"), head)
+        connection, reused = await self._acquire(limits)
         try:
-            return await self._send(connection, head, body)
+            return await self._send(connection, message, body, limits)
         except ConnectionLost:
             if not reused or connection.received:
                 raise
         # A kept-alive connection the server had closed just before: once more on a new one.
-        connection, _ = await self._acquire(fresh=True)
-        return await self._send(connection, head, body)
+        connection, _ = await self._acquire(limits, fresh=True)
+        return await self._send(connection, message, body, limits)
 
     @staticmethod
-    async def _send(connection: _Connection, head: bytes, body: bytes | None) -> Response:
+    async def _send(connection: _Connection, head: bytes, body: bytes | None,
+                    limits: Limits) -> Response:
         try:
-            return await connection.send(head, body)
+            return await connection.send(head, body, limits)
         except BaseException:
             # Cancelled or failed before the headers: the response will never be read, so
             # the connection cannot carry another request.
@@ -366,19 +453,26 @@ class HTTPPool:
             raise
 
     async def aclose(self) -> None:
-        """Close every connection; requests after this fail."""
+        """Close every connection, and wait (briefly) until their sockets are closed: a TLS
+        connection closes after its shutdown, and a loop ended before that would leave the
+        socket to the garbage collector. Requests after this fail."""
         self.closed = True
-        for connection in [*self._idle, *self._busy]:
+        connections = [*self._idle, *self._busy]
+        for connection in connections:
             connection._fail(ConnectionLost("the client was closed"))
             connection._close()
         self._idle.clear()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionLost("the client was closed"))
+        pending = [c.lost for c in connections if not c.lost.done()]
+        if pending and not self.loop.is_closed():
+            await asyncio.wait(pending, timeout=CLOSE_SECONDS)
 
     # -- the pool ----------------------------------------------------------------------
 
-    async def _acquire(self, *, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _acquire(self, limits: Limits, *, fresh: bool = False
+                       ) -> tuple[_Connection, bool]:
         if self.closed:
             raise ConnectionLost("the client was closed")
         now = time.monotonic()
@@ -390,26 +484,26 @@ class HTTPPool:
             self._busy.add(connection)
             return connection, True
         while len(self._busy) + self._opening >= self.connections:
-            await self._wait_for_room()
+            await self._wait_for_room(limits.pool)
             if self._idle and not fresh:
-                return await self._acquire()
+                return await self._acquire(limits)
         self._opening += 1
         try:
-            connection = await self._open()
+            connection = await self._open(limits.connect)
         finally:
             self._opening -= 1
         self._busy.add(connection)
         return connection, False
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, timeout: float) -> None:
         waiter = self.loop.create_future()
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(self.pool):
+            async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
             raise PoolTimeout(f"all {self.connections} connections stayed busy for "
-                              f"{self.pool:g} s") from None
+                              f"{timeout:g} s") from None
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
@@ -436,25 +530,30 @@ class HTTPPool:
                 waiter.set_result(None)
                 return
 
-    async def _open(self) -> _Connection:
+    async def _open(self, timeout: float) -> _Connection:
         host, port = self.host, self.port
         if self.proxy is not None:
             host, port = self.proxy.hostname or "", self.proxy.port or 80
         tls_now = self.tls and self.proxy is None
         try:
-            async with asyncio.timeout(self.connect):
+            async with asyncio.timeout(timeout):
                 _, connection = await self.loop.create_connection(
                     lambda: _Connection(self), host, port,
                     ssl=self.ssl_context if tls_now else None,
                     server_hostname=self.host if tls_now else None)
                 if self.tls and self.proxy is not None:
-                    await self._tunnel(connection)
+                    try:
+                        await self._tunnel(connection)
+                    except BaseException:
+                        # The socket to the proxy is open: a failed tunnel must not leak it.
+                        connection._close()
+                        raise
         except TimeoutError:
             raise ConnectTimeout(f"could not connect to {host}:{port} within "
-                                 f"{self.connect:g} s") from None
+                                 f"{timeout:g} s") from None
+        except ConnectionLost as exc:
+            raise ConnectError(f"could not connect to {host}:{port}: {exc}", str(exc)) from None
         except (OSError, ssl.SSLError) as exc:
-            if isinstance(exc, HTTPError):
-                raise
             raise ConnectError(f"could not connect to {host}:{port}: {exc}",
                                _reason(exc)) from None
         return connection
@@ -476,11 +575,12 @@ class HTTPPool:
             raise ConnectError(f"the proxy refused to connect to {authority}: {status_line}",
                                f"the proxy refused: {status_line}")
         connection.tunnel = connection.tunnel_waiter = None
+        assert self.ssl_context is not None, "a CONNECT tunnel is opened for https only"
         transport = await self.loop.start_tls(connection.transport, connection,
                                               self.ssl_context, server_hostname=self.host)
         if transport is None:
             raise ConnectError(f"TLS through the proxy to {authority} failed")
-        connection.transport = transport  # type: ignore[assignment]
+        connection.transport = transport
 
 
 def _reason(exc: BaseException) -> str:
