@@ -396,3 +396,20 @@ def test_examples_are_valid_and_round_trip(path: Path):
     wf = load(path)
     assert [str(p) for p in cellwire.validate(wf) if p.level == "error"] == []
     assert load_native(dump(wf)) == wf
+
+
+def test_an_explicit_retry_off_survives_a_round_trip():
+    # llm nodes retry by default; `retry: 0` turns that off and must stay off in the file.
+    wf = cellwire.Workflow("retries")
+    wf.add_node("start", "start")
+    for node_id, retry in (("off", 0), ("default", None)):
+        wf.add_node(node_id, "llm", after="start", retry=retry,
+                    model={"provider": "scripted", "name": "echo"},
+                    prompt_template=[{"role": "user", "text": "hi"}])
+    back = load_native(dump(wf))
+    assert "retry" in back.nodes["off"].model_fields_set
+    assert back.nodes["off"].retry.max_retries == 0
+    assert "retry" not in back.nodes["default"].model_fields_set
+    kind = cellwire.model.registry.get("llm")
+    assert kind.retry_for(back.nodes["off"]).max_retries == 0
+    assert kind.retry_for(back.nodes["default"]).max_retries > 0

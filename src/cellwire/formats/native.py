@@ -106,9 +106,12 @@ def _node_doc(node: Node) -> dict[str, Any]:
         doc["error_strategy"] = node.error_strategy
     if node.default_value:
         doc["default_value"] = node.default_value
-    if node.retry != Retry():
+    # An explicit retry is kept even when it equals Retry(): `retry: 0` on an llm node turns
+    # off its node type's default policy, and must survive a round trip.
+    if node.retry != Retry() or "retry" in node.model_fields_set:
         changed = _non_default(node.retry, Retry())
-        doc["retry"] = changed["max_retries"] if list(changed) == ["max_retries"] else changed
+        doc["retry"] = changed.get("max_retries", 0) if set(changed) <= {"max_retries"} \
+            else changed
     if node.max_time is not None:
         doc["max_time"] = node.max_time
     if node.meta:
