@@ -49,6 +49,20 @@ T = TypeVar("T")
 #: ``True``: the default store in the home folder; ``False``/``None``: none; a path or a store.
 StoreOption = bool | str | os.PathLike[str] | RunStore | None
 
+class _Default:
+    """``store=`` not given: the runner's own default applies (``None`` means no store)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+    def __reduce__(self) -> str:
+        # Unpickled (on a Dask worker) as this module's DEFAULT, so `is DEFAULT` holds there.
+        return "DEFAULT"
+
+
+#: The value of an option the caller did not give.
+DEFAULT: Any = _Default()
+
 #: Keywords of a run that are options of the run, not inputs.
 RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
                "previous", "single")
@@ -263,7 +277,7 @@ class Runner:
 
     # -- runtimes -------------------------------------------------------------------------
 
-    def runtime(self, *, store: StoreOption | None = None, model: str | None = None,
+    def runtime(self, *, store: StoreOption = DEFAULT, model: str | None = None,
                 cache: bool | None = None, base: Runtime | None = None) -> Runtime:
         """The runtime of a run with these options (the runner's defaults where None).
 
@@ -271,7 +285,7 @@ class Runner:
         keeps its services and gets the store, model and cache of the options added.
         """
         opts = self.options
-        found = resolve_store(opts.store if store is None else store)
+        found = resolve_store(opts.store if store is DEFAULT else store)
         model = model if model is not None else opts.model
         cache = opts.cache if cache is None else cache
         if base is None:
@@ -351,7 +365,7 @@ class Runner:
 
     def prepare(self, workflow: Workflow | CompiledWorkflow, inputs: Mapping[str, Any] | None,
                 *, runtime: Runtime | None = None, layers: Iterable[Layer | Sink] = (),
-                store: StoreOption | None = None, model: str | None = None,
+                store: StoreOption = DEFAULT, model: str | None = None,
                 cache: bool | None = None, **options: Any) -> Execution:
         """The execution of one run, not started: options checked, runtime assembled."""
         compiled = workflow if isinstance(workflow, CompiledWorkflow) else \
@@ -495,6 +509,6 @@ def run(workflow: Workflow, inputs: Mapping[str, Any] | None = None, **kwargs: A
 
 
 __all__ = [
-    "RUN_OPTIONS", "BackgroundLoop", "RunHandle", "RunOptions", "Runner", "StoreOption",
+    "DEFAULT", "RUN_OPTIONS", "BackgroundLoop", "RunHandle", "RunOptions", "Runner", "StoreOption",
     "arun", "background", "blocking", "default_runner", "resolve_store", "run", "split_options",
 ]

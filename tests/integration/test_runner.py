@@ -76,6 +76,18 @@ def test_wf_run_blocks_on_the_default_runner_and_registers_the_run():
     result = wf.run(name="Ada", store=False)
     assert result.outputs == {"name": "Ada"}
     assert default_runner().get(result.run_id).result is result
+    # store=None means no store, as store=False does; leaving it out means the default one.
+    assert wf.run(name="Ada", store=None).stored is None
+
+
+def test_the_runners_own_store_applies_when_a_call_names_none(tmp_path):
+    wf = cellwire.Workflow("hello")
+    wf.add_node("start", "start")
+    wf.add_node("end", "end", after="start", outputs=[])
+    runner = Runner(store=tmp_path / "mine.db")
+    result = runner.run(wf)
+    assert result.stored is True
+    assert result.run_id in set(open_store(tmp_path / "mine.db").runs().run_id)
 
 
 def _imports(folder: Path) -> set[str]:

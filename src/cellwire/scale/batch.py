@@ -17,7 +17,7 @@ from cellwire.engine import CompiledWorkflow, Execution, RunResult, RunStatus, R
 from cellwire.engine import compile_workflow as _compile
 from cellwire.model import Problem, Workflow, WorkflowError
 from cellwire.model.validate import missing_inputs
-from cellwire.runner import RUN_OPTIONS, StoreOption, blocking, default_runner
+from cellwire.runner import DEFAULT, RUN_OPTIONS, StoreOption, blocking, default_runner
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -266,7 +266,7 @@ def first_failure(frame: pd.DataFrame, results: Sequence[RowResult | None]) -> M
 
 
 async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
-               concurrency: int = 8, store: StoreOption = True, runtime: Runtime | None = None,
+               concurrency: int = 8, store: StoreOption = DEFAULT, runtime: Runtime | None = None,
                cache: bool = False, on_error: OnError = "keep", progress: Progress | None = None,
                client: Any = None, chunk_size: int | None = None,
                **run_options: Any) -> pd.DataFrame:
