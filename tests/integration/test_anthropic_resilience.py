@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from anthropic_server import anthropic_server
+from skipping_clock import SkippingClock
 
 import cellwire
-from cellwire.engine import Clock
 from cellwire.engine.events import NodeRetry
 from cellwire.services.llm import (
     ChatAccumulator,
@@ -101,17 +101,6 @@ def workflow(retry: dict | None = None) -> cellwire.Workflow:
     wf.add_node("end", "end", after="llm",
                 outputs=[{"variable": "text", "value_selector": ["llm", "text"]}])
     return wf
-
-
-class SkippingClock(Clock):
-    """Test double of the engine's clock: records the node's retry waits and skips them."""
-
-    def __init__(self) -> None:
-        self.slept: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        await asyncio.sleep(0)
 
 
 async def run(provider: AnthropicProvider, wf: cellwire.Workflow | None = None):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import cellwire
-from cellwire.engine import Clock
 from cellwire.engine.events import NodeRetry
 from cellwire.services.llm import (
     AuthenticationError,
@@ -28,6 +27,7 @@ from cellwire.services.llm.resilience import RetryPolicy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import FLAVOURS, LLMServer, embedding_of, llm_server
+from skipping_clock import SkippingClock
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,17 +42,6 @@ SCHEMA = {"title": "Answer", "type": "object",
 @pytest.fixture
 def waits() -> list[float]:
     return []
-
-
-class SkippingClock(Clock):
-    """Test double of the engine's clock: records the node's retry waits and skips them."""
-
-    def __init__(self) -> None:
-        self.slept: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        await asyncio.sleep(0)
 
 
 def node_retries(result) -> list[NodeRetry]:
