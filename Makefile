@@ -137,7 +137,7 @@ test: lint
 # scripted/echo with a banner (src/cellwire/services/llm/default.py).
 lab: install $(LAB_STAMP) $(LOCAL_STAMP)
 	@mkdir -p notebooks
-	@model="$$($(PY) -m cellwire.services.llm.default)" || model=scripted/echo; \
+	@model="$$($(PY) -m cellwire.services.llm.default --probe)" || model=scripted/echo; \
 	echo "cellwire: llm nodes without a provider of their own run on $$model"; \
 	CELLWIRE_DEFAULT_MODEL="$$model" $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
 	  --ServerApp.allow_root=True --ip=127.0.0.1

@@ -246,3 +246,18 @@ def test_the_default_router_knows_the_local_provider_and_it_is_free():
     assert route.provider.name == "local" and route.model == "smollm2"
     priced = router.priced(route, TokenUsage(1000, 1000, 2000))
     assert priced.cost.total == 0 and priced.source == "free:local"
+
+
+def test_make_lab_falls_back_when_the_local_model_cannot_generate(monkeypatch, capsys):
+    # The local extra is installed but its build crashes (a CPU it was not built for): the
+    # probe runs in a process of its own, and lab opens on the scripted model with the fix.
+    monkeypatch.delenv("CELLWIRE_DEFAULT_MODEL", raising=False)
+    for key, _ in default_module.HOSTED_MODELS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(default_module, "unavailable_reason", lambda: None)
+    crashed = "a test generation failed (exit code -11); rebuild it"
+    monkeypatch.setattr(default_module, "probe_local_model", lambda: crashed)
+    assert default_module.main(["--probe"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "scripted/echo"
+    assert "exit code -11" in err and "make lab" in err

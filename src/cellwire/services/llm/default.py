@@ -9,6 +9,7 @@ real model. ``python -m cellwire.services.llm.default`` prints the choice (``mak
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,8 +87,43 @@ def embedded_default_model(environ: Mapping[str, str] | None = None, *,
     return choice.model
 
 
-def main() -> int:
-    """Print the embedded default model on stdout (and the banner, if any, on stderr)."""
+#: A generation of a few tokens from a prompt of several: the smallest run that exercises
+#: llama.cpp's batched decode, where a build for the wrong CPU crashes.
+_PROBE = """
+from llama_cpp import Llama
+from cellwire.services.llm.local import smollm2_path
+Llama(model_path=str(smollm2_path()), n_ctx=256, verbose=False)("Say hello to me.", max_tokens=2)
+"""
+
+
+def probe_local_model(timeout: float = 120.0) -> str | None:
+    """Why the local model cannot generate here (it crashed or hung in a tiny generation in a
+    process of its own), or None when it can. ``make lab`` asks before it picks the model, so
+    a broken build never takes a notebook's kernel down with it."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return f"a test generation did not finish within {timeout:g} s"
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or [""])[-1]
+    return (f"a test generation failed (exit code {done.returncode}{': ' + last if last else ''}); "
+            "rebuild it with `pip cache remove llama_cpp_python` and `rm "
+            ".venv/.installed-local && make lab`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the embedded default model on stdout (and the banner, if any, on stderr).
+    ``--probe`` also checks that the local model can generate before choosing it."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--probe" in args and choose_default_model().model == LOCAL_MODEL:
+        reason = probe_local_model()
+        if reason is not None:
+            choice = choose_default_model(local_reason=reason)
+            print(choice.banner, file=sys.stderr, flush=True)
+            print(choice.model)
+            return 0
     print(embedded_default_model())
     return 0
 
