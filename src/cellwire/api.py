@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cellwire import runner
-from cellwire.engine import RunResult, Runtime
+from cellwire.engine import RunResult
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
@@ -18,19 +18,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def default_runtime(store: StoreOption = True) -> Runtime:
-    """The runtime a run of the default runner gets, persisting runs to ``store``."""
-    return default_runner().runtime(store=store)
-
-
 async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None,
                **kwargs: Any) -> RunResult:
     """Run ``workflow``; options (``concurrency``, ``max_steps``, ``max_time``, ``run_id``,
     ``store``, ``model``, ``cache``, ``runtime``, ``layers``) go to the runner, every other
     keyword is an input.
 
-    ``store`` persists the run: ``True`` (the default) to ``<home>/runs.db``, a path or a
-    :class:`~cellwire.store.RunStore` to that store, ``False`` nowhere. A ``runtime`` of your
+    ``store`` persists the run: left out, to the runner's store (``<home>/runs.db`` unless
+    ``%config WorkflowMagics.store`` or ``Runner.configure`` says otherwise); ``True`` to
+    ``<home>/runs.db``, a path or a :class:`~cellwire.store.RunStore` to that store,
+    ``False`` or ``None`` nowhere. A ``runtime`` of your
     own keeps its services and gets the store's layer unless it already has one.
 
     ``model`` (``'provider/model'``) routes every llm node of the run to that model.
@@ -83,6 +80,6 @@ def runs(limit: int | None = None, workflow: str | None = None,
 
 
 __all__ = [
-    "RUN_OPTIONS", "StoreOption", "amap", "arun", "default_runtime", "map", "resolve_store",
+    "RUN_OPTIONS", "StoreOption", "amap", "arun", "map", "resolve_store",
     "run", "runs", "unwatch", "watch", "widget",
 ]
