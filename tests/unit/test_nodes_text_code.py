@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 import cellwire
-from cellwire.engine import RunStatus
+from cellwire.engine import RunStatus, Runtime
 from cellwire.engine.events import NodeSucceeded, StreamChunk
+from cellwire.engine.services import CodeFailed, CodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.nodes.code import CODE_MAX_STRING_LENGTH, compile_code
 from cellwire.nodes.template_transform import TEMPLATE_TRANSFORM_MAX_LENGTH
@@ -260,8 +261,47 @@ async def test_code_javascript_is_refused_with_a_porting_hint():
     result = await wf.arun()
     assert result.status == RunStatus.FAILED
     assert "field 'code_language'" in result.error
-    assert "JavaScript code is not supported yet" in result.error
+    assert "JavaScript runs only in the sandbox, and this run has none" in result.error
     assert "python3" in result.error
+
+
+class RecordingExecutor:
+    """Test double of a code executor (the sandbox): records what it is asked to run and
+    answers with fixed outputs, or fails the way a sandbox reports the user's error."""
+
+    def __init__(self, outputs=None, error=None):
+        self.calls = []
+        self.outputs, self.error = outputs, error
+
+    async def run(self, language, code, inputs, *, timeout=None):
+        self.calls.append((language, code, dict(inputs), timeout))
+        if self.error is not None:
+            raise self.error
+        return CodeResult(outputs=self.outputs, stdout="printed\n")
+
+
+async def test_code_runs_on_the_runtimes_executor_when_it_has_one():
+    wf = _code_wf("function main({a}) { return {r: a} }", outputs={"r": {"type": "number"}},
+                  a=["start", "n"])
+    wf.update_node("c", code_language="javascript")
+    wf.node("c").max_time = 5
+    sandbox = RecordingExecutor(outputs={"r": 41})
+    result = await wf.arun(n=1, runtime=Runtime(code=sandbox), store=False)
+    assert result.status == RunStatus.SUCCEEDED, result.error
+    [(language, code, inputs, timeout)] = sandbox.calls
+    assert (language, code, timeout) == ("javascript", "function main({a}) { return {r: a} }", 5)
+    assert inputs == {"a": 1}
+    row = result.trace.set_index("node_id").loc["c"]
+    assert row.outputs == {"r": 41} and row.process_data == {"stdout": "printed\n"}
+    # The declared outputs are checked whoever ran the code.
+    wrong = await wf.arun(n=1, runtime=Runtime(code=RecordingExecutor(outputs={"r": "x"})),
+                          store=False)
+    assert wrong.status == RunStatus.FAILED and "'r'" in wrong.error
+    failed = CodeFailed("NameError: name 'b' is not defined (line 1, in main)",
+                        hint="fix the code at that line", error_type="NameError")
+    broken = await wf.arun(n=1, runtime=Runtime(code=RecordingExecutor(error=failed)),
+                           store=False)
+    assert "field 'code': NameError: name 'b' is not defined (line 1, in main)" in broken.error
 
 
 def test_code_is_compiled_once_per_text():

@@ -86,8 +86,22 @@ class CodeResult(NamedTuple):
     stdout: str = ""
 
 
+class CodeFailed(Exception):
+    """The code could not run, or raised: the message says what happened (the user's own
+    line, where there is one), ``field`` and ``hint`` where to look and how to fix it."""
+
+    def __init__(self, message: str, *, field: str = "code", hint: str | None = None,
+                 error_type: str | None = None):
+        super().__init__(message)
+        self.field = field
+        self.hint = hint
+        self.error_type = error_type
+
+
 class CodeExecutor(Protocol):
-    """Runs a code node's ``main(**inputs)`` and returns its outputs."""
+    """Runs a code node's ``main(**inputs)`` somewhere else than the kernel (the sandbox) and
+    returns its outputs; raises :class:`CodeFailed` when the code fails. Without one, code
+    nodes run in the kernel: the code of the user's own cells is trusted."""
 
     async def run(self, language: str, code: str, inputs: Mapping[str, Any], *,
                   timeout: float | None = None) -> CodeResult: ...
@@ -106,6 +120,6 @@ class FilePolicy(Protocol):
 
 
 __all__ = [
-    "ChatMemory", "CodeExecutor", "CodeResult", "FileAccessDenied", "FilePolicy", "HTTPService",
+    "ChatMemory", "CodeExecutor", "CodeFailed", "CodeResult", "FileAccessDenied", "FilePolicy", "HTTPService",
     "KnowledgeService", "LLMService", "ResponseCache", "ToolService", "Turn",
 ]

@@ -1,9 +1,10 @@
-"""code: a Python ``main(**inputs)`` run in-process, with its returned dict checked.
+"""code: a ``main(**inputs)`` run, with its returned dict checked.
 
-The code is trusted: it runs in the kernel's own interpreter, on a worker thread so the event
-loop stays free (a node timeout stops waiting for it but cannot kill the thread). Untrusted
-code belongs in the sandbox service. Outputs are checked against the declared ``outputs``
-with Dify's limits.
+Where it runs is the run's choice: the runtime's code executor (``runtime.code``, the
+sandbox for code that came from a file or a request) when it has one, else the kernel's own
+interpreter, on a worker thread so the event loop stays free (a node timeout stops waiting
+for it but cannot kill the thread): the code of the user's own cells is trusted. Outputs are
+checked against the declared ``outputs`` with Dify's limits either way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
+from cellwire.engine.services import CodeFailed
 from cellwire.model import NodeConfig, node_type
 
 #: Dify's output limits (graphon defaults): longest string, deepest nesting, number range.
@@ -65,20 +67,31 @@ async def run(ctx: NodeContext) -> NodeResult:
     """Call ``main(**variables)`` on a thread; its dict, checked, is the node's outputs."""
     config: CodeConfig = ctx.config
     language = config.code_language.lower()
+    inputs = {
+        v.variable: ctx.pool.get(v.value_selector, None) if v.value_selector else None
+        for v in config.variables
+    }
+    executor = ctx.runtime.code
+    if executor is not None:
+        try:
+            ran = await executor.run(language, config.code, inputs, timeout=ctx.node.max_time)
+        except CodeFailed as exc:
+            raise NodeError(str(exc), field=exc.field, hint=exc.hint or "",
+                            error_type=exc.error_type) from None
+        outputs = check_outputs(ran.outputs, config.outputs)
+        return NodeResult(inputs=inputs, outputs=outputs,
+                          process_data={"stdout": ran.stdout} if ran.stdout else {})
     if language in ("javascript", "nodejs"):
         raise NodeError(
-            "JavaScript code is not supported yet", field="code_language",
-            hint="port main() to Python and set code_language: python3; "
-                 "`function main({a}) { return {r: a} }` becomes `def main(a): return {'r': a}`",
+            "JavaScript runs only in the sandbox, and this run has none", field="code_language",
+            hint="run it with a code executor (Runtime(code=...)), or port main() to Python "
+                 "and set code_language: python3; `function main({a}) { return {r: a} }` "
+                 "becomes `def main(a): return {'r': a}`",
         )
     if language not in _PYTHON:
         raise NodeError(f"unknown code_language {config.code_language!r}", field="code_language",
                         hint="use python3")
     compiled = compile_code(config.code)
-    inputs = {
-        v.variable: ctx.pool.get(v.value_selector, None) if v.value_selector else None
-        for v in config.variables
-    }
     result = await ctx.to_thread(_call_main, compiled, config.code, inputs)
     outputs = check_outputs(result, config.outputs)
     return NodeResult(inputs=inputs, outputs=outputs)
