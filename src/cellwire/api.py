@@ -11,6 +11,7 @@ from cellwire.engine import RunResult
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
+from cellwire.model.workflow import provide
 from cellwire.runner import RUN_OPTIONS, StoreOption, default_runner, resolve_store
 from cellwire.store import default_store
 
@@ -77,6 +78,10 @@ def runs(limit: int | None = None, workflow: str | None = None,
          status: str | None = None) -> pd.DataFrame:
     """Runs in the default store, newest first (see :meth:`RunStore.runs`)."""
     return default_store().runs(limit=limit, workflow=workflow, status=status)
+
+
+# Workflow.run/arun/map/amap/widget call these: the model imports no layer above it.
+provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 
 __all__ = [

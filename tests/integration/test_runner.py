@@ -111,9 +111,4 @@ def _imports(folder: Path) -> set[str]:
 ])
 def test_layers_never_import_the_layers_above_them(layer, above):
     imported = _imports(SRC / layer)
-    wrong = sorted(m for m in imported if m.startswith(above))
-    # The model's Workflow.run may reach the runner, late, only inside that method.
-    if layer == "model":
-        wrong = [m for m in wrong if m not in ("cellwire.runner", "cellwire.scale",
-                                              "cellwire.jupyter.widget")]
-    assert wrong == []
+    assert sorted(m for m in imported if m.startswith(above)) == []

@@ -3,7 +3,7 @@ files) change the same :class:`Workflow`; running it is the engine's job."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -224,7 +224,7 @@ class Workflow(_Data):
         if errors:
             raise WorkflowError(errors, f"workflow {self.name!r} is not valid")
 
-    # -- running (the runner runs it; imported late so the model stays free of the engine) --
+    # -- running: the layers above provide it (``cellwire.api``), the model imports none --
 
     async def arun(self, inputs: dict[str, Any] | None = None, /, **kwargs: Any) -> Any:
         """Run the workflow and return a :class:`cellwire.RunResult`.
@@ -233,15 +233,11 @@ class Workflow(_Data):
         set system variables (``{"sys.query": "hi"}``). Run options: ``concurrency``,
         ``max_steps``, ``max_time``, ``store``, ``runtime``.
         """
-        from cellwire.runner import arun
-
-        return await arun(self, inputs, **kwargs)
+        return await _provided("arun")(self, inputs, **kwargs)
 
     def run(self, inputs: dict[str, Any] | None = None, /, **kwargs: Any) -> Any:
         """Like :meth:`arun`, but blocking; works inside a notebook's running event loop."""
-        from cellwire.runner import run
-
-        return run(self, inputs, **kwargs)
+        return _provided("run")(self, inputs, **kwargs)
 
     async def amap(self, inputs: Any, /, **kwargs: Any) -> pd.DataFrame:
         """Run the workflow once per row of ``inputs`` (a DataFrame or a list of dicts); a
@@ -251,21 +247,17 @@ class Workflow(_Data):
         ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress``, ``client`` (a Dask
         client to run the rows on); see :func:`cellwire.scale.amap`.
         """
-        from cellwire.scale import amap
-
-        return await amap(self, inputs, **kwargs)
+        result: pd.DataFrame = await _provided("amap")(self, inputs, **kwargs)
+        return result
 
     def map(self, inputs: Any, /, **kwargs: Any) -> pd.DataFrame:
         """Like :meth:`amap`, but blocking; works inside a notebook's running event loop."""
-        from cellwire.scale import map as map_rows
-
-        return map_rows(self, inputs, **kwargs)
+        result: pd.DataFrame = _provided("map")(self, inputs, **kwargs)
+        return result
 
     def widget(self) -> Any:
         """The visual editor of this workflow, for a notebook; its edits change this object."""
-        from cellwire.jupyter.widget import WorkflowWidget
-
-        return WorkflowWidget(self)
+        return _provided("widget")(self)
 
     def to_frame(self) -> pd.DataFrame:
         """The nodes as a DataFrame: id, type, title, parent, upstream ids."""
@@ -293,3 +285,21 @@ def _as_upstreams(after: Upstream | Sequence[Upstream] | None) -> Iterable[Upstr
         # A tuple is one (node_id, handle) pair; several upstreams come as a list.
         return (after,)
     return after
+
+
+#: How a workflow runs, maps and shows itself, given by the layers above the model
+#: (``cellwire.api`` provides them when ``cellwire`` is imported), so the model imports none.
+_PROVIDED: dict[str, Callable[..., Any]] = {}
+
+
+def provide(**actions: Callable[..., Any]) -> None:
+    """Give :class:`Workflow` its ``run``, ``arun``, ``map``, ``amap`` and ``widget``."""
+    _PROVIDED.update(actions)
+
+
+def _provided(name: str) -> Callable[..., Any]:
+    try:
+        return _PROVIDED[name]
+    except KeyError:
+        raise RuntimeError(f"Workflow.{name}() needs cellwire's runner: import cellwire "
+                           "first") from None
