@@ -47,15 +47,31 @@ class PerLoop(Generic[T]):
         if found is not None:
             return found
         await _close_orphans()
+        value, keeper = self._make(loop)
+        await anext(keeper)
+        return value
+
+    def get_nowait(self, usable: Callable[[T], bool] | None = None) -> T:
+        """:meth:`get` for synchronous callers on the loop: the keeper that closes the value
+        with the loop starts as a task of its own. A value ``usable`` refuses (closed by
+        hand, say) is replaced."""
+        loop = asyncio.get_running_loop()
+        found = self._values.get(loop)
+        if found is not None and (usable is None or usable(found)):
+            return found
+        value, keeper = self._make(loop)
+        loop.create_task(_start(keeper))
+        return value
+
+    def _make(self, loop: asyncio.AbstractEventLoop) -> tuple[T, AsyncGenerator[None, None]]:
         for old in [k for k in self._values if k.is_closed()]:
             del self._values[old]
         value = self._values[loop] = self._factory()
         # The loop closes its async generators when it shuts down (asyncio.run, Runner):
         # this one's ``finally`` closes the value then, before the loop is gone.
         keeper = self._keep(loop, value)
-        await anext(keeper)
         _KEEPERS.setdefault(loop, {})[id(value)] = keeper
-        return value
+        return value, keeper
 
     async def aclose(self) -> None:
         """Close this loop's value; the next :meth:`get` makes a new one."""
@@ -77,6 +93,10 @@ class PerLoop(Generic[T]):
             if not keepers:
                 _KEEPERS.pop(loop, None)
             await value.aclose()
+
+
+async def _start(keeper: AsyncGenerator[None, None]) -> None:
+    await anext(keeper)
 
 
 async def _close_orphans() -> None:

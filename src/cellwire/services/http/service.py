@@ -7,11 +7,12 @@ across nodes and runs on the same loop. A client is closed when its loop shuts d
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
+from functools import partial
 
 import httpx
 
+from .loops import PerLoop
 from .transport import FastTransport
 
 #: A factory of clients: ``verify`` is False for nodes that skip certificate checks.
@@ -29,51 +30,24 @@ class SharedHTTP:
     HTTP/2, SOCKS proxies or truststore) and closed when its loop shuts down."""
 
     def __init__(self, factory: ClientFactory = fast_client) -> None:
-        self._factory = factory
-        self._clients: dict[tuple[asyncio.AbstractEventLoop, bool],
-                            tuple[httpx.AsyncClient, AsyncGenerator[None, None]]] = {}
+        self._clients = {verify: PerLoop(partial(factory, verify)) for verify in (True, False)}
 
     def client(self, *, verify: bool = True) -> httpx.AsyncClient:
         """This loop's client (made on first use); ``verify=False`` skips TLS checks."""
-        loop = asyncio.get_running_loop()
-        found = self._clients.get((loop, verify))
-        if found is not None and not found[0].is_closed:
-            return found[0]
-        for key in [k for k, (c, _) in self._clients.items() if k[0].is_closed() or c.is_closed]:
-            del self._clients[key]
-        client = self._factory(verify)
-        # Closed as the loop shuts down (asyncio.run, Runner close their async generators
-        # while the loop still runs); started on the loop, as this method is not async.
-        keeper = self._keep(loop, verify, client)
-        self._clients[(loop, verify)] = (client, keeper)
-        loop.create_task(_start(keeper))
-        return client
+        return self._clients[verify].get_nowait(usable=_open)
 
     def __len__(self) -> int:
         """How many clients are open."""
-        return sum(not client.is_closed for client, _ in self._clients.values())
+        return sum(len(clients) for clients in self._clients.values())
 
     async def aclose(self) -> None:
         """Close this loop's clients."""
-        loop = asyncio.get_running_loop()
-        for key in [k for k in self._clients if k[0] is loop]:
-            client, keeper = self._clients.pop(key)
-            await keeper.aclose()
-            await client.aclose()
-
-    async def _keep(self, loop: asyncio.AbstractEventLoop, verify: bool,
-                    client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            found = self._clients.get((loop, verify))
-            if found is not None and found[0] is client:
-                del self._clients[(loop, verify)]
-            await client.aclose()
+        for clients in self._clients.values():
+            await clients.aclose()
 
 
-async def _start(keeper: AsyncGenerator[None, None]) -> None:
-    await anext(keeper)
+def _open(client: httpx.AsyncClient) -> bool:
+    return not client.is_closed
 
 
 #: The service of runs given none (the runner passes its own).
