@@ -2,18 +2,15 @@
 
 Where it runs is the run's choice: the runtime's code executor (``runtime.code``, the
 sandbox for code that came from a file or a request) when it has one, else the kernel's own
-interpreter, on a worker thread so the event loop stays free (a node timeout stops waiting
-for it but cannot kill the thread): the code of the user's own cells is trusted. Outputs are
-checked against the declared ``outputs`` with Dify's limits either way.
+interpreter: the code of the user's own cells is trusted. In the kernel it runs on a daemon
+thread, so the event loop stays free, and a node timeout or a stopped run interrupts it
+(:mod:`cellwire.engine.interruptible`); whatever it raises, ``SystemExit`` included, fails
+the node. Outputs are checked against the declared ``outputs`` with Dify's limits either way.
 """
 
 from __future__ import annotations
 
-import builtins
-import json
 import math
-import traceback
-from base64 import b64decode
 from collections.abc import Mapping
 from functools import lru_cache
 from types import CodeType
@@ -22,7 +19,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
+from cellwire.engine.interruptible import run_interruptible
 from cellwire.engine.services import CodeFailed
+from cellwire.engine.usercode import Failure, UserCodeError, call_main, compile_main
 from cellwire.model import NodeConfig, node_type
 
 #: Dify's output limits (graphon defaults): longest string, deepest nesting, number range.
@@ -36,7 +35,6 @@ OutputType = Literal[
     "array[string]", "array[number]", "array[object]", "array[boolean]",
 ]
 
-_FILENAME = "<code>"
 _PYTHON = ("python3", "python")
 
 
@@ -92,7 +90,7 @@ async def run(ctx: NodeContext) -> NodeResult:
         raise NodeError(f"unknown code_language {config.code_language!r}", field="code_language",
                         hint="use python3")
     compiled = compile_code(config.code)
-    result = await ctx.to_thread(_call_main, compiled, config.code, inputs)
+    result = await run_interruptible(_call_main, compiled, config.code, inputs)
     outputs = check_outputs(result, config.outputs)
     return NodeResult(inputs=inputs, outputs=outputs)
 
@@ -104,56 +102,28 @@ def compile_code(code: str) -> CodeType:
     """The code object for ``code``, compiled once per text."""
     try:
         return _compile(code)
-    except SyntaxError as exc:
-        line = f" on line {exc.lineno}" if exc.lineno else ""
-        raise NodeError(f"syntax error{line}: {exc.msg}", field="code",
-                        hint="fix the Python syntax") from None
+    except UserCodeError as exc:
+        raise _node_error(exc.failure) from None
 
 
 @lru_cache(maxsize=256)
 def _compile(code: str) -> CodeType:
-    return compile(code, _FILENAME, "exec")
+    return compile_main(code)
 
 
 def _call_main(compiled: CodeType, code: str, inputs: dict[str, Any]) -> Any:
-    # A fresh namespace per run: module-level state never leaks from one run to the next.
-    namespace: dict[str, Any] = {"__name__": "__cellwire_code__", "__builtins__": builtins}
     try:
-        exec(compiled, namespace)  # noqa: S102 - the code node runs trusted user code
-    except Exception as exc:  # noqa: BLE001
-        raise _user_error(exc, code, "while loading the code") from None
-    # Dify's runner imports these after the user's code, so Dify code uses them unimported.
-    namespace["json"] = json
-    namespace["b64decode"] = b64decode
-    main = namespace.get("main")
-    if not callable(main):
-        raise NodeError("the code defines no main() function", field="code",
-                        hint="define def main(...) -> dict")
-    try:
-        return main(**inputs)
-    except Exception as exc:  # noqa: BLE001
-        raise _user_error(exc, code, "in main()") from None
+        return call_main(compiled, code, inputs)
+    except UserCodeError as exc:
+        raise _node_error(exc.failure) from None
 
 
-def _user_error(exc: Exception, code: str, when: str) -> NodeError:
-    """The user's exception with the last line of *their* traceback."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == _FILENAME]
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if not frames:
-        if isinstance(exc, TypeError) and when == "in main()":
-            return NodeError(f"main() does not take the inputs given: {detail}",
-                             field="variables",
-                             hint="give main one parameter per variable, e.g. def main(arg1):")
-        return NodeError(f"{detail} ({when})", field="code", error_type=type(exc).__name__)
-    last = frames[-1]
-    lines = code.splitlines()
-    source = lines[last.lineno - 1].strip() if last.lineno and last.lineno <= len(lines) else ""
-    where = f"line {last.lineno}, in {last.name}" + (f": {source}" if source else "")
-    hint = "fix the code at that line"
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        hint = f"install the package into the kernel's environment: pip install {exc.name}"
-    return NodeError(f"{detail} ({where})", field="code", hint=hint,
-                     error_type=type(exc).__name__)
+def _node_error(failure: Failure) -> NodeError:
+    hint = failure.hint
+    if failure.module:
+        hint = f"install the package into the kernel's environment: pip install {failure.module}"
+    return NodeError(failure.message, field=failure.field, hint=hint,
+                     error_type=failure.error_type)
 
 
 # -- checking the result ------------------------------------------------------------------

@@ -1,0 +1,139 @@
+"""Warm workers of one kind, each serving one run at a time.
+
+Workers start on demand up to ``size``; a worker that served ``max_runs`` runs, or whose run
+failed in a way that may have hurt it (a timeout, a death), is killed, and a replacement
+starts in the background so that ``warm`` workers stay ready. All of it lives on one event
+loop (the sandbox's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from .worker import Worker
+
+
+class Pool:
+    """``acquire`` a worker, then ``release`` it after a clean run or ``discard`` it."""
+
+    def __init__(self, spawn: Callable[[], Awaitable[Worker]], *, size: int, max_runs: int,
+                 warm: int):
+        self._spawn = spawn
+        self._size = size
+        self._max_runs = max_runs
+        self._warm = min(warm, size)
+        self._idle: list[Worker] = []
+        self._all: set[Worker] = set()
+        self._starting = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def _count(self) -> int:
+        return len(self._all) + self._starting
+
+    async def acquire(self) -> Worker:
+        """An idle worker, a new one if there is room, else the next one released."""
+        while True:
+            if self._closed:
+                raise RuntimeError("the sandbox is closed")
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive:
+                    self.prestart()  # the next run finds one ready
+                    return worker
+                self._forget(worker)
+            if self._count < self._size:
+                return await self._start()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def release(self, worker: Worker) -> None:
+        """Back to the idle workers after a clean run (or retired after ``max_runs``)."""
+        worker.runs += 1
+        if worker.alive and worker.runs < self._max_runs and not self._closed:
+            self._idle.append(worker)
+            self._wake()
+        else:
+            self.discard(worker)
+
+    def discard(self, worker: Worker) -> None:
+        """Kill ``worker`` and start a replacement in the background."""
+        self._forget(worker)
+        if not self._closed:
+            self.prestart()
+
+    def prestart(self) -> None:
+        """Start workers in the background until ``warm`` are idle or starting."""
+        while self._count < self._size and len(self._idle) + self._starting < self._warm:
+            self._starting += 1  # counted now: the task starts later
+            self._background(self._start_idle())
+
+    async def close(self) -> None:
+        """Kill every worker, idle or busy, and refuse to start more."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        workers = list(self._all)
+        self._all.clear()
+        self._idle.clear()
+        await asyncio.gather(*(w.close() for w in workers), *self._closing, *self._tasks,
+                             return_exceptions=True)
+        self._wake()
+
+    def kill_all(self) -> None:
+        """:meth:`close` for a caller that cannot wait: kill every worker now."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for worker in self._all:
+            worker.kill()
+        self._all.clear()
+        self._idle.clear()
+        self._wake()
+
+    async def _start(self, *, counted: bool = False) -> Worker:
+        if not counted:
+            self._starting += 1
+        try:
+            worker = await self._spawn()
+        finally:
+            self._starting -= 1
+            self._wake()
+        if self._closed:
+            await worker.close()
+            raise RuntimeError("the sandbox is closed")
+        self._all.add(worker)
+        return worker
+
+    async def _start_idle(self) -> None:
+        with contextlib.suppress(Exception):  # a failed start shows on the next acquire
+            self._idle.append(await self._start(counted=True))
+            self._wake()
+
+    def _forget(self, worker: Worker) -> None:
+        self._all.discard(worker)
+        worker.kill()
+        self._background(worker.close(), self._closing)
+        self._wake()
+
+    def _background(self, job: Awaitable[None],
+                    tasks: set[asyncio.Task[None]] | None = None) -> None:
+        kept = self._tasks if tasks is None else tasks
+        task = asyncio.ensure_future(job)
+        kept.add(task)
+        task.add_done_callback(kept.discard)
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
