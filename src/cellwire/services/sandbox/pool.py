@@ -60,7 +60,8 @@ class Pool:
     def release(self, worker: Worker) -> None:
         """Back to the idle workers after a clean run (or retired after ``max_runs``)."""
         worker.runs += 1
-        if worker.alive and worker.runs < self._max_runs and not self._closed:
+        if (worker.alive and not worker.retiring and worker.runs < self._max_runs
+                and not self._closed):
             self._idle.append(worker)
             self._wake()
         else:

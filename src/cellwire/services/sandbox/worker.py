@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 from typing import Any
@@ -44,6 +45,8 @@ class Worker:
         self._stderr = b""
         self._drain = asyncio.ensure_future(self._drain_stderr())
         self.runs = 0
+        #: The worker said it serves no more runs after its last reply.
+        self.retiring = False
 
     @classmethod
     async def start(cls, jail: Jail, boot: dict[str, Any], *, max_reply: int,
@@ -106,7 +109,10 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self._process.returncode is None and self._pidfd >= 0
+        """Whether the jail still runs (its PID 1's pidfd turns readable when it ends)."""
+        if self._process.returncode is not None or self._pidfd < 0:
+            return False
+        return not select.select([self._pidfd], [], [], 0)[0]
 
     @property
     def stderr(self) -> str:
@@ -129,7 +135,9 @@ class Worker:
             head = await self._replies.readline()
             if not head:
                 raise WorkerDied("the sandbox worker ended", await self._returncode())
-            size = int(head)
+            size_text, _, flag = head.partition(b" ")
+            size = int(size_text)
+            self.retiring = flag.strip() == b"retire"
             if not 0 <= size <= self._max_reply:
                 raise WorkerDied(f"the sandbox worker sent a reply of {size} bytes")
             body = await self._replies.readexactly(size)

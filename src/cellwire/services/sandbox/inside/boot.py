@@ -71,8 +71,9 @@ def set_limits(limits: dict[str, int]) -> None:
         resource.setrlimit(which, (value, value))
 
 
-def send(fd: int, body: bytes) -> None:
-    write_all(fd, b"%d\n" % len(body) + body)
+def send(fd: int, body: bytes, *, retire: bool = False) -> None:
+    """A reply frame; ``retire`` tells the engine this worker will serve no more runs."""
+    write_all(fd, b"%d%s\n" % (len(body), b" retire" if retire else b"") + body)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -87,7 +88,13 @@ def serve(reply_fd: int, limits: dict[str, int]) -> None:
     send(reply_fd, b'{"ready": true}')
     for line in sys.stdin.buffer:
         request = json.loads(line)
-        send(reply_fd, run_one(request, reply_fd, limits, usercode))
+        reply = run_one(request, reply_fd, limits, usercode)
+        try:
+            wipe("/tmp")  # each run starts with an empty /tmp
+        except (OSError, RecursionError):
+            send(reply_fd, reply, retire=True)  # left something it cannot clear: a new jail
+            return
+        send(reply_fd, reply)
 
 
 def run_one(request: dict[str, Any], reply_fd: int, limits: dict[str, int],
@@ -142,6 +149,17 @@ def collect(read_end: int, pid: int, limit: int) -> tuple[bytes | None, int]:
     finally:
         os.close(pidfd)
         os.close(read_end)
+
+
+def wipe(folder: str) -> None:
+    """Remove everything in ``folder`` (a run may have made things read-only)."""
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            os.chmod(entry.path, 0o700)
+            wipe(entry.path)
+            os.rmdir(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def kill_all_but_me() -> None:
