@@ -102,27 +102,35 @@ class Sandbox:
         if reason is not None:
             raise failures.refused(reason)
         pool = self._pool(kind)
-        try:
-            worker = await pool.acquire()
-        except WorkerDied as exc:
-            raise CodeFailed(f"the sandbox could not start: {exc}",
-                             hint=failures.TRUST_OR_INSTALL,
-                             error_type="SandboxUnavailable") from None
-        try:
-            async with asyncio.timeout(timeout):
-                reply = await worker.ask(request)
-        except TimeoutError:
-            pool.discard(worker)
-            raise failures.timed_out(timeout) from None
-        except WorkerDied as exc:
-            pool.discard(worker)
-            raise failures.worker_lost(exc.returncode, self._limits_text(kind)) from None
-        except BaseException:
-            pool.discard(worker)
-            raise
-        pool.release(worker)
-        return failures.result(reply, limits_text=self._limits_text(kind),
-                               packages=self.packages)
+        may_retry = True
+        while True:
+            try:
+                worker = await pool.acquire()
+            except WorkerDied as exc:
+                raise CodeFailed(f"the sandbox could not start: {exc}",
+                                 hint=failures.TRUST_OR_INSTALL,
+                                 error_type="SandboxUnavailable") from None
+            reused = worker.runs > 0
+            try:
+                async with asyncio.timeout(timeout):
+                    reply = await worker.ask(request)
+            except TimeoutError:
+                pool.discard(worker)
+                raise failures.timed_out(timeout) from None
+            except WorkerDied as exc:
+                pool.discard(worker)
+                # A worker that waited idle may have been killed meanwhile: a new one runs the
+                # code again (it has no effect outside its jail, so running twice is safe).
+                if reused and may_retry:
+                    may_retry = False
+                    continue
+                raise failures.worker_lost(exc.returncode, self._limits_text(kind)) from None
+            except BaseException:
+                pool.discard(worker)
+                raise
+            pool.release(worker)
+            return failures.result(reply, limits_text=self._limits_text(kind),
+                                   packages=self.packages)
 
     async def _warm(self, kinds: set[str]) -> None:
         for kind in kinds:

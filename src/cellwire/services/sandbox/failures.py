@@ -75,7 +75,9 @@ def died(how: dict[str, Any], limits_text: str) -> CodeFailed:
 def worker_lost(returncode: int | None, limits_text: str) -> CodeFailed:
     """The worker itself ended while running this code (the code killed it, or ran it out
     of memory)."""
-    if returncode is not None and returncode > 128:
+    if returncode is not None and returncode < 0:  # bubblewrap itself was killed
+        return died({"signal": -returncode}, limits_text)
+    if returncode is not None and returncode > 128:  # bubblewrap passes on 128 + signal
         return died({"signal": returncode - 128}, limits_text)
     if returncode is not None and returncode >= 0:
         return died({"exit": returncode}, limits_text)

@@ -19,7 +19,8 @@ class Limits:
 
     #: Wall-clock seconds for a node that sets no ``max_time`` (dify-sandbox's default).
     timeout: float = 15.0
-    #: CPU seconds per run; ``None``: the run's wall-clock limit, rounded up.
+    #: CPU seconds per run; ``None``: a second more than the run's wall-clock limit, so
+    #: that a single-threaded run meets the clearer wall-clock limit first.
     cpu_seconds: float | None = None
     #: Address space of a Python run, in MiB (an allocation past it is a ``MemoryError``);
     #: Node gets :data:`NODE_HEADROOM_MB` more for the address space V8 reserves up front.
@@ -45,7 +46,9 @@ class Limits:
 
     def cpu_for(self, timeout: float) -> int:
         """The CPU rlimit of a run whose wall-clock limit is ``timeout``."""
-        return max(1, math.ceil(self.cpu_seconds if self.cpu_seconds is not None else timeout))
+        if self.cpu_seconds is not None:
+            return max(1, math.ceil(self.cpu_seconds))
+        return math.ceil(timeout) + 1
 
 
 #: Extra address space for Node: V8 reserves about 1 GiB before running anything.

@@ -71,9 +71,18 @@ class Worker:
         finally:
             for fd in inherited:
                 os.close(fd)
-        replies = asyncio.StreamReader(limit=1 << 16)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(replies), os.fdopen(reply_r, "rb", buffering=0))
+        try:
+            replies = asyncio.StreamReader(limit=1 << 16)
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(replies),
+                os.fdopen(reply_r, "rb", buffering=0))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            for fd in (info_r, block_w):
+                if fd is not None:
+                    os.close(fd)
+            raise
         worker = cls(process, transport, replies, max_reply)
         try:
             async with asyncio.timeout(boot_timeout):
@@ -85,8 +94,11 @@ class Worker:
             raise WorkerDied(f"the sandbox worker did not start: {said}",
                              process.returncode) from None
         except BaseException:
-            await worker.close()
+            await worker.close()  # cancelled: the jail goes too
             raise
+        finally:
+            if block_w is not None:
+                os.close(block_w)
         if ready != {"ready": True}:
             await worker.close()
             raise WorkerDied(f"the sandbox worker did not start: it said {ready!r}")
@@ -103,9 +115,6 @@ class Worker:
                 os.write(block_w, b"1")
         except (ValueError, KeyError, TypeError, OSError):
             pass  # bubblewrap failed before its namespaces were up: its stderr says why
-        finally:
-            if block_w is not None:
-                os.close(block_w)
 
     @property
     def alive(self) -> bool:

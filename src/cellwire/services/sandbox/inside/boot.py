@@ -20,6 +20,7 @@ import resource
 import select
 import signal
 import sys
+import time
 from typing import Any
 
 UID = 65534
@@ -90,7 +91,8 @@ def serve(reply_fd: int, limits: dict[str, int]) -> None:
         request = json.loads(line)
         reply = run_one(request, reply_fd, limits, usercode)
         try:
-            wipe("/tmp")  # each run starts with an empty /tmp
+            clear_out()  # each run starts alone, with an empty /tmp
+            wipe("/tmp")
         except (OSError, RecursionError):
             send(reply_fd, reply, retire=True)  # left something it cannot clear: a new jail
             return
@@ -160,6 +162,17 @@ def wipe(folder: str) -> None:
             os.rmdir(entry.path)
         else:
             os.unlink(entry.path)
+
+
+def clear_out() -> None:
+    """Kill whatever the last run left running, and wait until the reaper has taken it."""
+    me = os.getpid()
+    for _ in range(1000):
+        if not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]:
+            return
+        kill_all_but_me()
+        time.sleep(0.002)
+    raise OSError("processes of the last run would not end")
 
 
 def kill_all_but_me() -> None:

@@ -79,6 +79,9 @@ function kindOf(value) {
   return typeof value;
 }
 
+// As in a script node runs (Dify's runner), the code may require() modules.
+globalThis.require = require;
+
 async function run(request) {
   const code = request.code;
   let main;
