@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import cellwire
-from cellwire.engine import Runtime, RunStatus
+from cellwire.engine import RunStatus, Runtime
 from cellwire.engine.services import CodeFailed
 from cellwire.services.sandbox import (
     DEFAULT_PACKAGES,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import cellwire
-from cellwire.engine import Runtime, RunStatus
+from cellwire.engine import RunStatus, Runtime
 from cellwire.services.sandbox import Limits, Sandbox, sandbox_unavailable
 
 pytestmark = pytest.mark.skipif(sandbox_unavailable() is not None,
