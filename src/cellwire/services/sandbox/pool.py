@@ -2,8 +2,9 @@
 
 Workers start on demand up to ``size``; a worker that served ``max_runs`` runs, or whose run
 failed in a way that may have hurt it (a timeout, a death), is killed, and a replacement
-starts in the background so that ``warm`` workers stay ready. All of it lives on one event
-loop (the sandbox's own).
+starts in the background so that ``warm`` workers stay ready. A start is never cancelled
+halfway (bubblewrap would be left half set up): a run cancelled while its worker starts
+leaves the worker to the idle ones. All of it lives on one event loop (the sandbox's own).
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ class Pool:
         self._warm = min(warm, size)
         self._idle: list[Worker] = []
         self._all: set[Worker] = set()
-        self._starting = 0
-        self._waiters: list[asyncio.Future[None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._starting: set[asyncio.Task[Worker]] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
 
     @property
     def _count(self) -> int:
-        return len(self._all) + self._starting
+        return len(self._all) + len(self._starting)
 
     async def acquire(self) -> Worker:
         """An idle worker, a new one if there is room, else the next one released."""
@@ -48,7 +48,12 @@ class Pool:
                     return worker
                 self._forget(worker)
             if self._count < self._size:
-                return await self._start()
+                start = self._start()
+                try:
+                    return await asyncio.shield(start)
+                except asyncio.CancelledError:
+                    start.add_done_callback(self._keep_idle)
+                    raise
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -75,64 +80,64 @@ class Pool:
 
     def prestart(self) -> None:
         """Start workers in the background until ``warm`` are idle or starting."""
-        while self._count < self._size and len(self._idle) + self._starting < self._warm:
-            self._starting += 1  # counted now: the task starts later
-            self._background(self._start_idle())
+        while self._count < self._size and len(self._idle) + len(self._starting) < self._warm:
+            self._start().add_done_callback(self._keep_idle)
 
     async def close(self) -> None:
-        """Kill every worker, idle or busy, and refuse to start more."""
+        """Kill every worker, idle or busy, once the ones starting are up; start no more."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
+        await asyncio.gather(*self._starting, return_exceptions=True)
         workers = list(self._all)
         self._all.clear()
         self._idle.clear()
-        await asyncio.gather(*(w.close() for w in workers), *self._closing, *self._tasks,
+        await asyncio.gather(*(w.close() for w in workers), *self._closing,
                              return_exceptions=True)
         self._wake()
 
     def kill_all(self) -> None:
         """:meth:`close` for a caller that cannot wait: kill every worker now."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
+        for start in list(self._starting):
+            start.cancel()
         for worker in self._all:
             worker.kill()
         self._all.clear()
         self._idle.clear()
         self._wake()
 
-    async def _start(self, *, counted: bool = False) -> Worker:
-        if not counted:
-            self._starting += 1
-        try:
-            worker = await self._spawn()
-        finally:
-            self._starting -= 1
-            self._wake()
+    def _start(self) -> asyncio.Task[Worker]:
+        start = asyncio.ensure_future(self._launch())
+        self._starting.add(start)
+        start.add_done_callback(self._started)
+        return start
+
+    async def _launch(self) -> Worker:
+        worker = await self._spawn()
         if self._closed:
             await worker.close()
             raise RuntimeError("the sandbox is closed")
         self._all.add(worker)
         return worker
 
-    async def _start_idle(self) -> None:
-        with contextlib.suppress(Exception):  # a failed start shows on the next acquire
-            self._idle.append(await self._start(counted=True))
-            self._wake()
+    def _started(self, start: asyncio.Task[Worker]) -> None:
+        self._starting.discard(start)
+        self._wake()
+
+    def _keep_idle(self, start: asyncio.Task[Worker]) -> None:
+        # A start nobody waits for: its worker joins the idle ones; a failed start shows on
+        # the next acquire, which starts another.
+        if start.cancelled() or start.exception() is not None:
+            return
+        self._idle.append(start.result())
+        self._wake()
 
     def _forget(self, worker: Worker) -> None:
         self._all.discard(worker)
         worker.kill()
-        self._background(worker.close(), self._closing)
+        closing = asyncio.ensure_future(worker.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
         self._wake()
-
-    def _background(self, job: Awaitable[None],
-                    tasks: set[asyncio.Task[None]] | None = None) -> None:
-        kept = self._tasks if tasks is None else tasks
-        task = asyncio.ensure_future(job)
-        kept.add(task)
-        task.add_done_callback(kept.discard)
 
     def _wake(self) -> None:
         for waiter in self._waiters:

@@ -168,24 +168,27 @@ class Worker:
         return None
 
     def kill(self) -> None:
-        """Kill the jail now: its PID 1 (and so every process in it) and bubblewrap."""
+        """Kill the jail now: its PID 1 (and so every process in it) and bubblewrap's process
+        group (the monitor, and the jail's first process while it is still being set up)."""
         if self._pidfd >= 0:
-            with contextlib.suppress(ProcessLookupError, OSError):
+            with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             os.close(self._pidfd)
             self._pidfd = -1
-        if self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
 
     async def close(self) -> None:
         """Kill the jail and wait until its processes are gone."""
         self.kill()
         await self._process.wait()
-        await self._drain
         if self._process.stdin is not None:
             self._process.stdin.close()
         self._transport.close()
+        # stderr ends when the last process of the jail does; do not wait on a straggler.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._drain), 2)
+        self._drain.cancel()
 
     async def _drain_stderr(self) -> None:
         stderr = self._process.stderr
