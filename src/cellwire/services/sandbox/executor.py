@@ -152,7 +152,9 @@ class Sandbox:
         cpu = NODE_CPU_BACKSTOP if limits.cpu_seconds is None else math.ceil(limits.cpu_seconds)
         boot = {
             "mode": kind, "site": SITE, "lib": LIB, "node": NODE,
-            "node_args": [f"--max-old-space-size={limits.memory_mb}", f"{LIB}/main.js"],
+            # V8's worker threads default to one per core: a fixed few fit the process limit.
+            "node_args": [f"--max-old-space-size={limits.memory_mb}", "--v8-pool-size=2",
+                          f"{LIB}/main.js"],
             "limits": {"memory": memory * MIB, "file_size": limits.file_size_mb * MIB,
                        "processes": limits.processes, "open_files": limits.open_files,
                        "max_output": limits.max_output_bytes, "max_stdout": limits.max_stdout,

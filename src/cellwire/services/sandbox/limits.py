@@ -29,8 +29,9 @@ class Limits:
     file_size_mb: int = 16
     #: Size of the private ``/tmp``, in MiB.
     tmp_mb: int = 64
-    #: Processes and threads at once, the worker's own included.
-    processes: int = 32
+    #: Processes and threads at once, the worker's own included (Node needs about 10). The
+    #: memory limit is per process, so a run holds at most ``processes * memory_mb``.
+    processes: int = 16
     #: Open file descriptors.
     open_files: int = 256
     #: Largest reply (main()'s JSON and what it printed), in bytes.
