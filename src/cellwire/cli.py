@@ -47,11 +47,19 @@ def cli() -> None:
 @click.option("--store-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
               help="How long to wait for a store another process holds locked "
                    "(default: $CELLWIRE_STORE_TIMEOUT, else 300).")
+@click.option("--trust", "trust_file", is_flag=True,
+              help="Trust FILE for this run: its code runs in this process, not the sandbox, "
+                   "and its HTTP nodes may reach loopback and private addresses "
+                   "(`cellwire trust FILE` remembers it).")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 as_json: bool, db: Path | None, model: str | None,
-                store_timeout: float | None) -> None:
-    """Run the workflow in FILE and print its outputs."""
-    workflow = _load(file)
+                store_timeout: float | None, trust_file: bool) -> None:
+    """Run the workflow in FILE and print its outputs.
+
+    Unless FILE is trusted (`cellwire trust FILE`, or --trust), its code nodes run in the
+    sandbox and its HTTP nodes may not reach loopback or private addresses.
+    """
+    workflow = _load(file, trusted=True if trust_file else None)
     inputs = _inputs(workflow, pairs, inputs_json)
     if query is not None:
         inputs["sys.query"] = query
@@ -91,12 +99,15 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def validate_command(file: Path) -> None:
     """Check the workflow in FILE without running it."""
+    from cellwire.services.trust import describe
+
     workflow = _load(file)
     problems = validate(workflow)
     _report(file, problems)
     click.echo("valid")
     for problem in problems:
         click.echo(f"{file}: {problem}")
+    click.echo(describe(workflow))
 
 
 @cli.command("import")
@@ -108,16 +119,54 @@ def import_command(file: Path, out: Path | None) -> None:
     from cellwire.formats import dump
     from cellwire.formats.dify import import_dify
     from cellwire.model.yaml12 import read_text
+    from cellwire.services.trust import describe, is_trusted
 
     try:
-        result = import_dify(read_text(file), source=str(file))
+        text = read_text(file)
+        result = import_dify(text, source=str(file))
     except OSError as exc:
         _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     for problem in result.problems:
         click.echo(f"{file}: {problem}", err=True)
+    click.echo(describe(result.workflow.mark_origin(str(file), trusted=is_trusted(text))),
+               err=True)
     _write(dump(result.workflow), out)
+
+
+@cli.command("trust")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--revoke", is_flag=True, help="Forget the trust in FILES instead.")
+@click.option("--list", "list_all", is_flag=True, help="List the trusted files.")
+def trust_command(files: Sequence[Path], revoke: bool, list_all: bool) -> None:
+    """Trust the current contents of workflow FILES: their code nodes then run in the kernel,
+    not the sandbox, and their HTTP nodes may reach loopback and private addresses.
+
+    Trust is by content hash, kept in the user's config folder: editing a file un-trusts it.
+    """
+    from cellwire.services.trust import records_path, trust, trusted_files, untrust
+
+    if list_all:
+        for record in trusted_files():
+            click.echo(f"{record['hash'][:19]}  {record['trusted_at']}  {record['path']}")
+        return
+    if not files:
+        raise click.UsageError("name the FILES to trust (or --list)")
+    for file in files:
+        if revoke:
+            try:
+                forgot = untrust(file)
+            except (OSError, WorkflowError) as exc:
+                _fail([f"{file}: cannot read the file: {exc}"])
+            click.echo(f"{file}: {'no longer trusted' if forgot else 'was not trusted'}")
+            continue
+        _load(file)  # trust only what is a valid workflow, and say so if it is not
+        try:
+            digest = trust(file)
+        except (OSError, WorkflowError) as exc:
+            _fail([f"{file}: cannot record the trust in {records_path()}: {exc}"])
+        click.echo(f"{file}: trusted ({digest[:19]}...); editing the file un-trusts it")
 
 
 @cli.command("export")
@@ -188,11 +237,11 @@ def _fail(lines: Iterable[str], code: int = EXIT_INVALID) -> NoReturn:
     sys.exit(code)
 
 
-def _load(file: Path) -> Workflow:
+def _load(file: Path, *, trusted: bool | None = None) -> Workflow:
     from cellwire.formats import load
 
     try:
-        return load(file)
+        return load(file, trusted=trusted)
     except OSError as exc:
         _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
     except WorkflowError as exc:

@@ -83,7 +83,8 @@ def import_dify(data: Any, *, source: str | None = None) -> DifyImport:
     """Import a Dify DSL document (YAML text, bytes, or the parsed mapping).
 
     Raises :class:`WorkflowError` naming each broken part; nodes that cannot run here come
-    back as warnings in :attr:`DifyImport.problems`.
+    back as warnings in :attr:`DifyImport.problems`. The workflow is untrusted (its code runs
+    in the sandbox): :func:`cellwire.load` trusts files the user trusted.
     """
     where = source or "the Dify DSL document"
     if isinstance(data, (str, bytes)):
@@ -99,7 +100,7 @@ def import_dify(data: Any, *, source: str | None = None) -> DifyImport:
         raise WorkflowError(errors, f"{where}: cannot be imported")
     warnings = [p for p in out.problems if p.level == "warning"]
     warnings.extend(unsupported_problems(workflow))
-    return DifyImport(workflow, warnings, version, kind)
+    return DifyImport(workflow.mark_origin(where, trusted=False), warnings, version, kind)
 
 
 def load_dify(data: Any, source: str | None = None) -> Workflow:

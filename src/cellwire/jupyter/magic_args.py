@@ -118,6 +118,7 @@ def _export(p: Parser) -> None:
 def _import(p: Parser) -> None:
     p.add_argument("file")
     p.add_argument("--name", default=None)
+    p.add_argument("--trust", action="store_true")
 
 
 _ARGUMENTS: dict[str, Callable[[Parser], None]] = {

@@ -357,13 +357,15 @@ class WorkflowMagics(Magics, Configurable):
 
     def _cmd_import(self, rest: list[str]) -> None:
         from cellwire.formats import load
+        from cellwire.services.trust import describe
 
         args = parse("import", rest)
-        wf = load(args.file)
+        wf = load(args.file, trusted=True if args.trust else None)
         if args.name:
             wf.name = args.name
         self.session.workflows[wf.name] = wf
         print(f"imported {wf.name}: {len(wf.nodes)} nodes, {len(wf.edges)} edges")
+        print(describe(wf))
 
 
 class Picture:

@@ -24,6 +24,7 @@ from cellwire.engine.events import (
 )
 from cellwire.model import FAIL_BRANCH, SOURCE, Node, Position, Workflow, registry
 from cellwire.model.validate import validate
+from cellwire.services.trust import describe
 
 if TYPE_CHECKING:
     from cellwire.engine.run_state import RunState
@@ -183,6 +184,13 @@ def _build_palette(kinds: list[Any]) -> list[dict[str, Any]]:
 
 def problem_list(wf: Workflow) -> list[dict[str, Any]]:
     return [p.as_dict() for p in validate(wf)]
+
+
+def trust_info(wf: Workflow) -> dict[str, Any]:
+    """What the toolbar shows: trusted or not, the code nodes, and the sentence that says
+    where they run and how to trust the file."""
+    return {"trusted": wf.trusted, "origin": wf.origin, "code_nodes": wf.code_nodes(),
+            "text": describe(wf)}
 
 
 # -- messages -> workflow ---------------------------------------------------------------------
