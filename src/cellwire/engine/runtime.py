@@ -59,8 +59,6 @@ class Runtime:
     files: FilePolicy | None = None
     #: Route every LLM node of the run to this ``provider/model``, when set.
     model_override: str | None = None
-    #: Where unset secret environment variables are read from (None: ``os.environ``).
-    environ: Mapping[str, str] | None = None
 
     def subscribe(self, layer: Layer | Sink) -> Layer | Sink:
         """Add ``layer`` (a Layer or an event callback) to every later run; returns it."""

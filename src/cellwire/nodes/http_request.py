@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 import httpx
 
 from cellwire.engine import NodeContext, NodeError, NodeResult, RetryableError
-from cellwire.engine.secrets import REDACTED, redact
+from cellwire.engine.secrets import MIN_SECRET_LENGTH, REDACTED, redactor
 from cellwire.model import node_type
 from cellwire.services.http import SHARED
 from cellwire.services.llm.resilience import parse_retry_after
@@ -174,8 +174,8 @@ def request_log(request: httpx.Request, secrets: Sequence[str],
         if len(body) > LOG_BODY_LIMIT:
             body = body[:LOG_BODY_LIMIT] + f"... <{len(content)} bytes in all>"
     text = "\r\n".join(lines) + "\r\n\r\n" + body
-    # Longest first, so a header value is replaced whole before the key inside it.
-    return redact(text, sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
+    # Its transformed forms too (the base64 of basic auth's user:password...).
+    return redactor(s for s in secrets if len(s) >= MIN_SECRET_LENGTH).text(text)
 
 
 def _safe_url(url: httpx.URL) -> str:
