@@ -137,7 +137,8 @@ def transformed_forms(value: str) -> set[str]:
         raw = variant.encode("utf-8")
         forms.add(raw.hex())
         for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            forms.add(encode(raw).decode("ascii"))
+            encoded = encode(raw).decode("ascii")
+            forms.update((encoded, encoded.rstrip("=")))
             forms.update(_embedded_base64(raw, encode))
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
