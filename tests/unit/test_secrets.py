@@ -22,6 +22,8 @@ from cellwire.engine.secrets import (
     transformed_forms,
     unknown_grants,
 )
+from cellwire.formats.dify import dump_dify
+from cellwire.formats.python_export import export_python
 from cellwire.model import EnvironmentVariable, registry
 from cellwire.model.registry import node_type
 from cellwire.runner import Runner
@@ -151,6 +153,9 @@ def test_exports_never_hold_secret_values():
     wf = _leaky_workflow()
     wf.environment[0].value = SECRET
     assert SECRET not in cellwire.dump(wf)
+    assert SECRET not in dump_dify(wf)
+    python = export_python(wf)
+    assert SECRET not in python and "'value': 'eu'" in python
 
 
 # -- redaction of disguised forms ---------------------------------------------------------------

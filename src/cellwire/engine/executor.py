@@ -45,7 +45,13 @@ DEFAULT_MAX_TIME = 1200.0
 
 
 class Execution:
-    """One run of a compiled workflow. ``stop()`` cancels it; it then ends ``stopped``."""
+    """One run of a compiled workflow. ``stop()`` cancels it; it then ends ``stopped``.
+
+    ``secrets`` are the values the user granted, by environment variable name
+    (:mod:`cellwire.services.secrets` resolves grants to them); a secret not granted has no
+    value, and every granted value is redacted from what the run shows. A rerun
+    (``previous``) given no ``secrets`` keeps the grants of the run it reruns.
+    """
 
     def __init__(
         self,

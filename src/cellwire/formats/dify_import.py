@@ -598,11 +598,11 @@ def _environment(value: Any, out: _Collector) -> tuple[list[EnvironmentVariable]
                     "give it a name")
             continue
         kind = raw.get("value_type") or "string"
-        # A secret's value is never taken from a file: it comes from the environment at run time.
+        # A secret's value is never taken from a file: the user grants one at run time.
         value = None if kind == "secret" else raw.get("value")
         if kind == "secret" and raw.get("value") not in (None, ""):
             out.add(None, f"{where}.value", f"the secret {name!r} has a value in the file; it was "
-                    "dropped", f"set the environment variable {name} when running", "warning")
+                    "dropped", f"grant it when running: --secret {name}", "warning")
         try:
             variables.append(EnvironmentVariable(
                 name=name, value=value, value_type=kind,

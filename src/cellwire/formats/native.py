@@ -129,7 +129,7 @@ def _edge_doc(edge: Edge) -> dict[str, Any]:
 def _env_doc(var: EnvironmentVariable) -> dict[str, Any]:
     doc = _non_default(var, EnvironmentVariable(name=var.name), first=("name",))
     if var.value_type == "secret":
-        # The value comes from the process environment at run time; it never reaches a file.
+        # The user grants the value at run time; it never reaches a file.
         doc.pop("value", None)
         doc = {"name": var.name, "value_type": "secret", "value": None, **doc}
     return doc
