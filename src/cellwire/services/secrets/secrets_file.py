@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from cellwire.engine.secrets import MIN_SECRET_LENGTH
 from cellwire.model import WorkflowError
 from cellwire.model.yaml12 import parse_yaml, read_text
 from cellwire.store.home import config_dir
@@ -29,8 +30,6 @@ from .errors import SecretError
 SECRETS_FILE = "secrets.yaml"
 #: Entry names: what ``cellwire secret set NAME`` accepts.
 ENTRY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-#: Shorter values cannot be redacted (cellwire.engine.secrets.MIN_SECRET_LENGTH).
-MIN_LENGTH = 4
 
 
 def secrets_path() -> Path:
@@ -76,8 +75,8 @@ def set_secret(name: str, value: str, path: Path | None = None) -> Path:
     """Store ``value`` as the entry ``name`` (replacing it); returns the file's path."""
     if not ENTRY.fullmatch(name):
         raise SecretError(f"secret name {name[:60]!r}: use letters, digits, '_', '.' and '-'")
-    if not isinstance(value, str) or len(value) < MIN_LENGTH:
-        raise SecretError(f"secret {name}: the value must be text of at least {MIN_LENGTH} "
+    if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+        raise SecretError(f"secret {name}: the value must be text of at least {MIN_SECRET_LENGTH} "
                           "characters (shorter ones could not be redacted from what runs show)")
     path = secrets_path() if path is None else path
     with _locked(path):
