@@ -296,8 +296,6 @@ async def test_granted_the_request_gets_it_and_nothing_shows_it(tmp_path: Path,
     assert hits(cellwire.dump(workflow) + dump_dify(workflow) + export_python(workflow)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="`cellwire run --secret NAME` is wired into cli.py by "
-                   "the integrator (resolve_grants); remove this mark then")
 @pytest.mark.usefixtures("canary_env")
 def test_granted_on_the_command_line_nothing_printed_or_stored_shows_it(
         tmp_path: Path, server: Reflector, app: Path):

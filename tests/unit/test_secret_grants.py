@@ -192,3 +192,45 @@ def test_python_secrets_take_values_or_specs(secrets_file):
     with pytest.raises(SecretError, match="'A' is not name -> text"):
         grant_values({"A": 12345678})  # type: ignore[dict-item]
 
+
+
+# -- the cellwire secret commands and --secret ------------------------------------------------
+
+
+def test_cli_secret_set_list_delete_never_echo_the_value(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cellwire.cli import cli
+    from cellwire.services.secrets import read_secrets
+
+    monkeypatch.setenv("CELLWIRE_CONFIG_DIR", str(tmp_path / "cfg"))
+    runner = CliRunner()
+    done = runner.invoke(cli, ["secret", "set", "API_TOKEN", "--stdin"],
+                         input="s3cr3t-value-xyz\n")
+    assert done.exit_code == 0, done.output
+    assert "s3cr3t-value-xyz" not in done.output
+    assert read_secrets() == {"API_TOKEN": "s3cr3t-value-xyz"}
+    listed = runner.invoke(cli, ["secret", "list"])
+    assert listed.output.split() == ["API_TOKEN"]
+    assert runner.invoke(cli, ["secret", "delete", "API_TOKEN"]).exit_code == 0
+    assert runner.invoke(cli, ["secret", "delete", "API_TOKEN"]).exit_code == 1
+    assert read_secrets() == {}
+
+
+def test_cli_run_refuses_a_grant_the_workflow_does_not_declare(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cellwire.cli import cli
+
+    flow = tmp_path / "flow.yml"
+    flow.write_text("cellwire: 1\nname: f\nenvironment:\n  - {name: TOKEN, value_type: secret}\n"
+                    "nodes:\n  - {id: start, type: start}\n  - {id: end, type: end}\n"
+                    "edges:\n  - {source: start, target: end}\n")
+    done = CliRunner().invoke(cli, ["run", str(flow), "--secret", "TOKNE=env:HOME"])
+    assert done.exit_code == 2
+    assert "declares no environment variable 'TOKNE'; declared: TOKEN" in done.stderr
+    done = CliRunner().invoke(cli, ["run", str(flow), "--secret", "TOKEN=env:NO_SUCH_VAR_X"])
+    assert done.exit_code == 2 and "NO_SUCH_VAR_X" in done.stderr
+    done = CliRunner().invoke(cli, ["run", str(flow), "--store-timeout", "1"])
+    assert "secret 'TOKEN' is not granted" in done.stderr

@@ -73,6 +73,7 @@ def _run(p: Parser) -> None:
     p.add_argument("inputs", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--wait", "-w", action="store_true")
     p.add_argument("--model", default="")
+    p.add_argument("--secret", "-s", action="append", default=[], metavar="VAR[=SOURCE]")
 
 
 def _map(p: Parser) -> None:
