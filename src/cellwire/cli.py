@@ -74,8 +74,8 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         _fail([f"error: {exc}"])
     declared = ", ".join(v.name for v in workflow.environment) or "none"
     for name in unknown_grants(workflow, secrets):
-        _fail([f"{file}: --secret {name}: the workflow declares no environment variable "
-               f"{name!r}; declared: {declared}"])
+        _fail([(f"{file}: --secret {name}: the workflow declares no environment variable "
+                f"{name!r}; declared: {declared}")])
     inputs = _inputs(workflow, pairs, inputs_json)
     if query is not None:
         inputs["sys.query"] = query
