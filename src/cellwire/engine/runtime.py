@@ -15,6 +15,7 @@ from .services import (
     HTTPService,
     KnowledgeService,
     LLMService,
+    NetworkGuard,
     ResponseCache,
     ToolService,
 )
@@ -43,6 +44,9 @@ class Runtime:
     llm: LLMService | None = None
     #: The shared, pooled HTTP client of HTTP nodes.
     http: HTTPService | None = None
+    #: What HTTP nodes may reach and how large an answer may be; None: the trusted default
+    #: (everything but link-local and cloud-metadata addresses), never "anything goes".
+    network: NetworkGuard | None = None
     #: Tools by name (``tool`` nodes, agents).
     tools: ToolService | Mapping[str, Callable[..., object]] | None = None
     #: Knowledge bases by dataset id (``knowledge-retrieval``).
