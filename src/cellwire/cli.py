@@ -93,7 +93,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     result = _execute(file, workflow, inputs, db, model, store_timeout, secrets)
     shown = result.as_dict()  # the engine has already replaced secret values with ***
     if as_json:
-        click.echo(json.dumps(shown, ensure_ascii=False, default=str))
+        click.echo(json.dumps(shown, ensure_ascii=False, default=str, allow_nan=False))
     else:
         for key, value in shown["outputs"].items():
             click.echo(f"{key}: {_text(value)}")
@@ -283,7 +283,7 @@ def runs_command(as_json: bool, db: Path | None, limit: int) -> None:
         store.close()
     rows = [_run_row(record) for record in frame.to_dict("records")]
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, default=str))
+        click.echo(json.dumps(rows, ensure_ascii=False, default=str, allow_nan=False))
     elif not rows:
         click.echo(f"no runs yet (store: {path})")
     else:
@@ -388,8 +388,9 @@ def _text(value: Any) -> str:
 
 
 def _summary(shown: dict[str, Any]) -> str:
+    cost = shown["total_cost"]  # None when a model's price is unknown
     return (f"{shown['status']} in {_ms(shown['elapsed_ms'])}, {shown['total_tokens']} tokens, "
-            f"${shown['total_cost']:.4f}, run {shown['run_id']}")
+            f"{'cost unknown' if cost is None else f'${cost:.4f}'}, run {shown['run_id']}")
 
 
 def _ms(value: Any) -> str:

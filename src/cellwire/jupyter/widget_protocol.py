@@ -8,6 +8,7 @@ Every function here takes plain data, so the kernel side is tested without a bro
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -404,7 +405,9 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
     if isinstance(event, NodeFinished):
         entry: dict[str, Any] = {
             "elapsed": round(event.elapsed, 4), "tokens": event.total_tokens,
-            "cost": event.cost, "inputs": _values(event.inputs),
+            # JSON for the browser, which has no NaN: an unknown cost is None.
+            "cost": None if math.isnan(event.cost) else event.cost,
+            "inputs": _values(event.inputs),
             "outputs": _values(event.outputs),
         }
         if isinstance(event, NodeSucceeded):
