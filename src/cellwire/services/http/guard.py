@@ -151,9 +151,8 @@ def refusal(address: IPAddress, *, private: bool) -> tuple[str, bool] | None:
     workflow)."""
     inner = _embedded(address)
     if inner is not None:
-        found = refusal(inner, private=private)
-        if found is not None:
-            return found
+        # Where a connection to it goes: the IPv4 address it carries.
+        return refusal(inner, private=private)
     if any(address in net for net in _LINK_LOCAL if net.version == address.version):
         return "a link-local address (where cloud metadata services live)", True
     if any(address in net for net in _METADATA if net.version == address.version):

@@ -49,7 +49,15 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .pools import HTTPProvider, Timeouts, body_pieces, broken_off, drain, stream_event
+from .pools import (
+    MAX_REPLY,
+    HTTPProvider,
+    Timeouts,
+    body_pieces,
+    broken_off,
+    drain,
+    stream_event,
+)
 from .ratelimit import Permit, RateLimits
 from .resilience import RetryPolicy, parse_retry_after
 from .sse import SSEDecoder
@@ -73,7 +81,8 @@ class AnthropicProvider(HTTPProvider):
     """Chat over Anthropic's Messages API through a pool of keep-alive connections.
 
     ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits``, ``rate_limits``, and
-    ``client``, ``transport``, ``verify``, ``cert`` and ``proxy`` (how requests travel): see
+    ``client``, ``transport``, ``verify``, ``cert`` and ``proxy`` (how requests travel),
+    ``max_body`` (the cap on a reply, bytes): see
     :class:`~cellwire.services.llm.pools.HTTPProvider`.
     """
 
@@ -87,13 +96,14 @@ class AnthropicProvider(HTTPProvider):
                  max_tokens: int = DEFAULT_MAX_TOKENS, client: httpx.AsyncClient | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  verify: bool | str | ssl.SSLContext = True,
-                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None,
+                 max_body: int = MAX_REPLY):
         super().__init__(name, base_url=(base_url or DEFAULT_BASE_URL).rstrip("/")
                          .removesuffix("/v1"), api_key=api_key, timeouts=timeouts,
                          retry=retry, rpm=rpm, tpm=tpm, model_limits=model_limits,
                          rate_limits=rate_limits, max_connections=max_connections,
                          client=client, transport=transport, verify=verify, cert=cert,
-                         proxy=proxy)
+                         proxy=proxy, max_body=max_body)
         self.max_tokens = max_tokens
 
     def _pool_headers(self) -> dict[str, str]:

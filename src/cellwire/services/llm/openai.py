@@ -52,7 +52,15 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .pools import HTTPProvider, Timeouts, body_pieces, broken_off, drain, stream_event
+from .pools import (
+    MAX_REPLY,
+    HTTPProvider,
+    Timeouts,
+    body_pieces,
+    broken_off,
+    drain,
+    stream_event,
+)
 from .ratelimit import RateLimits
 from .resilience import RetryPolicy, parse_retry_after
 from .sse import DONE, SSEDecoder
@@ -97,7 +105,8 @@ class OpenAIProvider(HTTPProvider):
     :class:`~cellwire.services.llm.pools.HTTPProvider`. ``include_usage`` sends
     ``stream_options.include_usage`` (dropped for a model whose server rejects it);
     ``headers`` go with every request. ``client``, ``transport``, ``verify``, ``cert`` and
-    ``proxy`` choose how requests travel (:class:`~cellwire.services.llm.pools.HTTPProvider`).
+    ``proxy`` choose how requests travel, ``max_body`` caps a reply in bytes
+    (:class:`~cellwire.services.llm.pools.HTTPProvider`).
     """
 
     def __init__(self, name: str = "openai", *, base_url: str = "https://api.openai.com/v1",
@@ -111,13 +120,15 @@ class OpenAIProvider(HTTPProvider):
                  embedding_format: str = "float", client: httpx.AsyncClient | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  verify: bool | str | ssl.SSLContext = True,
-                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None,
+                 max_body: int = MAX_REPLY):
         self._extra_headers = dict(headers or {})
         super().__init__(name, base_url=base_url.rstrip("/"), api_key=api_key,
                          timeouts=timeouts, retry=retry, rpm=rpm, tpm=tpm,
                          model_limits=model_limits, rate_limits=rate_limits,
                          max_connections=max_connections, client=client,
-                         transport=transport, verify=verify, cert=cert, proxy=proxy)
+                         transport=transport, verify=verify, cert=cert, proxy=proxy,
+                         max_body=max_body)
         self.include_usage = include_usage
         self.embedding_format = embedding_format
         self._states: dict[str, _ModelState] = {}
