@@ -50,8 +50,8 @@ class NetworkGuard(Protocol):
     @property
     def max_binary_size(self) -> int: ...
 
-    async def check_url(self, url: httpx.URL) -> list[str]:
-        """The checked addresses of ``url``'s server; raises
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """The addresses a connection to ``host:port`` may go to, each one checked; raises
         :class:`cellwire.services.http.AddressRefused` when the policy refuses one."""
         ...
 

@@ -46,6 +46,8 @@ from .http_build import (
     build_request,
 )
 
+#: The port of a URL that names none.
+_PORTS = {"http": 80, "https": 443}
 #: Statuses that mean "try again later": they raise a retryable error.
 RETRY_STATUSES = frozenset({429, 503})
 #: How much of the request body process_data shows.
@@ -121,7 +123,8 @@ async def _send(ctx: NodeContext, client: httpx.AsyncClient, request: httpx.Requ
                         "timeout.read")
     try:
         for _hop in range(client.max_redirects + 1):
-            await policy.check_url(request.url)
+            target = request.url
+            await policy.addresses(target.host, target.port or _PORTS.get(target.scheme, 80))
             request.extensions = {**request.extensions, NETWORK: policy}
             waiting_for = "headers"
             notice.start()

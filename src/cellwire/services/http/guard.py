@@ -273,11 +273,6 @@ class NetworkPolicy:
             self.check(bare, port, address)
         return list(found)
 
-    async def check_url(self, url: httpx.URL) -> list[str]:
-        """:meth:`addresses` for the server of ``url``."""
-        port = url.port or (443 if url.scheme == "https" else 80)
-        return await self.addresses(url.host, port)
-
 
 def _sizes(environ: Mapping[str, str] | None) -> tuple[int, int]:
     env = os.environ if environ is None else environ

@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
 from .engine import _FOREVER, HTTPPool, Limits, Response, header_block
-from .guard import NetworkPolicy
 from .loops import PerLoop
+
+if TYPE_CHECKING:
+    from cellwire.engine.services import NetworkGuard
 
 #: The default cap on a response body: far above any model reply or API answer, low enough
 #: that a runaway body cannot exhaust memory.
@@ -26,8 +28,9 @@ DEFAULT_MAX_BODY = 256 * 1024 * 1024
 #: A request extension: seconds for the response to start (headers, and the first byte of
 #: the body) when that may take longer than later reads, as a model's first token does.
 FIRST_BYTE = "cellwire.first_byte"
-#: A request extension: the network policy (:class:`~.guard.NetworkPolicy`) whose checked
-#: addresses the request's connections go to.
+#: A request extension: the network policy (:class:`~.guard.NetworkPolicy`, or any
+#: :class:`~cellwire.engine.services.NetworkGuard`) whose checked addresses the request's
+#: connections go to.
 NETWORK = "cellwire.network"
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
@@ -73,7 +76,7 @@ class _Pools:
     """One loop's pools, by origin (and network policy)."""
 
     def __init__(self) -> None:
-        self.by_origin: dict[tuple[bytes, bytes, int | None, NetworkPolicy | None],
+        self.by_origin: dict[tuple[bytes, bytes, int | None, NetworkGuard | None],
                              HTTPPool] = {}
 
     async def aclose(self) -> None:
@@ -191,7 +194,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         """Close this event loop's connections (other loops' close with their loop)."""
         await self._loops.aclose()
 
-    def _new_pool(self, url: httpx.URL, policy: NetworkPolicy | None) -> HTTPPool:
+    def _new_pool(self, url: httpx.URL, policy: NetworkGuard | None) -> HTTPPool:
         origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
         proxy = self._proxy
         if proxy is None and self._trust_env:
