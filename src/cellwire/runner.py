@@ -36,6 +36,7 @@ from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
 from cellwire.services.files import FolderPolicy
 from cellwire.services.http import SharedHTTP
+from cellwire.services.http.guard import NetworkPolicy
 from cellwire.services.llm import LLMRouter, default_router
 from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import load_config
@@ -384,6 +385,8 @@ class Runner:
         if granted is not None:
             options["secrets"] = granted
         runtime = self.runtime(store=store, model=model, cache=cache, base=runtime)
+        if not compiled.workflow.trusted:
+            runtime = untrusted(runtime)
         extra = [*self.layers, *self._watching(compiled.workflow), *layers]
         extra = [layer for layer in dict.fromkeys(extra) if layer not in runtime.layers]
         if extra:
@@ -505,6 +508,15 @@ def default_runner() -> Runner:
 def blocking(work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` to its end from synchronous code, on the long-lived background loop."""
     return background.call(work)
+
+
+def untrusted(runtime: Runtime) -> Runtime:
+    """``runtime`` for a workflow the user has not trusted (read from a file, or received):
+    HTTP nodes may reach public addresses only (``$CELLWIRE_HTTP_ALLOW`` lets some through).
+    What the runtime sets itself (a caller's own policy) stays."""
+    if runtime.network is not None:
+        return runtime
+    return dataclasses.replace(runtime, network=NetworkPolicy.untrusted())
 
 
 def split_options(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -208,8 +208,11 @@ def canary_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def server() -> Iterator[Reflector]:
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reflector]:
     with reflector() as state:
+        # The imported file is untrusted: its HTTP nodes reach loopback only where the user
+        # allows it (the exfiltration target stands on 127.0.0.1 here).
+        monkeypatch.setenv("CELLWIRE_HTTP_ALLOW", state.url.split("//", 1)[1].split("/")[0])
         yield state
 
 

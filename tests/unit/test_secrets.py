@@ -136,7 +136,7 @@ async def test_too_short_a_secret_is_refused_and_an_empty_one_is_allowed():
     wf = _leaky_workflow()
     with pytest.raises(ValueError, match="'API_KEY' has fewer than 4 characters"):
         await _run(wf, secrets={"API_KEY": "abc"})
-    with pytest.raises(TypeError, match="not a str"):
+    with pytest.raises(ValueError, match="'API_KEY' is not name -> text"):
         await _run(wf, secrets={"API_KEY": 12345678})
     result = await _run(wf, secrets={"API_KEY": ""})
     assert result.outputs == {"text": "key= region=eu", "raw": ""}
