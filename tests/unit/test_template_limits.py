@@ -167,6 +167,8 @@ POOL = VariablePool({"start": {"name": "Ada", "big": "x" * 2000, "rows": [[1, 2]
     ("{{ [1] * 10 ** 9 }}", "max_length"),
     ("{{ 7 ** 1000000 }}", "max_length"),
     ("{{ range(900)|batch(10 ** 9, 'x')|list }}", "max_length"),
+    ("{{ range(9)|slice(10 ** 9)|list }}", "max_length"),
+    ("{{ range(9)|slice(3, 'x' * 600)|list }}", "max_length"),
     ("{{ [[1] * 600, [2] * 600]|sum(start=[]) }}", "max_length"),
     ("{{ lipsum(1000) }}", "max_length"),
     ("{{ range(500)|map('center', 900)|join }}", "max_length"),
@@ -208,7 +210,8 @@ SAME = [
     "{{ 'a' ~ 1 ~ [2] }} {{ 'x' * 3 }} {{ [1] + [2] }} {{ 2 ** 10 }} {{ '%s=%d' % ('a', 1) }}",
     "{{ '{}-{name}'.format(1, name=start.name) }} {{ '{a}'.format_map({'a': 2}) }}",
     ("{{ 'a b'|center(9) }}|{{ 'l1\nl2'|indent(2, true) }}|{{ 'ab'|replace('b', 'cc') }}"
-     "|{{ [[1], [2]]|sum(start=[]) }}|{{ range(5)|batch(2, 0)|list }}|{{ [1, 2]|sum }}"),
+     "|{{ [[1], [2]]|sum(start=[]) }}|{{ range(5)|batch(2, 0)|list }}|{{ [1, 2]|sum }}"
+     "|{{ range(7)|slice(3, 'x')|list }}|{{ ['a', 'b']|join('-') }}|{{ '%s'|format(1) }}"),
     ("{% macro m(x) %}<{{ x }}{{ caller() if caller }}>{% endmacro %}{{ m(1) }}"
      "{% call m(2) %}c{% endcall %}"),
     "{% set x %}a{{ start.name }}b{% endset %}{{ x }}{% filter upper %}{{ x }}{% endfilter %}",

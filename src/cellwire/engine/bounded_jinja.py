@@ -72,6 +72,8 @@ INLINE_STEPS = 1000
 INLINE_SECONDS = 0.002
 # A cancelled render gets this long to notice before the node's failure is reported anyway.
 _STOP_GRACE = 2.0
+# Output pieces counted at once.
+_OUTPUT_BATCH = 64
 # Steps between two looks at the clock (on a thread, and inline).
 _CLOCK_EVERY = 64
 _INLINE_CLOCK_EVERY = 8
@@ -153,6 +155,8 @@ class Budget:
         "max_built",
         "max_length",
         "max_steps",
+        "next_check",
+        "shown",
         "slice_end",
         "steps",
         "stopped",
@@ -167,7 +171,12 @@ class Budget:
         self.max_built = BUILT_FACTOR * limits.max_length
         self.deadline = (time.monotonic() + limits.max_time) if limits.max_time else None
         self.steps = 0
+        #: The step at which the limits, the slice and the clock are looked at next.
+        self.next_check = min(_INLINE_CLOCK_EVERY if inline else _CLOCK_EVERY,
+                              self.max_steps + 1)
         self.built = 0
+        #: The size of the values (not text) the output has shown: they become text there.
+        self.shown = 0
         self.stopped = False
         # id -> (object, weight): the object is kept so its id is not reused mid-render.
         self._memo: dict[int, tuple[Any, int]] = {}
@@ -178,19 +187,23 @@ class Budget:
 
     def step(self) -> None:
         self.steps += 1
-        if self.steps > self.max_steps:
+        if self.steps >= self.next_check:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """The checks behind :meth:`step`, every few steps: max_steps, the slice, the clock."""
+        steps = self.steps
+        if steps > self.max_steps:
             limits = self.limits
             raise TemplateLimitExceeded(
                 "max_steps", f"the template ran more than {self.max_steps} loop iterations and "
                 "calls (its max_steps)",
                 f"loop over less (a slice, |batch) or set {limits.env_name('max_steps')} higher")
-        if self.slice_end is not None:
-            if self.steps > INLINE_STEPS:
-                raise _Elsewhere
-            if not self.steps % _INLINE_CLOCK_EVERY:
-                self.check_time()
-        elif not self.steps % _CLOCK_EVERY:
-            self.check_time()
+        if self.slice_end is not None and steps > INLINE_STEPS:
+            raise _Elsewhere
+        self.check_time()
+        every = _INLINE_CLOCK_EVERY if self.slice_end is not None else _CLOCK_EVERY
+        self.next_check = min(steps + every, self.max_steps + 1)
 
     def check_time(self) -> None:
         if self.stopped:
@@ -228,7 +241,7 @@ class Budget:
             return len(value)
         if isinstance(value, Namespace):
             value = value._Namespace__attrs
-        if not isinstance(value, (list, tuple, dict, set, frozenset)):
+        if not isinstance(value, _CONTAINERS):
             return 1
         found = self._memo.get(id(value))
         if found is not None:
@@ -273,6 +286,7 @@ def _budget() -> Budget:
 
 _SEQUENCES = (str, list, tuple)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = (list, tuple, dict, set, frozenset, Namespace)
 _PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
 _DIGITS = re.compile(r"\d+")
 
@@ -361,6 +375,8 @@ def _sized_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` (filter ``name``) counting a step per call, refusing growth past max_length."""
     offset = 1 if _PassArg.from_obj(func) is not None else 0
     signature = inspect.signature(func)
+    # Jinja's async-capable filters take an eval context their wrapped signature lacks.
+    skip = 1 if offset and _PassArg.from_obj(inspect.unwrap(func)) is None else 0
     pre = _PRE_CHECKS.get(name)
     stringify = name in _STRINGIFY
 
@@ -371,12 +387,13 @@ def _sized_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         value = args[offset] if len(args) > offset else None
         before = len(value) if isinstance(value, str) else 0
         if pre is not None:
-            bound = signature.bind(*args, **kwargs)
+            bound = signature.bind(*args[skip:], **kwargs)
             bound.apply_defaults()
             replaced = pre(budget, bound.arguments)
             if replaced is not None:
                 return replaced
-            args, kwargs = bound.args, bound.kwargs  # a check may have read an iterator
+            # A check may have read an iterator: call with what it left.
+            args, kwargs = (*args[:skip], *bound.args), bound.kwargs
         elif stringify and value is not None and not isinstance(value, str):
             before = budget.weight(value)
             budget.check_weight(before)
@@ -529,8 +546,14 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def _finalize(value: Any) -> Any:
-        if type(value) not in _SCALARS:
-            _budget().readable(value)
+        if type(value) not in _SCALARS and isinstance(value, _CONTAINERS):
+            # A list, a dict... becomes text here (texts exist already: render counts them).
+            budget = _budget()
+            weight = budget.weight(value)
+            budget.check_weight(weight)
+            budget.shown += weight
+            if budget.shown > budget.max_length:
+                raise _output_too_long(budget)
         return value
 
     def concat(self, parts: Iterable[str]) -> str:
@@ -557,7 +580,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         """The items of a ``{% for %}``, one step each."""
         budget = _budget()
         for item in iterable:
-            budget.step()
+            budget.steps += 1  # Budget.step, inlined: this runs once per iteration
+            if budget.steps >= budget.next_check:
+                budget.checkpoint()
             yield item
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
@@ -643,19 +668,28 @@ def render(template: jinja2.Template, namespace: Mapping[str, Any], budget: Budg
     try:
         parts: list[str] = []
         size = 0
-        for part in template.generate(namespace):
-            size += len(part)
-            if size > budget.max_length:
-                limits = budget.limits
-                raise TemplateLimitExceeded(
-                    "max_length", f"the output is longer than the maximum of "
-                    f"{budget.max_length} characters (its max_length)",
-                    "make the template produce less text (e.g. with |truncate), or set "
-                    f"{limits.env_name('max_length')} higher")
-            parts.append(part)
+        # Template.generate, without its generator in the way of every piece.
+        stream = template.root_render_func(template.new_context(dict(namespace)))
+        try:
+            # In batches: the pieces are texts that exist already (values are counted as
+            # they are shown), and a batch costs far less than a look at each piece.
+            while batch := list(itertools.islice(stream, _OUTPUT_BATCH)):
+                size += sum(map(len, batch))
+                if size > budget.max_length:
+                    raise _output_too_long(budget)
+                parts += batch
+        except Exception:
+            template.environment.handle_exception()  # raises, with the template's lines
         return "".join(parts)
     finally:
         _current.reset(token)
+
+
+def _output_too_long(budget: Budget) -> TemplateLimitExceeded:
+    return TemplateLimitExceeded(
+        "max_length", f"the output is longer than the maximum of {budget.max_length} "
+        "characters (its max_length)", "make the template produce less text (e.g. with "
+        f"|truncate), or set {budget.limits.env_name('max_length')} higher")
 
 
 _pool: ThreadPoolExecutor | None = None
