@@ -678,8 +678,8 @@ def render(template: jinja2.Template, namespace: Mapping[str, Any], budget: Budg
                 if size > budget.max_length:
                     raise _output_too_long(budget)
                 parts += batch
-        except Exception:
-            template.environment.handle_exception()  # raises, with the template's lines
+        except Exception:  # noqa: BLE001 - as Template.generate: re-raised with template lines
+            template.environment.handle_exception()
         return "".join(parts)
     finally:
         _current.reset(token)
