@@ -11,7 +11,7 @@ Every render here runs under a :class:`TemplateLimits` budget:
   while it streams. All the text a render grows may add up to ``BUILT_FACTOR`` times the
   limit, so a loop or ``map`` cannot pile up copies that are each under it.
 * **max_steps**: loop iterations, calls and filter calls, together.
-* **max_time**: seconds of rendering, checked at every step and every growth.
+* **max_time**: seconds of rendering, checked every few steps and at every growth.
 
 Where it renders: a template without loops or calls (the common ``{{ x }}`` prompt)
 renders inline: it evaluates each of its expressions once, each bounded by max_length, so it
@@ -19,8 +19,8 @@ cannot run long, and a thread hop would cost more than the render. A template th
 or call (``{% for %}``, a macro, a method, ``range()``) starts inline too, with a slice of
 ``INLINE_STEPS`` steps and ``INLINE_SECONDS``; past that it starts again on a thread of its
 own pool, so the event loop stays free. There it stops when its node is cancelled (the
-node's ``max_time``, a stopped run): the budget is checked at every step, and each step is
-bounded by the size limits, so the thread ends within one step.
+node's ``max_time``, a stopped run): the budget is looked at every few steps, and each step
+is bounded by the size limits, so the thread ends within a few steps.
 """
 
 from __future__ import annotations
