@@ -62,7 +62,7 @@ def clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yours: LLMServer) -> 
     folder = tmp_path / "clone"
     folder.mkdir()
     monkeypatch.chdir(folder)
-    monkeypatch.setenv("CELLWIRE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CELLWIRE_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", yours.base_url)
     monkeypatch.delenv("CELLWIRE_PROJECT_CONFIG", raising=False)
@@ -98,7 +98,7 @@ def test_a_cloned_folders_config_does_not_redirect_your_key(
     env = {k: v for k, v in os.environ.items()
            if k not in ("CELLWIRE_HOME", "CELLWIRE_PROJECT_CONFIG")}  # the default home: ./.cellwire
     env.update(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=yours.base_url, PYTHONPATH=str(SRC),
-               XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+               CELLWIRE_CONFIG_DIR=str(tmp_path / "config"))
     done = subprocess.run([sys.executable, "-m", "cellwire.cli", "run", "flow.yaml", "--json",
                            "-i", "q=hi"], cwd=clone, env=env, capture_output=True, text=True,
                           timeout=60, check=False)
@@ -179,10 +179,10 @@ def test_a_project_file_named_by_path(clone: Path, tmp_path: Path, theirs: LLMSe
 
 def test_the_environment_wins_over_your_config_file(
         clone: Path, tmp_path: Path, yours: LLMServer, theirs: LLMServer, monkeypatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
+    mine = tmp_path / "config"
+    mine.mkdir()
     # Your own file points openai at another server and names no key variable.
-    (home / "providers.yaml").write_text(
+    (mine / "providers.yaml").write_text(
         f"providers:\n  openai: {{base_url: {theirs.base_url}, timeouts: {{connect: 5}}}}\n")
     assert ask("env").outputs == {"text": "echo: env"}
     assert keys_seen(yours) == [f"Bearer {KEY}"]  # OPENAI_BASE_URL won

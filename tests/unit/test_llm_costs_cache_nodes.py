@@ -29,6 +29,7 @@ TABLE = _snapshot()["models"]
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLWIRE_HOME", str(tmp_path))
+    monkeypatch.setenv("CELLWIRE_CONFIG_DIR", str(tmp_path))  # providers.yaml is read there
     monkeypatch.chdir(tmp_path)
     for name in ("CELLWIRE_DEFAULT_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
                  "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OLLAMA_HOST"):

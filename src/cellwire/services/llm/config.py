@@ -3,8 +3,9 @@ a project folder's file only when you opt in.
 
 Sources, each overriding the one before:
 
-1. your config file, ``providers.yaml`` in ``$CELLWIRE_HOME`` when set, else in
-   ``$XDG_CONFIG_HOME/cellwire`` (``~/.config/cellwire``);
+1. your config file, ``providers.yaml`` in your configuration folder
+   (:func:`cellwire.store.home.config_dir`: ``$CELLWIRE_CONFIG_DIR``, else
+   ``$XDG_CONFIG_HOME/cellwire``, else ``~/.config/cellwire``);
 2. the environment, for the settings it names: ``OPENAI_API_KEY`` (+ ``OPENAI_BASE_URL``)
    makes provider ``openai``; ``ANTHROPIC_API_KEY`` (+ ``ANTHROPIC_BASE_URL``) makes
    ``anthropic``; ``OLLAMA_HOST`` (``http://127.0.0.1:11434``) makes ``ollama``, a free
@@ -53,6 +54,7 @@ from typing import Any
 
 from cellwire.model import WorkflowError
 from cellwire.model.yaml12 import parse_yaml, read_text
+from cellwire.store.home import config_dir as user_config_folder
 
 from .base import Provider, ProviderError
 
@@ -253,19 +255,6 @@ def reset_session() -> None:
         _session = ProvidersConfig()
 
 
-def user_config_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Your config folder: ``$CELLWIRE_HOME`` when set, else ``$XDG_CONFIG_HOME/cellwire``
-    (``~/.config/cellwire``)."""
-    def var(name: str) -> str | None:
-        return (environ or {}).get(name) or os.environ.get(name)
-
-    home = var("CELLWIRE_HOME")
-    if home:
-        return Path(home).expanduser()
-    xdg = var("XDG_CONFIG_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".config") / "cellwire"
-
-
 def project_files(cwd: Path, user_file: Path) -> list[Path]:
     """The provider files of the project folder ``cwd`` (in order, the last wins), other
     than your own config file."""
@@ -347,8 +336,8 @@ def admit_project(config: ProvidersConfig, project: ProvidersConfig,
 def _refused(spec: ProviderSpec, why: str) -> ConfigError:
     return ConfigError(
         f"{spec.source}: {why}",
-        hint="define that provider in your own config file "
-             f"({CONFIG_FILE} in $CELLWIRE_HOME or ~/.config/cellwire) or the environment, or "
+        hint=f"define that provider in your own {CONFIG_FILE} (in $CELLWIRE_CONFIG_DIR or "
+             "~/.config/cellwire) or the environment, or "
              f"give it its own api_key in the project file; if you trust this file, set "
              f"{PROJECT_ENV}=trust")
 
@@ -378,13 +367,14 @@ def load_config(environ: Mapping[str, str] | None = None, *, config_dir: Path | 
                 trust_project: bool | None = None) -> ProvidersConfig:
     """The merged configuration of every source, in the order of the module docstring.
 
-    ``config_dir`` is your config folder (default :func:`user_config_dir`); ``project``
+    ``config_dir`` is your configuration folder (default
+    :func:`cellwire.store.home.config_dir`); ``project``
     opts in to the project folder's files (True), or to one file (its path), or out (False);
     None asks ``CELLWIRE_PROJECT_CONFIG``. ``trust_project`` lets the project file route
     your keys (see :func:`admit_project`); None: only with ``CELLWIRE_PROJECT_CONFIG=trust``.
     """
     env = os.environ if environ is None else environ
-    user_file = (config_dir or user_config_dir(env)) / CONFIG_FILE
+    user_file = (config_dir or user_config_folder()) / CONFIG_FILE
     config = from_file(user_file)
     apply_environ(config, env)
     folder = cwd or Path.cwd()
