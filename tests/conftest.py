@@ -13,4 +13,6 @@ def _cellwire_home(tmp_path_factory):
     """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CELLWIRE_HOME", str(tmp_path_factory.mktemp("cellwire-home")))
+        # The user's own configuration (trusted files, secrets, providers) stays untouched.
+        mp.setenv("CELLWIRE_CONFIG_DIR", str(tmp_path_factory.mktemp("cellwire-config")))
         yield

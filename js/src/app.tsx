@@ -20,7 +20,7 @@ import type { FlowEdge, FlowNode } from "./graph";
 import { edgeTypes, look, nodeTypes } from "./nodes";
 import { PropertiesPanel } from "./panel";
 import { StatusStore } from "./status";
-import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem } from "./types";
+import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem, TrustInfo } from "./types";
 
 
 /** A press inside the editor stays with the editor. JupyterLab's notebook would otherwise
@@ -73,6 +73,7 @@ const Toolbar = memo(function Toolbar({ model, send, onFit, onLayout, message, n
   const running = useTrait<boolean>(model, "running");
   const canUndo = useTrait<boolean>(model, "can_undo");
   const canRedo = useTrait<boolean>(model, "can_redo");
+  const trust = useTrait<TrustInfo>(model, "trust");
   return (
     <div className="cw-toolbar" tabIndex={-1} {...SUPPRESS} onMouseDown={keepFocusWhereItIs}>
       <button data-testid="cw-run" disabled={running} onClick={() => send({ type: "run" })}>▶ Run</button>
@@ -84,12 +85,29 @@ const Toolbar = memo(function Toolbar({ model, send, onFit, onLayout, message, n
       <button data-testid="cw-fit" onClick={onFit}>Fit</button>
       <button data-testid="cw-layout" onClick={onLayout}>Layout</button>
       <span className="cw-message" data-testid="cw-message">{message}</span>
+      <TrustBadge trust={trust} />
       <span className="cw-counts">
         {nodeCount} nodes · {problemCount} problems
       </span>
     </div>
   );
 });
+
+/** Says whether the workflow's code runs in the kernel (trusted) or in the sandbox (read from
+ * a file the user has not trusted); the tooltip says how to trust it. */
+export function TrustBadge({ trust }: { trust: TrustInfo | undefined }) {
+  if (!trust || (trust.trusted && trust.code_nodes.length === 0)) return null;
+  const label = trust.trusted
+    ? "trusted: code runs in the kernel"
+    : trust.code_nodes.length > 0
+      ? `untrusted: ${trust.code_nodes.length} code node${trust.code_nodes.length === 1 ? "" : "s"} sandboxed`
+      : "untrusted file";
+  return (
+    <span className={trust.trusted ? "cw-trust" : "cw-trust cw-untrusted"} data-testid="cw-trust" title={trust.text}>
+      {label}
+    </span>
+  );
+}
 
 function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   const nodes = useTrait<CwNode[]>(model, "nodes") ?? EMPTY;

@@ -17,6 +17,9 @@ export type CwNode = {
 
 export type CwEdge = { id: string; source: string; target: string; source_handle: string };
 
+/** The kernel's `trust` trait: whether the workflow is trusted and where its code runs. */
+export type TrustInfo = { trusted: boolean; origin: string | null; code_nodes: string[]; text: string };
+
 export type Problem = {
   node_id: string | null;
   field: string | null;

@@ -119,6 +119,17 @@ describe("editor", () => {
     expect(connectionProblem({ source: "branch", target: "end", sourceHandle: "false" }, g.nodes, g.edges)).toBeNull();
   });
 
+  test("the toolbar says when a file's code is sandboxed, and follows the kernel's trust", async () => {
+    const { el, model } = await mount();
+    expect(q(el, "cw-trust")).toBeNull(); // built in the notebook, no code: nothing to say
+    const text = "flow.yml: not trusted; its 1 code node (c) run in the sandbox; ... cellwire trust flow.yml";
+    model.pySet("trust", { trusted: false, origin: "flow.yml", code_nodes: ["c"], text });
+    await vi.waitFor(() => expect(q(el, "cw-trust")?.textContent).toBe("untrusted: 1 code node sandboxed"));
+    expect(q(el, "cw-trust")?.title).toBe(text);
+    model.pySet("trust", { trusted: true, origin: "flow.yml", code_nodes: ["c"], text: "trusted" });
+    await vi.waitFor(() => expect(q(el, "cw-trust")?.textContent).toBe("trusted: code runs in the kernel"));
+  });
+
   test("Backspace on a selected node sends one delete message", async () => {
     const { el, model } = await mount();
     (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();

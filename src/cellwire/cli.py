@@ -47,11 +47,35 @@ def cli() -> None:
 @click.option("--store-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
               help="How long to wait for a store another process holds locked "
                    "(default: $CELLWIRE_STORE_TIMEOUT, else 300).")
+@click.option("--trust", "trust_file", is_flag=True,
+              help="Trust FILE for this run: its code runs in this process, not the sandbox, "
+                   "and its HTTP nodes may reach loopback and private addresses "
+                   "(`cellwire trust FILE` remembers it).")
+@click.option("--secret", "-s", "grants", multiple=True, metavar="VAR[=SOURCE]",
+              help="Grant the workflow's secret VAR: from your secrets file (`cellwire secret "
+                   "set VAR`), else the environment variable VAR; or from SOURCE: env:NAME, "
+                   "file:ENTRY, keyring:SERVICE/USER. Repeatable. A workflow gets no secret "
+                   "you do not grant.")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 as_json: bool, db: Path | None, model: str | None,
-                store_timeout: float | None) -> None:
-    """Run the workflow in FILE and print its outputs."""
-    workflow = _load(file)
+                store_timeout: float | None, trust_file: bool, grants: Sequence[str]) -> None:
+    """Run the workflow in FILE and print its outputs.
+
+    Unless FILE is trusted (`cellwire trust FILE`, or --trust), its code nodes run in the
+    sandbox and its HTTP nodes may not reach loopback or private addresses.
+    """
+    from cellwire.engine.secrets import unknown_grants
+    from cellwire.services.secrets import SecretError, resolve_grants
+
+    workflow = _load(file, trusted=True if trust_file else None)
+    try:
+        secrets = resolve_grants(grants)
+    except SecretError as exc:
+        _fail([f"error: {exc}"])
+    declared = ", ".join(v.name for v in workflow.environment) or "none"
+    for name in unknown_grants(workflow, secrets):
+        _fail([(f"{file}: --secret {name}: the workflow declares no environment variable "
+                f"{name!r}; declared: {declared}")])
     inputs = _inputs(workflow, pairs, inputs_json)
     if query is not None:
         inputs["sys.query"] = query
@@ -59,16 +83,17 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     _report(file, problems)
     for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
-    for name in missing_secrets(workflow):
-        click.echo(f"warning: secret {name!r} is not set; export {name}=... to give it a value",
-                   err=True)
+    for name in missing_secrets(workflow, secrets):
+        click.echo(f"warning: secret {name!r} is not granted: a node that reads env.{name} "
+                   f"fails; grant it with --secret {name} (from `cellwire secret set {name}` "
+                   f"or the environment variable {name})", err=True)
     if model is not None and "/" not in model.strip("/"):
         raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
                                  param_hint="--model")
-    result = _execute(file, workflow, inputs, db, model, store_timeout)
+    result = _execute(file, workflow, inputs, db, model, store_timeout, secrets)
     shown = result.as_dict()  # the engine has already replaced secret values with ***
     if as_json:
-        click.echo(json.dumps(shown, ensure_ascii=False, default=str))
+        click.echo(json.dumps(shown, ensure_ascii=False, default=str, allow_nan=False))
     else:
         for key, value in shown["outputs"].items():
             click.echo(f"{key}: {_text(value)}")
@@ -91,12 +116,15 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def validate_command(file: Path) -> None:
     """Check the workflow in FILE without running it."""
+    from cellwire.services.trust import describe
+
     workflow = _load(file)
     problems = validate(workflow)
     _report(file, problems)
     click.echo("valid")
     for problem in problems:
         click.echo(f"{file}: {problem}")
+    click.echo(describe(workflow))
 
 
 @cli.command("import")
@@ -108,16 +136,104 @@ def import_command(file: Path, out: Path | None) -> None:
     from cellwire.formats import dump
     from cellwire.formats.dify import import_dify
     from cellwire.model.yaml12 import read_text
+    from cellwire.services.trust import describe, is_trusted
 
     try:
-        result = import_dify(read_text(file), source=str(file))
+        text = read_text(file)
+        result = import_dify(text, source=str(file))
     except OSError as exc:
         _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     for problem in result.problems:
         click.echo(f"{file}: {problem}", err=True)
+    click.echo(describe(result.workflow.mark_origin(str(file), trusted=is_trusted(text))),
+               err=True)
     _write(dump(result.workflow), out)
+
+
+@cli.command("trust")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--revoke", is_flag=True, help="Forget the trust in FILES instead.")
+@click.option("--list", "list_all", is_flag=True, help="List the trusted files.")
+def trust_command(files: Sequence[Path], revoke: bool, list_all: bool) -> None:
+    """Trust the current contents of workflow FILES: their code nodes then run in the kernel,
+    not the sandbox, and their HTTP nodes may reach loopback and private addresses.
+
+    Trust is by content hash, kept in the user's config folder: editing a file un-trusts it.
+    """
+    from cellwire.services.trust import records_path, trust, trusted_files, untrust
+
+    if list_all:
+        for record in trusted_files():
+            click.echo(f"{record['hash'][:19]}  {record['trusted_at']}  {record['path']}")
+        return
+    if not files:
+        raise click.UsageError("name the FILES to trust (or --list)")
+    for file in files:
+        if revoke:
+            try:
+                forgot = untrust(file)
+            except (OSError, WorkflowError) as exc:
+                _fail([f"{file}: cannot read the file: {exc}"])
+            click.echo(f"{file}: {'no longer trusted' if forgot else 'was not trusted'}")
+            continue
+        _load(file)  # trust only what is a valid workflow, and say so if it is not
+        try:
+            digest = trust(file)
+        except (OSError, WorkflowError) as exc:
+            _fail([f"{file}: cannot record the trust in {records_path()}: {exc}"])
+        click.echo(f"{file}: trusted ({digest[:19]}...); editing the file un-trusts it")
+
+
+@cli.group("secret")
+def secret_group() -> None:
+    """Keep secrets in your private secrets file, to grant them to workflows with --secret."""
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Read the value from standard input (one line) instead of a hidden prompt.")
+def secret_set(name: str, from_stdin: bool) -> None:
+    """Store the value of NAME (asked for, never taken from the command line)."""
+    from cellwire.services.secrets import SecretError, set_secret
+
+    value = (sys.stdin.readline().rstrip("\r\n") if from_stdin
+             else click.prompt(f"value of {name}", hide_input=True, err=True))
+    try:
+        path = set_secret(name, value)
+    except (SecretError, ValueError, OSError) as exc:
+        _fail([f"error: {exc}"])
+    click.echo(f"stored {name} in {path}; grant it with --secret {name}")
+
+
+@secret_group.command("list")
+def secret_list() -> None:
+    """The names in your secrets file (never their values)."""
+    from cellwire.services.secrets import SecretError, list_secrets
+
+    try:
+        names = list_secrets()
+    except SecretError as exc:
+        _fail([f"error: {exc}"])
+    for name in names:
+        click.echo(name)
+
+
+@secret_group.command("delete")
+@click.argument("name")
+def secret_delete(name: str) -> None:
+    """Remove NAME from your secrets file."""
+    from cellwire.services.secrets import SecretError, delete_secret
+
+    try:
+        found = delete_secret(name)
+    except SecretError as exc:
+        _fail([f"error: {exc}"])
+    click.echo(f"deleted {name}" if found else f"{name} was not in the secrets file")
+    if not found:
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command("export")
@@ -167,7 +283,7 @@ def runs_command(as_json: bool, db: Path | None, limit: int) -> None:
         store.close()
     rows = [_run_row(record) for record in frame.to_dict("records")]
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, default=str))
+        click.echo(json.dumps(rows, ensure_ascii=False, default=str, allow_nan=False))
     elif not rows:
         click.echo(f"no runs yet (store: {path})")
     else:
@@ -188,11 +304,11 @@ def _fail(lines: Iterable[str], code: int = EXIT_INVALID) -> NoReturn:
     sys.exit(code)
 
 
-def _load(file: Path) -> Workflow:
+def _load(file: Path, *, trusted: bool | None = None) -> Workflow:
     from cellwire.formats import load
 
     try:
-        return load(file)
+        return load(file, trusted=trusted)
     except OSError as exc:
         _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
     except WorkflowError as exc:
@@ -244,7 +360,8 @@ def _json_or_text(raw: str) -> Any:
 
 
 def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
-             model: str | None = None, store_timeout: float | None = None) -> Any:
+             model: str | None = None, store_timeout: float | None = None,
+             secrets: Mapping[str, str] | None = None) -> Any:
     from cellwire.runner import default_runner, resolve_store
 
     try:
@@ -259,7 +376,7 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
             warnings.filterwarnings("ignore", "cellwire could not store run")
             return default_runner().run(workflow, inputs,
                                         store=store if store is not None else False,
-                                        model=model)
+                                        model=model, secrets=secrets or None)
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:
@@ -271,8 +388,9 @@ def _text(value: Any) -> str:
 
 
 def _summary(shown: dict[str, Any]) -> str:
+    cost = shown["total_cost"]  # None when a model's price is unknown
     return (f"{shown['status']} in {_ms(shown['elapsed_ms'])}, {shown['total_tokens']} tokens, "
-            f"${shown['total_cost']:.4f}, run {shown['run_id']}")
+            f"{'cost unknown' if cost is None else f'${cost:.4f}'}, run {shown['run_id']}")
 
 
 def _ms(value: Any) -> str:

@@ -25,7 +25,7 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Coroutine, Generator, Iterable, Mapping
+from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import cellwire.nodes  # noqa: F401 - registers the built-in node types
@@ -36,9 +36,11 @@ from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
 from cellwire.services.files import FolderPolicy
 from cellwire.services.http import SharedHTTP
+from cellwire.services.http.guard import NetworkPolicy
 from cellwire.services.llm import LLMRouter, default_router
 from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import load_config
+from cellwire.services.secrets import grant_values
 from cellwire.store import RunStore, default_store, open_store
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ DEFAULT: Any = _Default()
 
 #: Keywords of a run that are options of the run, not inputs.
 RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
-               "previous", "single")
+               "previous", "single", "secrets")
 
 #: Seconds a blocking call waits for an interrupted run to end (and be stored) before it
 #: gives up waiting.
@@ -249,6 +251,9 @@ class RunOptions:
     concurrency: int | None = None
     #: The folder whose files runs may read (images named by inputs); None: no local files.
     files: str | os.PathLike[str] | None = "."
+    #: Secrets every run is granted (grant specs such as ``"OPENAI_API_KEY"`` or
+    #: ``"KEY=env:MY_KEY"``, or values by name): :func:`cellwire.services.secrets.grant_values`.
+    secrets: Mapping[str, str] | Sequence[str] | None = None
 
 
 class Runner:
@@ -366,11 +371,22 @@ class Runner:
     def prepare(self, workflow: Workflow | CompiledWorkflow, inputs: Mapping[str, Any] | None,
                 *, runtime: Runtime | None = None, layers: Iterable[Layer | Sink] = (),
                 store: StoreOption = DEFAULT, model: str | None = None,
-                cache: bool | None = None, **options: Any) -> Execution:
-        """The execution of one run, not started: options checked, runtime assembled."""
+                cache: bool | None = None, secrets: Any = None,
+                **options: Any) -> Execution:
+        """The execution of one run, not started: options checked, runtime assembled.
+
+        ``secrets`` grants the run secret values (on top of the runner's own ``secrets``):
+        grant specs or values by name, as :func:`cellwire.services.secrets.grant_values`
+        takes them. A workflow never takes a secret it was not granted.
+        """
         compiled = workflow if isinstance(workflow, CompiledWorkflow) else \
             compile_workflow(workflow)
+        granted = self._grants(secrets)
+        if granted is not None:
+            options["secrets"] = granted
         runtime = self.runtime(store=store, model=model, cache=cache, base=runtime)
+        if not compiled.workflow.trusted:
+            runtime = untrusted(runtime)
         extra = [*self.layers, *self._watching(compiled.workflow), *layers]
         extra = [layer for layer in dict.fromkeys(extra) if layer not in runtime.layers]
         if extra:
@@ -380,6 +396,13 @@ class Runner:
             if self.options.concurrency is not None:
                 options["concurrency"] = self.options.concurrency
         return Execution(compiled, dict(inputs or {}), runtime, **options)
+
+    def _grants(self, secrets: Any) -> dict[str, str] | None:
+        defaults = grant_values(self.options.secrets)
+        given = grant_values(secrets)
+        if defaults is None:
+            return given
+        return {**defaults, **(given or {})}
 
     def start(self, workflow: Workflow | CompiledWorkflow,
               inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
@@ -485,6 +508,15 @@ def default_runner() -> Runner:
 def blocking(work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` to its end from synchronous code, on the long-lived background loop."""
     return background.call(work)
+
+
+def untrusted(runtime: Runtime) -> Runtime:
+    """``runtime`` for a workflow the user has not trusted (read from a file, or received):
+    HTTP nodes may reach public addresses only (``$CELLWIRE_HTTP_ALLOW`` lets some through).
+    What the runtime sets itself (a caller's own policy) stays."""
+    if runtime.network is not None:
+        return runtime
+    return dataclasses.replace(runtime, network=NetworkPolicy.untrusted())
 
 
 def split_options(kwargs: dict[str, Any]) -> dict[str, Any]:

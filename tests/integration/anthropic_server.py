@@ -38,6 +38,8 @@ class AnthropicServer:
     replies: deque[dict[str, Any]] = field(default_factory=deque)
     faults: deque[dict[str, Any]] = field(default_factory=deque)
     models: list[str] = field(default_factory=lambda: ["claude-3-5-haiku-20241022"])
+    #: Bytes of ``huge`` replies written so far.
+    sent: int = 0
 
     def reply(self, text: str = "", *, tools: list[dict[str, Any]] | None = None,
               thinking: str = "", stop_reason: str | None = None) -> None:
@@ -48,16 +50,21 @@ class AnthropicServer:
     def fault(self, status: int | None = None, *, error: str | None = None,
               cut_after: int | None = None, reset: bool = False, malformed: bool = False,
               slow: float = 0.0, stall: float = 0.0, drop: bool = False,
+              html: str | None = None, no_content: bool = False, huge: int = 0,
               **headers: str) -> None:
         """Queue a fault for the next request: an HTTP ``status`` (with an error body and
         ``headers``, '_' for '-'; without a status the headers go on a normal answer), an
         ``error`` event of that type mid-stream, a stream cut after ``cut_after`` events
         (``reset``: the connection is reset, not closed), ``malformed`` JSON, ``slow``
         seconds before the headers, ``stall`` seconds after a stream's headers, or ``drop``
-        (the connection closed without an answer)."""
+        (the connection closed without an answer). 200s that are not what they claim:
+        ``html`` (that page, as ``text/html``), ``no_content`` (a message without
+        ``content``), ``huge`` (a reply of that many bytes, written until the client
+        leaves; :attr:`sent` counts them)."""
         self.faults.append({"status": status, "error": error, "cut_after": cut_after,
                             "reset": reset, "malformed": malformed, "slow": slow,
-                            "stall": stall, "drop": drop,
+                            "stall": stall, "drop": drop, "html": html,
+                            "no_content": no_content, "huge": huge,
                             "headers": {k.replace("_", "-"): v for k, v in headers.items()}})
 
     def last_user_content(self) -> Any:
@@ -193,6 +200,21 @@ def _handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(fault["status"], {"type": "error", "error": {
                     "type": kind, "message": f"scripted {fault['status']}"}}, extra)
                 return
+            if fault and fault["html"] is not None:
+                page = fault["html"].encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+                return
+            if fault and fault["huge"]:
+                self._huge(fault["huge"], bool(body.get("stream")))
+                return
+            if fault and fault["no_content"]:
+                self._send_json(200, {"id": "msg_test", "type": "message", "role": "assistant",
+                                      "model": body["model"], "stop_reason": "end_turn"})
+                return
             plan = _plan(server, body)
             if not body.get("stream"):
                 if fault and fault["malformed"]:
@@ -215,6 +237,31 @@ def _handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        def _huge(self, size: int, stream: bool) -> None:
+            """The start of a valid reply, then text that never stops, ``size`` bytes in all."""
+            self.send_response(200)
+            if stream:
+                self.send_header("Content-Type", "text/event-stream")
+                start = (b'event: content_block_delta\ndata: {"type": "content_block_delta", '
+                         b'"index": 0, "delta": {"type": "text_delta", "text": "')
+            else:
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(size))
+                start = b'{"type": "message", "content": [{"type": "text", "text": "'
+            self.end_headers()
+            piece = b"x" * 65536
+            left = size - len(start)
+            try:
+                self.wfile.write(start)
+                while left > 0:
+                    data = piece[:left]
+                    self.wfile.write(data)
+                    server.sent += len(data)
+                    left -= len(data)
+            except OSError:
+                pass  # the client gave up, as it should
+            self.close_connection = True
 
         def _abort(self) -> None:
             # SO_LINGER 0: close() sends a reset, as a crashed server or a proxy would.

@@ -55,7 +55,13 @@ class Fault:
     """``status`` (answer ``status`` with ``headers``/``body``), ``slow`` (wait ``delay``
     before the headers), ``stall`` (send stream headers, then wait ``delay``), ``cut`` (stop
     the connection after ``after`` stream events), ``malformed`` (broken JSON), ``drop``
-    (close the connection without answering)."""
+    (close the connection without answering).
+
+    200s that are not what they claim: ``html`` (a proxy's sign-in page, ``body`` if given,
+    as ``text/html``), ``truncate`` (a stream that ends cleanly after ``after`` events,
+    without a ``finish_reason`` or ``[DONE]``), ``no_choices`` (JSON, or a stream, without
+    ``choices``), ``huge`` (a reply of ``size`` bytes: a JSON document, or one event whose
+    line never ends, written until the client leaves; :attr:`LLMServer.sent` counts it)."""
 
     kind: str
     status: int = 500
@@ -63,6 +69,7 @@ class Fault:
     body: Any = None
     delay: float = 0.0
     after: int = 1
+    size: int = 0
 
 
 @dataclass
@@ -101,6 +108,8 @@ class LLMServer:
     peak: int = 0
     #: TCP connections accepted so far (connection reuse checks).
     connections: int = 0
+    #: Bytes of ``huge`` replies written so far.
+    sent: int = 0
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -296,6 +305,8 @@ class LLMServer:
         rejected = self._rejection(body)
         if rejected is not None:
             return await self._json(writer, *rejected)
+        if fault is not None and fault.kind in ("html", "huge", "no_choices"):
+            return await self._pretender(writer, body, fault)
         answer = self._answer(body)
         if body.get("stream"):
             return await self._stream(writer, body, answer, fault)
@@ -429,6 +440,52 @@ class LLMServer:
             events.append({**base, "choices": [], "usage": answer["usage"]})
         return events
 
+    async def _pretender(self, writer: asyncio.StreamWriter, body: dict[str, Any],
+                         fault: Fault) -> bool:
+        """A 200 that is not the reply it claims to be."""
+        if fault.kind == "html":
+            page = (fault.body or "<!DOCTYPE html><html><head><title>Sign in</title></head>"
+                    "<body><form>Sign in to continue</form></body></html>").encode()
+            self._head(writer, 200, {"Content-Type": "text/html; charset=utf-8",
+                                     "Content-Length": str(len(page))})
+            writer.write(page)
+            await writer.drain()
+            return True
+        if fault.kind == "no_choices":
+            data = {**self._envelope(body, "chat.completion"), "usage": {"total_tokens": 3}}
+            if not body.get("stream"):
+                return await self._json(writer, 200, data)
+            self._head(writer, 200, {"Content-Type": "text/event-stream",
+                                     "Transfer-Encoding": "chunked"})
+            frames = [f"data: {json.dumps(data)}\n\n", "data: [DONE]\n\n"]
+            writer.writelines([*(_chunk(f.encode()) for f in frames), b"0\r\n\r\n"])
+            await writer.drain()
+            return True
+        # huge: the start of a valid reply, then text that never stops.
+        if body.get("stream"):
+            self._head(writer, 200, {"Content-Type": "text/event-stream",
+                                     "Transfer-Encoding": "chunked"})
+            start = b'data: {"choices": [{"index": 0, "delta": {"content": "'
+        else:
+            self._head(writer, 200, {"Content-Type": "application/json",
+                                     "Content-Length": str(fault.size)})
+            start = b'{"choices": [{"index": 0, "message": {"content": "'
+        piece = b"x" * 65536
+        stream = bool(body.get("stream"))
+        left = fault.size - len(start)
+        writer.write(_chunk(start) if stream else start)
+        try:
+            while left > 0:
+                data = piece[:left]
+                writer.write(_chunk(data) if stream else data)
+                self.sent += len(data)
+                left -= len(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.transport.abort()
+        return False
+
     async def _stream(self, writer: asyncio.StreamWriter, body: dict[str, Any],
                       answer: dict[str, Any], fault: Fault | None) -> bool:
         self._head(writer, 200, {"Content-Type": "text/event-stream",
@@ -442,9 +499,13 @@ class LLMServer:
         if fault is not None and fault.kind == "malformed":
             events.insert(1, '{"choices": [{"delta": {"content": "x"')
         cut = fault.after if fault is not None and fault.kind == "cut" else None
+        truncate = fault is not None and fault.kind == "truncate"
+        if truncate:
+            assert fault is not None
+            events = events[:fault.after]  # a clean end, without the finish_reason or [DONE]
         prefix = f"event: message{end}" if self.keepalive else ""
         frames += [f"{prefix}data: {event}{end}{end}" for event in events[:cut]]
-        if cut is None:
+        if cut is None and not truncate:
             frames.append(f"data: [DONE]{end}{end}")
         # Every event is a chunk of its own, all written at once (one system call), as a
         # server whose tokens are all ready sends them: the client still parses each event.

@@ -142,9 +142,13 @@ async def test_errors_http_and_stream_events(server):
     with pytest.raises(ProviderError) as fatal:
         await collect(provider, request(ChatMessage("user", "x")))
     assert not fatal.value.retryable
-    server.fault(cut_after=5)
+    server.fault(cut_after=3)  # before any text: another attempt may get all of it
     with pytest.raises(RetryableProviderError, match="before message_stop"):
         await collect(provider, request(ChatMessage("user", "x y z")))
+    server.fault(cut_after=5)  # after the first words: a retry would stream them twice
+    with pytest.raises(ProviderError, match="before message_stop") as cut:
+        await collect(provider, request(ChatMessage("user", "x y z")))
+    assert not cut.value.retryable and "not retried" in str(cut.value)
     wrong = AnthropicProvider(base_url=server.url, api_key="wrong")
     with pytest.raises(AuthenticationError):
         await wrong.chat(request(ChatMessage("user", "x")))

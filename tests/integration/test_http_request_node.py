@@ -185,7 +185,7 @@ async def test_read_timeout_names_the_field(server: LoopbackServer):
     result = await wf.arun()
     assert result.status == RunStatus.FAILED
     assert "field 'timeout.read'" in result.error
-    assert "read timeout after 0.2 s" in result.error
+    assert "first-byte timeout: the server sent no response within 0.2 s" in result.error
 
 
 async def test_network_error_is_retryable_and_a_bad_url_is_not(server: LoopbackServer):

@@ -301,18 +301,22 @@ async def test_slow_first_byte_times_out_and_the_node_retries(waits):
         assert waits == []
 
 
-async def test_a_cut_stream_goes_to_the_node_retry(waits):
+async def test_a_cut_stream_goes_to_the_node_retry_until_text_was_delivered(waits):
     with llm_server("openai") as server:
         p = provider(server, waits)
         server.fail("cut", after=1)  # only the empty role chunk got out
         server.fail("drop")
-        server.fail("cut", after=3)  # text had been delivered
         result = await run(p, workflow(retry={"max_retries": 3, "interval": 0.0}))
         assert result.ok, result.error
         assert result.outputs == {"text": "echo: hi there"}
         retries = node_retries(result)
-        assert len(retries) == 3 and all("dropped" in e.error for e in retries)
+        assert len(retries) == 2 and all("dropped" in e.error for e in retries)
         assert waits == []  # the server had been reached: not the provider's to resend
+
+        server.fail("cut", after=3)  # text had been delivered: a retry would stream it twice
+        result = await run(p, workflow(retry={"max_retries": 3, "interval": 0.0}))
+        assert not result.ok and node_retries(result) == []
+        assert "dropped" in result.error and "not retried" in result.error
 
         server.fail("cut")
         # A cut JSON body is a dropped connection too: retryable, for the node.

@@ -360,7 +360,7 @@ async def test_sys_inputs_and_plain_templates():
     @node_type("t-echo-sys")
     async def echo(ctx):
         return {"text": ctx.render("{{#sys.query#}} / {{ sys.query }}"),
-                "jinja": ctx.render_jinja("{{ sys.query }}!", field="text")}
+                "jinja": await ctx.render_jinja("{{ sys.query }}!", field="text")}
 
     wf = cellwire.Workflow("sys")
     wf.add_node("e", "t-echo-sys")

@@ -29,6 +29,7 @@ TABLE = _snapshot()["models"]
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLWIRE_HOME", str(tmp_path))
+    monkeypatch.setenv("CELLWIRE_CONFIG_DIR", str(tmp_path))  # providers.yaml is read there
     monkeypatch.chdir(tmp_path)
     for name in ("CELLWIRE_DEFAULT_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
                  "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OLLAMA_HOST"):
@@ -293,10 +294,13 @@ def test_broken_providers_yaml_names_the_file_line_and_fix(tmp_path):
     assert "indentation, quotes, colons" in caught.value.hint
 
 
-def test_project_file_and_notebook_override_the_home_file(tmp_path):
+def test_project_file_and_notebook_override_the_home_file(tmp_path, monkeypatch):
     (tmp_path / "providers.yaml").write_text("default: scripted/home\n", encoding="utf-8")
     (tmp_path / "cellwire.yaml").write_text("llm:\n  default: scripted/project\n",
                                             encoding="utf-8")
+    with pytest.warns(UserWarning, match="cellwire.yaml: a project folder's file is read only"):
+        assert default_router({}).default == "scripted/home"  # not opted in
+    monkeypatch.setenv("CELLWIRE_PROJECT_CONFIG", "1")
     assert default_router({}).default == "scripted/project"
     llm_config.configure_provider("mine", "scripted")
     llm_config.map_model("openai", "mine/tiny")

@@ -414,3 +414,26 @@ def test_export_python_rebuilds_the_same_workflow(shell, tmp_path):
     assert path.read_text(encoding="utf-8") == source
     rebuilt = namespace["wf"].run({"question": "hi"}, store=False, model="scripted/echo")
     assert rebuilt.outputs["answer"] == "ANSWER: HI"
+
+
+def test_run_grants_secrets_only_when_asked(shell, monkeypatch):
+    monkeypatch.setenv("MAGIC_TOKEN_X", "tok-123456789")
+    sess = shell.magics_obj.session
+    w = cellwire.Workflow("sec")
+    w.environment = [cellwire.model.EnvironmentVariable(name="TOKEN", value_type="secret")]
+    w.add_node("start", "start")
+    w.add_node("t", "template-transform", after="start", template="{{ env.TOKEN | length }}",
+               variables=[{"variable": "env", "value_selector": ["env"]}])
+    w.add_node("end", "end", after="t", outputs=[{"variable": "n", "value_selector": ["t", "output"]}])
+    sess.workflows["sec"] = w
+    ungranted = shell.run_line_magic("workflow", "run sec --wait")
+    assert ungranted.status.value == "failed" and "TOKEN" in ungranted.error
+    granted = shell.run_line_magic("workflow", "run sec --wait --secret TOKEN=env:MAGIC_TOKEN_X")
+    assert granted.status.value == "succeeded" and granted.outputs == {"n": "13"}
+    shell.run_line_magic("config", "WorkflowMagics.secrets = ['TOKEN=env:MAGIC_TOKEN_X']")
+    try:
+        assert shell.run_line_magic("workflow", "run sec --wait").outputs == {"n": "13"}
+    finally:
+        shell.run_line_magic("config", "WorkflowMagics.secrets = []")
+    with pytest.raises(UsageError, match="NO_SUCH_VAR_Y"):
+        shell.run_line_magic("workflow", "run sec --wait --secret TOKEN=env:NO_SUCH_VAR_Y")

@@ -192,18 +192,18 @@ async def test_capture_content_records_inputs_outputs_and_prompts(exporter):
     assert "HI THERE" in by_name(exporter)["invoke_workflow qa"].attributes["cellwire.outputs"]
 
 
-async def test_secrets_never_reach_the_spans(exporter, monkeypatch):
+async def test_secrets_never_reach_the_spans(exporter):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     sink = OTelSink(provider, capture_content=True)
-    monkeypatch.setenv("API_TOKEN", "sk-very-secret-value")
     wf = cellwire.Workflow("secret", environment=[
         {"name": "API_TOKEN", "value_type": "secret", "value": ""}])
     wf.add_node("start", "start")
     wf.add_node("t", "template-transform", after="start", template="token {{ k }}",
                 variables=[{"variable": "k", "value_selector": ["env", "API_TOKEN"]}])
     wf.add_node("end", "end", after="t", outputs=[{"variable": "o", "value_selector": ["t", "output"]}])
-    result = await wf.arun(runtime=runtime(sink), store=False)
+    result = await default_runner().arun(wf, None, runtime=runtime(sink), store=False,
+                                         secrets={"API_TOKEN": "sk-very-secret-value"})
     assert result.status == "succeeded", result.error
     text = repr([dict(s.attributes) for s in exporter.get_finished_spans()])
     assert "sk-very-secret-value" not in text and "***" in text

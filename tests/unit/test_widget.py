@@ -18,6 +18,7 @@ from cellwire.jupyter.magics import Picture, WorkflowMagics
 from cellwire.jupyter.session import Session
 from cellwire.jupyter.widget import WorkflowWidget
 from cellwire.model import EnvironmentVariable
+from cellwire.runner import default_runner
 
 
 class Recorder(WorkflowWidget):
@@ -483,10 +484,8 @@ async def test_run_node_refuses_when_the_last_run_did_not_reach_its_inputs():
     assert w.status["small"]["status"] == "skipped"
 
 
-async def test_run_this_node_gets_a_secret_from_the_run_state_not_the_redacted_events(
-        monkeypatch):
+async def test_run_this_node_gets_a_secret_from_the_run_state_not_the_redacted_events():
     secret = "sk-test-0123456789abcdef"
-    monkeypatch.setenv("API_KEY", secret)
     wf = cellwire.Workflow("signed", environment=[
         EnvironmentVariable(name="API_KEY", value_type="secret")])
     wf.add_node("start", "start")
@@ -500,12 +499,18 @@ async def test_run_this_node_gets_a_secret_from_the_run_state_not_the_redacted_e
         {"variable": "length", "value_selector": ["check", "length"]},
         {"variable": "masked", "value_selector": ["check", "masked"]}])
     w = Recorder(wf)
-    w.handle({"type": "run"})
-    first = await w.run_handle
+    # A run the user granted the secret to, from Python: the editor watches it.
+    first = await default_runner().arun(wf, None, store=False,
+                                        secrets={"API_KEY": secret})
     assert first.outputs == {"length": len(secret), "masked": False}
+    assert w.last_run is first
     # What the editor was shown is redacted...
     assert secret not in repr(w.outbox) and secret not in repr(first.events)
     # ...and yet "run this node" hands the real value downstream, as the first run did.
     w.run_node("check")
+    again = await w.run_handle
+    assert again.status == "succeeded" and again.outputs == first.outputs
+    # "Run from here" reads the secret again: the grant of the run it reruns holds.
+    w.run_from("sign")
     again = await w.run_handle
     assert again.status == "succeeded" and again.outputs == first.outputs

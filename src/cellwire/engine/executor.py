@@ -20,6 +20,7 @@ from .commands import Command, Stop
 from .context import VariablePool
 from .events import (
     Event,
+    NodeFinished,
     RunFailed,
     RunPartialSucceeded,
     RunStarted,
@@ -35,7 +36,7 @@ from .result import RunResult
 from .run_state import RunState
 from .runtime import Runtime
 from .scheduler import Frame, GraphRun, Slots
-from .secrets import environment_values, redact, redact_event, secret_values
+from .secrets import StreamRedactor, check_grants, environment_values, redactor
 from .state import RunStatus, check_run_move
 
 DEFAULT_CONCURRENCY = 16
@@ -44,7 +45,13 @@ DEFAULT_MAX_TIME = 1200.0
 
 
 class Execution:
-    """One run of a compiled workflow. ``stop()`` cancels it; it then ends ``stopped``."""
+    """One run of a compiled workflow. ``stop()`` cancels it; it then ends ``stopped``.
+
+    ``secrets`` are the values the user granted, by environment variable name
+    (:mod:`cellwire.services.secrets` resolves grants to them); a secret not granted has no
+    value, and every granted value is redacted from what the run shows. A rerun
+    (``previous``) given no ``secrets`` keeps the grants of the run it reruns.
+    """
 
     def __init__(
         self,
@@ -60,6 +67,7 @@ class Execution:
         start_at: str | None = None,
         previous: RunResult | None = None,
         single: bool = False,
+        secrets: Mapping[str, str] | None = None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -90,15 +98,34 @@ class Execution:
         self._previous = previous
         self._layers = RunLayers(runtime.layers)
         self._deliver = self._layers.event
-        self._env = environment_values(compiled.workflow, runtime.environ)
-        #: Secret values of this run; when there are any, every event is redacted first.
-        self._secrets = secret_values(compiled.workflow, self._env)
+        if secrets is None and previous is not None and previous.state is not None:
+            # A rerun ("run from here") keeps what the user granted to the run it reruns.
+            secrets = previous.state.secrets
+        granted = dict(secrets or {})
+        check_grants(granted)
+        self._env = environment_values(compiled.workflow, granted)
+        self.state.secrets = granted
+        #: Redacts this run's granted values; when there are any, every event goes through it.
+        self.state.redactor = self._redact = redactor(granted.values())
+        self._streams = StreamRedactor(self._redact) if self._redact else None
 
     # -- events --------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        if self._secrets:
-            event = redact_event(event, self._secrets)
+        streams = self._streams
+        if streams is not None:
+            if type(event) is StreamChunk:
+                shown = streams.chunk(event)
+                if shown is not None:
+                    self._show(shown)
+                return
+            if isinstance(event, NodeFinished):
+                for held in streams.flush(event.execution_id):
+                    self._show(held)
+            event = self._redact.event(event)
+        self._show(event)
+
+    def _show(self, event: Event) -> None:
         if type(event) is StreamChunk and event.node_type == "answer":
             self.state.answer.append(event.text)
         self.events.append(event)
@@ -138,7 +165,7 @@ class Execution:
         self._move(RunStatus.RUNNING)
         first = RunStarted(run_id=self.run_id, time=started, workflow=self.compiled.workflow.name,
                            inputs=self.inputs)
-        shown = redact_event(first, self._secrets) if self._secrets else first
+        shown = self._redact.event(first)
         assert isinstance(shown, RunStarted)
         self._layers.start(shown)
         self.emit(first)
@@ -193,9 +220,10 @@ class Execution:
         disk), and say in the result which of them failed and whether the run was stored."""
         layers = self._layers
         await layers.end(result)
-        result.warnings = layers.warnings
+        redact = self._redact
+        result.warnings = [redact.text(w) for w in layers.warnings]
         result.stored = layers.stored
-        result.store_error = "; ".join(layers.store_errors) or None
+        result.store_error = redact.text("; ".join(layers.store_errors)) or None
         return result
 
     def _finish_stopped(self, started: float, reason: str, elapsed: float = 0.0) -> RunResult:
@@ -205,15 +233,15 @@ class Execution:
 
     def _result(self, started: float, elapsed: float, error: str | None,
                 error_node: str | None) -> RunResult:
-        secrets = self._secrets
+        redact = self._redact
         return RunResult(
             run_id=self.run_id,
             workflow=self.compiled.workflow.name,
             status=self.status,
-            inputs=redact(self.inputs, secrets),
-            outputs=redact(self.state.outputs, secrets),
-            answer="".join(self.state.answer),
-            error=redact(error, secrets),
+            inputs=redact.value(self.inputs),
+            outputs=redact.value(self.state.outputs),
+            answer=redact.text("".join(self.state.answer)),
+            error=redact.value(error),
             error_node=error_node,
             started_at=started,
             elapsed_ms=elapsed * 1000,

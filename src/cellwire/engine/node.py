@@ -13,6 +13,7 @@ from jinja2.sandbox import SecurityError
 
 from cellwire.model import Node
 
+from .bounded_jinja import TemplateLimitExceeded, TemplateLimits
 from .context import MISSING, VariableNotFound, VariablePool
 from .events import NodeEvent, StreamChunk
 from .templates import pool_lookup, private_attribute, render_jinja, render_references
@@ -138,12 +139,14 @@ class NodeContext:
         """
         return render_references(text, pool_lookup(self.pool), answer=answer)
 
-    def render_jinja(self, text: str, names: Mapping[str, Any] | None = None, *,
-                     field: str) -> str:
-        """Render a jinja2-mode field (sandboxed) over ``names`` and the pool.
+    async def render_jinja(self, text: str, names: Mapping[str, Any] | None = None, *,
+                           field: str, limits: TemplateLimits | None = None) -> str:
+        """Render a jinja2-mode field (sandboxed) over ``names`` and the pool, within
+        ``limits`` (default: the prompt limits, :meth:`TemplateLimits.from_env`).
 
-        Every failure (syntax, sandbox, an expression that raises) is a :class:`NodeError`
-        naming ``field``.
+        Templates that can loop render on a thread, so the loop stays free and the node's
+        ``max_time`` stops them. Every failure (syntax, sandbox, a limit, an expression that
+        raises) is a :class:`NodeError` naming ``field``.
         """
         try:
             bad = private_attribute(text)
@@ -152,7 +155,12 @@ class NodeContext:
                 raise NodeError(f"blocked by the sandbox: access to attribute {bad!r} is not "
                                 "allowed", field=field, error_type="SecurityError",
                                 hint="templates may not use names starting with '__'")
-            return render_jinja(text, self.pool, names)
+            return await render_jinja(text, self.pool, names,
+                                      limits=limits or TemplateLimits.from_env("prompt"))
+        except TemplateLimitExceeded as exc:
+            # The same template fails the same way again: no retry.
+            raise NodeError(str(exc), field=field, hint=exc.hint, fatal=True,
+                            error_type="TemplateLimitExceeded") from None
         except jinja2.TemplateSyntaxError as exc:
             raise NodeError(f"syntax error on line {exc.lineno}: {exc.message}", field=field,
                             hint="fix the Jinja syntax of the template") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,9 @@ class RunResult:
         return status
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``cellwire run --json``."""
+        """The JSON shape of ``cellwire run --json``; an unknown cost (NaN in
+        :attr:`total_cost` and the trace) is None, as JSON has no NaN."""
+        cost = self.total_cost
         return {
             "run_id": self.run_id,
             "status": str(self.status),
@@ -126,7 +129,7 @@ class RunResult:
             "error": self.error,
             "elapsed_ms": round(self.elapsed_ms, 3),
             "total_tokens": self.total_tokens,
-            "total_cost": self.total_cost,
+            "total_cost": None if math.isnan(cost) else cost,
             "stored": self.stored,
             "store_error": self.store_error,
             "warnings": self.warnings,

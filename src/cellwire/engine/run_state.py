@@ -5,26 +5,25 @@ the top-level variable pool, which nodes finished and how, which edge each one c
 usage and the step count. A rerun from a node ("run from here", "run this node") starts from
 a previous run's state, never from its events, so values the events redact (secrets) reach
 the rerun intact. ``to_dict``/``from_dict`` give its JSON-safe form, with the ``env`` values
-and every secret left out, for checkpoints.
+left out and every granted secret redacted, for checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .context import VariablePool
 from .node import Usage
-from .secrets import redact
+from .secrets import NO_SECRETS, Redactor
 from .state import NodeStatus, RunStatus
 
 #: Statuses of a node whose outputs are in the pool.
 FINISHED = frozenset({NodeStatus.SUCCEEDED, NodeStatus.EXCEPTION})
 
-#: Pool sections never written out: environment values may be secrets, and are read again
-#: from the environment on resume.
+#: Pool sections never written out: environment values may be secrets, and a run that
+#: resumes is granted them again.
 _NOT_DUMPED = frozenset({"env"})
 
 
@@ -47,6 +46,15 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     steps: int = 0
     exceptions: int = 0
+    #: What the user granted the run (kept in memory for reruns; never written, never shown).
+    secrets: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: Redacts those values from :meth:`to_dict`.
+    redactor: Redactor = field(default=NO_SECRETS, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        # The state holds the run's real values (a notebook shows a repr): never them.
+        return (f"RunState(run_id={self.run_id!r}, workflow={self.workflow!r}, "
+                f"status={str(self.status)!r}, nodes={len(self.nodes)}, steps={self.steps})")
 
     def finished(self) -> set[str]:
         """Top-level nodes whose outputs are in the pool."""
@@ -55,24 +63,25 @@ class RunState:
     def skipped(self) -> set[str]:
         return {n for n, status in self.nodes.items() if status is NodeStatus.SKIPPED}
 
-    def to_dict(self, secrets: Iterable[str] = ()) -> dict[str, Any]:
-        """The state as JSON-safe data, without ``env`` and with ``secrets`` redacted."""
-        hidden = list(secrets)
+    def to_dict(self) -> dict[str, Any]:
+        """The state as JSON-safe data, without ``env`` and with every granted secret (and
+        its transformed forms) redacted."""
+        redact = self.redactor
         pool = {k: v for k, v in self.pool.snapshot().items() if k not in _NOT_DUMPED}
         return {
             "run_id": self.run_id, "workflow": self.workflow,
-            "inputs": redact(self.inputs, hidden), "status": str(self.status),
-            "pool": redact(pool, hidden),
+            "inputs": redact.value(self.inputs), "status": str(self.status),
+            "pool": redact.value(pool),
             "nodes": {n: str(s) for n, s in self.nodes.items()},
-            "handles": dict(self.handles), "outputs": redact(self.outputs, hidden),
-            "answer": redact("".join(self.answer), hidden),
+            "handles": dict(self.handles), "outputs": redact.value(self.outputs),
+            "answer": redact.text("".join(self.answer)),
             "usage": dataclasses.asdict(self.usage), "steps": self.steps,
             "exceptions": self.exceptions,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
-        """The state :meth:`to_dict` wrote (``env`` is read again by the run that resumes)."""
+        """The state :meth:`to_dict` wrote (the run that resumes is granted ``env`` again)."""
         return cls(
             run_id=data["run_id"], workflow=data["workflow"], inputs=dict(data["inputs"]),
             status=RunStatus(data["status"]),

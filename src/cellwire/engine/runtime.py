@@ -15,6 +15,7 @@ from .services import (
     HTTPService,
     KnowledgeService,
     LLMService,
+    NetworkGuard,
     ResponseCache,
     ToolService,
 )
@@ -43,6 +44,9 @@ class Runtime:
     llm: LLMService | None = None
     #: The shared, pooled HTTP client of HTTP nodes.
     http: HTTPService | None = None
+    #: What HTTP nodes may reach and how large an answer may be; None: the trusted default
+    #: (everything but link-local and cloud-metadata addresses), never "anything goes".
+    network: NetworkGuard | None = None
     #: Tools by name (``tool`` nodes, agents).
     tools: ToolService | Mapping[str, Callable[..., object]] | None = None
     #: Knowledge bases by dataset id (``knowledge-retrieval``).
@@ -59,8 +63,6 @@ class Runtime:
     files: FilePolicy | None = None
     #: Route every LLM node of the run to this ``provider/model``, when set.
     model_override: str | None = None
-    #: Where unset secret environment variables are read from (None: ``os.environ``).
-    environ: Mapping[str, str] | None = None
 
     def subscribe(self, layer: Layer | Sink) -> Layer | Sink:
         """Add ``layer`` (a Layer or an event callback) to every later run; returns it."""

@@ -40,6 +40,22 @@ class HTTPService(Protocol):
     def client(self, *, verify: bool = True) -> httpx.AsyncClient: ...
 
 
+class NetworkGuard(Protocol):
+    """What HTTP sent on a workflow's behalf may reach, and how large an answer may be
+    (:class:`cellwire.services.http.NetworkPolicy`)."""
+
+    @property
+    def max_text_size(self) -> int: ...
+
+    @property
+    def max_binary_size(self) -> int: ...
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """The addresses a connection to ``host:port`` may go to, each one checked; raises
+        :class:`cellwire.services.http.AddressRefused` when the policy refuses one."""
+        ...
+
+
 class Turn(NamedTuple):
     """One earlier turn of a conversation: what the user asked and what was answered."""
 
@@ -121,5 +137,5 @@ class FilePolicy(Protocol):
 
 __all__ = [
     "ChatMemory", "CodeExecutor", "CodeFailed", "CodeResult", "FileAccessDenied", "FilePolicy", "HTTPService",
-    "KnowledgeService", "LLMService", "ResponseCache", "ToolService", "Turn",
+    "KnowledgeService", "LLMService", "NetworkGuard", "ResponseCache", "ToolService", "Turn",
 ]

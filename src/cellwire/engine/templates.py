@@ -11,7 +11,8 @@ Dify has two kinds of template field:
 * **Jinja** (the template-transform node's ``template``, an llm prompt message with
   ``edition_type: jinja2``): a sandboxed Jinja2 template over named variables. cellwire also
   lets these templates read the pool as ``{{ node.var }}`` and replaces ``{{#node.var#}}``
-  references first (Dify rejects those as a syntax error).
+  references first (Dify rejects those as a syntax error). Renders are bounded in size, work
+  and time, and those that can loop run off the event loop (:mod:`.bounded_jinja`).
 
 Both behaviours were checked against Dify's engine (graphon 0.8.0).
 """
@@ -26,10 +27,10 @@ from typing import Any
 
 import jinja2
 import jinja2.nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from cellwire.model.selectors import DIFY_REFERENCE
 
+from .bounded_jinja import BoundedEnvironment, TemplateLimits, can_loop, render_bounded
 from .context import VariablePool
 
 #: What a :data:`Lookup` returns for a variable the pool does not hold.
@@ -133,15 +134,17 @@ def pool_lookup(pool: VariablePool) -> Lookup:
 # -- Jinja: one sandboxed environment, one bounded parse cache --------------------------------
 
 #: Dify renders Jinja with jinja2's defaults (a trailing newline is dropped, nothing is
-#: escaped); the sandbox keeps templates away from Python internals.
-_ENVIRONMENT = ImmutableSandboxedEnvironment(autoescape=False)
+#: escaped); the sandbox keeps templates away from Python internals, its limits keep them
+#: within the machine.
+_ENVIRONMENT = BoundedEnvironment(autoescape=False)
 _CACHE_SIZE = 1024
 
 
 class _Parsed:
-    """A jinja2-mode text, parsed once: its template, references and private reads."""
+    """A jinja2-mode text, parsed once: its template, references, private reads, and whether
+    it can loop."""
 
-    __slots__ = ("private", "references", "template")
+    __slots__ = ("loops", "private", "references", "template")
 
     def __init__(self, text: str):
         # A ``{{#node.var#}}`` reference becomes a read of ``__cw_refs[i]``: its value goes
@@ -153,8 +156,10 @@ class _Parsed:
             return f"{{{{ __cw_refs[{len(self.references) - 1}] }}}}"
 
         source = DIFY_REFERENCE.sub(hold, text) if "{{#" in text else text
-        self.template = _ENVIRONMENT.from_string(source)
-        self.private = _private_attribute(source) if "__" in text else None
+        ast = _ENVIRONMENT.parse(source)
+        self.private = _private_attribute(ast) if "__" in text else None
+        self.loops = can_loop(ast)
+        self.template = _ENVIRONMENT.from_string(ast)
 
 
 _parsed: OrderedDict[str, _Parsed] = OrderedDict()
@@ -189,8 +194,7 @@ def private_attribute(text: str) -> str | None:
     return _parse(text).private
 
 
-def _private_attribute(source: str) -> str | None:
-    ast = _ENVIRONMENT.parse(source)
+def _private_attribute(ast: jinja2.nodes.Template) -> str | None:
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         if isinstance(node, jinja2.nodes.Getattr):
             name: Any = node.attr
@@ -203,12 +207,15 @@ def _private_attribute(source: str) -> str | None:
     return None
 
 
-def render_jinja(text: str, pool: VariablePool, names: Mapping[str, Any] | None = None) -> str:
-    """Render a jinja2-mode field in the sandbox over ``names`` and the pool.
+async def render_jinja(text: str, pool: VariablePool, names: Mapping[str, Any] | None = None,
+                       *, limits: TemplateLimits | None = None) -> str:
+    """Render a jinja2-mode field in the sandbox over ``names`` and the pool, within
+    ``limits`` (default: :meth:`TemplateLimits.from_env`); on a thread when it loops long.
 
     ``names`` (a template's named variables) shadow node ids; ``{{#node.var#}}`` references
-    read as their text. Raises :class:`jinja2.TemplateError` (syntax, sandbox) and whatever
-    an expression raises (e.g. ``TypeError``).
+    read as their text. Raises :class:`jinja2.TemplateError` (syntax, sandbox),
+    :class:`~cellwire.engine.bounded_jinja.TemplateLimitExceeded` and whatever an expression
+    raises (e.g. ``TypeError``).
     """
     parsed = _parse(text)
     namespace: Mapping[str, Any] = pool.namespace()
@@ -216,4 +223,5 @@ def render_jinja(text: str, pool: VariablePool, names: Mapping[str, Any] | None 
         values = [text_of(v) if (v := pool.get(s, ABSENT)) is not ABSENT else ".".join(s)
                   for s in parsed.references]
         namespace = {**namespace, **(names or {}), "__cw_refs": values}
-    return parsed.template.render(namespace)
+    return await render_bounded(parsed.template, namespace,
+                                limits or TemplateLimits.from_env(), loops=parsed.loops)

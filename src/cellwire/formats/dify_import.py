@@ -83,7 +83,8 @@ def import_dify(data: Any, *, source: str | None = None) -> DifyImport:
     """Import a Dify DSL document (YAML text, bytes, or the parsed mapping).
 
     Raises :class:`WorkflowError` naming each broken part; nodes that cannot run here come
-    back as warnings in :attr:`DifyImport.problems`.
+    back as warnings in :attr:`DifyImport.problems`. The workflow is untrusted (its code runs
+    in the sandbox): :func:`cellwire.load` trusts files the user trusted.
     """
     where = source or "the Dify DSL document"
     if isinstance(data, (str, bytes)):
@@ -99,7 +100,7 @@ def import_dify(data: Any, *, source: str | None = None) -> DifyImport:
         raise WorkflowError(errors, f"{where}: cannot be imported")
     warnings = [p for p in out.problems if p.level == "warning"]
     warnings.extend(unsupported_problems(workflow))
-    return DifyImport(workflow, warnings, version, kind)
+    return DifyImport(workflow.mark_origin(where, trusted=False), warnings, version, kind)
 
 
 def load_dify(data: Any, source: str | None = None) -> Workflow:
@@ -597,11 +598,11 @@ def _environment(value: Any, out: _Collector) -> tuple[list[EnvironmentVariable]
                     "give it a name")
             continue
         kind = raw.get("value_type") or "string"
-        # A secret's value is never taken from a file: it comes from the environment at run time.
+        # A secret's value is never taken from a file: the user grants one at run time.
         value = None if kind == "secret" else raw.get("value")
         if kind == "secret" and raw.get("value") not in (None, ""):
             out.add(None, f"{where}.value", f"the secret {name!r} has a value in the file; it was "
-                    "dropped", f"set the environment variable {name} when running", "warning")
+                    "dropped", f"grant it when running: --secret {name}", "warning")
         try:
             variables.append(EnvironmentVariable(
                 name=name, value=value, value_type=kind,

@@ -8,6 +8,7 @@ from typing import Any
 
 from cellwire.model import Problem, Workflow, WorkflowError
 from cellwire.model.yaml12 import parse_yaml, read_text
+from cellwire.services.trust import is_trusted
 
 from .native import dump, load_native
 
@@ -67,14 +68,20 @@ def load_data(data: Any, source: str | None = None) -> Workflow:
     )
 
 
-def load(path: str | Path) -> Workflow:
+def load(path: str | Path, *, trusted: bool | None = None) -> Workflow:
     """Load the workflow file at ``path`` (native YAML or Dify DSL, found by its contents).
+
+    A file's code is untrusted (:attr:`Workflow.trusted` is False: code nodes run in the
+    sandbox) unless the user trusted these exact contents (``cellwire trust FILE``) or passes
+    ``trusted=True``; ``trusted=False`` sandboxes even a trusted file.
 
     Raises ``OSError`` when the file cannot be read and :class:`WorkflowError`, naming the
     file, when it is not a valid workflow.
     """
     source = str(path)
-    return load_data(parse_yaml(read_text(path), source), source)
+    text = read_text(path)
+    workflow = load_data(parse_yaml(text, source), source)
+    return workflow.mark_origin(source, trusted=is_trusted(text) if trusted is None else trusted)
 
 
 def save(workflow: Workflow, path: str | Path) -> Path:

@@ -129,7 +129,7 @@ def _edge_doc(edge: Edge) -> dict[str, Any]:
 def _env_doc(var: EnvironmentVariable) -> dict[str, Any]:
     doc = _non_default(var, EnvironmentVariable(name=var.name), first=("name",))
     if var.value_type == "secret":
-        # The value comes from the process environment at run time; it never reaches a file.
+        # The user grants the value at run time; it never reaches a file.
         doc.pop("value", None)
         doc = {"name": var.name, "value_type": "secret", "value": None, **doc}
     return doc
@@ -268,7 +268,8 @@ def load_native(data: str | bytes | Mapping[str, Any], source: str | None = None
     """A :class:`Workflow` from native YAML text or its parsed mapping.
 
     ``source`` (a file name) goes into error messages. Every problem in the document's
-    structure is reported at once, as a :class:`WorkflowError`.
+    structure is reported at once, as a :class:`WorkflowError`. The workflow is untrusted
+    (its code runs in the sandbox): :func:`cellwire.load` trusts files the user trusted.
     """
     if isinstance(data, (str, bytes)):
         data = parse_yaml(data, source)
@@ -305,7 +306,7 @@ def load_native(data: str | bytes | Mapping[str, Any], source: str | None = None
         problems.extend(_problems(exc, None, ""))
     if problems:
         raise WorkflowError(problems, summary)
-    return Workflow(name, **top, **fields)
+    return Workflow(name, **top, **fields).mark_origin(where, trusted=False)
 
 
 def _kind(value: Any) -> str:
@@ -376,7 +377,8 @@ def _read_edge(item: Any, where: str, problems: list[Problem]) -> Edge | None:
 def _read_nodes(value: Any, problems: list[Problem]) -> dict[str, Node]:
     raw = _read_list(value, "nodes", _read_node, problems)
     # Count ids of broken nodes too, so a duplicate is reported along with their problems.
-    ids = [item.get("id") for item in value or [] if isinstance(item, Mapping)]
+    items = value if isinstance(value, list) else []  # not a list: _read_list reported it
+    ids = [item.get("id") for item in items if isinstance(item, Mapping)]
     problems.extend(duplicate_ids([i for i in ids if isinstance(i, str) and i]))
     return {node.id: node for node in raw}
 

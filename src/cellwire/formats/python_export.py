@@ -23,7 +23,9 @@ def export_python(workflow: Workflow, *, variable: str = "wf") -> str:
     lines = [f'"""{_docstring(workflow)}"""', "", "import cellwire", ""]
     header = {"mode": workflow.mode, "description": workflow.description}
     extras = {
-        "environment": [v.model_dump() for v in workflow.environment],
+        # A secret's value never reaches an export (the user grants it at run time).
+        "environment": [{**v.model_dump(), "value": None} if v.value_type == "secret"
+                        else v.model_dump() for v in workflow.environment],
         "conversation_variables": [v.model_dump() for v in workflow.conversation_variables],
         "features": workflow.features,
         "meta": workflow.meta,

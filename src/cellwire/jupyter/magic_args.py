@@ -73,6 +73,7 @@ def _run(p: Parser) -> None:
     p.add_argument("inputs", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--wait", "-w", action="store_true")
     p.add_argument("--model", default="")
+    p.add_argument("--secret", "-s", action="append", default=[], metavar="VAR[=SOURCE]")
 
 
 def _map(p: Parser) -> None:
@@ -118,6 +119,7 @@ def _export(p: Parser) -> None:
 def _import(p: Parser) -> None:
     p.add_argument("file")
     p.add_argument("--name", default=None)
+    p.add_argument("--trust", action="store_true")
 
 
 _ARGUMENTS: dict[str, Callable[[Parser], None]] = {

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from traitlets import Bool, Float, Int, Unicode, observe
+from traitlets import Bool, Float, Int, List, Unicode, observe
 from traitlets.config import Configurable
 
 from cellwire.engine import RunResult
@@ -93,6 +93,10 @@ class WorkflowMagics(Magics, Configurable):
     concurrency = Int(DEFAULT_CONCURRENCY, config=True,
                       help="node executions a run may have in flight at once")
     feedback = Bool(True, config=True, help="say what a %%workflow cell defined")
+    secrets = List(Unicode(), config=True,
+                   help="secrets granted to every run of this kernel (the editor's too), as "
+                        "grant specs: 'VAR' (your secrets file, else the environment variable "
+                        "VAR), 'VAR=env:NAME', 'VAR=file:ENTRY', 'VAR=keyring:SERVICE/USER'")
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any):
         Configurable.__init__(self, config=shell.config if shell is not None else None)
@@ -102,10 +106,11 @@ class WorkflowMagics(Magics, Configurable):
             shell.configurables.append(self)
         self._configure_runner()
 
-    @observe("store", "concurrency")
+    @observe("store", "concurrency", "secrets")
     def _configure_runner(self, *_: Any) -> None:
         # One runner per kernel: the editor and wf.run() follow these settings too.
-        default_runner().configure(store=self._store_option(), concurrency=self.concurrency)
+        default_runner().configure(store=self._store_option(), concurrency=self.concurrency,
+                                   secrets=list(self.secrets) or None)
 
     # -- %%workflow -------------------------------------------------------------------------
 
@@ -236,18 +241,22 @@ class WorkflowMagics(Magics, Configurable):
         wf = self.session.workflow(args.name)
         inputs = {key: self._value(value) for key, value in parse_pairs(args.inputs, "input")
                   .items()}
-        handle, _live = self.start(wf, inputs, model=args.model, wait=args.wait)
+        handle, _live = self.start(wf, inputs, model=args.model, wait=args.wait,
+                                   secrets=args.secret or None)
         if args.wait:
             return handle.result
         return None
 
     def start(self, wf: Any, inputs: dict[str, Any], *, model: str = "",
-              wait: bool = False) -> tuple[RunHandle, LiveStatus]:
+              wait: bool = False, secrets: list[str] | None = None
+              ) -> tuple[RunHandle, LiveStatus]:
         """Start a run of ``wf`` on the notebook's runner: a task on the running event loop,
-        or to completion when ``wait`` (or when no loop runs, as in a terminal)."""
+        or to completion when ``wait`` (or when no loop runs, as in a terminal). ``secrets``
+        are grant specs, on top of ``%config WorkflowMagics.secrets``."""
         live = LiveStatus(wf.name, interval=self.live_interval)
         runner = default_runner()
-        options: dict[str, Any] = {"layers": [live], "model": model or self.run_model or None}
+        options: dict[str, Any] = {"layers": [live], "model": model or self.run_model or None,
+                                   "secrets": secrets}
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -357,13 +366,15 @@ class WorkflowMagics(Magics, Configurable):
 
     def _cmd_import(self, rest: list[str]) -> None:
         from cellwire.formats import load
+        from cellwire.services.trust import describe
 
         args = parse("import", rest)
-        wf = load(args.file)
+        wf = load(args.file, trusted=True if args.trust else None)
         if args.name:
             wf.name = args.name
         self.session.workflows[wf.name] = wf
         print(f"imported {wf.name}: {len(wf.nodes)} nodes, {len(wf.edges)} edges")
+        print(describe(wf))
 
 
 class Picture:

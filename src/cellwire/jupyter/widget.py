@@ -76,6 +76,8 @@ class WorkflowWidget(anywidget.AnyWidget):
     #: node id -> {status, elapsed, tokens, cost, error, inputs, outputs}
     status = traitlets.Dict().tag(sync=True)
     problems = traitlets.List(traitlets.Dict()).tag(sync=True)
+    #: Whether the workflow is trusted and where its code runs (``proto.trust_info``).
+    trust = traitlets.Dict().tag(sync=True)
     node_types = traitlets.List(traitlets.Dict()).tag(sync=True)
     running = traitlets.Bool(False).tag(sync=True)
     can_undo = traitlets.Bool(False).tag(sync=True)
@@ -128,6 +130,9 @@ class WorkflowWidget(anywidget.AnyWidget):
         problems = proto.problem_list(self.workflow)
         if problems != self.problems:
             self.problems = problems
+        trust = proto.trust_info(self.workflow)
+        if trust != self.trust:
+            self.trust = trust
         if self.name != self.workflow.name:
             self.name = self.workflow.name
 

@@ -8,6 +8,7 @@ Every function here takes plain data, so the kernel side is tested without a bro
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from cellwire.engine.events import (
 )
 from cellwire.model import FAIL_BRANCH, SOURCE, Node, Position, Workflow, registry
 from cellwire.model.validate import validate
+from cellwire.services.trust import describe
 
 if TYPE_CHECKING:
     from cellwire.engine.run_state import RunState
@@ -183,6 +185,13 @@ def _build_palette(kinds: list[Any]) -> list[dict[str, Any]]:
 
 def problem_list(wf: Workflow) -> list[dict[str, Any]]:
     return [p.as_dict() for p in validate(wf)]
+
+
+def trust_info(wf: Workflow) -> dict[str, Any]:
+    """What the toolbar shows: trusted or not, the code nodes, and the sentence that says
+    where they run and how to trust the file."""
+    return {"trusted": wf.trusted, "origin": wf.origin, "code_nodes": wf.code_nodes(),
+            "text": describe(wf)}
 
 
 # -- messages -> workflow ---------------------------------------------------------------------
@@ -396,7 +405,9 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
     if isinstance(event, NodeFinished):
         entry: dict[str, Any] = {
             "elapsed": round(event.elapsed, 4), "tokens": event.total_tokens,
-            "cost": event.cost, "inputs": _values(event.inputs),
+            # JSON for the browser, which has no NaN: an unknown cost is None.
+            "cost": None if math.isnan(event.cost) else event.cost,
+            "inputs": _values(event.inputs),
             "outputs": _values(event.outputs),
         }
         if isinstance(event, NodeSucceeded):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .problems import Problem, WorkflowError
 
@@ -115,9 +115,48 @@ class Workflow(_Data):
     #: Facts about the app (icon, original DSL version) kept for round trips.
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    # Where it came from, never written to a file: see `trusted`.
+    _origin: str | None = PrivateAttr(None)
+    _trusted: bool = PrivateAttr(True)
+
     def __init__(self, name: str = "workflow", /, **data: Any) -> None:
         # One mapping: the pydantic plugin types super() as _Data, which declares no fields.
         super().__init__(**{"name": name, **data})
+
+    # -- trust ---------------------------------------------------------------------------
+
+    @property
+    def trusted(self) -> bool:
+        """Whether its code may run in the kernel and its HTTP nodes reach private addresses.
+
+        True for a workflow built in Python or in cells; False for one read from a file or
+        received over the network, unless the user trusted it (``cellwire trust FILE``,
+        ``load(path, trusted=True)``): its code nodes then run in the sandbox.
+        """
+        return self._trusted
+
+    @property
+    def origin(self) -> str | None:
+        """The file (or request) an untrusted or loaded workflow came from; None if built here."""
+        return self._origin
+
+    def mark_origin(self, origin: str | None, *, trusted: bool) -> Workflow:
+        """Record where the workflow came from and whether its contents are trusted."""
+        self._origin = origin
+        self._trusted = trusted
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        # Equal as data: where a workflow came from (its trust) is not part of what it is.
+        if not isinstance(other, Workflow):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as every pydantic model
+
+    def code_nodes(self) -> list[str]:
+        """Ids of the nodes that run code (code nodes, in Python or JavaScript)."""
+        return [node.id for node in self.nodes.values() if node.type == "code"]
 
     # -- building ------------------------------------------------------------------------
 

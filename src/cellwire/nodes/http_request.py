@@ -4,6 +4,11 @@ The request goes through the run's shared client (``runtime.http``; a process-wi
 the run has none), so connections are reused across nodes and runs; the node's timeouts go
 with the request and ``ssl_verify: false`` takes the service's non-verifying client.
 
+The run's network policy (``runtime.network``; without one, the trusted default that refuses
+link-local and cloud-metadata addresses) checks the server of the URL and of every redirect
+after resolving its name, caps the response body (Dify's 1 MiB of text, 10 MiB of binary,
+given up while reading), and a wait for the first byte is logged while it lasts.
+
 Network errors, timeouts and 429/503 answers raise retryable errors, so the node's retry
 policy applies (``Retry-After`` honoured); every other status is returned as the output
 ``status_code``, as Dify does. The authorization secret never reaches ``process_data``.
@@ -16,9 +21,19 @@ from collections.abc import Collection, Sequence
 import httpx
 
 from cellwire.engine import NodeContext, NodeError, NodeResult, RetryableError
-from cellwire.engine.secrets import REDACTED, redact
+from cellwire.engine.secrets import MIN_SECRET_LENGTH, REDACTED, redactor
+from cellwire.engine.services import NetworkGuard
 from cellwire.model import node_type
-from cellwire.services.http import SHARED
+from cellwire.services.http import (
+    NETWORK,
+    SHARED,
+    AddressRefused,
+    NetworkPolicy,
+    ReadTimeout,
+    ResponseTooLarge,
+)
+from cellwire.services.http.guard import BINARY_SIZE_ENV, TEXT_SIZE_ENV
+from cellwire.services.http.progress import LateNotice
 from cellwire.services.llm.resilience import parse_retry_after
 
 from .http_build import (
@@ -31,9 +46,8 @@ from .http_build import (
     build_request,
 )
 
-#: Largest response bodies read (HTTP_REQUEST_NODE_MAX_{TEXT,BINARY}_SIZE).
-MAX_TEXT_SIZE = 1024 * 1024
-MAX_BINARY_SIZE = 10 * 1024 * 1024
+#: The port of a URL that names none.
+_PORTS = {"http": 80, "https": 443}
 #: Statuses that mean "try again later": they raise a retryable error.
 RETRY_STATUSES = frozenset({429, 503})
 #: How much of the request body process_data shows.
@@ -59,6 +73,7 @@ async def run(ctx: NodeContext) -> NodeResult:
     # verify is a client setting in httpx: ssl_verify false takes the non-verifying client.
     service = SHARED if ctx.runtime.http is None else ctx.runtime.http
     client = service.client(verify=config.ssl_verify is not False)
+    policy = ctx.runtime.network or NetworkPolicy.trusted()
     try:
         # httpx's params= drops the URL's own query; Dify's older httpx merged the two.
         url = httpx.URL(spec.url).copy_merge_params(tuple(spec.params))
@@ -70,7 +85,7 @@ async def run(ctx: NodeContext) -> NodeResult:
         raise HttpNodeError(f"invalid URL {spec.url!r}: {exc}", field="url",
                             hint="give a full http:// or https:// URL") from None
     process_data = {"request": request_log(request, spec.secrets, spec.secret_headers)}
-    status, headers, content, encoding = await _send(ctx, client, request, spec)
+    status, headers, content, encoding = await _send(ctx, client, request, spec, policy)
     if status in RETRY_STATUSES:
         retry_after = parse_retry_after(headers, ctx.runtime.clock.now())
         wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
@@ -91,62 +106,128 @@ async def run(ctx: NodeContext) -> NodeResult:
 # -- sending -------------------------------------------------------------------------------
 
 
-_TIMEOUT_FIELDS: dict[type[Exception], str] = {
-    httpx.ConnectTimeout: "connect", httpx.ReadTimeout: "read", httpx.WriteTimeout: "write",
-}
-
-
 async def _send(ctx: NodeContext, client: httpx.AsyncClient, request: httpx.Request,
-                spec: RequestSpec) -> tuple[int, dict[str, str], bytes, str | None]:
-    """The response's status, headers, body bytes and encoding; errors become NodeErrors."""
-    url = _safe_url(request.url)
+                spec: RequestSpec, policy: NetworkGuard
+                ) -> tuple[int, dict[str, str], bytes, str | None]:
+    """The response's status, headers, body bytes and encoding; errors become NodeErrors.
+
+    Redirects are followed here, one hop at a time, so the network policy checks every hop
+    before anything is sent to it (and the fast transport connects only to the addresses it
+    checked)."""
+    first = request.url
+    # What a read timeout interrupted: the response's headers, its body's first byte, or
+    # the rest of the body (the fast transport says so itself).
+    waiting_for = "headers"
+    notice = LateNotice(f"http-request node {ctx.node.id!r}: {spec.method} "
+                        f"{_safe_url(request.url)}", spec.timeout.read or MAX_READ_TIMEOUT,
+                        "timeout.read")
     try:
-        response = await client.send(request, stream=True, follow_redirects=True)
+        for _hop in range(client.max_redirects + 1):
+            target = request.url
+            await policy.addresses(target.host, target.port or _PORTS.get(target.scheme, 80))
+            request.extensions = {**request.extensions, NETWORK: policy}
+            waiting_for = "headers"
+            notice.start()
+            response = await client.send(request, stream=True, follow_redirects=False)
+            if response.next_request is None:
+                break
+            notice.stop()
+            await response.aclose()
+            request = response.next_request
+        else:
+            raise HttpNodeError(f"{_safe_url(first)} redirected more than "
+                                f"{client.max_redirects} times", field="url",
+                                hint="check the URL: the server redirects in a loop")
         try:
-            content = await _read_capped(response)
+            waiting_for = "body"
+            content = await _read_capped(response, policy, notice)
         finally:
             await response.aclose()
+    except AddressRefused as exc:
+        where = (f"{_safe_url(first)} redirected to {_safe_url(request.url)}: "
+                 if request.url != first else "")
+        raise HttpNodeError(f"{where}refused to send {spec.method} {_safe_url(request.url)}: "
+                            f"{exc}", field="url", hint=exc.fix,
+                            error_type="AddressRefused") from None
     except httpx.TimeoutException as exc:
-        # isinstance, not type(): a transport may raise subclasses (the fast one does).
-        which = next((f for t, f in _TIMEOUT_FIELDS.items() if isinstance(exc, t)), None)
-        limits = spec.timeout.as_dict()
-        if which is None:
-            raise HttpRetryableError(f"timed out waiting for a connection to {url}",
-                                     field="timeout", hint="retry, or raise timeout.connect",
-                                     error_type="HTTPTimeout") from None
-        cap = {"connect": MAX_CONNECT_TIMEOUT, "read": MAX_READ_TIMEOUT,
-               "write": MAX_WRITE_TIMEOUT}[which]
-        raise HttpRetryableError(
-            f"{which} timeout after {limits[which]:g} s: {spec.method} {url}",
-            field=f"timeout.{which}", hint=f"raise timeout.{which} (at most {cap:g} s) or "
-                                           "check the server", error_type="HTTPTimeout",
-        ) from None
+        raise _timeout_error(exc, spec, request.url, waiting_for) from None
     except httpx.UnsupportedProtocol as exc:
-        raise HttpNodeError(f"cannot send to {url}: {exc}", field="url",
+        raise HttpNodeError(f"cannot send to {_safe_url(request.url)}: {exc}", field="url",
                             hint="use an http:// or https:// URL") from None
+    except ResponseTooLarge as exc:
+        raise HttpNodeError(str(exc), hint="ask the server for less (paging, filters)",
+                            error_type="ResponseSizeError") from None
     except httpx.TransportError as exc:
         detail = str(exc) or type(exc).__name__
-        raise HttpRetryableError(f"{spec.method} {url} failed: {detail}", field="url",
+        raise HttpRetryableError(f"{spec.method} {_safe_url(request.url)} failed: {detail}",
+                                 field="url",
                                  hint="check that the server is up and the URL is right",
                                  error_type="HTTPNetworkError") from None
+    finally:
+        notice.stop()
     headers = dict(response.headers)
     return response.status_code, headers, content, response.encoding
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
-    limit = MAX_TEXT_SIZE if _is_text(response.headers.get("content-type", "")) \
-        else MAX_BINARY_SIZE
+def _timeout_error(exc: httpx.TimeoutException, spec: RequestSpec, url: httpx.URL,
+                   waiting_for: str) -> HttpRetryableError:
+    """Which wait ran out (connect, first byte or read), as a retryable error."""
+    limits = spec.timeout.as_dict()
+    shown = f"{spec.method} {_safe_url(url)}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return HttpRetryableError(
+            f"connect timeout: no connection to {url.host} within {limits['connect']:g} s "
+            f"({shown})", field="timeout.connect", error_type="HTTPTimeout",
+            hint=f"check the host and port, or raise timeout.connect (at most "
+                 f"{MAX_CONNECT_TIMEOUT:g} s)")
+    if isinstance(exc, httpx.WriteTimeout):
+        return HttpRetryableError(
+            f"write timeout: sending the request took more than {limits['write']:g} s "
+            f"({shown})", field="timeout.write", error_type="HTTPTimeout",
+            hint=f"send less, or raise timeout.write (at most {MAX_WRITE_TIMEOUT:g} s)")
+    if isinstance(exc, httpx.ReadTimeout):
+        waiting_for = exc.waiting_for if isinstance(exc, ReadTimeout) else waiting_for
+        read = f"{limits['read']:g} s"
+        hint = f"check the server, or raise timeout.read (at most {MAX_READ_TIMEOUT:g} s)"
+        if waiting_for == "headers":
+            said = f"first-byte timeout: the server sent no response within {read}"
+        elif waiting_for == "body":
+            said = f"first-byte timeout: the server sent its headers but no body within {read}"
+        else:
+            said = f"read timeout: the server stopped sending for {read}"
+        return HttpRetryableError(f"{said} ({shown})", field="timeout.read", hint=hint,
+                                  error_type="HTTPTimeout")
+    return HttpRetryableError(f"timed out waiting for a free connection ({shown})",
+                              field="timeout", hint="retry, or raise timeout.connect",
+                              error_type="HTTPTimeout")
+
+
+async def _read_capped(response: httpx.Response, policy: NetworkGuard,
+                       notice: LateNotice) -> bytes:
+    """The body, read as it arrives and given up once it passes the policy's cap (text or
+    binary, by its content type), before the rest is read."""
+    text = _is_text(response.headers.get("content-type", ""))
+    limit = policy.max_text_size if text else policy.max_binary_size
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(text, limit, f"it declares {int(declared)} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
+        notice.stop()
         size += len(chunk)
         if size > limit:
-            raise HttpNodeError(
-                f"the response body is larger than {limit} bytes", field=None,
-                hint="ask the server for less (paging, filters)", error_type="ResponseSizeError",
-            )
+            raise _too_large(text, limit, f"more than {limit} bytes arrived")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(text: bool, limit: int, why: str) -> HttpNodeError:
+    kind, env = ("text", TEXT_SIZE_ENV) if text else ("binary", BINARY_SIZE_ENV)
+    return HttpNodeError(
+        f"the response body is larger than the {limit}-byte cap on {kind} responses ({why}); "
+        "nothing more was read", error_type="ResponseSizeError",
+        hint=f"ask the server for less (paging, filters), or raise the cap: {env}=<bytes>")
 
 
 def _is_text(content_type: str) -> bool:
@@ -174,8 +255,8 @@ def request_log(request: httpx.Request, secrets: Sequence[str],
         if len(body) > LOG_BODY_LIMIT:
             body = body[:LOG_BODY_LIMIT] + f"... <{len(content)} bytes in all>"
     text = "\r\n".join(lines) + "\r\n\r\n" + body
-    # Longest first, so a header value is replaced whole before the key inside it.
-    return redact(text, sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
+    # Its transformed forms too (the base64 of basic auth's user:password...).
+    return redactor(s for s in secrets if len(s) >= MIN_SECRET_LENGTH).text(text)
 
 
 def _safe_url(url: httpx.URL) -> str:

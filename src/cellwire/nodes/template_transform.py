@@ -6,11 +6,13 @@ from typing import Any
 
 from pydantic import Field
 
-from cellwire.engine import NodeContext, NodeError, NodeResult
+from cellwire.engine import NodeContext, NodeResult
+from cellwire.engine.bounded_jinja import TEMPLATE_MAX_LENGTH, TemplateLimits
 from cellwire.model import NodeConfig, node_type
 
-#: Longest output a template may produce (Dify's TEMPLATE_TRANSFORM_MAX_LENGTH in graphon).
-TEMPLATE_TRANSFORM_MAX_LENGTH = 400_000
+#: Longest output a template may produce (Dify's TEMPLATE_TRANSFORM_MAX_LENGTH in graphon);
+#: ``CELLWIRE_TEMPLATE_MAX_LENGTH`` changes it.
+TEMPLATE_TRANSFORM_MAX_LENGTH = TEMPLATE_MAX_LENGTH
 
 
 class TemplateVariable(NodeConfig):
@@ -40,12 +42,6 @@ def _jinja_fields(config: TemplateTransformConfig) -> list[tuple[str, str]]:
 async def run(ctx: NodeContext) -> NodeResult:
     """Render ``template`` with the named ``variables``; the text is the output ``output``."""
     names = named_inputs(ctx, ctx.config.variables)
-    output = ctx.render_jinja(ctx.config.template, names, field="template")
-    if len(output) > TEMPLATE_TRANSFORM_MAX_LENGTH:
-        raise NodeError(
-            f"the output is {len(output)} characters, more than the maximum of "
-            f"{TEMPLATE_TRANSFORM_MAX_LENGTH}", field="template",
-            hint="make the template produce less text, e.g. with |truncate",
-            error_type="OutputTooLong",
-        )
+    output = await ctx.render_jinja(ctx.config.template, names, field="template",
+                                    limits=TemplateLimits.from_env("template"))
     return NodeResult(inputs=names, outputs={"output": output})

@@ -26,6 +26,7 @@ from cellwire.engine.services import Turn
 
 from . import views
 from .codec import blob_refs, from_json, to_json
+from .home import private_dir, private_file
 from .schema import NODE_JSON, RUN_COLUMNS, RUN_JSON, migrate
 from .sink import StoreSink
 from .writer import Writer
@@ -65,7 +66,9 @@ class RunStore:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float | None = None):
         self.path = Path(path).expanduser().resolve()
         self.timeout = store_timeout() if timeout is None else float(timeout)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Private before SQLite opens it: its -wal and -shm files take the database's mode.
+        private_dir(self.path.parent)
+        private_file(self.path)
         self._lock = threading.RLock()
         # Autocommit mode: transactions are explicit, so a run's rows commit together.
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,15 +44,16 @@ class Call:
 
     @property
     def usage_dict(self) -> dict[str, Any]:
-        """Dify's ``usage`` output, plus latency, time to first token and flags."""
+        """Dify's ``usage`` output, plus latency, time to first token and flags. An unknown
+        price is None: the output is JSON, which has no NaN."""
         usage, cost = self.response.usage, self.priced.cost
         data: dict[str, Any] = {
             "prompt_tokens": usage.prompt_tokens,
-            "prompt_price": cost.prompt,
+            "prompt_price": finite(cost.prompt),
             "completion_tokens": usage.completion_tokens,
-            "completion_price": cost.completion,
+            "completion_price": finite(cost.completion),
             "total_tokens": usage.total_tokens,
-            "total_price": cost.total,
+            "total_price": finite(cost.total),
             "currency": cost.currency,
             "latency": round(self.latency, 6),
             "time_to_first_token": None if self.ttft is None else round(self.ttft, 6),
@@ -78,7 +80,7 @@ class Call:
         data: dict[str, Any] = {
             "model": self.route.id,
             "total_tokens": 0 if self.cache_hit else usage.total_tokens,
-            "total_price": 0.0 if self.cache_hit else cost.total,
+            "total_price": 0.0 if self.cache_hit else finite(cost.total),
             "currency": cost.currency,
             "latency": round(self.latency, 6),
             "time_to_first_token": None if self.ttft is None else round(self.ttft, 6),
@@ -127,6 +129,11 @@ async def invoke(ctx: NodeContext, route: Route, request: ChatRequest, *, cache:
         await ctx.to_thread(store.put, key, route.provider.name, response)
     return Call(route, response, router.priced(route, response.usage), latency,
                 None if ttft is None else ttft - t0, note=note)
+
+
+def finite(value: float) -> float | None:
+    """``value``, or None for NaN (an unknown price): what a JSON document can hold."""
+    return None if math.isnan(value) else value
 
 
 def router_of(ctx: NodeContext) -> LLMService:

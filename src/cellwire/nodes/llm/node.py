@@ -42,13 +42,14 @@ async def run(ctx: NodeContext) -> NodeResult:
     context = context_text(ctx, config)
     variables = jinja_variables(ctx, config)
     route = route_for(ctx, config.model)
-    request = build_request(config, route.model, render_messages(ctx, config, context, variables))
+    request = build_request(config, route.model,
+                            await render_messages(ctx, config, context, variables))
     if config.memory is not None:
         # The prompt without history sets the history's token budget.
         history = await read_history(ctx, config.memory, notes, route=route, request=request,
                                      limit=window_limit(config.memory), reply_node=ctx.node.id)
         if history:
-            request.messages = render_messages(ctx, config, context, variables, history)
+            request.messages = await render_messages(ctx, config, context, variables, history)
     if config.vision is not None and config.vision.enabled:
         await attach_images(ctx, config.vision, request.messages, notes)
     messages = request.messages

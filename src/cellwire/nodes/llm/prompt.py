@@ -57,7 +57,7 @@ def jinja_variables(ctx: NodeContext, config: LLMConfig) -> dict[str, Any]:
     return found
 
 
-def render_messages(ctx: NodeContext, config: LLMConfig, context: str,
+async def render_messages(ctx: NodeContext, config: LLMConfig, context: str,
                      variables: dict[str, Any], history: Sequence[tuple[str, str]] = ()
                      ) -> list[ChatMessage]:
     template = config.prompt_template
@@ -71,7 +71,7 @@ def render_messages(ctx: NodeContext, config: LLMConfig, context: str,
     messages: list[ChatMessage] = []
     for index, item in enumerate(items):
         field = f"prompt_template[{index}]" if isinstance(template, list) else "prompt_template"
-        text = _render_one(ctx, item, field, context, variables, histories)
+        text = await _render_one(ctx, item, field, context, variables, histories)
         if text:
             role = item.role if isinstance(template, list) else "user"
             if role not in ("system", "user", "assistant"):
@@ -103,11 +103,11 @@ def render_messages(ctx: NodeContext, config: LLMConfig, context: str,
     return messages
 
 
-def _render_one(ctx: NodeContext, item: PromptMessage, field: str, context: str,
-                variables: dict[str, Any], histories: str = "") -> str:
+async def _render_one(ctx: NodeContext, item: PromptMessage, field: str, context: str,
+                      variables: dict[str, Any], histories: str = "") -> str:
     if item.edition_type == "jinja2":
         namespace = {k: ("" if v is None else v) for k, v in variables.items()}
-        return ctx.render_jinja(item.jinja2_text or item.text or "", namespace,
+        return await ctx.render_jinja(item.jinja2_text or item.text or "", namespace,
                                 field=f"{field}.jinja2_text")
     # Dify's special placeholders are not pool references: keep them out of the renderer.
     text = item.text.replace("{{#context#}}", _CONTEXT).replace("{{#histories#}}", _HISTORIES)

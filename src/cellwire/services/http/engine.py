@@ -27,7 +27,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -40,6 +40,8 @@ KEEPALIVE_SECONDS = 30.0
 CLOSE_SECONDS = 1.0
 #: A wait without a limit, as a timer can hold it.
 _FOREVER = 1e9
+#: ``(host, port) -> addresses`` a new connection may go to (raises to refuse).
+Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
 
 
 class ConnectError(httpx.ConnectError):
@@ -375,13 +377,18 @@ class HTTPPool:
     start (headers, then the first byte of the body), ``read`` for each later wait;
     ``max_body`` caps a response body (bytes). ``proxy`` (``http://[user:password@]host:port``)
     carries the requests: plain ones as absolute URLs, https ones through a CONNECT tunnel.
+    ``resolve`` gives the addresses a new connection may go to (a network policy's checked
+    ones, :meth:`~cellwire.services.http.guard.NetworkPolicy.addresses`); it is asked for
+    every connection and may refuse, and the connection goes to one of them, never to an
+    address resolved anew. Through a proxy the server's name is checked, but the proxy
+    connects.
     """
 
     def __init__(self, base_url: str, *, connections: int = 512,
                  headers: Mapping[str, str] | None = None, connect: float = 10.0,
                  pool: float = 30.0, first_byte: float = 120.0, read: float = 300.0,
                  max_body: int | None = None, ssl_context: ssl.SSLContext | None = None,
-                 proxy: str | None = None):
+                 proxy: str | None = None, resolve: Resolve | None = None):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -395,6 +402,7 @@ class HTTPPool:
         self.limits = Limits(connect, pool, first_byte, read, max_body)
         self.ssl_context = ssl_context or (ssl.create_default_context() if self.tls else None)
         self.proxy = urlsplit(proxy) if proxy else None
+        self.resolve = resolve
         fixed = {"Host": parts.netloc.rpartition("@")[2], "Accept-Encoding": "identity",
                  **(headers or {})}
         self._fixed = header_block((k.encode("latin-1"), v.encode("latin-1"))
@@ -532,15 +540,15 @@ class HTTPPool:
 
     async def _open(self, timeout: float) -> _Connection:
         host, port = self.host, self.port
-        if self.proxy is not None:
-            host, port = self.proxy.hostname or "", self.proxy.port or 80
         tls_now = self.tls and self.proxy is None
         try:
             async with asyncio.timeout(timeout):
-                _, connection = await self.loop.create_connection(
-                    lambda: _Connection(self), host, port,
-                    ssl=self.ssl_context if tls_now else None,
-                    server_hostname=self.host if tls_now else None)
+                targets: Sequence[str] = [host] if self.resolve is None \
+                    else await self.resolve(host, port)
+                if self.proxy is not None:
+                    host, port = self.proxy.hostname or "", self.proxy.port or 80
+                    targets = [host]
+                connection = await self._connect(targets, port, tls_now)
                 if self.tls and self.proxy is not None:
                     try:
                         await self._tunnel(connection)
@@ -557,6 +565,23 @@ class HTTPPool:
             raise ConnectError(f"could not connect to {host}:{port}: {exc}",
                                _reason(exc)) from None
         return connection
+
+    async def _connect(self, targets: Sequence[str], port: int, tls: bool) -> _Connection:
+        """A connection to the first of ``targets`` (names or addresses) that answers."""
+        error: OSError | None = None
+        for target in targets:
+            try:
+                _, connection = await self.loop.create_connection(
+                    lambda: _Connection(self), target, port,
+                    ssl=self.ssl_context if tls else None,
+                    server_hostname=self.host if tls else None)
+                return connection
+            except ssl.SSLError:
+                raise  # the server answered: another of its addresses would say the same
+            except OSError as exc:
+                error = exc
+        assert error is not None, "a pool connects to at least one address"
+        raise error
 
     async def _tunnel(self, connection: _Connection) -> None:
         """Turn a connection to the proxy into a TLS connection to the server (CONNECT)."""

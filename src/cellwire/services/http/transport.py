@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.request import getproxies, proxy_bypass
 
 import httpx
@@ -19,12 +19,19 @@ import httpx
 from .engine import _FOREVER, HTTPPool, Limits, Response, header_block
 from .loops import PerLoop
 
+if TYPE_CHECKING:
+    from cellwire.engine.services import NetworkGuard
+
 #: The default cap on a response body: far above any model reply or API answer, low enough
 #: that a runaway body cannot exhaust memory.
 DEFAULT_MAX_BODY = 256 * 1024 * 1024
 #: A request extension: seconds for the response to start (headers, and the first byte of
 #: the body) when that may take longer than later reads, as a model's first token does.
 FIRST_BYTE = "cellwire.first_byte"
+#: A request extension: the network policy (:class:`~.guard.NetworkPolicy`, or any
+#: :class:`~cellwire.engine.services.NetworkGuard`) whose checked addresses the request's
+#: connections go to.
+NETWORK = "cellwire.network"
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 Cert = str | os.PathLike[str] | tuple[str, str] | tuple[str, str, str]
@@ -66,10 +73,11 @@ def ssl_context(verify: Verify = True, cert: Cert | None = None) -> ssl.SSLConte
 
 
 class _Pools:
-    """One loop's pools, by origin."""
+    """One loop's pools, by origin (and network policy)."""
 
     def __init__(self) -> None:
-        self.by_origin: dict[tuple[bytes, bytes, int | None], HTTPPool] = {}
+        self.by_origin: dict[tuple[bytes, bytes, int | None, NetworkGuard | None],
+                             HTTPPool] = {}
 
     async def aclose(self) -> None:
         pools, self.by_origin = list(self.by_origin.values()), {}
@@ -110,7 +118,9 @@ class FastTransport(httpx.AsyncBaseTransport):
     response body in bytes (:class:`~.engine.ResponseTooLarge`). Header names and values with
     CR, LF or NUL are refused before anything is sent (:class:`~.engine.HeaderInjection`).
     Timeouts come from each request (httpx's ``timeout=``); the ``cellwire.first_byte``
-    extension gives the wait for a response to start apart from later reads.
+    extension gives the wait for a response to start apart from later reads. A request with
+    the ``cellwire.network`` extension (a :class:`~.guard.NetworkPolicy`) connects only to
+    addresses that policy checked, on connections of its own.
     """
 
     def __init__(self, *, verify: Verify = True, cert: Cert | None = None,
@@ -148,11 +158,13 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pools = self._loops.current() or await self._loops.get()
         url = request.url
-        key = (url.raw_scheme, url.raw_host, url.port)
+        extensions = request.extensions
+        # Connections checked by one policy are not reused by a request under another.
+        policy = extensions.get(NETWORK)
+        key = (url.raw_scheme, url.raw_host, url.port, policy)
         pool = pools.by_origin.get(key)
         if pool is None:
-            pool = pools.by_origin[key] = self._new_pool(url)
-        extensions = request.extensions
+            pool = pools.by_origin[key] = self._new_pool(url, policy)
         timeout = extensions.get("timeout") or {}
         read = _seconds(timeout.get("read"))
         limits = Limits(_seconds(timeout.get("connect")), _seconds(timeout.get("pool")),
@@ -182,14 +194,15 @@ class FastTransport(httpx.AsyncBaseTransport):
         """Close this event loop's connections (other loops' close with their loop)."""
         await self._loops.aclose()
 
-    def _new_pool(self, url: httpx.URL) -> HTTPPool:
+    def _new_pool(self, url: httpx.URL, policy: NetworkGuard | None) -> HTTPPool:
         origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
         proxy = self._proxy
         if proxy is None and self._trust_env:
             proxy = env_proxy(url)
         tls = url.scheme == "https"
         return HTTPPool(origin, connections=self.max_connections,
-                        ssl_context=self.ssl_context if tls else None, proxy=proxy)
+                        ssl_context=self.ssl_context if tls else None, proxy=proxy,
+                        resolve=None if policy is None else policy.addresses)
 
 
 def _seconds(value: Any) -> float:

@@ -49,7 +49,15 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .pools import HTTPProvider, Timeouts, body_pieces, drain, snippet, stream_event
+from .pools import (
+    MAX_REPLY,
+    HTTPProvider,
+    Timeouts,
+    body_pieces,
+    broken_off,
+    drain,
+    stream_event,
+)
 from .ratelimit import Permit, RateLimits
 from .resilience import RetryPolicy, parse_retry_after
 from .sse import SSEDecoder
@@ -73,7 +81,8 @@ class AnthropicProvider(HTTPProvider):
     """Chat over Anthropic's Messages API through a pool of keep-alive connections.
 
     ``timeouts``, ``retry``, ``rpm`` / ``tpm`` / ``model_limits``, ``rate_limits``, and
-    ``client``, ``transport``, ``verify``, ``cert`` and ``proxy`` (how requests travel): see
+    ``client``, ``transport``, ``verify``, ``cert`` and ``proxy`` (how requests travel),
+    ``max_body`` (the cap on a reply, bytes): see
     :class:`~cellwire.services.llm.pools.HTTPProvider`.
     """
 
@@ -87,13 +96,14 @@ class AnthropicProvider(HTTPProvider):
                  max_tokens: int = DEFAULT_MAX_TOKENS, client: httpx.AsyncClient | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  verify: bool | str | ssl.SSLContext = True,
-                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None,
+                 max_body: int = MAX_REPLY):
         super().__init__(name, base_url=(base_url or DEFAULT_BASE_URL).rstrip("/")
                          .removesuffix("/v1"), api_key=api_key, timeouts=timeouts,
                          retry=retry, rpm=rpm, tpm=tpm, model_limits=model_limits,
                          rate_limits=rate_limits, max_connections=max_connections,
                          client=client, transport=transport, verify=verify, cert=cert,
-                         proxy=proxy)
+                         proxy=proxy, max_body=max_body)
         self.max_tokens = max_tokens
 
     def _pool_headers(self) -> dict[str, str]:
@@ -111,7 +121,7 @@ class AnthropicProvider(HTTPProvider):
     async def models(self) -> list[str]:
         reply = await self._open("GET", "v1/models", None, None)
         try:
-            data = self._json(await self._read(reply, None), None)
+            data = self._json_reply(reply, await self._read_reply(reply, None), None)
         finally:
             await reply.aclose()
         items = data.get("data", []) if isinstance(data, dict) else []
@@ -124,12 +134,14 @@ class AnthropicProvider(HTTPProvider):
         permit = await self._acquire(request)
         used = 0
         try:
-            reply = await self._open("POST", "v1/messages", body, request.model)
+            with self._late(request.model):
+                reply = await self._open("POST", "v1/messages", body, request.model)
             try:
-                content = await self._read(reply, request.model)
+                content = await self._read_reply(reply, request.model)
             finally:
                 await reply.aclose()
-            response = self._response(request, self._json(content, request.model))
+            response = self._response(request, self._json_reply(reply, content, request.model),
+                                      content)
             used = response.usage.total_tokens
             return response
         finally:
@@ -139,16 +151,29 @@ class AnthropicProvider(HTTPProvider):
         body = self.body(request, stream=True)
         permit = await self._acquire(request)
         decoder = _StreamDecoder(self, request)
+        model = request.model
+        notice = self._late(model).start()
         try:
-            reply = await self._open("POST", "v1/messages", body, request.model)
+            reply = await self._open("POST", "v1/messages", body, model)
             pieces = body_pieces(reply)
             waiting_for = "body"
+            start = b""
+            size = events = delivered = 0
             try:
                 sse = SSEDecoder()
                 async for raw in pieces:
+                    if not size:
+                        notice.stop()
+                        start = raw
+                        self._stream_start(reply, raw, model)
                     waiting_for = "more"
+                    size += len(raw)
+                    if size > self.max_body:
+                        raise self._too_large(model)
                     for payload in sse.feed(raw):
-                        for chunk in decoder.feed(self._event(payload, request.model)):
+                        events += 1
+                        for chunk in decoder.feed(self._event(payload, model)):
+                            delivered += chunk.size
                             yield chunk
                         if decoder.done:
                             break
@@ -157,19 +182,28 @@ class AnthropicProvider(HTTPProvider):
                 if not decoder.done:
                     rest = sse.flush()
                     if rest is not None:
-                        for chunk in decoder.feed(self._event(rest, request.model)):
+                        events += 1
+                        for chunk in decoder.feed(self._event(rest, model)):
+                            delivered += chunk.size
                             yield chunk
+                if not events:
+                    raise self._no_events(start, model)
                 if not decoder.done:
+                    # The body ended, but the reply had not: a server or proxy cut it short.
                     raise RetryableProviderError(
-                        f"the stream from {self.server} ended before message_stop",
-                        provider=self.name, model=request.model)
+                        f"the stream from {self.server} ended before message_stop: the "
+                        "reply was cut short", provider=self.name, model=model)
                 await drain(pieces)
                 yield decoder.last()
             except httpx.HTTPError as exc:
-                raise self._transport_error(exc, request.model, waiting_for) from None
+                raise broken_off(self._transport_error(exc, model, waiting_for),
+                                 delivered) from None
+            except ProviderError as exc:
+                raise broken_off(exc, delivered) from None
             finally:
                 await reply.aclose()
         finally:
+            notice.stop()
             permit.settle(decoder.total_tokens())
 
     async def _acquire(self, request: ChatRequest) -> Permit:
@@ -189,33 +223,12 @@ class AnthropicProvider(HTTPProvider):
             self._observe(model, reply.status_code, reply.headers)
         if reply.status_code < 300:
             return reply
-        try:
-            text = (await reply.aread()).decode("utf-8", "replace")
-        except httpx.HTTPError:
-            text = ""
-        finally:
-            await reply.aclose()
+        text = await self._error_text(reply)
         raise self._http_error(model, reply.status_code, text, reply.headers)
-
-    async def _read(self, reply: httpx.Response, model: str | None) -> bytes:
-        try:
-            return await reply.aread()
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, model, "body") from None
 
     def _event(self, payload: str, model: str) -> dict[str, Any]:
         return stream_event(payload, server=self.server, provider=self.name, model=model,
                             scrub=self._scrub, wire="Anthropic's event format")
-
-    def _json(self, content: bytes, model: str | None) -> Any:
-        try:
-            return orjson.loads(content)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProviderError(
-                f"{self.server} sent malformed JSON: {exc}: "
-                f"{self._scrub(snippet(content.decode('utf-8', 'replace')))}",
-                provider=self.name, model=model,
-                hint="check that base_url points at Anthropic's Messages API") from None
 
     def _observe(self, model: str, status: int, headers: Mapping[str, str]) -> None:
         """Hold the model's shared limiter when the server says its limit is spent."""
@@ -266,11 +279,19 @@ class AnthropicProvider(HTTPProvider):
 
     # -- replies ------------------------------------------------------------------------------
 
-    def _response(self, request: ChatRequest, data: dict[str, Any]) -> ChatResponse:
+    def _response(self, request: ChatRequest, data: Any, content: bytes) -> ChatResponse:
+        blocks = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(blocks, list):
+            raise ProviderError(f"{self.server} answered without a message's content: "
+                                f"{self._quote(content)}", provider=self.name,
+                                model=request.model,
+                                hint="check that base_url points at Anthropic's Messages API")
         text: list[str] = []
         reasoning: list[str] = []
         calls: list[ToolCall] = []
-        for block in data.get("content") or []:
+        for block in blocks:
+            if not isinstance(block, dict):
+                continue
             kind = block.get("type")
             if kind == "text":
                 text.append(str(block.get("text", "")))
@@ -292,14 +313,14 @@ class AnthropicProvider(HTTPProvider):
 
     def _http_error(self, model: str | None, status: int, text: str,
                     headers: Mapping[str, str]) -> ProviderError:
-        message = snippet(text)
+        message = self._quote(text)
         try:
             error = json.loads(text).get("error") or {}
-            message = f"{error.get('type', 'error')}: {error.get('message', '')}"
+            message = self._scrub(f"{error.get('type', 'error')}: {error.get('message', '')}")
         except (json.JSONDecodeError, AttributeError):
             pass
         kwargs: dict[str, Any] = {"provider": self.name, "status": status, "model": model}
-        message = f"{self.server} answered HTTP {status}: {self._scrub(message)}"
+        message = f"{self.server} answered HTTP {status}: {message}"
         should_retry = headers.get("x-should-retry")
         if status in (401, 403):
             return AuthenticationError(message, hint=f"check the API key of provider "

@@ -218,6 +218,15 @@ class ChatChunk:
     usage: TokenUsage | None = None
     finish_reason: str | None = None
 
+    @property
+    def size(self) -> int:
+        """Characters of the reply it carries (text, reasoning, tool-call names and
+        arguments)."""
+        size = len(self.text) + len(self.reasoning)
+        if self.tool_calls:
+            size += sum(len(d.arguments) + len(d.name or "") for d in self.tool_calls)
+        return size
+
 
 def estimate_tokens(text: str) -> int:
     """A rough token count (about four characters a token) for providers that report none."""

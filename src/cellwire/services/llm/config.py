@@ -1,16 +1,23 @@
-"""Which providers a run can call: from the environment, a config file, or the notebook.
+"""Which providers a run can call: from your config folder, the environment, the notebook, and
+a project folder's file only when you opt in.
 
 Sources, each overriding the one before:
 
-1. the environment: ``OPENAI_API_KEY`` (+ ``OPENAI_BASE_URL``) makes provider ``openai``;
-   ``ANTHROPIC_API_KEY`` (+ ``ANTHROPIC_BASE_URL``) makes ``anthropic``; ``OLLAMA_HOST``
-   (``http://127.0.0.1:11434``) makes ``ollama``, a free OpenAI-compatible provider;
-   ``CELLWIRE_DEFAULT_MODEL`` names the default model;
-2. ``<cellwire home>/providers.yaml``;
-3. ``./cellwire.yaml`` (its ``llm:`` section, or the whole file);
+1. your config file, ``providers.yaml`` in your configuration folder
+   (:func:`cellwire.store.home.config_dir`: ``$CELLWIRE_CONFIG_DIR``, else
+   ``$XDG_CONFIG_HOME/cellwire``, else ``~/.config/cellwire``);
+2. the environment, for the settings it names: ``OPENAI_API_KEY`` (+ ``OPENAI_BASE_URL``)
+   makes provider ``openai``; ``ANTHROPIC_API_KEY`` (+ ``ANTHROPIC_BASE_URL``) makes
+   ``anthropic``; ``OLLAMA_HOST`` (``http://127.0.0.1:11434``) makes ``ollama``, a free
+   OpenAI-compatible provider; ``CELLWIRE_DEFAULT_MODEL`` names the default model. A base URL
+   set here wins over the file's; a provider the file defines keeps its other settings;
+3. a project folder's file, ``./cellwire.yaml`` (its ``llm:`` section, or the whole file) or
+   ``./.cellwire/providers.yaml``, only when you opt in (``CELLWIRE_PROJECT_CONFIG``, or
+   ``load_config(project=...)``), and even then it never decides where your keys go (see
+   :func:`admit_project`); a project file you did not opt in to is named in a warning, once;
 4. :func:`configure_provider`, :func:`map_model` and :func:`set_price` in the notebook.
 
-The file shape (both files)::
+The file shape (every file)::
 
     providers:
       openai:                        # the name in 'provider/model'
@@ -30,7 +37,8 @@ The file shape (both files)::
       my-model: {input_per_million: 0.5, output_per_million: 1.5}
 
 API keys are read from the environment (or given to :func:`configure_provider`) and kept in
-memory only: they are never written to a file, a trace or a repr.
+memory only: they are never written to a file, a trace or a repr. A project file may carry
+its own ``api_key`` (one that is no secret of yours, e.g. a local server's placeholder).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,12 +54,20 @@ from typing import Any
 
 from cellwire.model import WorkflowError
 from cellwire.model.yaml12 import parse_yaml, read_text
+from cellwire.store.home import config_dir as user_config_folder
 
 from .base import Provider, ProviderError
 
 PROVIDER_TYPES = ("openai", "anthropic", "ollama", "scripted")
 CONFIG_FILE = "providers.yaml"
 PROJECT_FILE = "cellwire.yaml"
+#: Opts in to a project folder's provider file: 1 (yes, true, on), ``trust``, or a file's path.
+PROJECT_ENV = "CELLWIRE_PROJECT_CONFIG"
+_YES = ("1", "yes", "true", "on")
+_NO = ("", "0", "no", "false", "off")
+#: The settings of a provider that decide where its key is sent.
+_ROUTE_OPTIONS = ("proxy", "verify", "cert")
+_SETTINGS = ("type", "base_url", "api_key", "api_key_env", "free")
 
 
 class ConfigError(ProviderError):
@@ -71,6 +88,8 @@ class ProviderSpec:
     #: Where this came from (``env``, a file path, ``notebook``), for error messages.
     source: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: The settings its source wrote (a file's keys): what it overrides when merged.
+    given: frozenset[str] = field(default=frozenset(), repr=False)
 
     def key(self, environ: Mapping[str, str]) -> str | None:
         """The API key: given, or read from ``api_key_env`` now."""
@@ -98,26 +117,33 @@ class ProvidersConfig:
 
 # -- sources ------------------------------------------------------------------------------------
 
-
-def from_environ(environ: Mapping[str, str]) -> ProvidersConfig:
-    """Providers named by the usual variables of the environment."""
-    config = ProvidersConfig(default=environ.get("CELLWIRE_DEFAULT_MODEL") or None)
-    if environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
-        config.providers["openai"] = ProviderSpec(
-            "openai", "openai", environ.get("OPENAI_BASE_URL") or None,
-            api_key_env="OPENAI_API_KEY", source="env")
-    if environ.get("ANTHROPIC_API_KEY") or environ.get("ANTHROPIC_BASE_URL"):
-        config.providers["anthropic"] = ProviderSpec(
-            "anthropic", "anthropic", environ.get("ANTHROPIC_BASE_URL") or None,
-            api_key_env="ANTHROPIC_API_KEY", source="env")
-    if environ.get("OLLAMA_HOST"):
-        config.providers["ollama"] = ProviderSpec(
-            "ollama", "ollama", environ["OLLAMA_HOST"], free=True, source="env")
-    return config
+#: provider -> (its key's variable, its base URL's variable), as the providers' SDKs read them.
+_ENV_PROVIDERS = {"openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+                  "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+                  "ollama": (None, "OLLAMA_HOST")}
 
 
-def from_mapping(data: Any, source: str) -> ProvidersConfig:
-    """A config from the file shape (see the module docstring); raises :class:`ConfigError`."""
+def apply_environ(config: ProvidersConfig, environ: Mapping[str, str]) -> None:
+    """Lay the usual variables of the environment over ``config``: a base URL or default
+    model set there wins; a provider the config defines keeps its other settings and takes
+    the variable's key when it names none."""
+    config.default = environ.get("CELLWIRE_DEFAULT_MODEL") or config.default
+    for name, (key_env, url_env) in _ENV_PROVIDERS.items():
+        url = environ.get(url_env) or None
+        if not (url or (key_env and environ.get(key_env))):
+            continue
+        mine = config.providers.get(name)
+        if mine is None:
+            config.providers[name] = ProviderSpec(name, name, url, api_key_env=key_env,
+                                                  free=name == "ollama", source="env")
+        else:
+            config.providers[name] = replace(mine, base_url=url or mine.base_url,
+                                             api_key_env=mine.api_key_env or key_env)
+
+
+def from_mapping(data: Any, source: str, *, keys: bool = False) -> ProvidersConfig:
+    """A config from the file shape (see the module docstring); raises :class:`ConfigError`.
+    ``keys`` lets providers carry an ``api_key`` (a project file's own)."""
     if data is None:
         return ProvidersConfig()
     if not isinstance(data, Mapping):
@@ -128,7 +154,7 @@ def from_mapping(data: Any, source: str) -> ProvidersConfig:
     if not isinstance(providers, Mapping):
         raise _error(source, "'providers' must map names to settings")
     for name, spec in providers.items():
-        config.providers[str(name).lower()] = _spec(str(name).lower(), spec or {}, source)
+        config.providers[str(name).lower()] = _spec(str(name).lower(), spec or {}, source, keys)
     models = data.get("models") or {}
     if not isinstance(models, Mapping):
         raise _error(source, "'models' must map Dify model names to provider/model")
@@ -142,26 +168,28 @@ def from_mapping(data: Any, source: str) -> ProvidersConfig:
     return config
 
 
-def _spec(name: str, spec: Any, source: str) -> ProviderSpec:
+def _spec(name: str, spec: Any, source: str, keys: bool) -> ProviderSpec:
     if not isinstance(spec, Mapping):
         raise _error(source, f"provider {name!r}: give a mapping of settings")
-    if "api_key" in spec:
+    if "api_key" in spec and not keys:
         raise _error(source, f"provider {name!r}: an API key does not belong in a file; "
                      "put it in an environment variable and name it with api_key_env")
     kind = str(spec.get("type") or ("openai" if name not in PROVIDER_TYPES else name))
     if kind not in PROVIDER_TYPES:
         raise _error(source, f"provider {name!r}: unknown type {kind!r} "
                      f"(one of {', '.join(PROVIDER_TYPES)})")
-    known = {"type", "base_url", "api_key_env", "free"}
+    key = spec.get("api_key")
     return ProviderSpec(
-        name, kind, spec.get("base_url"), api_key_env=spec.get("api_key_env"),
-        free=bool(spec.get("free", kind == "ollama")), source=source,
-        options={k: v for k, v in spec.items() if k not in known},
+        name, kind, spec.get("base_url"), api_key=str(key) if key else None,
+        api_key_env=spec.get("api_key_env"), free=bool(spec.get("free", kind == "ollama")),
+        source=source, options={k: v for k, v in spec.items() if k not in _SETTINGS},
+        given=frozenset(str(k) for k in spec),
     )
 
 
-def from_file(path: Path) -> ProvidersConfig:
-    """The config in ``path``; an empty config when the file does not exist."""
+def from_file(path: Path, *, keys: bool = False) -> ProvidersConfig:
+    """The config in ``path``; an empty config when the file does not exist. ``keys``: see
+    :func:`from_mapping`."""
     try:
         # YAML 1.2 like workflow files: a provider or model named `no` or `on` stays a string.
         data = parse_yaml(read_text(path), source=str(path))
@@ -174,7 +202,7 @@ def from_file(path: Path) -> ProvidersConfig:
         raise ConfigError(f"{path}: {problem.message}", hint=problem.hint) from None
     if path.name == PROJECT_FILE and isinstance(data, Mapping):
         data = data.get("llm", data if "providers" in data else None)
-    return from_mapping(data, str(path))
+    return from_mapping(data, str(path), keys=keys)
 
 
 def _error(source: str, message: str) -> ConfigError:
@@ -227,16 +255,135 @@ def reset_session() -> None:
         _session = ProvidersConfig()
 
 
-def load_config(environ: Mapping[str, str] | None = None, *,
-                home: Path | None = None, cwd: Path | None = None) -> ProvidersConfig:
-    """The merged configuration of every source, in the order of the module docstring."""
+def project_files(cwd: Path, user_file: Path) -> list[Path]:
+    """The provider files of the project folder ``cwd`` (in order, the last wins), other
+    than your own config file."""
+    found = [cwd / ".cellwire" / CONFIG_FILE, cwd / PROJECT_FILE]
+    mine = user_file.resolve()
+    return [path for path in found if path.resolve() != mine]
+
+
+def _opt_in(environ: Mapping[str, str], project: bool | str | os.PathLike[str] | None,
+            trust: bool | None, cwd: Path, user_file: Path) -> tuple[list[Path], bool]:
+    """(the project files to read, whether they may route keys), from the arguments, else
+    from ``CELLWIRE_PROJECT_CONFIG``."""
+    if project is None:
+        raw = (environ.get(PROJECT_ENV) or os.environ.get(PROJECT_ENV) or "").strip()
+        word = raw.lower()
+        if word in _NO:
+            return [], False
+        if word == "trust":
+            project, trust = True, True if trust is None else trust
+        else:
+            project = True if word in _YES else raw
+    if project is False:
+        return [], False
+    if project is True:
+        return project_files(cwd, user_file), bool(trust)
+    path = cwd / Path(project)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file, named as the project's provider file",
+                          hint=f"check the path given to {PROJECT_ENV} (or project=), or "
+                               "set it to 1 to read the current folder's files")
+    return [path], bool(trust)
+
+
+def _route(spec: ProviderSpec) -> tuple[Any, ...]:
+    """Where a provider sends its key: type, base URL and how requests travel."""
+    url = spec.base_url.rstrip("/") if spec.base_url else None
+    return (spec.type, url, *(repr(spec.options.get(k)) for k in _ROUTE_OPTIONS))
+
+
+def _overlay(base: ProviderSpec, top: ProviderSpec) -> ProviderSpec:
+    """``top``'s given settings over ``base``'s."""
+    changes = {name: getattr(top, name) for name in _SETTINGS if name in top.given}
+    return replace(base, **changes, options={**base.options, **top.options},
+                   source=top.source, given=base.given | top.given)
+
+
+def admit_project(config: ProvidersConfig, project: ProvidersConfig,
+                  environ: Mapping[str, str], *, trusted: bool = False) -> None:
+    """Merge a project file's ``project`` into ``config`` (yours: your file and the
+    environment), refusing what would send one of your keys where you did not.
+
+    Unless ``trusted`` (you confirmed the file: ``CELLWIRE_PROJECT_CONFIG=trust``), a
+    project provider may not name an ``api_key_env`` (which of your variables is sent as a
+    key is yours to say), and may not change the type, base URL, proxy or TLS settings of
+    a provider that has a key of yours, unless it brings its own ``api_key``. Everything
+    else applies: keyless providers (local servers), its own keys, the model map, the
+    default model, prices. Raises :class:`ConfigError` naming the file and the fix.
+    """
+    for name, spec in project.providers.items():
+        mine = config.providers.get(name)
+        merged = spec if mine is None else _overlay(mine, spec)
+        if not trusted:
+            if "api_key_env" in spec.given:
+                raise _refused(spec, f"provider {name!r} names api_key_env "
+                               f"{spec.api_key_env!r}: a project file does not choose which of "
+                               "your environment variables is sent as a key")
+            if (mine is not None and "api_key" not in spec.given and mine.key(environ)
+                    and _route(merged) != _route(mine)):
+                raise _refused(spec, f"provider {name!r} would send your key "
+                               f"({mine.api_key_env or 'from ' + mine.source}) to "
+                               f"{merged.base_url or 'the ' + merged.type + ' default'} instead "
+                               f"of {mine.base_url or 'the ' + mine.type + ' default'}")
+        config.providers[name] = merged
+    config.models.update(project.models)
+    config.default = project.default or config.default
+    config.prices.update(project.prices)
+
+
+def _refused(spec: ProviderSpec, why: str) -> ConfigError:
+    return ConfigError(
+        f"{spec.source}: {why}",
+        hint=f"define that provider in your own {CONFIG_FILE} (in $CELLWIRE_CONFIG_DIR or "
+             "~/.config/cellwire) or the environment, or "
+             f"give it its own api_key in the project file; if you trust this file, set "
+             f"{PROJECT_ENV}=trust")
+
+
+_ignored: set[Path] = set()
+
+
+def _warn_ignored(path: Path) -> None:
+    """Say once per process that a project file with provider settings is not read."""
+    resolved = path.resolve()
+    if resolved in _ignored or not path.is_file():
+        return
+    _ignored.add(resolved)
+    try:
+        found = from_file(path, keys=True)
+    except ConfigError:
+        found = ProvidersConfig(default="?")  # unreadable, but meant as provider settings
+    if found.providers or found.models or found.default or found.prices:
+        warnings.warn(
+            f"cellwire ignores the provider settings in {path}: a project folder's file is "
+            f"read only when you opt in ({PROJECT_ENV}=1, or {PROJECT_ENV}=trust to let it "
+            "route your keys); see docs/security.md", UserWarning, stacklevel=4)
+
+
+def load_config(environ: Mapping[str, str] | None = None, *, config_dir: Path | None = None,
+                cwd: Path | None = None, project: bool | str | os.PathLike[str] | None = None,
+                trust_project: bool | None = None) -> ProvidersConfig:
+    """The merged configuration of every source, in the order of the module docstring.
+
+    ``config_dir`` is your configuration folder (default
+    :func:`cellwire.store.home.config_dir`); ``project``
+    opts in to the project folder's files (True), or to one file (its path), or out (False);
+    None asks ``CELLWIRE_PROJECT_CONFIG``. ``trust_project`` lets the project file route
+    your keys (see :func:`admit_project`); None: only with ``CELLWIRE_PROJECT_CONFIG=trust``.
+    """
     env = os.environ if environ is None else environ
-    config = from_environ(env)
-    if home is None:
-        from_env = env.get("CELLWIRE_HOME") or os.environ.get("CELLWIRE_HOME")
-        home = Path(from_env).expanduser() if from_env else Path.cwd() / ".cellwire"
-    config.merge(from_file(home / CONFIG_FILE))
-    config.merge(from_file((cwd or Path.cwd()) / PROJECT_FILE))
+    user_file = (config_dir or user_config_folder()) / CONFIG_FILE
+    config = from_file(user_file)
+    apply_environ(config, env)
+    folder = cwd or Path.cwd()
+    files, trusted = _opt_in(env, project, trust_project, folder, user_file)
+    for path in files:
+        admit_project(config, from_file(path, keys=True), env, trusted=trusted)
+    if not files:
+        for path in project_files(folder, user_file):
+            _warn_ignored(path)
     with _session_lock:
         session = replace(_session, providers=dict(_session.providers),
                           models=dict(_session.models), prices=dict(_session.prices))

@@ -52,7 +52,15 @@ from .base import (
     UnknownModelError,
     estimate_tokens,
 )
-from .pools import HTTPProvider, Timeouts, body_pieces, drain, snippet, stream_event
+from .pools import (
+    MAX_REPLY,
+    HTTPProvider,
+    Timeouts,
+    body_pieces,
+    broken_off,
+    drain,
+    stream_event,
+)
 from .ratelimit import RateLimits
 from .resilience import RetryPolicy, parse_retry_after
 from .sse import DONE, SSEDecoder
@@ -97,7 +105,8 @@ class OpenAIProvider(HTTPProvider):
     :class:`~cellwire.services.llm.pools.HTTPProvider`. ``include_usage`` sends
     ``stream_options.include_usage`` (dropped for a model whose server rejects it);
     ``headers`` go with every request. ``client``, ``transport``, ``verify``, ``cert`` and
-    ``proxy`` choose how requests travel (:class:`~cellwire.services.llm.pools.HTTPProvider`).
+    ``proxy`` choose how requests travel, ``max_body`` caps a reply in bytes
+    (:class:`~cellwire.services.llm.pools.HTTPProvider`).
     """
 
     def __init__(self, name: str = "openai", *, base_url: str = "https://api.openai.com/v1",
@@ -111,13 +120,15 @@ class OpenAIProvider(HTTPProvider):
                  embedding_format: str = "float", client: httpx.AsyncClient | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  verify: bool | str | ssl.SSLContext = True,
-                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None,
+                 max_body: int = MAX_REPLY):
         self._extra_headers = dict(headers or {})
         super().__init__(name, base_url=base_url.rstrip("/"), api_key=api_key,
                          timeouts=timeouts, retry=retry, rpm=rpm, tpm=tpm,
                          model_limits=model_limits, rate_limits=rate_limits,
                          max_connections=max_connections, client=client,
-                         transport=transport, verify=verify, cert=cert, proxy=proxy)
+                         transport=transport, verify=verify, cert=cert, proxy=proxy,
+                         max_body=max_body)
         self.include_usage = include_usage
         self.embedding_format = embedding_format
         self._states: dict[str, _ModelState] = {}
@@ -139,21 +150,28 @@ class OpenAIProvider(HTTPProvider):
     # -- chat ----------------------------------------------------------------------------
 
     async def _chat_once(self, request: ChatRequest) -> ChatResponse:
-        response, permit = await self._start(request, stream=False)
+        with self._late(request.model):
+            response, permit = await self._start(request, stream=False)
         try:
             body = await self._read_json(response, request.model)
+        except BaseException:
+            permit.settle(0)
+            raise
         finally:
             await response.aclose()
         decoder = _Decoder(self, request)
         accumulator = ChatAccumulator()
         choices = body.get("choices") if isinstance(body, dict) else None
-        if not isinstance(choices, list) or not choices:
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
             permit.settle(0)
-            raise ProviderError(f"{self.server} answered without any choice: "
-                                f"{snippet(json.dumps(body))}", provider=self.name,
-                                model=request.model)
-        choice = choices[0] if isinstance(choices[0], dict) else {}
-        as_chunk = {"choices": [{"delta": choice.get("message") or {},
+            said = "without any choice" if choice is None else "a choice without a message"
+            raise ProviderError(f"{self.server} answered {said}: "
+                                f"{self._quote(json.dumps(body))}", provider=self.name,
+                                model=request.model,
+                                hint="check that the server speaks OpenAI's Chat "
+                                     "Completions format")
+        as_chunk = {"choices": [{"delta": choice["message"],
                                  "finish_reason": choice.get("finish_reason")}],
                     "usage": body.get("usage")}
         for chunk in [*decoder.feed(as_chunk), *decoder.finish()]:
@@ -164,25 +182,41 @@ class OpenAIProvider(HTTPProvider):
         return reply
 
     async def _stream_once(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        response, permit = await self._start(request, stream=True)
+        notice = self._late(request.model).start()
+        try:
+            response, permit = await self._start(request, stream=True)
+        except BaseException:
+            notice.stop()
+            raise
         decoder = _Decoder(self, request)
         sse = SSEDecoder()
         model = request.model
         pieces = body_pieces(response)
         waiting_for = "body"
+        start = b""
+        size = events = delivered = 0
         try:
             done = False
             async for raw in pieces:
+                if not size:
+                    notice.stop()
+                    start = raw
+                    self._stream_start(response, raw, model)
                 waiting_for = "more"
+                size += len(raw)
+                if size > self.max_body:
+                    raise self._too_large(model)
                 # Every event of one read at once, merged into as few chunks as keep their
                 # order: the node then streams one piece per read, not one per token.
                 chunks: list[ChatChunk] = []
                 for data in sse.feed(raw):
+                    events += 1
                     if data == DONE or data.strip() == DONE:
                         done = True
                         break
                     chunks += decoder.feed(self._parse_event(data, model))
                 for chunk in _merged(chunks):
+                    delivered += chunk.size
                     yield chunk
                 if done:
                     break
@@ -192,14 +226,36 @@ class OpenAIProvider(HTTPProvider):
                 await drain(pieces)
             else:
                 rest = sse.flush()
-                if rest is not None and rest.strip() != DONE:
-                    for chunk in decoder.feed(self._parse_event(rest, model)):
-                        yield chunk
+                if rest is not None:
+                    events += 1
+                    if rest.strip() == DONE:
+                        done = True
+                    else:
+                        for chunk in decoder.feed(self._parse_event(rest, model)):
+                            delivered += chunk.size
+                            yield chunk
+            if not events:
+                raise self._no_events(start, model)
+            if not decoder.choices:
+                raise ProviderError(f"{self.server} sent a stream without any choice: "
+                                    f"{self._quote(start)}", provider=self.name, model=model,
+                                    hint="check that the server speaks OpenAI's Chat "
+                                         "Completions format")
+            if not done and decoder.finish_reason is None:
+                # The body ended, but the reply had not: a server or proxy cut it short.
+                raise RetryableProviderError(
+                    f"the stream from {self.server} ended without [DONE] or a "
+                    "finish_reason: the reply was cut short", provider=self.name,
+                    model=model)
             for chunk in decoder.finish():
                 yield chunk
         except _TRANSPORT_ERRORS as exc:
-            raise self._transport_error(exc, model, waiting_for) from None
+            raise broken_off(self._transport_error(exc, model, waiting_for),
+                             delivered) from None
+        except ProviderError as exc:
+            raise broken_off(exc, delivered) from None
         finally:
+            notice.stop()
             permit.settle(decoder.total_tokens())
             await response.aclose()
 
@@ -332,29 +388,11 @@ class OpenAIProvider(HTTPProvider):
         response = await self._send(method, path, body, model)
         if response.status_code < 300:
             return response
-        try:
-            text = (await response.aread()).decode("utf-8", "replace")
-        except _TRANSPORT_ERRORS:
-            text = ""
-        finally:
-            await response.aclose()
+        text = await self._error_text(response)
         raise self._status_error(response.status_code, response.headers, text, model)
 
     async def _read_json(self, response: httpx.Response, model: str | None) -> Any:
-        try:
-            content = await response.aread()
-        except _TRANSPORT_ERRORS as exc:
-            raise self._transport_error(exc, model, "body") from None
-        try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            kind = response.headers.get("content-type", "no content type")
-            raise ProviderError(
-                f"{self.server} sent malformed JSON ({kind}): {exc}: "
-                f"{snippet(content.decode('utf-8', 'replace'))}",
-                provider=self.name, model=model, status=response.status_code,
-                hint="check that base_url points at an OpenAI-compatible /v1 endpoint",
-            ) from None
+        return self._json_reply(response, await self._read_reply(response, model), model)
 
     def _parse_event(self, data: str, model: str) -> dict[str, Any]:
         event = stream_event(data, server=self.server, provider=self.name, model=model,
@@ -377,7 +415,7 @@ class OpenAIProvider(HTTPProvider):
             error = json.loads(text).get("error") if text else None
         except (json.JSONDecodeError, AttributeError):
             pass
-        message = self._scrub(_error_message(error) if error else snippet(text))
+        message = self._scrub(_error_message(error)) if error else self._quote(text)
         code = str(error.get("code") or "") if isinstance(error, dict) else ""
         param = error.get("param") if isinstance(error, dict) else None
         said = f"{self.server} answered HTTP {status}: {message or '(no message)'}"
@@ -502,6 +540,13 @@ class _Decoder:
         self._usage: TokenUsage | None = None
         self._chars = 0
         self._tags = _ToolTagFilter() if request.tools else None
+        #: Choices seen: a stream that carried none said nothing.
+        self.choices = 0
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The finish reason the server sent, if it sent one."""
+        return self._finish
 
     def feed(self, event: Mapping[str, Any]) -> list[ChatChunk]:
         chunks: list[ChatChunk] = []
@@ -509,6 +554,7 @@ class _Decoder:
         for choice in event.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
+            self.choices += 1
             delta = choice.get("delta") or choice.get("message") or {}
             text = delta.get("content")
             if isinstance(text, list):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import orjson
 
 import cellwire
 from cellwire.services.http import FIRST_BYTE, FastTransport, ReadTimeout, ResponseTooLarge
+from cellwire.services.http.progress import LateNotice
 
 from .base import (
     ChatChunk,
@@ -41,6 +43,15 @@ from .resilience import RetryPolicy
 
 #: How much of a server's text an error message quotes.
 SNIPPET = 200
+#: The most a reply's body may hold, streamed or not (bytes): far above any model's reply,
+#: low enough that a runaway body cannot exhaust memory or CPU.
+MAX_REPLY = 64 * 1024 * 1024
+#: How much of an error answer's body is read for its message (bytes).
+MAX_ERROR_BODY = 64 * 1024
+#: Where a late first byte is said while the wait lasts.
+LOG = logging.getLogger("cellwire.llm")
+#: The first bytes of a body that speaks Server-Sent Events (a field, or a comment).
+_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
 #: How long to read on after a stream's last event for the end of the body (keeps the
 #: connection for the next request).
 DRAIN_SECONDS = 1.0
@@ -57,7 +68,7 @@ class Timeouts:
     read: float = 300.0
     write: float = 30.0
     pool: float = 30.0
-    first_byte: float = 120.0
+    first_byte: float = 60.0
 
 def provider_error(exc: BaseException, *, server: str, timeouts: Timeouts, provider: str,
                    model: str | None, waiting_for: str = "headers",
@@ -148,9 +159,31 @@ async def drain(pieces: AsyncIterator[bytes]) -> None:
 
 
 def snippet(text: str) -> str:
-    """The start of what a server sent, quoted, for an error message."""
+    """The start of what a server sent, quoted, for an error message (scrub secrets out of
+    ``text`` first: a secret cut in two would not be found in the quote)."""
     text = text.strip()
     return repr(text[:SNIPPET] + ("..." if len(text) > SNIPPET else ""))
+
+
+def media_type(response: httpx.Response) -> str:
+    """The response's content type without parameters, in lower case ('' if none)."""
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_json_type(kind: str) -> bool:
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def broken_off(error: ProviderError, delivered: int) -> ProviderError:
+    """``error`` of a stream, as no retry's business once ``delivered`` characters of the
+    reply went out: a retry would stream them a second time."""
+    if not delivered or not error.retryable:
+        return error
+    return ProviderError(
+        f"{error}, after {delivered} characters of the reply had been streamed (not retried: "
+        "a retry would stream them again)", provider=error.provider, model=error.model,
+        status=error.status, hint=error.hint or "run it again, or check the server and any "
+                                               "proxy in between for a limit on replies")
 
 
 def stream_event(payload: str, *, server: str, provider: str, model: str,
@@ -183,6 +216,11 @@ class HTTPProvider(abc.ABC):
     ``httpx.AsyncBaseTransport``; by default the fast HTTP/1.1 one with ``verify``, ``cert``,
     ``proxy`` and ``max_connections`` per origin). Subclasses give the headers their server
     wants on every request (:meth:`_pool_headers`).
+
+    Replies are checked before they are believed: a body larger than ``max_body`` bytes is
+    given up while it is read, a 200 that is not the JSON or event stream asked for fails
+    quoting its start (scrubbed of the API key), and a wait for the first byte is logged on
+    ``cellwire.llm`` while it lasts.
     """
 
     def __init__(self, name: str, *, base_url: str, api_key: str | None,
@@ -194,7 +232,8 @@ class HTTPProvider(abc.ABC):
                  client: httpx.AsyncClient | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  verify: bool | str | ssl.SSLContext = True,
-                 cert: str | tuple[str, str] | None = None, proxy: str | None = None):
+                 cert: str | tuple[str, str] | None = None, proxy: str | None = None,
+                 max_body: int = MAX_REPLY):
         if client is not None and transport is not None:
             raise ValueError(f"provider {name!r}: give client= or transport=, not both "
                              "(configure the client with the transport instead)")
@@ -211,6 +250,8 @@ class HTTPProvider(abc.ABC):
         for model, (model_rpm, model_tpm) in (model_limits or {}).items():
             self._limits.configure(name, rpm=model_rpm, tpm=model_tpm, model=model)
         self.max_connections = max_connections
+        #: The most a reply's body may hold (bytes), given up while it is read.
+        self.max_body = max_body
         self._own_client = client is None
         if client is None:
             if transport is None:
@@ -325,6 +366,91 @@ class HTTPProvider(abc.ABC):
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key and text else text
+
+    def _quote(self, content: bytes | str) -> str:
+        """The start of a body, scrubbed of the API key, quoted for an error message."""
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+        return snippet(self._scrub(text))
+
+    def _late(self, model: str | None) -> LateNotice:
+        """A notice, logged while the first byte of a reply is late."""
+        what = f"{self.server}" + (f", model {model}" if model else "")
+        return LateNotice(what, self.timeouts.first_byte, "timeouts.first_byte", logger=LOG)
+
+    async def _read_reply(self, response: httpx.Response, model: str | None) -> bytes:
+        """A whole body, given up (:meth:`_too_large`) once it passes :attr:`max_body`."""
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for piece in body_pieces(response):
+                size += len(piece)
+                if size > self.max_body:
+                    raise self._too_large(model)
+                parts.append(piece)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model, "body") from None
+        return b"".join(parts)
+
+    async def _error_text(self, response: httpx.Response) -> str:
+        """The start of an error answer's body (enough for its message), read no further."""
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for piece in body_pieces(response):
+                parts.append(piece)
+                size += len(piece)
+                if size >= MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        finally:
+            await response.aclose()
+        return b"".join(parts)[:MAX_ERROR_BODY].decode("utf-8", "replace")
+
+    def _too_large(self, model: str | None) -> ProviderError:
+        return ProviderError(f"{self.server} sent a reply larger than {self.max_body} bytes; "
+                             "the rest was not read", provider=self.name, model=model,
+                             hint="ask for less (max_tokens), or raise the provider's "
+                                  "max_body (bytes)")
+
+    def _json_reply(self, response: httpx.Response, content: bytes, model: str | None) -> Any:
+        """The JSON of a 200's body; a clear error quoting its start when it is not JSON (an
+        HTML login page of a proxy, a truncated document)."""
+        kind = media_type(response)
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            said = (f"sent malformed JSON ({exc})" if is_json_type(kind) or not kind else
+                    f"answered HTTP {response.status_code} with {kind}, not JSON")
+            raise ProviderError(f"{self.server} {said}: {self._quote(content)}",
+                                provider=self.name, model=model, status=response.status_code,
+                                hint=f"check that base_url ({self.base_url}) points at the "
+                                     "API itself, not at a web page or a proxy's sign-in "
+                                     "page") from None
+
+    def _stream_start(self, response: httpx.Response, first: bytes,
+                      model: str | None) -> None:
+        """Raise unless a 200 whose body starts with ``first`` is an event stream (its
+        content type says so, or it starts as one where the type says nothing better)."""
+        kind = media_type(response)
+        if kind == "text/event-stream":
+            return
+        if kind in ("", "text/plain", "application/octet-stream") \
+                and first.lstrip().startswith(_SSE_STARTS):
+            return
+        raise ProviderError(f"{self.server} answered a streamed request with "
+                            f"{kind or 'no content type'}, not an event stream: "
+                            f"{self._quote(first)}", provider=self.name, model=model,
+                            status=response.status_code,
+                            hint=f"check that base_url ({self.base_url}) points at the API "
+                                 "itself, not at a web page or a proxy's sign-in page")
+
+    def _no_events(self, start: bytes, model: str | None) -> ProviderError:
+        """A stream's body that held no event at all."""
+        return ProviderError(f"{self.server} sent a stream without any event: "
+                             f"{self._quote(start) if start else 'an empty body'}",
+                             provider=self.name, model=model,
+                             hint="check the server: its reply is not an event stream")
 
     def _transport_error(self, exc: BaseException, model: str | None,
                          waiting_for: str = "headers") -> ProviderError:

@@ -20,21 +20,28 @@ class SSEDecoder:
     """Feed bytes as they arrive; ``feed`` returns the data of every event they complete."""
 
     def __init__(self) -> None:
-        self._tail = b""
+        #: The pieces of a line still going on (joined once it ends, so a line that comes
+        #: in many reads costs its length once, not once per read).
+        self._tail: list[bytes] = []
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[str]:
-        buffer = self._tail + chunk if self._tail else chunk
+        tail = self._tail
+        if b"\n" not in chunk and b"\r" not in chunk and not (tail and tail[-1][-1:] == b"\r"):
+            tail.append(chunk)
+            return []
+        buffer = b"".join((*tail, chunk)) if tail else chunk
         if b"\r" in buffer:
             # A read may end between the \r and \n of a CRLF: keep the \r for the next one.
             held = buffer.endswith(b"\r")
             body = buffer[:-1] if held else buffer
             body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             lines = body.split(b"\n")
-            self._tail = lines.pop() + (b"\r" if held else b"")
+            rest = lines.pop() + (b"\r" if held else b"")
         else:
             lines = buffer.split(b"\n")
-            self._tail = lines.pop()
+            rest = lines.pop()
+        self._tail = [rest] if rest else []
         events: list[str] = []
         data = self._data
         for line in lines:
@@ -51,7 +58,7 @@ class SSEDecoder:
     def flush(self) -> str | None:
         """The pending event's data, if any (at the end of a stream that lacks the last blank
         line)."""
-        tail, self._tail = self._tail.rstrip(b"\r"), b""
+        tail, self._tail = b"".join(self._tail).rstrip(b"\r"), []
         if tail.startswith(_DATA):
             value = tail[5:]
             self._data.append(value[1:] if value[:1] == b" " else value)
