@@ -69,7 +69,10 @@ def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
-def test_cellwire_run_of_a_looping_node_exits_1(tmp_path: Path):
+@pytest.mark.parametrize("trust", [["--trust"], []], ids=["trusted", "untrusted"])
+def test_cellwire_run_of_a_looping_node_exits_1(tmp_path: Path, trust: list[str]):
+    # Trusted, the code runs in the kernel; untrusted, wherever the runner puts untrusted code:
+    # either way the process ends when the node times out.
     flow = tmp_path / "loop.yaml"
     flow.write_text(textwrap.dedent("""\
         cellwire: 1
@@ -87,7 +90,7 @@ def test_cellwire_run_of_a_looping_node_exits_1(tmp_path: Path):
           - {source: start, target: spin}
     """))
     env = {**os.environ, "PYTHONPATH": str(SRC), "CELLWIRE_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-m", "cellwire.cli", "run", str(flow)],
+    done = subprocess.run([sys.executable, "-m", "cellwire.cli", "run", str(flow), *trust],
                           capture_output=True, text=True, timeout=60, env=env, check=False,
                           cwd=tmp_path)
     assert done.returncode == 1, done.stderr
