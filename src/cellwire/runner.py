@@ -40,6 +40,7 @@ from cellwire.services.http.guard import NetworkPolicy
 from cellwire.services.llm import LLMRouter, default_router
 from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import load_config
+from cellwire.services.sandbox import shared_sandbox
 from cellwire.services.secrets import grant_values
 from cellwire.store import RunStore, default_store, open_store
 
@@ -512,11 +513,16 @@ def blocking(work: Coroutine[Any, Any, T]) -> T:
 
 def untrusted(runtime: Runtime) -> Runtime:
     """``runtime`` for a workflow the user has not trusted (read from a file, or received):
-    HTTP nodes may reach public addresses only (``$CELLWIRE_HTTP_ALLOW`` lets some through).
-    What the runtime sets itself (a caller's own policy) stays."""
-    if runtime.network is not None:
+    its code nodes run in the sandbox (refused, saying how to fix it, where bubblewrap cannot
+    run), and its HTTP nodes may reach public addresses only (``$CELLWIRE_HTTP_ALLOW`` lets
+    some through). What the runtime sets itself (a caller's own executor or policy) stays."""
+    if runtime.code is not None and runtime.network is not None:
         return runtime
-    return dataclasses.replace(runtime, network=NetworkPolicy.untrusted())
+    return dataclasses.replace(
+        runtime,
+        code=runtime.code if runtime.code is not None else shared_sandbox(),
+        network=runtime.network if runtime.network is not None else NetworkPolicy.untrusted(),
+    )
 
 
 def split_options(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -72,9 +73,9 @@ class RunStore:
         self._lock = threading.RLock()
         # Autocommit mode: transactions are explicit, so a run's rows commit together.
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _enter_wal(self._conn, self.timeout)
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         migrate(self._conn)
         self.writer = Writer(str(self.path), self._connect_writer)
         self.sink = StoreSink(self)
@@ -254,6 +255,23 @@ def store_timeout() -> float:
 
 _open: dict[tuple[int, Path], RunStore] = {}
 _open_lock = threading.Lock()
+
+
+def _enter_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    # Switching a new database to WAL takes an exclusive lock, and SQLite answers "database
+    # is locked" at once, without its busy handler, when processes open the same new file
+    # together (Dask workers): retry with backoff until the store's timeout.
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def open_store(path: str | os.PathLike[str]) -> RunStore:
