@@ -14,9 +14,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 #: Allowed by default: small, pure data helpers that cellwire's own dependencies bring
-#: (pandas brings dateutil and six, PyYAML is yaml, Jinja2 brings markupsafe). A package's
-#: own imports must be allowed too: dateutil needs six, jinja2 needs markupsafe.
-DEFAULT_PACKAGES: tuple[str, ...] = ("dateutil", "six", "yaml", "jinja2", "markupsafe")
+#: (pandas brings dateutil and six, PyYAML is yaml, Jinja2 brings markupsafe), and requests
+#: with what it imports, since Dify's own sandbox ships it and Dify apps import it at the
+#: top of their code (there is no network in the jail: a request fails, saying so). A
+#: package's own imports must be allowed too: dateutil needs six, jinja2 needs markupsafe.
+DEFAULT_PACKAGES: tuple[str, ...] = ("dateutil", "six", "yaml", "jinja2", "markupsafe",
+                                     "requests", "urllib3", "idna", "charset_normalizer",
+                                     "certifi")
 
 #: Comma-separated import names added to :data:`DEFAULT_PACKAGES` by the shared sandbox.
 ENV_VAR = "CELLWIRE_SANDBOX_PACKAGES"
