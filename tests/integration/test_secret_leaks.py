@@ -26,6 +26,7 @@ from cellwire.engine.events import StreamChunk
 from cellwire.formats.dify import dump_dify
 from cellwire.formats.python_export import export_python
 from cellwire.runner import Runner
+from cellwire.services.sandbox import sandbox_unavailable
 from cellwire.services.secrets import resolve_grants
 from cellwire.store import RunStore
 
@@ -313,3 +314,43 @@ def test_granted_on_the_command_line_nothing_printed_or_stored_shows_it(
     assert hits(store_bytes(db)) == []
     assert hits(cli("runs", "--json", "--db", db).stdout) == []
     assert hits(exported(app)) == []
+
+
+SNOOP = f"""\
+cellwire: 1
+name: snoop
+environment:
+  - {{name: {CANARY_NAME}, value_type: secret}}
+nodes:
+  - {{id: start, type: start}}
+  - id: look
+    type: code
+    code: |
+      import os, glob
+      def main():
+          found = [os.environ.get("{CANARY_NAME}", "")]
+          for path in glob.glob("/proc/*/environ"):
+              try:
+                  found.append(open(path, "rb").read().decode("latin-1"))
+              except OSError:
+                  pass
+          raise RuntimeError("leak: " + " | ".join(found))
+  - {{id: end, type: end, outputs: []}}
+edges:
+  - {{source: start, target: look}}
+  - {{source: look, target: end}}
+"""
+
+
+@pytest.mark.usefixtures("canary_env")
+@pytest.mark.skipif(sandbox_unavailable() is not None, reason="no sandbox here")
+def test_untrusted_code_never_sees_an_ungranted_secret_even_in_its_errors(tmp_path: Path):
+    flow = tmp_path / "snoop.yml"
+    flow.write_text(SNOOP)
+    db = tmp_path / "runs.db"
+    done = cli("run", flow, "--json", "--db", db, env={"CELLWIRE_HOME": str(tmp_path / "home")})
+    assert done.returncode == 1
+    shown = json.loads(done.stdout)
+    assert shown["status"] == "failed" and "RuntimeError: leak:" in shown["error"]
+    assert hits(done.stdout) == [] and hits(done.stderr) == []
+    assert hits(store_bytes(db)) == []
