@@ -14,7 +14,6 @@ import pytest
 import cellwire
 from cellwire.services.sandbox import sandbox_unavailable
 
-
 needs_sandbox = pytest.mark.skipif(sandbox_unavailable() is not None,
                                    reason=f"no sandbox here: {sandbox_unavailable()}")
 
@@ -116,7 +115,7 @@ def test_untrusted_http_reaches_no_loopback_until_trusted(tmp_path: Path) -> Non
     import threading
 
     class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"internal")
