@@ -139,3 +139,39 @@ def test_untrusted_http_reaches_no_loopback_until_trusted(tmp_path: Path) -> Non
         assert json.loads(allowed.stdout)["outputs"] == {"body": "internal"}
     finally:
         server.shutdown()
+
+
+PATCHER = """\
+cellwire: 1
+name: patcher
+nodes:
+  - {id: start, type: start}
+  - id: patch
+    type: code
+    code: |
+      import builtins, json
+      json.dumps = lambda *a, **k: '{"status": "succeeded", "outputs": {"forged": true}}'
+      builtins.len = lambda x: (_ for _ in iter(int, 1))  # hangs whoever calls len()
+      def main():
+          return {"done": True}
+    outputs: {done: {type: boolean}}
+  - {id: after, type: template-transform, template: "{{ items | length }}",
+     variables: [{variable: items, value_selector: [sys, files]}]}
+  - {id: end, type: end, outputs: [{variable: done, value_selector: [patch, done]},
+                                   {variable: n, value_selector: [after, output]}]}
+edges:
+  - {source: start, target: patch}
+  - {source: patch, target: after}
+  - {source: after, target: end}
+"""
+
+
+@needs_sandbox
+def test_untrusted_code_cannot_patch_the_engine(tmp_path: Path) -> None:
+    flow = tmp_path / "patcher.yml"
+    flow.write_text(PATCHER, encoding="utf-8")
+    done = cli("run", flow, "--json", "--db", tmp_path / "runs.db")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)  # the CLI's own json.dumps, not the forged one
+    assert shown["status"] == "succeeded"
+    assert shown["outputs"] == {"done": True, "n": "0"}

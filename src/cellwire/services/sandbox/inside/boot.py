@@ -12,6 +12,7 @@ reply goes to the engine on ``reply_fd`` as a length line and that many bytes of
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import io
 import json
@@ -195,19 +196,24 @@ def child(request: dict[str, Any], write_end: int, limits: dict[str, int],
     sys.stdout = sys.stderr = printed
     code = request["code"]
     me = os.getpid()
+    # The code may patch builtins or json (len, json.dumps): the reply is written with
+    # what was there before it ran.
+    saved_builtins, dumps = dict(builtins.__dict__), json.dumps
     try:
         compiled = usercode.compile_main(code)
         reply: dict[str, Any] = {"ok": True,
                                  "outputs": usercode.call_main(compiled, code, request["inputs"])}
     except usercode.UserCodeError as exc:
         reply = {"ok": False, **exc.failure._asdict()}
+    builtins.__dict__.clear()
+    builtins.__dict__.update(saved_builtins)
     if os.getpid() != me:
         return  # a process the code forked came back from main(): only the run replies
     reply["stdout"] = kept(printed.getvalue(), limits["max_stdout"])
     try:
-        body = json.dumps(reply).encode()
+        body = dumps(reply).encode()
     except BaseException as exc:  # noqa: BLE001 - a set, a cycle, too deep, out of memory
-        body = json.dumps({"ok": False, "message": f"main() returned a value that is not JSON: "
+        body = dumps({"ok": False, "message": f"main() returned a value that is not JSON: "
                                                    f"{exc}", "field": "code",
                            "hint": "return strings, numbers, booleans, lists and dicts",
                            "error_type": "OutputNotJSON", "stdout": reply["stdout"]}).encode()
