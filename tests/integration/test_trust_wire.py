@@ -27,10 +27,10 @@ nodes:
     code: |
       import os
       def main():
-          return {"env": len(os.environ), "pid1": os.getpid() <= 3}
-    outputs: {env: {type: number}, pid1: {type: boolean}}
+          return {"env": len(os.environ), "jailed": not os.path.exists("/etc/passwd")}
+    outputs: {env: {type: number}, jailed: {type: boolean}}
   - {id: end, type: end, outputs: [{variable: env, value_selector: [look, env]},
-                                   {variable: jailed, value_selector: [look, pid1]}]}
+                                   {variable: jailed, value_selector: [look, jailed]}]}
 edges:
   - {source: start, target: look}
   - {source: look, target: end}
