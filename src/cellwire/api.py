@@ -80,11 +80,19 @@ def runs(limit: int | None = None, workflow: str | None = None,
     return default_store().runs(limit=limit, workflow=workflow, status=status)
 
 
+def compare(run_a: RunResult | str, run_b: RunResult | str) -> pd.DataFrame:
+    """Two runs side by side, node by node, from the default store (results of runs made
+    without a store compare too): :func:`cellwire.jupyter.dashboards.compare`."""
+    from cellwire.jupyter.dashboards import compare as side_by_side
+
+    return side_by_side(run_a, run_b)
+
+
 # Workflow.run/arun/map/amap/widget call these: the model imports no layer above it.
 provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 
 __all__ = [
-    "RUN_OPTIONS", "StoreOption", "amap", "arun", "map", "resolve_store",
+    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "map", "resolve_store",
     "run", "runs", "unwatch", "watch", "widget",
 ]

@@ -437,3 +437,25 @@ def test_run_grants_secrets_only_when_asked(shell, monkeypatch):
         shell.run_line_magic("config", "WorkflowMagics.secrets = []")
     with pytest.raises(UsageError, match="NO_SUCH_VAR_Y"):
         shell.run_line_magic("workflow", "run sec --wait --secret TOKEN=env:NO_SUCH_VAR_Y")
+
+
+def test_compare_puts_two_runs_side_by_side_node_by_node(shell, tmp_path):
+    store = open_store(tmp_path / "runs.db")
+    w = cellwire.Workflow("cmp")
+    w.add_node("start", "start", variables=[{"variable": "x", "type": "text-input"}])
+    w.add_node("greet", "template-transform", after="start", template="hello {{ x }}",
+               variables=[{"variable": "x", "value_selector": ["start", "x"]}])
+    w.add_node("shout", "template-transform", after="greet", template="{{ g | upper }}",
+               variables=[{"variable": "g", "value_selector": ["greet", "output"]}])
+    w.add_node("end", "end", after="shout",
+               outputs=[{"variable": "out", "value_selector": ["shout", "output"]}])
+    first = w.run(x="ada", store=store)
+    w.update_node("greet", template="bye {{ x }}")
+    second = w.run(x="ada", store=store)
+    table = cellwire.compare(first.run_id, second)
+    assert list(table["node_id"]) == ["start", "greet", "shout", "end"]
+    assert dict(zip(table["node_id"], table["same_outputs"], strict=True)) == {
+        "start": True, "greet": False, "shout": False, "end": False}
+    assert table.loc[1, "outputs_a"] == {"output": "hello ada"}
+    assert table.loc[1, "outputs_b"] == {"output": "bye ada"}
+    assert table["same_status"].all()

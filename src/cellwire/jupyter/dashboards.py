@@ -7,6 +7,7 @@ and stay in exported notebooks.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -73,6 +74,49 @@ def trace(run: RunResult | str | None = None, *, store: StoreArg = None,
         frame = run.trace  # a run made with store=False
     frame = _with_derived(frame)
     return frame if full else frame[TRACE_VIEW]
+
+
+#: What :func:`compare` puts side by side for each node execution.
+COMPARED = ("status", "outputs", "error", "elapsed_ms", "total_tokens", "cost", "model")
+
+
+def compare(run_a: RunResult | str, run_b: RunResult | str, *,
+            store: StoreArg = None) -> pd.DataFrame:
+    """Two runs side by side, a row per node execution (a node inside an iteration or loop
+    has a row per time it ran, matched in order): each of :data:`COMPARED` as ``<name>_a``
+    and ``<name>_b``, and ``same_outputs``/``same_status`` saying where they differ.
+
+    ``run_a`` and ``run_b`` are results or stored run ids (a prefix will do), e.g. a run and
+    its replay with an edited prompt.
+    """
+    a, b = (_keyed(trace(run, store=store, full=True)) for run in (run_a, run_b))
+    merged = a.merge(b, on=["node_id", "occurrence"], how="outer", suffixes=("_a", "_b"),
+                     sort=False, indicator=True)
+    merged["node_type"] = merged["node_type_a"].fillna(merged["node_type_b"])
+    merged["title"] = merged["title_a"].fillna(merged["title_b"])
+    merged["same_status"] = merged["status_a"] == merged["status_b"]
+    merged["same_outputs"] = [
+        kind == "both" and _canonical(x) == _canonical(y)
+        for x, y, kind in zip(merged["outputs_a"], merged["outputs_b"], merged["_merge"],
+                              strict=True)
+    ]
+    columns = ["node_id", "occurrence", "node_type", "title", "same_status", "same_outputs"]
+    for name in COMPARED:
+        columns += [f"{name}_a", f"{name}_b"]
+    order = merged["order_a"].fillna(merged["order_b"] + len(a))
+    return merged.assign(_order=order).sort_values("_order")[columns].reset_index(drop=True)
+
+
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    frame["occurrence"] = frame.groupby("node_id").cumcount()
+    frame["order"] = range(len(frame))
+    keep = ["node_id", "occurrence", "order", "node_type", "title", *COMPARED]
+    return frame[keep]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def runs(limit: int | None = None, workflow: str | None = None, status: str | None = None, *,
