@@ -142,7 +142,9 @@ def latency(by: LatencyBy = "node", *, workflow: str | None = None,
     if by == "workflow":
         frame = runs(workflow=workflow, store=store)
         frame = frame[frame["status"] != "running"].assign(
-            failed=lambda f: f["status"].isin(("failed", "stopped", "interrupted")))
+            failed=lambda f: f["status"].isin(("failed", "stopped", "interrupted")),
+            # All None (only interrupted runs) would be an object column, with no quantiles.
+            elapsed_ms=lambda f: f["elapsed_ms"].astype(float))
     else:
         frame = node_executions(workflow, store=store)
         frame[key] = frame[key].fillna("-")
