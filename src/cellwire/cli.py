@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import sys
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -39,6 +40,9 @@ def cli() -> None:
                    "Repeatable.")
 @click.option("--inputs-json", metavar="JSON", help="All inputs as one JSON object.")
 @click.option("--query", "-q", metavar="TEXT", help="The user's message (sys.query).")
+@click.option("--conversation", "-c", metavar="ID",
+              help="The conversation this run is a turn of (sys.conversation_id): it starts "
+                   "with the conversation variables and chat memory its earlier turns left.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help="The run store file (default: $CELLWIRE_HOME/runs.db).")
@@ -57,7 +61,7 @@ def cli() -> None:
                    "file:ENTRY, keyring:SERVICE/USER. Repeatable. A workflow gets no secret "
                    "you do not grant.")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
-                as_json: bool, db: Path | None, model: str | None,
+                conversation: str | None, as_json: bool, db: Path | None, model: str | None,
                 store_timeout: float | None, trust_file: bool, grants: Sequence[str]) -> None:
     """Run the workflow in FILE and print its outputs.
 
@@ -79,6 +83,8 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     inputs = _inputs(workflow, pairs, inputs_json)
     if query is not None:
         inputs["sys.query"] = query
+    if conversation is not None:
+        inputs["sys.conversation_id"] = conversation
     problems = validate(workflow) + missing_inputs(workflow, inputs)
     _report(file, problems)
     for problem in problems:
@@ -261,14 +267,20 @@ def _write(text: str, out: Path | None) -> None:
         out.write_text(text, encoding="utf-8")
 
 
-@cli.command("runs")
+@cli.group("runs", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
               help="The run store file (default: $CELLWIRE_HOME/runs.db).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True,
               help="How many of the newest runs to show.")
-def runs_command(as_json: bool, db: Path | None, limit: int) -> None:
-    """List recent runs, newest first."""
+@click.pass_context
+def runs_command(ctx: click.Context, as_json: bool, db: Path | None, limit: int) -> None:
+    """List recent runs, newest first (`cellwire runs prune` deletes old ones).
+
+    A run whose process died (killed, or its machine went down) shows as `interrupted`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from cellwire.store import open_store, runs_db_path
 
     path = db or runs_db_path()
@@ -288,6 +300,76 @@ def runs_command(as_json: bool, db: Path | None, limit: int) -> None:
         click.echo(f"no runs yet (store: {path})")
     else:
         click.echo(_table(rows))
+
+
+@runs_command.command("prune")
+@click.option("--older-than", metavar="DURATION",
+              help="Delete runs started longer ago than this: 90m, 12h, 30d (s, m, h, d, w).")
+@click.option("--keep", type=click.IntRange(min=0), metavar="N",
+              help="Keep the newest N runs of the store (of --workflow, when given); "
+                   "delete the rest.")
+@click.option("--workflow", "-w", metavar="NAME", help="Only prune runs of this workflow.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run store file (default: $CELLWIRE_HOME/runs.db).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def prune_command(older_than: str | None, keep: int | None, workflow: str | None,
+                  db: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Delete old runs (their node executions, and values no other run uses), then shrink
+    the store file. Runs still running in a live process are kept.
+
+    With both --older-than and --keep, a run goes when it is older and not among the newest N.
+    """
+    from cellwire.store import open_store, runs_db_path
+    from cellwire.store.retention import parse_duration
+
+    if older_than is None and keep is None:
+        raise click.UsageError("say what to prune: --older-than DURATION and/or --keep N")
+    if older_than is not None:
+        try:
+            parse_duration(older_than)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    path = db or runs_db_path()
+    if not path.exists():
+        click.echo(json.dumps({"dry_run": dry_run, "deleted": {}}) if as_json
+                   else f"nothing to prune (no store at {path})")
+        return
+    store = open_store(path)
+    try:
+        report = store.prune(older_than=older_than, keep=keep, workflow=workflow,
+                             dry_run=dry_run)
+    except sqlite3.OperationalError as exc:
+        _fail([(f"error: cannot prune {path}: {exc}; another program holds it locked? "
+                "try again when its runs have ended")], EXIT_FAILED)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    deleted = report.deleted
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {report.runs} run(s), {deleted.get('node_executions', 0)} node "
+               f"execution(s), {deleted.get('blobs', 0)} stored value(s), "
+               f"{deleted.get('conversations', 0)} conversation(s)")
+    if report.spared:
+        click.echo(f"kept {len(report.spared)} run(s) still running: {', '.join(report.spared)}")
+    if not dry_run:
+        click.echo(f"{path}: {_bytes(report.size_before)} -> {_bytes(report.size_after)}")
+    if report.wal_busy:
+        click.echo("note: another program is reading the store; the rest of the space comes "
+                   "back once it stops", err=True)
+
+
+def _bytes(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

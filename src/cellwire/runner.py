@@ -322,8 +322,10 @@ class Runner:
         return dataclasses.replace(
             base, layers=layers, llm=router,
             http=self._http if base.http is None else base.http,
-            # The store keeps the conversations (chat memory) and the LLM response cache.
+            # The store keeps the conversations (chat memory, conversation variables) and the
+            # LLM response cache.
             memory=store if base.memory is None else base.memory,
+            conversations=store if base.conversations is None else base.conversations,
             cache=(base.cache if base.cache is not None or store is None
                    else open_cache(store.path)),
             cache_all=cache or base.cache_all,

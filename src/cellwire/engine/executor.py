@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from cellwire.model import WorkflowError
+from cellwire.model import Problem, WorkflowError
 from cellwire.model.validate import missing_inputs
 
 from .commands import Command, Stop
@@ -175,6 +175,8 @@ class Execution:
             problems = missing_inputs(self.compiled.workflow, start_inputs)
             if problems:
                 raise WorkflowError(problems, "the run cannot start")
+            if self._conversation is None:
+                self._conversation = await self._stored_conversation(system)
             pool = self.state.pool = self._initial_pool(system, start_inputs)
             top = Frame(None, None, pool, statuses=self.state.nodes)
             async with asyncio.timeout(self.max_time):
@@ -250,6 +252,29 @@ class Execution:
             events=self.events,
             state=self.state,
         )
+
+    async def _stored_conversation(self, system: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The workflow's conversation variables as the last turn of the run's conversation
+        (``sys.conversation_id``) left them; None (the declared values) for a run outside a
+        conversation or without a conversation store. Variables the workflow no longer
+        declares are dropped; those no turn assigned keep their declared value."""
+        store = self.runtime.conversations
+        conversation_id = system.get("conversation_id")
+        declared = self.compiled.workflow.conversation_variables
+        if store is None or conversation_id is None or conversation_id == "" or not declared:
+            return None
+        workflow = self.compiled.workflow.name
+        try:
+            stored = await asyncio.to_thread(store.conversation_variables, workflow,
+                                             str(conversation_id))
+        except Exception as exc:  # the run fails saying why; it never guesses the values
+            raise WorkflowError([Problem(
+                None, "sys.conversation_id",
+                f"the variables of conversation {conversation_id!r} could not be read from "
+                f"the store ({type(exc).__name__}: {exc})",
+                "check that the run store is readable, or run without the conversation id")],
+                "the run cannot start") from exc
+        return {v.name: stored.get(v.name, v.value) for v in declared}
 
     def _initial_pool(self, system: dict[str, Any], start_inputs: dict[str, Any]) -> VariablePool:
         workflow = self.compiled.workflow

@@ -11,6 +11,7 @@ from .events import Event
 from .services import (
     ChatMemory,
     CodeExecutor,
+    ConversationStore,
     FilePolicy,
     HTTPService,
     KnowledgeService,
@@ -55,6 +56,9 @@ class Runtime:
     code: CodeExecutor | None = None
     #: Earlier turns of a conversation, for chat memory.
     memory: ChatMemory | None = None
+    #: Conversation variables across turns: a run with ``sys.conversation_id`` starts with
+    #: those its conversation's last turn left.
+    conversations: ConversationStore | None = None
     #: The LLM response cache; ``cache_all`` answers every LLM call from it, not only nodes
     #: with ``cache: true``.
     cache: ResponseCache | None = None

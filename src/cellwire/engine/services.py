@@ -72,6 +72,14 @@ class ChatMemory(Protocol):
                            exclude_run: str | None = None) -> Sequence[Turn]: ...
 
 
+class ConversationStore(Protocol):
+    """The conversation variables each conversation's last turn left (advanced-chat). It
+    may block briefly: the executor calls it on a thread."""
+
+    def conversation_variables(self, workflow: str,
+                               conversation_id: str) -> Mapping[str, Any]: ...
+
+
 class ResponseCache(Protocol):
     """LLM replies by request key. Its methods may block briefly: nodes call them on a thread."""
 
@@ -136,6 +144,7 @@ class FilePolicy(Protocol):
 
 
 __all__ = [
-    "ChatMemory", "CodeExecutor", "CodeFailed", "CodeResult", "FileAccessDenied", "FilePolicy", "HTTPService",
+    "ChatMemory", "CodeExecutor", "CodeFailed", "CodeResult", "ConversationStore", "FileAccessDenied",
+    "FilePolicy", "HTTPService",
     "KnowledgeService", "LLMService", "NetworkGuard", "ResponseCache", "ToolService", "Turn",
 ]

@@ -13,6 +13,9 @@ class RunStatus(str, Enum):
     FAILED = "failed"
     STOPPED = "stopped"
     PAUSED = "paused"
+    #: Shown by the store, never entered by the engine: a ``running`` run whose process is
+    #: gone (killed, or its machine went down), so it will not end by itself.
+    INTERRUPTED = "interrupted"
 
     def __str__(self) -> str:
         return self.value

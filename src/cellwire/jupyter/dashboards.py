@@ -121,7 +121,7 @@ def _canonical(value: Any) -> str:
 
 def runs(limit: int | None = None, workflow: str | None = None, status: str | None = None, *,
          store: StoreArg = None) -> pd.DataFrame:
-    """Stored runs, newest first."""
+    """Stored runs, newest first; a run whose process died shows as ``interrupted``."""
     return _store(store).runs(limit=limit, workflow=workflow, status=status)
 
 
@@ -180,12 +180,15 @@ def costs(by: CostBy = "model", *, workflow: str | None = None,
 def latency(by: LatencyBy = "node", *, workflow: str | None = None,
             store: StoreArg = None) -> pd.DataFrame:
     """Latency in ms (mean, p50, p95, p99, max) and error rate by node, node type, model or,
-    for whole runs, workflow. Errors are failed or exception executions (failed runs)."""
+    for whole runs, workflow. Errors are failed or exception executions (failed, stopped or
+    interrupted runs; an interrupted run has no latency, only an error)."""
     key = _key(by, ("node", "node_type", "model", "workflow"))
     if by == "workflow":
         frame = runs(workflow=workflow, store=store)
         frame = frame[frame["status"] != "running"].assign(
-            failed=lambda f: f["status"].isin(("failed", "stopped")))
+            failed=lambda f: f["status"].isin(("failed", "stopped", "interrupted")),
+            # All None (only interrupted runs) would be an object column, with no quantiles.
+            elapsed_ms=lambda f: f["elapsed_ms"].astype(float))
     else:
         frame = node_executions(workflow, store=store)
         frame[key] = frame[key].fillna("-")

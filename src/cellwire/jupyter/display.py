@@ -25,7 +25,7 @@ from cellwire.engine.result import trace_row
 STATUS_COLORS = {
     "succeeded": "#1a7f37", "partial-succeeded": "#9a6700", "failed": "#cf222e",
     "stopped": "#6e7781", "running": "#0969da", "pending": "#6e7781", "exception": "#9a6700",
-    "skipped": "#8c959f", "paused": "#8250df",
+    "skipped": "#8c959f", "paused": "#8250df", "interrupted": "#bc4c00",
 }
 MAX_ROWS = 50
 MAX_VALUE = 300

@@ -172,9 +172,37 @@ def conversation_of(inputs: object) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+#: Who runs a ``running`` run (see liveness.py), in the order ``liveness.Owner`` takes them.
+OWNER_COLUMNS = ["owner_host", "owner_boot", "owner_pid", "owner_start", "heartbeat_at"]
+
+# Who runs a run, so a run whose process died reads as `interrupted`, never `running` forever;
+# and the conversation variables each conversation's last turn left (advanced-chat).
+# Only adds: it runs the same after any migration that does not add these names.
+_V6 = """
+ALTER TABLE runs ADD COLUMN owner_host TEXT;
+ALTER TABLE runs ADD COLUMN owner_boot TEXT;
+ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+ALTER TABLE runs ADD COLUMN owner_start INTEGER;
+ALTER TABLE runs ADD COLUMN heartbeat_at REAL;
+CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+CREATE TABLE conversations (
+    workflow TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    variables TEXT NOT NULL,
+    last_run_id TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (workflow, conversation_id)
+) WITHOUT ROWID
+"""
+
+
+def _v6(conn: sqlite3.Connection) -> None:
+    _script(conn, _V6)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v6]
 
 
 class SchemaTooNew(RuntimeError):

@@ -2,8 +2,11 @@
 
 Its hooks run on the event loop and only queue: a node costs it a dict and a list append, and
 the rows go to the store's writer thread in batches (:data:`FLUSH_ROWS`) and at the run's end.
-The ``runs`` row is written at the start (status ``running``), so a run whose process dies is
-still visible. ``on_run_end`` returns an awaitable that completes once the run is committed,
+The ``runs`` row is written at the start (status ``running``, with the process that runs it,
+whose heartbeat :class:`~cellwire.store.liveness.Heartbeat` keeps fresh), so a run whose
+process dies is still visible, and reads as ``interrupted``. The conversation variables a run
+assigns (the ``updated_variables`` of succeeded nodes: the variable assigner's) are saved
+with its end, for its conversation's next turn. ``on_run_end`` returns an awaitable that completes once the run is committed,
 or raises :class:`~cellwire.store.writer.StoreError` saying why it could not be stored.
 """
 
@@ -21,6 +24,7 @@ from cellwire.engine.events import (
     Event,
     NodeFinished,
     NodeSkipped,
+    NodeSucceeded,
     RunFailed,
     RunPartialSucceeded,
     RunStarted,
@@ -32,6 +36,7 @@ from cellwire.engine.layers import Layer
 from cellwire.engine.result import RunResult, trace_row
 from cellwire.engine.state import RunStatus
 
+from .liveness import Heartbeat, this_process
 from .writer import Write
 from .writes import write_end, write_nodes, write_start
 
@@ -50,6 +55,8 @@ class _Run:
     inputs: Any = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
+    #: Conversation variables the run assigned, by name, last write last.
+    conversation: dict[str, Any] = field(default_factory=dict)
 
 
 class StoreSink(Layer):
@@ -65,6 +72,7 @@ class StoreSink(Layer):
         #: Runs whose end is queued, until ``on_run_end`` collects the commit's future.
         self._ends: dict[str, concurrent.futures.Future[None]] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {}
+        self._heartbeat = Heartbeat(store)
 
     def __repr__(self) -> str:
         return f"StoreSink({str(self.store.path)!r})"
@@ -116,11 +124,14 @@ class StoreSink(Layer):
                                         inputs=event.inputs)
         self._submit(event.run_id, "start", functools.partial(
             write_start, run_id=event.run_id, workflow=event.workflow, inputs=event.inputs,
-            started_at=event.time, resume=event.reason != "initial"))
+            started_at=event.time, resume=event.reason != "initial", owner=this_process()))
+        self._heartbeat.add(event.run_id)
 
     def _on_node_finished(self, event: NodeFinished | NodeSkipped) -> None:
         run = self._run(event)
         run.rows.append(trace_row(event))
+        if type(event) is NodeSucceeded and "updated_variables" in event.process_data:
+            _note_assigned(run.conversation, event.process_data["updated_variables"])
         if len(run.rows) >= FLUSH_ROWS:
             rows, run.rows = run.rows, []
             self._submit(event.run_id, "nodes",
@@ -133,13 +144,14 @@ class StoreSink(Layer):
 
     def _on_run_ended(self, event: Event) -> None:
         run = self._runs.pop(event.run_id, None) or _Run(started_at=event.time)
+        self._heartbeat.discard(event.run_id)
         status, outputs, error, error_node = _end_state(event)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._submit(event.run_id, "end", functools.partial(
             write_end, run_id=event.run_id, status=status, finished_at=event.time,
             outputs=outputs, error=error, error_node=error_node, answer="".join(run.answer),
             rows=run.rows, started_at=run.started_at, workflow=run.workflow,
-            inputs=run.inputs), done)
+            inputs=run.inputs, conversation=run.conversation), done)
         self._ends[event.run_id] = done
 
 
@@ -152,6 +164,14 @@ def _end_state(event: Event) -> tuple[str, Any, str | None, str | None]:
         return str(RunStatus.FAILED), None, event.error, event.node_id
     assert isinstance(event, RunStopped)
     return str(RunStatus.STOPPED), None, event.reason, None
+
+
+def _note_assigned(conversation: dict[str, Any], updated: Any) -> None:
+    # The assigner's process data: [{"selector": [scope, name], "new_value": ...}, ...].
+    for item in updated if isinstance(updated, list) else ():
+        selector = item.get("selector") if isinstance(item, dict) else None
+        if isinstance(selector, list) and len(selector) == 2 and selector[0] == "conversation":
+            conversation[str(selector[1])] = item.get("new_value")
 
 
 def _ignore(event: Event) -> None:

@@ -28,7 +28,9 @@ from cellwire.engine.services import Turn
 from . import views
 from .codec import blob_refs, from_json, to_json
 from .home import private_dir, private_file
-from .schema import NODE_JSON, RUN_COLUMNS, RUN_JSON, migrate
+from .liveness import status_of
+from .retention import Duration, PruneReport, prune
+from .schema import NODE_JSON, OWNER_COLUMNS, RUN_COLUMNS, RUN_JSON, migrate
 from .sink import StoreSink
 from .writer import Writer
 
@@ -43,7 +45,10 @@ STORE_TIMEOUT_ENV = "CELLWIRE_STORE_TIMEOUT"
 _SELECT_TRACE = "SELECT {} FROM node_executions WHERE run_id = ? ORDER BY seq".format(
     ", ".join(f'"{c}"' for c in TRACE_COLUMNS)
 )
-_SELECT_RUNS = "SELECT {} FROM runs".format(", ".join(RUN_COLUMNS))
+# The owner's columns follow the run's: they decide whether a `running` row is interrupted.
+_SELECT_RUNS = "SELECT {} FROM runs".format(", ".join([*RUN_COLUMNS, *OWNER_COLUMNS]))
+_STATUS_AT = RUN_COLUMNS.index("status")
+_STARTED_AT = RUN_COLUMNS.index("started_at")
 
 #: Run states whose turn counts in a conversation's history.
 _FINISHED = ("succeeded", "partial-succeeded")
@@ -122,26 +127,35 @@ class RunStore:
 
     def runs(self, limit: int | None = None, workflow: str | None = None,
              status: str | None = None) -> pd.DataFrame:
-        """Stored runs, newest first, optionally filtered by workflow name and status."""
+        """Stored runs, newest first, optionally filtered by workflow name and status.
+
+        A ``running`` run whose process is gone shows as ``interrupted``
+        (:mod:`cellwire.store.liveness` says how that is decided)."""
         where: list[str] = []
         params: list[str | int] = []
         if workflow is not None:
             where.append("workflow = ?")
             params.append(workflow)
-        if status is not None:
+        # Whether a running row is interrupted is decided per row, after the query.
+        live_filter = str(status) if str(status) in ("running", "interrupted") else None
+        if live_filter is not None:
+            where.append("status = 'running'")
+        elif status is not None:
             where.append("status = ?")
             params.append(str(status))
         sql = _SELECT_RUNS
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, rowid DESC"
-        if limit is not None:
+        if limit is not None and live_filter is None:
             sql += " LIMIT ?"
             params.append(int(limit))
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-            blobs = self._blobs(_json_cells(rows, RUN_COLUMNS, RUN_JSON))
-        return views.runs_frame(rows, blobs)
+            found = [_shown(row) for row in self._conn.execute(sql, params)]
+            if live_filter is not None:
+                found = [row for row in found if row[_STATUS_AT] == live_filter][:limit]
+            blobs = self._blobs(_json_cells(found, RUN_COLUMNS, RUN_JSON))
+        return views.runs_frame(found, blobs)
 
     def resolve(self, run_id: str) -> str:
         """The full id of the run whose id is ``run_id`` or starts with it."""
@@ -159,10 +173,12 @@ class RunStore:
         raise RunNotFound(f"run id prefix {run_id!r} is ambiguous; give more characters")
 
     def run(self, run_id: str) -> dict[str, Any]:
-        """One run as a dict (a unique prefix of its id is enough); times are UTC datetimes."""
+        """One run as a dict (a unique prefix of its id is enough); times are UTC datetimes.
+        A ``running`` run whose process is gone shows as ``interrupted``."""
         full = self.resolve(run_id)
         with self._lock:
-            row = self._conn.execute(_SELECT_RUNS + " WHERE run_id = ?", (full,)).fetchone()
+            row = _shown(self._conn.execute(_SELECT_RUNS + " WHERE run_id = ?",
+                                            (full,)).fetchone())
             blobs = self._blobs(_json_cells([row], RUN_COLUMNS, RUN_JSON))
         return views.run_dict(row, blobs)
 
@@ -211,6 +227,28 @@ class RunStore:
             turns.append(Turn(run_id, _text(query), _text(answer)))
         return turns
 
+    def conversation_variables(self, workflow: str, conversation_id: str) -> dict[str, Any]:
+        """The conversation variables that the last turn of conversation ``conversation_id``
+        of ``workflow`` left, by name: only those some turn assigned ({} for none)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT variables FROM conversations WHERE workflow = ? AND conversation_id = ?",
+                (workflow, str(conversation_id))).fetchone()
+            if row is None:
+                return {}
+            value = from_json(row[0], self._blobs([row[0]]))
+        return value if isinstance(value, dict) else {}
+
+    # -- retention -------------------------------------------------------------------------
+
+    def prune(self, *, older_than: Duration | None = None, keep: int | None = None,
+              workflow: str | None = None, dry_run: bool = False) -> PruneReport:
+        """Delete old runs, then shrink the file; :func:`cellwire.store.retention.prune`
+        says what goes and what stays."""
+        self.flush(self.timeout)
+        return prune(self.path, older_than=older_than, keep=keep, workflow=workflow,
+                     dry_run=dry_run, timeout=self.timeout)
+
     def _blobs(self, cells: list[str | None]) -> dict[str, str]:
         refs = blob_refs(cells)
         if not refs:
@@ -224,6 +262,15 @@ class RunStore:
                 chunk,
             ).fetchall())
         return found
+
+
+def _shown(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of ``_SELECT_RUNS`` as ``RUN_COLUMNS``, its status as a reader should see it."""
+    values = list(row[:len(RUN_COLUMNS)])
+    host, boot, pid, start, beat = row[len(RUN_COLUMNS):]
+    values[_STATUS_AT] = status_of(values[_STATUS_AT], host, boot, pid, start, beat,
+                                   values[_STARTED_AT])
+    return tuple(values)
 
 
 def _text(value: Any) -> str:

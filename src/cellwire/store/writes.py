@@ -9,7 +9,8 @@ from typing import Any
 
 from cellwire.engine.result import TRACE_COLUMNS
 
-from .codec import BlobPacker
+from .codec import BLOB_PREFIX, BlobPacker, from_json
+from .liveness import Owner
 from .schema import NODE_JSON, conversation_of
 
 # Plain columns first, then the JSON ones, so a row's parameters are one itemgetter call
@@ -43,17 +44,20 @@ WHERE run_id = ?
 
 
 def write_start(conn: sqlite3.Connection, run_id: str, workflow: str, inputs: Any,
-                started_at: float, resume: bool) -> None:
-    """Record a run as ``running`` (a resumed run keeps its rows)."""
+                started_at: float, resume: bool, owner: Owner) -> None:
+    """Record a run as ``running`` by ``owner`` (a resumed run keeps its rows)."""
+    who = (owner.host, owner.boot, owner.pid, owner.start, started_at)
     if resume and conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
-        conn.execute("UPDATE runs SET status = 'running', finished_at = NULL, "
-                     "error = NULL, error_node = NULL WHERE run_id = ?", (run_id,))
+        conn.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, "
+                     "error_node = NULL, owner_host = ?, owner_boot = ?, owner_pid = ?, "
+                     "owner_start = ?, heartbeat_at = ? WHERE run_id = ?", (*who, run_id))
         return
     packer = BlobPacker()
     conn.execute(
         "INSERT OR REPLACE INTO runs (run_id, workflow, status, inputs, started_at, "
-        "conversation_id) VALUES (?, ?, 'running', ?, ?, ?)",
-        (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
+        "conversation_id, owner_host, owner_boot, owner_pid, owner_start, heartbeat_at) "
+        "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs), *who),
     )
     # A run id used again replaces the old run rather than mixing with it.
     conn.execute("DELETE FROM node_executions WHERE run_id = ?", (run_id,))
@@ -68,8 +72,9 @@ def write_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, 
 def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at: float,
               outputs: Any, error: str | None, error_node: str | None, answer: str,
               rows: Sequence[dict[str, Any]], started_at: float, workflow: str,
-              inputs: Any) -> None:
-    """Write the run's remaining rows and its end state."""
+              inputs: Any, conversation: dict[str, Any] | None = None) -> None:
+    """Write the run's remaining rows and its end state, and the conversation variables it
+    assigned (``conversation``: name -> value) over those its conversation had."""
     packer = BlobPacker()
     # The run's start may not be stored (a lock outlasted it, or the sink joined mid-run):
     # make the row the start would have made.
@@ -84,7 +89,37 @@ def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at
         (status, packer.pack(outputs), error, error_node, finished_at, answer,
          finished_at, run_id, run_id, run_id, run_id, run_id),
     )
+    conversation_id = conversation_of(inputs)
+    if conversation and conversation_id is not None:
+        _save_conversation(conn, packer, workflow, conversation_id, conversation, run_id,
+                           finished_at)
     _put_blobs(conn, packer)
+
+
+def _save_conversation(conn: sqlite3.Connection, packer: BlobPacker, workflow: str,
+                       conversation_id: str, assigned: dict[str, Any], run_id: str,
+                       at: float) -> None:
+    row = conn.execute("SELECT variables FROM conversations WHERE workflow = ? AND "
+                       "conversation_id = ?", (workflow, conversation_id)).fetchone()
+    try:
+        variables = read_value(conn, row[0]) if row is not None else {}
+    except KeyError:  # its blob is lost: what this turn assigned is all there is
+        variables = {}
+    if not isinstance(variables, dict):
+        variables = {}
+    variables.update(assigned)
+    conn.execute("INSERT OR REPLACE INTO conversations (workflow, conversation_id, variables, "
+                 "last_run_id, updated_at) VALUES (?, ?, ?, ?, ?)",
+                 (workflow, conversation_id, packer.pack(variables), run_id, at))
+
+
+def read_value(conn: sqlite3.Connection, text: str | None) -> Any:
+    """The value a JSON column holds, its blob read when it lives in ``blobs``."""
+    blobs = None
+    if text is not None and text.startswith(BLOB_PREFIX):
+        found = conn.execute("SELECT data FROM blobs WHERE hash = ?", (text[1:],)).fetchone()
+        blobs = {text[1:]: found[0]} if found is not None else {}
+    return from_json(text, blobs)
 
 
 def _insert_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, Any]],
