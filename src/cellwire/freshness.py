@@ -14,9 +14,10 @@ CLI), so each of them sees what the others ran.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,9 @@ class Ledger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[int, tuple[weakref.ref[Workflow], Record]] = {}
+        #: Called with the workflow after each run is recorded (open editors redraw their
+        #: stale badges), on the thread the run ended on; one that raises is ignored.
+        self.listeners: list[Callable[[Workflow], None]] = []
 
     def get(self, workflow: Workflow) -> Record | None:
         with self._lock:
@@ -111,6 +115,9 @@ class Ledger:
 
         with self._lock:
             self._records[number] = (weakref.ref(workflow, forget), Record(result, good))
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):
+                listener(workflow)
 
     def stale(self, compiled: CompiledWorkflow, fingerprints: Mapping[str, str],
               inputs: Mapping[str, Any] | None = None) -> Staleness:
@@ -170,17 +177,11 @@ def _readers_of_changed_inputs(compiled: CompiledWorkflow, before: Mapping[str, 
     if not keys:
         return set()
     system = {k[4:] for k in keys if k.startswith("sys.")}
-    found = set()
-    for node_id in compiled.graphs[None].in_count:
-        if compiled.nodes[node_id].type == "start" and len(system) < len(keys):
-            found.add(node_id)
-        elif any(s[0] == "sys" and s[1] in system for s in compiled.reads(node_id)):
-            found.add(node_id)
-    # Nodes inside containers read ``sys`` too: their container reruns.
-    for node_id, node in compiled.nodes.items():
-        if node.parent is not None and any(s[0] == "sys" and s[1] in system
-                                           for s in compiled.reads(node_id)):
-            found.add(_top(compiled, node_id))
+    found = {n for n in compiled.graphs[None].in_count
+             if compiled.nodes[n].type == "start" and len(system) < len(keys)}
+    # A node inside an iteration or loop that reads ``sys`` reruns with its container.
+    found |= {_top(compiled, n) for n in compiled.nodes
+              if any(s[0] == "sys" and s[1] in system for s in compiled.reads(n))}
     return found
 
 

@@ -428,9 +428,10 @@ class Runner:
         self._register(handle)
         fingerprints = _fingerprints(execution)
         handle.task = loop.create_task(execution.run())
-        handle.task.add_done_callback(handle._settle)
+        # Recorded before the handle settles: once a caller has the result, stale() knows it.
         handle.task.add_done_callback(
             lambda task: self._record(execution, fingerprints, task))
+        handle.task.add_done_callback(handle._settle)
         return handle
 
     def _record(self, execution: Execution, fingerprints: dict[str, str],
