@@ -145,7 +145,10 @@ def _cache_key(run: Execution, node_id: str, frame: Frame) -> str | None:
     compiled = run.compiled
     fingerprint = compiled.fingerprints(run.runtime.model_override)[node_id]
     pool = frame.pool
-    return cache_key(fingerprint, compiled.reads(node_id), lambda s: pool.get(s, None))
+    try:
+        return cache_key(fingerprint, compiled.reads(node_id), lambda s: pool.get(s, None))
+    except Exception:  # noqa: BLE001 - a value that refuses to be read (a secret not granted)
+        return None  # is not cached: the node runs and reports it itself
 
 
 
