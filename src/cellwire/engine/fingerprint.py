@@ -3,7 +3,7 @@
 A node's fingerprint covers its type (and the code that runs it), its config as the engine
 parsed it, its retry policy, time limit and error strategy, the run-wide model override when
 the node calls a model, the declarations of the environment and conversation variables it
-reads, and the fingerprints of the nodes it depends on: the sources of its incoming edges
+reads, whether the workflow is trusted (where its code runs), and the fingerprints of the nodes it depends on: the sources of its incoming edges
 (with the handle they leave through), the nodes its selectors and templates reference, and,
 for an iteration or loop, the nodes inside it. An edit anywhere upstream therefore changes
 every fingerprint downstream, while an edit of an unrelated node, or of what never changes a
@@ -177,6 +177,8 @@ def _own(compiled: CompiledWorkflow, node_id: str, model: str | None) -> str:
         "default_value": node.default_value,
         "model": model if _calls_model(node.config) else None,
         "declared": declared,
+        # Trusting a workflow moves its code out of the sandbox and widens its network.
+        "trusted": workflow.trusted,
     })
 
 

@@ -141,9 +141,12 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
 
 
 def _cache_key(run: Execution, node_id: str, frame: Frame) -> str | None:
-    """The node cache's key for ``node_id`` with the values it reads now."""
+    """The node cache's key for ``node_id`` with the values it reads now, and where its code
+    runs: a result from the kernel never answers a sandboxed run, nor the reverse."""
     compiled = run.compiled
-    fingerprint = compiled.fingerprints(run.runtime.model_override)[node_id]
+    code = run.runtime.code
+    where = "kernel" if code is None else f"{type(code).__qualname__}@{id(code):x}"
+    fingerprint = f"{compiled.fingerprints(run.runtime.model_override)[node_id]}:{where}"
     pool = frame.pool
     try:
         return cache_key(fingerprint, compiled.reads(node_id), lambda s: pool.get(s, None))
