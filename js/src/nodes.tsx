@@ -8,7 +8,7 @@ import { useEditor } from "./context";
 import { nodeHeight } from "./graph";
 import type { FlowEdge, FlowNode } from "./graph";
 import { useStatus } from "./status";
-import type { CwNode, StatusEntry } from "./types";
+import type { AnyModel, CwNode, StatusEntry } from "./types";
 
 type Look = { color: string; icon: string };
 
@@ -119,18 +119,39 @@ const SourceHandles = memo(function SourceHandles({ node }: { node: CwNode }) {
   );
 });
 
+/** Whether the kernel's ``stale`` trait names ``id``: the node changed since the workflow's
+ * last run, or follows one that did. A node re-renders only when its own answer changes. */
+export function useStale(model: AnyModel, id: string): boolean {
+  return useSyncExternalStore(
+    (cb) => {
+      model.on("change:stale", cb);
+      return () => model.off("change:stale", cb);
+    },
+    () => ((model.get("stale") as string[] | undefined) ?? []).includes(id),
+  );
+}
+
+const STALE_HINT = "changed since the last run (or follows a node that did): %workflow run NAME --stale runs it again";
+
 function NodeView({ id, node, selected, container }: { id: string; node: CwNode; selected: boolean; container: boolean }) {
-  const { store } = useEditor();
+  const { store, model } = useEditor();
   const entry = useStatus(store, id);
+  const stale = useStale(model, id);
   const status = entry?.status ?? "pending";
   return (
     <div
-      className={`cw-node${container ? " cw-container" : ""} cw-status-${status}${selected ? " cw-selected" : ""}`}
+      className={`cw-node${container ? " cw-container" : ""} cw-status-${status}${stale ? " cw-is-stale" : ""}${selected ? " cw-selected" : ""}`}
       data-testid={`cw-node-${id}`}
       data-status={status}
+      data-stale={stale ? "true" : undefined}
       style={container ? undefined : { height: nodeHeight(node) }}
     >
       <TargetHandle node={node} />
+      {stale ? (
+        <span className="cw-stale" data-testid={`cw-stale-${id}`} title={STALE_HINT}>
+          stale
+        </span>
+      ) : null}
       <Head node={node} />
       <Metrics entry={entry} />
       {entry?.error ? (

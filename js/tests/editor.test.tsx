@@ -130,6 +130,20 @@ describe("editor", () => {
     await vi.waitFor(() => expect(q(el, "cw-trust")?.textContent).toBe("trusted: code runs in the kernel"));
   });
 
+  test("nodes the kernel says are stale wear a stale badge, which goes once they ran", async () => {
+    const { el, model } = await mount();
+    expect(el.querySelector(".cw-stale")).toBeNull();
+    model.pySet("stale", ["branch", "end"]);
+    await vi.waitFor(() => expect(q(el, "cw-stale-branch")).not.toBeNull());
+    expect(q(el, "cw-stale-end")?.textContent).toBe("stale");
+    expect(q(el, "cw-stale-end")?.title).toMatch(/--stale/);
+    expect(q(el, "cw-node-branch")!.dataset.stale).toBe("true");
+    expect(q(el, "cw-stale-ask")).toBeNull();
+    expect(q(el, "cw-node-ask")!.dataset.stale).toBeUndefined();
+    model.pySet("stale", []);
+    await vi.waitFor(() => expect(el.querySelector(".cw-stale")).toBeNull());
+  });
+
   test("Backspace on a selected node sends one delete message", async () => {
     const { el, model } = await mount();
     (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();

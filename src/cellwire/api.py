@@ -34,6 +34,10 @@ async def arun(workflow: Workflow, inputs: Mapping[str, Any] | None = None,
     ``model`` (``'provider/model'``) routes every llm node of the run to that model.
     ``cache=True`` answers every LLM call of the run from the store's response cache when it
     holds the same request (nodes with ``cache: true`` use it either way).
+
+    ``stale=True`` executes only what changed since the workflow's last run (:func:`stale`
+    lists it), reusing that run's results for the rest; missing inputs are that run's. When
+    nothing changed, nothing runs and the last run's result is returned.
     """
     return await runner.arun(workflow, inputs, **kwargs)
 
@@ -74,6 +78,15 @@ def widget(workflow: Workflow) -> Any:
     return WorkflowWidget(workflow)
 
 
+def stale(workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
+          model: str | None = None) -> list[str]:
+    """The nodes of ``workflow`` a run would execute again: those edited since its last run
+    (config, type, retry, time limit, error strategy, model, or what they read), those that
+    failed or never ran, those reading an input that differs in ``inputs``, and everything
+    downstream of them. All of them before its first run; none once it is up to date."""
+    return list(default_runner().stale(workflow, inputs, model=model).nodes)
+
+
 def runs(limit: int | None = None, workflow: str | None = None,
          status: str | None = None) -> pd.DataFrame:
     """Runs in the default store, newest first (see :meth:`RunStore.runs`)."""
@@ -94,5 +107,5 @@ provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 __all__ = [
     "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "map", "resolve_store",
-    "run", "runs", "unwatch", "watch", "widget",
+    "run", "runs", "stale", "unwatch", "watch", "widget",
 ]

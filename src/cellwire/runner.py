@@ -32,7 +32,9 @@ import cellwire.nodes  # noqa: F401 - registers the built-in node types
 from cellwire.engine import CompiledWorkflow, Execution, RunResult, Runtime, compile_workflow
 from cellwire.engine.commands import Command, Stop
 from cellwire.engine.layers import Layer
+from cellwire.engine.node_cache import NodeCache
 from cellwire.engine.runtime import Sink
+from cellwire.freshness import Ledger, Staleness
 from cellwire.model import Workflow
 from cellwire.services.files import FolderPolicy
 from cellwire.services.http import SharedHTTP
@@ -68,7 +70,7 @@ DEFAULT: Any = _Default()
 
 #: Keywords of a run that are options of the run, not inputs.
 RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
-               "previous", "single", "secrets")
+               "previous", "single", "secrets", "stale")
 
 #: Seconds a blocking call waits for an interrupted run to end (and be stored) before it
 #: gives up waiting.
@@ -255,6 +257,9 @@ class RunOptions:
     #: Secrets every run is granted (grant specs such as ``"OPENAI_API_KEY"`` or
     #: ``"KEY=env:MY_KEY"``, or values by name): :func:`cellwire.services.secrets.grant_values`.
     secrets: Mapping[str, str] | Sequence[str] | None = None
+    #: Answer pure nodes (code, template-transform) from the runner's in-memory node cache
+    #: when their fingerprint and the values they read are those of an earlier execution.
+    node_cache: bool = False
 
 
 class Runner:
@@ -273,6 +278,10 @@ class Runner:
         self._http = SharedHTTP()
         self._runs: OrderedDict[str, RunHandle] = OrderedDict()
         self._watchers: dict[int, tuple[weakref.ref[Workflow], list[Layer | Sink]]] = {}
+        #: The last run of each workflow object and its fingerprints: what is stale.
+        self.ledger = Ledger()
+        #: Results of pure nodes, for runs with the ``node_cache`` option.
+        self.node_cache = NodeCache()
         #: Layers every run of this runner feeds (OpenTelemetry, say).
         self.layers: list[Layer | Sink] = []
 
@@ -301,7 +310,7 @@ class Runner:
             return self._assemble(base, found, router, model, cache, own=True)
         router = self._current_router() if base is None or base.llm is None else base.llm
         files = os.path.abspath(opts.files) if opts.files is not None else None
-        key = (id(found), id(router), model, cache, files)
+        key = (id(found), id(router), model, cache, files, opts.node_cache)
         with self._lock:
             runtime = self._runtimes.get(key)
             if runtime is None:
@@ -331,6 +340,8 @@ class Runner:
             cache_all=cache or base.cache_all,
             files=policy,
             model_override=model or base.model_override,
+            node_cache=(self.node_cache if self.options.node_cache and base.node_cache is None
+                        else base.node_cache),
         )
 
     def _current_router(self) -> LLMRouter:
@@ -417,9 +428,41 @@ class Runner:
         loop = asyncio.get_running_loop()
         handle = RunHandle(execution, execution.compiled.workflow.name, loop)
         self._register(handle)
+        fingerprints = _fingerprints(execution)
         handle.task = loop.create_task(execution.run())
+        # Recorded before the handle settles: once a caller has the result, stale() knows it.
+        handle.task.add_done_callback(
+            lambda task: self._record(execution, fingerprints, task))
         handle.task.add_done_callback(handle._settle)
         return handle
+
+    def _record(self, execution: Execution, fingerprints: dict[str, str],
+                task: asyncio.Task[RunResult]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.ledger.record(execution, task.result(), fingerprints)
+
+    # -- stale tracking ---------------------------------------------------------------------
+
+    def stale(self, workflow: Workflow, inputs: Mapping[str, Any] | None = None, *,
+              model: str | None = None) -> Staleness:
+        """What changed in ``workflow`` since its last run by this runner, for a run with
+        ``inputs`` (missing ones: the last run's) and ``model`` (the runner's default when
+        None): :class:`~cellwire.freshness.Staleness`."""
+        compiled = compile_workflow(workflow)
+        override = self.runtime(model=model).model_override
+        return self.ledger.stale(compiled, compiled.fingerprints(override), inputs)
+
+    def _stale_run(self, workflow: Workflow | CompiledWorkflow,
+                   inputs: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> tuple[dict[str, Any], RunResult | None]:
+        """For ``stale=True``: the inputs and options that execute only the stale nodes, or
+        the last run when nothing is stale."""
+        wf = workflow.workflow if isinstance(workflow, CompiledWorkflow) else workflow
+        found = self.stale(wf, inputs, model=options.get("model"))
+        if not found.nodes:
+            return found.inputs, found.previous
+        options.update(found.options())
+        return found.inputs, None
 
     def submit(self, workflow: Workflow | CompiledWorkflow,
                inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
@@ -435,14 +478,27 @@ class Runner:
         return background.call(launch())
 
     async def arun(self, workflow: Workflow | CompiledWorkflow,
-                   inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
-        """Run to the end on the running event loop."""
+                   inputs: Mapping[str, Any] | None = None, *, stale: bool = False,
+                   **options: Any) -> RunResult:
+        """Run to the end on the running event loop. ``stale=True`` executes only the nodes
+        that changed since the workflow's last run (and what follows them), reusing that
+        run's results for the rest; when nothing changed it returns that run."""
+        if stale:
+            inputs, last = self._stale_run(workflow, inputs, options)
+            if last is not None:
+                return last
         return _warn_unstored(await self.start(workflow, inputs, **options))
 
     def run(self, workflow: Workflow | CompiledWorkflow,
-            inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
+            inputs: Mapping[str, Any] | None = None, *, stale: bool = False,
+            **options: Any) -> RunResult:
         """Run to the end from synchronous code, on the runner's long-lived loop. Ctrl-C stops
-        the run (it ends ``stopped``, and is stored as such) and is raised again."""
+        the run (it ends ``stopped``, and is stored as such) and is raised again.
+        ``stale`` as in :meth:`arun`."""
+        if stale:
+            inputs, last = self._stale_run(workflow, inputs, options)
+            if last is not None:
+                return last
         handle = self.submit(workflow, inputs, **options)
         try:
             return _warn_unstored(handle.wait())
@@ -481,6 +537,15 @@ class Runner:
 
     def stop(self, run_id: str, reason: str = "stopped by the user") -> None:
         self.send(run_id, Stop(reason))
+
+
+def _fingerprints(execution: Execution) -> dict[str, str]:
+    """The fingerprints a run starts with (none when its configs cannot be hashed: then
+    every node is stale after it)."""
+    try:
+        return execution.compiled.fingerprints(execution.runtime.model_override)
+    except (TypeError, ValueError, RecursionError):
+        return {}
 
 
 def _warn_unstored(result: RunResult) -> RunResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from cellwire.model import Problem, WorkflowError
@@ -51,6 +51,11 @@ class Execution:
     (:mod:`cellwire.services.secrets` resolves grants to them); a secret not granted has no
     value, and every granted value is redacted from what the run shows. A rerun
     (``previous``) given no ``secrets`` keeps the grants of the run it reruns.
+
+    ``start_at`` is a top-level node, or several: they and what follows them run, the rest
+    keeps the results of ``previous``. ``stale_nodes`` are the nodes the run executes because
+    they changed since the last run (``%workflow run --stale``): their trace rows say so
+    (``"stale": true`` in their metadata).
     """
 
     def __init__(
@@ -64,10 +69,11 @@ class Execution:
         max_steps: int = DEFAULT_MAX_STEPS,
         max_time: float | None = DEFAULT_MAX_TIME,
         conversation: dict[str, Any] | None = None,
-        start_at: str | None = None,
+        start_at: str | Collection[str] | None = None,
         previous: RunResult | None = None,
         single: bool = False,
         secrets: Mapping[str, str] | None = None,
+        stale_nodes: Collection[str] = (),
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -88,14 +94,21 @@ class Execution:
         if start_at is not None:
             if previous is None:
                 raise ValueError("start_at needs the previous run whose outputs it reuses")
-            if compiled.nodes.get(start_at) is None or compiled.nodes[start_at].parent is not None:
-                raise ValueError(f"start_at={start_at!r} is not a top-level node of the workflow")
+            for node_id in [start_at] if isinstance(start_at, str) else start_at:
+                if compiled.nodes.get(node_id) is None or compiled.nodes[node_id].parent \
+                        is not None:
+                    raise ValueError(f"start_at={node_id!r} is not a top-level node of the "
+                                     "workflow")
+            if not start_at:
+                raise ValueError("start_at: give at least one node")
         if single and start_at is None:
             raise ValueError("single runs the start_at node alone: give start_at")
         self._start_at = start_at
         #: Stop after ``start_at``: what follows it is not run (it keeps its previous results).
         self._single = single
         self._previous = previous
+        #: Nodes run because they changed since the last run; their trace rows say so.
+        self.stale_nodes = frozenset(stale_nodes)
         self._layers = RunLayers(runtime.layers)
         self._deliver = self._layers.event
         if secrets is None and previous is not None and previous.state is not None:
@@ -130,6 +143,11 @@ class Execution:
             self.state.answer.append(event.text)
         self.events.append(event)
         self._deliver(event)
+
+    @property
+    def previous(self) -> RunResult | None:
+        """The run whose results a rerun reuses (None for a whole run)."""
+        return self._previous
 
     @property
     def status(self) -> RunStatus:

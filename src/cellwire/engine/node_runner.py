@@ -19,6 +19,7 @@ from .events import (
     NodeStopped,
     NodeSucceeded,
 )
+from .fingerprint import cache_key
 from .node import NodeContext, NodeError, NodeResult, Usage
 from .retry import is_retryable, retry_delay
 from .state import NodeStatus, check_node_move
@@ -84,7 +85,10 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
     # Containers hold no slot: their children need the slots, and would starve otherwise.
     slots = None if node_type.container else run.slots
     retry = node_type.retry_for(node)
-    while True:
+    cache = run.runtime.node_cache
+    key = _cache_key(run, node_id, frame) if cache is not None and node_type.pure else None
+    result = cache.get(key) if cache is not None and key is not None else None
+    while result is None:
         try:
             if slots is not None:
                 await slots.acquire()
@@ -97,6 +101,8 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
                 if slots is not None:
                     slots.release()
             result = _as_result(raw)
+            if key is not None and cache is not None:
+                cache.put(key, result)
             break
         except asyncio.CancelledError:
             frame.statuses[node_id] = check_node_move(node_id, frame.statuses[node_id],
@@ -121,14 +127,31 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
         run.state.outputs.update(result.outputs)
     frame.statuses[node_id] = check_node_move(node_id, frame.statuses[node_id],
                                               NodeStatus.SUCCEEDED)
+    metadata = result.metadata
+    if node_id in run.stale_nodes:
+        metadata = {**metadata, "stale": True}
     run.emit(
         NodeSucceeded(
             time=clock.now(), inputs=result.inputs, process_data=result.process_data,
             outputs=result.outputs, elapsed=clock.monotonic() - t0, retries=attempt,
-            metadata=result.metadata, handle=result.handle, **_usage_fields(usage), **base,
+            metadata=metadata, handle=result.handle, **_usage_fields(usage), **base,
         )
     )
     return result.handle
+
+
+def _cache_key(run: Execution, node_id: str, frame: Frame) -> str | None:
+    """The node cache's key for ``node_id`` with the values it reads now, and where its code
+    runs: a result from the kernel never answers a sandboxed run, nor the reverse."""
+    compiled = run.compiled
+    code = run.runtime.code
+    where = "kernel" if code is None else f"{type(code).__qualname__}@{id(code):x}"
+    fingerprint = f"{compiled.fingerprints(run.runtime.model_override)[node_id]}:{where}"
+    pool = frame.pool
+    try:
+        return cache_key(fingerprint, compiled.reads(node_id), lambda s: pool.get(s, None))
+    except Exception:  # noqa: BLE001 - a value that refuses to be read (a secret not granted)
+        return None  # is not cached: the node runs and reports it itself
 
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pickle
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cellwire.model import Node, NodeType, Workflow, WorkflowError, registry
+from cellwire.model.selectors import Selector
 from cellwire.model.validate import graph_roots, validate_configs
 
 if TYPE_CHECKING:
@@ -48,6 +49,26 @@ class CompiledWorkflow:
         self.graphs: dict[str | None, GraphPlan] = {
             c: self._plan(c) for c in [None, *containers]
         }
+        self._fingerprints: dict[str | None, dict[str, str]] = {}
+        self._reads: dict[str, tuple[Selector, ...]] | None = None
+
+    def fingerprints(self, model: str | None = None) -> dict[str, str]:
+        """Each node's fingerprint for runs whose model override is ``model``
+        (:mod:`.fingerprint`); computed once per override."""
+        found = self._fingerprints.get(model)
+        if found is None:
+            from .fingerprint import fingerprints
+
+            found = self._fingerprints[model] = fingerprints(self, model)
+        return found
+
+    def reads(self, node_id: str) -> tuple[Selector, ...]:
+        """The selectors ``node_id`` reads; computed once for every node."""
+        if self._reads is None:
+            from .fingerprint import node_reads
+
+            self._reads = {n: node_reads(self, n) for n in self.nodes}
+        return self._reads[node_id]
 
     def _plan(self, container: str | None) -> GraphPlan:
         members = [n.id for n in self.workflow.children(container)]
@@ -80,32 +101,52 @@ class CompiledWorkflow:
         return await Execution(self, inputs or {}, runtime or Runtime(), **options).run()
 
 
-def rerun_plan(plan: GraphPlan, start_at: str, *, single: bool,
+def rerun_plan(plan: GraphPlan, start_at: str | Collection[str], *, single: bool,
                handles: Mapping[str, str | None],
                branching: Mapping[str, bool]) -> tuple[GraphPlan, dict[str, int]]:
-    """The part of ``plan`` a rerun from ``start_at`` runs (only ``start_at`` when
-    ``single``), and the edges into it already taken by the nodes it reuses: ``handles``
-    holds each finished node's decision in the previous run."""
-    downstream = {start_at}
-    todo = [] if single else [start_at]
+    """The part of ``plan`` a rerun from ``start_at`` (a node, or several) runs (only those
+    nodes when ``single``), and the edges into it already taken by the nodes it reuses:
+    ``handles`` holds each finished node's decision in the previous run.
+
+    Of several start nodes, one that another one reaches waits for it like any node. One
+    that nothing in the rerun reaches, every edge into which the previous run decided
+    without taking any (its sources chose another branch or were skipped), is skipped as it
+    was then; a single start node always runs ("run this node").
+    """
+    starts = (start_at,) if isinstance(start_at, str) else tuple(dict.fromkeys(start_at))
+    downstream = set(starts)
+    reached: set[str] = set()
+    todo = [] if single else list(starts)
     while todo:
         for _, target in plan.out_edges[todo.pop()]:
+            reached.add(target)
             if target not in downstream:
                 downstream.add(target)
                 todo.append(target)
+    if single:
+        reached = {t for n in starts for _, t in plan.out_edges[n] if t in downstream}
+    roots = [n for n in starts if n not in reached]
     in_count = dict.fromkeys(downstream, 0)
     taken: dict[str, int] = {}
+    entering: set[str] = set()
     for source, edges in plan.out_edges.items():
         for edge_handle, target in edges:
-            if target not in downstream or target == start_at:
+            if target not in downstream:
                 continue
             if source in downstream:
                 in_count[target] += 1
-            elif source in handles and (not branching[source] or handles[source] == edge_handle):
+                continue
+            entering.add(target)
+            if source in handles and (not branching[source] or handles[source] == edge_handle):
                 taken[target] = taken.get(target, 0) + 1
-    sub = GraphPlan(None, (start_at,), in_count,
+    # A root runs whatever the edges into it say, unless those say it was skipped.
+    skipped = () if isinstance(start_at, str) else tuple(
+        n for n in roots if n in entering and not taken.get(n))
+    for root in roots:
+        taken.pop(root, None)
+    sub = GraphPlan(None, tuple(n for n in roots if n not in skipped), in_count,
                     {n: tuple(e for e in plan.out_edges[n] if e[1] in downstream)
-                     for n in downstream}, ())
+                     for n in downstream}, skipped)
     return sub, taken
 
 

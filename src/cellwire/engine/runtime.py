@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .clock import Clock
 from .events import Event
+from .node_cache import NodeCache
 from .services import (
     ChatMemory,
     CodeExecutor,
@@ -67,6 +68,9 @@ class Runtime:
     files: FilePolicy | None = None
     #: Route every LLM node of the run to this ``provider/model``, when set.
     model_override: str | None = None
+    #: Results of pure nodes (code, template-transform) by fingerprint and input values; a
+    #: pure node found there is not run again (its status is ``cached``). None: no reuse.
+    node_cache: NodeCache | None = None
 
     def subscribe(self, layer: Layer | Sink) -> Layer | Sink:
         """Add ``layer`` (a Layer or an event callback) to every later run; returns it."""

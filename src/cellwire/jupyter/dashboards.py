@@ -24,7 +24,7 @@ LatencyBy = Literal["node", "node_type", "model", "workflow"]
 
 TRACE_VIEW = [
     "node_id", "node_type", "title", "status", "parent_id", "round", "started_at",
-    "finished_at", "elapsed_ms", "retries", "cache_hit", "model", "prompt_tokens",
+    "finished_at", "elapsed_ms", "retries", "cache_hit", "stale", "model", "prompt_tokens",
     "completion_tokens", "total_tokens", "cost", "error",
 ]
 _FAILED = ("failed", "exception")
@@ -45,17 +45,24 @@ def _cache_hit(metadata: Any) -> bool:
                                                 or metadata.get("cached")))
 
 
+def _stale(metadata: Any) -> bool:
+    """The node ran because it changed since the last run (``--stale``)."""
+    return bool(isinstance(metadata, dict) and metadata.get("stale"))
+
+
 def _with_derived(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["model"] = frame["metadata"].map(_model)
     frame["cache_hit"] = frame["metadata"].map(_cache_hit)
+    frame["stale"] = frame["metadata"].map(_stale)
     return frame
 
 
 def trace(run: RunResult | str | None = None, *, store: StoreArg = None,
           full: bool = False) -> pd.DataFrame:
     """A row per node execution of ``run`` (a result, a run id or its prefix; default: the
-    newest stored run): status, times, latency, retries, cache hit, model, tokens, cost.
+    newest stored run): status, times, latency, retries, cache hit, whether it ran because it
+    was stale (``--stale``), model, tokens, cost.
 
     ``full=True`` keeps every stored column (inputs, outputs, process data, metadata).
     """

@@ -74,6 +74,7 @@ def _run(p: Parser) -> None:
     p.add_argument("--wait", "-w", action="store_true")
     p.add_argument("--model", default="")
     p.add_argument("--secret", "-s", action="append", default=[], metavar="VAR[=SOURCE]")
+    p.add_argument("--stale", action="store_true")
 
 
 def _map(p: Parser) -> None:

@@ -93,6 +93,10 @@ class WorkflowMagics(Magics, Configurable):
     concurrency = Int(DEFAULT_CONCURRENCY, config=True,
                       help="node executions a run may have in flight at once")
     feedback = Bool(True, config=True, help="say what a %%workflow cell defined")
+    node_cache = Bool(True, config=True,
+                      help="answer pure nodes (code, template-transform) from the kernel's "
+                           "node cache when their config and the values they read are those "
+                           "of an earlier run (their status is 'cached')")
     secrets = List(Unicode(), config=True,
                    help="secrets granted to every run of this kernel (the editor's too), as "
                         "grant specs: 'VAR' (your secrets file, else the environment variable "
@@ -106,11 +110,12 @@ class WorkflowMagics(Magics, Configurable):
             shell.configurables.append(self)
         self._configure_runner()
 
-    @observe("store", "concurrency", "secrets")
+    @observe("store", "concurrency", "secrets", "node_cache")
     def _configure_runner(self, *_: Any) -> None:
         # One runner per kernel: the editor and wf.run() follow these settings too.
         default_runner().configure(store=self._store_option(), concurrency=self.concurrency,
-                                   secrets=list(self.secrets) or None)
+                                   secrets=list(self.secrets) or None,
+                                   node_cache=self.node_cache)
 
     # -- %%workflow -------------------------------------------------------------------------
 
@@ -241,22 +246,35 @@ class WorkflowMagics(Magics, Configurable):
         wf = self.session.workflow(args.name)
         inputs = {key: self._value(value) for key, value in parse_pairs(args.inputs, "input")
                   .items()}
+        rerun: dict[str, Any] = {}
+        if args.stale:
+            found = default_runner().stale(wf, inputs, model=args.model or self.run_model or None)
+            if not found.nodes:
+                last = found.previous
+                print(f"nothing is stale: {wf.name} is up to date with its last run"
+                      + (f" ({last.run_id[:12]})" if last is not None else ""))
+                return last if args.wait else None
+            inputs = found.inputs
+            rerun = found.options()
+            print(f"running {len(found.nodes)} stale node(s) of {wf.name}: "
+                  + ", ".join(found.nodes))
         handle, _live = self.start(wf, inputs, model=args.model, wait=args.wait,
-                                   secrets=args.secret or None)
+                                   secrets=args.secret or None, **rerun)
         if args.wait:
             return handle.result
         return None
 
     def start(self, wf: Any, inputs: dict[str, Any], *, model: str = "",
-              wait: bool = False, secrets: list[str] | None = None
+              wait: bool = False, secrets: list[str] | None = None, **rerun: Any
               ) -> tuple[RunHandle, LiveStatus]:
         """Start a run of ``wf`` on the notebook's runner: a task on the running event loop,
         or to completion when ``wait`` (or when no loop runs, as in a terminal). ``secrets``
-        are grant specs, on top of ``%config WorkflowMagics.secrets``."""
+        are grant specs, on top of ``%config WorkflowMagics.secrets``; ``rerun`` are the
+        options of a partial run (:meth:`cellwire.freshness.Staleness.options`)."""
         live = LiveStatus(wf.name, interval=self.live_interval)
         runner = default_runner()
         options: dict[str, Any] = {"layers": [live], "model": model or self.run_model or None,
-                                   "secrets": secrets}
+                                   "secrets": secrets, **rerun}
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -75,6 +75,8 @@ class WorkflowWidget(anywidget.AnyWidget):
     edges = traitlets.List(traitlets.Dict()).tag(sync=True)
     #: node id -> {status, elapsed, tokens, cost, error, inputs, outputs}
     status = traitlets.Dict().tag(sync=True)
+    #: Nodes changed since the workflow's last run, and what follows them (stale badges).
+    stale = traitlets.List(traitlets.Unicode()).tag(sync=True)
     problems = traitlets.List(traitlets.Dict()).tag(sync=True)
     #: Whether the workflow is trusted and where its code runs (``proto.trust_info``).
     trust = traitlets.Dict().tag(sync=True)
@@ -133,8 +135,19 @@ class WorkflowWidget(anywidget.AnyWidget):
         trust = proto.trust_info(self.workflow)
         if trust != self.trust:
             self.trust = trust
+        self.refresh_stale()
         if self.name != self.workflow.name:
             self.name = self.workflow.name
+
+    def refresh_stale(self) -> None:
+        """Show which nodes are stale now (after an edit, or a run of the workflow)."""
+        try:
+            stale = list(default_runner().stale(self.workflow,
+                                                model=self.run_model or None).nodes)
+        except Exception:  # noqa: BLE001 - an invalid workflow shows its problems instead
+            stale = []
+        if stale != self.stale:
+            self.stale = stale
 
     def handle(self, msg: Mapping[str, Any]) -> dict[str, Any] | None:
         """Carry out one message from the browser; returns the reply to send, if any."""
@@ -387,10 +400,20 @@ class _EditorLayer(Layer):
             self.editor.last_run = result
 
 
+def _recorded(workflow: Workflow) -> None:
+    """A run of ``workflow`` was recorded: its editors redraw their stale badges."""
+    for widget in list(_live):
+        if widget.workflow is workflow:
+            widget.refresh_stale()
+
+
 def _install_hook() -> None:
     global _hook_installed
     if _hook_installed:
         return
+    ledger = default_runner().ledger
+    if _recorded not in ledger.listeners:
+        ledger.listeners.append(_recorded)
     try:
         from IPython import get_ipython
     except ImportError:

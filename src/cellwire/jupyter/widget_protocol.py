@@ -411,7 +411,9 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
             "outputs": _values(event.outputs),
         }
         if isinstance(event, NodeSucceeded):
-            entry["status"] = "cached" if event.metadata.get("cached") else "succeeded"
+            # The node cache ("cached") or the LLM response cache ("cache_hit") answered.
+            cached = event.metadata.get("cached") or event.metadata.get("cache_hit")
+            entry["status"] = "cached" if cached else "succeeded"
         elif isinstance(event, NodeException):
             entry.update(status="failed", error=event.error, handled=True)
         elif isinstance(event, NodeFailed):

@@ -67,6 +67,9 @@ class NodeType:
     description: str = ""
     #: The retry policy of a node of this type that sets none (``retry`` not given).
     default_retry: Retry | None = None
+    #: Its outputs depend only on its config and the values it reads, and running it changes
+    #: nothing outside the run: a run with a node cache answers it from there.
+    pure: bool = False
 
     def retry_for(self, node: Node) -> Retry:
         """The node's own retry policy if it sets one (even "no retries"), else the type's
@@ -183,6 +186,7 @@ def node_type(
     description: str = "",
     fallback: bool = False,
     default_retry: Retry | None = None,
+    pure: bool = False,
 ) -> Callable[[RunFn], RunFn]:
     """Register ``async def run(ctx)`` as the node type ``name``.
 
@@ -193,6 +197,8 @@ def node_type(
     ``jinja`` yields ``(field, text)`` for the fields rendered as Jinja, so validate() checks
     their ``{{ node.var }}`` references.
     ``default_retry`` is the retry policy of nodes that set none.
+    ``pure`` says the node's outputs depend only on its config and the values it reads, with
+    no effect outside the run, so the node cache may answer it.
     """
 
     def decorate(run: RunFn) -> RunFn:
@@ -209,6 +215,7 @@ def node_type(
                 start=start,
                 description=description or (run.__doc__ or "").strip().split("\n")[0],
                 default_retry=default_retry,
+                pure=pure,
             ),
             aliases=aliases,
             fallback=fallback,

@@ -246,6 +246,22 @@ def jinja_field_references(fields: Iterable[tuple[str, str]]
             yield field, selector, False
 
 
+def node_references(raw: Any, node_type: NodeType | None, config: Any
+                    ) -> Iterator[tuple[str, Selector, bool]]:
+    """``(field, selector, strict)`` for every variable a node reads: references in its raw
+    config, its type's own reference fields (as given: a part may be something other than a
+    name, and a selector may be too short) and its Jinja fields. ``config`` is the parsed
+    config (None when it did not parse: only the raw references are known then)."""
+    yield from config_references(raw)
+    if node_type is None or config is None:
+        return
+    if node_type.references is not None:
+        for field, selector in node_type.references(config):
+            yield field, tuple(selector), True
+    if node_type.jinja is not None:
+        yield from jinja_field_references(node_type.jinja(config))
+
+
 def _is_selector(value: Any) -> bool:
     return isinstance(value, list) and len(value) >= 2 and all(isinstance(p, str) for p in value)
 
@@ -257,21 +273,17 @@ def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: d
     for node_id, config in configs.items():
         declared[node_id] = types[node_id].outputs(config)
     for node in workflow.nodes.values():
-        found = list(config_references(node.config))
-        if node.id in configs:
-            node_type = types[node.id]
-            for field, selector in (node_type.references(configs[node.id])
-                                    if node_type.references is not None else ()):
-                # A node type's own reference fields may hold any list (an assigner's value).
-                if not all(isinstance(part, str) for part in selector):
-                    yield Problem(node.id, field, f"{list(selector)!r} is not a variable "
-                                  "reference: its parts must all be names",
-                                  "write the reference as [node_id, output], e.g. "
-                                  "['start', 'query'], or give a constant value instead")
-                elif len(selector) >= 2:
-                    found.append((field, tuple(selector), True))
-            if node_type.jinja is not None:
-                found += jinja_field_references(node_type.jinja(configs[node.id]))
+        found: list[tuple[str, Selector, bool]] = []
+        for field, selector, strict in node_references(
+                node.config, types.get(node.id), configs.get(node.id)):
+            # A node type's own reference fields may hold any list (an assigner's value).
+            if not all(isinstance(part, str) for part in selector):
+                yield Problem(node.id, field, f"{list(selector)!r} is not a variable "
+                              "reference: its parts must all be names",
+                              "write the reference as [node_id, output], e.g. "
+                              "['start', 'query'], or give a constant value instead")
+            elif len(selector) >= 2:
+                found.append((field, selector, strict))
         for field, selector, strict in found:
             head, var = selector[0], selector[1]
             if head == "sys":

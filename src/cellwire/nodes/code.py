@@ -60,7 +60,7 @@ def _declared(config: CodeConfig) -> list[str] | None:
     return list(config.outputs) or None
 
 
-@node_type("code", config=CodeConfig, outputs=_declared)
+@node_type("code", config=CodeConfig, outputs=_declared, pure=True)
 async def run(ctx: NodeContext) -> NodeResult:
     """Call ``main(**variables)`` on a thread; its dict, checked, is the node's outputs."""
     config: CodeConfig = ctx.config

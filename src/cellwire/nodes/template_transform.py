@@ -38,7 +38,7 @@ def _jinja_fields(config: TemplateTransformConfig) -> list[tuple[str, str]]:
 
 
 @node_type("template-transform", config=TemplateTransformConfig, outputs=("output",),
-           jinja=_jinja_fields)
+           jinja=_jinja_fields, pure=True)
 async def run(ctx: NodeContext) -> NodeResult:
     """Render ``template`` with the named ``variables``; the text is the output ``output``."""
     names = named_inputs(ctx, ctx.config.variables)
