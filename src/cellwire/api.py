@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from cellwire import runner
 from cellwire.engine import RunResult
+from cellwire.durable import resume
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
@@ -85,6 +86,6 @@ provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 
 __all__ = [
-    "RUN_OPTIONS", "StoreOption", "amap", "arun", "map", "resolve_store",
+    "RUN_OPTIONS", "StoreOption", "amap", "arun", "map", "resolve_store", "resume",
     "run", "runs", "unwatch", "watch", "widget",
 ]

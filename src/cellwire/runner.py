@@ -68,7 +68,7 @@ DEFAULT: Any = _Default()
 
 #: Keywords of a run that are options of the run, not inputs.
 RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
-               "previous", "single", "secrets")
+               "previous", "single", "secrets", "durability")
 
 #: Seconds a blocking call waits for an interrupted run to end (and be stored) before it
 #: gives up waiting.
@@ -329,6 +329,9 @@ class Runner:
             cache_all=cache or base.cache_all,
             files=policy,
             model_override=model or base.model_override,
+            # Runs on a store commit their checkpoints to it (durability decides when).
+            checkpointer=(store.checkpoints if base.checkpointer is None and store is not None
+                          else base.checkpointer),
         )
 
     def _current_router(self) -> LLMRouter:

@@ -21,6 +21,7 @@ from .services import (
 )
 
 if TYPE_CHECKING:
+    from .checkpoint import Checkpointer
     from .layers import Layer
 
 #: A plain event callback; the executor turns it into a layer.
@@ -63,6 +64,8 @@ class Runtime:
     files: FilePolicy | None = None
     #: Route every LLM node of the run to this ``provider/model``, when set.
     model_override: str | None = None
+    #: Where runs commit their checkpoints (the run store); None: runs keep none.
+    checkpointer: Checkpointer | None = None
 
     def subscribe(self, layer: Layer | Sink) -> Layer | Sink:
         """Add ``layer`` (a Layer or an event callback) to every later run; returns it."""
