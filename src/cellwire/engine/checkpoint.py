@@ -9,9 +9,9 @@ statuses and the edge decisions of every finished node (:class:`Restored`).
 
 ``durability`` says when a write must be on disk:
 
-- ``sync`` (the default): a node's write is committed before any node that depends on it
-  starts; a killed process loses only the nodes in flight, and no node whose successors
-  started ever runs again.
+- ``sync`` (the default): the run's start is committed before its first node starts, and a
+  node's write before any node that depends on it starts; a killed process loses only the
+  nodes in flight, and no node whose successors started ever runs again.
 - ``async``: writes are queued and committed in the background while the run goes on; a
   killed process also loses the writes of the last few milliseconds (those nodes run again).
 - ``exit``: nothing per node; only the run's end is stored, and the run cannot be resumed.
@@ -48,6 +48,9 @@ def check_durability(value: str) -> Durability:
 
 class RunCheckpoint(Protocol):
     """The checkpoint of one run, taken by its executor."""
+
+    def started(self) -> Awaitable[None]:
+        """Completes once the run's start (what a resume needs) is committed."""
 
     def put(self, node_id: str, handle: str | None, wait: bool) -> Awaitable[None] | None:
         """Record that top-level ``node_id`` finished (its status and outputs are in the

@@ -94,14 +94,15 @@ class StoreCheckpointer:
         answer = None
         if resumed is not None:
             answer = state.redactor.text("".join(state.answer))
-        self._submit(run.run_id, "start", functools.partial(
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._submit(run.run_id, "checkpoint", functools.partial(
             write_begin, run_id=run.run_id, version=version,
             workflow=run.compiled.workflow.name, definition=definition, created_at=time.time(),
             durability=durability, sealed=None if seal is None else seal.key_id, state=record,
-            process=_this_process(), resumed_answer=answer))
+            process=_this_process(), resumed_answer=answer), started)
         if durability == "exit":
             return None
-        return RunCheckpoint(self, run, seal)
+        return RunCheckpoint(self, run, seal, started)
 
     def _submit(self, run_id: str, kind: str, apply: Any,
                 done: concurrent.futures.Future[None] | None = None) -> None:
@@ -168,16 +169,22 @@ class StoreCheckpointer:
 class RunCheckpoint:
     """The checkpoint of one running run: takes its node writes."""
 
-    __slots__ = ("_conversation", "_last_conversation", "_owner", "_run", "_seal", "_sink")
+    __slots__ = ("_conversation", "_last_conversation", "_owner", "_run", "_seal", "_sink",
+                 "_started")
 
-    def __init__(self, owner: StoreCheckpointer, run: Execution, seal: Sealer | None):
+    def __init__(self, owner: StoreCheckpointer, run: Execution, seal: Sealer | None,
+                 started: concurrent.futures.Future[None]):
         self._owner = owner
+        self._started = started
         self._run = run
         self._seal = seal
         self._sink = owner.store.sink
         #: Conversation variables are written with a node only when they changed.
         self._conversation = bool(run.compiled.workflow.conversation_variables)
         self._last_conversation = to_json(run.state.pool.outputs("conversation"))
+
+    def started(self) -> Any:
+        return _committed(self._started)
 
     def put(self, node_id: str, handle: str | None, wait: bool) -> Any:
         run = self._run
