@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
+from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
 from cellwire.engine.secrets import missing_secrets
 from cellwire.model import Problem, Workflow, WorkflowError, validate
 from cellwire.model.validate import missing_inputs
@@ -56,9 +57,15 @@ def cli() -> None:
                    "set VAR`), else the environment variable VAR; or from SOURCE: env:NAME, "
                    "file:ENTRY, keyring:SERVICE/USER. Repeatable. A workflow gets no secret "
                    "you do not grant.")
+@click.option("--durability", type=click.Choice(DURABILITIES), default=DEFAULT_DURABILITY,
+              show_default=True,
+              help="When the run's checkpoints are committed: sync (before the nodes after a "
+                   "node start), async (in the background), exit (only the run's end; it "
+                   "cannot be resumed). See `cellwire resume`.")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 as_json: bool, db: Path | None, model: str | None,
-                store_timeout: float | None, trust_file: bool, grants: Sequence[str]) -> None:
+                store_timeout: float | None, trust_file: bool, grants: Sequence[str],
+                durability: str) -> None:
     """Run the workflow in FILE and print its outputs.
 
     Unless FILE is trusted (`cellwire trust FILE`, or --trust), its code nodes run in the
@@ -90,7 +97,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     if model is not None and "/" not in model.strip("/"):
         raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
                                  param_hint="--model")
-    result = _execute(file, workflow, inputs, db, model, store_timeout, secrets)
+    result = _execute(file, workflow, inputs, db, model, store_timeout, secrets, durability)
     _finish(result, as_json)
 
 
@@ -128,7 +135,7 @@ def _finish(result: Any, as_json: bool) -> NoReturn:
 @click.option("--trust", "trust_run", is_flag=True,
               help="Run the recorded workflow's code in this process, not the sandbox, and let "
                    "its HTTP nodes reach loopback and private addresses.")
-@click.option("--durability", type=click.Choice(["sync", "async", "exit"]),
+@click.option("--durability", type=click.Choice(DURABILITIES),
               help="When checkpoints are committed (default: as the run was started).")
 @click.option("--store-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
               help="How long to wait for a store another process holds locked.")
@@ -419,7 +426,8 @@ def _json_or_text(raw: str) -> Any:
 
 def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
              model: str | None = None, store_timeout: float | None = None,
-             secrets: Mapping[str, str] | None = None) -> Any:
+             secrets: Mapping[str, str] | None = None,
+             durability: str = DEFAULT_DURABILITY) -> Any:
     from cellwire.runner import default_runner, resolve_store
 
     try:
@@ -434,7 +442,8 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
             warnings.filterwarnings("ignore", "cellwire could not store run")
             return default_runner().run(workflow, inputs,
                                         store=store if store is not None else False,
-                                        model=model, secrets=secrets or None)
+                                        model=model, secrets=secrets or None,
+                                        durability=durability)
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

@@ -7,9 +7,11 @@ an iteration. The kill points come from the event stream of a clean run: the sub
 the real command line with one extra layer (tests/integration/event_marker.py) that marks the
 N-th event on stderr. Half the points pause the event loop at that event, so the kill lands
 exactly there; the other half let the run go on, so the kill lands a moment later, anywhere
-(mid-node, mid-commit). After each kill: `PRAGMA integrity_check` is ok, the run is resumed
-with its id, its outputs equal the clean run's, and no node whose checkpoint was committed
-before the kill ran again (its side effect happened once), while every node ran at most twice.
+(mid-node, mid-commit). Runs alternate between `sync` and `async` durability. After each
+kill: `PRAGMA integrity_check` is ok, the run is resumed with its id, its outputs equal the
+clean run's, and no node whose checkpoint was committed before the kill ran again (its side
+effect happened once), while every node ran at most twice. In `sync` runs, moreover, every
+node whose successor had started (its side effect seen before the kill) was committed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ KILLS = 50
 #: Top-level nodes with a side effect, and the iteration's items.
 EFFECT_NODES = ("c1", "h1", "c2a", "c2b", "h2", "c3")
 ITEMS = (1, 2, 3)
+#: The top-level nodes each side effect's node waits for.
+UPSTREAM = {"h1": {"c1"}, "c2a": {"h1"}, "c2b": {"h1"}, "h2": {"c2a", "c2b"},
+            **{f"ci{i}": {"h2"} for i in ITEMS}, "c3": {"it"}}
 
 _CODE = """
 import time
@@ -126,7 +131,11 @@ class EffectServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client killed mid-request: expected here
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def effects(self, tag: str) -> Counter[str]:
@@ -148,11 +157,11 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def _run(tmp: Path, wf_file: Path, db: Path, tag: str, at: int,
-         pause: bool) -> subprocess.Popen[str]:
+def _run(tmp: Path, wf_file: Path, db: Path, tag: str, at: int, pause: bool,
+         durability: str = "async") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(HARNESS), "run", str(wf_file), "--db", str(db), "--trust", "--json",
-         "-i", f"log={tmp / (tag + '.log')}", "-i", f"tag={tag}"],
+         "-i", f"log={tmp / (tag + '.log')}", "-i", f"tag={tag}", "--durability", durability],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=_env(CRASH_AT=str(at), CRASH_PAUSE="1" if pause else "0",
                  CELLWIRE_CONFIG_DIR=str(tmp / "config")))
@@ -192,18 +201,19 @@ def test_killed_runs_resume_with_the_clean_outputs_and_no_finished_node_run_twic
     assert _effects(tmp_path, server, "clean") == Counter(
         {**dict.fromkeys(EFFECT_NODES, 1), **{f"ci{i}": 1 for i in ITEMS}})
 
-    # Every event but the first (the run's start) and the last, paused there; and as many
-    # again, spread over the run, with the kill landing wherever the run has got to.
+    # Events from the first node's start to the run's last node's end, spread evenly: each
+    # once with the run paused there, and once with the run going on to wherever it is.
     inner = list(range(2, len(events)))
-    paused = [(at, True) for at in inner[:KILLS // 2]]
-    step = max(1, len(inner) // (KILLS - len(paused)))
-    moving = [(at, False) for at in inner[::step]][:KILLS - len(paused)]
+    half = KILLS // 2
+    paused = [(inner[round(i * (len(inner) - 1) / (half - 1))], True) for i in range(half)]
+    moving = [(inner[(i * len(inner)) // half], False) for i in range(half)]
     points = paused + moving
     assert len(set(points)) == KILLS, f"{len(events)} events give too few kill points"
 
     def crash_and_resume(index: int, at: int, pause: bool) -> str:
         tag = f"k{index}"
-        proc = _run(tmp_path, wf_file, db, tag, at, pause)
+        durability = ("sync", "async")[index % 2]
+        proc = _run(tmp_path, wf_file, db, tag, at, pause, durability)
         assert proc.stderr is not None
         marker = ""
         for line in proc.stderr:
@@ -216,12 +226,17 @@ def test_killed_runs_resume_with_the_clean_outputs_and_no_finished_node_run_twic
         run_id = marker.split()[1]
         assert _integrity(db) == "ok"
         committed = _committed(db, run_id)
+        before = _effects(tmp_path, server, tag)
         resumed = subprocess.run(
             [sys.executable, "-m", "cellwire.cli", "resume", run_id, "--db", str(db),
              "--trust", "--json"], capture_output=True, text=True, timeout=60,
             env=_env(CELLWIRE_CONFIG_DIR=str(tmp_path / "config")), check=False)
-        where = f"killed at event {at} ({marker.split(maxsplit=2)[2].strip()}, " \
-                f"{'paused' if pause else 'moving'}), committed {sorted(committed)}"
+        where = f"{durability} run killed at event {at} ({marker.split(maxsplit=2)[2].strip()}" \
+                f", {'paused' if pause else 'moving'}), committed {sorted(committed)}"
+        if durability == "sync":
+            for name, upstream in UPSTREAM.items():
+                if before[name]:
+                    assert upstream <= committed, f"{where}: {name} started before {upstream}"
         assert resumed.returncode == 0, f"{where}: {resumed.stderr}"
         shown = json.loads(resumed.stdout)
         assert shown["run_id"] == run_id and shown["status"] == "succeeded", where
@@ -234,12 +249,15 @@ def test_killed_runs_resume_with_the_clean_outputs_and_no_finished_node_run_twic
         for name in [*EFFECT_NODES, *(f"ci{i}" for i in ITEMS)]:
             assert 1 <= effects[name] <= 2, f"{where}: {name} ran {effects[name]} times"
         assert _integrity(db) == "ok"
-        return f"{at}{'p' if pause else 'm'}:{len(committed)}"
+        return f"{durability} {at}{'p' if pause else 'm'}: {len(committed)} committed"
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda args: crash_and_resume(*args),
                              [(i, at, pause) for i, (at, pause) in enumerate(points)]))
     assert len(done) == KILLS
+    # The kills landed all over the run: before any node was committed, and after most.
+    counts = {int(line.split(": ")[1].split()[0]) for line in done}
+    assert min(counts) <= 1 and max(counts) >= 7, done
     with sqlite3.connect(db) as conn:
         statuses = Counter(row[0] for row in conn.execute("SELECT status FROM runs"))
     assert statuses == Counter({"succeeded": KILLS + 1})

@@ -199,7 +199,8 @@ class Execution:
             checkpointer = self.runtime.checkpointer
             if checkpointer is not None:
                 self._checkpoint = checkpointer.begin(self, self.durability, self.resumed)
-                if self._checkpoint is not None and self.durability == "sync":
+                if self._checkpoint is not None:
+                    # A run that started can be resumed, whatever its durability.
                     await self._checkpoint.started()
             async with asyncio.timeout(self.max_time):
                 if restored is not None:
