@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cellwire import runner
-from cellwire.engine import RunResult
 from cellwire.durable import resume
+from cellwire.engine import RunResult
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow

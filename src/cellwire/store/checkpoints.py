@@ -27,7 +27,7 @@ from cellwire.engine.node import Usage
 from cellwire.engine.state import NodeStatus
 
 from .codec import from_json, to_json
-from .seal import SEALED_PREFIX, SealError, Sealer, sealer
+from .seal import SEALED_PREFIX, Sealer, SealError, sealer
 from .versions import version_of
 from .writer import StoreError, Write
 from .writes import write_begin, write_checkpoint
