@@ -95,19 +95,27 @@ class StoreCheckpointer:
         if resumed is not None:
             answer = state.redactor.text("".join(state.answer))
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._submit(run.run_id, "checkpoint", functools.partial(
+        if not self._submit(run.run_id, "checkpoint", functools.partial(
             write_begin, run_id=run.run_id, version=version,
             workflow=run.compiled.workflow.name, definition=definition, created_at=time.time(),
             durability=durability, sealed=None if seal is None else seal.key_id, state=record,
-            process=_this_process(), resumed_answer=answer), started)
+            process=_this_process(), resumed_answer=answer), started):
+            return None
         if durability == "exit":
             return None
         return RunCheckpoint(self, run, seal, started)
 
     def _submit(self, run_id: str, kind: str, apply: Any,
-                done: concurrent.futures.Future[None] | None = None) -> None:
+                done: concurrent.futures.Future[None] | None = None) -> bool:
+        """Queue a write; False when the store takes none (closed): the store's layer reports
+        that the run is not stored, and a checkpoint never fails its run."""
         store = self.store
-        store.writer.submit(Write(run_id, apply, time.monotonic() + store.timeout, kind, done))
+        try:
+            store.writer.submit(Write(run_id, apply, time.monotonic() + store.timeout, kind,
+                                      done))
+        except StoreError:
+            return False
+        return True
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -200,7 +208,7 @@ class RunCheckpoint:
                     conversation = seal.seal(text, f"{run_id}/{node_id}/conversation")
         done: concurrent.futures.Future[None] | None = \
             concurrent.futures.Future() if wait else None
-        self._owner._submit(run_id, "checkpoint", functools.partial(
+        queued = self._owner._submit(run_id, "checkpoint", functools.partial(
             write_checkpoint, run_id=run_id, node_id=node_id,
             status=state.nodes[node_id].value, handle=handle, steps=state.steps,
             outputs=state.pool.outputs(node_id), conversation=conversation,
@@ -208,7 +216,7 @@ class RunCheckpoint:
             seal=None if seal is None else functools.partial(seal.seal,
                                                              where=f"{run_id}/{node_id}")),
             done)
-        return None if done is None else _committed(done)
+        return None if done is None or not queued else _committed(done)
 
 
 async def _committed(done: concurrent.futures.Future[None]) -> None:
