@@ -200,3 +200,16 @@ def test_a_version_4_store_upgrades_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(db, isolation_level=None)
     assert migrate(conn) == len(MIGRATIONS)
     conn.close()
+
+
+async def test_a_workflow_yaml_cannot_hold_runs_but_records_no_version(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    wf = diamond()
+    wf.nodes["a"].config["text"] = object()  # a live Python object: no YAML for it
+    with pytest.warns(RuntimeWarning, match="records no version .* node 'a' field 'text'"):
+        result = await arun(wf, store=db)
+    assert result.stored is True
+    assert rows(db, "SELECT version FROM runs") == [(None,)]
+    assert rows(db, "SELECT count(*) FROM versions") == [(0,)]
+    with pytest.raises(NotResumable, match="keeps no checkpoint"):
+        await cellwire.resume(result.run_id, store=db)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cellwire.engine.checkpoint import Durability, Restored
 from cellwire.engine.node import Usage
 from cellwire.engine.state import NodeStatus
+from cellwire.model import WorkflowError
 
 from .codec import from_json, to_json
 from .seal import SEALED_PREFIX, Sealer, SealError, sealer
@@ -69,8 +70,15 @@ class StoreCheckpointer:
 
     def begin(self, run: Execution, durability: Durability,
               resumed: Restored | None) -> RunCheckpoint | None:
-        version, definition = version_of(run.compiled)
         state = run.state
+        try:
+            version, definition = version_of(run.compiled)
+        except WorkflowError as exc:
+            # Only a workflow built in Python can hold what YAML cannot: it runs as before.
+            why = str(exc).replace("\n", ": ", 1).replace("\n", "; ")
+            warnings.warn(f"run {run.run_id} records no version and keeps no checkpoints (it "
+                          f"cannot be resumed): {why}", RuntimeWarning, stacklevel=2)
+            return None
         seal: Sealer | None = None
         if state.secrets and durability != "exit":
             try:
@@ -133,8 +141,9 @@ class StoreCheckpointer:
                 "ON v.hash = c.version WHERE c.run_id = ?", (full,)).fetchone()
             if row is None:
                 raise NotResumable(
-                    f"run {full} keeps no checkpoint: it ran with durability='exit' or "
-                    "before cellwire kept checkpoints; run the workflow again")
+                    f"run {full} keeps no checkpoint: it ran with durability='exit', its "
+                    "workflow could not be written as YAML, or it was stored before cellwire "
+                    "kept checkpoints; run the workflow again")
             writes = conn.execute(
                 "SELECT node_id, status, handle, steps, outputs, conversation "
                 "FROM checkpoint_writes WHERE run_id = ? ORDER BY seq", (full,)).fetchall()

@@ -12,18 +12,28 @@ import weakref
 
 from cellwire.engine import CompiledWorkflow
 from cellwire.formats.native import dump
+from cellwire.model import WorkflowError
 
-#: The version of each compiled workflow (a changed workflow compiles anew).
-_versions: weakref.WeakKeyDictionary[CompiledWorkflow, tuple[str, str]] = \
+#: The version of each compiled workflow (a changed workflow compiles anew), or why it has
+#: none.
+_versions: weakref.WeakKeyDictionary[CompiledWorkflow, tuple[str, str] | WorkflowError] = \
     weakref.WeakKeyDictionary()
 
 
 def version_of(compiled: CompiledWorkflow) -> tuple[str, str]:
-    """``(hash, native YAML)`` of the workflow ``compiled`` was made from."""
+    """``(hash, native YAML)`` of the workflow ``compiled`` was made from; raises
+    :class:`WorkflowError` when it cannot be written (a config holding a Python object)."""
     found = _versions.get(compiled)
     if found is None:
-        text = dump(compiled.workflow)
-        found = _versions[compiled] = (hashlib.sha256(text.encode()).hexdigest(), text)
+        try:
+            text = dump(compiled.workflow)
+        except WorkflowError as exc:
+            found = exc
+        else:
+            found = (hashlib.sha256(text.encode()).hexdigest(), text)
+        _versions[compiled] = found
+    if isinstance(found, WorkflowError):
+        raise found
     return found
 
 
