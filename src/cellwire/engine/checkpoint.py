@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 Durability = Literal["sync", "async", "exit"]
 DURABILITIES: tuple[str, ...] = get_args(Durability)
 #: Measured (benchmarks/checkpoint_overhead.py, a chain of no-op nodes on 2 cores): `async`
-#: costs about 30 us per node, `sync` about 115 us (a commit and two thread hand-offs per node).
+#: costs 30-45 us per node, `sync` 115-220 us (a commit and two thread hand-offs per node).
 DEFAULT_DURABILITY: Durability = "async"
 
 
