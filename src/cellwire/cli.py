@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
+from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
 from cellwire.engine.secrets import missing_secrets
 from cellwire.model import Problem, Workflow, WorkflowError, validate
 from cellwire.model.validate import missing_inputs
@@ -60,9 +61,15 @@ def cli() -> None:
                    "set VAR`), else the environment variable VAR; or from SOURCE: env:NAME, "
                    "file:ENTRY, keyring:SERVICE/USER. Repeatable. A workflow gets no secret "
                    "you do not grant.")
+@click.option("--durability", type=click.Choice(DURABILITIES), default=DEFAULT_DURABILITY,
+              show_default=True,
+              help="When the run's checkpoints are committed: sync (before the nodes after a "
+                   "node start), async (in the background), exit (only the run's end; it "
+                   "cannot be resumed). See `cellwire resume`.")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 conversation: str | None, as_json: bool, db: Path | None, model: str | None,
-                store_timeout: float | None, trust_file: bool, grants: Sequence[str]) -> None:
+                store_timeout: float | None, trust_file: bool, grants: Sequence[str],
+                durability: str) -> None:
     """Run the workflow in FILE and print its outputs.
 
     Unless FILE is trusted (`cellwire trust FILE`, or --trust), its code nodes run in the
@@ -96,7 +103,12 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     if model is not None and "/" not in model.strip("/"):
         raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
                                  param_hint="--model")
-    result = _execute(file, workflow, inputs, db, model, store_timeout, secrets)
+    result = _execute(file, workflow, inputs, db, model, store_timeout, secrets, durability)
+    _finish(result, as_json)
+
+
+def _finish(result: Any, as_json: bool) -> NoReturn:
+    """Print a finished run (its outputs, or one JSON object) and exit with its code."""
     shown = result.as_dict()  # the engine has already replaced secret values with ***
     if as_json:
         click.echo(json.dumps(shown, ensure_ascii=False, default=str, allow_nan=False))
@@ -116,6 +128,59 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
                    f"{result.store_error}", err=True)
         sys.exit(EXIT_NOT_STORED)
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@cli.command("resume")
+@click.argument("run_id")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run store file (default: $CELLWIRE_HOME/runs.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--secret", "-s", "grants", multiple=True, metavar="VAR[=SOURCE]",
+              help="Grant the run's secret VAR again, as for `cellwire run` (their values are "
+                   "never stored). Repeatable.")
+@click.option("--trust", "trust_run", is_flag=True,
+              help="Run the recorded workflow's code in this process, not the sandbox, and let "
+                   "its HTTP nodes reach loopback and private addresses.")
+@click.option("--durability", type=click.Choice(DURABILITIES),
+              help="When checkpoints are committed (default: as the run was started).")
+@click.option("--store-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long to wait for a store another process holds locked.")
+def resume_command(run_id: str, db: Path | None, as_json: bool, grants: Sequence[str],
+                   trust_run: bool, durability: str | None,
+                   store_timeout: float | None) -> None:
+    """Continue run RUN_ID (a unique prefix is enough) from its checkpoint: finished nodes
+    are not run again, the run keeps its id and runs the workflow version it recorded.
+
+    Exit codes as for `cellwire run`; 2 when the run cannot be resumed (the message says why).
+    """
+    from cellwire.durable import NotResumable, prepare_resume
+    from cellwire.runner import default_runner
+    from cellwire.services.secrets import SecretError, resolve_grants
+    from cellwire.store import RunNotFound, open_store, runs_db_path
+
+    path = db or runs_db_path()
+    if not path.exists():
+        _fail([f"error: no run store at {path} (give --db PATH)"])
+    try:
+        secrets = resolve_grants(grants)
+        store = open_store(path)
+        if store_timeout is not None:
+            store.timeout = store_timeout
+        runner = default_runner()
+        workflow, options = prepare_resume(run_id, runner=runner, store=store,
+                                           secrets=secrets or None, trust=trust_run,
+                                           durability=durability)
+    except (SecretError, NotResumable, RunNotFound, ValueError) as exc:
+        _fail([f"error: {exc}"])
+    except WorkflowError as exc:
+        _fail(f"run {run_id}: {problem}" for problem in exc.problems)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "cellwire could not store run")
+            result = runner.run(workflow, None, **options)
+    except KeyboardInterrupt:
+        _fail(["interrupted"], 130)
+    _finish(result, as_json)
 
 
 @cli.command("validate")
@@ -443,7 +508,8 @@ def _json_or_text(raw: str) -> Any:
 
 def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
              model: str | None = None, store_timeout: float | None = None,
-             secrets: Mapping[str, str] | None = None) -> Any:
+             secrets: Mapping[str, str] | None = None,
+             durability: str = DEFAULT_DURABILITY) -> Any:
     from cellwire.runner import default_runner, resolve_store
 
     try:
@@ -458,7 +524,8 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
             warnings.filterwarnings("ignore", "cellwire could not store run")
             return default_runner().run(workflow, inputs,
                                         store=store if store is not None else False,
-                                        model=model, secrets=secrets or None)
+                                        model=model, secrets=secrets or None,
+                                        durability=durability)
     except WorkflowError as exc:
         _fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

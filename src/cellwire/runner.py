@@ -70,7 +70,7 @@ DEFAULT: Any = _Default()
 
 #: Keywords of a run that are options of the run, not inputs.
 RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation", "start_at",
-               "previous", "single", "secrets", "stale")
+               "previous", "single", "secrets", "stale", "durability")
 
 #: Seconds a blocking call waits for an interrupted run to end (and be stored) before it
 #: gives up waiting.
@@ -342,6 +342,9 @@ class Runner:
             model_override=model or base.model_override,
             node_cache=(self.node_cache if self.options.node_cache and base.node_cache is None
                         else base.node_cache),
+            # Runs on a store commit their checkpoints to it (durability decides when).
+            checkpointer=(store.checkpoints if base.checkpointer is None and store is not None
+                          else base.checkpointer),
         )
 
     def _current_router(self) -> LLMRouter:

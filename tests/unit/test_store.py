@@ -249,7 +249,11 @@ async def test_concurrent_runs_share_one_sink(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_long_runs_write_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("durability", "on_disk"), [("exit", 4), ("async", 5)])
+async def test_long_runs_write_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          durability: str, on_disk: int) -> None:
+    """Without checkpoints (exit), rows go in batches; with them, each node's rows are
+    committed with its checkpoint, so every finished node is on disk."""
     monkeypatch.setattr(cellwire.store.sink, "FLUSH_ROWS", 2)
     store = RunStore(tmp_path / "batches.db")
     seen: list[int] = []
@@ -260,8 +264,9 @@ async def test_long_runs_write_in_batches(tmp_path: Path, monkeypatch: pytest.Mo
             seen.append(len(_rows(store.path, "SELECT 1 FROM node_executions")))
 
     runtime = cellwire.Runtime(layers=[count_rows])
-    result = await branching_workflow().arun(x="hi", store=store, runtime=runtime)
-    assert seen == [4]  # two batches of two were on disk before the run ended
+    result = await branching_workflow().arun(x="hi", store=store, runtime=runtime,
+                                             durability=durability)
+    assert seen == [on_disk]  # exit: two batches of two were on disk before the run ended
     _assert_same_trace(store.trace(result.run_id), result.trace)
     store.close()
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from typing import Any
 
 from cellwire.model import Problem, WorkflowError
 from cellwire.model.validate import missing_inputs
 
+from .checkpoint import DEFAULT_DURABILITY, Restored, RunCheckpoint, check_durability
 from .commands import Command, Stop
 from .context import VariablePool
 from .events import (
@@ -56,6 +57,10 @@ class Execution:
     keeps the results of ``previous``. ``stale_nodes`` are the nodes the run executes because
     they changed since the last run (``%workflow run --stale``): their trace rows say so
     (``"stale": true`` in their metadata).
+    ``durability`` says when the run's checkpoints are committed (:mod:`.checkpoint`), when
+    the runtime has a checkpointer. ``resume`` continues the run a checkpoint describes: its
+    id, inputs and ``sys`` values, the outputs and edge decisions of its finished top-level
+    nodes, which are not run again.
     """
 
     def __init__(
@@ -74,13 +79,24 @@ class Execution:
         single: bool = False,
         secrets: Mapping[str, str] | None = None,
         stale_nodes: Collection[str] = (),
+        durability: str = DEFAULT_DURABILITY,
+        resume: Restored | None = None,
     ):
+        if resume is not None:
+            if start_at is not None or previous is not None:
+                raise ValueError("resume continues a run from its checkpoint: it takes no "
+                                 "start_at or previous")
+            run_id, inputs = resume.run_id, resume.inputs
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.compiled = compiled
         self.inputs = dict(inputs)
         self.runtime = runtime
         self.run_id = run_id or uuid.uuid4().hex
+        self.durability = check_durability(durability)
+        self.concurrency = concurrency
+        self.resumed = resume
+        self._checkpoint: RunCheckpoint | None = None
         self.max_steps = max_steps
         self.max_time = max_time
         #: What the run knows (pool, node statuses, edge decisions, usage); reruns read it.
@@ -182,7 +198,8 @@ class Execution:
         system, start_inputs = _split_inputs(self.inputs)
         self._move(RunStatus.RUNNING)
         first = RunStarted(run_id=self.run_id, time=started, workflow=self.compiled.workflow.name,
-                           inputs=self.inputs)
+                           inputs=self.inputs,
+                           reason="initial" if self.resumed is None else "resume")
         shown = self._redact.event(first)
         assert isinstance(shown, RunStarted)
         self._layers.start(shown)
@@ -197,8 +214,18 @@ class Execution:
                 self._conversation = await self._stored_conversation(system)
             pool = self.state.pool = self._initial_pool(system, start_inputs)
             top = Frame(None, None, pool, statuses=self.state.nodes)
+            restored = None if self.resumed is None else self._restore(self.resumed)
+            checkpointer = self.runtime.checkpointer
+            if checkpointer is not None:
+                self._checkpoint = checkpointer.begin(self, self.durability, self.resumed)
+                if self._checkpoint is not None:
+                    # A run that started can be resumed, whatever its durability.
+                    await self._checkpoint.started()
             async with asyncio.timeout(self.max_time):
-                if self._start_at is None:
+                if restored is not None:
+                    await GraphRun(self, self.compiled.graphs[None], top,
+                                   restored=restored).run()
+                elif self._start_at is None:
                     await self._run_graph(self.compiled.graphs[None], top)
                 else:
                     await self._run_downstream(top)
@@ -297,10 +324,12 @@ class Execution:
     def _initial_pool(self, system: dict[str, Any], start_inputs: dict[str, Any]) -> VariablePool:
         workflow = self.compiled.workflow
         conversation = self._conversation
-        if conversation is None:
+        if self.resumed is not None:
+            conversation = dict(self.resumed.conversation)
+        elif conversation is None:
             conversation = {v.name: v.value for v in workflow.conversation_variables}
         data: dict[str, dict[str, Any]] = {
-            "sys": {
+            "sys": dict(self.resumed.system) if self.resumed is not None else {
                 "workflow_id": workflow.name,
                 "workflow_run_id": self.run_id,
                 "timestamp": int(self.runtime.clock.now()),
@@ -315,6 +344,40 @@ class Execution:
                 # The start node reads its inputs from its own slot, as in Dify.
                 data[root] = dict(start_inputs)
         return VariablePool(data)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint(self, node_id: str, handle: str | None,
+                   has_successors: bool) -> Awaitable[None] | None:
+        """Hand the write of finished top-level ``node_id`` to the checkpointer; in ``sync``
+        durability, an awaitable that completes once it is committed (only when nodes
+        depend on it: nothing waits for a write that nothing needs)."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            return None
+        return checkpoint.put(node_id, handle, has_successors and self.durability == "sync")
+
+    def _restore(self, saved: Restored) -> dict[str, str | None]:
+        """Put what ``saved`` finished back into the state; returns their handles."""
+        state = self.state
+        types = self.compiled.nodes
+        handles: dict[str, str | None] = {}
+        for node_id, (status, handle) in saved.nodes.items():
+            node = types.get(node_id)
+            if node is None or node.parent is not None:
+                continue  # the version ran is the one resumed: only a damaged store gets here
+            outputs = saved.outputs.get(node_id, {})
+            state.pool.set_outputs(node_id, outputs)
+            state.nodes[node_id] = status
+            state.handles[node_id] = handles[node_id] = handle
+            if node.type == "end":
+                state.outputs.update(outputs)
+            elif node.type == "answer" and isinstance(outputs.get("answer"), str):
+                state.answer.append(outputs["answer"])
+        state.steps = saved.steps
+        state.usage = saved.usage
+        state.exceptions = saved.exceptions
+        return handles
 
     # -- one graph level -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from .services import (
 )
 
 if TYPE_CHECKING:
+    from .checkpoint import Checkpointer
     from .layers import Layer
 
 #: A plain event callback; the executor turns it into a layer.
@@ -71,6 +72,8 @@ class Runtime:
     #: Results of pure nodes (code, template-transform) by fingerprint and input values; a
     #: pure node found there is not run again (its status is ``cached``). None: no reuse.
     node_cache: NodeCache | None = None
+    #: Where runs commit their checkpoints (the run store); None: runs keep none.
+    checkpointer: Checkpointer | None = None
 
     def subscribe(self, layer: Layer | Sink) -> Layer | Sink:
         """Add ``layer`` (a Layer or an event callback) to every later run; returns it."""

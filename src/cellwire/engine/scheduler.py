@@ -45,11 +45,15 @@ class GraphRun:
     thus costs no event-loop round trips, while everything ready still runs at once.
     """
 
-    __slots__ = ("active", "done", "execution", "frame", "plan", "taken", "tasks", "unknown")
+    __slots__ = ("active", "done", "execution", "frame", "plan", "restored", "taken", "tasks",
+                 "unknown")
 
     def __init__(self, execution: Execution, plan: GraphPlan, frame: Frame,
-                 taken: dict[str, int] | None = None):
+                 taken: dict[str, int] | None = None,
+                 restored: dict[str, str | None] | None = None):
         self.execution = execution
+        #: Nodes a resumed run finished before (their handles): decided again, never run.
+        self.restored = restored
         self.plan = plan
         self.frame = frame
         self.unknown = dict(plan.in_count)
@@ -82,12 +86,22 @@ class GraphRun:
 
     async def _chain(self, node_id: str | None) -> None:
         execution = self.execution
+        top = self.plan.container is None
+        restored = self.restored
         try:
             while node_id is not None:
-                handle = await execute(execution, node_id, self.frame)
-                if self.plan.container is None:
-                    execution.state.handles[node_id] = handle
-                ready = self._decide(node_id, handle)
+                if restored is not None and node_id in restored:
+                    ready = self._decide(node_id, restored[node_id])
+                else:
+                    handle = await execute(execution, node_id, self.frame)
+                    ready = self._decide(node_id, handle)
+                    if top:
+                        execution.state.handles[node_id] = handle
+                        # In `sync` durability, nothing that depends on the node starts
+                        # before its write is committed.
+                        committed = execution.checkpoint(node_id, handle, bool(ready))
+                        if committed is not None:
+                            await committed
                 node_id = ready[0] if ready else None
                 for other in ready[1:]:
                     self._spawn(other)

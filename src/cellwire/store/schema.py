@@ -195,6 +195,49 @@ CREATE TABLE conversations (
 ) WITHOUT ROWID
 """
 
+# Durable runs: versions of workflows, and checkpoints (store/checkpoints.py).
+_V5 = """
+-- Each workflow a run ran, once per content hash: its native YAML (secrets never in it).
+CREATE TABLE versions (
+    hash TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+
+-- What a resume needs beyond the writes: the run's inputs, sys values, options, and the names
+-- (never the values) of the secrets it was granted. `state` is sealed when `sealed` is set.
+CREATE TABLE checkpoints (
+    run_id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    durability TEXT NOT NULL,
+    sealed TEXT,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    host TEXT,
+    process_start TEXT
+) WITHOUT ROWID;
+
+-- One row per finished top-level node, in the order they finished: its status, edge decision
+-- and outputs (JSON, large values in blobs, sealed for runs granted secrets).
+CREATE TABLE checkpoint_writes (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    handle TEXT,
+    steps INTEGER NOT NULL,
+    outputs TEXT,
+    conversation TEXT,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID
+"""
+
+
+def _v5(conn: sqlite3.Connection) -> None:
+    _script(conn, _V5)
+    conn.execute("ALTER TABLE runs ADD COLUMN version TEXT")
+
 
 def _v6(conn: sqlite3.Connection) -> None:
     _script(conn, _V6)
@@ -202,7 +245,7 @@ def _v6(conn: sqlite3.Connection) -> None:
 
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v6]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 class SchemaTooNew(RuntimeError):

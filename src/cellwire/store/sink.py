@@ -77,6 +77,15 @@ class StoreSink(Layer):
     def __repr__(self) -> str:
         return f"StoreSink({str(self.store.path)!r})"
 
+    def take_rows(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's trace rows not handed to the writer yet (a checkpoint writes them in its
+        own transaction, so a crash keeps the trace of every node it keeps)."""
+        run = self._runs.get(run_id)
+        if run is None or not run.rows:
+            return []
+        rows, run.rows = run.rows, []
+        return rows
+
     def on_event(self, event: Event) -> None:
         handler = self._handlers.get(type(event))
         if handler is None:

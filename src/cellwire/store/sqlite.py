@@ -26,6 +26,7 @@ from cellwire.engine.result import TRACE_COLUMNS
 from cellwire.engine.services import Turn
 
 from . import views
+from .checkpoints import StoreCheckpointer
 from .codec import blob_refs, from_json, to_json
 from .home import private_dir, private_file
 from .liveness import status_of
@@ -84,6 +85,8 @@ class RunStore:
         migrate(self._conn)
         self.writer = Writer(str(self.path), self._connect_writer)
         self.sink = StoreSink(self)
+        #: Where runs on this store commit their checkpoints (``Runtime.checkpointer``).
+        self.checkpoints = StoreCheckpointer(self)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"

@@ -46,9 +46,10 @@ class Write:
     apply: Callable[[sqlite3.Connection], None]
     #: When the write gives up waiting for a locked database (``time.monotonic()``).
     deadline: float
-    #: Kind of write: ``start``, ``nodes`` (rows the run's end depends on), ``end``, ``flush``.
+    #: Kind of write: ``start``, ``nodes`` (rows the run's end depends on), ``checkpoint`` (a
+    #: node's checkpoint and rows), ``end``, ``flush``.
     kind: str
-    #: Completed when the write is committed (``end`` and ``flush`` writes only).
+    #: Completed when the write is committed (``end``, ``flush`` and waited-for checkpoints).
     done: concurrent.futures.Future[None] | None = field(default=None)
 
 
@@ -203,7 +204,7 @@ class Writer:
             "(--db PATH, store=...)")
 
     def _settle(self, write: Write, error: StoreError | None) -> None:
-        if write.kind == "nodes" and error is not None:
+        if write.kind in ("nodes", "checkpoint") and error is not None:
             self._lost.setdefault(write.run_id, str(error))
         elif write.kind == "end":
             lost = self._lost.pop(write.run_id, None)

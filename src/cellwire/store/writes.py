@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import operator
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cellwire.engine.result import TRACE_COLUMNS
 
-from .codec import BLOB_PREFIX, BlobPacker, from_json
+from .codec import BLOB_PREFIX, BlobPacker, from_json, to_json
 from .liveness import Owner
 from .schema import NODE_JSON, conversation_of
 
@@ -145,3 +145,55 @@ def _put_blobs(conn: sqlite3.Connection, packer: BlobPacker) -> None:
             [(h, len(t), t) for h, t in packer.pending.items()],
         )
 
+
+
+# -- checkpoints (store/checkpoints.py) ------------------------------------------------------------
+
+_INSERT_WRITE = """
+INSERT INTO checkpoint_writes (run_id, seq, node_id, status, handle, steps, outputs, conversation)
+VALUES (?, (SELECT coalesce(max(seq) + 1, 0) FROM checkpoint_writes WHERE run_id = ?),
+        ?, ?, ?, ?, ?, ?)
+"""
+
+
+def write_begin(conn: sqlite3.Connection, run_id: str, *, version: str, workflow: str,
+                definition: str, created_at: float, durability: str, sealed: str | None,
+                state: str | None, process: tuple[int, str, str | None],
+                resumed_answer: str | None) -> None:
+    """Record the run's version and, unless it keeps no checkpoints (``state`` None), what a
+    resume needs. A resumed run (``resumed_answer`` given) keeps its checkpoint and writes."""
+    conn.execute("INSERT OR IGNORE INTO versions (hash, workflow, definition, created_at) "
+                 "VALUES (?, ?, ?, ?)", (version, workflow, definition, created_at))
+    conn.execute("UPDATE runs SET version = ? WHERE run_id = ?", (version, run_id))
+    if resumed_answer is not None:
+        # What the answer nodes it restored said; this session's chunks are appended at its end.
+        conn.execute("UPDATE runs SET answer = ? WHERE run_id = ?", (resumed_answer, run_id))
+        conn.execute("UPDATE checkpoints SET durability = ?, pid = ?, host = ?, "
+                     "process_start = ? WHERE run_id = ?", (durability, *process, run_id))
+        return
+    # A run id used again starts afresh.
+    conn.execute("DELETE FROM checkpoint_writes WHERE run_id = ?", (run_id,))
+    if state is None:
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+        return
+    conn.execute(
+        "INSERT OR REPLACE INTO checkpoints (run_id, version, durability, sealed, state, pid, "
+        "host, process_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, version, durability, sealed, state, *process))
+
+
+def write_checkpoint(conn: sqlite3.Connection, run_id: str, node_id: str, status: str,
+                     handle: str | None, steps: int, outputs: Any, conversation: str | None,
+                     rows: Sequence[dict[str, Any]], seal: Callable[[str], str] | None) -> None:
+    """One finished node's write, with the trace rows the run produced since the last one.
+
+    ``seal`` (runs granted secrets) encrypts the outputs; otherwise a large value lives once
+    in ``blobs``, shared with the trace row that shows the same value."""
+    packer = _insert_nodes(conn, run_id, rows)
+    if seal is None:
+        stored = packer.pack(outputs)
+    else:
+        stored = seal(to_json(outputs) or "null")
+    conn.execute(_INSERT_WRITE, (run_id, run_id, node_id, status, handle, steps, stored,
+                                 conversation))
+    _put_blobs(conn, packer)

@@ -1,0 +1,40 @@
+"""Versions: the workflow a run ran, stored once per content hash.
+
+A version is the workflow's native YAML (:func:`cellwire.formats.dump`, which never holds a
+secret's value) and its SHA-256. Every stored run records the hash of its version; a resume
+runs the recorded version, not the current file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+
+from cellwire.engine import CompiledWorkflow
+from cellwire.formats.native import dump
+from cellwire.model import WorkflowError
+
+#: The version of each compiled workflow (a changed workflow compiles anew), or why it has
+#: none.
+_versions: weakref.WeakKeyDictionary[CompiledWorkflow, tuple[str, str] | WorkflowError] = \
+    weakref.WeakKeyDictionary()
+
+
+def version_of(compiled: CompiledWorkflow) -> tuple[str, str]:
+    """``(hash, native YAML)`` of the workflow ``compiled`` was made from; raises
+    :class:`WorkflowError` when it cannot be written (a config holding a Python object)."""
+    found = _versions.get(compiled)
+    if found is None:
+        try:
+            text = dump(compiled.workflow)
+        except WorkflowError as exc:
+            found = exc
+        else:
+            found = (hashlib.sha256(text.encode()).hexdigest(), text)
+        _versions[compiled] = found
+    if isinstance(found, WorkflowError):
+        raise found
+    return found
+
+
+__all__ = ["version_of"]
