@@ -193,7 +193,8 @@ def test_any_table_keyed_by_run_id_goes_with_its_runs(tmp_path: Path):
     age(db, old, 2)
     with RunStore(db) as store:
         assert store.prune(older_than="1d").deleted == {
-            "extra": 1, "node_executions": 2, "runs": 1, "blobs": 1}
+            "extra": 1, "node_executions": 2, "runs": 1, "blobs": 1,
+            "checkpoints": 1, "checkpoint_writes": 2}
     assert [r[0] for r in sqlite3.connect(db).execute("SELECT hash FROM blobs")] == ["h-new"]
 
 

@@ -139,6 +139,7 @@ def test_untrusted_http_reaches_no_loopback_until_trusted(tmp_path: Path) -> Non
         assert json.loads(allowed.stdout)["outputs"] == {"body": "internal"}
     finally:
         server.shutdown()
+        server.server_close()
 
 
 PATCHER = """\
