@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cellwire import runner
-from cellwire.durable import resume
+from cellwire.durable import replay, resume
 from cellwire.engine import RunResult
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
@@ -107,6 +107,7 @@ provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 
 __all__ = [
-    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "map", "resolve_store", "resume",
+    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "map", "replay", "resolve_store",
+    "resume",
     "run", "runs", "stale", "unwatch", "watch", "widget",
 ]

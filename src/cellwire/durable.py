@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cellwire.engine import RunResult
+from cellwire.engine import RunResult, RunStatus
+from cellwire.engine.run_state import RunState
 from cellwire.formats.native import load_native
 from cellwire.model import Workflow
 from cellwire.runner import DEFAULT, Runner, StoreOption, default_runner, resolve_store
@@ -79,4 +80,53 @@ async def resume(run_id: str, *, store: StoreOption = DEFAULT,
     return await runner.arun(workflow, None, **run_options)
 
 
-__all__ = ["NotResumable", "prepare_resume", "resume"]
+def stored_result(run_id: str, *, store: StoreOption = DEFAULT,
+                  runner: Runner | None = None) -> tuple[Workflow, RunResult]:
+    """A stored run as a result a rerun can start from: the workflow version it ran and its
+    state (outputs, statuses and edge decisions of its finished top-level nodes), read from
+    its checkpoints, never from its redacted trace."""
+    runner = runner or default_runner()
+    found = resolve_store(runner.options.store if store is DEFAULT else store)
+    if found is None:
+        raise NotResumable("a replay reads the run's checkpoints from its store: give the "
+                           "store (store=PATH)")
+    saved = found.checkpoints.load(run_id)
+    restored = saved.restored
+    state = RunState(restored.run_id, restored.workflow, inputs=dict(restored.inputs))
+    for node_id, (status, handle) in restored.nodes.items():
+        state.pool.set_outputs(node_id, restored.outputs.get(node_id, {}))
+        state.nodes[node_id] = status
+        state.handles[node_id] = handle
+    workflow = load_native(saved.definition, source=f"run {restored.run_id} (version "
+                                                    f"{saved.version[:12]})")
+    result = RunResult(restored.run_id, restored.workflow, RunStatus(saved.status),
+                       dict(restored.inputs), {}, state=state)
+    return workflow, result
+
+
+async def replay(run_id: str, from_node: str, *, workflow: Workflow | None = None,
+                 store: StoreOption = DEFAULT,
+                 secrets: Mapping[str, str] | Sequence[str] | None = None, trust: bool = False,
+                 **options: Any) -> RunResult:
+    """Fork stored run ``run_id``: a new run that re-runs ``from_node`` and what follows it,
+    and reuses the recorded outputs of the nodes before it (from the run's checkpoints).
+
+    ``workflow`` is the edited workflow to run (an edited prompt, say; its node ids must
+    match); without it, the version the run recorded. Compare the two runs with
+    :func:`cellwire.compare`. The recorded version runs sandboxed unless ``trust=True``; an
+    edited workflow keeps its own trust.
+    """
+    runner = default_runner()
+    recorded, previous = stored_result(run_id, store=store, runner=runner)
+    if workflow is None:
+        workflow = recorded.mark_origin(recorded.origin, trusted=trust)
+    node = workflow.nodes.get(from_node)
+    if node is None or node.parent is not None:
+        raise NotResumable(f"from_node={from_node!r} is not a top-level node of the workflow; "
+                           f"use one of {', '.join(n for n, x in workflow.nodes.items() if x.parent is None)}")
+    found = resolve_store(runner.options.store if store is DEFAULT else store)
+    return await runner.arun(workflow, previous.inputs, previous=previous, start_at=from_node,
+                             store=found, secrets=secrets, **options)
+
+
+__all__ = ["NotResumable", "prepare_resume", "replay", "resume", "stored_result"]
