@@ -223,6 +223,48 @@ def import_command(file: Path, out: Path | None) -> None:
     _write(dump(result.workflow), out)
 
 
+@cli.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run store holding the runs named (default: $CELLWIRE_HOME/runs.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of changes.")
+def diff_command(old: str, new: str, db: Path | None, as_json: bool) -> None:
+    """Compare two versions of a workflow node by node. OLD and NEW are workflow files, or
+    ids of stored runs (the version each one ran). Exit 0: the same; 1: they differ."""
+    from dataclasses import asdict
+
+    from cellwire.model.diff import diff
+
+    changes = diff(_version(old, db), _version(new, db))
+    if as_json:
+        click.echo(json.dumps([asdict(c) for c in changes], ensure_ascii=False))
+    else:
+        for change in changes:
+            click.echo(str(change))
+        if not changes:
+            click.echo("no changes")
+    sys.exit(EXIT_FAILED if changes else EXIT_OK)
+
+
+def _version(ref: str, db: Path | None) -> Workflow:
+    """The workflow in file ``ref``, else the version stored run ``ref`` ran."""
+    if Path(ref).is_file():
+        return _load(Path(ref))
+    from cellwire.formats.native import load_native
+    from cellwire.runner import resolve_store
+    from cellwire.store.sqlite import RunNotFound
+
+    store = resolve_store(db if db is not None else True)
+    if store is None:
+        _fail([f"error: {ref} is not a file, and there is no run store to look it up in"])
+    try:
+        digest, definition = store.version(ref)
+    except RunNotFound as exc:
+        _fail([f"error: {ref} is not a file, and {exc.args[0]}"])
+    return load_native(definition, source=f"run {ref} (version {digest[:12]})")
+
+
 @cli.command("trust")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--revoke", is_flag=True, help="Forget the trust in FILES instead.")

@@ -185,6 +185,19 @@ class RunStore:
             blobs = self._blobs(_json_cells([row], RUN_COLUMNS, RUN_JSON))
         return views.run_dict(row, blobs)
 
+    def version(self, run_id: str) -> tuple[str, str]:
+        """``(hash, native YAML)`` of the workflow version run ``run_id`` ran (a unique prefix
+        of its id is enough); raises :class:`RunNotFound` for a run that recorded none."""
+        full = self.resolve(run_id)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT v.hash, v.definition FROM runs r JOIN versions v ON v.hash = r.version "
+                "WHERE r.run_id = ?", (full,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"run {full} recorded no workflow version (runs stored before "
+                              "versions existed, or of a workflow YAML cannot hold)")
+        return row[0], row[1]
+
     def trace(self, run_id: str) -> pd.DataFrame:
         """The run's node executions: the same columns as :attr:`RunResult.trace`."""
         full = self.resolve(run_id)
