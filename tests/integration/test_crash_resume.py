@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import cellwire
+from cellwire.store import RunStore
 
 HARNESS = Path(__file__).with_name("event_marker.py")
 SRC = Path(cellwire.__file__).parents[1]
@@ -150,6 +151,7 @@ def server() -> Iterator[EffectServer]:
     thread.start()
     yield found
     found.httpd.shutdown()
+    found.httpd.server_close()
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -227,6 +229,16 @@ def test_killed_runs_resume_with_the_clean_outputs_and_no_finished_node_run_twic
         assert _integrity(db) == "ok"
         committed = _committed(db, run_id)
         before = _effects(tmp_path, server, tag)
+        with sqlite3.connect(db) as conn:
+            (status,) = conn.execute("SELECT status FROM runs WHERE run_id = ?",
+                                     (run_id,)).fetchone()
+        if status == "succeeded":
+            # The kill landed after the run had ended and committed: nothing to resume, and
+            # its stored outputs must be the clean run's.
+            with RunStore(db) as finished:
+                assert finished.run(run_id)["outputs"] == expected
+            assert all(before[name] == 1 for name in EFFECT_NODES), before
+            return f"{durability} {at}{'p' if pause else 'm'}: {len(committed)} committed"
         resumed = subprocess.run(
             [sys.executable, "-m", "cellwire.cli", "resume", run_id, "--db", str(db),
              "--trust", "--json"], capture_output=True, text=True, timeout=60,
