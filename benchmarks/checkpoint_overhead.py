@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
-import statistics
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
+from _timing import abest_and_median, best_and_median
 from langgraph.graph import END, START, StateGraph
 
 import cellwire
@@ -70,28 +69,6 @@ def langgraph_chain(n: int, checkpointer: Any = None) -> Any:
     return builder.compile(checkpointer=checkpointer)
 
 
-async def _atime(invoke: Callable[[], Awaitable[object]], repeat: int) -> tuple[float, float]:
-    for _ in range(max(2, repeat // 10)):
-        await invoke()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        await invoke()
-        samples.append(time.perf_counter() - t0)
-    return min(samples), statistics.median(samples)
-
-
-def _time(invoke: Callable[[], object], repeat: int) -> tuple[float, float]:
-    for _ in range(max(1, repeat // 10)):
-        invoke()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        invoke()
-        samples.append(time.perf_counter() - t0)
-    return min(samples), statistics.median(samples)
-
-
 async def measure_cellwire(n: int, repeat: int, folder: Path) -> dict[str, tuple[float, float]]:
     compiled = cellwire_chain(n)
     store = RunStore(folder / "cellwire.db")
@@ -105,9 +82,9 @@ async def measure_cellwire(n: int, repeat: int, folder: Path) -> dict[str, tuple
             return result
         return run
 
-    timings = {"store off": await _atime(runner(bare, "exit"), repeat)}
+    timings = {"store off": await abest_and_median(runner(bare, "exit"), repeat)}
     for durability in ("exit", "async", "sync"):
-        timings[durability] = await _atime(runner(stored, durability), repeat)
+        timings[durability] = await abest_and_median(runner(stored, durability), repeat)
     with sqlite3.connect(folder / "cellwire.db") as conn:
         writes = conn.execute("SELECT count(*) FROM checkpoint_writes").fetchone()[0]
     assert writes >= n, "the checkpointed runs wrote no checkpoints"
@@ -118,21 +95,21 @@ async def measure_cellwire(n: int, repeat: int, folder: Path) -> dict[str, tuple
 def measure_langgraph(n: int, repeat: int, folder: Path) -> tuple[str, dict[str, tuple[float,
                                                                                      float]]]:
     plain = langgraph_chain(n)
-    timings = {"none": _time(lambda: plain.invoke({"x": 0}), repeat)}
+    timings = {"none": best_and_median(lambda: plain.invoke({"x": 0}), repeat)}
     try:
         from langgraph.checkpoint.sqlite import SqliteSaver
     except ImportError:
         from langgraph.checkpoint.memory import InMemorySaver
 
         saved = langgraph_chain(n, InMemorySaver())
-        timings["InMemorySaver"] = _time(lambda: _invoke(saved), repeat)
+        timings["InMemorySaver"] = best_and_median(lambda: _invoke(saved), repeat)
         return "InMemorySaver (langgraph-checkpoint-sqlite is not installed)", timings
     for mode in ("FULL", "NORMAL"):
         conn = sqlite3.connect(folder / f"langgraph-{mode}.db", check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={mode}")
         saved = langgraph_chain(n, SqliteSaver(conn))
-        timings[f"SqliteSaver {mode}"] = _time(lambda saved=saved: _invoke(saved), repeat)
+        timings[f"SqliteSaver {mode}"] = best_and_median(lambda saved=saved: _invoke(saved), repeat)
         conn.close()
     return "SqliteSaver", timings
 

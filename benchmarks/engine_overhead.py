@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypedDict
 
+from _timing import abest_and_median
 from langgraph.graph import END, START, StateGraph
 
 import cellwire
@@ -86,18 +84,6 @@ def langgraph_graph(shape: Shape):
     return builder.compile()
 
 
-async def _time(invoke: Callable[[], Awaitable[object]], repeat: int) -> tuple[float, float]:
-    """Best and median seconds of one invocation."""
-    for _ in range(max(2, repeat // 10)):
-        await invoke()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        await invoke()
-        samples.append(time.perf_counter() - t0)
-    return min(samples), statistics.median(samples)
-
-
 async def measure(name: str, shape: Shape, repeat: int, db: Path) -> dict[str, tuple[float, float]]:
     from cellwire.store import RunStore
 
@@ -121,9 +107,9 @@ async def measure(name: str, shape: Shape, repeat: int, db: Path) -> dict[str, t
         return await graph.ainvoke({"x": 0})
 
     timings = {
-        "cellwire": await _time(cw, repeat),
-        "cellwire+store": await _time(cw_store, repeat),
-        "langgraph": await _time(lg, max(5, repeat // 5)),
+        "cellwire": await abest_and_median(cw, repeat),
+        "cellwire+store": await abest_and_median(cw_store, repeat),
+        "langgraph": await abest_and_median(lg, max(5, repeat // 5)),
     }
     results = {k: (best / n * 1e6, median / n * 1e6) for k, (best, median) in timings.items()}
     store.close()
