@@ -18,7 +18,8 @@ from cellwire.engine.run_state import RunState
 from cellwire.formats.native import load_native
 from cellwire.model import Workflow
 from cellwire.runner import DEFAULT, Runner, StoreOption, default_runner, resolve_store
-from cellwire.store.checkpoints import FINISHED, NotResumable, still_running
+from cellwire.store import RunStore
+from cellwire.store.checkpoints import FINISHED, NotResumable, SavedRun, still_running
 
 
 def prepare_resume(run_id: str, *, runner: Runner | None = None, store: StoreOption = DEFAULT,
@@ -29,11 +30,7 @@ def prepare_resume(run_id: str, *, runner: Runner | None = None, store: StoreOpt
     that resume it with ``runner.run``/``runner.arun``; raises :class:`NotResumable` saying
     why it cannot be resumed."""
     runner = runner or default_runner()
-    found = resolve_store(runner.options.store if store is DEFAULT else store)
-    if found is None:
-        raise NotResumable("a resume reads the run's checkpoint from its store: give the store "
-                           "(store=PATH in Python, --db PATH on the command line)")
-    saved = found.checkpoints.load(run_id)
+    found, saved, workflow = _recorded(run_id, runner, store)
     restored = saved.restored
     full = restored.run_id
     if saved.status in FINISHED:
@@ -53,7 +50,6 @@ def prepare_resume(run_id: str, *, runner: Runner | None = None, store: StoreOpt
             f"run {full} was granted the secret(s) {', '.join(missing)}, whose values are "
             f"never stored: grant them again to resume it (cellwire resume {full} {flags}; "
             f"secrets={missing!r} in Python)")
-    workflow = load_native(saved.definition, source=f"run {full} (version {saved.version[:12]})")
     workflow.mark_origin(workflow.origin, trusted=trust)
     run_options = dict(restored.options)
     if durability is not None:
@@ -80,28 +76,35 @@ async def resume(run_id: str, *, store: StoreOption = DEFAULT,
     return await runner.arun(workflow, None, **run_options)
 
 
-def stored_result(run_id: str, *, store: StoreOption = DEFAULT,
-                  runner: Runner | None = None) -> tuple[Workflow, RunResult]:
-    """A stored run as a result a rerun can start from: the workflow version it ran and its
-    state (outputs, statuses and edge decisions of its finished top-level nodes), read from
-    its checkpoints, never from its redacted trace."""
-    runner = runner or default_runner()
+def _recorded(run_id: str, runner: Runner, store: StoreOption
+              ) -> tuple[RunStore, SavedRun, Workflow]:
+    """The store holding run ``run_id``, its checkpoint, and the workflow version it ran."""
     found = resolve_store(runner.options.store if store is DEFAULT else store)
     if found is None:
-        raise NotResumable("a replay reads the run's checkpoints from its store: give the "
-                           "store (store=PATH)")
+        raise NotResumable("resuming or replaying a run reads its checkpoints from its store: "
+                           "give the store (store=PATH in Python, --db PATH on the command "
+                           "line)")
     saved = found.checkpoints.load(run_id)
+    workflow = load_native(saved.definition, source=f"run {saved.restored.run_id} (version "
+                                                    f"{saved.version[:12]})")
+    return found, saved, workflow
+
+
+def stored_result(run_id: str, *, store: StoreOption = DEFAULT,
+                  runner: Runner | None = None) -> tuple[RunStore, Workflow, RunResult]:
+    """A stored run as a result a rerun can start from: its store, the workflow version it
+    ran and its state (outputs, statuses and edge decisions of its finished top-level
+    nodes), read from its checkpoints, never from its redacted trace."""
+    found, saved, workflow = _recorded(run_id, runner or default_runner(), store)
     restored = saved.restored
     state = RunState(restored.run_id, restored.workflow, inputs=dict(restored.inputs))
     for node_id, (status, handle) in restored.nodes.items():
         state.pool.set_outputs(node_id, restored.outputs.get(node_id, {}))
         state.nodes[node_id] = status
         state.handles[node_id] = handle
-    workflow = load_native(saved.definition, source=f"run {restored.run_id} (version "
-                                                    f"{saved.version[:12]})")
     result = RunResult(restored.run_id, restored.workflow, RunStatus(saved.status),
                        dict(restored.inputs), {}, state=state)
-    return workflow, result
+    return found, workflow, result
 
 
 async def replay(run_id: str, from_node: str, *, workflow: Workflow | None = None,
@@ -117,14 +120,13 @@ async def replay(run_id: str, from_node: str, *, workflow: Workflow | None = Non
     edited workflow keeps its own trust.
     """
     runner = default_runner()
-    recorded, previous = stored_result(run_id, store=store, runner=runner)
+    found, recorded, previous = stored_result(run_id, store=store, runner=runner)
     if workflow is None:
         workflow = recorded.mark_origin(recorded.origin, trusted=trust)
-    node = workflow.nodes.get(from_node)
-    if node is None or node.parent is not None:
+    top = [n for n, x in workflow.nodes.items() if x.parent is None]
+    if from_node not in top:
         raise NotResumable(f"from_node={from_node!r} is not a top-level node of the workflow; "
-                           f"use one of {', '.join(n for n, x in workflow.nodes.items() if x.parent is None)}")
-    found = resolve_store(runner.options.store if store is DEFAULT else store)
+                           f"use one of {', '.join(top)}")
     return await runner.arun(workflow, previous.inputs, previous=previous, start_at=from_node,
                              store=found, secrets=secrets, **options)
 
