@@ -1,8 +1,5 @@
-"""The ``cellwire`` command: run, validate, import, export and list workflow runs.
-
-Exit codes: 0 the run succeeded (or partially succeeded, with handled errors), 1 the run
-failed, 2 the file or the command line is not valid, 3 the run ran but could not be stored.
-"""
+"""The root ``cellwire`` group and its core commands: run, resume, validate, import, export,
+diff, trust, secrets and runs."""
 
 from __future__ import annotations
 
@@ -11,21 +8,26 @@ import math
 import sqlite3
 import sys
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from cellwire.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_STORED,
+    EXIT_OK,
+    fail,
+    format_ms,
+    load_workflow,
+    parse_inputs,
+    report,
+)
 from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
 from cellwire.engine.secrets import missing_secrets
-from cellwire.model import Problem, Workflow, WorkflowError, validate
+from cellwire.model import Workflow, WorkflowError, validate
 from cellwire.model.validate import missing_inputs
-
-# The textual start-input types: their values are taken as typed, never parsed as JSON.
-_TEXT_INPUTS = frozenset({"text-input", "paragraph", "select"})
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_STORED = 0, 1, 2, 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,22 +80,22 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     from cellwire.engine.secrets import unknown_grants
     from cellwire.services.secrets import SecretError, resolve_grants
 
-    workflow = _load(file, trusted=True if trust_file else None)
+    workflow = load_workflow(file, trusted=True if trust_file else None)
     try:
         secrets = resolve_grants(grants)
     except SecretError as exc:
-        _fail([f"error: {exc}"])
+        fail([f"error: {exc}"])
     declared = ", ".join(v.name for v in workflow.environment) or "none"
     for name in unknown_grants(workflow, secrets):
-        _fail([(f"{file}: --secret {name}: the workflow declares no environment variable "
+        fail([(f"{file}: --secret {name}: the workflow declares no environment variable "
                 f"{name!r}; declared: {declared}")])
-    inputs = _inputs(workflow, pairs, inputs_json)
+    inputs = parse_inputs(workflow, pairs, inputs_json)
     if query is not None:
         inputs["sys.query"] = query
     if conversation is not None:
         inputs["sys.conversation_id"] = conversation
     problems = validate(workflow) + missing_inputs(workflow, inputs)
-    _report(file, problems)
+    report(file, problems)
     for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
     for name in missing_secrets(workflow, secrets):
@@ -160,7 +162,7 @@ def resume_command(run_id: str, db: Path | None, as_json: bool, grants: Sequence
 
     path = db or runs_db_path()
     if not path.exists():
-        _fail([f"error: no run store at {path} (give --db PATH)"])
+        fail([f"error: no run store at {path} (give --db PATH)"])
     try:
         secrets = resolve_grants(grants)
         store = open_store(path)
@@ -171,15 +173,15 @@ def resume_command(run_id: str, db: Path | None, as_json: bool, grants: Sequence
                                            secrets=secrets or None, trust=trust_run,
                                            durability=durability)
     except (SecretError, NotResumable, RunNotFound, ValueError) as exc:
-        _fail([f"error: {exc}"])
+        fail([f"error: {exc}"])
     except WorkflowError as exc:
-        _fail(f"run {run_id}: {problem}" for problem in exc.problems)
+        fail(f"run {run_id}: {problem}" for problem in exc.problems)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "cellwire could not store run")
             result = runner.run(workflow, None, **options)
     except KeyboardInterrupt:
-        _fail(["interrupted"], 130)
+        fail(["interrupted"], 130)
     _finish(result, as_json)
 
 
@@ -189,9 +191,9 @@ def validate_command(file: Path) -> None:
     """Check the workflow in FILE without running it."""
     from cellwire.services.trust import describe
 
-    workflow = _load(file)
+    workflow = load_workflow(file)
     problems = validate(workflow)
-    _report(file, problems)
+    report(file, problems)
     click.echo("valid")
     for problem in problems:
         click.echo(f"{file}: {problem}")
@@ -213,9 +215,9 @@ def import_command(file: Path, out: Path | None) -> None:
         text = read_text(file)
         result = import_dify(text, source=str(file))
     except OSError as exc:
-        _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
+        fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
     except WorkflowError as exc:
-        _fail(f"{file}: {problem}" for problem in exc.problems)
+        fail(f"{file}: {problem}" for problem in exc.problems)
     for problem in result.problems:
         click.echo(f"{file}: {problem}", err=True)
     click.echo(describe(result.workflow.mark_origin(str(file), trusted=is_trusted(text))),
@@ -250,18 +252,18 @@ def diff_command(old: str, new: str, db: Path | None, as_json: bool) -> None:
 def _version(ref: str, db: Path | None) -> Workflow:
     """The workflow in file ``ref``, else the version stored run ``ref`` ran."""
     if Path(ref).is_file():
-        return _load(Path(ref))
+        return load_workflow(Path(ref))
     from cellwire.formats.native import load_native
     from cellwire.runner import resolve_store
     from cellwire.store.sqlite import RunNotFound
 
     store = resolve_store(db if db is not None else True)
     if store is None:
-        _fail([f"error: {ref} is not a file, and there is no run store to look it up in"])
+        fail([f"error: {ref} is not a file, and there is no run store to look it up in"])
     try:
         digest, definition = store.version(ref)
     except RunNotFound as exc:
-        _fail([f"error: {ref} is not a file, and {exc.args[0]}"])
+        fail([f"error: {ref} is not a file, and {exc.args[0]}"])
     return load_native(definition, source=f"run {ref} (version {digest[:12]})")
 
 
@@ -288,14 +290,14 @@ def trust_command(files: Sequence[Path], revoke: bool, list_all: bool) -> None:
             try:
                 forgot = untrust(file)
             except (OSError, WorkflowError) as exc:
-                _fail([f"{file}: cannot read the file: {exc}"])
+                fail([f"{file}: cannot read the file: {exc}"])
             click.echo(f"{file}: {'no longer trusted' if forgot else 'was not trusted'}")
             continue
-        _load(file)  # trust only what is a valid workflow, and say so if it is not
+        load_workflow(file)  # trust only what is a valid workflow, and say so if it is not
         try:
             digest = trust(file)
         except (OSError, WorkflowError) as exc:
-            _fail([f"{file}: cannot record the trust in {records_path()}: {exc}"])
+            fail([f"{file}: cannot record the trust in {records_path()}: {exc}"])
         click.echo(f"{file}: trusted ({digest[:19]}...); editing the file un-trusts it")
 
 
@@ -317,7 +319,7 @@ def secret_set(name: str, from_stdin: bool) -> None:
     try:
         path = set_secret(name, value)
     except (SecretError, ValueError, OSError) as exc:
-        _fail([f"error: {exc}"])
+        fail([f"error: {exc}"])
     click.echo(f"stored {name} in {path}; grant it with --secret {name}")
 
 
@@ -329,7 +331,7 @@ def secret_list() -> None:
     try:
         names = list_secrets()
     except SecretError as exc:
-        _fail([f"error: {exc}"])
+        fail([f"error: {exc}"])
     for name in names:
         click.echo(name)
 
@@ -343,7 +345,7 @@ def secret_delete(name: str) -> None:
     try:
         found = delete_secret(name)
     except SecretError as exc:
-        _fail([f"error: {exc}"])
+        fail([f"error: {exc}"])
     click.echo(f"deleted {name}" if found else f"{name} was not in the secrets file")
     if not found:
         sys.exit(EXIT_FAILED)
@@ -362,7 +364,7 @@ def export_command(file: Path, fmt: str, out: Path | None) -> None:
     from cellwire.formats.dify import dump_dify
     from cellwire.formats.python_export import export_python
 
-    workflow = _load(file)
+    workflow = load_workflow(file)
     writers = {"yaml": dump, "dify": dump_dify, "python": export_python}
     _write(writers[fmt](workflow), out)
 
@@ -447,7 +449,7 @@ def prune_command(older_than: str | None, keep: int | None, workflow: str | None
         report = store.prune(older_than=older_than, keep=keep, workflow=workflow,
                              dry_run=dry_run)
     except sqlite3.OperationalError as exc:
-        _fail([(f"error: cannot prune {path}: {exc}; another program holds it locked? "
+        fail([(f"error: cannot prune {path}: {exc}; another program holds it locked? "
                 "try again when its runs have ended")], EXIT_FAILED)
     finally:
         store.close()
@@ -484,70 +486,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="cellwire")
 
 
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _fail(lines: Iterable[str], code: int = EXIT_INVALID) -> NoReturn:
-    for line in lines:
-        click.echo(line, err=True)
-    sys.exit(code)
-
-
-def _load(file: Path, *, trusted: bool | None = None) -> Workflow:
-    from cellwire.formats import load
-
-    try:
-        return load(file, trusted=trusted)
-    except OSError as exc:
-        _fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
-    except WorkflowError as exc:
-        _fail(f"{file}: {problem}" for problem in exc.problems)
-
-
-def _report(file: Path, problems: Sequence[Problem]) -> None:
-    """With any errors, print every problem and exit 2."""
-    if any(p.level == "error" for p in problems):
-        _fail(f"{file}: {problem}" for problem in problems)
-
-
-def _inputs(workflow: Workflow, pairs: Sequence[str], inputs_json: str | None) -> dict[str, Any]:
-    inputs: dict[str, Any] = {}
-    if inputs_json is not None:
-        try:
-            given = json.loads(inputs_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--inputs-json")
-        if not isinstance(given, dict):
-            raise click.BadParameter("must be a JSON object, e.g. '{\"name\": \"Ada\"}'",
-                                     param_hint="--inputs-json")
-        inputs.update(given)
-    text_inputs = _text_input_names(workflow)
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--input")
-        inputs[key] = raw if key in text_inputs else _json_or_text(raw)
-    return inputs
-
-
-def _text_input_names(workflow: Workflow) -> set[str]:
-    names: set[str] = set()
-    for node in workflow.children(None):
-        if node.type == "start":
-            for var in node.config.get("variables") or []:
-                if (isinstance(var, dict) and isinstance(var.get("variable"), str)
-                        and var.get("type", "text-input") in _TEXT_INPUTS):
-                    names.add(var["variable"])
-    return names
-
-
-def _json_or_text(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
 def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
              model: str | None = None, store_timeout: float | None = None,
              secrets: Mapping[str, str] | None = None,
@@ -557,7 +495,7 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
     try:
         store = resolve_store(db if db is not None else True)
     except ValueError as exc:  # a CELLWIRE_STORE_TIMEOUT that is not a number
-        _fail([f"error: {exc}"])
+        fail([f"error: {exc}"])
     if store is not None and store_timeout is not None:
         store.timeout = store_timeout
     try:
@@ -569,9 +507,9 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
                                         model=model, secrets=secrets or None,
                                         durability=durability)
     except WorkflowError as exc:
-        _fail(f"{file}: {problem}" for problem in exc.problems)
+        fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:
-        _fail(["interrupted"], 130)
+        fail(["interrupted"], 130)
 
 
 def _text(value: Any) -> str:
@@ -580,14 +518,8 @@ def _text(value: Any) -> str:
 
 def _summary(shown: dict[str, Any]) -> str:
     cost = shown["total_cost"]  # None when a model's price is unknown
-    return (f"{shown['status']} in {_ms(shown['elapsed_ms'])}, {shown['total_tokens']} tokens, "
+    return (f"{shown['status']} in {format_ms(shown['elapsed_ms'])}, {shown['total_tokens']} tokens, "
             f"{'cost unknown' if cost is None else f'${cost:.4f}'}, run {shown['run_id']}")
-
-
-def _ms(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
 
 
 _RUN_FIELDS = ("run_id", "workflow", "status", "started_at", "elapsed_ms", "total_tokens",
@@ -615,7 +547,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         (row["started_at"] or "")[:19].replace("T", " "),
         row["workflow"] or "",
         row["status"] or "",
-        _ms(row["elapsed_ms"]),
+        format_ms(row["elapsed_ms"]),
         str(row["total_tokens"] or 0),
         f"${row['total_cost'] or 0:.4f}",
     ] for row in rows]
@@ -623,6 +555,3 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
                      for r in [header, *lines])
 
-
-if __name__ == "__main__":
-    main()
