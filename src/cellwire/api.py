@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cellwire import runner
-from cellwire.durable import replay, resume
+from cellwire.durable import replay, respond, resume
 from cellwire.engine import RunResult
+from cellwire.engine.forms import Form
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
@@ -94,6 +95,12 @@ def runs(limit: int | None = None, workflow: str | None = None,
     return default_store().runs(limit=limit, workflow=workflow, status=status)
 
 
+def forms(run_id: str | None = None) -> list[Form]:
+    """The forms paused runs in the default store wait on (of run ``run_id`` only, when
+    given), oldest first: answer one with :func:`respond` or ``RunResult.respond``."""
+    return default_store().forms(run_id)
+
+
 def compare(run_a: RunResult | str, run_b: RunResult | str) -> pd.DataFrame:
     """Two runs side by side, node by node, from the default store (results of runs made
     without a store compare too): :func:`cellwire.jupyter.dashboards.compare`."""
@@ -107,7 +114,7 @@ provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 
 __all__ = [
-    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "map", "replay", "resolve_store",
-    "resume",
+    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "forms", "map", "replay",
+    "resolve_store", "respond", "resume",
     "run", "runs", "stale", "unwatch", "watch", "widget",
 ]

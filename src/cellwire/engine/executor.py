@@ -24,11 +24,13 @@ from .events import (
     NodeFinished,
     RunFailed,
     RunPartialSucceeded,
+    RunPaused,
     RunStarted,
     RunStopped,
     RunSucceeded,
     StreamChunk,
 )
+from .forms import Answer, Form
 from .layers import RunLayers
 from .node import NodeContext
 from .node_runner import NodeFailure, RunLimitExceeded
@@ -97,6 +99,9 @@ class Execution:
         self.concurrency = concurrency
         self.resumed = resume
         self._checkpoint: RunCheckpoint | None = None
+        #: The forms this run paused with before it was resumed, and their answers, by node.
+        self.forms: dict[str, Form] = dict(resume.forms) if resume is not None else {}
+        self.answers: dict[str, Answer] = dict(resume.answers) if resume is not None else {}
         self.max_steps = max_steps
         self.max_time = max_time
         #: What the run knows (pool, node statuses, edge decisions, usage); reruns read it.
@@ -252,6 +257,11 @@ class Execution:
             self._move(RunStatus.FAILED)
             self.emit(RunFailed(run_id=self.run_id, time=clock.now(), error=error,
                                 node_id=error_node, exceptions_count=self.state.exceptions))
+        elif self.state.forms:
+            self._move(RunStatus.PAUSED)
+            self.emit(RunPaused(run_id=self.run_id, time=clock.now(),
+                                forms=[f.to_dict() for f in self.state.forms.values()],
+                                outputs=self.state.outputs))
         elif self.state.exceptions:
             self._move(RunStatus.PARTIAL_SUCCEEDED)
             self.emit(RunPartialSucceeded(run_id=self.run_id, time=clock.now(),
@@ -296,6 +306,8 @@ class Execution:
             exceptions_count=self.state.exceptions,
             events=self.events,
             state=self.state,
+            forms=list(self.state.forms.values()),
+            checkpointer=self.runtime.checkpointer if self._checkpoint is not None else None,
         )
 
     async def _stored_conversation(self, system: Mapping[str, Any]) -> dict[str, Any] | None:
