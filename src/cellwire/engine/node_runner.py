@@ -4,6 +4,7 @@ and the events that tell the layers about it."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,12 @@ from .state import NodeStatus, check_node_move
 if TYPE_CHECKING:
     from .executor import Execution
     from .scheduler import Frame
+
+
+#: Execution ids: random per process, then counted. Unique as a uuid4 is, without a system
+#: call per node (``os.urandom`` releases the GIL, and the store's writer thread takes it).
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
 
 
 class NodeFailure(Exception):
@@ -70,7 +77,7 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str | None:
             f"the run reached max_steps={run.max_steps} at node '{node_id}'; raise "
             "max_steps if the workflow really needs more"
         )
-    execution_id = os.urandom(16).hex()
+    execution_id = f"{_ID_PREFIX}{next(_ids):016x}"
     index = run.state.steps
     frame.statuses[node_id] = check_node_move(
         node_id, frame.statuses.get(node_id, NodeStatus.PENDING), NodeStatus.RUNNING
