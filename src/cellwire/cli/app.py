@@ -27,6 +27,7 @@ from cellwire.cli.common import (
     report,
 )
 from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
+from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.engine.secrets import missing_secrets
 from cellwire.model import Workflow, WorkflowError, validate
 from cellwire.model.validate import missing_inputs
@@ -70,10 +71,14 @@ def cli() -> None:
               help="When the run's checkpoints are committed: sync (before the nodes after a "
                    "node start), async (in the background), exit (only the run's end; it "
                    "cannot be resumed). See `cellwire resume`.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULT_CONCURRENCY,
+              show_default=True, metavar="N",
+              help="Node executions in flight at once (a wide fan-out of LLM calls runs at "
+                   "once up to N; each model's rate limits still apply).")
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 conversation: str | None, as_json: bool, db: Path | None, model: str | None,
                 store_timeout: float | None, trust_file: bool, grants: Sequence[str],
-                durability: str) -> None:
+                durability: str, concurrency: int) -> None:
     """Run the workflow in FILE and print its outputs.
 
     Unless FILE is trusted (`cellwire trust FILE`, or --trust), its code nodes run in the
@@ -107,7 +112,8 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     if model is not None and "/" not in model.strip("/"):
         raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
                                  param_hint="--model")
-    result = _execute(file, workflow, inputs, db, model, store_timeout, secrets, durability)
+    result = _execute(file, workflow, inputs, db, model, store_timeout, secrets, durability,
+                      concurrency)
     _finish(result, as_json)
 
 
@@ -638,7 +644,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | None,
              model: str | None = None, store_timeout: float | None = None,
              secrets: Mapping[str, str] | None = None,
-             durability: str = DEFAULT_DURABILITY) -> Any:
+             durability: str = DEFAULT_DURABILITY,
+             concurrency: int = DEFAULT_CONCURRENCY) -> Any:
     from cellwire.runner import default_runner, resolve_store
 
     try:
@@ -654,7 +661,7 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
             return default_runner().run(workflow, inputs,
                                         store=store if store is not None else False,
                                         model=model, secrets=secrets or None,
-                                        durability=durability)
+                                        durability=durability, concurrency=concurrency)
     except WorkflowError as exc:
         fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

@@ -42,7 +42,10 @@ from .scheduler import Frame, GraphRun, Slots
 from .secrets import StreamRedactor, check_grants, environment_values, redactor
 from .state import RunStatus, check_run_move
 
-DEFAULT_CONCURRENCY = 16
+#: Node executions in flight within one run. High, so a wide fan-out of LLM calls (which wait
+#: on the network, not the CPU) runs at once; each model's rate limits protect its provider,
+#: and the sandbox bounds the code it runs by its own pool.
+DEFAULT_CONCURRENCY = 256
 DEFAULT_MAX_STEPS = 10_000
 DEFAULT_MAX_TIME = 1200.0
 

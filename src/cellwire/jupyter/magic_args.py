@@ -75,6 +75,9 @@ def _run(p: Parser) -> None:
     p.add_argument("--model", default="")
     p.add_argument("--secret", "-s", action="append", default=[], metavar="VAR[=SOURCE]")
     p.add_argument("--stale", action="store_true")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="node executions in flight in this run (default: "
+                        "%%config WorkflowMagics.concurrency)")
 
 
 def _map(p: Parser) -> None:

@@ -258,6 +258,10 @@ class WorkflowMagics(Magics, Configurable):
             rerun = found.options()
             print(f"running {len(found.nodes)} stale node(s) of {wf.name}: "
                   + ", ".join(found.nodes))
+        if args.concurrency is not None:
+            if args.concurrency < 1:
+                raise UsageError("--concurrency: give at least 1")
+            rerun["concurrency"] = args.concurrency
         handle, _live = self.start(wf, inputs, model=args.model, wait=args.wait,
                                    secrets=args.secret or None, **rerun)
         if args.wait:
