@@ -307,6 +307,23 @@ def test_result_html_escapes_and_names_the_failed_node(shell):
     assert bundle["text/plain"] == run_text(result)
 
 
+def test_a_paused_run_shows_its_form_and_how_to_answer_it_and_no_dollar_is_typeset(tmp_path):
+    wfl = cellwire.Workflow("ask")
+    wfl.add_node("start", "start")
+    wfl.add_node("review", "human-input", after="start", form_content="Spend $5 or $50?",
+                 inputs=[{"type": "paragraph", "output_variable_name": "why"}],
+                 user_actions=[{"id": "five", "title": "$5"}, {"id": "fifty", "title": "$50"}])
+    wfl.add_node("end", "end", after=[("review", "five")], outputs=[])
+    result = wfl.run(store=tmp_path / "runs.db")
+    page = run_html(result)
+    assert 'class="cellwire-run tex2jax_ignore mathjax_ignore"' in page
+    assert "waits for input at node <b>review</b>" in page and "Spend $5 or $50?" in page
+    assert "run.respond(&#x27;five&#x27;, {&#x27;why&#x27;: ...})" in page
+    text = run_text(result)
+    assert "answer it: run.respond('five', {'why': ...})" in text
+    assert "actions: five ($5), fifty ($50)" in text
+
+
 def test_live_status_is_throttled_and_shows_the_end():
     shown = []
     live = LiveStatus("w", interval=3600, publish=shown.append)
