@@ -235,7 +235,7 @@ def test_run_wait_list_show_export_delete(shell, tmp_path):
     svg = picture._repr_svg_()
     assert svg.startswith("<svg") and ">shout<" in svg
     text = shell.run_line_magic("workflow", "export qa --format yaml")
-    assert "cellwire: 1" in repr(text)
+    assert "cellwire: 1" in repr(text) and "cell_id" not in repr(text)
     path = tmp_path / "qa.yml"
     shell.run_line_magic("workflow", f"export qa --format dify --to {path}")
     shell.run_line_magic("workflow", f"import {path} --name copy")
@@ -425,7 +425,10 @@ def test_export_python_rebuilds_the_same_workflow(shell, tmp_path):
     assert source.lstrip().startswith('"""') and "import cellwire" in source
     namespace: dict = {}
     exec(compile(source, "qa.py", "exec"), namespace)  # noqa: S102 - the script runs as printed
-    assert namespace["wf"] == wf(shell)
+    # The same workflow, without the notebook's note of which cell made each node.
+    assert namespace["wf"] == shell.magics_obj.session.without_cells(wf(shell))
+    assert "cell_id" not in source
+    assert "cell_id" in repr(shell.run_line_magic("workflow", "export qa --with-cells"))
     path = tmp_path / "qa.py"
     shell.run_line_magic("workflow", f"export qa --format python --to {path}")
     assert path.read_text(encoding="utf-8") == source

@@ -118,6 +118,9 @@ def _export(p: Parser) -> None:
     p.add_argument("name")
     p.add_argument("--format", "-f", default="yaml", choices=["yaml", "dify", "python"])
     p.add_argument("--to", default=None, metavar="FILE")
+    p.add_argument("--with-cells", action="store_true",
+                   help="keep which notebook cell defined each node (node meta cell_id, "
+                        "cell_refs)")
 
 
 def _import(p: Parser) -> None:

@@ -379,7 +379,9 @@ class WorkflowMagics(Magics, Configurable):
 
     def _cmd_export(self, rest: list[str]) -> Rendered | None:
         args = parse("export", rest)
-        text = export_text(self.session.workflow(args.name), args.format)
+        wf = self.session.workflow(args.name)
+        text = export_text(wf if args.with_cells else self.session.without_cells(wf),
+                           args.format)
         if args.to:
             Path(args.to).write_text(text, encoding="utf-8")
             print(f"wrote {args.to}")
