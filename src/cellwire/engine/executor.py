@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Collection, Mapping
 from typing import Any
 
 from cellwire.model import Problem, WorkflowError
-from cellwire.model.validate import missing_inputs
+from cellwire.model.validate import missing_inputs, unknown_inputs
 
 from .checkpoint import DEFAULT_DURABILITY, Restored, RunCheckpoint, check_durability
 from .commands import Command, Stop
@@ -215,7 +215,8 @@ class Execution:
         error: str | None = None
         error_node: str | None = None
         try:
-            problems = missing_inputs(self.compiled.workflow, start_inputs)
+            problems = (missing_inputs(self.compiled.workflow, start_inputs)
+                        + unknown_inputs(self.compiled.workflow, start_inputs))
             if problems:
                 raise WorkflowError(problems, "the run cannot start")
             if self._conversation is None:
