@@ -72,12 +72,13 @@ def run_three_ways(server, clusters, tmp_path, capsys):
     results = []
     for name, client in [("local", None), *clusters]:
         seen: list[tuple[int, int]] = []
+        counted = seen.append
         capsys.readouterr()
         out = workflow().map(ROWS, client=client, runtime=runtime(server), concurrency=3,
                              store=tmp_path / f"{name}.db", progress=True)
         bar = last_bar(capsys.readouterr().err)
         again = workflow().map(ROWS, client=client, runtime=runtime(server), concurrency=3,
-                               store=False, progress=lambda d, t: seen.append((d, t)))
+                               store=False, progress=lambda d, t, counted=counted: counted((d, t)))
         results.append((name, out, bar, seen, again))
     return results
 

@@ -43,8 +43,8 @@ def read_table(path: Path, option: str = "--input") -> pd.DataFrame:
             return pd.read_json(path, lines=True, dtype=False)
         return pd.read_parquet(path)
     except ImportError as exc:
-        fail([f"{option} {path}: reading Parquet needs pyarrow ({exc}); "
-              "pip install pyarrow, or use a .csv or .jsonl file"])
+        fail([(f"{option} {path}: reading Parquet needs pyarrow ({exc}); pip install "
+               "pyarrow, or use a .csv or .jsonl file")])
     except OSError as exc:
         fail([f"{option} {path}: cannot read the file: {exc.strerror or exc}"])
     except ValueError as exc:
@@ -73,8 +73,8 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
             out.to_parquet(partial, index=False)
         os.replace(partial, path)
     except ImportError as exc:
-        fail([f"--output {path}: writing Parquet needs pyarrow ({exc}); pip install pyarrow, "
-              "or use a .csv or .jsonl file"])
+        fail([(f"--output {path}: writing Parquet needs pyarrow ({exc}); pip install "
+               "pyarrow, or use a .csv or .jsonl file")])
     except OSError as exc:
         fail([f"--output {path}: cannot write the file: {exc.strerror or exc}"])
 

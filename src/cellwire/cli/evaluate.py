@@ -92,8 +92,8 @@ def eval_command(files: Sequence[Path], data_path: Path, scorers: Sequence[str],
         variants[key] = load_workflow(file, trusted=True if trust_files else None)
     frame = read_table(data_path, "--data")
     if expected not in frame.columns:
-        fail([f"--expected {expected}: {data_path} has no such column (columns: "
-              f"{', '.join(map(str, frame.columns))})"])
+        fail([(f"--expected {expected}: {data_path} has no such column (columns: "
+               f"{', '.join(map(str, frame.columns))})")])
     try:
         chosen = [scorer_of(spec, rubric=rubric, judge_model=judge_model,
                             embedding_model=embedding_model) for spec in scorers]

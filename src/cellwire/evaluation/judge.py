@@ -15,7 +15,7 @@ from typing import Any
 
 from cellwire.services.llm import ChatMessage, ChatRequest
 
-from .scorers import Score, Scorer, json_in, router, text_of
+from .scorers import Score, Scorer, json_in, route_of, router, text_of
 
 #: What the judge is told when no rubric is given.
 DEFAULT_RUBRIC = ("The answer is correct when it says what the expected answer says; wording "
@@ -38,7 +38,7 @@ def judge(rubric: str = "", *, model: str, threshold: float = 0.5,
 
     async def check(output: Any, expected: Any, row: Mapping[str, Any]) -> Score:
         llm = router()
-        route = llm.resolve(model)
+        route = route_of(model)
         inputs = "\n".join(f"- {k}: {text_of(v)}" for k, v in row.items())
         prompt = (f"Rubric:\n{text}\n\nInputs:\n{inputs or '(none)'}\n\n"
                   f"Expected answer:\n{text_of(expected)}\n\nAnswer:\n{text_of(output)}")

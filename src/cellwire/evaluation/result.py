@@ -137,7 +137,7 @@ class Evaluation:
                 self.scores[self.scores["scorer"] == scorer]
             verdicts = chosen.groupby(["row", "scorer"])["passed"].nunique()
             split = verdicts[verdicts > 1].index.get_level_values("row").unique()
-            differ = self.rows.index.isin(split)
+            return self.rows[self.rows.index.isin(split)]
         return self.rows[differ]
 
     def compare(self, baseline: Evaluation) -> pd.DataFrame:
@@ -192,7 +192,7 @@ class Evaluation:
         rows = self.rows.reset_index(names="__index__")
         return StoredEvaluation(
             self.eval_id, self.name, self.created_at, list(self.workflows),
-            self.summary.to_dict("records"),
+            [{str(k): v for k, v in r.items()} for r in self.summary.to_dict("records")],
             [{"expected": self.expected, "scorers": list(self.scorers),
               "rows": rows.to_dict("records"),
               "scores": self.scores.to_dict("records")}])

@@ -108,8 +108,9 @@ async def aevaluate(workflows: Any, data: Any, *, scorers: Sequence[Any],
         raise ValueError("evaluate() needs at least one scorer, e.g. scorers=['exact']")
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
-        raise ValueError(f"two scorers are named {sorted({n for n in names if names.count(n) > 1})[0]!r}; "
-                         "name them apart (function(f, name=...), judge(..., name=...))")
+        twice = min(n for n in names if names.count(n) > 1)
+        raise ValueError(f"two scorers are named {twice!r}; name them apart "
+                         "(function(f, name=...), judge(..., name=...))")
     contenders = variants_of(workflows)
     frame, _ = input_rows(data)
     if expected not in frame.columns:
@@ -142,7 +143,8 @@ async def aevaluate(workflows: Any, data: Any, *, scorers: Sequence[Any],
                 table[f"{wf_name}:{fact}"] = out[fact].to_numpy()
             judge_tokens = [0] * len(table)
             judge_cost = [0.0] * len(table)
-            records = rows.to_dict("records")
+            records: list[Mapping[str, Any]] = [
+                {str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
             for scorer in chosen:
                 items = [(o, e, r) for o, e, r in zip(outputs, wanted, records, strict=True)]
                 ran = [s not in ("failed", "stopped", "pending") for s in status]

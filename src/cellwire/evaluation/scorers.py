@@ -23,18 +23,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cellwire.services.llm import LLMRouter
+    from cellwire.engine.services import LLMService
+    from cellwire.services.llm import Route
 
 #: Numbers in text: ``-1``, ``3.5``, ``1,234.5``, ``2e-3``.
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 #: The LLM router judges and embedding scorers call: the evaluation's runtime's, when set.
-ROUTER: ContextVar[LLMRouter | None] = ContextVar("cellwire_eval_router", default=None)
+ROUTER: ContextVar[LLMService | None] = ContextVar("cellwire_eval_router", default=None)
 
 
-def router() -> LLMRouter:
-    """The LLM router of the running evaluation, else the default runner's."""
+def router() -> LLMService:
+    """The LLM service of the running evaluation, else the default runner's."""
     found = ROUTER.get()
     if found is None:
         from cellwire.runner import default_runner
@@ -42,6 +43,13 @@ def router() -> LLMRouter:
         found = default_runner().runtime(store=False).llm
     assert found is not None
     return found
+
+
+def route_of(model: str) -> Route:
+    """The provider and model ``provider/model`` names, through :func:`router`."""
+    from cellwire.services.llm import split_model
+
+    return router().resolve_config(*split_model(model))
 
 
 @dataclass(slots=True)
@@ -256,7 +264,7 @@ def embedding(embed: Embed | None = None, *, model: str | None = None,
     passes at ``threshold``. ``embed(texts) -> vectors`` (maybe async) embeds, or ``model``
     (``provider/model``) through the LLM service, e.g. an OpenAI-compatible embeddings
     endpoint."""
-    if (embed is None) == (model is None):
+    if (embed is None) == (not model):
         raise ValueError("embedding() takes embed= (a function of a list of texts) or model= "
                          "('provider/model'), one of them")
 
@@ -265,7 +273,7 @@ def embedding(embed: Embed | None = None, *, model: str | None = None,
             found = embed(texts)
             return await found if inspect.isawaitable(found) else found
         assert model is not None
-        route = router().resolve(model)
+        route = route_of(model)
         return await route.provider.embed(route.model, texts)
 
     async def check(out: Any, exp: Any, row: Mapping[str, Any]) -> Score:
@@ -293,7 +301,7 @@ def function(check: Callable[..., Any], *, name: str | None = None,
         raise TypeError(f"scorer {name or getattr(check, '__name__', check)!r} takes "
                         f"{takes} argument(s); a scorer takes (output, expected[, row])")
     call = check if takes >= 3 else (lambda out, exp, row: check(out, exp))
-    return Scorer(name or getattr(check, "__name__", "function"), threshold, call)
+    return Scorer(str(name or getattr(check, "__name__", "function")), threshold, call)
 
 
 #: Scorers by the name :func:`scorer_of` takes.
@@ -328,7 +336,7 @@ def scorer_of(spec: Scorer | str | Callable[..., Any], *, rubric: str | None = N
         if name == "similarity":
             return similarity(float(argument) if argument else 0.8)
         if name == "embedding":
-            return embedding(model=argument or embedding_model)
+            return embedding(model=argument or embedding_model or "")
         if name == "judge":
             from .judge import judge
 
@@ -341,4 +349,4 @@ def scorer_of(spec: Scorer | str | Callable[..., Any], *, rubric: str | None = N
 
 __all__ = ["NAMES", "ROUTER", "Score", "Scorer", "as_score", "contains", "cosine", "embedding", "exact",
            "field_at", "function", "json_field", "json_in", "number_in", "numeric", "regex",
-           "router", "scorer_of", "similarity", "text_of"]
+           "route_of", "router", "scorer_of", "similarity", "text_of"]

@@ -22,7 +22,7 @@ class ProgressBar:
     counts it shows."""
 
     def __init__(self, total: int, *, desc: str | None = None, file: Any = None):
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         self.done = 0
         self.failed = 0
