@@ -126,3 +126,27 @@ def test_progress_bar_by_default_none_with_false_and_callbacks_still_work(capsys
     assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
     with pytest.raises(TypeError, match="progress="):
         echo_workflow().map(df, store=False, progress="yes")
+
+
+def test_workflow_map_magic_maps_columns_and_resumes_a_batch(tmp_path):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from cellwire.jupyter.magics import WorkflowMagics
+    from cellwire.jupyter.session import Session
+
+    ip = InteractiveShell(config=Config({"HistoryManager": {"enabled": False}}))
+    ip.register_magics(WorkflowMagics(ip, session=Session()))
+    ip.run_cell_magic("workflow", "qa start --type start", "[question]")
+    ip.run_cell_magic("workflow", "qa ask --type llm --model scripted/echo",
+                      "A: {{#start.question#}}")
+    ip.run_cell_magic("workflow", "qa end --type end", "answer: ask.text")
+    ip.user_ns["df"] = pd.DataFrame({"q": ["why?", "how?"]})
+    out = ip.run_line_magic("workflow", "map qa df --column q=question --no-progress")
+    assert out["answer"].tolist() == ["A: why?", "A: how?"]
+    again = ip.run_line_magic("workflow", f"map qa df --column q=question --no-progress "
+                                          f"--resume {out.attrs['batch_id']}")
+    assert again["run_id"].tolist() == out["run_id"].tolist()
+    with pytest.raises(UsageError, match="COLUMN=INPUT"):
+        ip.run_line_magic("workflow", "map qa df --column q")
