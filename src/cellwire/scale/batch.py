@@ -211,12 +211,14 @@ def map_columns(workflow: Workflow, columns: Sequence[str], rows: list[dict[str,
         else:
             unknown.append(column)
     if unknown:
-        warnings.warn(
+        # Located at the batch, not at a frame of the loop's thread it runs on: shown once
+        # per batch, the same on every machine.
+        warnings.warn_explicit(
             f"column{'s' if len(unknown) > 1 else ''} {', '.join(repr(c) for c in unknown)} "
             f"{'are' if len(unknown) > 1 else 'is'} not an input of workflow {workflow.name!r} "
             f"(its start node takes: {', '.join(declared or []) or 'nothing'}): kept in the "
             "result, not passed to the runs; map a column to an input with "
-            "columns={'column': 'input'}", UserWarning, stacklevel=4)
+            "columns={'column': 'input'}", UserWarning, f"<batch {workflow.name}>", 0)
     if all(rename.get(c) == c for c in columns):
         return rows, list(rename.values())
     return ([{rename[k]: v for k, v in row.items() if k in rename} for row in rows],
