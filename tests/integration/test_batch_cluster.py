@@ -121,3 +121,28 @@ def test_worker_processes_give_the_same_rows(tmp_path, capsys):
         results = run_three_ways(server, [("processes", client)], tmp_path, capsys)
         assert len(server.chat_requests()) == 12 * 2 * 2
     check(results, tmp_path)
+
+
+def test_a_batch_on_the_cluster_resumes_only_its_unfinished_rows(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "dask.db"
+    with llm_server() as server, \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                     **LOOPBACK) as cluster, \
+            distributed.Client(cluster) as client:
+        first = workflow().map(ROWS.head(8), client=client, runtime=runtime(server),
+                               chunk_size=3, store=db, progress=False)
+        assert len(server.chat_requests()) == 8
+        # The workers recorded each row's run in the batch: two rows as a crash leaves them.
+        with sqlite3.connect(db) as conn:
+            conn.executemany("UPDATE runs SET status = 'running' WHERE run_id = ?",
+                             [(first.run_id.iloc[2],), (first.run_id.iloc[7],)])
+        again = workflow().map(ROWS.head(8), client=client, runtime=runtime(server),
+                               chunk_size=3, store=db, progress=False,
+                               batch_id=first.attrs["batch_id"])
+        asked = [b["messages"][-1]["content"] for b in server.chat_requests()[8:]]
+    assert sorted(asked) == ["Q: q2", "Q: q7"]
+    pd.testing.assert_frame_equal(again[COMPARED], first[COMPARED])
+    kept = [0, 1, 3, 4, 5, 6]
+    assert again.run_id.iloc[kept].tolist() == first.run_id.iloc[kept].tolist()

@@ -161,3 +161,27 @@ def test_failed_rows_exit_1_and_unknown_columns_are_reported_once(table: Path) -
     assert "row 1: " in err and "'question'" in err
     out = pd.read_json(tmp / "gap.jsonl", lines=True)
     assert out["status"].tolist() == ["succeeded", "failed", "succeeded"]
+
+
+def test_map_on_a_dask_scheduler_reads_jsonl_and_writes_parquet(table: Path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    tmp = table
+    pd.read_csv(tmp / "rows.csv").head(5).to_json(tmp / "rows.jsonl", orient="records",
+                                                  lines=True)
+    with llm_server() as server, distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+            host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        # The workers live in this process: they build their providers from its environment.
+        for key, value in _env(tmp, server).items():
+            if key.startswith(("OPENAI_", "CELLWIRE_")):
+                monkeypatch.setenv(key, value)
+        proc = _map(tmp, server, "--scheduler", cluster.scheduler_address, "--json",
+                    input_name="rows.jsonl", output="out.parquet")
+        out, err = proc.communicate(timeout=60)
+        assert len(server.chat_requests()) == 5
+    assert proc.returncode == 0, err
+    assert json.loads(out)["succeeded"] == 5
+    result = pd.read_parquet(tmp / "out.parquet")
+    assert result["text"].tolist() == [f"echo: Q: question {i}" for i in range(5)]
+    stored = open_store(tmp / "runs.db").runs().set_index("run_id")
+    assert stored.loc[result["run_id"], "status"].tolist() == ["succeeded"] * 5
