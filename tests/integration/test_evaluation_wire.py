@@ -155,3 +155,26 @@ def test_cellwire_eval_fails_the_ci_gate_below_the_threshold(tmp_path):
     assert rows["flow:contains"].tolist() == [1.0, 1.0, 0.0, 1.0]
     assert bad.returncode == 2 and "unknown scorer 'bleu'" in bad.stderr
     assert no_column.returncode == 2 and "--expected capital" in no_column.stderr
+
+
+async def test_the_judge_retries_a_429_and_names_a_failure_in_its_reason():
+    from cellwire.evaluation.scorers import ROUTER
+    from cellwire.model import Retry
+
+    with llm_server(reply=reply) as server:
+        token = ROUTER.set(runtime(server).llm)
+        try:
+            scorer = judge("Right city?", model="openai/gpt-4o-mini",
+                           retry=Retry(max_retries=2, interval=0.01, jitter=False))
+            server.fail("status", status=429, headers={"Retry-After": "0"})
+            found = await scorer.score("Paris", "Paris", {"country": "France"})
+            assert (found.value, found.reason) == (1.0, "the right capital")
+            assert len(server.chat_requests()) == 2  # the 429, then the answer
+            for _ in range(3):
+                server.fail("status", status=503)
+            failed = await scorer.score_all([("Paris", "Paris", {})])
+        finally:
+            ROUTER.reset(token)
+    assert len(server.chat_requests()) == 5  # two retries, then the row gives up
+    assert failed[0].value != failed[0].value  # NaN: not scorable
+    assert "judge" in failed[0].reason and "503" in failed[0].reason

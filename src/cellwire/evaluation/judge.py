@@ -2,18 +2,23 @@
 
 The judge asks for a JSON object ``{"score": 0..1, "reason": "..."}`` (a bare number is read
 too) at temperature 0. Its tokens and cost are the judge's, reported apart from the
-workflow's (``judge_tokens``, ``judge_cost`` of an evaluation).
+workflow's (``judge_tokens``, ``judge_cost`` of an evaluation). A call the provider may retry
+(429, 5xx, a timeout) is retried as a node's would be (``retry``, the server's
+``Retry-After`` honoured); one that still fails scores NaN with the error as its reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from cellwire.services.llm import ChatMessage, ChatRequest
+from cellwire.engine.retry import retry_delay
+from cellwire.model import Retry
+from cellwire.services.llm import ChatMessage, ChatRequest, ChatResponse, RetryableProviderError
 
 from .scorers import Score, Scorer, json_in, route_of, router, text_of
 
@@ -28,8 +33,12 @@ SYSTEM = ("You grade the answers of an AI system. Read the rubric, the inputs, t
 _SCORE = re.compile(r"\b(0(?:\.\d+)?|1(?:\.0+)?)\b")
 
 
-def judge(rubric: str = "", *, model: str, threshold: float = 0.5,
-          name: str = "judge") -> Scorer:
+#: Retries of a judge call that failed in a way worth another attempt.
+DEFAULT_RETRY = Retry(max_retries=3, interval=1.0)
+
+
+def judge(rubric: str = "", *, model: str, threshold: float = 0.5, name: str = "judge",
+          retry: Retry = DEFAULT_RETRY) -> Scorer:
     """A scorer asking ``model`` (``provider/model``) to grade each output by ``rubric``."""
     if not model or "/" not in model.strip("/"):
         raise ValueError(f"the judge needs a model as provider/model (got {model!r}), e.g. "
@@ -42,14 +51,28 @@ def judge(rubric: str = "", *, model: str, threshold: float = 0.5,
         inputs = "\n".join(f"- {k}: {text_of(v)}" for k, v in row.items())
         prompt = (f"Rubric:\n{text}\n\nInputs:\n{inputs or '(none)'}\n\n"
                   f"Expected answer:\n{text_of(expected)}\n\nAnswer:\n{text_of(output)}")
-        reply = await route.provider.chat(ChatRequest(
-            model=route.model, temperature=0.0,
-            messages=[ChatMessage("system", SYSTEM), ChatMessage("user", prompt)]))
+        request = ChatRequest(model=route.model, temperature=0.0,
+                              messages=[ChatMessage("system", SYSTEM),
+                                        ChatMessage("user", prompt)])
+        reply = await _ask(route.provider, request, retry)
         cost = llm.priced(route, reply.usage).cost.total
         value, reason = read_verdict(reply.text)
         return Score(value, reason, reply.usage.total_tokens, cost)
 
     return Scorer(name, threshold, check, usage=True)
+
+
+async def _ask(provider: Any, request: ChatRequest, retry: Retry) -> ChatResponse:
+    attempt = 0
+    while True:
+        try:
+            reply: ChatResponse = await provider.chat(request)
+            return reply
+        except RetryableProviderError as exc:
+            attempt += 1
+            if attempt > retry.max_retries:
+                raise
+            await asyncio.sleep(retry_delay(retry, attempt, exc))
 
 
 def read_verdict(text: str) -> tuple[float, str | None]:
@@ -72,4 +95,4 @@ def read_verdict(text: str) -> tuple[float, str | None]:
     return math.nan, f"the judge gave no score: {json.dumps(text[:200])}"
 
 
-__all__ = ["DEFAULT_RUBRIC", "judge", "read_verdict"]
+__all__ = ["DEFAULT_RETRY", "DEFAULT_RUBRIC", "judge", "read_verdict"]
