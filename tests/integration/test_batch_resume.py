@@ -185,3 +185,30 @@ def test_map_on_a_dask_scheduler_reads_jsonl_and_writes_parquet(table: Path, mon
     assert result["text"].tolist() == [f"echo: Q: question {i}" for i in range(5)]
     stored = open_store(tmp / "runs.db").runs().set_index("run_id")
     assert stored.loc[result["run_id"], "status"].tolist() == ["succeeded"] * 5
+
+
+def test_ctrl_c_exits_130_and_the_batch_resumes(table: Path) -> None:
+    tmp = table
+    with llm_server(latency=0.25) as server:
+        proc = _map(tmp, server)
+        deadline = time.monotonic() + 60
+        while len(server.chat_requests()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        batch_id = err.split()[1]
+        assert f"interrupted; resume with --resume {batch_id}" in err
+        before = _per_row(server)
+        assert sum(before.values()) < ROWS
+
+        resumed = _map(tmp, server, "--resume", batch_id)
+        _, err = resumed.communicate(timeout=60)
+        assert resumed.returncode == 0, err
+        after = _per_row(server)
+    result = pd.read_csv(tmp / "out.csv")
+    assert result["status"].eq("succeeded").all()
+    assert result["text"].tolist() == [f"echo: Q: question {i}" for i in range(ROWS)]
+    # Every row asked once to the end; a row cut short by Ctrl-C, at most once more.
+    assert all(1 <= after[f"Q: question {i}"] <= 2 for i in range(ROWS))
+    assert sum(after.values()) <= ROWS + 2

@@ -23,8 +23,9 @@ from .writer import Write
 if TYPE_CHECKING:
     from .sqlite import RunStore
 
-#: Run states a batch row is not finished in: it runs again when its batch resumes.
-UNFINISHED = ("running", "pending")
+#: Run states a batch row is not finished in: it runs again when its batch resumes (a
+#: stopped row was cut short by an interrupt: Ctrl-C, a cancelled batch).
+UNFINISHED = ("running", "pending", "stopped")
 
 
 class BatchMismatch(ValueError):
@@ -95,7 +96,7 @@ def record_row(store: RunStore, batch_id: str, position: int, run_id: str) -> No
 
 
 def finished_rows(store: RunStore, batch_id: str) -> dict[int, FinishedRow]:
-    """The batch's rows whose runs ended (any end: succeeded, failed, stopped, paused), by
+    """The batch's rows whose runs ended (succeeded, partially, failed or paused), by
     position; rows that never started or whose run was cut short are not among them."""
     with store._lock:
         rows = store._conn.execute(
