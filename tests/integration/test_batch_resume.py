@@ -158,6 +158,7 @@ def test_failed_rows_exit_1_and_unknown_columns_are_reported_once(table: Path) -
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert err.count("column 'id' is not an input of workflow 'resumable'") == 1
+    assert "map a column to an input with --column COLUMN=INPUT" in err
     assert "row 1: " in err and "'question'" in err
     out = pd.read_json(tmp / "gap.jsonl", lines=True)
     assert out["status"].tolist() == ["succeeded", "failed", "succeeded"]

@@ -127,8 +127,14 @@ def reported_warnings() -> Iterator[None]:
         try:
             yield
         finally:
-            for message in dict.fromkeys(str(w.message) for w in caught):
+            for message in dict.fromkeys(as_options(str(w.message)) for w in caught):
                 click.echo(f"warning: {message}", err=True)
+
+
+def as_options(message: str) -> str:
+    """A message about Python keywords, in the command line's terms."""
+    return message.replace("columns={'column': 'input'}", "--column COLUMN=INPUT") \
+        .replace("columns= maps", "--column maps")
 
 
 def check_model(model: str | None) -> None:
@@ -204,7 +210,7 @@ def map_command(file: Path, input_path: Path, output_path: Path, concurrency: in
     except BatchMismatch as exc:
         fail([f"--resume {resume_id}: {exc}"])
     except (TypeError, ValueError) as exc:
-        fail([f"error: {exc}"])
+        fail([f"error: {as_options(str(exc))}"])
     except KeyboardInterrupt:
         fail([f"interrupted; resume with --resume {batch_id}"], 130)
     write_table(out, output_path)

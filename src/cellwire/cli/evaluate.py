@@ -18,6 +18,7 @@ import click
 
 from cellwire.cli.app import cli
 from cellwire.cli.batch import (
+    as_options,
     check_model,
     dask_client,
     parse_mapping,
@@ -113,7 +114,7 @@ def eval_command(files: Sequence[Path], data_path: Path, scorers: Sequence[str],
     except WorkflowError as exc:
         fail(f"{problem}" for problem in exc.problems)
     except (KeyError, TypeError, ValueError) as exc:
-        fail([f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}"])
+        fail([f"error: {as_options(str(exc.args[0] if isinstance(exc, KeyError) else exc))}"])
     except KeyboardInterrupt:
         fail(["interrupted"], 130)
     if output_path is not None:
