@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import time
 import uuid
 import warnings
 import weakref
@@ -39,6 +40,7 @@ from cellwire.store import RunStore
 from cellwire.store.batches import (
     Batch,
     BatchMismatch,
+    FinishedRow,
     begin_batch,
     find_batch,
     finished_rows,
@@ -101,8 +103,8 @@ class RowResult:
                    dict(result.outputs), result.answer)
 
     @classmethod
-    def stored(cls, row: Any) -> RowResult:
-        """A finished row as the store holds it (a :class:`~cellwire.store.batches.FinishedRow`)."""
+    def stored(cls, row: FinishedRow) -> RowResult:
+        """A finished batch row as the store holds it."""
         cost = math.nan if row.total_cost is None else row.total_cost
         return cls(row.status, row.error, row.error_node, row.run_id,
                    (row.elapsed_ms or 0.0) / 1000, row.total_tokens, cost, dict(row.outputs),
@@ -425,7 +427,7 @@ async def amap(workflow: Workflow, inputs: Any, *, model: str | None = None,
     if retry is not None:
         done = kept_rows(retry, frame)
         batch_id = batch_id or retry.attrs.get(BATCH_ATTR)
-    found = _store_of(store)
+    found = store_of(store)
     if found is not None:
         batch_id, resumed = await asyncio.to_thread(open_batch, found, batch_id,
                                                     workflow.name, rows)
@@ -484,7 +486,7 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _store_of(store: StoreOption) -> RunStore | None:
+def store_of(store: StoreOption) -> RunStore | None:
     """The store a batch's rows go to (the runner's default for ``DEFAULT``)."""
     return resolve_store(default_runner().options.store if store is DEFAULT else store)
 
@@ -497,8 +499,6 @@ def open_batch(store: RunStore, batch_id: str | None, workflow: str,
                rows: Sequence[Mapping[str, Any]]) -> tuple[str, dict[int, RowResult]]:
     """The batch's id and its finished rows: ``batch_id``'s when the store has it (checked
     to be over the same inputs), else a new batch recorded under ``batch_id`` (or a new id)."""
-    import time
-
     digest = inputs_hash(rows)
     found = find_batch(store, batch_id) if batch_id is not None else None
     if found is None:

@@ -20,11 +20,11 @@ from typing import Any
 
 from cellwire.engine import RunStatus, Runtime, compile_workflow
 from cellwire.model import Workflow
-from cellwire.runner import DEFAULT, StoreOption, default_runner, resolve_store
+from cellwire.runner import StoreOption, default_runner
 from cellwire.store import RunStore
 from cellwire.store.batches import record_row
 
-from .batch import OnError, RowResult, run_rows
+from .batch import OnError, RowResult, run_rows, store_of
 from .progress import Tracker
 
 #: A chunk is at most this many times the rows one chunk runs at once.
@@ -59,8 +59,7 @@ async def run_chunk(job: Job, rows: Sequence[Mapping[str, Any]],
                                        base=job.runtime)
     log = None
     if job.batch_id is not None:
-        store = resolve_store(default_runner().options.store if job.store is DEFAULT
-                              else job.store)
+        store = store_of(job.store)
         if store is not None:
             log = functools.partial(record_row, store, job.batch_id)
     return await run_rows(compiled, rows, runtime, concurrency=job.concurrency,
