@@ -54,7 +54,8 @@ def summarize(rows: pd.DataFrame, scores: pd.DataFrame, workflows: Sequence[str]
         facts = {
             "failed_runs": int(rows[f"{wf}:status"].isin(["failed", "stopped"]).sum()),
             "cost": float(rows[f"{wf}:cost"].sum()),
-            "judge_cost": float(rows[f"{wf}:judge_cost"].sum()),
+            # NaN when the judge's model has no known price: unknown, never 0.
+            "judge_cost": float(rows[f"{wf}:judge_cost"].sum(skipna=False)),
             "total_tokens": int(rows[f"{wf}:total_tokens"].sum()),
             "judge_tokens": int(rows[f"{wf}:judge_tokens"].sum()),
             "p50_latency": float(latency.quantile(0.5)) if len(latency) else math.nan,

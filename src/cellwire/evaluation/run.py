@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -11,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cellwire.model import Workflow
-from cellwire.runner import DEFAULT, StoreOption, blocking, default_runner, resolve_store
-from cellwire.scale.batch import RESULT_COLUMNS, amap, input_rows
+from cellwire.runner import DEFAULT, StoreOption, blocking, default_runner
+from cellwire.scale.batch import RESULT_COLUMNS, amap, input_rows, store_of
 from cellwire.store.batches import save_evaluation
 
 from .result import Evaluation, summarize
@@ -119,10 +118,10 @@ async def aevaluate(workflows: Any, data: Any, *, scorers: Sequence[Any],
                        "holding the right answers")
     inputs = frame.drop(columns=[expected])
     input_names = [str(c) for c in inputs.columns]
-    rows = frame[input_names]
-    wanted = frame[expected].tolist()
     table = inputs.copy()
     table["expected"] = frame[expected].to_numpy()
+    records: list[Mapping[str, Any]] = [
+        {str(k): v for k, v in r.items()} for r in frame[input_names].to_dict("records")]
     long: list[dict[str, Any]] = []
     llm = (runtime.llm if runtime is not None and runtime.llm is not None
            else default_runner().runtime(store=False).llm)
@@ -130,33 +129,24 @@ async def aevaluate(workflows: Any, data: Any, *, scorers: Sequence[Any],
     try:
         for variant in contenders:
             wf_name = variant.name or variant.workflow.name
-            options = {**map_options, **variant.options}
             # The expected column is not among the inputs: no run sees the answers.
             out = await amap(variant.workflow, inputs, model=variant.model or model,
                              concurrency=concurrency, store=store, runtime=runtime,
-                             progress=progress, columns=columns, **options)
-            column = output_column(out, input_names, output, wf_name)
-            outputs = out[column].tolist()
-            status = out["status"].tolist()
+                             progress=progress, columns=columns,
+                             **{**map_options, **variant.options})
+            outputs = out[output_column(out, input_names, output, wf_name)].tolist()
             table[f"{wf_name}:output"] = pd.Series(outputs, index=table.index, dtype=object)
             for fact in ("status", "run_id", "latency", "total_tokens", "cost"):
                 table[f"{wf_name}:{fact}"] = out[fact].to_numpy()
-            judge_tokens = [0] * len(table)
-            judge_cost = [0.0] * len(table)
-            records: list[Mapping[str, Any]] = [
-                {str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
+            ran = [s not in ("failed", "stopped", "pending") for s in out["status"]]
+            judge_tokens, judge_cost = [0] * len(table), [0.0] * len(table)
             for scorer in chosen:
-                items = [(o, e, r) for o, e, r in zip(outputs, wanted, records, strict=True)]
-                ran = [s not in ("failed", "stopped", "pending") for s in status]
-                found = await scorer.score_all([i for i, ok in zip(items, ran, strict=True)
-                                                if ok], SCORE_CONCURRENCY)
-                scored = iter(found)
-                values: list[Score] = [next(scored) if ok else Score(0.0, "the run failed")
-                                       for ok in ran]
+                values = await score_rows(scorer, outputs, frame[expected].tolist(), records,
+                                          ran)
                 table[f"{wf_name}:{scorer.name}"] = [s.value for s in values]
                 for i, (index, s) in enumerate(zip(table.index, values, strict=True)):
                     judge_tokens[i] += s.tokens
-                    judge_cost[i] += 0.0 if math.isnan(s.cost) else s.cost
+                    judge_cost[i] += s.cost  # NaN for a judge without a known price
                     long.append({"row": index, "workflow": wf_name, "scorer": scorer.name,
                                  "score": s.value, "passed": scorer.passed(s.value),
                                  "reason": s.reason})
@@ -170,11 +160,21 @@ async def aevaluate(workflows: Any, data: Any, *, scorers: Sequence[Any],
     result = Evaluation(uuid.uuid4().hex[:16], workflow_names, names, table, scores,
                         summarize(table, scores, workflow_names, names), name, time.time(),
                         expected)
-    found_store = resolve_store(default_runner().options.store if store is DEFAULT else store)
+    found_store = store_of(store)
     if found_store is not None:
         await asyncio.to_thread(save_evaluation, found_store, result.stored())
         result.store_path = str(found_store.path)
     return result
+
+
+async def score_rows(scorer: Scorer, outputs: Sequence[Any], expected: Sequence[Any],
+                     rows: Sequence[Mapping[str, Any]], ran: Sequence[bool]) -> list[Score]:
+    """``scorer``'s score of each output; a row whose run did not end well scores 0 (it
+    reaches no judge)."""
+    items = [item for item, ok in zip(zip(outputs, expected, rows, strict=True), ran,
+                                      strict=True) if ok]
+    scored = iter(await scorer.score_all(items, SCORE_CONCURRENCY))
+    return [next(scored) if ok else Score(0.0, "the run failed") for ok in ran]
 
 
 def evaluate(workflows: Any, data: Any, **kwargs: Any) -> Evaluation:
