@@ -73,6 +73,14 @@ def map(workflow: Workflow, inputs: Any, **kwargs: Any) -> pd.DataFrame:
     return map_rows(workflow, inputs, **kwargs)
 
 
+def evaluate(workflows: Any, data: Any, **kwargs: Any) -> Any:
+    """Run ``workflows`` over the rows of ``data`` and score their outputs:
+    :func:`cellwire.evaluation.evaluate`."""
+    from cellwire.evaluation import evaluate as score_rows
+
+    return score_rows(workflows, data, **kwargs)
+
+
 def widget(workflow: Workflow) -> Any:
     """The visual editor of ``workflow`` (a :class:`cellwire.jupyter.widget.WorkflowWidget`)."""
     from cellwire.jupyter.widget import WorkflowWidget
@@ -114,7 +122,7 @@ provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 
 __all__ = [
-    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "forms", "map", "replay",
-    "resolve_store", "respond", "resume",
+    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "evaluate", "forms", "map",
+    "replay", "resolve_store", "respond", "resume",
     "run", "runs", "stale", "unwatch", "watch", "widget",
 ]

@@ -8,6 +8,8 @@ failed, 2 the file or the command line is not valid, 3 the run ran but could not
 a module of its own that adds itself to the group when imported here.
 """
 
+from cellwire.cli import batch as _batch  # noqa: F401 - adds `cellwire map`
+from cellwire.cli import evaluate as _evaluate  # noqa: F401 - adds `cellwire eval`
 from cellwire.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -85,6 +85,9 @@ def _map(p: Parser) -> None:
     p.add_argument("frame", metavar="DATAFRAME_VARIABLE")
     p.add_argument("--model", default="")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--resume", default=None, metavar="BATCH_ID")
+    p.add_argument("--column", action="append", default=[], metavar="COLUMN=INPUT")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _stop(p: Parser) -> None:

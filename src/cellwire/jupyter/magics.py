@@ -315,11 +315,15 @@ class WorkflowMagics(Magics, Configurable):
         args = parse("map", rest)
         wf = self.session.workflow(args.name)
         frame = self._value("$" + args.frame.removeprefix("$"))
+        columns = dict(pair.partition("=")[::2] for pair in args.column)
+        if any(not k or not v for k, v in columns.items()):
+            raise UsageError(f"%workflow map: --column takes COLUMN=INPUT, got {args.column}")
         try:
             return map_rows(wf, frame, model=args.model or self.run_model or None,
                             concurrency=args.concurrency, store=self._store_option(),
-                            run_concurrency=self.concurrency)
-        except TypeError as exc:
+                            run_concurrency=self.concurrency, batch_id=args.resume,
+                            columns=columns or None, progress=not args.no_progress)
+        except (TypeError, ValueError) as exc:
             raise UsageError(f"%workflow map: {exc}") from None
 
     def _cmd_stop(self, rest: list[str]) -> None:

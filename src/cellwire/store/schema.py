@@ -270,9 +270,41 @@ def _v7(conn: sqlite3.Connection) -> None:
     _script(conn, _V7)
 
 
+# Batches (store/batches.py): which run each row of a batch ran as, so an interrupted batch
+# resumes without running its finished rows again; and evaluations, kept to compare later.
+_V8 = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    total INTEGER NOT NULL,
+    inputs_hash TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batch_rows (
+    batch_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (batch_id, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evaluations (
+    eval_id TEXT PRIMARY KEY,
+    name TEXT,
+    created_at REAL NOT NULL,
+    workflows TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    rows TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS evaluations_created ON evaluations (created_at)
+"""
+
+
+def _v8(conn: sqlite3.Connection) -> None:
+    _script(conn, _V8)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 
 
 class SchemaTooNew(RuntimeError):
