@@ -612,9 +612,15 @@ async def test_stopping_the_run_stops_the_container_mid_round(container):
             execution[0].stop("enough")
 
     runtime = cellwire.Runtime(layers=[stop_when_blocked])
-    execution.append(Execution(CompiledWorkflow(wf), {"items": [1, 2], "first": 0}, runtime))
+    inputs = {k: v for k, v in {"items": [1, 2], "first": 0}.items() if k in _declared(wf)}
+    execution.append(Execution(CompiledWorkflow(wf), inputs, runtime))
     result = await asyncio.wait_for(execution[0].run(), 10)
 
     assert result.status == "stopped"
     assert [e.reason for e in of(result, ContainerCompleted, box)] == ["stopped"]
     assert of(result, NodeStopped, "inner")
+
+
+def _declared(wf: cellwire.Workflow) -> set[str]:
+    """The start inputs ``wf`` declares (a run refuses any other)."""
+    return {v["variable"] for v in wf.nodes["start"].config.get("variables") or []}
