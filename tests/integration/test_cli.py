@@ -201,6 +201,12 @@ def test_missing_required_input_exits_2_with_the_fix(home: Path, echo: Path):
     assert "--input name=" in result.stderr
 
 
+def test_a_misspelt_input_exits_2_naming_the_closest_declared_one(home: Path, echo: Path):
+    result = invoke("run", echo, "--input", "name=Ada", "--input", "flgg=true")
+    assert result.exit_code == 2
+    assert "unknown input 'flgg' (fix: did you mean 'flag'?)" in result.stderr
+
+
 def test_unreadable_file_exits_2(home: Path, tmp_path: Path):
     result = invoke("run", tmp_path / "missing.yaml")
     assert result.exit_code == 2

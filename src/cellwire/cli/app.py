@@ -30,7 +30,7 @@ from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.engine.secrets import missing_secrets
 from cellwire.model import Workflow, WorkflowError, validate
-from cellwire.model.validate import missing_inputs
+from cellwire.model.validate import missing_inputs, unknown_inputs
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,7 +101,8 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         inputs["sys.query"] = query
     if conversation is not None:
         inputs["sys.conversation_id"] = conversation
-    problems = validate(workflow) + missing_inputs(workflow, inputs)
+    problems = (validate(workflow) + missing_inputs(workflow, inputs)
+                + unknown_inputs(workflow, inputs))
     report(file, problems)
     for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
