@@ -16,6 +16,7 @@ from typing import Any
 from cellwire.model import Problem, WorkflowError
 from cellwire.model.validate import missing_inputs, unknown_inputs
 
+from .bounded_jinja import TemplateLimits
 from .checkpoint import DEFAULT_DURABILITY, Restored, RunCheckpoint, check_durability
 from .commands import Command, Stop
 from .context import VariablePool
@@ -105,6 +106,8 @@ class Execution:
         #: The forms this run paused with before it was resumed, and their answers, by node.
         self.forms: dict[str, Form] = dict(resume.forms) if resume is not None else {}
         self.answers: dict[str, Answer] = dict(resume.answers) if resume is not None else {}
+        #: Render limits by kind, read from the environment at the run's first render.
+        self.template_limits: dict[str, TemplateLimits] = {}
         self.max_steps = max_steps
         self.max_time = max_time
         #: What the run knows (pool, node statuses, edge decisions, usage); reruns read it.

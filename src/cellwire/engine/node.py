@@ -167,7 +167,7 @@ class NodeContext:
                                 "allowed", field=field, error_type="SecurityError",
                                 hint="templates may not use names starting with '__'")
             return await render_jinja(text, self.pool, names,
-                                      limits=limits or TemplateLimits.from_env("prompt"))
+                                      limits=limits or self.template_limits("prompt"))
         except TemplateLimitExceeded as exc:
             # The same template fails the same way again: no retry.
             raise NodeError(str(exc), field=field, hint=exc.hint, fatal=True,
@@ -186,6 +186,15 @@ class NodeContext:
         except Exception as exc:  # noqa: BLE001 - e.g. a TypeError from `{{ 1 + 'a' }}`
             raise NodeError(f"rendering failed: {type(exc).__name__}: {exc}", field=field,
                             hint="check the expressions of the template") from None
+
+    def template_limits(self, kind: str) -> TemplateLimits:
+        """The limits of a ``kind`` render (``template`` or ``prompt``), read from the
+        environment once per run: a run of thousands of renders reads it once."""
+        limits = self._execution.template_limits
+        found = limits.get(kind)
+        if found is None:
+            found = limits[kind] = TemplateLimits.from_env(kind)
+        return found
 
     def error(self, message: str, *, field: str | None = None, hint: str = "") -> NodeError:
         return NodeError(message, field=field, hint=hint)

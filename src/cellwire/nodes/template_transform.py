@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from cellwire.engine import NodeContext, NodeResult
-from cellwire.engine.bounded_jinja import TEMPLATE_MAX_LENGTH, TemplateLimits
+from cellwire.engine.bounded_jinja import TEMPLATE_MAX_LENGTH
 from cellwire.model import NodeConfig, node_type
 
 #: Longest output a template may produce (Dify's TEMPLATE_TRANSFORM_MAX_LENGTH in graphon);
@@ -43,5 +43,5 @@ async def run(ctx: NodeContext) -> NodeResult:
     """Render ``template`` with the named ``variables``; the text is the output ``output``."""
     names = named_inputs(ctx, ctx.config.variables)
     output = await ctx.render_jinja(ctx.config.template, names, field="template",
-                                    limits=TemplateLimits.from_env("template"))
+                                    limits=ctx.template_limits("template"))
     return NodeResult(inputs=names, outputs={"output": output})
