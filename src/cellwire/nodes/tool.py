@@ -14,7 +14,7 @@ from pydantic import Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.engine.services import ToolService
-from cellwire.model import Node, NodeConfig, node_type
+from cellwire.model import Node, NodeConfig, Problem, Workflow, node_type
 from cellwire.services.tools import ToolContext, ToolError, default_registry
 
 
@@ -53,10 +53,11 @@ def tool_context(ctx: NodeContext) -> ToolContext:
 
 def unbound_fix(tool_name: str, provider: str) -> str:
     """How to give a workflow the tool it names."""
-    shown = f", provider='{provider.split('/')[-1]}'" if provider else ""
+    short = provider.rstrip("/").split("/")[-1]
+    shown = f", provider='{short}'" if short else ""
     return (f"register a tool named '{tool_name}': @cellwire.tool(name='{tool_name}'{shown}) "
             f"in Python, `cellwire run FILE --tools tools.py` (or --mcp servers.json), or map "
-            f"'{provider + '/' if provider else ''}{tool_name}' to a registered tool with "
+            f"'{short + '/' if short else ''}{tool_name}' to a registered tool with "
             "--tool-map renames.yaml")
 
 
@@ -117,3 +118,45 @@ def _value(ctx: NodeContext, param: Any, field: str) -> Any:
     if kind == "mixed" and isinstance(value, str):
         return ctx.render(value)
     return value
+
+
+def tool_problems(workflow: Workflow, tools: ToolService | None = None) -> list[Problem]:
+    """A warning per tool reference (a tool node, a tool of an agent) that binds to no
+    registered tool, naming the node, the tool and how to register one. The workflow still
+    loads, shows, edits and exports; only running that node fails."""
+    from .agent.config import AgentConfig
+
+    registry = tools if tools is not None else default_registry()
+    problems: list[Problem] = []
+
+    def check(node: Node, tool_name: str, provider: str, field: str) -> None:
+        if not tool_name or registry.find(tool_name, provider) is not None:
+            return
+        shown = f"{provider}/{tool_name}" if provider else tool_name
+        problems.append(Problem(
+            node.id, field, f"{node.type} node '{node.title or node.id}' uses the tool "
+            f"'{shown}', which is not registered: {registry.why_unbound(tool_name, provider)}",
+            unbound_fix(tool_name, provider), "warning"))
+
+    for node in workflow.nodes.values():
+        config = node.config if isinstance(node.config, Mapping) else {}
+        if node.type == "tool":
+            check(node, str(config.get("tool_name") or ""),
+                  str(config.get("provider_id") or config.get("provider_name") or ""),
+                  "tool_name")
+        elif node.type == "agent":
+            try:
+                agent = AgentConfig.model_validate(config)
+                entries = agent.tools()
+            except (ValueError, NodeError):
+                continue  # validate() reports a config that does not parse
+            if agent.strategy is None:
+                problems.append(Problem(
+                    node.id, "agent_strategy_name", f"agent node '{node.title or node.id}' "
+                    f"uses the strategy '{agent.agent_strategy_name}', which cellwire does not "
+                    "run", "use Dify's default strategies: 'function_calling' or 'ReAct'",
+                    "warning"))
+            for index, entry in enumerate(entries):
+                check(node, entry.tool_name, entry.provider_name,
+                      f"agent_parameters.tools[{index}]")
+    return problems

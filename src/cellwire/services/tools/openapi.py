@@ -256,7 +256,7 @@ class _Operation:
             return response.text
 
         return Tool(self.name, self.description, self.parameters, invoke, provider=provider,
-                    kind="openapi")
+                    kind="openapi", secrets=(auth[2],) if auth is not None else ())
 
 
 def _text(value: Any) -> str:

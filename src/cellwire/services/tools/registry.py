@@ -10,6 +10,7 @@ another name.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import threading
@@ -165,9 +166,12 @@ class ToolRegistry:
         :class:`ToolOutput` no larger than ``max_result`` characters. Every failure is a
         :class:`ToolError`."""
         timeout = tool.timeout if tool.timeout is not None else self.timeout
+        context = context or ToolContext()
+        # A tool sees only the granted secrets it declares, never the run's others.
+        context = dataclasses.replace(context, secrets={
+            k: v for k, v in context.secrets.items() if k in tool.secrets})
         try:
-            result = await asyncio.wait_for(tool.invoke(dict(arguments), context or ToolContext()),
-                                            timeout)
+            result = await asyncio.wait_for(tool.invoke(dict(arguments), context), timeout)
         except TimeoutError:
             raise ToolError(f"tool {tool.name!r} did not answer within {timeout:g} s",
                             hint="make it faster, or raise its timeout: @tool(timeout=...) "
@@ -233,3 +237,38 @@ def default_registry() -> ToolRegistry:
             _default = registry = ToolRegistry(BUILTINS)
             registry.extend(entry_point_tools())
         return _default
+
+
+def run_registry(base: Any, *tools: Iterable[Tool | Any] | None,
+                 renames: Mapping[str, str] | None = None) -> Any:
+    """The tools service of a run: ``base`` (a run's ``runtime.tools``, None for the default
+    registry) with ``tools`` added and ``renames`` applied; ``base`` itself when nothing is
+    added (a service that is not a registry is kept as it is)."""
+    extra = [list(t) for t in tools if t]
+    if not extra and not renames:
+        return base
+    if base is not None and not isinstance(base, ToolRegistry):
+        return base
+    merged = (base or default_registry()).merged(*extra)
+    if renames:
+        merged.renames.update(renames)
+    return merged
+
+
+def load_renames(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A renames file: a YAML or JSON mapping of ``provider/tool_name`` (or ``tool_name``)
+    to the registered tool (``name`` or ``provider/name``)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML or JSON: {exc}") from None
+    if not isinstance(data, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: must map Dify tools to registered ones, e.g. "
+                         "'time/current_time: now'")
+    return dict(data)

@@ -53,6 +53,8 @@ class Tool:
     function: Callable[..., Any] | None = field(default=None, repr=False)
     #: Where it came from, for messages (``python``, ``openapi``, ``mcp``, ``builtin``).
     kind: str = "python"
+    #: The secrets it may read from a run's grants (an OpenAPI tool's key); no others.
+    secrets: tuple[str, ...] = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.function is None:
