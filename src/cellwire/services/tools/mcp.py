@@ -168,8 +168,8 @@ class _Session:
         return await future
 
     async def close(self) -> None:
-        if not self.closed:
-            await self.queue.put(None)
+        # Ends the serving task, or the one that answers requests after a failed start.
+        await self.queue.put(None)
         await asyncio.gather(self.task, return_exceptions=True)
 
     async def _serve(self) -> None:
