@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .context import ToolContext
+from .sync import run_sync
 from .tool import Tool, ToolError
 
 
@@ -104,27 +105,16 @@ class MCPServer:
             await session.close()
 
     def tools(self) -> list[Tool]:
-        """:meth:`list_tools` from synchronous code (a fresh loop on a thread of its own)."""
-        box: dict[str, Any] = {}
+        """:meth:`list_tools` from synchronous code (a fresh loop on a thread of its own;
+        the server is stopped again, and calls open a session of their own)."""
 
-        def work() -> None:
-            async def main() -> list[Tool]:
-                try:
-                    return await self.list_tools()
-                finally:
-                    await self.aclose()
-
+        async def listed() -> list[Tool]:
             try:
-                box["tools"] = asyncio.run(main())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                box["error"] = exc
+                return await self.list_tools()
+            finally:
+                await self.aclose()
 
-        thread = threading.Thread(target=work, name=f"mcp-{self.name}", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return list(box["tools"])
+        return run_sync(listed)
 
     def _tool(self, listed: Any) -> Tool:
         server, name = self, str(listed.name)

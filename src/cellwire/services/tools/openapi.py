@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from .context import ToolContext
 from .http import fetch
+from .sync import run_sync
 from .tool import Tool, ToolError
 
 _METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
@@ -81,8 +82,10 @@ def _document(spec: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         return dict(spec)
     text = spec
-    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec
-                                   and not spec.lstrip().startswith("{")):
+    if isinstance(spec, str) and spec.startswith(("http://", "https://")):
+        text = run_sync(lambda: _download(spec))
+    elif isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec
+                                     and not spec.lstrip().startswith("{")):
         text = Path(spec).read_text(encoding="utf-8")
     import yaml
 
@@ -90,6 +93,28 @@ def _document(spec: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise OpenAPIError("the OpenAPI document is not a mapping")
     return dict(data)
+
+
+async def _download(url: str) -> str:
+    """The document at ``url``, fetched as tools fetch (the trusted network policy), by a
+    client of this short-lived loop's own."""
+    from cellwire.services.http import fast_client
+
+    async with fast_client() as client:
+        response = await fetch(ToolContext(http=_Client(client)), "GET", url, tool="openapi")
+    if response.status_code >= 400:
+        raise OpenAPIError(f"{url} answered {response.status_code}")
+    return response.text
+
+
+class _Client:
+    """One client as an HTTP service."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def client(self, *, verify: bool = True) -> Any:
+        return self._client
 
 
 class _Resolver:
