@@ -189,7 +189,7 @@ _SECTION = re.compile(r"^(Args|Arguments|Parameters|Params)\s*:?\s*$", re.IGNORE
 _OTHER = re.compile(r"^(Returns?|Raises|Yields|Examples?|Notes?|See Also)\s*:?\s*$", re.IGNORECASE)
 _GOOGLE = re.compile(r"^\s*\*{0,2}(\w+)\*{0,2}\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 _REST = re.compile(r"^\s*:param\s+(?:[^:]*\s)?(\w+)\s*:\s*(.*)$")
-_NUMPY = re.compile(r"^\s*(\w+)\s*:\s*[^:]*$")
+_NUMPY = re.compile(r"^(\w+)\s+:(\s.*)?$")
 
 
 def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
@@ -221,12 +221,12 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
             google = _GOOGLE.match(line)
             numpy = _NUMPY.match(line)
             indent = len(line) - len(line.lstrip())
-            if google and (current is None or indent <= _indent_of(lines, current)):
-                current = google.group(1)
-                params[current] = google.group(2).strip()
-            elif numpy and not line.startswith((" ", "\t")):
+            if numpy:
                 current = numpy.group(1)
                 params[current] = ""
+            elif google and (current is None or indent <= _indent_of(lines, current)):
+                current = google.group(1)
+                params[current] = google.group(2).strip()
             elif current is not None and stripped:
                 params[current] = f"{params[current]} {stripped}".strip()
     text = " ".join(summary).strip()
