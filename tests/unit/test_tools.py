@@ -337,3 +337,38 @@ async def test_tools_see_only_the_granted_secrets_they_declare():
     assert seen == {"A_KEY": "value-a"}
     with pytest.raises(ToolError, match="needs the secret 'A_KEY', which was not granted"):
         await registry.call(registry.get("t"), {}, ToolContext())
+
+
+def test_the_tools_magic_registers_a_files_tools_for_every_later_run(tmp_path, monkeypatch):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from cellwire.jupyter.magics import WorkflowMagics
+    from cellwire.jupyter.session import Session
+    from cellwire.services.tools import default_registry
+
+    monkeypatch.setenv("CELLWIRE_HOME", str(tmp_path))
+    (tmp_path / "shop_tools.py").write_text(textwrap.dedent('''
+        import cellwire
+
+        @cellwire.tool(provider="shop")
+        def price_of(item: str) -> float:
+            """The price of an item."""
+            return {"tea": 3.5}.get(item, 0.0)
+    '''))
+    ip = InteractiveShell(config=Config({"HistoryManager": {"enabled": False}}))
+    ip.register_magics(WorkflowMagics(ip, session=Session()))
+    try:
+        table = ip.run_line_magic("workflow", f"tools {tmp_path / 'shop_tools.py'}")
+        assert ("shop", "price_of") in set(zip(table.provider, table.name, strict=True))
+        assert table[table.name == "price_of"].arguments.iloc[0] == "item"
+        wf = tool_workflow(provider_id="shop", tool_name="price_of",
+                           tool_parameters={"item": "tea"})
+        result = wf.run({"city": "-", "days": 1}, store=False)
+        assert result.ok, result.error
+        assert result.trace[result.trace.node_id == "t"].outputs.iloc[0]["text"] == "3.5"
+        with pytest.raises(UsageError, match="no such file"):
+            ip.run_line_magic("workflow", "tools missing_tools.py")
+    finally:
+        default_registry().remove("price_of", "shop")
