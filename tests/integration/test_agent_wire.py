@@ -213,12 +213,12 @@ def test_tool_calls_on_the_anthropic_wire():
 def test_react_drives_a_model_without_tool_calling(openai):
     server, router = openai
     replies = iter([
-        'Thought: I need the weather.\nAction:\n```\n{"action": "weather", '
-        '"action_input": {"city": "Oslo"}}\n```',
-        'Thought: and the arithmetic\nAction:\n```\n{"action": "calculate", '
-        '"action_input": "6 * 7"}\n```',
-        'Thought: I know what to respond\nAction:\n```\n{"action": "Final Answer", '
-        '"action_input": "Oslo is sunny; 6*7 is 42."}\n```'])
+        ('Thought: I need the weather.\nAction:\n```\n{"action": "weather", '
+        '"action_input": {"city": "Oslo"}}\n```'),
+        ('Thought: and the arithmetic\nAction:\n```\n{"action": "calculate", '
+        '"action_input": "6 * 7"}\n```'),
+        ('Thought: I know what to respond\nAction:\n```\n{"action": "Final Answer", '
+        '"action_input": "Oslo is sunny; 6*7 is 42."}\n```')])
     seen: list[dict] = []
 
     def reply(body):

@@ -140,7 +140,7 @@ def test_an_agent_uses_mcp_tools_over_the_wire():
     with llm_server() as llm:
         llm.tool_plan = lambda body: [] if any(m["role"] == "tool" for m in body["messages"]) \
             else [{"name": "forecast", "arguments": {"city": "Bergen"}}]
-        llm.reply = lambda body: [m for m in body["messages"] if m["role"] == "tool"][0]["content"]
+        llm.reply = lambda body: next(m for m in body["messages"] if m["role"] == "tool")["content"]
         router = LLMRouter([OpenAIProvider("openai", base_url=llm.base_url, api_key="sk-test",
                                            rate_limits=RateLimits())])
         wf = cellwire.Workflow("mcp-agent", mode="advanced-chat")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,11 +70,12 @@ class MCPServer:
 
     def _client(self) -> Any:
         from mcp import Client
-        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         if self.command:
-            return Client(StdioServerParameters(command=self.command, args=self.args,
-                                                env=self.env, cwd=self.cwd), mode="legacy")
+            params = StdioServerParameters(command=self.command, args=self.args, env=self.env,
+                                           cwd=self.cwd)
+            return Client(stdio_client(params, errlog=_errlog()), mode="legacy")
         if self.headers:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
@@ -216,6 +219,19 @@ class _Session:
                     item[2].set_exception(error)
 
         self.task = asyncio.get_running_loop().create_task(drain())
+
+
+def _errlog() -> Any:
+    """Where a stdio server's stderr goes: ours, or the process's own when ours is not a
+    file (a notebook's), else nowhere."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (OSError, ValueError, AttributeError):
+            continue
+    return open(os.devnull, "w")  # lives as long as the server
 
 
 def _start_error(server: MCPServer, exc: BaseException) -> ToolError:

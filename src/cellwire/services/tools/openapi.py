@@ -208,7 +208,7 @@ class _Operation:
         body = operation.get("requestBody")
         if isinstance(body, Mapping):
             content = body.get("content") or {}
-            media = content.get("application/json") or next(iter(content.values()), {})
+            media: Any = content.get("application/json") or next(iter(content.values()), {})
             schema = resolved((media or {}).get("schema") or {})
             if schema.get("type") == "object" or "properties" in schema:
                 for pname, prop in (schema.get("properties") or {}).items():

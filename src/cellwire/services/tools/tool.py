@@ -116,7 +116,7 @@ def from_function(fn: Callable[..., Any], *, name: str | None = None, provider: 
         return fn
     if not callable(fn):
         raise TypeError(f"@tool needs a function, got {type(fn).__name__}")
-    tool_name = name or getattr(fn, "__name__", "")
+    tool_name: str = name or str(getattr(fn, "__name__", ""))
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tool_name or ""):
         raise ValueError(f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-' "
                          "(what model APIs accept); give one: @tool(name='...')")
