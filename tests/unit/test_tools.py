@@ -372,3 +372,18 @@ def test_the_tools_magic_registers_a_files_tools_for_every_later_run(tmp_path, m
             ip.run_line_magic("workflow", "tools missing_tools.py")
     finally:
         default_registry().remove("price_of", "shop")
+
+
+def test_provider_settings_a_tool_does_not_take_are_left_out():
+    def search(query: str) -> str:
+        return f"found {query}"
+
+    wf = tool_workflow(provider_id="duckduckgo", tool_name="search",
+                       tool_parameters={"query": "{{#start.city#}}"},
+                       tool_configurations={"max_results": 5, "region": "wt-wt"})
+    result = wf.run({"city": "Oslo", "days": 1}, runtime=cellwire.Runtime(
+        tools=ToolRegistry([search])), store=False)
+    assert result.ok, result.error
+    row = result.trace[result.trace.node_id == "t"].iloc[0]
+    assert row.inputs == {"query": "Oslo"}
+    assert row.process_data["ignored_configurations"] == ["max_results", "region"]

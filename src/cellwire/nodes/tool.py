@@ -87,7 +87,13 @@ async def run(ctx: NodeContext) -> NodeResult:
         raise unbound_error(ctx.node, config.tool_name, config.provider,
                             tools.why_unbound(config.tool_name, config.provider))
     arguments: dict[str, Any] = {}
+    known = declared(tool.parameters)
+    ignored = []
     for name, value in config.tool_configurations.items():
+        # Dify's provider settings a registered tool does not take are left out, not errors.
+        if known is not None and name not in known:
+            ignored.append(name)
+            continue
         arguments[name] = _value(ctx, value, f"tool_configurations.{name}")
     for name, param in config.tool_parameters.items():
         arguments[name] = _value(ctx, param, f"tool_parameters.{name}")
@@ -97,9 +103,20 @@ async def run(ctx: NodeContext) -> NodeResult:
         raise tool_error(exc) from None
     outputs = {**output.variables, "text": output.text, "files": output.files,
                "json": output.json}
-    return NodeResult(inputs=arguments, outputs=outputs,
-                      process_data={"tool": tool.key, "tool_kind": tool.kind},
+    process_data: dict[str, Any] = {"tool": tool.key, "tool_kind": tool.kind}
+    if ignored:
+        process_data["ignored_configurations"] = ignored
+    return NodeResult(inputs=arguments, outputs=outputs, process_data=process_data,
                       metadata={"tool_info": {"provider": tool.provider, "name": tool.name}})
+
+
+def declared(schema: Mapping[str, Any]) -> set[str] | None:
+    """The arguments a tool's schema names, or None when it takes any."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping) or schema.get("additionalProperties", False) \
+            not in (False, None):
+        return None
+    return set(properties)
 
 
 def _value(ctx: NodeContext, param: Any, field: str) -> Any:

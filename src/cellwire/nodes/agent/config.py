@@ -92,7 +92,10 @@ def parameter(ctx: NodeContext, config: AgentConfig, name: str) -> Any:
 
 
 def iterations(ctx: NodeContext, config: AgentConfig) -> int:
+    # 'maximum_iterations' in Dify's agent strategies; some plugins say 'max_iterations'.
     value = parameter(ctx, config, "maximum_iterations")
+    if value in (None, ""):
+        value = parameter(ctx, config, "max_iterations")
     if value in (None, ""):
         return DEFAULT_ITERATIONS
     try:

@@ -13,7 +13,7 @@ from typing import Any
 from cellwire.engine import NodeContext
 from cellwire.services.tools import Tool, ToolError
 
-from ..tool import tool_context, tools_of, unbound_error
+from ..tool import declared, tool_context, tools_of, unbound_error
 from .config import AgentConfig, AgentTool
 
 
@@ -123,8 +123,11 @@ class Toolbox:
 
 def _bound(ctx: NodeContext, tool: Tool, entry: AgentTool) -> Bound:
     fixed: dict[str, Any] = {}
+    known = declared(tool.parameters)
     for name, setting in entry.settings.items():
-        fixed[name] = _fixed(ctx, setting)
+        # Dify's provider settings a registered tool does not take are left out.
+        if known is None or name in known:
+            fixed[name] = _fixed(ctx, setting)
     for name, param in entry.parameters.items():
         if isinstance(param, Mapping) and not param.get("auto", 1):
             fixed[name] = _fixed(ctx, param.get("value"))
