@@ -92,3 +92,31 @@ def test_config_mistakes_are_named(strategy, parameters, message):
     assert not result.ok
     assert result.error_node == "agent"
     assert message in result.error
+
+
+async def test_the_editor_shows_the_agents_steps_in_its_panel():
+    from cellwire.jupyter.widget import WorkflowWidget
+
+    class Recorder(WorkflowWidget):
+        def __init__(self, *args, **kwargs) -> None:
+            self.outbox: list[dict] = []
+            super().__init__(*args, **kwargs)
+
+        def send(self, content, buffers=None) -> None:  # type: ignore[override]
+            self.outbox.append(content)
+
+    wf = agent()
+    w = Recorder(wf)
+    result = await wf.arun({"sys.query": "2 + 40?"}, runtime=runtime(), store=False)
+    assert result.ok, result.error
+    patches = [p for m in w.outbox if m["type"] == "status" for p in m["patches"]]
+    # Steps are entries of the agent, never nodes of their own.
+    assert not any("/" in node_id for p in patches for node_id in p)
+    steps = w.status["agent"]["steps"]
+    assert [(s["step"], s["type"], s["title"]) for s in steps] == [
+        (1, "llm", "scripted/m"), (2, "tool", "add"), (3, "llm", "scripted/m")]
+    assert steps[1]["output"] == "42" and steps[0]["tokens"] > 0
+    assert w.status["agent"]["status"] == "succeeded"
+    # Each patch carries the steps so far, whole: the browser replaces what a patch names.
+    sent = [p["agent"]["steps"] for p in patches if "steps" in p.get("agent", {})]
+    assert [len(s) for s in sent] == [1, 2, 3]
