@@ -2,7 +2,7 @@
 #   make install   set up .venv with the exact versions of requirements/dev.lock (idempotent, fast
 #                  when nothing changed)
 #   make test      install, lint (ruff + mypy), run the test suite, build the docs strictly
-#   make lab       install, add the [lab] and [local] extras, open JupyterLab on notebooks/
+#   make lab       install, add the [lab] and [local] extras, open JupyterLab on a copy of notebooks/ (build/tutorials)
 #   make lock      re-resolve requirements/*.lock and requirements/apt.lock (UPGRADE=1: newest of all)
 #   make docs | bench | lint | clean | distclean
 
@@ -26,6 +26,9 @@ LAB_STAMP := $(VENV)/.installed-lab
 # Holds "ok" or "failed": a failed build of the local extra is not retried on every `make lab`.
 LOCAL_STAMP := $(VENV)/.installed-local
 SITE_DIR := build/site
+# make lab opens a copy of the tutorials, so running them leaves the checkout clean; a
+# tutorial you have not opened yet is copied afresh (your edits to the others are kept).
+LAB_DIR := build/tutorials
 
 # Exact versions of every Python package (requirements/*.lock, written by `make lock` with uv's
 # resolver) and of the Debian packages (requirements/apt.lock), so a new upstream release never
@@ -52,7 +55,7 @@ APT_PACKAGES := chromium bubblewrap
 help:
 	@echo "make install      create .venv with the locked versions of cellwire[dev] (idempotent)"
 	@echo "make test         run the test suite and build the docs (--strict)"
-	@echo "make lab          open JupyterLab on notebooks/ (with the local model, no key needed)"
+	@echo "make lab          open JupyterLab on a copy of notebooks/ (with the local model, no key needed)"
 	@echo "make docs         build the docs into $(SITE_DIR)"
 	@echo "make bench        run every benchmarks/*.py"
 	@echo "make lint         ruff check src tests, mypy src"
@@ -136,10 +139,10 @@ test: lint
 # CELLWIRE_DEFAULT_MODEL, else a hosted model when its API key is set, else local/smollm2, else
 # scripted/echo with a banner (src/cellwire/services/llm/default.py).
 lab: install $(LAB_STAMP) $(LOCAL_STAMP)
-	@mkdir -p notebooks
+	@mkdir -p $(LAB_DIR) && cp -rn notebooks/. $(LAB_DIR)/
 	@model="$$($(PY) -m cellwire.services.llm.default --probe)" || model=scripted/echo; \
 	echo "cellwire: llm nodes without a provider of their own run on $$model"; \
-	CELLWIRE_DEFAULT_MODEL="$$model" $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+	CELLWIRE_DEFAULT_MODEL="$$model" $(VENV)/bin/jupyter lab --notebook-dir=$(LAB_DIR) \
 	  --ServerApp.allow_root=True --ip=127.0.0.1
 
 docs: install

@@ -6,7 +6,7 @@ import type { KeyboardEvent } from "react";
 import { useEditor, useTrait } from "./context";
 import { SUPPRESS } from "./graph";
 import { useStatus } from "./status";
-import type { CwNode, JsonSchema, Problem, StatusEntry, StepEntry } from "./types";
+import type { CwNode, HumanForm, JsonSchema, Problem, StatusEntry, StepEntry } from "./types";
 
 type Commit = (path: string, value: unknown) => void;
 
@@ -323,6 +323,7 @@ function LastRun({ id }: { id: string }) {
     <div className="cw-io" data-testid="cw-io">
       <div className="cw-values-title">last run: {entry.status}</div>
       {entry.error ? <div className="cw-field-problem">{entry.error}</div> : null}
+      {entry.status === "paused" && entry.form ? <FormToAnswer key={entry.form.run_id} form={entry.form} /> : null}
       <Values title="inputs" values={entry.inputs} />
       <Values title="outputs" values={entry.outputs} />
       <Steps steps={entry.steps} />
@@ -342,6 +343,50 @@ function Steps({ steps }: { steps?: StepEntry[] }) {
           {s.tokens ? ` (${s.tokens} tokens)` : ""} <code>{s.error ?? s.output ?? ""}</code>
         </div>
       ))}
+    </div>
+  );
+}
+
+/** The form a paused human-input node waits on: its content, its inputs (prefilled with their
+ * defaults) and a button per action; a button answers it and the kernel resumes the run. */
+function FormToAnswer({ form }: { form: HumanForm }) {
+  const { model } = useEditor();
+  const [values, setValues] = useState<Record<string, string>>(() =>
+    Object.fromEntries(form.fields.map((f) => [f.name, f.default == null ? "" : String(f.default)])),
+  );
+  const set = (name: string, value: string) => setValues((old) => ({ ...old, [name]: value }));
+  const answer = (action: string) =>
+    model.send({ type: "respond", run_id: form.run_id, node: form.node_id, action, values });
+  const due = form.expires_at == null ? null : new Date(form.expires_at * 1000);
+  return (
+    <div className="cw-form" data-testid="cw-form">
+      <div className="cw-values-title">waiting for input{due ? ` until ${due.toLocaleString()}` : ""}</div>
+      <div className="cw-form-content" data-testid="cw-form-content">{form.content}</div>
+      {form.fields.map((f) => (
+        <label className="cw-field" key={f.name}>
+          <span className="cw-label">{f.name}</span>
+          {f.type === "select" ? (
+            <select className="cw-input" data-testid={`cw-form-field-${f.name}`} {...SUPPRESS}
+              value={values[f.name]} onChange={(e) => set(f.name, e.target.value)}>
+              {(f.options ?? []).map((o) => <option key={o} value={o}>{o}</option>)}
+            </select>
+          ) : f.type === "file" || f.type === "file-list" ? (
+            <span className="cw-label">answer file inputs from Python: run.respond(...)</span>
+          ) : (
+            <textarea className="cw-input" rows={f.type === "paragraph" ? 3 : 1}
+              data-testid={`cw-form-field-${f.name}`} {...SUPPRESS}
+              value={values[f.name]} onChange={(e) => set(f.name, e.target.value)} />
+          )}
+        </label>
+      ))}
+      <div className="cw-panel-actions">
+        {form.actions.map((a) => (
+          <button key={a.id} className={`cw-small cw-action-${a.button_style}`}
+            data-testid={`cw-form-action-${a.id}`} onClick={() => answer(a.id)}>
+            {a.title || a.id}
+          </button>
+        ))}
+      </div>
     </div>
   );
 }

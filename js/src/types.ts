@@ -55,8 +55,20 @@ export type JsonSchema = {
 
 export type Status = "pending" | "running" | "succeeded" | "failed" | "skipped" | "paused" | "cached";
 
+/** What a human-input node asks while its run is paused (``Form.to_dict()`` in Python). */
+export type HumanForm = {
+  run_id: string;
+  node_id: string;
+  title: string;
+  content: string;
+  fields: { name: string; type: string; default: unknown; options: string[] | null }[];
+  actions: { id: string; title: string; button_style: string }[];
+  expires_at: number | null;
+};
+
 export type StatusEntry = {
   status: Status;
+  form?: HumanForm;
   elapsed?: number;
   tokens?: number;
   cost?: number;

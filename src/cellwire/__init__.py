@@ -1,7 +1,7 @@
 """cellwire: Dify-style LLM workflows, native to Jupyter."""
 
 from cellwire import nodes as _nodes  # noqa: F401 - registers the built-in node types
-from cellwire.api import compare, replay, resume, runs, stale
+from cellwire.api import compare, evaluate, forms, replay, respond, resume, runs, stale
 from cellwire.engine import NodeContext, NodeError, NodeResult, RunResult, RunStatus, Runtime
 from cellwire.formats import dump, load, save
 from cellwire.model import Edge, Node, Problem, Retry, Workflow, WorkflowError, node_type, validate
@@ -21,6 +21,6 @@ def load_ipython_extension(ip: object) -> None:
 __all__ = [
     "Edge", "Node", "NodeContext", "NodeError", "NodeResult", "Problem", "Retry", "RunResult",
     "RunStatus", "Runtime", "Workflow", "WorkflowError", "compare", "configure_provider", "dump",
-    "load", "map_model", "node_type", "replay", "resume",
+    "evaluate", "forms", "load", "map_model", "node_type", "replay", "respond", "resume",
     "runs", "save", "set_price", "stale", "tool", "validate",
 ]

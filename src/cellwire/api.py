@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cellwire import runner
-from cellwire.durable import replay, resume
+from cellwire.durable import replay, respond, resume
 from cellwire.engine import RunResult
+from cellwire.engine.forms import Form
 from cellwire.engine.layers import Layer
 from cellwire.engine.runtime import Sink
 from cellwire.model import Workflow
@@ -72,6 +73,14 @@ def map(workflow: Workflow, inputs: Any, **kwargs: Any) -> pd.DataFrame:
     return map_rows(workflow, inputs, **kwargs)
 
 
+def evaluate(workflows: Any, data: Any, **kwargs: Any) -> Any:
+    """Run ``workflows`` over the rows of ``data`` and score their outputs:
+    :func:`cellwire.evaluation.evaluate`."""
+    from cellwire.evaluation import evaluate as score_rows
+
+    return score_rows(workflows, data, **kwargs)
+
+
 def widget(workflow: Workflow) -> Any:
     """The visual editor of ``workflow`` (a :class:`cellwire.jupyter.widget.WorkflowWidget`)."""
     from cellwire.jupyter.widget import WorkflowWidget
@@ -94,6 +103,12 @@ def runs(limit: int | None = None, workflow: str | None = None,
     return default_store().runs(limit=limit, workflow=workflow, status=status)
 
 
+def forms(run_id: str | None = None) -> list[Form]:
+    """The forms paused runs in the default store wait on (of run ``run_id`` only, when
+    given), oldest first: answer one with :func:`respond` or ``RunResult.respond``."""
+    return default_store().forms(run_id)
+
+
 def compare(run_a: RunResult | str, run_b: RunResult | str) -> pd.DataFrame:
     """Two runs side by side, node by node, from the default store (results of runs made
     without a store compare too): :func:`cellwire.jupyter.dashboards.compare`."""
@@ -107,7 +122,7 @@ provide(run=run, arun=arun, map=map, amap=amap, widget=widget)
 
 
 __all__ = [
-    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "map", "replay", "resolve_store",
-    "resume",
+    "RUN_OPTIONS", "StoreOption", "amap", "arun", "compare", "evaluate", "forms", "map",
+    "replay", "resolve_store", "respond", "resume",
     "run", "runs", "stale", "unwatch", "watch", "widget",
 ]

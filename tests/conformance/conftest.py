@@ -31,6 +31,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         totals = [a + b for a, b in zip(totals, row, strict=True)]
         tr.write_line(f"{collection:45} {row[0]:>5} {row[1]:>8} {row[2]:>8} {row[3]:>8}")
     tr.write_line(f"{'total':45} {totals[0]:>5} {totals[1]:>8} {totals[2]:>8} {totals[3]:>8}")
-    tr.write_line("runnable: the run succeeded (or partially) on the scripted provider with "
-                  "sample inputs; the others end failed at a node that needs something absent "
+    tr.write_line("runnable: the run succeeded (or partially, or paused at a human-input form) "
+                  "on the scripted provider with sample inputs; the others end failed at a node "
+                  "that needs something absent "
                   "here (a Dify tool, a knowledge base, the network, a package).")

@@ -370,3 +370,39 @@ w = WorkflowWidget(wf, inputs={"x": 3})
     seen = seen_statuses(notebook)
     assert seen["start"] == ["succeeded"] and seen["end"] == ["succeeded"], seen
     assert seen["t"][-1] == "succeeded", seen
+
+
+APPROVAL = """\
+wf = cellwire.Workflow("approve-e2e")
+wf.add_node("start", "start", variables=[{"variable": "topic", "type": "text-input",
+                                          "label": "topic"}])
+wf.add_node("review", "human-input", after="start", form_content="Publish {{#start.topic#}}?",
+            inputs=[{"type": "paragraph", "output_variable_name": "note",
+                     "default": {"type": "constant", "value": "ok"}}],
+            user_actions=[{"id": "yes", "title": "Publish", "button_style": "primary"},
+                          {"id": "no", "title": "Drop"}])
+wf.add_node("done", "end", after=[("review", "yes")],
+            outputs=[{"variable": "note", "value_selector": ["review", "note"]}])
+wf.add_node("dropped", "end", after=[("review", "no")], outputs=[])
+"""
+
+
+def test_a_paused_run_shows_its_form_in_the_panel_and_an_answer_there_resumes_it(notebook):
+    editor = show(notebook, APPROVAL, display='w = WorkflowWidget(wf, inputs={"topic": "owls"})\nw')
+    editor.get_by_test_id("cw-run").click()
+    expect(node(editor, "review")).to_have_attribute("data-status", "paused")
+    assert kernel_json(notebook, "await run_end(w)\nprint(json.dumps(str(w.last_run.status)))") \
+        == "paused"
+    node(editor, "review").click()
+    form = editor.get_by_test_id("cw-panel").get_by_test_id("cw-form")
+    expect(form.get_by_test_id("cw-form-content")).to_have_text("Publish owls?")
+    expect(form.get_by_test_id("cw-form-field-note")).to_have_value("ok")
+    form.get_by_test_id("cw-form-field-note").fill("answered in the editor")
+    form.get_by_test_id("cw-form-action-yes").click()
+    expect(node(editor, "done")).to_have_attribute("data-status", "succeeded")
+    expect(node(editor, "dropped")).to_have_attribute("data-status", "skipped")
+    done = kernel_json(notebook, "await until(lambda: str(w.last_run.status) != 'paused')\n"
+                                 "await run_end(w)\n"
+                                 "print(json.dumps([str(w.last_run.status), w.last_run.outputs,"
+                                 " w.last_run.run_id == w.run_handle.run_id]))")
+    assert done == ["succeeded", {"note": "answered in the editor"}, True]

@@ -394,3 +394,28 @@ async def test_chat_memory_sends_the_users_message_last():
     result = await wf.arun({"sys.query": "hello"}, store=False)
     assert result.ok, result.error
     assert result.answer == "Q: hello"
+
+
+def _no_model_workflow() -> cellwire.Workflow:
+    wf = cellwire.Workflow("no-model")
+    wf.add_node("start", "start", variables=[{"variable": "q", "type": "text-input"}])
+    wf.add_node("ask", "llm", after="start",
+                prompt_template=[{"role": "user", "text": "say {{#start.q#}}"}])
+    wf.add_node("end", "end", after="ask",
+                outputs=[{"variable": "a", "value_selector": ["ask", "text"]}])
+    return wf
+
+
+def test_an_llm_node_without_a_model_runs_on_the_default_model(monkeypatch):
+    monkeypatch.setenv("CELLWIRE_DEFAULT_MODEL", "scripted/echo")
+    result = _no_model_workflow().run({"q": "hi"}, store=False)
+    assert result.status == "succeeded" and result.outputs == {"a": "say hi"}
+
+
+def test_without_any_default_the_error_says_how_to_set_one(monkeypatch):
+    monkeypatch.delenv("CELLWIRE_DEFAULT_MODEL", raising=False)
+    monkeypatch.setenv("CELLWIRE_CONFIG_DIR", "/nonexistent-cellwire-config")
+    result = _no_model_workflow().run({"q": "hi"}, store=False)
+    assert result.status == "failed" and result.error_node == "ask"
+    assert "no model is set, and there is no default model" in result.error
+    assert "CELLWIRE_DEFAULT_MODEL=provider/model (make lab sets one)" in result.error

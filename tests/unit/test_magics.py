@@ -235,7 +235,7 @@ def test_run_wait_list_show_export_delete(shell, tmp_path):
     svg = picture._repr_svg_()
     assert svg.startswith("<svg") and ">shout<" in svg
     text = shell.run_line_magic("workflow", "export qa --format yaml")
-    assert "cellwire: 1" in repr(text)
+    assert "cellwire: 1" in repr(text) and "cell_id" not in repr(text)
     path = tmp_path / "qa.yml"
     shell.run_line_magic("workflow", f"export qa --format dify --to {path}")
     shell.run_line_magic("workflow", f"import {path} --name copy")
@@ -305,6 +305,23 @@ def test_result_html_escapes_and_names_the_failed_node(shell):
     bundle = shell.display_formatter.format(result)[0]
     assert bundle["text/html"] == page
     assert bundle["text/plain"] == run_text(result)
+
+
+def test_a_paused_run_shows_its_form_and_how_to_answer_it_and_no_dollar_is_typeset(tmp_path):
+    wfl = cellwire.Workflow("ask")
+    wfl.add_node("start", "start")
+    wfl.add_node("review", "human-input", after="start", form_content="Spend $5 or $50?",
+                 inputs=[{"type": "paragraph", "output_variable_name": "why"}],
+                 user_actions=[{"id": "five", "title": "$5"}, {"id": "fifty", "title": "$50"}])
+    wfl.add_node("end", "end", after=[("review", "five")], outputs=[])
+    result = wfl.run(store=tmp_path / "runs.db")
+    page = run_html(result)
+    assert 'class="cellwire-run tex2jax_ignore mathjax_ignore"' in page
+    assert "waits for input at node <b>review</b>" in page and "Spend $5 or $50?" in page
+    assert "run.respond(&#x27;five&#x27;, {&#x27;why&#x27;: ...})" in page
+    text = run_text(result)
+    assert "answer it: run.respond('five', {'why': ...})" in text
+    assert "actions: five ($5), fifty ($50)" in text
 
 
 def test_live_status_is_throttled_and_shows_the_end():
@@ -408,7 +425,10 @@ def test_export_python_rebuilds_the_same_workflow(shell, tmp_path):
     assert source.lstrip().startswith('"""') and "import cellwire" in source
     namespace: dict = {}
     exec(compile(source, "qa.py", "exec"), namespace)  # noqa: S102 - the script runs as printed
-    assert namespace["wf"] == wf(shell)
+    # The same workflow, without the notebook's note of which cell made each node.
+    assert namespace["wf"] == shell.magics_obj.session.without_cells(wf(shell))
+    assert "cell_id" not in source
+    assert "cell_id" in repr(shell.run_line_magic("workflow", "export qa --with-cells"))
     path = tmp_path / "qa.py"
     shell.run_line_magic("workflow", f"export qa --format python --to {path}")
     assert path.read_text(encoding="utf-8") == source

@@ -18,14 +18,17 @@ from cellwire.cli.common import (
     EXIT_FAILED,
     EXIT_NOT_STORED,
     EXIT_OK,
+    EXIT_PAUSED,
     fail,
     format_ms,
+    json_or_text,
     load_workflow,
     parse_inputs,
     report,
 )
 from cellwire.cli.tool_options import load_cli_tools, tool_options, tool_secrets
 from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
+from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.engine.secrets import missing_secrets
 from cellwire.model import Workflow, WorkflowError, validate
 from cellwire.model.validate import missing_inputs
@@ -69,12 +72,16 @@ def cli() -> None:
               help="When the run's checkpoints are committed: sync (before the nodes after a "
                    "node start), async (in the background), exit (only the run's end; it "
                    "cannot be resumed). See `cellwire resume`.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULT_CONCURRENCY,
+              show_default=True, metavar="N",
+              help="Node executions in flight at once (a wide fan-out of LLM calls runs at "
+                   "once up to N; each model's rate limits still apply).")
 @tool_options
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 conversation: str | None, as_json: bool, db: Path | None, model: str | None,
                 store_timeout: float | None, trust_file: bool, grants: Sequence[str],
-                durability: str, tool_sources: Sequence[str], mcp_configs: Sequence[str],
-                tool_map: str | None) -> None:
+                durability: str, concurrency: int, tool_sources: Sequence[str],
+                mcp_configs: Sequence[str], tool_map: str | None) -> None:
     """Run the workflow in FILE and print its outputs.
 
     Unless FILE is trusted (`cellwire trust FILE`, or --trust), its code nodes run in the
@@ -111,7 +118,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
                                  param_hint="--model")
     result = _execute(file, workflow, inputs, db, model, store_timeout, secrets, durability,
-                      renames)
+                      concurrency, renames)
     _finish(result, as_json)
 
 
@@ -135,6 +142,15 @@ def _finish(result: Any, as_json: bool) -> NoReturn:
         click.echo(f"error: run {result.run_id} ran ({result.status}) but was not stored: "
                    f"{result.store_error}", err=True)
         sys.exit(EXIT_NOT_STORED)
+    if result.forms:
+        if not as_json:
+            for form in result.forms:
+                click.echo(form.describe(), err=True)
+                first = form.actions[0].id if form.actions else "ID"
+                fields = "".join(f" --input {f.name}=..." for f in form.fields)
+                click.echo(f"answer it with: cellwire respond {result.run_id} --action {first}"
+                           f"{fields}", err=True)
+        sys.exit(EXIT_PAUSED)
     sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
@@ -189,6 +205,144 @@ def resume_command(run_id: str, db: Path | None, as_json: bool, grants: Sequence
     except KeyboardInterrupt:
         fail(["interrupted"], 130)
     _finish(result, as_json)
+
+
+@cli.command("respond")
+@click.argument("run_id")
+@click.option("--action", "-a", required=True, metavar="ID",
+              help="The user action to answer with (one of the form's buttons).")
+@click.option("--input", "-i", "pairs", multiple=True, metavar="NAME=VALUE",
+              help="A value for one of the form's inputs (text). Repeatable; inputs left out "
+                   "take their defaults.")
+@click.option("--inputs-json", metavar="JSON", help="All input values as one JSON object.")
+@click.option("--node", metavar="ID", help="The human-input node whose form to answer, when "
+                                           "the run waits on several.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run store file (default: $CELLWIRE_HOME/runs.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--secret", "-s", "grants", multiple=True, metavar="VAR[=SOURCE]",
+              help="Grant the run's secret VAR again, as for `cellwire resume`. Repeatable.")
+@click.option("--trust", "trust_run", is_flag=True,
+              help="Run the recorded workflow's code in this process, as for `cellwire resume`.")
+def respond_command(run_id: str, action: str, pairs: Sequence[str], inputs_json: str | None,
+                    node: str | None, db: Path | None, as_json: bool, grants: Sequence[str],
+                    trust_run: bool) -> None:
+    """Answer the form that paused run RUN_ID waits on, then resume the run to its next end.
+
+    Exit codes as for `cellwire run` (4 when it pauses again, at another form); 2 when the
+    answer does not fit the form, or the run waits on no form (the message says why).
+    """
+    from cellwire.durable import NotResumable, prepare_respond
+    from cellwire.engine.forms import FormError
+    from cellwire.runner import default_runner
+    from cellwire.services.secrets import SecretError, resolve_grants
+    from cellwire.store import RunNotFound, open_store, runs_db_path
+
+    path = db or runs_db_path()
+    if not path.exists():
+        fail([f"error: no run store at {path} (give --db PATH)"])
+    values: dict[str, Any] = {}
+    if inputs_json is not None:
+        try:
+            values = json.loads(inputs_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--inputs-json")
+        if not isinstance(values, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--inputs-json")
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--input")
+        values[key] = raw
+    try:
+        secrets = resolve_grants(grants)
+        store = open_store(path)
+        runner = default_runner()
+        workflow, options = prepare_respond(run_id, action, values, node=node, runner=runner,
+                                            store=store, secrets=secrets or None,
+                                            trust=trust_run)
+    except (SecretError, NotResumable, RunNotFound, FormError, ValueError) as exc:
+        fail([f"error: {exc}"])
+    except WorkflowError as exc:
+        fail(f"run {run_id}: {problem}" for problem in exc.problems)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "cellwire could not store run")
+            result = runner.run(workflow, None, **options)
+    except KeyboardInterrupt:
+        fail(["interrupted"], 130)
+    _finish(result, as_json)
+
+
+@cli.command("replay")
+@click.argument("run_id")
+@click.option("--from", "from_node", required=True, metavar="NODE",
+              help="The top-level node to run again; the nodes before it keep their recorded "
+                   "outputs.")
+@click.option("--workflow", "-w", "edited", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run this (edited) workflow file instead of the version the run recorded; "
+                   "its node ids must match.")
+@click.option("--set", "changes", multiple=True, metavar="NODE.FIELD=VALUE",
+              help="Change one config field of a node first (VALUE is JSON, or text), e.g. "
+                   "--set draft.template='Shorter: {{ x }}'. Repeatable.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run store file (default: $CELLWIRE_HOME/runs.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--secret", "-s", "grants", multiple=True, metavar="VAR[=SOURCE]",
+              help="Grant the run's secret VAR again, as for `cellwire resume`. Repeatable.")
+@click.option("--trust", "trust_run", is_flag=True,
+              help="Run the recorded workflow's code in this process, as for `cellwire resume`.")
+def replay_command(run_id: str, from_node: str, edited: Path | None, changes: Sequence[str],
+                   db: Path | None, as_json: bool, grants: Sequence[str],
+                   trust_run: bool) -> None:
+    """Fork run RUN_ID: a new run that runs NODE and what follows it again (with the edits
+    given), reusing the recorded outputs of the nodes before it from the run's checkpoint.
+
+    Compare the two runs with cellwire.compare(OLD, NEW) in Python. Exit codes as for
+    `cellwire run`; 2 when the run cannot be replayed (the message says why).
+    """
+    import asyncio
+
+    from cellwire.durable import NotResumable, replay, stored_result
+    from cellwire.services.secrets import SecretError, resolve_grants
+    from cellwire.store import RunNotFound, open_store, runs_db_path
+
+    path = db or runs_db_path()
+    if not path.exists():
+        fail([f"error: no run store at {path} (give --db PATH)"])
+    try:
+        secrets = resolve_grants(grants)
+        store = open_store(path)
+        workflow = load_workflow(edited, trusted=True if trust_run else None) \
+            if edited is not None else None
+        if changes:
+            if workflow is None:
+                workflow = stored_result(run_id, store=store)[1]
+                workflow.mark_origin(workflow.origin, trusted=trust_run)
+            for change in changes:
+                _apply_change(workflow, change)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "cellwire could not store run")
+            result = asyncio.run(replay(run_id, from_node, workflow=workflow, store=store,
+                                        secrets=secrets or None, trust=trust_run))
+    except (SecretError, NotResumable, RunNotFound, ValueError) as exc:
+        fail([f"error: {exc}"])
+    except WorkflowError as exc:
+        fail(f"run {run_id}: {problem}" for problem in exc.problems)
+    except KeyboardInterrupt:
+        fail(["interrupted"], 130)
+    _finish(result, as_json)
+
+
+def _apply_change(workflow: Workflow, change: str) -> None:
+    target, sep, raw = change.partition("=")
+    node_id, dot, field = target.partition(".")
+    if not sep or not dot or not field:
+        raise click.BadParameter(f"{change!r} is not NODE.FIELD=VALUE", param_hint="--set")
+    if node_id not in workflow.nodes:
+        raise click.BadParameter(f"no node {node_id!r}; the workflow's nodes are "
+                                 f"{', '.join(workflow.nodes)}", param_hint="--set")
+    workflow.update_node(node_id, **{field: json_or_text(raw)})
 
 
 @cli.command("validate")
@@ -507,6 +661,7 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
              model: str | None = None, store_timeout: float | None = None,
              secrets: Mapping[str, str] | None = None,
              durability: str = DEFAULT_DURABILITY,
+             concurrency: int = DEFAULT_CONCURRENCY,
              tool_map: Mapping[str, str] | None = None) -> Any:
     from cellwire.runner import default_runner, resolve_store
 
@@ -523,7 +678,8 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
             return default_runner().run(workflow, inputs,
                                         store=store if store is not None else False,
                                         model=model, secrets=secrets or None,
-                                        durability=durability, tool_map=tool_map or None)
+                                        durability=durability, concurrency=concurrency,
+                                        tool_map=tool_map or None)
     except WorkflowError as exc:
         fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ import click
 
 from cellwire.model import Problem, Workflow, WorkflowError
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_STORED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_STORED, EXIT_PAUSED = 0, 1, 2, 3, 4
 
 # The textual start-input types: their values are taken as typed, never parsed as JSON.
 _TEXT_INPUTS = frozenset({"text-input", "paragraph", "select"})

@@ -668,8 +668,12 @@ def render(template: jinja2.Template, namespace: Mapping[str, Any], budget: Budg
     try:
         parts: list[str] = []
         size = 0
-        # Template.generate, without its generator in the way of every piece.
-        stream = template.root_render_func(template.new_context(dict(namespace)))
+        # Template.generate, without its generator in the way of every piece; the context
+        # reads the namespace and the globals through a view, never a copy of the pool.
+        context = template.new_context(
+            Layered(namespace, template.globals),  # type: ignore[arg-type]
+            shared=True)
+        stream = template.root_render_func(context)
         try:
             # In batches: the pieces are texts that exist already (values are counted as
             # they are shown), and a batch costs far less than a look at each piece.
@@ -683,6 +687,36 @@ def render(template: jinja2.Template, namespace: Mapping[str, Any], budget: Budg
         return "".join(parts)
     finally:
         _current.reset(token)
+
+
+class Layered(Mapping[str, Any]):
+    """Names over names, read through without copying either: a render's namespace is the
+    pool (a key per node) under a template's own names, over Jinja's globals. (Jinja's own
+    context, and :class:`collections.ChainMap` lookups, cost more as the pool grows.)"""
+
+    __slots__ = ("_over", "_under")
+
+    def __init__(self, over: Mapping[str, Any], under: Mapping[str, Any]):
+        self._over = over
+        self._under = under
+
+    def __getitem__(self, key: str) -> Any:
+        over = self._over
+        return over[key] if key in over else self._under[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._over or key in self._under
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._over
+        yield from (k for k in self._under if k not in self._over)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def copy(self) -> dict[str, Any]:
+        # Jinja copies the context this way when it rewrites a template's traceback.
+        return dict(self)
 
 
 def _output_too_long(budget: Budget) -> TemplateLimitExceeded:
@@ -741,6 +775,6 @@ async def render_on_thread(template: jinja2.Template, namespace: Mapping[str, An
 
 
 __all__ = ["BUILT_FACTOR", "INLINE_SECONDS", "INLINE_STEPS", "MAX_STEPS", "MAX_TIME",
-           "PROMPT_MAX_LENGTH", "TEMPLATE_MAX_LENGTH", "BoundedEnvironment", "Budget",
+           "PROMPT_MAX_LENGTH", "TEMPLATE_MAX_LENGTH", "BoundedEnvironment", "Budget", "Layered",
            "TemplateLimitExceeded", "TemplateLimits", "can_loop", "render", "render_bounded",
            "render_on_thread"]

@@ -29,6 +29,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
+from .forms import Answer, Form
 from .node import Usage
 from .state import NodeStatus
 
@@ -93,6 +94,9 @@ class Restored:
     options: dict[str, Any] = field(default_factory=dict)
     #: Names of the secrets the run was granted (their values are never stored).
     secrets: list[str] = field(default_factory=list)
+    #: Forms the run paused with, by node id, and the answers given to them.
+    forms: dict[str, Form] = field(default_factory=dict)
+    answers: dict[str, Answer] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Holds the run's real values: a notebook shows a repr, never them.

@@ -52,6 +52,15 @@ class RunStopped(Event):
     reason: str
 
 
+@dataclass(slots=True, kw_only=True)
+class RunPaused(Event):
+    """The run waits for people: ``forms`` (as :meth:`Form.to_dict` gives them) are what
+    they are asked; answering them resumes the run."""
+
+    forms: list[dict[str, Any]]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
 # -- node events ---------------------------------------------------------------------------
 
 
@@ -120,6 +129,13 @@ class NodeStopped(NodeFinished):
 
 
 @dataclass(slots=True, kw_only=True)
+class NodePaused(NodeFinished):
+    """The node waits for a person to answer ``form``; it runs again when the run resumes."""
+
+    form: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
 class NodeSkipped(Event):
     node_id: str
     node_type: str
@@ -172,11 +188,13 @@ _NAMES: dict[type, str] = {
     RunPartialSucceeded: "run_partial_succeeded",
     RunFailed: "run_failed",
     RunStopped: "run_stopped",
+    RunPaused: "run_paused",
     NodeStarted: "node_started",
     NodeSucceeded: "node_succeeded",
     NodeException: "node_exception",
     NodeFailed: "node_failed",
     NodeStopped: "node_stopped",
+    NodePaused: "node_paused",
     NodeSkipped: "node_skipped",
     NodeRetry: "node_retry",
     StreamChunk: "stream_chunk",
@@ -185,4 +203,4 @@ _NAMES: dict[type, str] = {
     ContainerCompleted: "container_completed",
 }
 
-RUN_END_EVENTS = (RunSucceeded, RunPartialSucceeded, RunFailed, RunStopped)
+RUN_END_EVENTS = (RunSucceeded, RunPartialSucceeded, RunFailed, RunStopped, RunPaused)

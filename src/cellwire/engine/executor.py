@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Collection, Mapping
 from typing import Any
 
 from cellwire.model import Problem, WorkflowError
-from cellwire.model.validate import missing_inputs
+from cellwire.model.validate import missing_inputs, unknown_inputs
 
 from .checkpoint import DEFAULT_DURABILITY, Restored, RunCheckpoint, check_durability
 from .commands import Command, Stop
@@ -24,11 +24,13 @@ from .events import (
     NodeFinished,
     RunFailed,
     RunPartialSucceeded,
+    RunPaused,
     RunStarted,
     RunStopped,
     RunSucceeded,
     StreamChunk,
 )
+from .forms import Answer, Form
 from .layers import RunLayers
 from .node import NodeContext
 from .node_runner import NodeFailure, RunLimitExceeded
@@ -40,7 +42,10 @@ from .scheduler import Frame, GraphRun, Slots
 from .secrets import StreamRedactor, check_grants, environment_values, redactor
 from .state import RunStatus, check_run_move
 
-DEFAULT_CONCURRENCY = 16
+#: Node executions in flight within one run. High, so a wide fan-out of LLM calls (which wait
+#: on the network, not the CPU) runs at once; each model's rate limits protect its provider,
+#: and the sandbox bounds the code it runs by its own pool.
+DEFAULT_CONCURRENCY = 256
 DEFAULT_MAX_STEPS = 10_000
 DEFAULT_MAX_TIME = 1200.0
 
@@ -97,6 +102,9 @@ class Execution:
         self.concurrency = concurrency
         self.resumed = resume
         self._checkpoint: RunCheckpoint | None = None
+        #: The forms this run paused with before it was resumed, and their answers, by node.
+        self.forms: dict[str, Form] = dict(resume.forms) if resume is not None else {}
+        self.answers: dict[str, Answer] = dict(resume.answers) if resume is not None else {}
         self.max_steps = max_steps
         self.max_time = max_time
         #: What the run knows (pool, node statuses, edge decisions, usage); reruns read it.
@@ -207,7 +215,8 @@ class Execution:
         error: str | None = None
         error_node: str | None = None
         try:
-            problems = missing_inputs(self.compiled.workflow, start_inputs)
+            problems = (missing_inputs(self.compiled.workflow, start_inputs)
+                        + unknown_inputs(self.compiled.workflow, start_inputs))
             if problems:
                 raise WorkflowError(problems, "the run cannot start")
             if self._conversation is None:
@@ -252,6 +261,11 @@ class Execution:
             self._move(RunStatus.FAILED)
             self.emit(RunFailed(run_id=self.run_id, time=clock.now(), error=error,
                                 node_id=error_node, exceptions_count=self.state.exceptions))
+        elif self.state.forms:
+            self._move(RunStatus.PAUSED)
+            self.emit(RunPaused(run_id=self.run_id, time=clock.now(),
+                                forms=[f.to_dict() for f in self.state.forms.values()],
+                                outputs=self.state.outputs))
         elif self.state.exceptions:
             self._move(RunStatus.PARTIAL_SUCCEEDED)
             self.emit(RunPartialSucceeded(run_id=self.run_id, time=clock.now(),
@@ -296,6 +310,8 @@ class Execution:
             exceptions_count=self.state.exceptions,
             events=self.events,
             state=self.state,
+            forms=list(self.state.forms.values()),
+            checkpointer=self.runtime.checkpointer if self._checkpoint is not None else None,
         )
 
     async def _stored_conversation(self, system: Mapping[str, Any]) -> dict[str, Any] | None:

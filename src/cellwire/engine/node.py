@@ -21,6 +21,7 @@ from .templates import pool_lookup, private_attribute, render_jinja, render_refe
 
 if TYPE_CHECKING:
     from .executor import Execution, Frame
+    from .forms import Answer, Form
     from .runtime import Runtime
 
 T = TypeVar("T")
@@ -105,6 +106,16 @@ class NodeContext:
     @property
     def run_id(self) -> str:
         return self._execution.run_id
+
+    @property
+    def form(self) -> Form | None:
+        """The form this node paused the run with before it was resumed (human input)."""
+        return self._execution.forms.get(self.node.id)
+
+    @property
+    def answer(self) -> Answer | None:
+        """The answer to :attr:`form`, when a person gave one."""
+        return self._execution.answers.get(self.node.id)
 
     @property
     def secrets(self) -> Mapping[str, str]:

@@ -4,6 +4,7 @@ and the events that tell the layers about it."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from cellwire.model import FAIL_BRANCH, SOURCE, Node
 from .events import (
     NodeException,
     NodeFailed,
+    NodePaused,
     NodeRetry,
     NodeSkipped,
     NodeStarted,
@@ -20,6 +22,7 @@ from .events import (
     NodeSucceeded,
 )
 from .fingerprint import cache_key
+from .forms import Form, PauseRequested
 from .node import NodeContext, NodeError, NodeResult, Usage
 from .retry import is_retryable, retry_delay
 from .state import NodeStatus, check_node_move
@@ -27,6 +30,12 @@ from .state import NodeStatus, check_node_move
 if TYPE_CHECKING:
     from .executor import Execution
     from .scheduler import Frame
+
+
+#: Execution ids: random per process, then counted. Unique as a uuid4 is, without a system
+#: call per node (``os.urandom`` releases the GIL, and the store's writer thread takes it).
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
 
 
 class NodeFailure(Exception):
@@ -55,8 +64,9 @@ def skip(run: Execution, node_id: str, frame: Frame) -> None:
 
 
 
-async def execute(run: Execution, node_id: str, frame: Frame) -> str:
-    """Run one node with retries, its time limit and its error strategy; returns its handle."""
+async def execute(run: Execution, node_id: str, frame: Frame) -> str | None:
+    """Run one node with retries, its time limit and its error strategy; returns its handle,
+    or None when the node paused the run to wait for a person (its edges wait too)."""
     compiled = run.compiled
     node = compiled.nodes[node_id]
     node_type = compiled.types[node_id]
@@ -67,7 +77,7 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
             f"the run reached max_steps={run.max_steps} at node '{node_id}'; raise "
             "max_steps if the workflow really needs more"
         )
-    execution_id = os.urandom(16).hex()
+    execution_id = f"{_ID_PREFIX}{next(_ids):016x}"
     index = run.state.steps
     frame.statuses[node_id] = check_node_move(
         node_id, frame.statuses.get(node_id, NodeStatus.PENDING), NodeStatus.RUNNING
@@ -110,6 +120,9 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
             run.emit(NodeStopped(time=clock.now(), elapsed=clock.monotonic() - t0,
                                   retries=attempt, **base))
             raise
+        except PauseRequested as pause:
+            _pause(run, node_id, frame, base, pause.form, clock.monotonic() - t0)
+            return None
         except Exception as exc:  # noqa: BLE001 - every node error goes through the policy
             if attempt < retry.max_retries and is_retryable(exc):
                 attempt += 1
@@ -138,6 +151,18 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str:
         )
     )
     return result.handle
+
+
+def _pause(run: Execution, node_id: str, frame: Frame, base: dict[str, Any], form: Form,
+           elapsed: float) -> None:
+    """Record that ``node_id`` waits for ``form``; the run pauses once nothing else can run."""
+    # The form is shown to people and stored: it holds no value of the run's secrets.
+    shown = Form.from_dict(run.state.redactor.value(form.to_dict()))
+    run.state.forms[node_id] = shown
+    frame.statuses[node_id] = check_node_move(node_id, frame.statuses[node_id],
+                                              NodeStatus.PAUSED)
+    run.emit(NodePaused(time=run.runtime.clock.now(), elapsed=elapsed, form=shown.to_dict(),
+                        **base))
 
 
 def _cache_key(run: Execution, node_id: str, frame: Frame) -> str | None:

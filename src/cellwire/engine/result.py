@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .events import Event, NodeException, NodeFailed, NodeFinished, NodeSkipped, NodeSucceeded
+from .events import (
+    Event,
+    NodeException,
+    NodeFailed,
+    NodeFinished,
+    NodePaused,
+    NodeSkipped,
+    NodeSucceeded,
+)
+from .forms import Form
 from .node import Usage
 from .state import NodeStatus, RunStatus
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .checkpoint import Checkpointer
     from .run_state import RunState
 
 TRACE_COLUMNS = [
@@ -26,6 +37,7 @@ _STATUS = {
     NodeSucceeded: NodeStatus.SUCCEEDED,
     NodeException: NodeStatus.EXCEPTION,
     NodeFailed: NodeStatus.FAILED,
+    NodePaused: NodeStatus.PAUSED,
 }
 
 
@@ -63,6 +75,22 @@ def trace_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def _not_provided(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("answering a form needs cellwire's run layer: import cellwire first")
+
+
+#: How a paused run is answered and resumed: set by :mod:`cellwire.durable` (the engine
+#: imports nothing above it).
+_responders: dict[str, Callable[..., Any]] = {"sync": _not_provided, "async": _not_provided}
+
+
+def provide_respond(sync: Callable[..., RunResult],
+                    asynchronous: Callable[..., Awaitable[RunResult]]) -> None:
+    """Install what :meth:`RunResult.respond` and :meth:`RunResult.arespond` call."""
+    _responders["sync"] = sync
+    _responders["async"] = asynchronous
+
+
 @dataclass(slots=True)
 class RunResult:
     """What a run produced. ``trace`` is a DataFrame with a row per node execution."""
@@ -90,6 +118,10 @@ class RunResult:
     stored: bool | None = None
     #: Why the run was not stored, and what to do about it.
     store_error: str | None = None
+    #: The forms a ``paused`` run waits on (answer one with :meth:`respond`).
+    forms: list[Form] = field(default_factory=list)
+    #: Where the run kept its checkpoints (None: nowhere); :meth:`respond` resumes from it.
+    checkpointer: Checkpointer | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +140,19 @@ class RunResult:
         return trace_frame(
             [trace_row(e) for e in self.events if isinstance(e, (NodeFinished, NodeSkipped))]
         )
+
+    def respond(self, action: str, values: Mapping[str, Any] | None = None, *,
+                node: str | None = None, **options: Any) -> RunResult:
+        """Answer the form this paused run waits on with ``action`` and ``values`` (its
+        inputs; defaults fill those left out), and resume the run to its next end: the
+        resumed run's result. ``node`` picks the form when it waits on several; other
+        options are :func:`cellwire.resume`'s (``secrets``, ``trust``, ...)."""
+        return _responders["sync"](self, action, values, node=node, **options)
+
+    async def arespond(self, action: str, values: Mapping[str, Any] | None = None, *,
+                       node: str | None = None, **options: Any) -> RunResult:
+        """:meth:`respond` on the running event loop."""
+        return await _responders["async"](self, action, values, node=node, **options)
 
     def node_status(self, node_id: str) -> str | None:
         """The status of the last execution of ``node_id`` (None if it never finished)."""
@@ -133,6 +178,7 @@ class RunResult:
             "stored": self.stored,
             "store_error": self.store_error,
             "warnings": self.warnings,
+            **({"forms": [f.to_dict() for f in self.forms]} if self.forms else {}),
         }
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .context import VariablePool
+from .forms import Form
 from .node import Usage
 from .secrets import NO_SECRETS, Redactor
 from .state import NodeStatus, RunStatus
@@ -46,6 +47,8 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     steps: int = 0
     exceptions: int = 0
+    #: Forms of the top-level nodes that paused the run, waiting for people, by node id.
+    forms: dict[str, Form] = field(default_factory=dict)
     #: What the user granted the run (kept in memory for reruns; never written, never shown).
     secrets: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     #: Redacts those values from :meth:`to_dict`.

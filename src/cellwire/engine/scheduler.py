@@ -94,6 +94,8 @@ class GraphRun:
                     ready = self._decide(node_id, restored[node_id])
                 else:
                     handle = await execute(execution, node_id, self.frame)
+                    if handle is None:
+                        break  # paused for a person: its edges wait for the answer
                     ready = self._decide(node_id, handle)
                     if top:
                         execution.state.handles[node_id] = handle

@@ -30,7 +30,7 @@ import jinja2.nodes
 
 from cellwire.model.selectors import DIFY_REFERENCE
 
-from .bounded_jinja import BoundedEnvironment, TemplateLimits, can_loop, render_bounded
+from .bounded_jinja import BoundedEnvironment, Layered, TemplateLimits, can_loop, render_bounded
 from .context import VariablePool
 
 #: What a :data:`Lookup` returns for a variable the pool does not hold.
@@ -218,10 +218,12 @@ async def render_jinja(text: str, pool: VariablePool, names: Mapping[str, Any] |
     raises (e.g. ``TypeError``).
     """
     parsed = _parse(text)
-    namespace: Mapping[str, Any] = pool.namespace()
+    pool_names = pool.namespace()
+    namespace: Mapping[str, Any] = pool_names
     if names or parsed.references:
         values = [text_of(v) if (v := pool.get(s, ABSENT)) is not ABSENT else ".".join(s)
                   for s in parsed.references]
-        namespace = {**namespace, **(names or {}), "__cw_refs": values}
+        # A view over the pool, never a copy of it: its top level has a key per node.
+        namespace = Layered({**(names or {}), "__cw_refs": values}, pool_names)
     return await render_bounded(parsed.template, namespace,
                                 limits or TemplateLimits.from_env(), loops=parsed.loops)

@@ -20,6 +20,7 @@ from cellwire.engine.events import (
     RunFailed,
     RunStarted,
 )
+from cellwire.engine.forms import Form
 from cellwire.engine.result import trace_row
 
 STATUS_COLORS = {
@@ -29,6 +30,8 @@ STATUS_COLORS = {
 }
 MAX_ROWS = 50
 MAX_VALUE = 300
+#: Classes MathJax skips: JupyterLab typesets text between two `$` signs in HTML outputs.
+NO_MATH = "tex2jax_ignore mathjax_ignore"
 
 
 class Rendered:
@@ -107,7 +110,9 @@ def run_html(result: RunResult) -> str:
     """A compact HTML summary: status, outputs, answer, time, tokens, cost, a node table."""
     status = str(result.status)
     parts = [
-        '<div class="cellwire-run" style="font-family:sans-serif">',
+        # tex2jax_ignore/mathjax_ignore: JupyterLab would typeset text between two `$` as
+        # LaTeX (costs, prices, shell snippets in errors).
+        f'<div class="cellwire-run {NO_MATH}" style="font-family:sans-serif">',
         (f"<b>{html.escape(result.workflow)}</b> {_badge(status)} "
         f"<code>{html.escape(result.run_id[:12])}</code> · {result.elapsed_ms:.0f} ms · "
         f"{result.total_tokens} tokens · {_fmt_cost(result.total_cost)}"),
@@ -121,6 +126,8 @@ def run_html(result: RunResult) -> str:
                      f"{html.escape(result.store_error or '')}</div>")
     for warning in other_warnings(result):
         parts.append(f'<div style="color:#9a6700">warning: {html.escape(warning)}</div>')
+    for form in result.forms:
+        parts.append(f'<div style="color:#8250df">{_form_html(form)}</div>')
     if result.outputs:
         rows = [[f"<code>{html.escape(str(k))}</code>", html.escape(short(v))]
                 for k, v in result.outputs.items()]
@@ -137,6 +144,23 @@ def run_html(result: RunResult) -> str:
     return "".join(parts)
 
 
+def _respond_hint(form: Form) -> str:
+    first = form.actions[0].id if form.actions else "ACTION"
+    values = ", ".join(f"{f.name!r}: ..." for f in form.fields)
+    return f"run.respond({first!r}" + (f", {{{values}}})" if values else ")")
+
+
+def _form_html(form: Form) -> str:
+    """A paused run's form: where it waits, what it asks, and how to answer it."""
+    actions = ", ".join(f"<code>{html.escape(a.id)}</code>" for a in form.actions)
+    fields = ", ".join(f"<code>{html.escape(f.name)}</code>" for f in form.fields)
+    return (f"waits for input at node <b>{html.escape(form.node_id)}</b>: "
+            f"<pre style='white-space:pre-wrap;margin:2px 0'>{html.escape(short(form.content, 2000))}"
+            f"</pre>actions {actions or 'none'}" + (f"; inputs {fields}" if fields else "")
+            + f"; answer it with <code>{html.escape(_respond_hint(form))}</code>, in the "
+            "editor's panel, or <code>cellwire respond</code>")
+
+
 def run_text(result: RunResult) -> str:
     """The same summary as plain text, for a terminal."""
     lines = [(f"{result.workflow}: {result.status} (run {result.run_id[:12]}, "
@@ -148,6 +172,9 @@ def run_text(result: RunResult) -> str:
     if result.stored is False:
         lines.append(f"  not stored: {result.store_error}")
     lines.extend(f"  warning: {warning}" for warning in other_warnings(result))
+    for form in result.forms:
+        lines.extend("  " + line for line in form.describe().splitlines())
+        lines.append(f"  answer it: {_respond_hint(form)}")
     for key, value in result.outputs.items():
         lines.append(f"  {key} = {short(value)}")
     if result.answer:
@@ -262,7 +289,7 @@ class LiveStatus:
                          for n, s in self.nodes.items())
         error = (f'<div style="color:#cf222e">{html.escape(short(self.error, 500))}</div>'
                  if self.error else "")
-        html_text = (f'<div class="cellwire-live" style="font-family:sans-serif">'
+        html_text = (f'<div class="cellwire-live {NO_MATH}" style="font-family:sans-serif">'
                      f"<b>{html.escape(self.workflow)}</b> {_badge(self.status)} "
                      f"<code>{html.escape(self.run_id[:12])}</code> · {elapsed:.1f} s · "
                      f"{self.tokens} tokens · {_fmt_cost(self.cost)}<div>{chips}</div>"

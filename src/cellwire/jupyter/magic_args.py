@@ -75,6 +75,9 @@ def _run(p: Parser) -> None:
     p.add_argument("--model", default="")
     p.add_argument("--secret", "-s", action="append", default=[], metavar="VAR[=SOURCE]")
     p.add_argument("--stale", action="store_true")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="node executions in flight in this run (default: "
+                        "%%config WorkflowMagics.concurrency)")
 
 
 def _map(p: Parser) -> None:
@@ -82,6 +85,9 @@ def _map(p: Parser) -> None:
     p.add_argument("frame", metavar="DATAFRAME_VARIABLE")
     p.add_argument("--model", default="")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--resume", default=None, metavar="BATCH_ID")
+    p.add_argument("--column", action="append", default=[], metavar="COLUMN=INPUT")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _stop(p: Parser) -> None:
@@ -115,6 +121,9 @@ def _export(p: Parser) -> None:
     p.add_argument("name")
     p.add_argument("--format", "-f", default="yaml", choices=["yaml", "dify", "python"])
     p.add_argument("--to", default=None, metavar="FILE")
+    p.add_argument("--with-cells", action="store_true",
+                   help="keep which notebook cell defined each node (node meta cell_id, "
+                        "cell_refs)")
 
 
 def _import(p: Parser) -> None:

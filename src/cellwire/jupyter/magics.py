@@ -258,6 +258,10 @@ class WorkflowMagics(Magics, Configurable):
             rerun = found.options()
             print(f"running {len(found.nodes)} stale node(s) of {wf.name}: "
                   + ", ".join(found.nodes))
+        if args.concurrency is not None:
+            if args.concurrency < 1:
+                raise UsageError("--concurrency: give at least 1")
+            rerun["concurrency"] = args.concurrency
         handle, _live = self.start(wf, inputs, model=args.model, wait=args.wait,
                                    secrets=args.secret or None, **rerun)
         if args.wait:
@@ -311,11 +315,15 @@ class WorkflowMagics(Magics, Configurable):
         args = parse("map", rest)
         wf = self.session.workflow(args.name)
         frame = self._value("$" + args.frame.removeprefix("$"))
+        columns = dict(pair.partition("=")[::2] for pair in args.column)
+        if any(not k or not v for k, v in columns.items()):
+            raise UsageError(f"%workflow map: --column takes COLUMN=INPUT, got {args.column}")
         try:
             return map_rows(wf, frame, model=args.model or self.run_model or None,
                             concurrency=args.concurrency, store=self._store_option(),
-                            run_concurrency=self.concurrency)
-        except TypeError as exc:
+                            run_concurrency=self.concurrency, batch_id=args.resume,
+                            columns=columns or None, progress=not args.no_progress)
+        except (TypeError, ValueError) as exc:
             raise UsageError(f"%workflow map: {exc}") from None
 
     def _cmd_stop(self, rest: list[str]) -> None:
@@ -375,7 +383,9 @@ class WorkflowMagics(Magics, Configurable):
 
     def _cmd_export(self, rest: list[str]) -> Rendered | None:
         args = parse("export", rest)
-        text = export_text(self.session.workflow(args.name), args.format)
+        wf = self.session.workflow(args.name)
+        text = export_text(wf if args.with_cells else self.session.without_cells(wf),
+                           args.format)
         if args.to:
             Path(args.to).write_text(text, encoding="utf-8")
             print(f"wrote {args.to}")

@@ -40,6 +40,16 @@ class Session:
             raise SessionError(f"no workflow named {name!r} (known: {known}); define a node "
                                f"with %%workflow {name} NODE_ID --type TYPE") from None
 
+    @staticmethod
+    def without_cells(wf: Workflow) -> Workflow:
+        """A copy of ``wf`` without the notebook's bookkeeping (which cell made each node):
+        what an export writes unless asked to keep it."""
+        copy = wf.model_copy(deep=True)
+        for node in copy.nodes.values():
+            if CELL_ID in node.meta or CELL_REFS in node.meta:
+                node.meta = {k: v for k, v in node.meta.items() if k not in (CELL_ID, CELL_REFS)}
+        return copy.mark_origin(wf.origin, trusted=wf.trusted)
+
     def delete(self, name: str) -> None:
         self.workflow(name)
         del self.workflows[name]

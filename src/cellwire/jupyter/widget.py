@@ -165,6 +165,11 @@ class WorkflowWidget(anywidget.AnyWidget):
             with contextlib.suppress(RunRefused):  # the editor was told why
                 self.run_node(str(msg.get("id") or ""), msg.get("inputs"))
             return None
+        if kind == "respond":
+            self.respond(str(msg.get("run_id") or ""), str(msg.get("action") or ""),
+                         msg.get("values") if isinstance(msg.get("values"), Mapping) else None,
+                         node=str(msg["node"]) if msg.get("node") else None)
+            return None
         if kind == "stop":
             if self.run_handle is not None:
                 self.run_handle.stop()
@@ -265,6 +270,42 @@ class WorkflowWidget(anywidget.AnyWidget):
         else:
             self.run_handle = runner.launch(execution)
 
+    def respond(self, run_id: str, action: str, values: Mapping[str, Any] | None = None, *,
+                node: str | None = None) -> None:
+        """Answer the form paused run ``run_id`` waits on (at ``node``) and resume the run
+        with this editor watching, as :func:`cellwire.respond` does; the editor shows why
+        when the answer does not fit or the run cannot resume."""
+        from cellwire.durable import prepare_respond
+        from cellwire.runner import DEFAULT
+
+        request = {"type": "respond", "run_id": run_id, "node": node, "action": action}
+        if self.run_handle is not None and self.running:
+            self.send({"type": "refused", "reason": "a run of this workflow is in progress",
+                       "request": request})
+            return
+        last = self.last_run
+        store = getattr(last.checkpointer, "store", None) if last is not None else None
+        # The run's grants are in memory only: the run it resumes had them.
+        secrets = last.state.secrets if last is not None and last.state is not None and \
+            last.run_id == run_id else None
+        runner = default_runner()
+        try:
+            workflow, options = prepare_respond(
+                run_id, action, values, node=node, runner=runner,
+                store=DEFAULT if store is None else store, secrets=secrets or None,
+                workflow=self.workflow)
+            execution = runner.prepare(workflow, None, **options)
+        except Exception as exc:  # noqa: BLE001 - the editor says why, next to the form
+            self.send({"type": "refused", "reason": " ".join(str(exc).split())[:500],
+                       "request": request})
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.run_handle = runner.launch_background(execution)
+        else:
+            self.run_handle = runner.launch(execution)
+
     def run_from(self, node_id: str, inputs: Mapping[str, Any] | None = None) -> None:
         """Run ``node_id`` and everything downstream of it again, reusing :attr:`last_run`
         for the nodes before it. A node inside an iteration or loop reruns its container."""
@@ -310,6 +351,10 @@ class WorkflowWidget(anywidget.AnyWidget):
             if isinstance(event, RunStarted):
                 self._flush()
                 kept = self._kept[1] if self._kept and self._kept[0] == event.run_id else {}
+                if event.reason == "resume":
+                    # A resumed run goes on from where it stopped: what finished stays shown.
+                    kept = {k: v for k, v in self._live_status.items()
+                            if v.get("status") != "paused"}
                 self._live_status = dict(kept)
                 self.running = True
                 if kept:

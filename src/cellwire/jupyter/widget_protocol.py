@@ -19,6 +19,7 @@ from cellwire.engine.events import (
     NodeException,
     NodeFailed,
     NodeFinished,
+    NodePaused,
     NodeSkipped,
     NodeStarted,
     NodeStopped,
@@ -396,7 +397,8 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
     """The status change one run event makes, as ``{node_id: entry}``; None for run events.
 
     An entry has ``status`` and, once the node ends, ``elapsed``, ``tokens``, ``cost``,
-    ``error``, and short ``inputs``/``outputs`` (the editor shows them for the selected node).
+    ``error``, and short ``inputs``/``outputs`` (the editor shows them for the selected node);
+    a node paused for human input has its ``form``.
     Inside an iteration or loop the entry describes the latest round. A step of a node (an
     agent's model or tool call) is a ``steps`` entry of that node, not a node of its own.
     """
@@ -434,6 +436,9 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
             entry.update(status="failed", error=event.error)
         elif isinstance(event, NodeStopped):
             entry.update(status="failed", error=event.reason)
+        elif isinstance(event, NodePaused):
+            # The editor draws the form in the node's panel, to be answered there.
+            entry.update(status="paused", form=event.form)
         else:
             entry["status"] = "succeeded"
         return {event.node_id: entry}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -92,6 +93,28 @@ def missing_inputs(workflow: Workflow, inputs: Mapping[str, Any]) -> list[Proble
                     Problem(node.id, f"variables.{name}", f"the required input {name!r} is missing",
                             f"pass it, e.g. {name}=... or --input {name}=...")
                 )
+    return problems
+
+
+def unknown_inputs(workflow: Workflow, inputs: Mapping[str, Any]) -> list[Problem]:
+    """Inputs the start node does not declare (``sys.*`` values aside), each with the closest
+    declared name: a misspelt input would otherwise run as a missing one, silently."""
+    starts = [node for node in workflow.children(None) if node.type == "start"]
+    if not starts:
+        return []
+    declared = [str(var["variable"]) for node in starts
+                for var in node.config.get("variables") or []
+                if isinstance(var, Mapping) and var.get("variable")]
+    problems = []
+    for name in inputs:
+        if name.startswith("sys.") or name in declared:
+            continue
+        close = difflib.get_close_matches(name, declared, n=1)
+        hint = (f"did you mean {close[0]!r}?" if close
+                else f"the start node declares {', '.join(map(repr, declared))}" if declared
+                else "the start node declares no inputs: add the variable to it")
+        problems.append(Problem(starts[0].id, f"variables.{name}",
+                                f"unknown input {name!r}", hint))
     return problems
 
 

@@ -296,8 +296,10 @@ class Workflow(_Data):
         DataFrame of the inputs, outputs, status, error, run_id, latency, tokens and cost.
 
         Options: ``model``, ``concurrency`` (rows at once, 8), ``store``, ``runtime``,
-        ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress``, ``client`` (a Dask
-        client to run the rows on); see :func:`cellwire.scale.amap`.
+        ``cache``, ``on_error`` (``"keep"`` or ``"raise"``), ``progress`` (a bar by default),
+        ``client`` (a Dask client to run the rows on), ``columns`` (``{column: input}``),
+        ``batch_id`` (resume a stored batch), ``retry`` (an earlier result: rerun its failed
+        rows); see :func:`cellwire.scale.amap`.
         """
         result: pd.DataFrame = await _provided("amap")(self, inputs, **kwargs)
         return result

@@ -27,10 +27,6 @@ NEEDS: dict[str, tuple[str, str]] = {
         "Dify's file storage to extract text from uploaded documents",
         "pass the document's text as a start input, or replace the node with a code node",
     ),
-    "human-input": (
-        "a person to fill in a form in Dify's web app",
-        "replace the node with a start input carrying the decision, or with an if-else node",
-    ),
     "trigger-webhook": (
         "a Dify webhook trigger to start the run",
         "replace the trigger with a start node that declares the webhook's fields as inputs",
@@ -122,33 +118,6 @@ class KnowledgeRetrievalConfig(NodeConfig):
     multiple_retrieval_config: MultipleRetrievalConfig | None = None
 
 
-# -- human input ----------------------------------------------------------------------------
-
-
-class UserAction(NodeConfig):
-    id: str = Field(min_length=1, max_length=20)
-    title: str = ""
-
-
-class FormInput(NodeConfig):
-    output_variable_name: str
-
-
-class HumanInputConfig(NodeConfig):
-    inputs: list[FormInput] = Field(default_factory=list)
-    user_actions: list[UserAction] = Field(default_factory=list)
-
-    @field_validator("user_actions")
-    @classmethod
-    def _unique_actions(cls, actions: list[UserAction]) -> list[UserAction]:
-        _unique([a.id for a in actions], "action id")
-        return actions
-
-    @field_validator("inputs")
-    @classmethod
-    def _unique_inputs(cls, inputs: list[FormInput]) -> list[FormInput]:
-        _unique([i.output_variable_name for i in inputs], "output_variable_name")
-        return inputs
 
 
 def _unique(values: list[str], what: str) -> None:
@@ -212,10 +181,6 @@ class ParameterExtractorConfig(NodeConfig):
 _register("knowledge-retrieval", config=KnowledgeRetrievalConfig, outputs=["result"],
           aliases=["knowledge-retrieval-v2"])
 _register("document-extractor", outputs=["text"])
-_register("human-input", config=HumanInputConfig,
-          handles=lambda c: [*(a.id for a in c.user_actions), "__timeout"],
-          outputs=lambda c: [*(i.output_variable_name for i in c.inputs), "__action_id",
-                             "__action_value", "__rendered_content"])
 _register("trigger-webhook", config=WebhookTriggerConfig, start=True)
 _register("trigger-schedule", config=ScheduleTriggerConfig, start=True)
 _register("trigger-plugin", start=True)

@@ -10,6 +10,7 @@ At most one chunk per worker thread is in flight: the next is submitted when one
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import uuid
@@ -21,8 +22,10 @@ from cellwire.engine import RunStatus, Runtime, compile_workflow
 from cellwire.model import Workflow
 from cellwire.runner import StoreOption, default_runner
 from cellwire.store import RunStore
+from cellwire.store.batches import record_row
 
-from .batch import OnError, Progress, RowResult, run_rows
+from .batch import OnError, RowResult, run_rows, store_of
+from .progress import Tracker
 
 #: A chunk is at most this many times the rows one chunk runs at once.
 CHUNK_ROUNDS = 8
@@ -40,10 +43,13 @@ class Job:
     concurrency: int
     options: Mapping[str, Any]
     on_error: OnError
+    #: The stored batch the rows belong to (the worker records each row's run there).
+    batch_id: str | None = None
 
 
-async def run_chunk(job: Job, rows: Sequence[Mapping[str, Any]]) -> list[RowResult | None]:
-    """A Dask task: run ``rows`` on the worker's event loop.
+async def run_chunk(job: Job, rows: Sequence[Mapping[str, Any]],
+                    positions: Sequence[int] | None = None) -> list[RowResult | None]:
+    """A Dask task: run ``rows`` (``positions`` in their batch) on the worker's event loop.
 
     One loop per worker for every chunk, not one per chunk: the process-wide LLM rate
     limiters and the providers' connection pools are bound to a loop, and stay warm.
@@ -51,8 +57,14 @@ async def run_chunk(job: Job, rows: Sequence[Mapping[str, Any]]) -> list[RowResu
     compiled = compile_workflow(job.workflow)
     runtime = default_runner().runtime(store=job.store, model=job.model, cache=job.cache,
                                        base=job.runtime)
+    log = None
+    if job.batch_id is not None:
+        store = store_of(job.store)
+        if store is not None:
+            log = functools.partial(record_row, store, job.batch_id)
     return await run_rows(compiled, rows, runtime, concurrency=job.concurrency,
-                          options=job.options, on_error=job.on_error)
+                          options=job.options, on_error=job.on_error, positions=positions,
+                          log=log)
 
 
 def shippable_store(store: StoreOption) -> StoreOption:
@@ -66,11 +78,11 @@ def shippable_store(store: StoreOption) -> StoreOption:
 
 def make_job(workflow: Workflow, *, runtime: Runtime | None, store: StoreOption,
              model: str | None, cache: bool, concurrency: int, options: Mapping[str, Any],
-             on_error: OnError) -> Job:
+             on_error: OnError, batch_id: str | None = None) -> Job:
     import cloudpickle
 
     job = Job(workflow, runtime, shippable_store(store), model, cache, concurrency,
-              dict(options), on_error)
+              dict(options), on_error, batch_id)
     try:
         cloudpickle.dumps(job)
     except Exception as exc:  # noqa: BLE001 - what fails to pickle varies: say which part
@@ -88,13 +100,13 @@ class _Driver:
     client: Any
     job: Any  # the scattered Job
     rows: Sequence[Mapping[str, Any]]
+    positions: Sequence[int]
     spans: list[range]
     slots: int
     on_error: OnError
-    progress: Progress | None
+    tracker: Tracker | None
     results: list[RowResult | None] = field(init=False)
     _next: int = 0
-    _done: int = 0
     _failed: bool = False
     _spans: dict[str, range] = field(default_factory=dict)
 
@@ -109,7 +121,7 @@ class _Driver:
         key = f"cellwire-map-{self._batch}-{self._next}"
         self._next += 1
         future = self.client.submit(run_chunk, self.job, [self.rows[i] for i in span],
-                                    key=key, pure=False)
+                                    [self.positions[i] for i in span], key=key, pure=False)
         self._spans[future.key] = span
         return future
 
@@ -127,10 +139,9 @@ class _Driver:
         for position, row in zip(span, value, strict=True):
             self.results[position] = row
             if row is not None:
-                self._done += 1
                 self._failed = self._failed or (row.failed and self.on_error == "raise")
-        if self.progress is not None:
-            self.progress(self._done, len(self.rows))
+        if self.tracker is not None:
+            self.tracker.add(value)
 
 
 def chunk_spans(total: int, chunk_size: int | None, threads: int, concurrency: int) -> list[range]:
@@ -144,10 +155,10 @@ def chunk_spans(total: int, chunk_size: int | None, threads: int, concurrency: i
 
 
 async def run_on_dask(client: Any, job: Job, rows: Sequence[Mapping[str, Any]], *,
-                      chunk_size: int | None = None,
-                      progress: Progress | None = None) -> list[RowResult | None]:
-    """Run ``job`` over ``rows`` on ``client``'s cluster; results in row order (``None``
-    for rows that never ran)."""
+                      positions: Sequence[int] | None = None, chunk_size: int | None = None,
+                      tracker: Tracker | None = None) -> list[RowResult | None]:
+    """Run ``job`` over ``rows`` (``positions`` in their batch) on ``client``'s cluster;
+    results in row order (``None`` for rows that never ran)."""
     if not rows:
         return []
     if client.asynchronous:
@@ -156,9 +167,10 @@ async def run_on_dask(client: Any, job: Job, rows: Sequence[Mapping[str, Any]], 
     else:
         threads = sum(client.nthreads().values())
         shipped = client.scatter(job, broadcast=True, hash=False)
-    driver = _Driver(client, shipped, rows, chunk_spans(len(rows), chunk_size, threads,
-                                                        job.concurrency),
-                     max(threads, 1), job.on_error, progress)
+    driver = _Driver(client, shipped, rows,
+                     range(len(rows)) if positions is None else positions,
+                     chunk_spans(len(rows), chunk_size, threads, job.concurrency),
+                     max(threads, 1), job.on_error, tracker)
     if client.asynchronous:
         await _drive_async(driver)
     else:

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from cellwire.engine.state import NodeStatus
 from cellwire.model import WorkflowError
 
 from .codec import from_json, to_json
+from .forms import read_forms
 from .seal import SEALED_PREFIX, Sealer, SealError, sealer
 from .versions import version_of
 from .writer import StoreError, Write
@@ -57,6 +58,8 @@ class SavedRun:
     durability: str
     #: The process that last ran it: (pid, host, process start time).
     process: tuple[int | None, str | None, str | None]
+    #: The id of the key its values are sealed with (None: not sealed).
+    sealed: str | None = None
 
 
 class StoreCheckpointer:
@@ -154,6 +157,7 @@ class StoreCheckpointer:
                 "FROM node_executions WHERE run_id = ? AND status != 'skipped'",
                 (full,)).fetchone()
             blobs = store._blobs([w[4] for w in writes] + [w[5] for w in writes])
+            forms = read_forms(conn, full)
         version, durability, sealed, state_text, pid, host, started, definition = row
         if definition is None:
             raise NotResumable(f"run {full}: the store lost its version {version}")
@@ -176,11 +180,18 @@ class StoreCheckpointer:
             restored.steps = max(restored.steps, steps)
             if conversation is not None:
                 restored.conversation = value(conversation, f"{node_id}/conversation")
+        for stored, answer_text in forms:
+            node_id = stored.form.node_id
+            restored.forms[node_id] = stored.form
+            if stored.answer is not None:
+                restored.answers[node_id] = replace(
+                    stored.answer, values=value(answer_text, f"{node_id}/answer") or {})
         prompt, completion, total, cost, exceptions = totals
         restored.usage = Usage(prompt, completion, total,
                                float("nan") if cost is None else cost)
         restored.exceptions = exceptions
-        return SavedRun(restored, status, version, definition, durability, (pid, host, started))
+        return SavedRun(restored, status, version, definition, durability, (pid, host, started),
+                        sealed)
 
 
 class RunCheckpoint:

@@ -243,9 +243,68 @@ def _v6(conn: sqlite3.Connection) -> None:
     _script(conn, _V6)
 
 
+# Human input: the forms paused runs wait on, and their answers (store/forms.py).
+_V7 = """
+CREATE TABLE forms (
+    run_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    -- The credential that answers the form over REST.
+    token TEXT NOT NULL UNIQUE,
+    -- The form as people are shown it (JSON, redacted of the run's secrets).
+    form TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    -- waiting, answered
+    status TEXT NOT NULL,
+    action TEXT,
+    -- The answer's values (JSON, sealed for runs granted secrets).
+    answer TEXT,
+    answered_at REAL,
+    PRIMARY KEY (run_id, node_id)
+) WITHOUT ROWID;
+CREATE INDEX forms_waiting ON forms (status) WHERE status = 'waiting'
+"""
+
+
+def _v7(conn: sqlite3.Connection) -> None:
+    _script(conn, _V7)
+
+
+# Batches (store/batches.py): which run each row of a batch ran as, so an interrupted batch
+# resumes without running its finished rows again; and evaluations, kept to compare later.
+_V8 = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    total INTEGER NOT NULL,
+    inputs_hash TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batch_rows (
+    batch_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (batch_id, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evaluations (
+    eval_id TEXT PRIMARY KEY,
+    name TEXT,
+    created_at REAL NOT NULL,
+    workflows TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    rows TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS evaluations_created ON evaluations (created_at)
+"""
+
+
+def _v8(conn: sqlite3.Connection) -> None:
+    _script(conn, _V8)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 
 
 class SchemaTooNew(RuntimeError):

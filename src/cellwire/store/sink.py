@@ -27,6 +27,7 @@ from cellwire.engine.events import (
     NodeSucceeded,
     RunFailed,
     RunPartialSucceeded,
+    RunPaused,
     RunStarted,
     RunStopped,
     RunSucceeded,
@@ -109,7 +110,8 @@ class StoreSink(Layer):
     def _handler_for(self, kind: type) -> Callable[[Any], None]:
         if issubclass(kind, RunStarted):
             return self._on_run_started
-        if issubclass(kind, (RunSucceeded, RunPartialSucceeded, RunFailed, RunStopped)):
+        if issubclass(kind, (RunSucceeded, RunPartialSucceeded, RunFailed, RunStopped,
+                             RunPaused)):
             return self._on_run_ended
         if issubclass(kind, (NodeFinished, NodeSkipped)):
             return self._on_node_finished
@@ -160,7 +162,8 @@ class StoreSink(Layer):
             write_end, run_id=event.run_id, status=status, finished_at=event.time,
             outputs=outputs, error=error, error_node=error_node, answer="".join(run.answer),
             rows=run.rows, started_at=run.started_at, workflow=run.workflow,
-            inputs=run.inputs, conversation=run.conversation), done)
+            inputs=run.inputs, conversation=run.conversation,
+            forms=event.forms if isinstance(event, RunPaused) else ()), done)
         self._ends[event.run_id] = done
 
 
@@ -171,6 +174,8 @@ def _end_state(event: Event) -> tuple[str, Any, str | None, str | None]:
         return str(RunStatus.PARTIAL_SUCCEEDED), event.outputs, None, None
     if isinstance(event, RunFailed):
         return str(RunStatus.FAILED), None, event.error, event.node_id
+    if isinstance(event, RunPaused):
+        return str(RunStatus.PAUSED), event.outputs, None, None
     assert isinstance(event, RunStopped)
     return str(RunStatus.STOPPED), None, event.reason, None
 

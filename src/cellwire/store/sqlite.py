@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from cellwire.engine.forms import Form
 from cellwire.engine.result import TRACE_COLUMNS
 from cellwire.engine.services import Turn
 
 from . import views
 from .checkpoints import StoreCheckpointer
 from .codec import blob_refs, from_json, to_json
+from .forms import StoredForm, answer_form, read_forms
 from .home import private_dir, private_file
 from .liveness import status_of
 from .retention import Duration, PruneReport, prune
@@ -254,6 +256,30 @@ class RunStore:
                 return {}
             value = from_json(row[0], self._blobs([row[0]]))
         return value if isinstance(value, dict) else {}
+
+    # -- human input -----------------------------------------------------------------------
+
+    def forms(self, run_id: str | None = None, *, waiting: bool = True) -> list[Form]:
+        """The forms of run ``run_id`` (a unique prefix is enough; None: of every run),
+        oldest first; only those still waiting for an answer unless ``waiting=False``."""
+        full = None if run_id is None else self.resolve(run_id)
+        with self._lock:
+            return [s.form for s, _ in read_forms(self._conn, full, waiting=waiting)]
+
+    def form(self, token: str) -> StoredForm:
+        """The form whose token is ``token``; KeyError when there is none."""
+        with self._lock:
+            found = read_forms(self._conn, token=token)
+        if not found:
+            raise KeyError("no form has this token")
+        return found[0][0]
+
+    def record_answer(self, run_id: str, node_id: str, action: str, values_text: str,
+                      answered_at: float) -> bool:
+        """Record the answer to a waiting form (values as JSON text, sealed by the caller for
+        runs granted secrets); False when the form was not waiting."""
+        with self._lock:
+            return answer_form(self._conn, run_id, node_id, action, values_text, answered_at)
 
     # -- retention -------------------------------------------------------------------------
 

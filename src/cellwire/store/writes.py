@@ -10,6 +10,7 @@ from typing import Any
 from cellwire.engine.result import TRACE_COLUMNS
 
 from .codec import BLOB_PREFIX, BlobPacker, from_json, to_json
+from .forms import write_forms
 from .liveness import Owner
 from .schema import NODE_JSON, conversation_of
 
@@ -72,9 +73,11 @@ def write_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, 
 def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at: float,
               outputs: Any, error: str | None, error_node: str | None, answer: str,
               rows: Sequence[dict[str, Any]], started_at: float, workflow: str,
-              inputs: Any, conversation: dict[str, Any] | None = None) -> None:
-    """Write the run's remaining rows and its end state, and the conversation variables it
-    assigned (``conversation``: name -> value) over those its conversation had."""
+              inputs: Any, conversation: dict[str, Any] | None = None,
+              forms: Sequence[dict[str, Any]] = ()) -> None:
+    """Write the run's remaining rows and its end state, the conversation variables it
+    assigned (``conversation``: name -> value) over those its conversation had, and the
+    forms it paused with (``forms``: :meth:`Form.to_dict` dicts)."""
     packer = BlobPacker()
     # The run's start may not be stored (a lock outlasted it, or the sink joined mid-run):
     # make the row the start would have made.
@@ -93,6 +96,8 @@ def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at
     if conversation and conversation_id is not None:
         _save_conversation(conn, packer, workflow, conversation_id, conversation, run_id,
                            finished_at)
+    if forms:
+        write_forms(conn, run_id, forms)
     _put_blobs(conn, packer)
 
 

@@ -36,6 +36,7 @@ from cellwire.engine.events import (
     NodeStopped,
     RunFailed,
     RunPartialSucceeded,
+    RunPaused,
     RunStarted,
     RunStopped,
     RunSucceeded,
@@ -187,7 +188,8 @@ class OTelSpans(Layer):
         elif isinstance(event, NodeSkipped):
             run.root.add_event("node skipped", {"cellwire.node.id": event.node_id},
                                _ns(event.time))
-        elif isinstance(event, RunSucceeded | RunPartialSucceeded | RunFailed | RunStopped):
+        elif isinstance(event, RunSucceeded | RunPartialSucceeded | RunFailed | RunStopped
+                        | RunPaused):
             self._run_ended(run, event)
 
     def _run_started(self, event: RunStarted) -> None:

@@ -19,6 +19,7 @@ from cellwire.services.llm import (
 )
 from cellwire.services.llm.cache import cache_key
 from cellwire.services.llm.prices import Priced
+from cellwire.services.llm.router import DEFAULT_MODEL_ENV, split_model
 from cellwire.services.llm.tokens import estimate_usage
 
 from .config import LLMConfigError, ModelConfig, node_error
@@ -147,12 +148,20 @@ def router_of(ctx: NodeContext) -> LLMService:
 def route_for(ctx: NodeContext, model: ModelConfig) -> Route:
     """The provider and model a node's ``model{provider, name}`` resolves to in this run."""
     override = ctx.runtime.model_override
-    if not override and not model.name:
-        raise LLMConfigError("no model is set", field="model.name",
-                             hint="set model{provider, name}, e.g. provider 'openai', "
-                                  "name 'gpt-4o', or run with model='scripted/echo'")
+    router = router_of(ctx)
     try:
-        return router_of(ctx).resolve_config(model.provider, model.name, override=override)
+        if not override and not model.name:
+            # A node without a model of its own runs on the default model (the one `make lab`
+            # sets up, CELLWIRE_DEFAULT_MODEL, or a config file's `default:`).
+            default = getattr(router, "default", None)
+            if not default:
+                raise LLMConfigError(
+                    "no model is set, and there is no default model", field="model.name",
+                    hint=f"set the node's model (e.g. --model openai/gpt-4o-mini), or a default: "
+                         f"{DEFAULT_MODEL_ENV}=provider/model (make lab sets one), or run with "
+                         "model='scripted/echo'")
+            return router.resolve_config(*split_model(default))
+        return router.resolve_config(model.provider, model.name, override=override)
     except ProviderError as exc:
         shown = override or "/".join(p for p in (model.provider, model.name) if p)
         raise node_error(exc, shown) from None
