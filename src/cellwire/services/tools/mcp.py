@@ -88,7 +88,8 @@ class MCPServer:
         loop = asyncio.get_running_loop()
         with self._lock:
             session = self._sessions.get(id(loop))
-            if session is None or session.closed:
+            # A closed loop's id may be reused by a new one: its session is not this loop's.
+            if session is None or session.closed or session.loop is not loop:
                 session = self._sessions[id(loop)] = _Session(self)
             return session
 
@@ -149,8 +150,8 @@ class _Session:
         self.server = server
         self.queue: asyncio.Queue[tuple[str, Any, asyncio.Future[Any]] | None] = asyncio.Queue()
         self.closed = False
-        self.task = asyncio.get_running_loop().create_task(self._serve(),
-                                                           name=f"mcp:{server.name}")
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(self._serve(), name=f"mcp:{server.name}")
 
     async def request(self, kind: str, payload: Any) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
