@@ -123,6 +123,10 @@ def test_each_model_and_tool_call_is_a_row_nested_under_the_agent(openai):
     # Tokens are counted once: on the model calls, and they add up to the run's.
     calls = steps[steps.node_type == "llm"]
     assert (calls.total_tokens > 0).all()
+    # Priced from the price table (gpt-4o-mini): each call's cost on its row, adding up.
+    assert (calls.cost > 0).all()
+    assert trace.cost.sum() == pytest.approx(result.total_cost)
+    assert agent_row.outputs["usage"]["total_price"] == pytest.approx(result.total_cost)
     assert agent_row.total_tokens == 0
     assert trace.total_tokens.sum() == result.usage.total_tokens
     assert agent_row.outputs["usage"]["total_tokens"] == result.usage.total_tokens
