@@ -186,3 +186,60 @@ def test_run_with_mcp_servers_from_a_config_file(tmp_path, env):
     failed = cellwire("run", app, "--mcp", broken, env=env, cwd=tmp_path)
     assert failed.returncode == 2
     assert "cannot connect to the MCP server 'x'" in failed.stderr
+
+
+def test_an_openapi_tools_key_comes_only_from_a_grant(tmp_path, env):
+    from loopback_http import loopback_server
+
+    with loopback_server() as server:
+        spec = {"openapi": "3.0.3", "info": {"title": "acme", "version": "1"},
+                "servers": [{"url": server.url}],
+                "components": {"securitySchemes": {"key": {"type": "apiKey", "in": "header",
+                                                           "name": "X-API-Key"}}},
+                "paths": {"/stock/{sku}": {"get": {"operationId": "stock", "parameters": [
+                    {"name": "sku", "in": "path", "required": True,
+                     "schema": {"type": "string"}}]}}}}
+        (tmp_path / "acme.json").write_text(json.dumps(spec))
+        tools = tmp_path / "acme_tools.py"
+        tools.write_text(textwrap.dedent(f'''
+            from cellwire.services.tools import Auth, openapi_tools
+
+            TOOLS = openapi_tools({str(tmp_path / "acme.json")!r}, auth=Auth(secret="ACME_KEY"))
+        '''))
+        app = tmp_path / "app.yaml"
+        app.write_text(textwrap.dedent("""
+            cellwire: 1
+            name: stock
+            nodes:
+              - {id: start, type: start, variables: [{variable: sku, type: text-input}]}
+              - id: t
+                type: tool
+                provider_id: acme
+                tool_name: stock
+                tool_parameters: {sku: {type: variable, value: [start, sku]}}
+              - {id: end, type: end, outputs: [{variable: json, value_selector: [t, json]}]}
+            edges:
+              - {source: start, target: t}
+              - {source: t, target: end}
+        """))
+        key = "acme-live-key-93f1c2"
+        # The file is not trusted: its tools reach loopback only where allowed, as its HTTP
+        # nodes would.
+        port = server.url.rsplit(":", 1)[1]
+        environment = {**env, "MY_ACME_KEY": key, "CELLWIRE_HTTP_ALLOW": f"127.0.0.1:{port}"}
+        refused = cellwire("run", app, "--tools", tools, "-i", "sku=A1", "--json",
+                           env=environment, cwd=tmp_path)
+        assert refused.returncode == 1
+        assert "needs the secret 'ACME_KEY', which was not granted" in \
+            json.loads(refused.stdout)["error"]
+        assert server.requests == []  # nothing was sent without the key
+        server.answer(200, json.dumps({"sku": "A1", "units": 7}), Content_Type="application/json")
+        db = tmp_path / "runs.db"
+        done = cellwire("run", app, "--tools", tools, "-i", "sku=A1", "--json", "--db", db,
+                        "--secret", "ACME_KEY=env:MY_ACME_KEY", env=environment, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["outputs"] == {"json": [{"sku": "A1", "units": 7}]}
+        assert server.requests[-1].header("X-API-Key") == key
+        assert server.requests[-1].path == "/stock/A1"
+        assert key not in done.stdout + done.stderr
+        assert key.encode() not in db.read_bytes()
