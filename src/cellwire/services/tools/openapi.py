@@ -97,10 +97,11 @@ def _document(spec: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 async def _download(url: str) -> str:
     """The document at ``url``, fetched as tools fetch (the trusted network policy), by a
-    client of this short-lived loop's own."""
-    from cellwire.services.http import fast_client
+    plain client of this short-lived loop's own (the fast transport keeps pools per loop,
+    which a loop that ends at once has no use for)."""
+    import httpx
 
-    async with fast_client() as client:
+    async with httpx.AsyncClient() as client:
         response = await fetch(ToolContext(http=_Client(client)), "GET", url, tool="openapi")
     if response.status_code >= 400:
         raise OpenAPIError(f"{url} answered {response.status_code}")
