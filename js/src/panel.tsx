@@ -6,7 +6,7 @@ import type { KeyboardEvent } from "react";
 import { useEditor, useTrait } from "./context";
 import { SUPPRESS } from "./graph";
 import { useStatus } from "./status";
-import type { CwNode, HumanForm, JsonSchema, Problem, StatusEntry } from "./types";
+import type { CwNode, HumanForm, JsonSchema, Problem, StatusEntry, StepEntry } from "./types";
 
 type Commit = (path: string, value: unknown) => void;
 
@@ -326,6 +326,23 @@ function LastRun({ id }: { id: string }) {
       {entry.status === "paused" && entry.form ? <FormToAnswer key={entry.form.run_id} form={entry.form} /> : null}
       <Values title="inputs" values={entry.inputs} />
       <Values title="outputs" values={entry.outputs} />
+      <Steps steps={entry.steps} />
+    </div>
+  );
+}
+
+/** An agent's model and tool calls: what each did and what it used, in step order. */
+function Steps({ steps }: { steps?: StepEntry[] }) {
+  if (!steps || steps.length === 0) return null;
+  return (
+    <div className="cw-values" data-testid="cw-steps">
+      <div className="cw-values-title">steps</div>
+      {[...steps].sort((a, b) => a.step - b.step).map((s) => (
+        <div key={s.step} className="cw-value" data-status={s.status}>
+          <b>{s.step}. {s.type === "llm" ? "model" : "tool"} {s.title}</b>
+          {s.tokens ? ` (${s.tokens} tokens)` : ""} <code>{s.error ?? s.output ?? ""}</code>
+        </div>
+      ))}
     </div>
   );
 }

@@ -76,6 +76,20 @@ export type StatusEntry = {
   handled?: boolean;
   inputs?: Record<string, string>;
   outputs?: Record<string, string>;
+  /** An agent's model and tool calls, in the order they ended. */
+  steps?: StepEntry[];
+};
+
+/** One model or tool call of a node (an agent's). */
+export type StepEntry = {
+  step: number;
+  type: string;
+  title: string;
+  status: string;
+  elapsed?: number;
+  tokens?: number;
+  output?: string;
+  error?: string;
 };
 
 /** The part of anywidget's model the editor uses (works in JupyterLab, Notebook 7, VS Code, marimo). */

@@ -6,6 +6,7 @@ from cellwire.engine import NodeContext, NodeError, NodeResult, RunResult, RunSt
 from cellwire.formats import dump, load, save
 from cellwire.model import Edge, Node, Problem, Retry, Workflow, WorkflowError, node_type, validate
 from cellwire.services.llm.config import configure_provider, map_model, set_price
+from cellwire.services.tools import tool
 
 __version__ = "0.1.0"
 
@@ -21,5 +22,5 @@ __all__ = [
     "Edge", "Node", "NodeContext", "NodeError", "NodeResult", "Problem", "Retry", "RunResult",
     "RunStatus", "Runtime", "Workflow", "WorkflowError", "compare", "configure_provider", "dump",
     "evaluate", "forms", "load", "map_model", "node_type", "replay", "respond", "resume",
-    "runs", "save", "set_price", "stale", "validate",
+    "runs", "save", "set_price", "stale", "tool", "validate",
 ]

@@ -44,6 +44,7 @@ from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import load_config
 from cellwire.services.sandbox import shared_sandbox
 from cellwire.services.secrets import grant_values
+from cellwire.services.tools import run_registry
 from cellwire.store import RunStore, default_store, open_store
 
 if TYPE_CHECKING:
@@ -388,13 +389,16 @@ class Runner:
     def prepare(self, workflow: Workflow | CompiledWorkflow, inputs: Mapping[str, Any] | None,
                 *, runtime: Runtime | None = None, layers: Iterable[Layer | Sink] = (),
                 store: StoreOption = DEFAULT, model: str | None = None,
-                cache: bool | None = None, secrets: Any = None,
-                **options: Any) -> Execution:
+                cache: bool | None = None, secrets: Any = None, tools: Any = None,
+                tool_map: Mapping[str, str] | None = None, **options: Any) -> Execution:
         """The execution of one run, not started: options checked, runtime assembled.
 
         ``secrets`` grants the run secret values (on top of the runner's own ``secrets``):
         grant specs or values by name, as :func:`cellwire.services.secrets.grant_values`
         takes them. A workflow never takes a secret it was not granted.
+
+        ``tools`` adds tools (functions, Tool objects) to the registered ones and the
+        workflow's own (``wf.tools``); ``tool_map`` renames Dify tools to registered ones.
         """
         compiled = workflow if isinstance(workflow, CompiledWorkflow) else \
             compile_workflow(workflow)
@@ -402,6 +406,9 @@ class Runner:
         if granted is not None:
             options["secrets"] = granted
         runtime = self.runtime(store=store, model=model, cache=cache, base=runtime)
+        if tools or tool_map or compiled.workflow.tools:
+            runtime = dataclasses.replace(runtime, tools=run_registry(
+                runtime.tools, compiled.workflow.tools, tools, renames=tool_map))
         if not compiled.workflow.trusted:
             runtime = untrusted(runtime)
         extra = [*self.layers, *self._watching(compiled.workflow), *layers]
@@ -598,7 +605,7 @@ def untrusted(runtime: Runtime) -> Runtime:
 def split_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Take the run options (and ``store``, ``model``, ``cache``, ``runtime``, ``layers``) out
     of ``kwargs``; what stays are inputs."""
-    names = (*RUN_OPTIONS, "store", "model", "cache", "runtime", "layers")
+    names = (*RUN_OPTIONS, "store", "model", "cache", "runtime", "layers", "tools", "tool_map")
     return {name: kwargs.pop(name) for name in names if name in kwargs}
 
 

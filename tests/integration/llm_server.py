@@ -93,6 +93,9 @@ class LLMServer:
     tool_arguments: dict[str, Any] = field(default_factory=lambda: {"city": "Paris"})
     #: How many tool calls a reply makes when tools are offered.
     tool_calls: int = 1
+    #: Scripted tool calls instead of the rule above: a function of the request body giving
+    #: ``[{"name": ..., "arguments": dict or raw JSON text}]``; an empty list answers in text.
+    tool_plan: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
     leak_tool_xml: bool = False
     crlf: bool = False
     keepalive: bool = False
@@ -329,7 +332,14 @@ class LLMServer:
         answered_tool = any(m.get("role") == "tool" for m in messages)
         calls: list[dict[str, Any]] = []
         text = ""
-        if body.get("tools") and body.get("tool_choice") != "none" and not answered_tool:
+        planned = self.tool_plan(body) if self.tool_plan is not None and body.get("tools") \
+            else None
+        if planned:
+            calls = [{"id": f"call_{i}abc", "name": c["name"], "arguments": c["arguments"]}
+                     for i, c in enumerate(planned)]
+        elif planned is not None:
+            text = self.reply(body) if callable(self.reply) else (self.reply or f"echo: {user}")
+        elif body.get("tools") and body.get("tool_choice") != "none" and not answered_tool:
             for i in range(self.tool_calls):
                 tool = body["tools"][i % len(body["tools"])]["function"]["name"]
                 calls.append({"id": f"call_{i}abc", "name": tool,
@@ -381,7 +391,7 @@ class LLMServer:
                 {"id": c["id"], "type": "function", "function": {
                     "name": c["name"],
                     "arguments": c["arguments"] if self.flavour == "ollama"
-                    else json.dumps(c["arguments"])}}
+                    else _arguments_text(c["arguments"])}}
                 for c in answer["calls"]]
         choice: dict[str, Any] = {"index": 0, "message": message,
                                   "finish_reason": answer["finish"]}
@@ -416,7 +426,7 @@ class LLMServer:
             events += [chunk({key: w}) for w in _pieces(answer["reasoning"])]
         events += [chunk({"content": w}) for w in _pieces(answer["text"])]
         for i, call in enumerate(answer["calls"]):
-            arguments = json.dumps(call["arguments"])
+            arguments = _arguments_text(call["arguments"])
             if self.flavour == "ollama":
                 events.append(chunk({"tool_calls": [{"id": call["id"], "index": 0,
                                                      "type": "function", "function": {
@@ -592,3 +602,8 @@ if __name__ == "__main__":  # a standalone server, e.g. for the benchmark in ano
             time.sleep(3600)
     except KeyboardInterrupt:
         running.stop()
+
+
+def _arguments_text(arguments: Any) -> str:
+    """Tool-call arguments as sent: a dict as JSON, text (malformed on purpose) as it is."""
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)

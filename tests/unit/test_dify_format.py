@@ -161,19 +161,29 @@ workflow:
 async def test_a_dify_tool_imports_with_a_problem_and_fails_at_its_node() -> None:
     result = import_dify(TOOL)
     [problem] = result.problems
-    assert (problem.node_id, problem.field, problem.level) == ("weather", "type", "warning")
-    assert "forecast" in problem.hint
-    run = await result.workflow.arun(city="Oslo")
+    assert (problem.node_id, problem.field, problem.level) == ("weather", "tool_name", "warning")
+    assert "'weather/forecast', which is not registered" in problem.message
+    assert "@cellwire.tool(name='forecast', provider='weather')" in problem.hint
+    # Unbound, it still exports unchanged.
+    assert export_dify(result.workflow)["workflow"]["graph"]["nodes"][1]["data"]["tool_name"] \
+        == "forecast"
+    run = await result.workflow.arun(city="Oslo", store=False)
     assert run.status is RunStatus.FAILED
     assert run.error_node == "weather"
-    assert "cannot run here" in run.error and "forecast" in run.error
+    assert "the tool 'weather/forecast' is not registered" in run.error
+    assert "--tools tools.py" in run.error
     assert run.node_status("s") == "succeeded"
 
 
 async def test_a_dify_tool_runs_when_a_python_tool_of_its_name_is_registered() -> None:
+    from cellwire.services.tools import ToolRegistry
+
+    def forecast(city: str) -> str:
+        return f"sunny in {city}"
+
     workflow = load_dify(TOOL)
-    runtime = Runtime(tools={"forecast": lambda city: f"sunny in {city}"})
-    run = await workflow.arun({"city": "Oslo"}, runtime=runtime)
+    run = await workflow.arun({"city": "Oslo"}, runtime=Runtime(tools=ToolRegistry([forecast])),
+                              store=False)
     assert run.status is RunStatus.SUCCEEDED
     assert run.outputs == {"out": "sunny in Oslo"}
 
@@ -220,7 +230,7 @@ def test_cli_import_and_export(tmp_path: Any) -> None:
     runner = CliRunner()
     imported = runner.invoke(cli, ["import", str(source), "-o", str(tmp_path / "native.yml")])
     assert imported.exit_code == 0, imported.output
-    assert "cannot run here" in imported.output  # the problem is printed
+    assert "uses the tool 'weather/forecast', which is not registered" in imported.output
     assert load(tmp_path / "native.yml") == load_dify(TOOL)
     for fmt in ("dify", "python", "yaml"):
         out = tmp_path / f"out.{fmt}"

@@ -45,58 +45,52 @@ def test_a_package_registers_node_types_through_its_entry_point(tmp_path, monkey
 
 
 def test_a_plugin_named_like_a_placeholder_replaces_it(tmp_path, monkeypatch):
-    # 'tool' has a placeholder (nodes/unsupported.py) that needs runtime.tools; a plugin that
-    # registers a real 'tool' node type wins over it.
-    (tmp_path / "acme_tools.py").write_text(textwrap.dedent('''
+    # 'document-extractor' has a placeholder (nodes/unsupported.py); a plugin that registers
+    # a real 'document-extractor' node type wins over it.
+    (tmp_path / "acme_docs.py").write_text(textwrap.dedent('''
         import cellwire
 
-        @cellwire.node_type("tool", outputs=["text"])
-        async def tool(ctx):
-            """Runs Dify tools through ACME's gateway."""
-            return {"text": f"acme ran {ctx.config.tool_name}"}
+        @cellwire.node_type("document-extractor", outputs=["text"])
+        async def extract(ctx):
+            """Extracts documents through ACME's gateway."""
+            return {"text": "acme extracted"}
     '''))
-    install_plugin(tmp_path, monkeypatch, "acme_tools")
+    install_plugin(tmp_path, monkeypatch, "acme_docs")
 
-    wf = tool_workflow()
+    wf = extractor_workflow()
     try:
         assert cellwire.validate(wf) == []
-        assert wf.run(store=False).outputs == {"text": "acme ran web_search"}
-        assert registry.names().count("tool") == 1
+        assert wf.run(store=False).outputs == {"text": "acme extracted"}
+        assert registry.names().count("document-extractor") == 1
     finally:
-        registry.unregister("tool")
+        registry.unregister("document-extractor")
     # Without the plugin the placeholder answers again, saying what the node needs.
-    result = tool_workflow().run(store=False)
+    result = extractor_workflow().run(store=False)
     assert not result.ok and "cannot run here" in result.error
-    assert "register a Python tool named 'web_search' in runtime.tools" in result.error
+    assert "pass the document's text as a start input" in result.error
 
 
 def test_a_builtin_registered_before_the_placeholders_survives_them():
-    @cellwire.node_type("agent", outputs=["text"])
-    async def agent(ctx):
-        """A real agent node, registered before the placeholders are."""
-        return {"text": "real agent"}
+    @cellwire.node_type("document-extractor", outputs=["text"])
+    async def extract(ctx):
+        """A real document extractor, registered before the placeholders are."""
+        return {"text": "real extractor"}
 
     try:
         # Importing the placeholders again registers them after the real type, as a built-in
         # module listed before 'unsupported' in cellwire.nodes would be.
         importlib.reload(unsupported)
-        assert registry.get("agent").run is agent
-        wf = cellwire.Workflow("agents")
-        wf.add_node("start", "start")
-        wf.add_node("a", "agent", after="start", agent_strategy_name="react")
-        wf.add_node("end", "end", after="a",
-                    outputs=[{"variable": "text", "value_selector": ["a", "text"]}])
-        assert wf.run(store=False).outputs == {"text": "real agent"}
+        assert registry.get("document-extractor").run is extract
+        assert extractor_workflow().run(store=False).outputs == {"text": "real extractor"}
     finally:
-        registry.unregister("agent")
-    assert registry.get("agent").run.__module__ == unsupported.__name__
+        registry.unregister("document-extractor")
+    assert registry.get("document-extractor").run.__module__ == unsupported.__name__
 
 
-def tool_workflow() -> cellwire.Workflow:
-    wf = cellwire.Workflow("tools")
+def extractor_workflow() -> cellwire.Workflow:
+    wf = cellwire.Workflow("documents")
     wf.add_node("start", "start")
-    wf.add_node("search", "tool", after="start", provider_id="tavily", provider_type="builtin",
-                provider_name="tavily", tool_name="web_search")
-    wf.add_node("end", "end", after="search",
-                outputs=[{"variable": "text", "value_selector": ["search", "text"]}])
+    wf.add_node("extract", "document-extractor", after="start")
+    wf.add_node("end", "end", after="extract",
+                outputs=[{"variable": "text", "value_selector": ["extract", "text"]}])
     return wf

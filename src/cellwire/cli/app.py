@@ -26,6 +26,7 @@ from cellwire.cli.common import (
     parse_inputs,
     report,
 )
+from cellwire.cli.tool_options import load_cli_tools, tool_options, tool_secrets
 from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.engine.secrets import missing_secrets
@@ -75,27 +76,31 @@ def cli() -> None:
               show_default=True, metavar="N",
               help="Node executions in flight at once (a wide fan-out of LLM calls runs at "
                    "once up to N; each model's rate limits still apply).")
+@tool_options
 def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query: str | None,
                 conversation: str | None, as_json: bool, db: Path | None, model: str | None,
                 store_timeout: float | None, trust_file: bool, grants: Sequence[str],
-                durability: str, concurrency: int) -> None:
+                durability: str, concurrency: int, tool_sources: Sequence[str],
+                mcp_configs: Sequence[str], tool_map: str | None) -> None:
     """Run the workflow in FILE and print its outputs.
 
     Unless FILE is trusted (`cellwire trust FILE`, or --trust), its code nodes run in the
     sandbox and its HTTP nodes may not reach loopback or private addresses.
     """
     from cellwire.engine.secrets import unknown_grants
+    from cellwire.nodes.tool import tool_problems
     from cellwire.services.secrets import SecretError, resolve_grants
 
     workflow = load_workflow(file, trusted=True if trust_file else None)
+    renames = load_cli_tools(tool_sources, mcp_configs, tool_map)
     try:
         secrets = resolve_grants(grants)
     except SecretError as exc:
         fail([f"error: {exc}"])
     declared = ", ".join(v.name for v in workflow.environment) or "none"
-    for name in unknown_grants(workflow, secrets):
+    for name in set(unknown_grants(workflow, secrets)) - tool_secrets():
         fail([(f"{file}: --secret {name}: the workflow declares no environment variable "
-                f"{name!r}; declared: {declared}")])
+                f"{name!r}; declared: {declared} (and no tool of --tools reads it)")])
     inputs = parse_inputs(workflow, pairs, inputs_json)
     if query is not None:
         inputs["sys.query"] = query
@@ -104,7 +109,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     problems = (validate(workflow) + missing_inputs(workflow, inputs)
                 + unknown_inputs(workflow, inputs))
     report(file, problems)
-    for problem in problems:
+    for problem in problems + tool_problems(workflow):
         click.echo(f"{file}: {problem}", err=True)
     for name in missing_secrets(workflow, secrets):
         click.echo(f"warning: secret {name!r} is not granted: a node that reads env.{name} "
@@ -114,7 +119,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         raise click.BadParameter(f"{model!r} is not PROVIDER/MODEL, e.g. openai/gpt-4o",
                                  param_hint="--model")
     result = _execute(file, workflow, inputs, db, model, store_timeout, secrets, durability,
-                      concurrency)
+                      concurrency, renames)
     _finish(result, as_json)
 
 
@@ -343,12 +348,19 @@ def _apply_change(workflow: Workflow, change: str) -> None:
 
 @cli.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def validate_command(file: Path) -> None:
-    """Check the workflow in FILE without running it."""
+@tool_options
+def validate_command(file: Path, tool_sources: Sequence[str], mcp_configs: Sequence[str],
+                     tool_map: str | None) -> None:
+    """Check the workflow in FILE without running it (tools it uses that no registered
+    tool binds to are warnings: it still loads, edits and exports)."""
+    from cellwire.nodes.tool import tool_problems
     from cellwire.services.trust import describe
 
     workflow = load_workflow(file)
+    load_cli_tools(tool_sources, mcp_configs, tool_map)
     problems = validate(workflow)
+    if not any(p.level == "error" for p in problems):
+        problems += tool_problems(workflow)
     report(file, problems)
     click.echo("valid")
     for problem in problems:
@@ -360,13 +372,17 @@ def validate_command(file: Path) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--output", "-o", "out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the native YAML here (default: standard output).")
-def import_command(file: Path, out: Path | None) -> None:
-    """Import a Dify DSL FILE and write it as native YAML; prints what cannot run here."""
+@tool_options
+def import_command(file: Path, out: Path | None, tool_sources: Sequence[str],
+                   mcp_configs: Sequence[str], tool_map: str | None) -> None:
+    """Import a Dify DSL FILE and write it as native YAML; prints what cannot run here
+    (tools no registered tool binds to among it)."""
     from cellwire.formats import dump
     from cellwire.formats.dify import import_dify
     from cellwire.model.yaml12 import read_text
     from cellwire.services.trust import describe, is_trusted
 
+    load_cli_tools(tool_sources, mcp_configs, tool_map)
     try:
         text = read_text(file)
         result = import_dify(text, source=str(file))
@@ -646,7 +662,8 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
              model: str | None = None, store_timeout: float | None = None,
              secrets: Mapping[str, str] | None = None,
              durability: str = DEFAULT_DURABILITY,
-             concurrency: int = DEFAULT_CONCURRENCY) -> Any:
+             concurrency: int = DEFAULT_CONCURRENCY,
+             tool_map: Mapping[str, str] | None = None) -> Any:
     from cellwire.runner import default_runner, resolve_store
 
     try:
@@ -662,7 +679,8 @@ def _execute(file: Path, workflow: Workflow, inputs: dict[str, Any], db: Path | 
             return default_runner().run(workflow, inputs,
                                         store=store if store is not None else False,
                                         model=model, secrets=secrets or None,
-                                        durability=durability, concurrency=concurrency)
+                                        durability=durability, concurrency=concurrency,
+                                        tool_map=tool_map or None)
     except WorkflowError as exc:
         fail(f"{file}: {problem}" for problem in exc.problems)
     except KeyboardInterrupt:

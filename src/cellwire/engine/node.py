@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
@@ -15,7 +16,7 @@ from cellwire.model import Node
 
 from .bounded_jinja import TemplateLimitExceeded, TemplateLimits
 from .context import MISSING, VariableNotFound, VariablePool
-from .events import NodeEvent, StreamChunk
+from .events import NodeEvent, NodeException, NodeStarted, NodeSucceeded, StreamChunk
 from .templates import pool_lookup, private_attribute, render_jinja, render_references
 
 if TYPE_CHECKING:
@@ -115,6 +116,12 @@ class NodeContext:
     def answer(self) -> Answer | None:
         """The answer to :attr:`form`, when a person gave one."""
         return self._execution.answers.get(self.node.id)
+
+    @property
+    def secrets(self) -> Mapping[str, str]:
+        """The secret values the user granted to this run, by name (for services that
+        authenticate with one, such as tools); every one is redacted from what the run shows."""
+        return MappingProxyType(self._execution.state.secrets)
 
     def get(self, selector: Sequence[str], default: Any = MISSING, *, field: str | None = None) -> Any:
         """The value at ``selector``; a missing value raises a :class:`NodeError` naming ``field``."""
@@ -227,6 +234,41 @@ class NodeContext:
         )
         execution.emit(event)
         return event
+
+    def record_step(self, node_type: str, title: str, *, step: int, started_at: float,
+                    inputs: Mapping[str, Any] | None = None,
+                    outputs: Mapping[str, Any] | None = None,
+                    process_data: Mapping[str, Any] | None = None,
+                    metadata: Mapping[str, Any] | None = None, usage: Usage | None = None,
+                    error: str | None = None, error_type: str = "") -> str:
+        """Record one step of this node (an agent's model call or tool call) as a trace row
+        of its own, nested under this execution: node id ``<node>/<step>``, parent this node
+        and this execution. Its ``usage`` counts toward the run's (so the node's own result
+        should not count it again). Returns the step's execution id."""
+        execution = self._execution
+        step_id = f"{self.execution_id}/{step}"
+        base: dict[str, Any] = {
+            "run_id": execution.run_id, "node_id": f"{self.node.id}/{step}",
+            "node_type": node_type, "execution_id": step_id, "parent_id": self.node.id,
+            "round": step, "parent_execution_id": self.execution_id}
+        execution.emit(NodeStarted(time=started_at, title=title, index=step, **base))
+        finished: dict[str, Any] = {
+            "time": execution.runtime.clock.now(), "title": title, "index": step,
+            "started_at": started_at, "elapsed": max(0.0, execution.runtime.clock.now()
+                                                     - started_at),
+            "inputs": dict(inputs or {}), "outputs": dict(outputs or {}),
+            "process_data": dict(process_data or {}), "metadata": dict(metadata or {})}
+        if usage is not None:
+            finished.update(prompt_tokens=usage.prompt_tokens,
+                            completion_tokens=usage.completion_tokens,
+                            total_tokens=usage.total_tokens, cost=usage.cost)
+            execution.state.usage = execution.state.usage + usage
+        if error is None:
+            execution.emit(NodeSucceeded(**base, **finished))
+        else:
+            execution.emit(NodeException(**base, **finished, error=error,
+                                         error_type=error_type or "ToolError"))
+        return step_id
 
     def descendants(self) -> list[str]:
         """Ids of the nodes inside this container, at any depth."""

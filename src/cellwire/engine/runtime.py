@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,8 +50,10 @@ class Runtime:
     #: What HTTP nodes may reach and how large an answer may be; None: the trusted default
     #: (everything but link-local and cloud-metadata addresses), never "anything goes".
     network: NetworkGuard | None = None
-    #: Tools by name (``tool`` nodes, agents).
-    tools: ToolService | Mapping[str, Callable[..., object]] | None = None
+    #: The tools ``tool`` and ``agent`` nodes bind to (a
+    #: :class:`cellwire.services.tools.ToolRegistry`); None: the process-wide registry
+    #: (``@cellwire.tool`` functions, built-ins, ``cellwire.tools`` plugins).
+    tools: ToolService | None = None
     #: Knowledge bases by dataset id (``knowledge-retrieval``).
     knowledge: KnowledgeService | None = None
     #: Where code nodes run (in the kernel, or sandboxed).

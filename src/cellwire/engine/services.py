@@ -90,9 +90,18 @@ class ResponseCache(Protocol):
 
 @runtime_checkable
 class ToolService(Protocol):
-    """Callable tools by name."""
+    """Registered tools, bound by Dify's provider and tool name and called with a timeout
+    and a cap on the result (:class:`cellwire.services.tools.ToolRegistry`)."""
 
-    def get(self, name: str) -> Any: ...
+    def find(self, tool_name: str, provider: str = "") -> Any:
+        """The tool a reference binds to, or None."""
+        ...
+
+    def why_unbound(self, tool_name: str, provider: str = "") -> str: ...
+
+    async def call(self, tool: Any, arguments: Mapping[str, Any], context: Any = None) -> Any:
+        """The tool's result (a ``ToolOutput``); raises ``ToolError``."""
+        ...
 
 
 class KnowledgeService(Protocol):

@@ -109,7 +109,9 @@ def load_dify(data: Any, source: str | None = None) -> Workflow:
 
 
 def unsupported_problems(workflow: Workflow) -> list[Problem]:
-    """A warning per node that cannot run here, naming what it needs and the fix."""
+    """A warning per node that cannot run here, naming what it needs and the fix, and per
+    tool no registered tool binds to."""
+    from cellwire.nodes.tool import tool_problems
     from cellwire.nodes.unsupported import need
 
     problems = []
@@ -118,7 +120,7 @@ def unsupported_problems(workflow: Workflow) -> list[Problem]:
         if found is not None:
             problems.append(Problem(node.id, "type", f"{node.type} node '{node.title}' cannot "
                                     f"run here: it needs {found[0]}", found[1], "warning"))
-    return problems
+    return problems + tool_problems(workflow)
 
 
 # -- the document ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from IPython.core.error import UsageError
 
 SUBCOMMANDS = ("list", "show", "run", "map", "stop", "runs", "trace", "costs", "latency", "export",
-               "import", "delete", "help")
+               "import", "delete", "tools", "help")
 
 
 class Parser(argparse.ArgumentParser):
@@ -132,10 +132,16 @@ def _import(p: Parser) -> None:
     p.add_argument("--trust", action="store_true")
 
 
+def _tools(p: Parser) -> None:
+    p.add_argument("sources", nargs="*", metavar="FILE.py|MODULE")
+    p.add_argument("--mcp", action="append", default=[], metavar="CONFIG.json")
+    p.add_argument("--map", default=None, metavar="FILE")
+
+
 _ARGUMENTS: dict[str, Callable[[Parser], None]] = {
     "list": _list, "show": _show, "delete": _delete, "run": _run, "map": _map, "stop": _stop,
     "runs": _runs, "trace": _trace, "costs": _costs, "latency": _latency, "export": _export,
-    "import": _import, "help": _list,
+    "import": _import, "tools": _tools, "help": _list,
 }
 
 

@@ -194,7 +194,7 @@ class WorkflowMagics(Magics, Configurable):
     @no_var_expand
     @_line_magic("workflow")
     def workflow_line(self, line: str) -> Any:
-        """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|help"""
+        """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|tools|help"""
         words = split(line)
         if not words:
             raise UsageError("%workflow needs a subcommand: " + ", ".join(SUBCOMMANDS))
@@ -403,6 +403,39 @@ class WorkflowMagics(Magics, Configurable):
         self.session.workflows[wf.name] = wf
         print(f"imported {wf.name}: {len(wf.nodes)} nodes, {len(wf.edges)} edges")
         print(describe(wf))
+
+    def _cmd_tools(self, rest: list[str]) -> Any:
+        """Register the tools of Python files or modules (your own code, imported here),
+        of MCP servers (``--mcp servers.json``) and renames (``--map renames.yaml``) for
+        every later run; shows the registered tools."""
+        import pandas as pd
+
+        from cellwire.services.tools import (
+            ToolError,
+            ToolLoadError,
+            default_registry,
+            load_mcp_config,
+            load_renames,
+            load_tools,
+        )
+
+        args = parse("tools", rest)
+        registry = default_registry()
+        try:
+            for source in args.sources:
+                registry.extend(load_tools(source))
+            for config in args.mcp:
+                for server in load_mcp_config(config):
+                    registry.extend(server.tools())
+        except (ToolLoadError, ToolError) as exc:
+            raise UsageError(str(exc)) from None
+        if args.map:
+            registry.renames.update(load_renames(args.map))
+        return pd.DataFrame(
+            [{"provider": t.provider, "name": t.name, "kind": t.kind,
+              "description": t.description,
+              "arguments": ", ".join(t.parameters.get("properties") or {})} for t in registry],
+            columns=["provider", "name", "kind", "description", "arguments"])
 
 
 class Picture:

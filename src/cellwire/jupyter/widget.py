@@ -366,6 +366,9 @@ class WorkflowWidget(anywidget.AnyWidget):
             patch = proto.status_patch(event)
             if patch:
                 self._live_status = proto.merge_status(self._live_status, patch)
+                # The browser replaces what a patch names: a node's steps go whole.
+                patch = {k: ({**v, "steps": self._live_status[k]["steps"]} if "steps" in v
+                             else v) for k, v in patch.items()}
                 self._queue(patch)
             elif isinstance(event, RUN_END_EVENTS):
                 if isinstance(event, RunFailed) and event.node_id and \

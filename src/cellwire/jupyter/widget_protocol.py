@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cellwire.engine.events import (
     Event,
+    NodeEvent,
     NodeException,
     NodeFailed,
     NodeFinished,
@@ -398,8 +399,21 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
     An entry has ``status`` and, once the node ends, ``elapsed``, ``tokens``, ``cost``,
     ``error``, and short ``inputs``/``outputs`` (the editor shows them for the selected node);
     a node paused for human input has its ``form``.
-    Inside an iteration or loop the entry describes the latest round.
+    Inside an iteration or loop the entry describes the latest round. A step of a node (an
+    agent's model or tool call) is a ``steps`` entry of that node, not a node of its own.
     """
+    if isinstance(event, NodeEvent) and is_step(event):
+        if not isinstance(event, NodeFinished):
+            return {}
+        step: dict[str, Any] = {
+            "step": event.round, "type": event.node_type, "title": event.title,
+            "status": "failed" if isinstance(event, NodeFailed | NodeException) else "succeeded",
+            "elapsed": round(event.elapsed, 4), "tokens": event.total_tokens,
+            "output": short(event.outputs.get("text", event.outputs)),
+        }
+        if isinstance(event, NodeFailed | NodeException):
+            step["error"] = short(event.error)
+        return {str(event.parent_id): {"steps": [step]}}
     if isinstance(event, NodeStarted):
         return {event.node_id: {"status": "running", "started": event.time}}
     if isinstance(event, NodeSkipped):
@@ -453,11 +467,25 @@ def unreached_inputs(wf: Workflow, node_id: str, state: RunState | None) -> str 
     return None
 
 
+def is_step(event: NodeEvent) -> bool:
+    """Whether the event is about a step of a node (``NodeContext.record_step``): its
+    execution id is under its parent's."""
+    parent = event.parent_execution_id
+    return parent is not None and event.execution_id.startswith(parent + "/")
+
+
 def merge_status(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` with ``patch`` applied; a node's ``steps`` add up."""
     out = dict(current)
     for node_id, entry in patch.items():
-        out[node_id] = {**out.get(node_id, {}), **entry} if entry.get("status") != "running" \
-            else dict(entry)
+        if entry.get("status") == "running":
+            out[node_id] = dict(entry)
+            continue
+        old = out.get(node_id, {})
+        merged = {**old, **entry}
+        if "steps" in entry:
+            merged["steps"] = [*old.get("steps", []), *entry["steps"]]
+        out[node_id] = merged
     return out
 
 

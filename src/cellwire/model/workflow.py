@@ -118,6 +118,8 @@ class Workflow(_Data):
     # Where it came from, never written to a file: see `trusted`.
     _origin: str | None = PrivateAttr(None)
     _trusted: bool = PrivateAttr(True)
+    # Tools this workflow's runs get (functions, Tool objects); never written to a file.
+    _tools: list[Any] = PrivateAttr(default_factory=list)
 
     def __init__(self, name: str = "workflow", /, **data: Any) -> None:
         # One mapping: the pydantic plugin types super() as _Data, which declares no fields.
@@ -139,6 +141,17 @@ class Workflow(_Data):
     def origin(self) -> str | None:
         """The file (or request) an untrusted or loaded workflow came from; None if built here."""
         return self._origin
+
+    @property
+    def tools(self) -> list[Any]:
+        """Tools every run of this workflow gets besides the registered ones (``@tool``
+        functions, :class:`cellwire.services.tools.Tool` objects, OpenAPI or MCP tools):
+        ``wf.tools = [weather, *mcp_tools("servers.json")]``. Not saved with the workflow."""
+        return self._tools
+
+    @tools.setter
+    def tools(self, tools: list[Any]) -> None:
+        self._tools = list(tools)
 
     def mark_origin(self, origin: str | None, *, trusted: bool) -> Workflow:
         """Record where the workflow came from and whether its contents are trusted."""

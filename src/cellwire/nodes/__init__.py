@@ -5,7 +5,7 @@ from importlib import import_module
 BUILTIN = [
     "start", "end", "iteration", "loop", "if_else", "variable_aggregator", "assigner",
     "list_operator", "template_transform", "code", "answer", "http_request", "llm",
-    "question_classifier", "parameter_extractor", "human_input", "unsupported",
+    "question_classifier", "parameter_extractor", "human_input", "tool", "agent", "unsupported",
 ]
 
 for _name in BUILTIN:

@@ -1,14 +1,13 @@
 """Dify node types that need something cellwire does not have here.
 
-Tools from Dify's providers, knowledge bases by dataset id, agent strategies, triggers and
+Knowledge bases by dataset id, triggers and
 RAG-pipeline nodes keep their config so a workflow imports, validates and exports unchanged;
 running one fails at that node with a message saying what it needs and how to supply it.
-A ``tool`` node runs when a Python tool of its name is registered in ``runtime.tools``.
+(Tool and agent nodes run in :mod:`cellwire.nodes.tool` and :mod:`cellwire.nodes.agent`.)
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -19,20 +18,10 @@ from cellwire.model import Node, NodeConfig, node_type, registry
 
 #: What each type needs, and how to supply it: (need, fix). ``{...}`` fields come from config.
 NEEDS: dict[str, tuple[str, str]] = {
-    "tool": (
-        "the {provider_type} tool '{provider}/{tool_name}' from Dify's tool providers",
-        ("register a Python tool named '{tool_name}' in runtime.tools (cellwire tools), or "
-        "replace the node with a code or http-request node"),
-    ),
     "knowledge-retrieval": (
         "Dify knowledge bases (dataset ids {dataset_ids})",
         ("create a cellwire knowledge base for each dataset id and map the id to it, or "
         "replace the node with a code node that returns 'result'"),
-    ),
-    "agent": (
-        ("the Dify agent strategy '{agent_strategy_provider_name}/{agent_strategy_name}' "
-        "(a marketplace plugin)"),
-        "replace the node with an llm node (with tools) or a code node",
     ),
     "document-extractor": (
         "Dify's file storage to extract text from uploaded documents",
@@ -114,63 +103,6 @@ def _copy(run: Callable[[NodeContext], Any], name: str) -> Callable[[NodeContext
     return run_node
 
 
-# -- tool ---------------------------------------------------------------------------------
-
-
-class ToolParameter(NodeConfig):
-    # Newer Dify adds kinds (e.g. 'mention'); anything but variable and mixed is a constant.
-    type: str = "constant"
-    value: Any = None
-
-
-class ToolConfig(NodeConfig):
-    provider_id: str = ""
-    provider_type: str = ""
-    provider_name: str = ""
-    tool_name: str = ""
-    #: Older exports give a parameter as a bare template string instead of {type, value}.
-    tool_parameters: dict[str, ToolParameter | Any] = Field(default_factory=dict)
-    tool_configurations: dict[str, Any] = Field(default_factory=dict)
-
-
-async def _run_tool(ctx: NodeContext) -> NodeResult:
-    """Call the Python tool registered under the node's tool name, if there is one."""
-    config: ToolConfig = ctx.config
-    tools = ctx.runtime.tools
-    getter = getattr(tools, "get", None)
-    tool = getter(config.tool_name) if callable(getter) and config.tool_name else None
-    if not callable(tool):
-        raise _fail(ctx)
-    arguments: dict[str, Any] = {}
-    for name, value in config.tool_configurations.items():
-        arguments[name] = value
-    for name, param in config.tool_parameters.items():
-        field = f"tool_parameters.{name}"
-        if not isinstance(param, ToolParameter):
-            param = ToolParameter(type="mixed" if isinstance(param, str) else "constant",
-                                  value=param)
-        if param.type == "variable":
-            arguments[name] = ctx.get(param.value, field=field)
-        elif param.type == "mixed" and isinstance(param.value, str):
-            arguments[name] = ctx.render(param.value)
-        else:
-            arguments[name] = param.value
-    try:
-        result = tool(**arguments)
-        if inspect.isawaitable(result):
-            result = await result
-    except NodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a user tool may raise anything
-        raise NodeError(f"tool '{config.tool_name}' failed: {exc}", field="tool_name",
-                        hint="check the tool's arguments") from None
-    if isinstance(result, Mapping):
-        outputs = {"text": "", "files": [], "json": [dict(result)], **result}
-    else:
-        outputs = {"text": "" if result is None else str(result), "files": [], "json": []}
-    return NodeResult(inputs=arguments, outputs=outputs)
-
-
 # -- knowledge retrieval --------------------------------------------------------------------
 
 
@@ -186,21 +118,6 @@ class KnowledgeRetrievalConfig(NodeConfig):
     multiple_retrieval_config: MultipleRetrievalConfig | None = None
 
 
-# -- agent ----------------------------------------------------------------------------------
-
-
-class AgentConfig(NodeConfig):
-    agent_strategy_provider_name: str = ""
-    agent_strategy_name: str | None = None
-    agent_parameters: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _strategy_named(self) -> AgentConfig:
-        # Agent v2 nodes bind a package instead of naming a strategy.
-        binding = (self.model_extra or {}).get("agent_binding")
-        if binding is None and not self.agent_strategy_name:
-            raise ValueError("agent_strategy_name is empty: the agent names no strategy")
-        return self
 
 
 def _unique(values: list[str], what: str) -> None:
@@ -261,10 +178,8 @@ class ParameterExtractorConfig(NodeConfig):
     parameters: list[ExtractorParameter] = Field(default_factory=list)
 
 
-_register("tool", _run_tool, config=ToolConfig)
 _register("knowledge-retrieval", config=KnowledgeRetrievalConfig, outputs=["result"],
           aliases=["knowledge-retrieval-v2"])
-_register("agent", config=AgentConfig)
 _register("document-extractor", outputs=["text"])
 _register("trigger-webhook", config=WebhookTriggerConfig, start=True)
 _register("trigger-schedule", config=ScheduleTriggerConfig, start=True)

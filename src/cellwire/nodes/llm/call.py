@@ -99,7 +99,8 @@ class Call:
 
 
 async def invoke(ctx: NodeContext, route: Route, request: ChatRequest, *, cache: bool = False,
-                 reasoning_format: str = "tagged", stream: bool = True) -> Call:
+                 reasoning_format: str = "tagged", stream: bool = True,
+                 final: bool = True) -> Call:
     """Call ``route`` with ``request`` for the node in ``ctx``: from the response cache
     (``runtime.cache``) when it is on (``cache``, or ``runtime.cache_all``) and holds the
     reply, else streamed from the provider (to the run's stream when ``stream``); usage
@@ -117,11 +118,13 @@ async def invoke(ctx: NodeContext, route: Route, request: ChatRequest, *, cache:
             latency = clock.monotonic() - t0
             if stream and cached.text:
                 await ctx.stream(cached.text, selector=(ctx.node.id, "text"))
-                await ctx.stream("", selector=(ctx.node.id, "text"), is_final=True)
+                if final:
+                    await ctx.stream("", selector=(ctx.node.id, "text"), is_final=True)
             priced = router.priced(route, cached.usage)
             return Call(route, cached, priced, latency, latency, cache_hit=True,
                         cost_saved=priced.cost.total)
-    response, ttft = await _call(ctx, route, request, reasoning_format, stream=stream)
+    response, ttft = await _call(ctx, route, request, reasoning_format, stream=stream,
+                                 final=final)
     latency = clock.monotonic() - t0
     if response.usage.estimated:
         # The server sent no usage: count it with the documented tokenizer, off the loop.
@@ -164,7 +167,7 @@ def route_for(ctx: NodeContext, model: ModelConfig) -> Route:
         raise node_error(exc, shown) from None
 
 async def _call(ctx: NodeContext, route: Route, request: ChatRequest, reasoning_format: str,
-                *, stream: bool = True) -> tuple[ChatResponse, float | None]:
+                *, stream: bool = True, final: bool = True) -> tuple[ChatResponse, float | None]:
     """Stream the reply (to the run's event stream when ``stream``) and collect it; returns
     it with the clock reading at its first piece."""
     selector = (ctx.node.id, "text")
@@ -196,7 +199,8 @@ async def _call(ctx: NodeContext, route: Route, request: ChatRequest, reasoning_
     if stream:
         if thinking:
             await ctx.stream("\n</think>\n", selector=selector)
-        await ctx.stream("", selector=selector, is_final=True)
+        if final:
+            await ctx.stream("", selector=selector, is_final=True)
     return accumulator.response(route.id, request.messages), first
 
 

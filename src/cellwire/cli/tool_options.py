@@ -1,0 +1,80 @@
+"""The ``--tools``, ``--mcp`` and ``--tool-map`` options of ``run``, ``validate``, ``import``
+and ``tools``, and loading what they name.
+
+A file or module named with ``--tools`` is the user's own code: it is imported into this
+process, as they asked. Its tools still get only the secrets granted with ``--secret``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from cellwire.cli.common import fail
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def tool_options(command: F) -> F:
+    """Add ``--tools``, ``--mcp`` and ``--tool-map`` to ``command``."""
+    command = click.option(
+        "--tool-map", "tool_map", type=click.Path(dir_okay=False), metavar="FILE",
+        help="A YAML/JSON mapping of Dify tools to registered ones, e.g. "
+             "'time/current_time: now' or 'web_search: acme/search'.")(command)
+    command = click.option(
+        "--mcp", "mcp_configs", multiple=True, type=click.Path(dir_okay=False),
+        metavar="CONFIG.json",
+        help="Tools of the MCP servers in CONFIG.json ({\"mcpServers\": {name: {command, "
+             "args} or {url}}}). Repeatable.")(command)
+    return click.option(
+        "--tools", "tool_sources", multiple=True, metavar="FILE.py|MODULE",
+        help="Register the tools (@cellwire.tool functions, a TOOLS list) of a Python file "
+             "or module; it runs in this process, as your own code. Repeatable.")(command)
+
+
+def load_cli_tools(sources: Sequence[str], mcp_configs: Sequence[str],
+                   tool_map: str | None) -> dict[str, str]:
+    """Register the tools of ``sources`` and the MCP servers of ``mcp_configs`` for this
+    process; return the renames of ``tool_map``. Exit 2 naming what could not be loaded."""
+    from cellwire.services.tools import (
+        MCPConfigError,
+        ToolError,
+        ToolLoadError,
+        default_registry,
+        load_mcp_config,
+        load_renames,
+        load_tools,
+    )
+
+    registry = default_registry()
+    for source in sources:
+        try:
+            registry.extend(load_tools(source))
+        except ToolLoadError as exc:
+            fail([f"error: {exc}"])
+    for config in mcp_configs:
+        try:
+            for server in load_mcp_config(config):
+                registry.extend(server.tools())
+        except (MCPConfigError, ToolError) as exc:
+            fail([f"error: --mcp {config}: {exc}" + (
+                f" (fix: {exc.hint})" if isinstance(exc, ToolError) and exc.hint else "")])
+    if tool_map is None:
+        return {}
+    try:
+        renames = load_renames(tool_map)
+    except ValueError as exc:
+        fail([f"error: --tool-map {exc}"])
+    registry.renames.update(renames)
+    return renames
+
+
+def tool_secrets() -> set[str]:
+    """The secrets the registered tools may read (what ``--secret`` may grant them)."""
+    from cellwire.services.tools import default_registry
+
+    return {name for tool in default_registry() for name in tool.secrets}
+
+

@@ -1,0 +1,5 @@
+"""The agent node (Dify's default strategies: function calling and ReAct)."""
+
+from .node import run
+
+__all__ = ["run"]
