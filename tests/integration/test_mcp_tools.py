@@ -46,8 +46,28 @@ def http_server():
         process.wait(10)
 
 
+#: Servers a test opened sessions of on the runner's loop (which outlives the test).
+_opened: list[MCPServer] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sessions():
+    """Each test closes the MCP sessions its runs opened: left open, their connections are
+    reclaimed unclosed by the garbage collector in some later test."""
+    yield
+    from cellwire.runner import background
+
+    while _opened:
+        background.call(_opened.pop().aclose())
+
+
+def opened(server: MCPServer) -> MCPServer:
+    _opened.append(server)
+    return server
+
+
 def stdio() -> MCPServer:
-    return MCPServer("weather", command=sys.executable, args=[SERVER])
+    return opened(MCPServer("weather", command=sys.executable, args=[SERVER]))
 
 
 def tool_workflow(tool: str, **parameters) -> cellwire.Workflow:
@@ -97,7 +117,7 @@ def test_a_failing_mcp_tool_fails_its_node_with_the_servers_message():
 
 
 def test_streamable_http_server_with_headers(http_server):
-    server = MCPServer("weather", url=http_server, headers={"X-Token": "tok-5678"})
+    server = opened(MCPServer("weather", url=http_server, headers={"X-Token": "tok-5678"}))
     registry = ToolRegistry(server.tools())
     wf = tool_workflow("forecast", city={"type": "mixed", "value": "{{#start.city#}}"})
     result = wf.run({"city": "Rome"}, runtime=cellwire.Runtime(tools=registry), store=False)

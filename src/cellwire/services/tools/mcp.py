@@ -68,21 +68,24 @@ class MCPServer:
 
     # -- sessions ------------------------------------------------------------------------------
 
-    def _client(self) -> Any:
+    def _client(self) -> tuple[Any, Any]:
+        """An MCP client for this server, and the HTTP client it was given (None when it made
+        its own): the SDK leaves a given HTTP client open, so its session closes it."""
         from mcp import Client
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
         if self.command:
             params = StdioServerParameters(command=self.command, args=self.args, env=self.env,
                                            cwd=self.cwd)
-            return Client(stdio_client(params, errlog=_errlog()), mode="legacy")
+            return Client(stdio_client(params, errlog=_errlog()), mode="legacy"), None
         if self.headers:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
             http = httpx2.AsyncClient(headers=self.headers, timeout=self.timeout)
-            return Client(streamable_http_client(str(self.url), http_client=http), mode="legacy")
-        return Client(str(self.url), mode="legacy")
+            return (Client(streamable_http_client(str(self.url), http_client=http),
+                           mode="legacy"), http)
+        return Client(str(self.url), mode="legacy"), None
 
     def _session(self) -> _Session:
         loop = asyncio.get_running_loop()
@@ -169,11 +172,14 @@ class _Session:
     async def _serve(self) -> None:
         server = self.server
         pending: list[asyncio.Future[Any]] = []
+        opening, http = server._client()
         try:
             async with asyncio.timeout(server.timeout):
-                client = await server._client().__aenter__()
+                client = await opening.__aenter__()
         except BaseException as exc:  # noqa: BLE001 - every caller hears why
             self.closed = True
+            if http is not None:
+                await http.aclose()
             error = _start_error(server, exc)
             while not self.queue.empty():
                 item = self.queue.get_nowait()
@@ -208,6 +214,8 @@ class _Session:
                 await client.__aexit__(None, None, None)
             except Exception:  # noqa: BLE001, S110 - the server is gone either way
                 pass
+            if http is not None:
+                await http.aclose()
 
     def _fail_later(self, error: Exception) -> None:
         # Requests queued after the failure hear it too.
