@@ -1,6 +1,6 @@
 """Dify node types that need something cellwire does not have here.
 
-Tools from Dify's providers, knowledge bases by dataset id, agent strategies, triggers and
+Tools from Dify's providers, agent strategies, triggers and
 RAG-pipeline nodes keep their config so a workflow imports, validates and exports unchanged;
 running one fails at that node with a message saying what it needs and how to supply it.
 A ``tool`` node runs when a Python tool of its name is registered in ``runtime.tools``.
@@ -24,19 +24,10 @@ NEEDS: dict[str, tuple[str, str]] = {
         ("register a Python tool named '{tool_name}' in runtime.tools (cellwire tools), or "
         "replace the node with a code or http-request node"),
     ),
-    "knowledge-retrieval": (
-        "Dify knowledge bases (dataset ids {dataset_ids})",
-        ("create a cellwire knowledge base for each dataset id and map the id to it, or "
-        "replace the node with a code node that returns 'result'"),
-    ),
     "agent": (
         ("the Dify agent strategy '{agent_strategy_provider_name}/{agent_strategy_name}' "
         "(a marketplace plugin)"),
         "replace the node with an llm node (with tools) or a code node",
-    ),
-    "document-extractor": (
-        "Dify's file storage to extract text from uploaded documents",
-        "pass the document's text as a start input, or replace the node with a code node",
     ),
     "human-input": (
         "a person to fill in a form in Dify's web app",
@@ -175,21 +166,6 @@ async def _run_tool(ctx: NodeContext) -> NodeResult:
     return NodeResult(inputs=arguments, outputs=outputs)
 
 
-# -- knowledge retrieval --------------------------------------------------------------------
-
-
-class MultipleRetrievalConfig(NodeConfig):
-    top_k: int | None = Field(None, ge=1)
-    score_threshold: float | None = None
-
-
-class KnowledgeRetrievalConfig(NodeConfig):
-    query_variable_selector: list[str] | None = None
-    dataset_ids: list[str] = Field(default_factory=list)
-    retrieval_mode: Literal["single", "multiple"] = "multiple"
-    multiple_retrieval_config: MultipleRetrievalConfig | None = None
-
-
 # -- agent ----------------------------------------------------------------------------------
 
 
@@ -295,10 +271,7 @@ class ParameterExtractorConfig(NodeConfig):
 
 
 _register("tool", _run_tool, config=ToolConfig)
-_register("knowledge-retrieval", config=KnowledgeRetrievalConfig, outputs=["result"],
-          aliases=["knowledge-retrieval-v2"])
 _register("agent", config=AgentConfig)
-_register("document-extractor", outputs=["text"])
 _register("human-input", config=HumanInputConfig,
           handles=lambda c: [*(a.id for a in c.user_actions), "__timeout"],
           outputs=lambda c: [*(i.output_variable_name for i in c.inputs), "__action_id",
