@@ -7,6 +7,7 @@ failed, 2 the file or the command line is not valid, 3 the run ran but could not
 a module of its own that adds itself to the group when imported here.
 """
 
+from cellwire.cli import kb as _kb  # noqa: F401 - registers `cellwire kb`
 from cellwire.cli.app import cli, main
 
 __all__ = ["cli", "main"]
