@@ -16,15 +16,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from knowledge_corpus import write_corpus  # noqa: E402
-from llm_server import embedding_of, llm_server  # noqa: E402
+from llm_server import embedding_of, llm_server
 
-from cellwire.engine.events import NodeSucceeded  # noqa: E402
-from cellwire.formats import load  # noqa: E402
-from cellwire.runner import Runner  # noqa: E402
-from cellwire.services.knowledge import Knowledge  # noqa: E402
-from cellwire.services.llm import LLMRouter  # noqa: E402
-from cellwire.services.llm.openai import OpenAIProvider  # noqa: E402
+from cellwire.engine.events import NodeSucceeded
+from cellwire.formats import load
+from cellwire.runner import Runner
+from cellwire.services.knowledge import Knowledge
+from cellwire.services.llm import LLMRouter
+from cellwire.services.llm.openai import OpenAIProvider
+from knowledge_corpus import write_corpus
 
 CORPUS = Path("/work/shared/corpora/dify-dsl")
 CHATBOT = CORPUS / "langgenius__dify" / "recommended_apps__Knowledge_Retrieval_Chatbot__e9870913.yml"

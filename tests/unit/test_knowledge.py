@@ -13,9 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knowledge_corpus import write_corpus  # noqa: E402
-
-from cellwire.services.knowledge import (  # noqa: E402
+from cellwire.services.knowledge import (
     ChunkRule,
     ExtractionError,
     HashEmbedder,
@@ -24,6 +22,7 @@ from cellwire.services.knowledge import (  # noqa: E402
     clean,
     extract_text,
 )
+from knowledge_corpus import write_corpus
 
 
 class CountingEmbedder(HashEmbedder):
@@ -196,7 +195,7 @@ def test_metadata_filters_limit_documents(knowledge: Knowledge):
     base = knowledge.create("filtered")
     run(base.add_text("a", "shared words about tea", metadata={"team": "red", "year": 2020}))
     run(base.add_text("b", "shared words about coffee", metadata={"team": "blue", "year": 2024}))
-    names = lambda hits: sorted(h.document_name for h in hits)  # noqa: E731
+    names = lambda hits: sorted(h.document_name for h in hits)
     assert names(run(base.search("shared words"))) == ["a", "b"]
     only_blue = {"conditions": [{"name": "team", "comparison_operator": "is",
                                  "value": "blue"}]}

@@ -123,7 +123,7 @@ def search(name: str, query: str, mode: str | None, top_k: int,
 
     base = _base(name)
     try:
-        hits = asyncio.run(base.search(query, mode=mode, top_k=top_k,  # type: ignore[arg-type]
+        hits = asyncio.run(base.search(query, mode=mode, top_k=top_k,
                                        score_threshold=score_threshold))
     except (ValueError, EmbeddingUnavailable, RuntimeError) as exc:
         fail([f"error: {exc}"], EXIT_FAILED)
