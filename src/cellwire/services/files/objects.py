@@ -151,10 +151,11 @@ async def _fetch(url: str, http: HTTPService | None, network: NetworkGuard | Non
 
 
 def file_object(value: Any, files: FilePolicy | None) -> Any:
-    """A start input given for a file variable, as a Dify file object: a URL or a local path
-    becomes one (its size read only when the run may read the file); anything else stays."""
-    if not isinstance(value, str) or not value:
-        return value
+    """A start input given for a file variable, as a Dify file object: an http(s) URL or a
+    local path becomes one (its size read only when the run may read the file); file
+    objects and ``data:`` URLs stay as they are."""
+    if not isinstance(value, str) or not value or value.startswith("data:"):
+        return value  # a data: URL carries its bytes and stays as it is
     if value.startswith(("http://", "https://")):
         return remote_file(value)
     path = Path(value).expanduser()
@@ -167,7 +168,11 @@ def file_object(value: Any, files: FilePolicy | None) -> Any:
             size = files.check(path).stat().st_size
         except (FileAccessDenied, OSError):
             size = -1
-    return {"dify_model_identity": DIFY_FILE, "id": None, "type": file_kind(ext),
+    # A path of no known kind keeps type None: a node decides by its content (vision sniffs
+    # an image's first bytes), as it did with the bare path.
+    kind = file_kind(ext)
+    return {"dify_model_identity": DIFY_FILE, "id": None,
+            "type": None if kind == "custom" else kind,
             "transfer_method": "local_file", "remote_url": None, "url": None,
             "related_id": uuid.uuid5(uuid.NAMESPACE_URL, str(path)).hex,
             "filename": path.name, "extension": ext,

@@ -92,6 +92,16 @@ class KnowledgeBase:
         import lancedb
 
         self._db = lancedb.connect(str(folder / "lance"))
+        # Open tables and the documents' metadata, kept between searches; a write of this
+        # object drops them (another process's writes are seen after reopen()).
+        self._tables: dict[str, Any] = {}
+        self._docs: list[dict[str, Any]] | None = None
+        self._rule: ChunkRule | None = None
+
+    def reopen(self) -> None:
+        """Forget open tables and cached metadata: see what other processes wrote since."""
+        self._tables.clear()
+        self._docs = None
 
     # -- what it is -------------------------------------------------------------------------
 
@@ -110,24 +120,31 @@ class KnowledgeBase:
 
     @property
     def rule(self) -> ChunkRule:
-        return ChunkRule.model_validate(self.meta.get("rule") or {})
+        if self._rule is None:
+            self._rule = ChunkRule.model_validate(self.meta.get("rule") or {})
+        return self._rule
 
     def _table(self, name: str) -> Any | None:
-        try:
-            return self._db.open_table(name)
-        except (FileNotFoundError, ValueError):
-            return None
+        table = self._tables.get(name)
+        if table is None:
+            try:
+                table = self._tables[name] = self._db.open_table(name)
+            except (FileNotFoundError, ValueError):
+                return None
+        return table
 
     def documents(self) -> list[dict[str, Any]]:
         """The documents, oldest first, each with its metadata (Dify's built-in fields:
         document_name, source, upload_date, plus what was given when it was added)."""
-        table = self._table("documents")
-        if table is None:
-            return []
-        rows = table.to_arrow().to_pylist()
-        for row in rows:
-            row["metadata"] = json.loads(row["metadata"])
-        return sorted(rows, key=lambda r: r["added"])
+        if self._docs is None:
+            table = self._table("documents")
+            if table is None:
+                return []
+            rows = table.to_arrow().to_pylist()
+            for row in rows:
+                row["metadata"] = json.loads(row["metadata"])
+            self._docs = sorted(rows, key=lambda r: r["added"])
+        return [dict(row) for row in self._docs]
 
     def describe(self) -> dict[str, Any]:
         """Id, name, embedding model, chunk rule, document and chunk counts."""
@@ -267,7 +284,7 @@ class KnowledgeBase:
                         schema=schema)
         table = self._table("embeddings")
         if table is None:
-            self._db.create_table("embeddings", data=data)
+            self._tables["embeddings"] = self._db.create_table("embeddings", data=data)
         else:
             table.add(data)
 
@@ -277,6 +294,7 @@ class KnowledgeBase:
 
         chunks = self._table("chunks")
         documents = self._table("documents")
+        self._docs = None
         if drop:
             where = f"document_id IN ({', '.join(_sql(d) for d in drop)})"
             if chunks is not None:
@@ -286,7 +304,7 @@ class KnowledgeBase:
         if rows:
             data = self._chunk_table(rows)
             if chunks is None:
-                chunks = self._db.create_table("chunks", data=data)
+                chunks = self._tables["chunks"] = self._db.create_table("chunks", data=data)
             else:
                 chunks.add(data)
         if docs:
@@ -295,7 +313,7 @@ class KnowledgeBase:
                 ("hash", pa.string()), ("metadata", pa.string()), ("chunks", pa.int64()),
                 ("added", pa.float64())]))
             if documents is None:
-                self._db.create_table("documents", data=doc_data)
+                self._tables["documents"] = self._db.create_table("documents", data=doc_data)
             else:
                 documents.add(doc_data)
         if chunks is not None and (rows or drop):
@@ -458,7 +476,8 @@ class KnowledgeBase:
             hits = [hit for hit in hits if hit.score >= score_threshold]
         hits = hits[:top_k]
         if hits:
-            docs = {d["document_id"]: d["metadata"] for d in self.documents()}
+            self.documents()  # loads the cache
+            docs = {d["document_id"]: d["metadata"] for d in self._docs or []}
             for hit in hits:
                 hit.metadata = dict(docs.get(hit.document_id, {}))
         return hits
