@@ -157,7 +157,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--dims", type=int, default=384)
+    parser.add_argument("--dims", type=int, default=768)
     parser.add_argument("--top-k", type=int, default=4)
     args = parser.parse_args()
     asyncio.run(main(args.chunks, args.queries, args.dims, args.top_k))

@@ -7,7 +7,6 @@ Exit codes: 0 done, 1 the knowledge base or a file could not be used, 2 bad comm
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import click
 
 from cellwire.cli.app import cli
 from cellwire.cli.common import EXIT_FAILED, fail
+from cellwire.services.knowledge.base import run_sync
 
 
 def _knowledge() -> Any:
@@ -99,7 +99,7 @@ def add(name: str, files: tuple[Path, ...], meta: tuple[str, ...], quiet: bool) 
         metadata[key] = value
     base = _base(name)
     try:
-        report = asyncio.run(base.add_files(files, metadata=metadata, progress=not quiet))
+        report = run_sync(base.add_files(files, metadata=metadata, progress=not quiet))
     except (ExtractionError, EmbeddingUnavailable, OSError, RuntimeError) as exc:
         fail([f"error: {exc}"], EXIT_FAILED)
     click.echo(f"{base.name}: {len(report.added)} added, {len(report.replaced)} replaced, "
@@ -123,7 +123,7 @@ def search(name: str, query: str, mode: str | None, top_k: int,
 
     base = _base(name)
     try:
-        hits = asyncio.run(base.search(query, mode=mode, top_k=top_k,
+        hits = run_sync(base.search(query, mode=mode, top_k=top_k,
                                        score_threshold=score_threshold))
     except (ValueError, EmbeddingUnavailable, RuntimeError) as exc:
         fail([f"error: {exc}"], EXIT_FAILED)

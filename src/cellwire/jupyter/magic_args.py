@@ -13,7 +13,7 @@ from collections.abc import Callable
 from IPython.core.error import UsageError
 
 SUBCOMMANDS = ("list", "show", "run", "map", "stop", "runs", "trace", "costs", "latency", "export",
-               "import", "delete", "help")
+               "import", "delete", "kb", "help")
 
 
 class Parser(argparse.ArgumentParser):

@@ -16,10 +16,11 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -30,12 +31,14 @@ from .filters import Conditions, allowed
 from .fusion import RRF_K, keyword_scores, rrf, weighted
 
 Mode = Literal["fulltext", "vector", "hybrid"]
+T = TypeVar("T")
 META = "kb.json"
 #: Texts sent to the embedding model in one request.
 EMBED_BATCH = 64
 #: Rows from which a vector index (IVF + HNSW) is built; below, search is exact.
 ANN_MIN_ROWS = 10_000
-_DOC_COLUMNS = ("document_id", "name", "source", "hash", "metadata", "chunks", "added")
+_COLUMNS = ["id", "document_id", "document_name", "source", "position", "content", "parent",
+            "parent_index"]
 
 
 @dataclass
@@ -332,16 +335,25 @@ class KnowledgeBase:
         return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
     def _index(self, chunks: Any) -> None:
+        """Keep the indexes current: the full-text index made once, the vector index built
+        from ``ANN_MIN_ROWS`` rows and rebuilt when the table has doubled since (its
+        partitions fit the size); new rows are merged into existing indexes (``optimize``,
+        which also compacts the table's files). Unindexed rows would be searched
+        exhaustively."""
         from lancedb.index import FTS
 
-        chunks.create_index("content", config=FTS(), replace=True)
+        names = {index.name for index in chunks.list_indices()}
+        if "content_idx" not in names:
+            chunks.create_index("content", config=FTS(), replace=True)
         rows = chunks.count_rows()
         indexed = int(self.meta.get("vector_indexed_rows", 0))
-        if self.embedding and rows >= ANN_MIN_ROWS and rows >= 1.5 * indexed:
+        if self.embedding and rows >= ANN_MIN_ROWS and rows >= 2 * indexed:
             chunks.create_index(metric="cosine", vector_column_name="vector",
                                 index_type="IVF_HNSW_SQ", replace=True)
             self.meta["vector_indexed_rows"] = rows
             self._save_meta()
+        if "content_idx" in names:
+            chunks.optimize()
 
     def remove(self, source_or_name: str) -> bool:
         """Remove a document (by source path or name) and its chunks; False if absent."""
@@ -392,41 +404,47 @@ class KnowledgeBase:
         if mode != "fulltext":
             assert self._embedder is not None
             vector = np.asarray((await self._embedder.embed([query]))[0], dtype=np.float32)
-        return await asyncio.to_thread(
-            self._search, chunks, query, vector, mode, wanted, top_k, score_threshold, where,
-            fusion, vector_weight, keyword_weight, hierarchical)
+        # Full-text and vector queries run side by side (each waits on LanceDB, not Python).
+        text_rows, vector_rows = await asyncio.gather(
+            asyncio.to_thread(self._fulltext, chunks, query, wanted, where)
+            if mode in ("fulltext", "hybrid") else _nothing(),
+            asyncio.to_thread(self._nearest, chunks, vector, wanted, where)
+            if vector is not None else _nothing())
+        return self._rank(query, text_rows, vector_rows, mode, top_k, score_threshold, fusion,
+                          vector_weight, keyword_weight, hierarchical)
 
-    def _search(self, chunks: Any, query: str, vector: np.ndarray | None, mode: Mode,
-                wanted: int, top_k: int, score_threshold: float | None, where: str | None,
-                fusion: str, vector_weight: float, keyword_weight: float,
-                hierarchical: bool) -> list[Hit]:
-        columns = ["id", "document_id", "document_name", "source", "position", "content",
-                   "parent", "parent_index"]
+    def _fulltext(self, chunks: Any, query: str, wanted: int,
+                  where: str | None) -> list[dict[str, Any]]:
+        request = chunks.search(query, query_type="fts").select([*_COLUMNS, "_score"])
+        if where:
+            request = request.where(where, prefilter=True)
+        rows: list[dict[str, Any]] = request.limit(wanted).to_list()
+        return rows
+
+    def _nearest(self, chunks: Any, vector: np.ndarray, wanted: int,
+                 where: str | None) -> list[dict[str, Any]]:
+        request = (chunks.search(vector, vector_column_name="vector").metric("cosine")
+                   .select([*_COLUMNS, "_distance"]))
+        if self.meta.get("vector_indexed_rows"):
+            # Distances re-computed on the full vectors of 2x the candidates: scores are exact
+            # cosines, not those of the quantized index.
+            request = request.nprobes(20).refine_factor(2)
+        if where:
+            request = request.where(where, prefilter=True)
+        rows: list[dict[str, Any]] = request.limit(wanted).to_list()
+        return rows
+
+    def _rank(self, query: str, text_rows: list[dict[str, Any]],
+              vector_rows: list[dict[str, Any]], mode: Mode, top_k: int,
+              score_threshold: float | None, fusion: str, vector_weight: float,
+              keyword_weight: float, hierarchical: bool) -> list[Hit]:
         rows: dict[str, dict[str, Any]] = {}
-        text_ranked: list[str] = []
-        bm25: dict[str, float] = {}
-        if mode in ("fulltext", "hybrid"):
-            request = (chunks.search(query, query_type="fts").select([*columns, "_score"])
-                       .limit(wanted))
-            if where:
-                request = request.where(where, prefilter=True)
-            for row in request.to_list():
-                rows[row["id"]] = row
-                text_ranked.append(row["id"])
-                bm25[row["id"]] = float(row["_score"])
-        vector_ranked: list[str] = []
-        cosine: dict[str, float] = {}
-        if vector is not None:
-            request = (chunks.search(vector, vector_column_name="vector").metric("cosine")
-                       .select([*columns, "_distance"]).limit(wanted))
-            if self.meta.get("vector_indexed_rows"):
-                request = request.nprobes(20).refine_factor(5)
-            if where:
-                request = request.where(where, prefilter=True)
-            for row in request.to_list():
-                rows.setdefault(row["id"], row)
-                vector_ranked.append(row["id"])
-                cosine[row["id"]] = 1.0 - float(row["_distance"])
+        text_ranked = [row["id"] for row in text_rows]
+        bm25 = {row["id"]: float(row["_score"]) for row in text_rows}
+        vector_ranked = [row["id"] for row in vector_rows]
+        cosine = {row["id"]: 1.0 - float(row["_distance"]) for row in vector_rows}
+        for row in (*text_rows, *vector_rows):
+            rows.setdefault(row["id"], row)
         scores: dict[str, dict[str, float]] = {key: {} for key in rows}
         for key, value in bm25.items():
             scores[key]["fulltext"] = value
@@ -483,6 +501,10 @@ class KnowledgeBase:
         return hits
 
 
+async def _nothing() -> list[dict[str, Any]]:
+    return []
+
+
 def _hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -492,3 +514,14 @@ def hits_as_json(hits: Sequence[Hit]) -> list[dict[str, Any]]:
     return [{"content": h.content, "score": h.score, "source": h.source,
              "document": h.document_name, "position": h.position, "scores": h.scores,
              **({"child_chunks": h.child_chunks} if h.child_chunks else {})} for h in hits]
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end from synchronous code, also where an event loop already runs
+    in this thread (a notebook's kernel): then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
