@@ -78,18 +78,18 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[int(0.95 * (len(ordered) - 1))]
 
 
-async def main(chunks: int, queries: int, dims: int, top_k: int) -> None:
+async def main(chunks: int, queries: int, dims: int, top_k: int, keep: str | None) -> None:
     rng = np.random.default_rng(1)
     documents, paragraphs = corpus(chunks, rng)
     embedder = ProjectedBagOfWords(dims)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = keep or scratch
         knowledge = Knowledge(Path(folder))
         rule = ChunkRule(mode="custom", segmentation={"separator": "\\n\\n", "max_tokens": 1000})
         base = knowledge.create("bench", embedding="hash", rule=rule)
         base._embedder = embedder  # the benchmark's dense embedding in place of 'hash'
         t0 = time.perf_counter()
-        for start in range(0, len(documents), 100):
-            await base.add_text(f"batch-{start}", "\n\n".join(documents[start:start + 100]))
+        await base.add_texts({f"doc-{i}": text for i, text in enumerate(documents)})
         ingest = time.perf_counter() - t0
         stored = base.describe()["chunks"]
         print(f"ingest: {stored} chunks in {ingest:.1f} s = {stored / ingest:,.0f} chunks/s "
@@ -159,5 +159,6 @@ if __name__ == "__main__":
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--dims", type=int, default=768)
     parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--keep", metavar="FOLDER", help="build the base here and keep it")
     args = parser.parse_args()
-    asyncio.run(main(args.chunks, args.queries, args.dims, args.top_k))
+    asyncio.run(main(args.chunks, args.queries, args.dims, args.top_k, args.keep))

@@ -174,3 +174,34 @@ def test_vector_search_through_an_openai_compatible_embeddings_endpoint(tmp_path
         assert sorted(r["vector"] for r in stored) == sorted(
             embedding_of(t) for t in ("tiny note", ("a much longer note with many more words "
                                                     * 3).strip()))
+
+
+def test_file_list_through_list_operator_into_the_document_extractor(tmp_path: Path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = write_corpus(tmp_path / "docs")
+    from cellwire.model import Workflow
+
+    wf = Workflow("files")
+    wf.add_node("start", "start", variables=[{"variable": "docs", "type": "file-list"}])
+    wf.add_node("pick", "list-operator", after="start", variable=["start", "docs"],
+                filter_by={"enabled": True, "conditions": [
+                    {"key": "extension", "comparison_operator": "in",
+                     "value": [".pdf", ".docx"]}]},
+                order_by={"enabled": True, "key": "name", "value": "asc"})
+    wf.add_node("read", "document-extractor", after="pick",
+                variable_selector=["pick", "result"], is_array_file=True)
+    wf.add_node("end", "end", after="read", outputs=[
+        {"variable": "texts", "value_selector": ["read", "text"]},
+        {"variable": "names", "value_selector": ["pick", "result"]}])
+    paths = [str(files[k]) for k in ("txt", "pdf", "docx", "csv")]
+    result = Runner(store=False).run(wf, {"docs": paths})
+    assert result.ok, result.error
+    # Start made Dify file objects of the paths; the list operator kept two by extension
+    # and ordered them by name; the extractor gave one text per file.
+    assert [f["filename"] for f in result.outputs["names"]] == ["nebula.pdf",
+                                                                "rainforest.docx"]
+    assert all(f["transfer_method"] == "local_file" and f["type"] == "document"
+               and f["size"] > 0 for f in result.outputs["names"])
+    texts = result.outputs["texts"]
+    assert len(texts) == 2 and "interstellar" in texts[0] and "canopy" in texts[1]

@@ -187,6 +187,13 @@ class KnowledgeBase:
         return await self._add([(name, source or name, text, _hash(text))], metadata or {},
                                progress)
 
+    async def add_texts(self, documents: Mapping[str, str], *,
+                        metadata: Mapping[str, Any] | None = None,
+                        progress: bool = False) -> AddReport:
+        """Add many texts at once, ``{name: text}``: one write and one index update."""
+        return await self._add([(name, name, text, _hash(text))
+                                for name, text in documents.items()], metadata or {}, progress)
+
     async def _add(self, items: list[tuple[str, str, str, str]], metadata: Mapping[str, Any],
                    progress: bool) -> AddReport:
         report = AddReport()
