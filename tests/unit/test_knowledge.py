@@ -283,3 +283,17 @@ def test_minilm_embedding_where_installed(knowledge: Knowledge):
     run(base.add_text("a", "The cat sat on the mat."))
     run(base.add_text("b", "Stock markets fell sharply today."))
     assert run(base.search("a kitten resting", mode="vector", top_k=1))[0].document_name == "a"
+
+
+def test_an_unusable_embedding_model_fails_at_use_with_its_name(knowledge: Knowledge):
+    from cellwire.services.knowledge import EmbeddingUnavailable
+    from cellwire.services.llm import LLMRouter
+
+    knowledge.router = LLMRouter()  # no providers at all
+    base = knowledge.create("remote", embedding="nowhere/embed-1")
+    assert [b.name for b in knowledge.list()] == ["remote"]  # listing never embeds
+    with pytest.raises(EmbeddingUnavailable, match="'nowhere/embed-1'.*no provider is config"):
+        run(base.add_text("a", "some text"))
+    assert base.describe()["documents"] == 0  # nothing half-written
+    with pytest.raises(EmbeddingUnavailable, match="hash or hash-<dims>"):
+        knowledge.create("bad", embedding="hash-x")

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from .chunking import ChunkRule, chunk_text
-from .embeddings import Embedder
+from .embeddings import Embedder, embedder_for
 from .extract import extract_text, mime_type_of
 from .filters import Conditions, allowed
 from .fusion import RRF_K, keyword_scores, rrf, weighted
@@ -85,10 +85,13 @@ def _hash(text: str) -> str:
 class KnowledgeBase:
     """A knowledge base in ``folder`` (made by :class:`~.service.Knowledge`)."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], embedder: Embedder | None):
+    def __init__(self, folder: Path, meta: dict[str, Any], embedder: Embedder | None = None,
+                 *, router: Any = None):
         self.folder = folder
         self.meta = meta
+        # Resolved when first needed: listing bases never fails on a model that is missing.
         self._embedder = embedder
+        self._router = router
         # LanceDB logs from Rust; its warnings (a table made on first write) are not the
         # user's. Imported here: it takes a second, which a run without retrieval never pays.
         os.environ.setdefault("LANCE_LOG", "error")
@@ -230,14 +233,23 @@ class KnowledgeBase:
                              "parent": chunk.parent or "",
                              "parent_index": -1 if chunk.parent_index is None
                              else chunk.parent_index})
-        if rows and self._embedder is not None:
+        if rows and self.embedding:
             report.embedded = await self._embed_rows(rows, progress)
         await asyncio.to_thread(self._write, drop, new_docs, rows)
         report.chunks = len(rows)
         return report
 
+    def embedder(self) -> Embedder:
+        """The embedding function of the base's model (raises when it has none, or the
+        model cannot be used here)."""
+        if self._embedder is None:
+            if not self.embedding:
+                raise ValueError(f"knowledge base {self.name!r} has no embedding model")
+            self._embedder = embedder_for(self.embedding, self._router)
+        return self._embedder
+
     async def _embed_rows(self, rows: list[dict[str, Any]], progress: bool) -> int:
-        assert self._embedder is not None
+        embedder = self.embedder()
         cache = await asyncio.to_thread(self._cached, {r["content_hash"] for r in rows})
         missing: dict[str, str] = {}
         for row in rows:
@@ -254,9 +266,9 @@ class KnowledgeBase:
         try:
             for start in range(0, len(todo), EMBED_BATCH):
                 batch = todo[start:start + EMBED_BATCH]
-                vectors = await self._embedder.embed([text for _, text in batch])
+                vectors = await embedder.embed([text for _, text in batch])
                 if len(vectors) != len(batch):
-                    raise RuntimeError(f"embedding model {self._embedder.name!r} returned "
+                    raise RuntimeError(f"embedding model {embedder.name!r} returned "
                                        f"{len(vectors)} vectors for {len(batch)} texts")
                 fresh.update(zip((key for key, _ in batch), vectors, strict=True))
                 if bar is not None:
@@ -388,7 +400,7 @@ class KnowledgeBase:
         conditions on the documents. Hits under ``score_threshold`` are dropped.
         """
         mode = mode or ("hybrid" if self.embedding else "fulltext")
-        if mode != "fulltext" and self._embedder is None:
+        if mode != "fulltext" and not self.embedding:
             raise ValueError(f"knowledge base {self.name!r} has no embedding model, so "
                              f"{mode} search cannot run; use mode 'fulltext', or recreate it "
                              "with an embedding model (cellwire kb create NAME --embedding ...)")
@@ -409,8 +421,7 @@ class KnowledgeBase:
         wanted = max(top_k * 4, 20) if (mode == "hybrid" or hierarchical) else top_k
         vector = None
         if mode != "fulltext":
-            assert self._embedder is not None
-            vector = np.asarray((await self._embedder.embed([query]))[0], dtype=np.float32)
+            vector = np.asarray((await self.embedder().embed([query]))[0], dtype=np.float32)
         # Full-text and vector queries run side by side (each waits on LanceDB, not Python).
         text_rows, vector_rows = await asyncio.gather(
             asyncio.to_thread(self._fulltext, chunks, query, wanted, where)

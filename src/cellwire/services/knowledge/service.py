@@ -109,9 +109,7 @@ class Knowledge:
         shutil.rmtree(base.folder)
 
     def _open(self, folder: Path, meta: dict[str, Any]) -> KnowledgeBase:
-        embedding = meta.get("embedding")
-        embedder = embedder_for(embedding, self.router) if embedding else None
-        return KnowledgeBase(folder, meta, embedder)
+        return KnowledgeBase(folder, meta, router=self.router)
 
     # -- the run's service --------------------------------------------------------------------
 
