@@ -48,12 +48,12 @@ class ProjectedBagOfWords:
         self.matrix /= np.sqrt(dims)
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
-        counts = np.zeros((len(texts), BUCKETS), dtype=np.float32)
+        dense = np.zeros((len(texts), self.matrix.shape[1]), dtype=np.float32)
         for row, text in enumerate(texts):
-            for word in text.split():
-                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
-                counts[row, int.from_bytes(digest, "little") % BUCKETS] += 1.0
-        dense = counts @ self.matrix
+            buckets = [int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(),
+                                      "little") % BUCKETS for word in text.split()]
+            if buckets:  # the sparse count vector times the matrix: a sum of its rows
+                dense[row] = self.matrix[buckets].sum(axis=0)
         dense /= np.linalg.norm(dense, axis=1, keepdims=True) + 1e-12
         return dense
 

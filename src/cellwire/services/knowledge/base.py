@@ -102,12 +102,13 @@ class KnowledgeBase:
         # object drops them (another process's writes are seen after reopen()).
         self._tables: dict[str, Any] = {}
         self._docs: list[dict[str, Any]] | None = None
+        self._meta_by_id: dict[str, dict[str, Any]] | None = None
         self._rule: ChunkRule | None = None
 
     def reopen(self) -> None:
         """Forget open tables and cached metadata: see what other processes wrote since."""
         self._tables.clear()
-        self._docs = None
+        self._docs = self._meta_by_id = None
 
     # -- what it is -------------------------------------------------------------------------
 
@@ -151,6 +152,12 @@ class KnowledgeBase:
                 row["metadata"] = json.loads(row["metadata"])
             self._docs = sorted(rows, key=lambda r: r["added"])
         return [dict(row) for row in self._docs]
+
+    def _metadata(self) -> dict[str, dict[str, Any]]:
+        """Each document's metadata by id (cached with the documents)."""
+        if self._meta_by_id is None:
+            self._meta_by_id = {d["document_id"]: d["metadata"] for d in self.documents()}
+        return self._meta_by_id
 
     def describe(self) -> dict[str, Any]:
         """Id, name, embedding model, chunk rule, document and chunk counts."""
@@ -316,7 +323,7 @@ class KnowledgeBase:
 
         chunks = self._table("chunks")
         documents = self._table("documents")
-        self._docs = None
+        self._docs = self._meta_by_id = None
         if drop:
             where = f"document_id IN ({', '.join(_sql(d) for d in drop)})"
             if chunks is not None:
@@ -418,18 +425,23 @@ class KnowledgeBase:
                     return []
                 where = f"document_id IN ({', '.join(_sql(i) for i in ids)})"
         hierarchical = self.rule.mode == "hierarchical"
-        wanted = max(top_k * 4, 20) if (mode == "hybrid" or hierarchical) else top_k
+        # Fusion and parent-child grouping need more candidates than they return.
+        wanted = max(top_k * 3, 10) if (mode == "hybrid" or hierarchical) else top_k
         vector = None
         if mode != "fulltext":
             vector = np.asarray((await self.embedder().embed([query]))[0], dtype=np.float32)
-        # Full-text and vector queries run side by side (each waits on LanceDB, not Python).
-        text_rows, vector_rows = await asyncio.gather(
-            asyncio.to_thread(self._fulltext, chunks, query, wanted, where)
-            if mode in ("fulltext", "hybrid") else _nothing(),
-            asyncio.to_thread(self._nearest, chunks, vector, wanted, where)
-            if vector is not None else _nothing())
+        text_rows, vector_rows = await asyncio.to_thread(
+            self._query, chunks, query if mode != "vector" else None, vector, wanted, where)
         return self._rank(query, text_rows, vector_rows, mode, top_k, score_threshold, fusion,
                           vector_weight, keyword_weight, hierarchical)
+
+    def _query(self, chunks: Any, query: str | None, vector: np.ndarray | None, wanted: int,
+               where: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        # One thread for both queries of a hybrid search: LanceDB's synchronous API runs
+        # them on its own event loop, where two threads would only queue behind each other.
+        text = self._fulltext(chunks, query, wanted, where) if query is not None else []
+        near = self._nearest(chunks, vector, wanted, where) if vector is not None else []
+        return text, near
 
     def _fulltext(self, chunks: Any, query: str, wanted: int,
                   where: str | None) -> list[dict[str, Any]]:
@@ -444,9 +456,10 @@ class KnowledgeBase:
         request = (chunks.search(vector, vector_column_name="vector").metric("cosine")
                    .select([*_COLUMNS, "_distance"]))
         if self.meta.get("vector_indexed_rows"):
-            # Distances re-computed on the full vectors of 2x the candidates: scores are exact
-            # cosines, not those of the quantized index.
-            request = request.nprobes(20).refine_factor(2)
+            # 20 IVF partitions, HNSW's beam at 100, and the distances of 5x the candidates
+            # re-computed on the full vectors: the scores are exact cosines, not those of the
+            # quantized index (recall@4 0.85 in benchmarks/knowledge.py).
+            request = request.nprobes(20).refine_factor(5).ef(100)
         if where:
             request = request.where(where, prefilter=True)
         rows: list[dict[str, Any]] = request.limit(wanted).to_list()
@@ -512,15 +525,10 @@ class KnowledgeBase:
             hits = [hit for hit in hits if hit.score >= score_threshold]
         hits = hits[:top_k]
         if hits:
-            self.documents()  # loads the cache
-            docs = {d["document_id"]: d["metadata"] for d in self._docs or []}
+            docs = self._metadata()
             for hit in hits:
                 hit.metadata = dict(docs.get(hit.document_id, {}))
         return hits
-
-
-async def _nothing() -> list[dict[str, Any]]:
-    return []
 
 
 def _hash_bytes(data: bytes) -> str:
