@@ -133,10 +133,9 @@ async def main(chunks: int, queries: int, dims: int, top_k: int, keep: str | Non
 
         # Recall of the vector index against the exact answer.
         recall = []
+        ids = base._table("chunks").to_arrow().column("id").to_pylist()
         for text in texts[:50]:
-            exact = {base_id for base_id in brute(text).tolist()}
-            ids = base._table("chunks").to_arrow().column("id")
-            exact_ids = {ids[i].as_py() for i in exact}
+            exact_ids = {ids[i] for i in brute(text).tolist()}
             found = {h.chunk_id for h in await base.search(text, mode="vector", top_k=top_k)}
             recall.append(len(found & exact_ids) / top_k)
         brute_p95 = results["numpy brute force"][1]
