@@ -29,6 +29,8 @@ from knowledge_corpus import write_corpus
 CORPUS = Path("/work/shared/corpora/dify-dsl")
 CHATBOT = CORPUS / "langgenius__dify" / "recommended_apps__Knowledge_Retrieval_Chatbot__e9870913.yml"
 CHATBOT_DATASET = "6084ed3f-d100-4df2-a277-b40d639ea7c6"
+RAG_FLOW = (CORPUS / "lazeyliu__dify-dsl-generator-skills"
+            / "tests__fixtures__dsl__knowledge-retrieval-chatflow.yml")
 
 EXTRACTOR = """\
 app: {mode: workflow, name: extract}
@@ -125,6 +127,22 @@ def test_imported_dify_chatbot_retrieves_from_a_cli_built_base(home: Path, tmp_p
     assert chunk["metadata"]["dataset_name"] == "shop" and chunk["title"] == "policy.md"
     # This template's llm node has its context switched off; the answer node still ran.
     assert result.answer == "how many days for refunds"
+
+
+@pytest.mark.skipif(not RAG_FLOW.exists(), reason="the Dify DSL corpus is not on this machine")
+def test_imported_chatflow_puts_retrieved_chunks_in_the_llm_context(home: Path, tmp_path: Path):
+    faq = tmp_path / "faq.txt"
+    faq.write_text("Refunds are issued within 14 days of a return.\n\nGift cards never expire.")
+    # Full text only (no embedding model), created under the dataset id the app names.
+    assert cellwire_cli("kb", "create", "faq", "--id", "dataset_1").returncode == 0
+    assert cellwire_cli("kb", "add", "faq", faq, "--quiet").returncode == 0
+    result = Runner(store=False, model="scripted/echo").run(
+        load(RAG_FLOW), {"sys.query": "when are refunds issued"})
+    assert result.ok, result.error
+    finished = {e.node_id: e for e in result.events if isinstance(e, NodeSucceeded)}
+    [chunk] = finished["retrieval_node"].outputs["result"]
+    assert chunk["metadata"]["dataset_id"] == "dataset_1"
+    assert "Refunds are issued within 14 days" in finished["llm_node"].inputs["#context#"]
 
 
 @pytest.mark.parametrize("kind, expected", [
