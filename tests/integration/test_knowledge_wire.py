@@ -20,6 +20,7 @@ from llm_server import embedding_of, llm_server
 
 from cellwire.engine.events import NodeSucceeded
 from cellwire.formats import load
+from cellwire.formats.loader import load_data
 from cellwire.runner import Runner
 from cellwire.services.knowledge import Knowledge
 from cellwire.services.llm import LLMRouter
@@ -223,3 +224,34 @@ def test_file_list_through_list_operator_into_the_document_extractor(tmp_path: P
                and f["size"] > 0 for f in result.outputs["names"])
     texts = result.outputs["texts"]
     assert len(texts) == 2 and "interstellar" in texts[0] and "canopy" in texts[1]
+
+
+def test_document_extractor_fetches_remote_files_under_the_network_policy():
+    import dataclasses
+
+    import yaml
+    from loopback_http import loopback_server
+
+    from cellwire.engine import Runtime
+    from cellwire.services.http import NetworkPolicy
+
+    workflow = load_data(yaml.safe_load(EXTRACTOR))  # built here: trusted
+    with loopback_server() as server:
+        server.answer(200, "# Remote\n\nfetched over HTTP", Content_Type="text/markdown")
+        url = f"{server.url}/notes/remote.md"
+        trusted = Runtime(network=NetworkPolicy.trusted())
+        result = Runner(store=False, runtime=trusted).run(workflow, {"doc": url})
+        assert result.ok, result.error
+        assert result.outputs["text"] == "# Remote\n\nfetched over HTTP"
+        assert server.requests[0].path == "/notes/remote.md"
+        # Larger than the binary cap: refused before the rest is read.
+        server.answer(200, "x" * 2048, Content_Type="text/plain")
+        capped = Runtime(network=dataclasses.replace(NetworkPolicy.trusted(),
+                                                     max_binary_size=1024))
+        big = Runner(store=False, runtime=capped).run(workflow, {"doc": f"{server.url}/b.txt"})
+        assert big.status == "failed" and "1024-byte cap" in (big.error or "")
+        # An untrusted run may not reach loopback at all.
+        closed = Runtime(network=NetworkPolicy.untrusted(allow=""))
+        refused = Runner(store=False, runtime=closed).run(workflow, {"doc": url})
+        assert refused.status == "failed" and "refused to fetch" in (refused.error or "")
+        assert len(server.requests) == 2
