@@ -4,7 +4,7 @@ A synthetic corpus (Zipf-distributed words from a 20,000-word vocabulary, one pa
 chunk) is ingested into a LanceDB knowledge base through the ordinary path: chunking by Dify's
 custom rule, embedding in batches, the full-text index and the vector index (IVF + HNSW). The
 embedding is deterministic and dense: each text's hashed bag of words projected by a fixed
-Gaussian matrix to 384 dimensions (the size of all-MiniLM-L6-v2's vectors), so no model is
+Gaussian matrix to 384 dimensions by default (all-MiniLM-L6-v2's size; --dims), so no model is
 needed. Queries are 3-6 words drawn from random chunks.
 
 Printed: ingest throughput (chunks/s), then p50 and p95 of full-text, vector and hybrid
@@ -156,7 +156,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--dims", type=int, default=768)
+    parser.add_argument("--dims", type=int, default=384)
     parser.add_argument("--top-k", type=int, default=4)
     parser.add_argument("--keep", metavar="FOLDER", help="build the base here and keep it")
     args = parser.parse_args()
