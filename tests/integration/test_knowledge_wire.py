@@ -226,7 +226,7 @@ def test_file_list_through_list_operator_into_the_document_extractor(tmp_path: P
     assert len(texts) == 2 and "interstellar" in texts[0] and "canopy" in texts[1]
 
 
-def test_document_extractor_fetches_remote_files_under_the_network_policy():
+async def test_document_extractor_fetches_remote_files_under_the_network_policy():
     import dataclasses
 
     import yaml
@@ -240,7 +240,7 @@ def test_document_extractor_fetches_remote_files_under_the_network_policy():
         server.answer(200, "# Remote\n\nfetched over HTTP", Content_Type="text/markdown")
         url = f"{server.url}/notes/remote.md"
         trusted = Runtime(network=NetworkPolicy.trusted())
-        result = Runner(store=False, runtime=trusted).run(workflow, {"doc": url})
+        result = await workflow.arun({"doc": url}, runtime=trusted, store=False)
         assert result.ok, result.error
         assert result.outputs["text"] == "# Remote\n\nfetched over HTTP"
         assert server.requests[0].path == "/notes/remote.md"
@@ -248,10 +248,10 @@ def test_document_extractor_fetches_remote_files_under_the_network_policy():
         server.answer(200, "x" * 2048, Content_Type="text/plain")
         capped = Runtime(network=dataclasses.replace(NetworkPolicy.trusted(),
                                                      max_binary_size=1024))
-        big = Runner(store=False, runtime=capped).run(workflow, {"doc": f"{server.url}/b.txt"})
+        big = await workflow.arun({"doc": f"{server.url}/b.txt"}, runtime=capped, store=False)
         assert big.status == "failed" and "1024-byte cap" in (big.error or "")
         # An untrusted run may not reach loopback at all.
         closed = Runtime(network=NetworkPolicy.untrusted(allow=""))
-        refused = Runner(store=False, runtime=closed).run(workflow, {"doc": url})
+        refused = await workflow.arun({"doc": url}, runtime=closed, store=False)
         assert refused.status == "failed" and "refused to fetch" in (refused.error or "")
         assert len(server.requests) == 2
