@@ -39,6 +39,7 @@ from cellwire.model import Workflow
 from cellwire.services.files import FolderPolicy
 from cellwire.services.http import SharedHTTP
 from cellwire.services.http.guard import NetworkPolicy
+from cellwire.services.knowledge.service import Knowledge
 from cellwire.services.llm import LLMRouter, default_router
 from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import load_config
@@ -340,6 +341,8 @@ class Runner:
                    else open_cache(store.path)),
             cache_all=cache or base.cache_all,
             files=policy,
+            # The project's knowledge bases (<home>/knowledge), embedding through the router.
+            knowledge=(Knowledge(router=router) if base.knowledge is None else base.knowledge),
             model_override=model or base.model_override,
             node_cache=(self.node_cache if self.options.node_cache and base.node_cache is None
                         else base.node_cache),

@@ -242,8 +242,9 @@ async def test_image_files_become_parts_before_the_text_of_the_users_message(tmp
                                             "detail": "low"}},
         {"type": "text", "text": "what is this?"},
     ]
-    assert notes(result) == [(f"vision: 2 file(s) that are not images were not sent: "
-                             f"'report.pdf', {str(tmp_path / 'notes.txt')!r}")]
+    # A path given for a file input becomes a file object, named by its file name.
+    assert notes(result) == [("vision: 2 file(s) that are not images were not sent: "
+                             "'report.pdf', 'notes.txt'")]
     # The trace shows the images, a data URL by its type and size only.
     prompt = result.trace.set_index("node_id").loc["llm", "process_data"]["prompts"][-1]
     assert prompt["images"] == ["https://example.com/dog.jpg",

@@ -45,7 +45,8 @@ def report(file: Path, problems: Sequence[Problem]) -> None:
 
 
 def parse_inputs(workflow: Workflow, pairs: Sequence[str], inputs_json: str | None) -> dict[str, Any]:
-    """The start inputs from ``--inputs-json`` and ``--input KEY=VALUE`` pairs."""
+    """The start inputs from ``--inputs-json`` and ``--input KEY=VALUE`` pairs
+    (``KEY=@PATH`` passes the file at PATH as a Dify file object)."""
     inputs: dict[str, Any] = {}
     if inputs_json is not None:
         try:
@@ -61,8 +62,22 @@ def parse_inputs(workflow: Workflow, pairs: Sequence[str], inputs_json: str | No
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--input")
+        if raw.startswith("@"):
+            inputs[key] = file_input(key, raw[1:])
+            continue
         inputs[key] = raw if key in text_inputs else json_or_text(raw)
     return inputs
+
+
+def file_input(key: str, path: str) -> dict[str, Any]:
+    """``--input KEY=@PATH``: the local file as a Dify file object, or exit 2."""
+    from cellwire.services.files.objects import FileReadError, local_file
+
+    try:
+        return local_file(path)
+    except FileReadError as exc:
+        raise click.BadParameter(f"{key}=@{path}: {exc}; give the path of a file",
+                                 param_hint="--input") from None
 
 
 def text_input_names(workflow: Workflow) -> set[str]:

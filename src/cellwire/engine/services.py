@@ -105,11 +105,15 @@ class ToolService(Protocol):
 
 
 class KnowledgeService(Protocol):
-    """Knowledge bases by dataset id: ``retrieve`` returns Dify-shaped result chunks."""
+    """Knowledge bases by dataset id: ``retrieve`` returns Dify-shaped result chunks
+    (:class:`cellwire.services.knowledge.Knowledge`); ``filters`` are Dify's metadata
+    filtering conditions."""
 
     async def retrieve(self, dataset_ids: Sequence[str], query: str, *,
-                       top_k: int | None = None,
-                       score_threshold: float | None = None) -> list[dict[str, Any]]: ...
+                       top_k: int | None = None, score_threshold: float | None = None,
+                       mode: Any = None, fusion: str = "rrf", vector_weight: float = 0.7,
+                       keyword_weight: float = 0.3,
+                       filters: Any = None) -> list[dict[str, Any]]: ...
 
 
 class CodeResult(NamedTuple):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from IPython.core.error import UsageError
 
 SUBCOMMANDS = ("list", "show", "run", "map", "stop", "runs", "trace", "costs", "latency", "export",
-               "import", "delete", "tools", "help")
+               "import", "delete", "tools", "kb", "help")
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,5 +1,5 @@
 """``%%workflow`` (a cell is a node) and ``%workflow`` (list, show, run, map, stop, runs,
-trace, costs, latency, export, import, delete), on jupysql's Magics + Configurable pattern.
+trace, costs, latency, export, import, delete, kb), on jupysql's Magics + Configurable pattern.
 
 Every user error is an IPython ``UsageError`` of one line naming the fix, so it prints
 without a traceback. Settings: ``%config WorkflowMagics`` lists them.
@@ -194,7 +194,7 @@ class WorkflowMagics(Magics, Configurable):
     @no_var_expand
     @_line_magic("workflow")
     def workflow_line(self, line: str) -> Any:
-        """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|tools|help"""
+        """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|tools|kb|help"""
         words = split(line)
         if not words:
             raise UsageError("%workflow needs a subcommand: " + ", ".join(SUBCOMMANDS))
@@ -204,6 +204,12 @@ class WorkflowMagics(Magics, Configurable):
             raise UsageError(f"unknown subcommand {sub!r}; use one of: {', '.join(SUBCOMMANDS)}")
         with _user_errors():
             return handler(rest)
+
+    def _cmd_kb(self, rest: list[str]) -> Any:
+        """%workflow kb create|add|search|list|describe|bind|drop: as `cellwire kb`."""
+        from .knowledge import kb_command
+
+        return kb_command(rest)
 
     def _cmd_help(self, rest: list[str]) -> Rendered:
         text = "%workflow " + "|".join(SUBCOMMANDS) + "\n" + (__doc__ or "")

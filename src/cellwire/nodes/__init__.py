@@ -5,7 +5,8 @@ from importlib import import_module
 BUILTIN = [
     "start", "end", "iteration", "loop", "if_else", "variable_aggregator", "assigner",
     "list_operator", "template_transform", "code", "answer", "http_request", "llm",
-    "question_classifier", "parameter_extractor", "human_input", "tool", "agent", "unsupported",
+    "question_classifier", "parameter_extractor", "human_input", "tool", "agent",
+    "knowledge_retrieval", "document_extractor", "unsupported",
 ]
 
 for _name in BUILTIN:

@@ -105,6 +105,9 @@ def attribute(item: Any, key: str) -> Any:
     if not key:
         return item
     if isinstance(item, Mapping):
+        if key not in item and item.get("dify_model_identity") == "__dify__file__":
+            # Dify's file attributes as its list operator names them.
+            key = {"name": "filename", "url": "remote_url"}.get(key, key)
         return item.get(key)
     return getattr(item, key, None)
 

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
+from cellwire.services.files.objects import file_object
 
 InputType = Literal[
     "text-input", "paragraph", "select", "number", "checkbox", "json_object", "file",
@@ -41,9 +42,22 @@ async def run(ctx: NodeContext) -> NodeResult:
         if value is None or value == "":
             value = var.default
         outputs[var.variable] = _convert(var, value)
+        if var.type in ("file", "file-list") and outputs[var.variable] is not None:
+            outputs[var.variable] = _files(ctx, var, outputs[var.variable])
     # Inputs the start node does not declare still pass through, as Dify's pool keeps them.
     extra = {k: v for k, v in given.items() if k not in outputs}
     return NodeResult(inputs=dict(given), outputs={**extra, **outputs})
+
+
+def _files(ctx: NodeContext, var: StartVariable, value: Any) -> Any:
+    """Paths and URLs given for file inputs as Dify file objects (file objects stay)."""
+    if var.type == "file-list":
+        items = value if isinstance(value, list) else [value]
+        return [file_object(item, ctx.runtime.files) for item in items]
+    if isinstance(value, list):
+        raise NodeError(f"the file input {var.variable!r} got a list", field=
+                        f"variables.{var.variable}", hint="pass one file, or make it a file-list")
+    return file_object(value, ctx.runtime.files)
 
 
 def _convert(var: StartVariable, value: Any) -> Any:

@@ -1,7 +1,6 @@
 """Dify node types that need something cellwire does not have here.
 
-Knowledge bases by dataset id, triggers and
-RAG-pipeline nodes keep their config so a workflow imports, validates and exports unchanged;
+Triggers and RAG-pipeline nodes keep their config so a workflow imports, validates and exports unchanged;
 running one fails at that node with a message saying what it needs and how to supply it.
 (Tool and agent nodes run in :mod:`cellwire.nodes.tool` and :mod:`cellwire.nodes.agent`.)
 """
@@ -18,15 +17,6 @@ from cellwire.model import Node, NodeConfig, node_type, registry
 
 #: What each type needs, and how to supply it: (need, fix). ``{...}`` fields come from config.
 NEEDS: dict[str, tuple[str, str]] = {
-    "knowledge-retrieval": (
-        "Dify knowledge bases (dataset ids {dataset_ids})",
-        ("create a cellwire knowledge base for each dataset id and map the id to it, or "
-        "replace the node with a code node that returns 'result'"),
-    ),
-    "document-extractor": (
-        "Dify's file storage to extract text from uploaded documents",
-        "pass the document's text as a start input, or replace the node with a code node",
-    ),
     "trigger-webhook": (
         "a Dify webhook trigger to start the run",
         "replace the trigger with a start node that declares the webhook's fields as inputs",
@@ -103,23 +93,6 @@ def _copy(run: Callable[[NodeContext], Any], name: str) -> Callable[[NodeContext
     return run_node
 
 
-# -- knowledge retrieval --------------------------------------------------------------------
-
-
-class MultipleRetrievalConfig(NodeConfig):
-    top_k: int | None = Field(None, ge=1)
-    score_threshold: float | None = None
-
-
-class KnowledgeRetrievalConfig(NodeConfig):
-    query_variable_selector: list[str] | None = None
-    dataset_ids: list[str] = Field(default_factory=list)
-    retrieval_mode: Literal["single", "multiple"] = "multiple"
-    multiple_retrieval_config: MultipleRetrievalConfig | None = None
-
-
-
-
 def _unique(values: list[str], what: str) -> None:
     seen: set[str] = set()
     for value in values:
@@ -178,9 +151,6 @@ class ParameterExtractorConfig(NodeConfig):
     parameters: list[ExtractorParameter] = Field(default_factory=list)
 
 
-_register("knowledge-retrieval", config=KnowledgeRetrievalConfig, outputs=["result"],
-          aliases=["knowledge-retrieval-v2"])
-_register("document-extractor", outputs=["text"])
 _register("trigger-webhook", config=WebhookTriggerConfig, start=True)
 _register("trigger-schedule", config=ScheduleTriggerConfig, start=True)
 _register("trigger-plugin", start=True)

@@ -1,0 +1,155 @@
+"""knowledge-retrieval: search the run's knowledge bases for the query, Dify's fields.
+
+``dataset_ids`` name cellwire knowledge bases by id, name or a bound Dify dataset id
+(``cellwire kb bind``). ``multiple`` retrieval searches every base and keeps the ``top_k``
+best over all; ``single`` retrieval (Dify lets a model pick one base) searches each and keeps
+the base with the best hit. Weighted-score reranking uses Dify's weights; manual metadata
+filtering applies Dify's conditions (values may hold ``{{#node.var#}}`` references). The
+output ``result`` is Dify's list of chunks (``content``, ``title``, ``metadata``), which an
+llm node's ``context`` joins into its ``{{#context#}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cellwire.engine import NodeContext, NodeError, NodeResult
+from cellwire.model import NodeConfig, node_type
+
+
+class VectorSetting(NodeConfig):
+    vector_weight: float = 0.7
+    embedding_provider_name: str | None = None
+    embedding_model_name: str | None = None
+
+
+class KeywordSetting(NodeConfig):
+    keyword_weight: float = 0.3
+
+
+class Weights(NodeConfig):
+    vector_setting: VectorSetting = Field(default_factory=VectorSetting)
+    keyword_setting: KeywordSetting = Field(default_factory=KeywordSetting)
+
+
+class MultipleRetrievalConfig(NodeConfig):
+    top_k: int | None = Field(None, ge=1)
+    score_threshold: float | None = None
+    score_threshold_enabled: bool | None = None
+    reranking_mode: str | None = None
+    reranking_enable: bool | None = None
+    reranking_model: dict[str, Any] | None = None
+    weights: Weights | None = None
+
+
+class MetadataCondition(NodeConfig):
+    name: str
+    comparison_operator: str
+    value: Any = None
+
+
+class MetadataConditions(NodeConfig):
+    logical_operator: Literal["and", "or"] = "and"
+    conditions: list[MetadataCondition] = Field(default_factory=list)
+
+
+class KnowledgeRetrievalConfig(NodeConfig):
+    query_variable_selector: list[str] | None = None
+    dataset_ids: list[str] = Field(default_factory=list)
+    retrieval_mode: Literal["single", "multiple"] = "multiple"
+    multiple_retrieval_config: MultipleRetrievalConfig | None = None
+    single_retrieval_config: dict[str, Any] | None = None
+    metadata_filtering_mode: Literal["disabled", "automatic", "manual"] = "disabled"
+    metadata_filtering_conditions: MetadataConditions | None = None
+    # knowledge-retrieval-v2 names its bases and count differently.
+    control_space_ids: list[str] = Field(default_factory=list)
+    top_n: int | None = Field(None, ge=1)
+
+
+@node_type("knowledge-retrieval", config=KnowledgeRetrievalConfig, outputs=("result",),
+           aliases=["knowledge-retrieval-v2"])
+async def run(ctx: NodeContext) -> NodeResult:
+    """Search the knowledge bases ``dataset_ids`` for the query; output ``result``."""
+    config: KnowledgeRetrievalConfig = ctx.config
+    knowledge = ctx.runtime.knowledge
+    datasets = config.dataset_ids or config.control_space_ids
+    if knowledge is None:
+        raise NodeError("this run has no knowledge service", field="dataset_ids",
+                        hint="run through cellwire's runner (it opens the project's knowledge "
+                             "bases), or pass runtime=Runtime(knowledge=Knowledge(...))")
+    if not datasets:
+        raise NodeError("the node names no knowledge base", field="dataset_ids",
+                        hint="list knowledge base names or ids in dataset_ids "
+                             "(cellwire kb list shows them)")
+    if not config.query_variable_selector:
+        raise NodeError("no query variable is selected", field="query_variable_selector",
+                        hint="select the query, e.g. ['sys', 'query'] or ['start', 'query']")
+    query = ctx.get(config.query_variable_selector, None, field="query_variable_selector")
+    query = "" if query is None else str(query)
+    inputs = {"query": query}
+    if not query.strip():
+        return NodeResult(inputs=inputs, outputs={"result": []})
+    multiple = config.multiple_retrieval_config or MultipleRetrievalConfig()
+    options: dict[str, Any] = {}
+    notes: list[str] = []
+    threshold = multiple.score_threshold if multiple.score_threshold_enabled is not False \
+        else None
+    if multiple.reranking_mode == "weighted_score" and multiple.weights is not None:
+        options.update(fusion="weighted",
+                       vector_weight=multiple.weights.vector_setting.vector_weight,
+                       keyword_weight=multiple.weights.keyword_setting.keyword_weight)
+    elif multiple.reranking_enable and multiple.reranking_model:
+        notes.append("the rerank model is not applied here: hits are fused by reciprocal rank")
+    if config.metadata_filtering_mode == "manual" and config.metadata_filtering_conditions:
+        options["filters"] = _conditions(ctx, config.metadata_filtering_conditions)
+    elif config.metadata_filtering_mode == "automatic":
+        notes.append("automatic metadata filtering (a model writing the conditions) is not "
+                     "applied: set metadata_filtering_mode to manual with conditions")
+    top_k = config.top_n or multiple.top_k or 4
+    try:
+        if config.retrieval_mode == "single" and len(datasets) > 1:
+            result = await _best_base(knowledge, datasets, query, top_k, threshold, options)
+        else:
+            result = await knowledge.retrieve(datasets, query, top_k=top_k,
+                                              score_threshold=threshold, **options)
+    except NodeError:
+        raise
+    except LookupError as exc:
+        raise NodeError(str(exc.args[0] if exc.args else exc), field="dataset_ids",
+                        hint="create the knowledge base, or bind the dataset id to one "
+                             "(cellwire kb bind NAME DATASET_ID)") from None
+    except (ValueError, RuntimeError) as exc:
+        raise NodeError(f"retrieval failed: {exc}", field="dataset_ids",
+                        hint="check the knowledge base's embedding model and the "
+                             "node's retrieval settings") from None
+    process: dict[str, Any] = {"retrieved": len(result), "top_k": top_k,
+                               "score_threshold": threshold}
+    if notes:
+        process["notes"] = notes
+    return NodeResult(inputs=inputs, outputs={"result": result}, process_data=process)
+
+
+def _conditions(ctx: NodeContext, given: MetadataConditions) -> dict[str, Any]:
+    conditions = []
+    for condition in given.conditions:
+        value = condition.value
+        if isinstance(value, str):
+            value = ctx.render(value)
+        conditions.append({"name": condition.name,
+                           "comparison_operator": condition.comparison_operator,
+                           "value": value})
+    return {"logical_operator": given.logical_operator, "conditions": conditions}
+
+
+async def _best_base(knowledge: Any, datasets: list[str], query: str, top_k: int,
+                     threshold: float | None, options: dict[str, Any]) -> list[dict[str, Any]]:
+    best: list[dict[str, Any]] = []
+    for dataset in datasets:
+        found = await knowledge.retrieve([dataset], query, top_k=top_k,
+                                         score_threshold=threshold, **options)
+        if found and (not best or found[0]["metadata"]["score"] >
+                      best[0]["metadata"]["score"]):
+            best = found
+    return best

@@ -1,0 +1,155 @@
+"""The knowledge bases of a project: ``<home>/knowledge/<name>/``, one folder each.
+
+:class:`Knowledge` creates, lists, opens and drops them, and is the run's knowledge service
+(:class:`cellwire.engine.services.KnowledgeService`): ``retrieve`` searches the bases a
+knowledge-retrieval node names, by id, name or a bound Dify dataset id, and returns chunks
+in the shape Dify's node returns them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cellwire.store.home import home, private_dir
+
+from .base import META, Hit, KnowledgeBase, Mode
+from .chunking import ChunkRule
+from .embeddings import embedder_for
+from .filters import Conditions
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class KnowledgeBaseNotFound(LookupError):
+    """No knowledge base has that name, id or bound dataset id; the message lists those there are."""
+
+
+class Knowledge:
+    """The knowledge bases under ``root`` (``<home>/knowledge`` when None, read at each
+    call). ``router`` resolves embedding models (the LLM service's default router when
+    None)."""
+
+    def __init__(self, root: str | Path | None = None, *, router: Any = None):
+        self._root = Path(root) if root is not None else None
+        self.router = router
+
+    @property
+    def root(self) -> Path:
+        return self._root if self._root is not None else home() / "knowledge"
+
+    # -- the bases --------------------------------------------------------------------------
+
+    def create(self, name: str, *, embedding: str | None = None,
+               rule: ChunkRule | Mapping[str, Any] | None = None, description: str = "",
+               id: str | None = None, exist_ok: bool = False) -> KnowledgeBase:
+        """A new, empty knowledge base. ``embedding``: ``provider/model``, ``hash`` or None
+        (full-text search only). ``rule``: how documents are chunked (Dify's automatic
+        rule by default). ``id``: the id to bind (e.g. the Dify dataset id a workflow uses)."""
+        if not _NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid knowledge base name: use letters, "
+                             "digits, '_', '-' and '.', starting with a letter or digit")
+        folder = self.root / name
+        if (folder / META).exists():
+            if exist_ok:
+                return self.get(name)
+            raise FileExistsError(f"knowledge base {name!r} already exists; drop it first "
+                                  f"(cellwire kb drop {name}) or add files to it")
+        if embedding:
+            embedder_for(embedding, self.router)  # fails now on a name that cannot work
+        chunk_rule = rule if isinstance(rule, ChunkRule) else ChunkRule.model_validate(rule or {})
+        meta: dict[str, Any] = {"id": id or str(uuid.uuid4()), "name": name, "description": description,
+                "embedding": embedding, "rule": chunk_rule.model_dump(), "aliases": [],
+                "created": time.time()}
+        private_dir(folder)
+        (folder / META).write_text(json.dumps(meta, indent=2))
+        return self._open(folder, meta)
+
+    def list(self) -> builtins.list[KnowledgeBase]:
+        """Every knowledge base, by name."""
+        if not self.root.is_dir():
+            return []
+        return [self._open(meta.parent, json.loads(meta.read_text()))
+                for meta in sorted(self.root.glob(f"*/{META}"))]
+
+    def get(self, key: str) -> KnowledgeBase:
+        """The base whose name, id or bound dataset id is ``key``."""
+        bases = self.list()
+        for base in bases:
+            if key in (base.name, base.id) or key in base.meta.get("aliases", []):
+                return base
+        known = ", ".join(b.name for b in bases) or "none yet"
+        raise KnowledgeBaseNotFound(
+            f"no knowledge base is named or bound to {key!r} in {self.root} (there: {known}); "
+            f"create it with `cellwire kb create NAME`, or bind a Dify dataset id to one with "
+            f"`cellwire kb bind NAME {key}`")
+
+    def bind(self, name: str, dataset_id: str) -> KnowledgeBase:
+        """Let workflows name the base ``name`` by ``dataset_id`` (a Dify dataset's id)."""
+        base = self.get(name)
+        aliases = base.meta.setdefault("aliases", [])
+        if dataset_id not in aliases:
+            aliases.append(dataset_id)
+            base._save_meta()
+        return base
+
+    def drop(self, name: str) -> None:
+        """Delete the base ``name`` (its folder, tables and cache)."""
+        base = self.get(name)
+        if base.name != name:
+            raise KnowledgeBaseNotFound(f"drop takes a knowledge base's name; {name!r} is the "
+                                        f"id of {base.name!r}")
+        shutil.rmtree(base.folder)
+
+    def _open(self, folder: Path, meta: dict[str, Any]) -> KnowledgeBase:
+        return KnowledgeBase(folder, meta, router=self.router)
+
+    # -- the run's service --------------------------------------------------------------------
+
+    async def retrieve(self, dataset_ids: Sequence[str], query: str, *,
+                       top_k: int | None = None, score_threshold: float | None = None,
+                       mode: Mode | None = None, fusion: str = "rrf",
+                       vector_weight: float = 0.7, keyword_weight: float = 0.3,
+                       filters: Conditions | Mapping[str, Any] | None = None,
+                       ) -> builtins.list[dict[str, Any]]:
+        """The best chunks of the bases ``dataset_ids`` for ``query``, Dify-shaped
+        (``content``, ``title``, ``metadata`` with ``score`` and the document's fields),
+        best first, at most ``top_k`` (4) over all bases."""
+        top_k = top_k or 4
+        found: builtins.list[tuple[KnowledgeBase, Hit]] = []
+        for key in dict.fromkeys(dataset_ids):
+            base = self.get(key)
+            base_mode = mode if mode is not None and (mode == "fulltext" or base.embedding) \
+                else None
+            hits = await base.search(query, mode=base_mode, top_k=top_k,
+                                     score_threshold=score_threshold, filters=filters,
+                                     fusion="weighted" if fusion == "weighted" else "rrf",
+                                     vector_weight=vector_weight, keyword_weight=keyword_weight)
+            found.extend((base, hit) for hit in hits)
+        found.sort(key=lambda pair: -pair[1].score)
+        return [dify_result(base, hit, index + 1)
+                for index, (base, hit) in enumerate(found[:top_k])]
+
+
+def dify_result(base: KnowledgeBase, hit: Hit, position: int) -> dict[str, Any]:
+    """One item of a knowledge-retrieval node's ``result``, as Dify returns it."""
+    metadata: dict[str, Any] = {
+        "_source": "knowledge", "position": position, "dataset_id": base.id,
+        "dataset_name": base.name, "document_id": hit.document_id,
+        "document_name": hit.document_name, "data_source_type": "upload_file",
+        "segment_id": hit.chunk_id, "retriever_from": "workflow", "score": hit.score,
+        "segment_hit_count": 0, "segment_word_count": len(hit.content),
+        "segment_position": hit.position + 1, "segment_index_node_hash": None,
+        "doc_metadata": hit.metadata, "scores": hit.scores,
+    }
+    if hit.child_chunks:
+        metadata["child_chunks"] = hit.child_chunks
+    return {"metadata": metadata, "title": hit.document_name, "content": hit.content,
+            "files": []}
