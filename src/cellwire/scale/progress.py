@@ -22,7 +22,7 @@ class ProgressBar:
     counts it shows."""
 
     def __init__(self, total: int, *, desc: str | None = None, file: Any = None):
-        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
         self.done = 0
         self.failed = 0
