@@ -45,12 +45,12 @@ def test_a_package_registers_node_types_through_its_entry_point(tmp_path, monkey
 
 
 def test_a_plugin_named_like_a_placeholder_replaces_it(tmp_path, monkeypatch):
-    # 'document-extractor' has a placeholder (nodes/unsupported.py); a plugin that registers
-    # a real 'document-extractor' node type wins over it.
+    # 'knowledge-index' (a RAG-pipeline node) has a placeholder (nodes/unsupported.py); a
+    # plugin that registers a real 'knowledge-index' node type wins over it.
     (tmp_path / "acme_docs.py").write_text(textwrap.dedent('''
         import cellwire
 
-        @cellwire.node_type("document-extractor", outputs=["text"])
+        @cellwire.node_type("knowledge-index", outputs=["text"])
         async def extract(ctx):
             """Extracts documents through ACME's gateway."""
             return {"text": "acme extracted"}
@@ -61,17 +61,17 @@ def test_a_plugin_named_like_a_placeholder_replaces_it(tmp_path, monkeypatch):
     try:
         assert cellwire.validate(wf) == []
         assert wf.run(store=False).outputs == {"text": "acme extracted"}
-        assert registry.names().count("document-extractor") == 1
+        assert registry.names().count("knowledge-index") == 1
     finally:
-        registry.unregister("document-extractor")
+        registry.unregister("knowledge-index")
     # Without the plugin the placeholder answers again, saying what the node needs.
     result = extractor_workflow().run(store=False)
     assert not result.ok and "cannot run here" in result.error
-    assert "pass the document's text as a start input" in result.error
+    assert "index the chunks into a cellwire knowledge base" in result.error
 
 
 def test_a_builtin_registered_before_the_placeholders_survives_them():
-    @cellwire.node_type("document-extractor", outputs=["text"])
+    @cellwire.node_type("knowledge-index", outputs=["text"])
     async def extract(ctx):
         """A real document extractor, registered before the placeholders are."""
         return {"text": "real extractor"}
@@ -80,17 +80,17 @@ def test_a_builtin_registered_before_the_placeholders_survives_them():
         # Importing the placeholders again registers them after the real type, as a built-in
         # module listed before 'unsupported' in cellwire.nodes would be.
         importlib.reload(unsupported)
-        assert registry.get("document-extractor").run is extract
+        assert registry.get("knowledge-index").run is extract
         assert extractor_workflow().run(store=False).outputs == {"text": "real extractor"}
     finally:
-        registry.unregister("document-extractor")
-    assert registry.get("document-extractor").run.__module__ == unsupported.__name__
+        registry.unregister("knowledge-index")
+    assert registry.get("knowledge-index").run.__module__ == unsupported.__name__
 
 
 def extractor_workflow() -> cellwire.Workflow:
     wf = cellwire.Workflow("documents")
     wf.add_node("start", "start")
-    wf.add_node("extract", "document-extractor", after="start")
+    wf.add_node("extract", "knowledge-index", after="start")
     wf.add_node("end", "end", after="extract",
                 outputs=[{"variable": "text", "value_selector": ["extract", "text"]}])
     return wf
