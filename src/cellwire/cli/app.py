@@ -21,7 +21,9 @@ from cellwire.cli.common import (
     EXIT_PAUSED,
     fail,
     format_ms,
+    json_object,
     json_or_text,
+    key_value,
     load_workflow,
     parse_inputs,
     report,
@@ -123,6 +125,20 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     _finish(result, as_json)
 
 
+def _continue(runner: Any, workflow: Workflow, options: dict[str, Any],
+              as_json: bool) -> NoReturn:
+    """Run a stored run on (``options`` from ``prepare_resume``/``prepare_respond``), print
+    it and exit with its code."""
+    try:
+        with warnings.catch_warnings():
+            # The command reports a run it could not store itself, with its own exit code.
+            warnings.filterwarnings("ignore", "cellwire could not store run")
+            result = runner.run(workflow, None, **options)
+    except KeyboardInterrupt:
+        fail(["interrupted"], 130)
+    _finish(result, as_json)
+
+
 def _finish(result: Any, as_json: bool) -> NoReturn:
     """Print a finished run (its outputs, or one JSON object) and exit with its code."""
     shown = result.as_dict()  # the engine has already replaced secret values with ***
@@ -199,13 +215,7 @@ def resume_command(run_id: str, db: Path | None, as_json: bool, grants: Sequence
         fail([f"error: {exc}"])
     except WorkflowError as exc:
         fail(f"run {run_id}: {problem}" for problem in exc.problems)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "cellwire could not store run")
-            result = runner.run(workflow, None, **options)
-    except KeyboardInterrupt:
-        fail(["interrupted"], 130)
-    _finish(result, as_json)
+    _continue(runner, workflow, options, as_json)
 
 
 @cli.command("respond")
@@ -242,19 +252,8 @@ def respond_command(run_id: str, action: str, pairs: Sequence[str], inputs_json:
     path = db or runs_db_path()
     if not path.exists():
         fail([f"error: no run store at {path} (give --db PATH)"])
-    values: dict[str, Any] = {}
-    if inputs_json is not None:
-        try:
-            values = json.loads(inputs_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--inputs-json")
-        if not isinstance(values, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--inputs-json")
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--input")
-        values[key] = raw
+    # Form inputs are text: values are taken as typed, never parsed as JSON.
+    values = {**json_object(inputs_json), **dict(key_value(pair) for pair in pairs)}
     try:
         secrets = resolve_grants(grants)
         store = open_store(path)
@@ -266,13 +265,7 @@ def respond_command(run_id: str, action: str, pairs: Sequence[str], inputs_json:
         fail([f"error: {exc}"])
     except WorkflowError as exc:
         fail(f"run {run_id}: {problem}" for problem in exc.problems)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "cellwire could not store run")
-            result = runner.run(workflow, None, **options)
-    except KeyboardInterrupt:
-        fail(["interrupted"], 130)
-    _finish(result, as_json)
+    _continue(runner, workflow, options, as_json)
 
 
 @cli.command("replay")

@@ -44,24 +44,35 @@ def report(file: Path, problems: Sequence[Problem]) -> None:
         fail(f"{file}: {problem}" for problem in problems)
 
 
+def json_object(text: str | None) -> dict[str, Any]:
+    """The JSON object ``--inputs-json`` gives ({} without it); BadParameter otherwise."""
+    if text is None:
+        return {}
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--inputs-json")
+    if not isinstance(given, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"name\": \"Ada\"}'",
+                                 param_hint="--inputs-json")
+    return given
+
+
+def key_value(pair: str) -> tuple[str, str]:
+    """An ``--input KEY=VALUE`` pair split; BadParameter when it is not one."""
+    key, sep, raw = pair.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--input")
+    return key, raw
+
+
 def parse_inputs(workflow: Workflow, pairs: Sequence[str], inputs_json: str | None) -> dict[str, Any]:
     """The start inputs from ``--inputs-json`` and ``--input KEY=VALUE`` pairs
     (``KEY=@PATH`` passes the file at PATH as a Dify file object)."""
-    inputs: dict[str, Any] = {}
-    if inputs_json is not None:
-        try:
-            given = json.loads(inputs_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--inputs-json")
-        if not isinstance(given, dict):
-            raise click.BadParameter("must be a JSON object, e.g. '{\"name\": \"Ada\"}'",
-                                     param_hint="--inputs-json")
-        inputs.update(given)
+    inputs = json_object(inputs_json)
     text_inputs = text_input_names(workflow)
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--input")
+        key, raw = key_value(pair)
         if raw.startswith("@"):
             inputs[key] = file_input(key, raw[1:])
             continue

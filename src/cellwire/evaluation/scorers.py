@@ -68,15 +68,13 @@ class Scorer:
     """Scores outputs. ``threshold``: a score at or above it passes."""
 
     name: str
-    threshold: float = 1.0
+    threshold: float
     #: ``check(output, expected, row) -> Score | float | bool`` (maybe async).
-    check: Callable[..., Any] | None = field(default=None, repr=False)
+    check: Callable[..., Any] = field(repr=False)
     #: Whether it spends tokens (a judge): its usage columns are kept apart.
     usage: bool = False
 
     async def score(self, output: Any, expected: Any, row: Mapping[str, Any]) -> Score:
-        if self.check is None:
-            raise NotImplementedError(f"scorer {self.name!r} has no check")
         value = self.check(output, expected, row)
         if inspect.isawaitable(value):
             value = await value

@@ -28,6 +28,8 @@ from cellwire.engine.forms import (
 )
 from cellwire.model import NodeConfig, node_type
 
+from .config_checks import unique
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _UNIT_SECONDS = {"hour": 3600.0, "day": 86400.0}
 #: The outputs every answer (and a timeout) writes besides the form's own inputs (Dify's).
@@ -92,22 +94,15 @@ class HumanInputConfig(NodeConfig):
     @field_validator("user_actions")
     @classmethod
     def _unique_actions(cls, actions: list[UserAction]) -> list[UserAction]:
-        _unique([a.id for a in actions], "action id")
+        unique([a.id for a in actions], "action id")
         return actions
 
     @field_validator("inputs")
     @classmethod
     def _unique_inputs(cls, inputs: list[FormInput]) -> list[FormInput]:
-        _unique([i.output_variable_name for i in inputs], "output_variable_name")
+        unique([i.output_variable_name for i in inputs], "output_variable_name")
         return inputs
 
-
-def _unique(values: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"{what} {value!r} is given twice")
-        seen.add(value)
 
 
 def _references(config: HumanInputConfig) -> list[tuple[str, list[str]]]:

@@ -15,6 +15,8 @@ from pydantic import Field, field_validator, model_validator
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import Node, NodeConfig, node_type, registry
 
+from .config_checks import unique
+
 #: What each type needs, and how to supply it: (need, fix). ``{...}`` fields come from config.
 NEEDS: dict[str, tuple[str, str]] = {
     "trigger-webhook": (
@@ -93,13 +95,6 @@ def _copy(run: Callable[[NodeContext], Any], name: str) -> Callable[[NodeContext
     return run_node
 
 
-def _unique(values: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"{what} {value!r} is given twice")
-        seen.add(value)
-
 
 # -- triggers -------------------------------------------------------------------------------
 
@@ -139,7 +134,7 @@ class QuestionClassifierConfig(NodeConfig):
     @field_validator("classes")
     @classmethod
     def _unique_classes(cls, classes: list[ClassifierClass]) -> list[ClassifierClass]:
-        _unique([c.id for c in classes], "class id")
+        unique([c.id for c in classes], "class id")
         return classes
 
 

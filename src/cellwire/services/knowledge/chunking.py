@@ -153,19 +153,7 @@ class Splitter:
             [s for s in splits if s not in ("", "\n")]
         if separator == "":
             return self._by_characters(splits)
-        chunks: list[str] = []
-        good: list[str] = []
-        for split in splits:
-            if len(split) < self.chunk_size:
-                good.append(split)
-                continue
-            if good:
-                chunks.extend(self._merge(good, ""))
-                good = []
-            chunks.extend(self._recursive(split, rest) if rest else [split])
-        if good:
-            chunks.extend(self._merge(good, ""))
-        return chunks
+        return self._gather(splits, rest)
 
     def _by_characters(self, splits: list[str]) -> list[str]:
         chunks: list[str] = []
@@ -201,6 +189,11 @@ class Splitter:
         else:
             splits = list(text)
         splits = [s for s in splits if s not in ("", "\n")]
+        return self._gather(splits, rest)
+
+    def _gather(self, splits: list[str], rest: list[str]) -> list[str]:
+        """Short splits merged into chunks; a split too long for one goes down to the next
+        separators (Dify's splitters share this step)."""
         chunks: list[str] = []
         good: list[str] = []
         for split in splits:
