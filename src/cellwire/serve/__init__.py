@@ -1,0 +1,1 @@
+"""Serve workflows over HTTP with Dify's Service API (``cellwire serve``)."""
