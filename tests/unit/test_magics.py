@@ -479,3 +479,19 @@ def test_compare_puts_two_runs_side_by_side_node_by_node(shell, tmp_path):
     assert table.loc[1, "outputs_a"] == {"output": "hello ada"}
     assert table.loc[1, "outputs_b"] == {"output": "bye ada"}
     assert table["same_status"].all()
+
+
+def test_trace_magic_reads_node_status_time_tokens_cost_first(shell, tmp_path):
+    """%workflow trace: the reading columns first, ms from the run's start instead of
+    timestamps, rounded, and columns with nothing in them left out."""
+    from cellwire.jupyter.tables import TRACE_FIRST
+
+    build_qa(shell)
+    assert shell.run_line_magic("workflow", "run qa question=hi --wait").status == "succeeded"
+    tr = shell.run_line_magic("workflow", "trace")
+    assert list(tr.columns[:len(TRACE_FIRST) + 1]) == [*TRACE_FIRST, "start_ms"]
+    assert "started_at" not in tr and "finished_at" not in tr
+    assert "parent_id" not in tr and "retries" not in tr  # nothing in them
+    assert tr.start_ms.min() == 0.0
+    assert all(round(v, 1) == v for v in tr.elapsed_ms)
+    assert tr.loc[tr.node_id == "ask", "total_tokens"].item() > 0

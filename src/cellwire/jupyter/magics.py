@@ -33,6 +33,7 @@ from .display import LiveStatus, Rendered
 from .magic_args import SUBCOMMANDS, cell_parser, parse, split
 from .picture import workflow_svg, workflow_text
 from .session import Session, SessionError
+from .tables import readable_trace, rounded
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
@@ -371,19 +372,19 @@ class WorkflowMagics(Magics, Configurable):
             run = handle.result if handle.result is not None else handle.run_id
         if args.chart:
             return dashboards.timeline(run, store=self._store())
-        return dashboards.trace(run, store=self._store())
+        return readable_trace(dashboards.trace(run, store=self._store()))
 
     def _cmd_costs(self, rest: list[str]) -> Any:
         args = parse("costs", rest)
         if args.chart:
             return dashboards.cost_chart(args.workflow, store=self._store())
-        return dashboards.costs(args.by, workflow=args.workflow, store=self._store())
+        return rounded(dashboards.costs(args.by, workflow=args.workflow, store=self._store()))
 
     def _cmd_latency(self, rest: list[str]) -> Any:
         args = parse("latency", rest)
         if args.chart:
             return dashboards.latency_chart(args.workflow, by=args.by, store=self._store())
-        return dashboards.latency(args.by, workflow=args.workflow, store=self._store())
+        return rounded(dashboards.latency(args.by, workflow=args.workflow, store=self._store()))
 
     # -- files ----------------------------------------------------------------------------------
 
