@@ -50,13 +50,11 @@ def rounded(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
-    empty = []
-    for column in frame.columns:
-        values = frame[column]
-        if column in TRACE_FIRST:
-            continue
-        if values.isna().all() or (values.astype(str) == "").all():
-            empty.append(column)
-        elif column in _QUIET_DEFAULTS and (values == _QUIET_DEFAULTS[column]).all():
-            empty.append(column)
-    return frame.drop(columns=empty)
+    return frame.drop(columns=[c for c in frame.columns
+                               if c not in TRACE_FIRST and _says_nothing(c, frame[c])])
+
+
+def _says_nothing(column: str, values: pd.Series) -> bool:
+    if values.isna().all() or (values.astype(str) == "").all():
+        return True
+    return column in _QUIET_DEFAULTS and bool((values == _QUIET_DEFAULTS[column]).all())
