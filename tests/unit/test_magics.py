@@ -495,3 +495,32 @@ def test_trace_magic_reads_node_status_time_tokens_cost_first(shell, tmp_path):
     assert tr.start_ms.min() == 0.0
     assert all(round(v, 1) == v for v in tr.elapsed_ms)
     assert tr.loc[tr.node_id == "ask", "total_tokens"].item() > 0
+
+
+def test_a_cell_naming_an_unknown_node_or_output_warns_with_the_closest_name(shell, capsys):
+    cell(shell, "qa start --type start", "[question]", "c1")
+    cell(shell, "qa ask --type llm", "Answer: {{#start.questoin#}} {{#strat.question#}}", "c2")
+    cell(shell, "qa end --type end", "answer: ask.txt", "c3")
+    err = capsys.readouterr().err
+    assert "node 'start' has no output 'questoin' (fix: did you mean 'question'?)" in err
+    assert "refers to node 'strat', which does not exist (fix: did you mean 'start'?)" in err
+    assert "node 'ask' has no output 'txt' (fix: did you mean 'text'?)" in err
+    cell(shell, "qa ask --type llm", "Answer: {{#start.question#}}", "c2")
+    assert "warning" not in capsys.readouterr().err  # fixed: nothing to say
+
+
+def test_start_inputs_are_typed_from_the_short_form(shell):
+    cell(shell, "t start --type start",
+         "[question, n:number, tone:select(short|long), doc:file, notes:paragraph]", "c1")
+    cell(shell, "t end --type end", "n: start.n\ntone: start.tone", "c2")
+    variables = {v["variable"]: v for v in wf(shell, "t").nodes["start"].config["variables"]}
+    assert {k: v["type"] for k, v in variables.items()} == {
+        "question": "text-input", "n": "number", "tone": "select", "doc": "file",
+        "notes": "paragraph"}
+    assert variables["tone"]["options"] == ["short", "long"]
+    result = shell.run_line_magic("workflow", "run t question=q n=3 tone=long --wait")
+    assert result.outputs == {"n": 3, "tone": "long"}
+    with pytest.raises(UsageError, match=r"unknown type 'nubmer'; use one of"):
+        cell(shell, "t start --type start", "[n:nubmer]", "c1")
+    with pytest.raises(UsageError, match=r"only a select takes options"):
+        cell(shell, "t start --type start", "[n:number(1|2)]", "c1")

@@ -11,6 +11,7 @@ import argparse
 import ast
 import asyncio
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from traitlets.config import Configurable
 from cellwire.engine import RunResult
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.model import WorkflowError, registry
+from cellwire.model.validate import reference_problems
 from cellwire.runner import RunHandle, default_runner, resolve_store
 from cellwire.store import RunNotFound, RunStore
 
@@ -132,6 +134,9 @@ class WorkflowMagics(Magics, Configurable):
             upstream = [e.source for e in wf.edges if e.target == node.id]
             print(f"{args.name}: {node.id} ({node.type})"
                   + (f" after {', '.join(upstream)}" if upstream else ""))
+        # Refused only when the workflow runs: the node it names may come in a later cell.
+        for problem in reference_problems(self.session.workflows[args.name], node.id):
+            print(f"warning: {problem}", file=sys.stderr)
 
     def _define(self, args: argparse.Namespace, cell: str) -> Any:
         if not _NODE_ID.match(args.node_id):
