@@ -234,6 +234,8 @@ def test_run_wait_list_show_export_delete(shell, tmp_path):
     picture = shell.run_line_magic("workflow", "show qa")
     svg = picture._repr_svg_()
     assert svg.startswith("<svg") and ">shout<" in svg
+    # A wide graph shrinks to the output area's width instead of being cut off.
+    assert 'viewBox="0 0 ' in svg and "max-width:100%" in svg
     text = shell.run_line_magic("workflow", "export qa --format yaml")
     assert "cellwire: 1" in repr(text) and "cell_id" not in repr(text)
     path = tmp_path / "qa.yml"
