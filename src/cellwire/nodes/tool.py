@@ -45,9 +45,10 @@ def tools_of(ctx: NodeContext) -> ToolService:
 
 
 def tool_context(ctx: NodeContext) -> ToolContext:
-    """What a tool called by this node may use: the run's HTTP, network policy and the
-    secrets granted to the run."""
-    return ToolContext(http=ctx.runtime.http, network=ctx.runtime.network, secrets=ctx.secrets,
+    """What a tool called by this node may use: the run's HTTP, network policy, knowledge
+    bases and the secrets granted to the run."""
+    return ToolContext(http=ctx.runtime.http, network=ctx.runtime.network,
+                       knowledge=ctx.runtime.knowledge, secrets=ctx.secrets,
                        caller=f"node '{ctx.node.id}'")
 
 
