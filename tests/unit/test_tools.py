@@ -79,6 +79,24 @@ def test_the_decorator_names_a_provider_and_registers_for_every_run():
         return x
 
     assert (fn.provider, fn.name, fn.key) == ("acme", "acme_lookup", "acme/acme_lookup")
+    assert cellwire.services.tools.default_registry().find("acme_lookup") is None
+
+    @cellwire.tool
+    def registered_echo(text: str) -> str:
+        """Echo."""
+        return text
+
+    try:
+        assert registered_echo.provider == "python"
+        assert cellwire.services.tools.default_registry().find(
+            "registered_echo", "python") is registered_echo
+        wf = cellwire.Workflow("uses-it")
+        wf.add_node("start", "start")
+        wf.add_node("echo", "tool", after="start", provider_id="python",
+                    tool_name="registered_echo", tool_parameters={"text": "hi"})
+        assert wf.run(store=False).trace.iloc[-1].outputs["text"] == "hi"
+    finally:
+        cellwire.services.tools.default_registry().remove("registered_echo")
     with pytest.raises(ValueError, match="1-64 letters"):
         from_function(lambda: 1)
 
