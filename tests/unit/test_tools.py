@@ -317,6 +317,28 @@ def test_tool_errors_fail_the_node_naming_the_field():
     assert "invalid arguments for tool 'lookup'" in result.error
 
 
+def test_a_runs_tools_and_renames_and_the_workflows_own_tools():
+    wf = tool_workflow(provider_id="langgenius/openweather/openweather", tool_name="forecast",
+                       tool_parameters={"city": "{{#start.city#}}"})
+    failed = wf.run({"city": "Oslo", "days": 1}, store=False)
+    assert not failed.ok and "the tool 'langgenius/openweather/openweather/forecast' is not " \
+        "registered" in failed.error
+    # A rename to a tool given to this run only.
+    done = wf.run({"city": "Oslo", "days": 1}, store=False, tools=[lookup],
+                  tool_map={"openweather/forecast": "python/lookup"})
+    assert done.ok, done.error
+    assert done.outputs["json"] == [{"city": "Oslo", "days": 1, "unit": "C"}]
+    # The workflow's own tools go with every run of it; the run's are added to them.
+    @cellwire.tool(name="forecast", provider="openweather", register=False)
+    def canned(city: str) -> dict:
+        """A canned forecast."""
+        return {"city": city, "unit": "K"}
+
+    wf.tools = [canned]
+    assert wf.run({"city": "Oslo", "days": 1}, store=False).outputs["unit"] == "K"
+    assert "lookup" not in cellwire.services.tools.default_registry()
+
+
 def test_unbound_tools_are_problems_and_the_workflow_still_exports():
     from cellwire.formats.dify import export_dify
 
