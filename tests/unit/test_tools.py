@@ -410,6 +410,13 @@ def test_the_tools_magic_registers_a_files_tools_for_every_later_run(tmp_path, m
         assert result.trace[result.trace.node_id == "t"].outputs.iloc[0]["text"] == "3.5"
         with pytest.raises(UsageError, match="no such file"):
             ip.run_line_magic("workflow", "tools missing_tools.py")
+        # A bad renames file or MCP config is a usage error naming it, not a traceback.
+        (tmp_path / "renames.yaml").write_text("- not a mapping\n")
+        with pytest.raises(UsageError, match=r"--map .*renames.yaml: must map Dify tools"):
+            ip.run_line_magic("workflow", f"tools --map {tmp_path / 'renames.yaml'}")
+        (tmp_path / "servers.json").write_text('{"servers": {}}')
+        with pytest.raises(UsageError, match=r"--mcp .*servers.json: "):
+            ip.run_line_magic("workflow", f"tools --mcp {tmp_path / 'servers.json'}")
     finally:
         default_registry().remove("price_of", "shop")
 
