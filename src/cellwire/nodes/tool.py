@@ -107,6 +107,8 @@ async def run(ctx: NodeContext) -> NodeResult:
     process_data: dict[str, Any] = {"tool": tool.key, "tool_kind": tool.kind}
     if ignored:
         process_data["ignored_configurations"] = ignored
+    if output.notes:
+        process_data["notes"] = list(output.notes)
     return NodeResult(inputs=arguments, outputs=outputs, process_data=process_data,
                       metadata={"tool_info": {"provider": tool.provider, "name": tool.name}})
 
