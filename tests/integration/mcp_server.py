@@ -49,10 +49,10 @@ def pid() -> int:
 
 
 @server.tool()
-def report(city: str) -> CallToolResult:
+def report(city: str, units: str = "metric") -> CallToolResult:
     """A weather report in several content blocks."""
     return CallToolResult(content=[
-        TextContent(type="text", text=f"Report for {city}. "),
+        TextContent(type="text", text=f"Report for {city} ({units}). "),
         TextContent(type="text", text=json.dumps({"city": city, "rain_mm": 4})),
         TextContent(type="text", text='[{"day": 1}, {"day": 2}]'),
         TextContent(type="text", text="[1, 2]"),

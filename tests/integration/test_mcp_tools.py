@@ -113,12 +113,14 @@ def test_stdio_tools_run_in_tool_nodes_over_one_session():
 
 def test_content_blocks_become_text_and_json_as_in_dify():
     registry = ToolRegistry(stdio().tools())
-    wf = tool_workflow("report", city={"type": "constant", "value": "Oslo"})
+    # An empty parameter is left out, as Dify does for MCP tools: the server's default holds.
+    wf = tool_workflow("report", city={"type": "constant", "value": "Oslo"},
+                       units={"type": "mixed", "value": ""})
     result = wf.run({"city": "-"}, runtime=cellwire.Runtime(tools=registry), store=False)
     assert result.ok, result.error
     # Text blocks join as they are; JSON objects (and lists of them) are json; a list of
     # anything else is text; an embedded text resource is text.
-    assert result.outputs == {"text": "Report for Oslo. [1, 2]Radar: clear.", "json": [
+    assert result.outputs == {"text": "Report for Oslo (metric). [1, 2]Radar: clear.", "json": [
         {"city": "Oslo", "rain_mm": 4}, {"day": 1}, {"day": 2}]}
     row = result.trace[result.trace.node_id == "t"].iloc[0]
     # The image cannot be kept (no tool files yet): the node says so rather than drop it.

@@ -128,7 +128,10 @@ class MCPServer:
         schema = dict(listed.input_schema or {"type": "object", "properties": {}})
 
         async def invoke(arguments: dict[str, Any], context: ToolContext) -> Any:
-            result = await server.call(name, arguments)
+            # As Dify does: an empty parameter is left out, so the server's default holds.
+            sent = {k: v for k, v in arguments.items()
+                    if v is not None and not (isinstance(v, str) and not v.strip())}
+            result = await server.call(name, sent)
             if result.is_error:
                 texts = [str(getattr(b, "text", "")) for b in result.content
                          if getattr(b, "type", "") == "text"]
