@@ -423,31 +423,22 @@ class WorkflowMagics(Magics, Configurable):
         import pandas as pd
 
         from cellwire.services.tools import (
-            ToolError,
             ToolLoadError,
             default_registry,
-            load_mcp_config,
-            load_renames,
-            load_tools,
+            describe_tools,
+            register_tools,
         )
 
         args = parse("tools", rest)
         registry = default_registry()
         try:
-            for source in args.sources:
-                registry.extend(load_tools(source))
-            for config in args.mcp:
-                for server in load_mcp_config(config):
-                    registry.extend(server.tools())
-        except (ToolLoadError, ToolError) as exc:
+            register_tools(registry, args.sources, args.mcp, args.map, map_option="--map")
+        except ToolLoadError as exc:
             raise UsageError(str(exc)) from None
-        if args.map:
-            registry.renames.update(load_renames(args.map))
-        return pd.DataFrame(
-            [{"provider": t.provider, "name": t.name, "kind": t.kind,
-              "description": t.description,
-              "arguments": ", ".join(t.parameters.get("properties") or {})} for t in registry],
-            columns=["provider", "name", "kind", "description", "arguments"])
+        rows = [{**row, "arguments": ", ".join(row["arguments"])}
+                for row in describe_tools(registry)]
+        return pd.DataFrame(rows, columns=["provider", "name", "kind", "description",
+                                           "arguments"])
 
 
 class Picture:
