@@ -1,4 +1,4 @@
-"""MCP servers as tools: a real MCP server (tests/integration/mcp_server.py, the official SDK)
+"""MCP servers as tools: a real MCP server (notebooks/data/mcp_server.py, the official SDK)
 started by the test over stdio and over streamable HTTP on 127.0.0.1, its tools listed,
 bound to tool and agent nodes and called."""
 
@@ -29,7 +29,8 @@ from llm_server import llm_server
 
 pytestmark = pytest.mark.timeout(90)
 
-SERVER = str(Path(__file__).parent / "mcp_server.py")
+# The tutorial's MCP server (shipped with the notebooks, so `make lab`'s copy has it).
+SERVER = str(Path(__file__).parents[2] / "notebooks" / "data" / "mcp_server.py")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ CORPUS = Path("/work/shared/corpora/dify-dsl")
 TIME_APP = CORPUS / ("langgenius__dify/api__tests__fixtures__workflow__"
                      "chatflow_time_tool_static_output_workflow.yml")
 AGENT_APP = CORPUS / "svcvit__Awesome-Dify-Workflow/DSL__Agent工具调用.yml"
-MCP_SERVER = Path(__file__).parent / "mcp_server.py"
+MCP_SERVER = Path(__file__).parents[2] / "notebooks" / "data" / "mcp_server.py"
 
 TOOLS = textwrap.dedent('''
     """The user's own tools for the imported apps."""

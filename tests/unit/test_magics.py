@@ -381,7 +381,8 @@ def test_dashboards_match_the_store(shell, tmp_path):
 
     newest = stored.run_id.iloc[0]
     tr = shell.run_line_magic("workflow", "trace")
-    assert list(tr.node_id) == list(store.trace(newest).node_id)
+    assert list(tr.node_id) == list(store.trace(newest).sort_values("started_at",
+                                                                     kind="stable").node_id)
     assert tr.loc[tr.node_id == "boom", "status"].item() == "failed"
     assert shell.run_line_magic("workflow", "runs --limit 2").run_id.tolist() == \
         stored.run_id.tolist()[:2]
@@ -526,3 +527,26 @@ def test_start_inputs_are_typed_from_the_short_form(shell):
         cell(shell, "t start --type start", "[n:nubmer]", "c1")
     with pytest.raises(UsageError, match=r"only a select takes options"):
         cell(shell, "t start --type start", "[n:number(1|2)]", "c1")
+
+
+def test_trace_magic_lists_a_container_before_what_ran_inside_it(shell):
+    """Nodes finish inside-out (an iteration after its items), but the trace is read in the
+    order nodes started: the iteration's row, then its items' rows naming it as parent."""
+    wf = cellwire.Workflow("nest")
+    wf.add_node("start", "start", variables=[{"variable": "items", "type": "json_object"}])
+    wf.add_node("it", "iteration", after="start", iterator_selector=["start", "items"],
+                output_selector=["t", "output"], start_node_id="its")
+    wf.add_node("its", "iteration-start", parent="it")
+    wf.add_node("t", "template-transform", parent="it", after="its", template="{{ x }}!",
+                variables=[{"variable": "x", "value_selector": ["it", "item"]}])
+    wf.add_node("end", "end", after="it", outputs=[{"variable": "out",
+                                                    "value_selector": ["it", "output"]}])
+    shell.magics_obj.session.workflows["nest"] = wf
+    result = shell.run_line_magic("workflow", "run nest items=[1,2] --wait")
+    assert result.outputs == {"out": ["1!", "2!"]}, result.error
+    raw = result.trace
+    assert list(raw.node_id).index("it") > list(raw.node_id).index("t")  # finish order
+    tr = shell.run_line_magic("workflow", "trace")
+    order = list(tr.node_id)
+    assert order.index("it") < order.index("t") and order[0] == "start"
+    assert set(tr.loc[tr.node_id == "t", "parent_id"]) == {"it"}

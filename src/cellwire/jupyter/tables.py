@@ -24,11 +24,16 @@ _QUIET_DEFAULTS: dict[str, object] = {
 
 
 def readable_trace(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (a trace) ordered for reading: node, type, status, time, tokens, cost first;
+    """``frame`` (a trace) ordered for reading: rows in the order nodes started (a container
+    before what ran inside it), and node, type, status, time, tokens, cost as the first columns;
     ``start_ms`` (from the run's first node) instead of timestamps; floats rounded; columns
     with nothing in them left out."""
     frame = frame.copy()
     if "started_at" in frame:
+        # Start order, not finish order: an agent or an iteration comes before the steps it
+        # ran (their rows name it as parent_id). A skipped node never started: its finish.
+        when = frame["started_at"].fillna(frame.get("finished_at", frame["started_at"]))
+        frame = frame.iloc[when.argsort(kind="stable")]
         started = frame["started_at"]
         origin = started.min()
         frame["start_ms"] = ((started - origin).dt.total_seconds() * 1000).round(1)

@@ -1,4 +1,5 @@
-"""A small MCP server for the tests and the tutorial (the official ``mcp`` SDK's MCPServer).
+"""A small MCP server for the tutorial (13-tools-and-agents) and the tests (the official
+``mcp`` SDK's MCPServer).
 
 Tools: ``forecast(city)`` (text), ``add(a, b)`` (structured), ``pid()`` (the server's
 process id), ``broken()`` (always fails), ``report(city)`` (text, JSON text, an embedded
