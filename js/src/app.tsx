@@ -12,6 +12,7 @@ import {
   ReactFlow,
   ReactFlowProvider,
   useReactFlow,
+  useStore,
 } from "@xyflow/react";
 import type { Connection, EdgeChange, IsValidConnection, NodeChange, OnConnectEnd, OnDelete } from "@xyflow/react";
 import { EditorContext, useTrait } from "./context";
@@ -58,6 +59,16 @@ const FIT = { padding: 0.1, maxZoom: 1.25 };
 /** Above this many nodes the minimap shows by default (an overview of a big graph); below,
  * it would only cover nodes. */
 const MAP_FROM = 30;
+/** Narrower than this, the editor opens with the palette collapsed to its icons. */
+const WIDE = 1200;
+
+/** How far out the view is zoomed, in three steps: the nodes of a zoomed-out view draw
+ * their titles larger (and drop their detail lines), so they stay readable; a component
+ * re-renders only when the step changes. */
+function zoomStep(s: { transform: [number, number, number] }): string {
+  const zoom = s.transform[2];
+  return zoom < 0.38 ? " cw-farther" : zoom < 0.6 ? " cw-far" : "";
+}
 const PRO = { hideAttribution: true };
 const DELETE_KEYS = ["Backspace", "Delete"];
 
@@ -98,23 +109,19 @@ const Toolbar = memo(function Toolbar(props: ToolbarProps) {
       ) : null}
       <button data-testid="cw-stop" disabled={!running} onClick={() => send({ type: "stop" })}>■ Stop</button>
       <span className="cw-sep" />
-      <button data-testid="cw-undo" disabled={!canUndo} onClick={() => send({ type: "undo" })}>↶ Undo</button>
-      <button data-testid="cw-redo" disabled={!canRedo} onClick={() => send({ type: "redo" })}>↷ Redo</button>
+      <button data-testid="cw-undo" disabled={!canUndo} title="undo (Ctrl+Z)" onClick={() => send({ type: "undo" })}>↶</button>
+      <button data-testid="cw-redo" disabled={!canRedo} title="redo (Ctrl+Shift+Z)" onClick={() => send({ type: "redo" })}>↷</button>
       <span className="cw-sep" />
       <button data-testid="cw-fit" onClick={onFit}>Fit</button>
       <button data-testid="cw-layout" onClick={onLayout}>Layout</button>
       <span className="cw-sep" />
-      <button data-testid="cw-toggle-palette" aria-pressed={sides.palette} title="show or hide the node palette"
-        onClick={() => setSides({ ...sides, palette: !sides.palette })}>Palette</button>
-      <button data-testid="cw-toggle-panel" aria-pressed={sides.panel} title="show or hide the properties panel"
-        onClick={() => setSides({ ...sides, panel: !sides.panel })}>Panel</button>
       <button data-testid="cw-toggle-map" aria-pressed={sides.map} title="show or hide the minimap"
         onClick={() => setSides({ ...sides, map: !sides.map })}>Map</button>
       <button data-testid="cw-expand" title="the canvas gets the whole width (palette and panel collapse), or back"
         onClick={() => {
           const open = sides.palette || sides.panel;
           setSides({ ...sides, palette: !open, panel: !open });
-        }}>{sides.palette || sides.panel ? "⤢ Expand" : "⤡ Restore"}</button>
+        }}>{sides.palette || sides.panel ? "⤢ Expand" : "⤡ Sides"}</button>
       <span className="cw-message" data-testid="cw-message" title={message}>
         {message ? (
           <>
@@ -161,6 +168,12 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   const [epoch, setEpoch] = useState(0);
   const [selectedId, setSelectedId] = useState<string | null>(null);
   const [sides, setSides] = useState<Sides>(() => ({ palette: true, panel: true, map: nodes.length > MAP_FROM }));
+  const far = useStore(zoomStep);
+  // The palette starts as icons where the width is short (read once the editor is in the page).
+  useEffect(() => {
+    const width = rootRef.current?.getBoundingClientRect().width ?? WIDE;
+    if (width > 0 && width < WIDE) setSides((s) => ({ ...s, palette: false }));
+  }, []);
   const [runForm, setRunForm] = useState(false);
   /** What the form ran with last: the next form starts from it. */
   const [lastInputs, setLastInputs] = useState<Record<string, unknown>>({});
@@ -302,8 +315,8 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
       // nearest the point (the drop, the middle of the view, or a container's corner).
       const boxes = rfNodes
         .filter((n) => n.parentId === parent)
-        .map((n) => ({ x: n.position.x, y: n.position.y, w: n.width ?? NODE_WIDTH, h: n.height ?? 72 }));
-      const size = { w: NODE_WIDTH, h: 72 };
+        .map((n) => ({ x: n.position.x, y: n.position.y, w: n.width ?? NODE_WIDTH, h: n.height ?? 76 }));
+      const size = { w: NODE_WIDTH, h: 76 };
       let center = at;
       if (container) center = { x: PAD + size.w / 2, y: HEADER + PAD + size.h / 2 };
       else if (!center) {
@@ -439,7 +452,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     <EditorContext.Provider value={editor}>
       <div
         ref={rootRef}
-        className={`cw-editor${dark ? " cw-dark" : ""}${nodes.length > DAGRE_LIMIT ? " cw-big" : ""}`}
+        className={`cw-editor${dark ? " cw-dark" : ""}${nodes.length > DAGRE_LIMIT ? " cw-big" : far}`}
         data-testid="cw-editor"
         {...SUPPRESS}
         onKeyDown={onKeyDown}

@@ -5,7 +5,7 @@ import { Position } from "@xyflow/react";
 import type { Edge, Node, NodeHandle } from "@xyflow/react";
 import type { CwEdge, CwNode, Position as Point } from "./types";
 
-export const NODE_WIDTH = 220;
+export const NODE_WIDTH = 200;
 export const HEADER = 44;
 export const PAD = 24;
 const TARGET = "target";
@@ -111,7 +111,7 @@ export function layout(nodes: CwNode[], edges: CwEdge[]): Map<string, Box> {
       auto = layered(members, edges, sizes, offset);
     } else if (members.some((m) => !m.position)) {
       const g = new dagre.graphlib.Graph();
-      g.setGraph({ rankdir: "LR", nodesep: 30, ranksep: 70, marginx: 0, marginy: 0 });
+      g.setGraph({ rankdir: "LR", nodesep: 24, ranksep: 50, marginx: 0, marginy: 0 });
       g.setDefaultEdgeLabel(() => ({}));
       for (const m of members) g.setNode(m.id, { width: sizes.get(m.id)!.w, height: sizes.get(m.id)!.h });
       const memberIds = new Set(members.map((m) => m.id));

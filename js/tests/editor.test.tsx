@@ -321,6 +321,9 @@ describe("roomy editor", () => {
     }
     const blocked = q(el, "cw-palette-trigger-webhook")!;
     expect(blocked.dataset.runs).toBe("false");
+    expect(blocked.title).toContain("needs a Dify webhook"); // also as an icon
+    q(el, "cw-palette-toggle")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-palette")!.classList.contains("cw-palette-closed")).toBe(false));
     expect(blocked.textContent).toContain("can't run here");
     expect(blocked.title).toContain("needs a Dify webhook");
     expect(q(el, "cw-palette-code")!.dataset.runs).toBe("true");
@@ -329,6 +332,11 @@ describe("roomy editor", () => {
   test("palette and panel collapse, and Expand gives the canvas the whole width", async () => {
     const { el } = await mount();
     const canvas = q(el, "cw-canvas")!;
+    // 1000 px wide: the palette starts as a strip of icons; its toggle opens it.
+    await vi.waitFor(() => expect(q(el, "cw-palette")!.classList.contains("cw-palette-closed")).toBe(true));
+    expect(q(el, "cw-palette-code")!.textContent).toBe("{}");
+    q(el, "cw-palette-toggle")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-palette-code")!.textContent).toBe("{}code"));
     (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
     await vi.waitFor(() => expect(q(el, "cw-panel")).not.toBeNull());
     const narrow = box(canvas).width;
