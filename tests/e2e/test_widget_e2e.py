@@ -536,3 +536,27 @@ def test_an_editor_opened_after_a_run_shows_it_and_the_whole_error(notebook):
     expect(editor.get_by_test_id("cw-run-status")).to_contain_text("at bad")
     node(editor, "bad").click()
     expect(editor.get_by_test_id("cw-panel-error")).to_contain_text("the e2e node broke on purpose")
+
+
+def test_nodes_added_from_the_palette_land_on_no_other_node(notebook):
+    editor = show(notebook, GRAPH)
+    for _ in range(3):
+        count = editor.locator(".react-flow__node").count()
+        editor.get_by_test_id("cw-palette-code").click()
+        expect(editor.locator(".react-flow__node")).to_have_count(count + 1)
+    boxes = editor.locator(".react-flow__node").evaluate_all(BOXES)
+    assert len(boxes) == 6
+    clashes = [(a["name"], b["name"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+               if _overlap(a, b)]
+    assert clashes == []
+    assert kernel_json(notebook, "await until(lambda: len(wf.nodes) == 6)\n"
+                                 "print(json.dumps(sorted(wf.nodes)))") == \
+        ["ask", "code_1", "code_2", "code_3", "end", "start"]
+
+
+def test_a_connection_dropped_on_a_node_body_connects_to_its_input(notebook):
+    editor = show(notebook, GRAPH)
+    handle(editor, "ask", "source").drag_to(node(editor, "end"))
+    expect(editor.locator(".react-flow__edge")).to_have_count(2)
+    assert kernel_json(notebook, "await until(lambda: len(wf.edges) == 2)\nshow_edges(wf)") == [
+        ["ask", "source", "end"], ["start", "source", "ask"]]
