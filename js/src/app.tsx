@@ -84,6 +84,8 @@ type ToolbarProps = {
   nodeCount: number;
   problemCount: number;
   sides: Sides;
+  /** Whether the panel shows now (open, with a node selected). */
+  panelShown: boolean;
   setSides: (s: Sides) => void;
 };
 
@@ -93,7 +95,9 @@ export type Sides = { palette: boolean; panel: boolean; map: boolean };
 /** The toolbar reads the run and history flags itself: a run starting or ending re-renders
  * these buttons, not the canvas. */
 const Toolbar = memo(function Toolbar(props: ToolbarProps) {
-  const { model, send, onRun, hasInputs, onFit, onLayout, message, onDismiss, nodeCount, problemCount, sides, setSides } = props;
+  const { model, send, onRun, hasInputs, onFit, onLayout, message, onDismiss, nodeCount, problemCount, sides, panelShown, setSides } = props;
+  // Expand folds whatever takes width from the canvas now; with nothing to fold, it opens both.
+  const folded = !sides.palette && !panelShown;
   const running = useTrait<boolean>(model, "running");
   const canUndo = useTrait<boolean>(model, "can_undo");
   const canRedo = useTrait<boolean>(model, "can_redo");
@@ -119,9 +123,8 @@ const Toolbar = memo(function Toolbar(props: ToolbarProps) {
         onClick={() => setSides({ ...sides, map: !sides.map })}>Map</button>
       <button data-testid="cw-expand" title="the canvas gets the whole width (palette and panel collapse), or back"
         onClick={() => {
-          const open = sides.palette || sides.panel;
-          setSides({ ...sides, palette: !open, panel: !open });
-        }}>{sides.palette || sides.panel ? "⤢ Expand" : "⤡ Sides"}</button>
+          setSides({ ...sides, palette: folded, panel: folded });
+        }}>{folded ? "⤡ Sides" : "⤢ Expand"}</button>
       <span className="cw-message" data-testid="cw-message" title={message}>
         {message ? (
           <>
@@ -473,6 +476,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
           nodeCount={nodes.length}
           problemCount={problemCount}
           sides={sides}
+          panelShown={!!selected && sides.panel}
           setSides={setSides}
         />
         <div className="cw-body">
