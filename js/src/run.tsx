@@ -1,7 +1,7 @@
 /** Running from the editor: the inputs form typed from the start node's variables, and the
  * status line that says how the last run ended. */
 import { useState } from "react";
-import type { FormEvent } from "react";
+import type { FormEvent, KeyboardEvent } from "react";
 import { useTrait } from "./context";
 import { SUPPRESS } from "./graph";
 import type { AnyModel, CwNode, RunSummary, StartVariable } from "./types";
@@ -72,6 +72,13 @@ type FormProps = {
 export function RunForm({ vars, given, onRun, onClose }: FormProps) {
   const [draft, setDraft] = useState<Draft>(() => Object.fromEntries(vars.map((v) => [v.variable, initial(v, given)])));
   const [problem, setProblem] = useState<string | null>(null);
+  // Enter runs, said here: in JupyterLab the notebook's key handling keeps the browser from
+  // submitting the form by itself.
+  const onEnter = (e: KeyboardEvent<HTMLInputElement>) => {
+    if (e.key !== "Enter" || e.nativeEvent.isComposing) return;
+    e.preventDefault();
+    submit();
+  };
   const set = (name: string, value: string | boolean) => setDraft((d) => ({ ...d, [name]: value }));
   const submit = (e?: FormEvent) => {
     e?.preventDefault();
@@ -120,6 +127,7 @@ export function RunForm({ vars, given, onRun, onClose }: FormProps) {
               placeholder={v.type === "file" ? "file path or URL" : ""}
               value={String(value)}
               onChange={(e) => set(v.variable, e.target.value)}
+              onKeyDown={onEnter}
             />
           );
         }

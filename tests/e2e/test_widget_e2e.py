@@ -519,8 +519,19 @@ def test_run_asks_for_the_start_inputs_and_runs_with_them_typed(notebook):
     form = editor.get_by_test_id("cw-run-form")
     expect(form).to_be_visible()
     assert notebook.run("print(w.running, w.run_handle)") == "False None"  # not run silently
-    form.get_by_test_id("cw-input-x").fill("4")
-    form.get_by_test_id("cw-run-go").click()
+    # Typed key by key: notebook shortcuts (a, b, x add and cut cells) stay out of the form,
+    # and Enter runs.
+    cells = notebook.cell_count()
+    field = form.get_by_test_id("cw-input-x")
+    field.click()
+    field.press_sequentially("4")
+    for key in ("a", "b", "x", "Backspace", "Backspace", "Backspace", "Backspace"):
+        field.press(key)
+    expect(field).to_have_value("")
+    field.press_sequentially("4")
+    field.press("Enter")
+    expect(form).to_have_count(0)
+    assert notebook.cell_count() == cells
     expect(node(editor, "end")).to_have_attribute("data-status", "succeeded")
     expect(editor.get_by_test_id("cw-run-status")).to_contain_text("last run succeeded")
     out = kernel_json(notebook, "r = await w.run_handle\n"
