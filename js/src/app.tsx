@@ -248,7 +248,6 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
 
   const onConnect = useCallback(
     (c: Connection) => {
-      setRunForm(false);
       const problem = connectionProblem(c, nodes, edges);
       if (problem) {
         setMessage(problem);
