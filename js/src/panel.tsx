@@ -252,9 +252,10 @@ export type PanelProps = {
   schema: JsonSchema | undefined;
   problems: Problem[];
   send: (msg: Record<string, unknown>) => void;
+  onCollapse?: () => void;
 };
 
-export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
+export function PropertiesPanel({ node, schema, problems, send, onCollapse }: PanelProps) {
   const byField = new Map<string, string>();
   const loose: Problem[] = [];
   for (const pr of problems) {
@@ -283,7 +284,13 @@ export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
     <div className="cw-panel" data-testid="cw-panel" tabIndex={-1} {...SUPPRESS}>
       <div className="cw-panel-head">
         <b>{node.type}</b> <code>{node.id}</code>
+        {onCollapse ? (
+          <button className="cw-small cw-close" data-testid="cw-panel-collapse" title="collapse the panel" onClick={onCollapse}>
+            ›
+          </button>
+        ) : null}
       </div>
+      <NodeError id={node.id} />
       <RunFrom id={node.id} send={send} />
       <label className="cw-field">
         <span className="cw-label">title</span>
@@ -315,6 +322,19 @@ export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
   );
 }
 
+/** The error of the node's last run, whole, at the top of its panel (the node's badge has
+ * room for two lines). */
+function NodeError({ id }: { id: string }) {
+  const entry = useStatus(useEditor().store, id);
+  if (!entry?.error) return null;
+  return (
+    <div className="cw-panel-error" data-testid="cw-panel-error" role="alert">
+      <div className="cw-values-title">{entry.handled ? "error (handled by the node's error strategy)" : "error"}</div>
+      <pre>{entry.error}</pre>
+    </div>
+  );
+}
+
 /** The node's last inputs and outputs; subscribed here, so a status change of the selected
  * node re-renders this block only. */
 function LastRun({ id }: { id: string }) {
@@ -323,7 +343,6 @@ function LastRun({ id }: { id: string }) {
   return (
     <div className="cw-io" data-testid="cw-io">
       <div className="cw-values-title">last run: {entry.status}</div>
-      {entry.error ? <div className="cw-field-problem">{entry.error}</div> : null}
       {entry.status === "paused" && entry.form ? <FormToAnswer key={entry.form.run_id} form={entry.form} /> : null}
       <Values title="inputs" values={entry.inputs} />
       <Values title="outputs" values={entry.outputs} />

@@ -49,6 +49,30 @@ export type NodeTypeInfo = {
   container: boolean;
   start: boolean;
   schema: JsonSchema;
+  /** What a node of this type needs to run that this install lacks; null when it runs. */
+  needs?: string | null;
+};
+
+/** How the last run ended (the kernel's ``run_summary`` trait). */
+export type RunSummary = {
+  run_id: string;
+  status: string;
+  elapsed_ms: number;
+  tokens: number;
+  cost: number | null;
+  error: string | null;
+  error_node: string | null;
+  ended_at: number | null;
+};
+
+/** One input a start node declares (its ``variables``). */
+export type StartVariable = {
+  variable: string;
+  label?: string;
+  type?: string;
+  required?: boolean;
+  default?: unknown;
+  options?: string[];
 };
 
 export type JsonSchema = {
