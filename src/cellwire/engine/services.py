@@ -107,13 +107,18 @@ class ToolService(Protocol):
 class KnowledgeService(Protocol):
     """Knowledge bases by dataset id: ``retrieve`` returns Dify-shaped result chunks
     (:class:`cellwire.services.knowledge.Knowledge`); ``filters`` are Dify's metadata
-    filtering conditions."""
+    filtering conditions; ``rerank`` a rerank model
+    (:class:`cellwire.services.knowledge.rerank.ModelReranker`)."""
 
     async def retrieve(self, dataset_ids: Sequence[str], query: str, *,
                        top_k: int | None = None, score_threshold: float | None = None,
                        mode: Any = None, fusion: str = "rrf", vector_weight: float = 0.7,
-                       keyword_weight: float = 0.3,
-                       filters: Any = None) -> list[dict[str, Any]]: ...
+                       keyword_weight: float = 0.3, filters: Any = None,
+                       rerank: Any = None) -> list[dict[str, Any]]: ...
+
+    def metadata_fields(self, dataset_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The documents' metadata fields as ``{name, type}`` (automatic filtering)."""
+        ...
 
 
 class CodeResult(NamedTuple):

@@ -29,6 +29,7 @@ from .embeddings import Embedder, embedder_for
 from .extract import extract_text, mime_type_of
 from .filters import Conditions, allowed
 from .fusion import RRF_K, keyword_scores, rrf, weighted
+from .rerank import Reranker, rerank_hits
 
 Mode = Literal["fulltext", "vector", "hybrid"]
 T = TypeVar("T")
@@ -395,7 +396,8 @@ class KnowledgeBase:
                      score_threshold: float | None = None,
                      filters: Conditions | Mapping[str, Any] | None = None,
                      fusion: Literal["rrf", "weighted"] = "rrf",
-                     vector_weight: float = 0.7, keyword_weight: float = 0.3) -> list[Hit]:
+                     vector_weight: float = 0.7, keyword_weight: float = 0.3,
+                     rerank: Reranker | None = None) -> list[Hit]:
         """The ``top_k`` best chunks for ``query``.
 
         ``mode``: ``fulltext`` (BM25 over LanceDB's full-text index; no model needed),
@@ -404,7 +406,9 @@ class KnowledgeBase:
         embedding model, else full-text. ``score`` is the cosine similarity (vector), the
         BM25 score relative to the best hit (full-text), the fused score relative to its
         largest possible value (rrf) or Dify's weighted score. ``filters``: Dify's metadata
-        conditions on the documents. Hits under ``score_threshold`` are dropped.
+        conditions on the documents. ``rerank``: a rerank model (:mod:`.rerank`) that
+        re-scores the best ``max(3 * top_k, 10)`` candidates; ``score`` is then its relevance
+        score. Hits under ``score_threshold`` are dropped.
         """
         mode = mode or ("hybrid" if self.embedding else "fulltext")
         if mode != "fulltext" and not self.embedding:
@@ -426,14 +430,20 @@ class KnowledgeBase:
                 where = f"document_id IN ({', '.join(_sql(i) for i in ids)})"
         hierarchical = self.rule.mode == "hierarchical"
         # Fusion and parent-child grouping need more candidates than they return.
-        wanted = max(top_k * 3, 10) if (mode == "hybrid" or hierarchical) else top_k
+        wanted = max(top_k * 3, 10) if (mode == "hybrid" or hierarchical or rerank) \
+            else top_k
         vector = None
         if mode != "fulltext":
             vector = np.asarray((await self.embedder().embed([query]))[0], dtype=np.float32)
         text_rows, vector_rows = await asyncio.to_thread(
             self._query, chunks, query if mode != "vector" else None, vector, wanted, where)
-        return self._rank(query, text_rows, vector_rows, mode, top_k, score_threshold, fusion,
-                          vector_weight, keyword_weight, hierarchical)
+        if rerank is None:
+            return self._rank(query, text_rows, vector_rows, mode, top_k, score_threshold,
+                              fusion, vector_weight, keyword_weight, hierarchical)
+        candidates = self._rank(query, text_rows, vector_rows, mode, wanted, None, fusion,
+                                vector_weight, keyword_weight, hierarchical)
+        return await rerank_hits(rerank, query, candidates, top_n=top_k,
+                                 score_threshold=score_threshold)
 
     def _query(self, chunks: Any, query: str | None, vector: np.ndarray | None, wanted: int,
                where: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -24,6 +24,7 @@ from .base import META, Hit, KnowledgeBase, Mode
 from .chunking import ChunkRule
 from .embeddings import embedder_for
 from .filters import Conditions
+from .rerank import Reranker, rerank_hits
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -118,10 +119,15 @@ class Knowledge:
                        mode: Mode | None = None, fusion: str = "rrf",
                        vector_weight: float = 0.7, keyword_weight: float = 0.3,
                        filters: Conditions | Mapping[str, Any] | None = None,
+                       rerank: Reranker | None = None,
                        ) -> builtins.list[dict[str, Any]]:
         """The best chunks of the bases ``dataset_ids`` for ``query``, Dify-shaped
         (``content``, ``title``, ``metadata`` with ``score`` and the document's fields),
-        best first, at most ``top_k`` (4) over all bases."""
+        best first, at most ``top_k`` (4) over all bases.
+
+        With ``rerank`` (a rerank model), as Dify's multiple retrieval: each base gives its
+        ``top_k`` best, the model re-scores them all together, and ``score_threshold``
+        applies to its scores."""
         top_k = top_k or 4
         found: builtins.list[tuple[KnowledgeBase, Hit]] = []
         for key in dict.fromkeys(dataset_ids):
@@ -129,13 +135,44 @@ class Knowledge:
             base_mode = mode if mode is not None and (mode == "fulltext" or base.embedding) \
                 else None
             hits = await base.search(query, mode=base_mode, top_k=top_k,
-                                     score_threshold=score_threshold, filters=filters,
+                                     score_threshold=None if rerank else score_threshold,
+                                     filters=filters,
                                      fusion="weighted" if fusion == "weighted" else "rrf",
                                      vector_weight=vector_weight, keyword_weight=keyword_weight)
             found.extend((base, hit) for hit in hits)
+        if rerank is not None:
+            owner = {id(hit): base for base, hit in found}
+            ranked = await rerank_hits(rerank, query, [hit for _, hit in found], top_n=top_k,
+                                       score_threshold=score_threshold)
+            found = [(owner[id(hit)], hit) for hit in ranked]
         found.sort(key=lambda pair: -pair[1].score)
         return [dify_result(base, hit, index + 1)
                 for index, (base, hit) in enumerate(found[:top_k])]
+
+
+    def metadata_fields(self, dataset_ids: Sequence[str]) -> builtins.list[dict[str, str]]:
+        """The metadata fields of the documents in the bases ``dataset_ids``, each as
+        ``{name, type}`` with Dify's types (``string``, ``number``, ``time``): what automatic
+        metadata filtering lets a model choose from."""
+        fields: dict[str, str] = {}
+        for key in dict.fromkeys(dataset_ids):
+            for document in self.get(key).documents():
+                for name, value in document["metadata"].items():
+                    if name not in fields or fields[name] == "string":
+                        fields[name] = _field_type(name, value)
+        return [{"name": name, "type": kind} for name, kind in fields.items()]
+
+
+#: Dify's built-in metadata fields that hold times (Unix seconds).
+_TIME_FIELDS = ("upload_date", "last_update_date")
+
+
+def _field_type(name: str, value: Any) -> str:
+    if name in _TIME_FIELDS:
+        return "time"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
+    return "string"
 
 
 def dify_result(base: KnowledgeBase, hit: Hit, position: int) -> dict[str, Any]:
