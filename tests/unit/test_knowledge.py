@@ -211,6 +211,18 @@ def test_metadata_filters_limit_documents(knowledge: Knowledge):
             {"name": "team", "comparison_operator": "like", "value": "x"}]}))
 
 
+def test_metadata_filters_apply_before_the_top_k_is_taken(knowledge: Knowledge):
+    base = knowledge.create("prefilter", embedding="hash-64")
+    run(base.add_texts({f"strong-{i}": "tea tea tea tea leaves" for i in range(30)},
+                       metadata={"team": "red"}))
+    run(base.add_text("weak", "a note that mentions tea once, among other things",
+                      metadata={"team": "blue"}))
+    blue = {"conditions": [{"name": "team", "comparison_operator": "is", "value": "blue"}]}
+    for mode in ("fulltext", "vector", "hybrid"):
+        hits = run(base.search("tea leaves", mode=mode, top_k=1, filters=blue))
+        assert [h.document_name for h in hits] == ["weak"], mode
+
+
 def test_reingest_skips_unchanged_and_replaces_changed_files(tmp_path: Path):
     embedder = CountingEmbedder()
     knowledge = Knowledge(tmp_path / "kb")
