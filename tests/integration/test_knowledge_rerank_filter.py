@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from cellwire.services.knowledge.rerank import RerankUnavailable, reranker_for
 from cellwire.services.llm import LLMRouter, ProviderError, RetryableProviderError
 from cellwire.services.llm.base import AuthenticationError
 from cellwire.services.llm.openai import OpenAIProvider
+from cellwire.services.llm.scripted import ScriptedProvider
 
 KEY = "sk-rerank-secret"
 DOCS = {
@@ -141,6 +144,32 @@ def test_rerank_reorders_the_hits_of_all_bases_as_dify_does(knowledge: Knowledge
         assert len(server.rerank_requests()[-1]["documents"]) == 2  # all that matched "tea"
 
 
+def test_cli_search_reranks_through_a_configured_provider(tmp_path: Path):
+    env = {**os.environ, "CELLWIRE_HOME": str(tmp_path / "home")}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cellwire.cli", "kb", *args],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**env, **extra}, cwd=tmp_path)
+
+    for name, text in DOCS.items():
+        (tmp_path / name).write_text(text)
+    assert cli("create", "shop").returncode == 0
+    assert cli("add", "shop", *(str(tmp_path / n) for n in DOCS), "--quiet").returncode == 0
+    with rerank_server(score=refund_first, api_key=KEY) as server:
+        # The provider is the one the environment configures (OPENAI_BASE_URL and its key).
+        provider = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": KEY}
+        done = cli("search", "shop", "tea", "--top-k", "2", "--rerank",
+                   "openai/rerank-english-v3.0", "--json", **provider)
+        assert done.returncode == 0, done.stderr
+        hits = json.loads(done.stdout)
+        assert [h["source"].rsplit("/", 1)[-1] for h in hits] == ["refunds.md", "tea.md"]
+        assert hits[0]["score"] == 0.9 and hits[0]["scores"]["rerank"] == 0.9
+        assert server.rerank_requests()[0]["model"] == "rerank-english-v3.0"
+        refused = cli("search", "shop", "tea", "--rerank", "nowhere/rerank", **provider)
+        assert refused.returncode == 1 and "'nowhere/rerank'" in refused.stderr
+
+
 def test_node_reranks_with_the_model_it_names(knowledge: Knowledge):
     with rerank_server(score=refund_first, api_key=KEY) as server:
         router = LLMRouter([OpenAIProvider("cohere", base_url=server.base_url, api_key=KEY)])
@@ -172,13 +201,21 @@ def test_node_reranks_with_the_model_it_names(knowledge: Knowledge):
 
 def test_node_with_an_unconfigured_rerank_model_says_how_to_configure_it(
         knowledge: Knowledge):
-    runtime = Runtime(llm=LLMRouter(), knowledge=knowledge)
+    # The router has a default model, but a chat model never stands in for a rerank model.
+    router = LLMRouter([ScriptedProvider()], default="scripted/echo")
+    runtime = Runtime(llm=router, knowledge=knowledge)
     wf = retrieval_workflow(multiple_retrieval_config={
         "top_k": 2, "reranking_model": {"provider": "cohere", "model": "rerank-v3"}})
     result = run(wf.arun({"q": "tea"}, runtime=runtime, store=False))
     assert result.status == "failed"
     assert "multiple_retrieval_config.reranking_model" in (result.error or "")
     assert "cohere/rerank-v3" in result.error
+    # A run whose models are all redirected (-m scripted/echo) reranks there too.
+    redirected = Runtime(llm=router, knowledge=knowledge, model_override="scripted/echo")
+    done = run(wf.arun({"q": "refunds tea"}, runtime=redirected, store=False))
+    assert done.ok, done.error
+    assert done.outputs["result"][0]["title"] == "refunds.md"
+    assert done.outputs["result"][0]["metadata"]["scores"]["rerank"] == 1.0
 
 
 def test_node_weighted_score_mode_uses_dify_weights(tmp_path: Path):

@@ -24,8 +24,8 @@ class LLMService(Protocol):
     """Resolves a node's model to a provider and prices what it used
     (:class:`cellwire.services.llm.LLMRouter`)."""
 
-    def resolve_config(self, provider: str, model: str, *,
-                       override: str | None = None) -> Route: ...
+    def resolve_config(self, provider: str, model: str, *, override: str | None = None,
+                       fallback: bool = True) -> Route: ...
 
     def priced(self, route: Route, usage: TokenUsage) -> Priced: ...
 

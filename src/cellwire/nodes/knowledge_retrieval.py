@@ -23,7 +23,8 @@ from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.llm import ProviderError
 
-from .llm import ModelConfig, route_for
+from .llm import ModelConfig
+from .llm.call import router_of
 from .llm.config import node_error
 from .metadata_filter import AutomaticFilter, automatic_filter
 
@@ -177,11 +178,16 @@ def _reranker(ctx: NodeContext, given: dict[str, Any]) -> Any:
         raise NodeError("the rerank model names no model", field=field,
                         hint="set reranking_model {provider, model}, or reranking_enable: "
                              "false")
+    override = ctx.runtime.model_override
     try:
-        route = route_for(ctx, ModelConfig(provider=provider, name=name))
-    except NodeError as exc:
-        exc.field = field
-        raise
+        # As every model of the run: mapped, or redirected by the run's model override; but
+        # never the default model, which is a chat model.
+        route = router_of(ctx).resolve_config(provider, name, override=override,
+                                              fallback=False)
+    except ProviderError as exc:
+        error = node_error(exc, override or f"{provider}/{name}".strip("/"))
+        error.field = field
+        raise error from None
     try:
         return ModelReranker(route.provider, route.model)
     except RerankUnavailable as exc:

@@ -61,7 +61,8 @@ def reranker_for(name: str, router: Any = None) -> ModelReranker:
 
         router = default_router()
     try:
-        route = router.resolve(name)
+        # No fallback to the default model: that is a chat model, not a rerank model.
+        route = router.resolve(name, fallback=False)
     except Exception as exc:  # noqa: BLE001 - the router's own errors say what is missing
         raise RerankUnavailable(f"rerank model {name!r}: {exc}") from None
     return ModelReranker(route.provider, route.model, name=name)
