@@ -55,11 +55,12 @@ def knowledge(tmp_path: Path) -> Knowledge:
     return knowledge
 
 
-def retrieval_workflow(**node: Any) -> Workflow:
+def retrieval_workflow(dataset_ids: tuple[str, ...] = ("shop",), **node: Any) -> Workflow:
+    node.setdefault("retrieval_mode", "multiple")
     wf = Workflow("rag")
     wf.add_node("start", "start", variables=[{"variable": "q", "type": "text-input"}])
     wf.add_node("kr", "knowledge-retrieval", after="start", query_variable_selector=["start", "q"],
-                dataset_ids=["shop"], retrieval_mode="multiple", **node)
+                dataset_ids=list(dataset_ids), **node)
     wf.add_node("end", "end", after="kr", outputs=[{"variable": "result",
                                                     "value_selector": ["kr", "result"]}])
     return wf
@@ -332,3 +333,61 @@ def test_automatic_filtering_without_a_model_fails_naming_the_field(teams: Knowl
     result = run(retrieval_workflow(**node).arun(
         {"q": "holiday"}, runtime=Runtime(llm=LLMRouter(), knowledge=teams), store=False))
     assert result.status == "failed" and "metadata_model_config" in (result.error or "")
+
+
+# -- single retrieval: a model picks the base ----------------------------------------------
+
+
+def test_single_retrieval_searches_the_base_the_model_picks(tmp_path: Path):
+    knowledge = Knowledge(tmp_path / "kb")
+    run(knowledge.create("shop", description="Orders, refunds and shipping of the tea shop.")
+        .add_texts(DOCS))
+    run(knowledge.create("garden.notes").add_text("roses.md", "Roses want tea leaves as "
+                                                               "mulch."))
+
+    def pick(body: dict[str, Any]) -> list[dict[str, Any]]:
+        offered = {t["function"]["name"]: t["function"]["description"] for t in body["tools"]}
+        wanted = next(name for name, text in offered.items()
+                      if ("garden" in text) == ("roses" in body["messages"][-1]["content"]))
+        return [{"name": wanted, "arguments": {}}]
+
+    node = {"retrieval_mode": "single", "single_retrieval_config": {"model": {
+        "provider": "openai", "name": "gpt-4o-mini", "mode": "chat"}},
+        # Ignored in single mode, as in Dify: no rerank call is made.
+        "multiple_retrieval_config": {"top_k": 3, "reranking_model": {
+            "provider": "cohere", "model": "rerank-v3"}}}
+    with llm_server(api_key=KEY, tool_plan=pick) as server:
+        runtime = Runtime(llm=chat_router(server), knowledge=knowledge)
+        wf = retrieval_workflow(("shop", "garden.notes"), **node)
+        roses = run(wf.arun({"q": "what do roses want"}, runtime=runtime, store=False))
+        assert roses.ok, roses.error
+        assert [c["title"] for c in roses.outputs["result"]] == ["roses.md"]
+        assert finished(roses, "kr").process_data["chosen_dataset"] == "garden.notes"
+        tea = run(wf.arun({"q": "tea refunds"}, runtime=runtime, store=False))
+        assert {c["metadata"]["dataset_name"] for c in tea.outputs["result"]} == {"shop"}
+        sent = server.chat_requests()[0]
+        assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+        assert sent["temperature"] == 0.2 and sent["top_p"] == 0.3
+        tools = {t["function"]["name"]: t["function"]["description"] for t in sent["tools"]}
+        # Names fit function names; a base without a description gets Dify's default one.
+        assert tools == {"shop": "Orders, refunds and shipping of the tea shop.",
+                         "garden_notes": "useful for when you want to answer queries about "
+                                         "the garden.notes"}
+        assert finished(tea, "kr").total_tokens > 0
+        # A model that calls no tool chooses no base: nothing is retrieved, and it says so.
+        server.tool_plan = lambda body: []
+        none = run(wf.arun({"q": "tea"}, runtime=runtime, store=False))
+        assert none.ok and none.outputs["result"] == []
+        assert "chose no knowledge base" in finished(none, "kr").process_data["notes"][0]
+
+
+def test_single_retrieval_over_several_bases_needs_a_model(knowledge: Knowledge):
+    knowledge.create("other")
+    wf = retrieval_workflow(("shop", "other"), retrieval_mode="single")
+    result = run(wf.arun({"q": "tea"}, runtime=Runtime(llm=LLMRouter(), knowledge=knowledge),
+                         store=False))
+    assert result.status == "failed" and "single_retrieval_config.model" in (result.error or "")
+    # One base needs no choice, and no model.
+    one = run(retrieval_workflow(retrieval_mode="single").arun(
+        {"q": "tea"}, runtime=Runtime(llm=LLMRouter(), knowledge=knowledge), store=False))
+    assert one.ok and one.outputs["result"][0]["title"] == "tea.md"

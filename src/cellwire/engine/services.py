@@ -116,6 +116,10 @@ class KnowledgeService(Protocol):
                        keyword_weight: float = 0.3, filters: Any = None,
                        rerank: Any = None) -> list[dict[str, Any]]: ...
 
+    def describe_bases(self, dataset_ids: Sequence[str]) -> list[dict[str, str]]:
+        """Each base as ``{key, name, description}`` (single retrieval's choice)."""
+        ...
+
     def metadata_fields(self, dataset_ids: Sequence[str]) -> list[dict[str, str]]:
         """The documents' metadata fields as ``{name, type}`` (automatic filtering)."""
         ...

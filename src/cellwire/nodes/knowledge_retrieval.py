@@ -2,8 +2,8 @@
 
 ``dataset_ids`` name cellwire knowledge bases by id, name or a bound Dify dataset id
 (``cellwire kb bind``). ``multiple`` retrieval searches every base and keeps the ``top_k``
-best over all; ``single`` retrieval (Dify lets a model pick one base) searches each and keeps
-the base with the best hit. ``reranking_mode`` ``weighted_score`` uses Dify's weights;
+best over all; ``single`` retrieval lets the model ``single_retrieval_config.model`` pick the
+one base to search (:mod:`.dataset_router`). ``reranking_mode`` ``weighted_score`` uses Dify's weights;
 ``reranking_model`` (Dify's default mode, unless ``reranking_enable`` is false) re-scores the
 hits of all bases with the rerank model ``reranking_model{provider, model}``, resolved like any
 model of the run (a provider's ``POST /rerank``). Manual metadata filtering applies Dify's
@@ -23,8 +23,9 @@ from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.llm import ProviderError
 
+from .dataset_router import Choice, choose_base
 from .llm import ModelConfig
-from .llm.call import router_of
+from .llm.call import Call, router_of
 from .llm.config import node_error
 from .metadata_filter import AutomaticFilter, automatic_filter
 
@@ -103,11 +104,17 @@ async def run(ctx: NodeContext) -> NodeResult:
     if not query.strip():
         return NodeResult(inputs=inputs, outputs={"result": []})
     multiple = config.multiple_retrieval_config or MultipleRetrievalConfig()
+    single = config.retrieval_mode == "single"
     options: dict[str, Any] = {}
     notes: list[str] = []
-    threshold = multiple.score_threshold if multiple.score_threshold_enabled is not False \
-        else None
-    if multiple.reranking_mode == "weighted_score" and multiple.weights is not None:
+    calls: list[Call] = []
+    # Single retrieval searches the chosen base as it is; Dify ignores the node's multiple
+    # retrieval settings (threshold, reranking) there.
+    threshold = multiple.score_threshold if not single and \
+        multiple.score_threshold_enabled is not False else None
+    if single:
+        pass
+    elif multiple.reranking_mode == "weighted_score" and multiple.weights is not None:
         options.update(fusion="weighted",
                        vector_weight=multiple.weights.vector_setting.vector_weight,
                        keyword_weight=multiple.weights.keyword_setting.keyword_weight)
@@ -125,13 +132,21 @@ async def run(ctx: NodeContext) -> NodeResult:
                 ctx, config.metadata_model_config, knowledge.metadata_fields(datasets), query,
                 given.logical_operator if given is not None else "or")
             notes.extend(automatic.notes)
+            calls += [automatic.call] if automatic.call is not None else []
             if automatic.conditions is not None:
                 options["filters"] = automatic.conditions
-        if config.retrieval_mode == "single" and len(datasets) > 1:
-            result = await _best_base(knowledge, datasets, query, top_k, threshold, options)
+        chosen: Choice | None = None
+        if single:
+            chosen = await choose_base(ctx, config.single_retrieval_config,
+                                       knowledge.describe_bases(datasets), query)
+            notes.extend(chosen.notes)
+            calls += [chosen.call] if chosen.call is not None else []
+        if chosen is not None and chosen.dataset is None:
+            result = []
         else:
-            result = await knowledge.retrieve(datasets, query, top_k=top_k,
-                                              score_threshold=threshold, **options)
+            result = await knowledge.retrieve(
+                [chosen.dataset] if chosen is not None and chosen.dataset else datasets,
+                query, top_k=top_k, score_threshold=threshold, **options)
     except NodeError:
         raise
     except ProviderError as exc:
@@ -156,14 +171,18 @@ async def run(ctx: NodeContext) -> NodeResult:
     if automatic is not None:
         process["metadata_filter"] = {"conditions": automatic.conditions,
                                       "reply": automatic.reply}
+    if chosen is not None:
+        process["chosen_dataset"] = chosen.dataset
     if notes:
         process["notes"] = notes
-    call = automatic.call if automatic is not None else None
-    if call is None:
+    if not calls:
         return NodeResult(inputs=inputs, outputs={"result": result}, process_data=process)
-    process["usage"] = call.usage_dict
+    usage = calls[0].node_usage()
+    for call in calls[1:]:
+        usage = usage + call.node_usage()
+    process["usage"] = [call.usage_dict for call in calls]
     return NodeResult(inputs=inputs, outputs={"result": result}, process_data=process,
-                      usage=call.node_usage(), metadata=call.metadata())
+                      usage=usage, metadata=calls[-1].metadata())
 
 
 def _reranker(ctx: NodeContext, given: dict[str, Any]) -> Any:
@@ -206,15 +225,3 @@ def _conditions(ctx: NodeContext, given: MetadataConditions) -> dict[str, Any]:
                            "comparison_operator": condition.comparison_operator,
                            "value": value})
     return {"logical_operator": given.logical_operator, "conditions": conditions}
-
-
-async def _best_base(knowledge: Any, datasets: list[str], query: str, top_k: int,
-                     threshold: float | None, options: dict[str, Any]) -> list[dict[str, Any]]:
-    best: list[dict[str, Any]] = []
-    for dataset in datasets:
-        found = await knowledge.retrieve([dataset], query, top_k=top_k,
-                                         score_threshold=threshold, **options)
-        if found and (not best or found[0]["metadata"]["score"] >
-                      best[0]["metadata"]["score"]):
-            best = found
-    return best

@@ -150,6 +150,13 @@ class Knowledge:
                 for index, (base, hit) in enumerate(found[:top_k])]
 
 
+    def describe_bases(self, dataset_ids: Sequence[str]) -> builtins.list[dict[str, str]]:
+        """Each base ``dataset_ids`` names, as ``{key, name, description}`` (``key`` as
+        given): what single retrieval offers a model to choose from."""
+        return [{"key": key, "name": base.name, "description": str(
+                     base.meta.get("description") or "")}
+                for key in dict.fromkeys(dataset_ids) for base in [self.get(key)]]
+
     def metadata_fields(self, dataset_ids: Sequence[str]) -> builtins.list[dict[str, str]]:
         """The metadata fields of the documents in the bases ``dataset_ids``, each as
         ``{name, type}`` with Dify's types (``string``, ``number``, ``time``): what automatic
