@@ -155,7 +155,8 @@ def test_cli_search_reranks_through_a_configured_provider(tmp_path: Path):
 
     for name, text in DOCS.items():
         (tmp_path / name).write_text(text)
-    assert cli("create", "shop").returncode == 0
+    assert cli("create", "shop", "--description", "Orders of the tea shop").returncode == 0
+    assert "Orders of the tea shop" in cli("describe", "shop").stdout
     assert cli("add", "shop", *(str(tmp_path / n) for n in DOCS), "--quiet").returncode == 0
     with rerank_server(score=refund_first, api_key=KEY) as server:
         # The provider is the one the environment configures (OPENAI_BASE_URL and its key).

@@ -56,8 +56,11 @@ def kb() -> None:
 @click.option("--child-max-length", type=int, default=200, show_default=True,
               help="hierarchical: longest child chunk")
 @click.option("--id", "kb_id", default=None, help="the id to give it (e.g. a Dify dataset id)")
+@click.option("--description", default="",
+              help="what it holds: single retrieval shows it to the model that picks a base")
 def create(name: str, embedding: str | None, chunking: str, separator: str, max_length: int,
-           overlap: int, parent_mode: str, child_max_length: int, kb_id: str | None) -> None:
+           overlap: int, parent_mode: str, child_max_length: int, kb_id: str | None,
+           description: str) -> None:
     """Create the knowledge base NAME."""
     from pydantic import ValidationError
 
@@ -70,7 +73,8 @@ def create(name: str, embedding: str | None, chunking: str, separator: str, max_
                              "chunk_overlap": overlap if chunking == "custom" else 0},
             "subchunk_segmentation": {"separator": "\\n", "max_tokens": child_max_length,
                                       "chunk_overlap": 0}})
-        base = _knowledge().create(name, embedding=embedding, rule=rule, id=kb_id)
+        base = _knowledge().create(name, embedding=embedding, rule=rule, id=kb_id,
+                                   description=description)
     except ValidationError as exc:
         fail([f"error: {e['msg']} ({'.'.join(map(str, e['loc']))})" for e in exc.errors()])
     except (ValueError, FileExistsError, EmbeddingUnavailable) as exc:
