@@ -32,6 +32,9 @@ CHATBOT = CORPUS / "langgenius__dify" / "recommended_apps__Knowledge_Retrieval_C
 CHATBOT_DATASET = "6084ed3f-d100-4df2-a277-b40d639ea7c6"
 RAG_FLOW = (CORPUS / "lazeyliu__dify-dsl-generator-skills"
             / "tests__fixtures__dsl__knowledge-retrieval-chatflow.yml")
+# A chatflow whose uploaded documents (sys.files) go through a list operator and a
+# document-extractor into an llm node; its web-search branch (tools) is switched off.
+KIMI = CORPUS / "svcvit__Awesome-Dify-Workflow" / "DSL__simple-kimi.yml"
 
 EXTRACTOR = """\
 app: {mode: workflow, name: extract}
@@ -144,6 +147,26 @@ def test_imported_chatflow_puts_retrieved_chunks_in_the_llm_context(home: Path, 
     [chunk] = finished["retrieval_node"].outputs["result"]
     assert chunk["metadata"]["dataset_id"] == "dataset_1"
     assert "Refunds are issued within 14 days" in finished["llm_node"].inputs["#context#"]
+
+
+@pytest.mark.skipif(not KIMI.exists(), reason="the Dify DSL corpus is not on this machine")
+def test_imported_dify_chatflow_reads_an_uploaded_document(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    Path("report.md").write_text("# Notes\n\nRevenue grew by 12 percent this quarter.")
+    workflow = load(KIMI)
+    # sys.files given as a path becomes a Dify file object the list operator can filter.
+    result = Runner(store=False, model="scripted/echo").run(workflow, {
+        "sys.query": "summarize", "sys.files": ["report.md"], "web_search": "关闭",
+        "role_def": "analyst"})
+    assert result.ok, result.error
+    finished = {e.node_id: e for e in result.events if isinstance(e, NodeSucceeded)}
+    [picked] = finished["1729777763543"].outputs["result"]  # the list operator's documents
+    assert picked["type"] == "document" and picked["transfer_method"] == "local_file"
+    assert finished["1729777092216"].outputs["text"].startswith("# Notes")
+    # The echo model repeats its prompt: the extracted text reached the llm and the answer.
+    assert "Revenue grew by 12 percent" in (result.answer or "")
+    assert not any(e.node_type == "tool" for e in finished.values())
 
 
 @pytest.mark.parametrize("kind, expected", [
