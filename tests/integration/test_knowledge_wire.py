@@ -186,6 +186,28 @@ def test_document_extractor_reads_a_file_input(home: Path, tmp_path: Path, kind:
     assert expected in result["outputs"]["text"]
 
 
+def test_a_file_input_refuses_a_type_it_does_not_allow(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    Path("photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    Path("notes.md").write_text("plain notes")
+    Path("data.bin").write_bytes(b"\x00\x01")
+    workflow = load_data(yaml.safe_load(EXTRACTOR))  # allowed_file_types: [document]
+    refused = Runner(store=False).run(workflow, {"doc": "photo.png"})
+    assert refused.status == "failed"
+    assert "'photo.png', of type image; it allows document" in (refused.error or "")
+    assert "variables.doc" in refused.error
+    assert Runner(store=False).run(workflow, {"doc": "notes.md"}).ok
+    # A kind Dify does not know passes the type check, and then needs an allowed extension.
+    data = yaml.safe_load(EXTRACTOR)
+    start = data["workflow"]["graph"]["nodes"][0]["data"]["variables"][0]
+    start["allowed_file_extensions"] = [".csv"]
+    custom = Runner(store=False).run(load_data(data), {"doc": "data.bin"})
+    assert custom.status == "failed" and "allowed_file_extensions" in (custom.error or "")
+
+
 def test_document_extractor_refuses_a_file_outside_the_granted_folder(tmp_path: Path):
     outside = tmp_path / "secret.txt"
     outside.write_text("do not read")
