@@ -241,6 +241,34 @@ def test_node_weighted_score_mode_uses_dify_weights(tmp_path: Path):
         (c["metadata"]["score"] for c in chunks), reverse=True)
 
 
+def test_weighted_score_over_several_bases_is_taken_over_all_their_hits(tmp_path: Path):
+    from cellwire.services.knowledge.fusion import keyword_scores
+
+    knowledge = Knowledge(tmp_path / "kb")
+    run(knowledge.create("shop", embedding="hash-64").add_texts(DOCS))
+    run(knowledge.create("faq", embedding="hash-64").add_texts({
+        "faq.md": "Refunds take 14 days. Refunds go to the card you paid with."}))
+    wf = retrieval_workflow(("shop", "faq"), multiple_retrieval_config={
+        "top_k": 10, "reranking_mode": "weighted_score",
+        "weights": {"vector_setting": {"vector_weight": 0.4},
+                    "keyword_setting": {"keyword_weight": 0.6}}})
+    result = run(wf.arun({"q": "refunds days"}, runtime=Runtime(knowledge=knowledge),
+                         store=False))
+    assert result.ok, result.error
+    chunks = result.outputs["result"]
+    assert {c["metadata"]["dataset_name"] for c in chunks} == {"shop", "faq"}
+    # The keyword part's IDF comes from the hits of both bases together, as in Dify.
+    expected = keyword_scores("refunds days", {str(i): c["content"]
+                                               for i, c in enumerate(chunks)})
+    for index, chunk in enumerate(chunks):
+        scores = chunk["metadata"]["scores"]
+        assert scores["keyword"] == pytest.approx(expected[str(index)])
+        assert chunk["metadata"]["score"] == pytest.approx(
+            0.4 * scores["vector"] + 0.6 * scores["keyword"])
+    assert [c["metadata"]["score"] for c in chunks] == sorted(
+        (c["metadata"]["score"] for c in chunks), reverse=True)
+
+
 # -- automatic metadata filtering -------------------------------------------------------------
 
 
