@@ -341,23 +341,42 @@ def _apply_change(workflow: Workflow, change: str) -> None:
 
 @cli.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 2) on warnings too: what Dify imports but a run treats "
+                   "specially, and what cannot run here.")
 @tool_options
-def validate_command(file: Path, tool_sources: Sequence[str], mcp_configs: Sequence[str],
-                     tool_map: str | None) -> None:
-    """Check the workflow in FILE without running it (tools it uses that no registered
-    tool binds to are warnings: it still loads, edits and exports)."""
-    from cellwire.nodes.tool import tool_problems
+def validate_command(file: Path, strict: bool, tool_sources: Sequence[str],
+                     mcp_configs: Sequence[str], tool_map: str | None) -> None:
+    """Check the workflow in FILE without running it.
+
+    Errors (the graph cannot be built or run) exit 2. Warnings are printed after `valid`:
+    what Dify would import and how a run treats it (a reference to nothing reads as None, an
+    edge to a missing node is ignored, a branch leading nowhere ends the run there), and the
+    node types this install cannot run, with why (not built here, needs a tool binding,
+    needs a knowledge base). With --strict, warnings exit 2 as well.
+    """
+    from cellwire.formats.loader import load_checked
+    from cellwire.formats.runnable import unrunnable_types
     from cellwire.services.trust import describe
 
-    workflow = load_workflow(file)
     load_cli_tools(tool_sources, mcp_configs, tool_map)
-    problems = validate(workflow)
-    if not any(p.level == "error" for p in problems):
-        problems += tool_problems(workflow)
+    try:
+        workflow, problems = load_checked(file)
+    except OSError as exc:
+        fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
+    except WorkflowError as exc:
+        fail(f"{file}: {problem}" for problem in exc.problems)
     report(file, problems)
+    lines = [f"{file}: {problem}" for problem in problems]
+    unrunnable = unrunnable_types(workflow)
+    if unrunnable:
+        lines.append(f"{file}: node types this install cannot run: " + "; ".join(
+            f"{kind} ({', '.join(reasons)})" for kind, reasons in sorted(unrunnable.items())))
+    if strict and problems:
+        fail([*lines, f"{file}: {len(problems)} warning(s), and --strict fails on warnings"])
     click.echo("valid")
-    for problem in problems:
-        click.echo(f"{file}: {problem}")
+    for line in lines:
+        click.echo(line)
     click.echo(describe(workflow))
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from cellwire.model import (
     ConversationVariable,
@@ -109,18 +109,11 @@ def load_dify(data: Any, source: str | None = None) -> Workflow:
 
 
 def unsupported_problems(workflow: Workflow) -> list[Problem]:
-    """A warning per node that cannot run here, naming what it needs and the fix, and per
-    tool no registered tool binds to."""
-    from cellwire.nodes.tool import tool_problems
-    from cellwire.nodes.unsupported import need
+    """A warning per node that cannot run here (a type not built here, a tool no registered
+    tool binds to, a knowledge base this machine lacks), naming what it needs and the fix."""
+    from .runnable import cannot_run
 
-    problems = []
-    for node in workflow.nodes.values():
-        found = need(node)
-        if found is not None:
-            problems.append(Problem(node.id, "type", f"{node.type} node '{node.title}' cannot "
-                                    f"run here: it needs {found[0]}", found[1], "warning"))
-    return problems + tool_problems(workflow)
+    return [problem for problem, _reason in cannot_run(workflow)]
 
 
 # -- the document ----------------------------------------------------------------------------
@@ -498,14 +491,23 @@ def _retry(value: Any, out: _Collector, node_id: str, dify_meta: dict[str, Any])
 def _retry_value(raw: dict[str, Any], out: _Collector, node_id: str) -> Any:
     if not raw.get("retry_enabled"):
         return Retry()
-    interval_ms = raw.get("retry_interval", 1000)
-    if isinstance(interval_ms, bool) or not isinstance(interval_ms, (int, float)):
-        out.add(node_id, "data.retry_config.retry_interval",
-                f"must be milliseconds, got {_kind(interval_ms)}", "write a number, e.g. 1000")
-        return Retry()
-    seconds = max(0.0, interval_ms / 1000)
-    return {"max_retries": raw.get("max_retries", 0), "interval": seconds, "backoff": 1.0,
+    numbers = {}
+    for key, default in (("max_retries", 0), ("retry_interval", 1000)):
+        try:
+            # graphon's RetryConfig declares both as int (lax): "1000", " 500 " and 1000.0
+            # are taken as numbers, as Dify takes them.
+            numbers[key] = _DIFY_INT.validate_python(raw.get(key, default))
+        except ValidationError:
+            unit = "milliseconds" if key == "retry_interval" else "a whole number"
+            out.add(node_id, f"data.retry_config.{key}",
+                    f"must be {unit}, got {raw.get(key)!r}", "write a number, e.g. 1000")
+            return Retry()
+    seconds = max(0.0, numbers["retry_interval"] / 1000)
+    return {"max_retries": numbers["max_retries"], "interval": seconds, "backoff": 1.0,
             "max_interval": max(60.0, seconds), "jitter": False}
+
+
+_DIFY_INT = TypeAdapter(int)
 
 
 def retry_from_dify(raw: Mapping[str, Any]) -> Retry:

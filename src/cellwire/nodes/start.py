@@ -39,7 +39,9 @@ async def run(ctx: NodeContext) -> NodeResult:
     outputs: dict[str, Any] = {}
     for var in ctx.config.variables:
         value = given.get(var.variable)
-        if value is None or value == "":
+        # '' is a value Dify accepts for a select that offers it, even a required one.
+        chosen_empty = value == "" and var.type == "select" and "" in var.options
+        if (value is None or value == "") and not chosen_empty:
             value = var.default
         outputs[var.variable] = _convert(var, value)
         if var.type in ("file", "file-list") and outputs[var.variable] is not None:
@@ -89,7 +91,9 @@ def _convert(var: StartVariable, value: Any) -> Any:
             raise NodeError(f"not valid JSON: {exc}", field=field, hint="pass a JSON object") from None
     if var.type in ("text-input", "paragraph", "select"):
         value = value if isinstance(value, str) else str(value)
-        if var.max_length and len(value) > var.max_length:
+        # Dify (base_app_generator._validate_inputs) limits text-input and paragraph only: a
+        # select's options may be longer than its max_length.
+        if var.type != "select" and var.max_length and len(value) > var.max_length:
             raise NodeError(f"{len(value)} characters, more than max_length={var.max_length}",
                             field=field, hint="shorten the input")
         if var.type == "select" and var.options and value not in var.options:
