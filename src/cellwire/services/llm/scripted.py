@@ -221,7 +221,7 @@ def _forced_function(request: ChatRequest) -> tuple[str, Mapping[str, Any]] | No
                  and isinstance(t.get("function"), Mapping) and t["function"].get("name")}
     choice = request.tool_choice
     if isinstance(choice, Mapping):
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        name = str((choice.get("function") or {}).get("name") or choice.get("name") or "")
         if name in functions:
             return name, functions[name]
     if choice == "required" and len(functions) == 1:
