@@ -94,7 +94,7 @@ def test_import_maps_the_wrapper_and_modernises_legacy_forms() -> None:
 def test_export_then_import_gives_the_same_workflow() -> None:
     wf = load_dify(LEGACY)
     document = export_dify(wf)
-    assert document["version"] == "0.6.0"
+    assert document["version"] == "0.7.0"  # what Dify 1.16 writes
     assert document["workflow"]["environment_variables"][0]["value"] == ""
     edge_ids = [e["id"] for e in document["workflow"]["graph"]["edges"]]
     assert "cond-true-agg-target" in edge_ids

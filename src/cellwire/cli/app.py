@@ -539,18 +539,35 @@ def secret_delete(name: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "-f", "fmt", type=click.Choice(["yaml", "dify", "python"]),
               default="yaml", show_default=True, help="yaml: native YAML; dify: Dify DSL "
-              "0.6.0; python: a script that rebuilds the workflow.")
+              "(see --dsl-version); python: a script that rebuilds the workflow.")
+@click.option("--dsl-version", metavar="VERSION",
+              help="The Dify DSL version to write with --format dify: 0.7.0 (Dify 1.16, the "
+                   "default) or 0.6.0 (Dify 1.15 and before, which hold a newer file as "
+                   "pending).")
 @click.option("--output", "-o", "out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here (default: standard output).")
-def export_command(file: Path, fmt: str, out: Path | None) -> None:
+def export_command(file: Path, fmt: str, dsl_version: str | None, out: Path | None) -> None:
     """Write the workflow in FILE (native YAML or Dify DSL) in another format."""
     from cellwire.formats import dump
-    from cellwire.formats.dify import dump_dify
+    from cellwire.formats.dify import DSL_VERSION, DSL_VERSIONS, dump_dify
     from cellwire.formats.python_export import export_python
 
+    if dsl_version is not None and fmt != "dify":
+        raise click.BadParameter("applies to --format dify only", param_hint="--dsl-version")
+    version = DSL_VERSION if dsl_version is None else dsl_version.strip().lstrip("v")
+    if version not in DSL_VERSIONS:
+        raise click.BadParameter(f"{dsl_version!r} is not a Dify DSL version cellwire writes; "
+                                 f"use one of {', '.join(DSL_VERSIONS)}",
+                                 param_hint="--dsl-version")
     workflow = load_workflow(file)
-    writers = {"yaml": dump, "dify": dump_dify, "python": export_python}
-    _write(writers[fmt](workflow), out)
+    try:
+        if fmt == "dify":
+            text = dump_dify(workflow, version)
+        else:
+            text = {"yaml": dump, "python": export_python}[fmt](workflow)
+    except WorkflowError as exc:
+        fail(f"{file}: {problem}" for problem in exc.problems)
+    _write(text, out)
 
 
 def _write(text: str, out: Path | None) -> None:

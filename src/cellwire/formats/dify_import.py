@@ -1,4 +1,7 @@
-"""Dify DSL import: an app exported by Dify (DSL 0.1.x to 0.6.x, or none) as a Workflow.
+"""Dify DSL import: an app exported by Dify (DSL 0.1.x to 0.7.x, or none) as a Workflow.
+
+DSL 0.7.0 (Dify 1.16) adds portable Agent packages (top-level ``agent_packages``, agent v2
+nodes binding one): they import and export unchanged; an agent v2 node cannot run here.
 
 A node's ``config`` is its Dify ``data`` without the common fields (type, title, desc, error
 strategy, default values, retry) and without canvas-only facts, which go to ``meta['dify']``
@@ -99,8 +102,33 @@ def import_dify(data: Any, *, source: str | None = None) -> DifyImport:
     if errors or workflow is None:
         raise WorkflowError(errors, f"{where}: cannot be imported")
     warnings = [p for p in out.problems if p.level == "warning"]
+    warnings.extend(_version_problems(version))
     warnings.extend(unsupported_problems(workflow))
     return DifyImport(workflow.mark_origin(where, trusted=False), warnings, version, kind)
+
+
+#: The newest DSL version this importer knows (Dify 1.16's CURRENT_APP_DSL_VERSION).
+NEWEST_VERSION = (0, 7, 0)
+
+
+def _version_problems(version: str | None) -> list[Problem]:
+    """A warning for a file from a Dify newer than cellwire knows, or with a version that is
+    not one (Dify holds the former as pending until a user confirms, and fails the latter:
+    ``services/dsl_version.py``); files without a version are Dify's 0.1.0."""
+    if version is None:
+        return []
+    parts = version.strip().split(".")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return [Problem(None, "version", f"{version!r} is not a DSL version (Dify refuses it)",
+                        "write the version as text, e.g. '0.6.0'", "warning")]
+    numbers = tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+    if numbers > NEWEST_VERSION:
+        newest = ".".join(map(str, NEWEST_VERSION))
+        return [Problem(None, "version", f"DSL {version} is newer than {newest}, the newest "
+                        "cellwire knows: fields the newer Dify added are kept as written but "
+                        "may not run as there", "check the run; upgrade cellwire when it "
+                        f"supports DSL {version}", "warning")]
+    return []
 
 
 def load_dify(data: Any, source: str | None = None) -> Workflow:

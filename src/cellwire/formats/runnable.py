@@ -33,7 +33,9 @@ def cannot_run(workflow: Workflow, knowledge: Any = None) -> list[tuple[Problem,
             found.append((Problem(node.id, "type", f"{node.type} node '{node.title}' cannot "
                                   f"run here: it needs {needed[0]}", needed[1], "warning"),
                           NOT_BUILT))
-    found.extend((problem, NEEDS_TOOL) for problem in tool_problems(workflow))
+    # An agent v2 node (a Dify 1.16 Agent package) is a kind of node cellwire lacks, not a tool.
+    found.extend((problem, NOT_BUILT if problem.field == "agent_binding" else NEEDS_TOOL)
+                 for problem in tool_problems(workflow))
     found.extend((problem, NEEDS_KNOWLEDGE) for problem in _knowledge_problems(workflow,
                                                                               knowledge))
     return found
