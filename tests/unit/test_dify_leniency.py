@@ -160,3 +160,20 @@ def test_validate_lists_the_node_types_this_install_cannot_run(tmp_path: Any):
     assert "knowledge-retrieval (needs a knowledge base)" in line
     assert "tool (needs a tool binding)" in line
     assert "trigger-webhook (not built here)" in line
+
+
+def test_a_node_type_nothing_here_provides_imports_and_fails_at_run_time():
+    # Dify's import keeps a node of a plugin's or a fork's type; its run fails at that node.
+    fork = {"id": "x", "type": "fork-only-summarizer", "title": "Summarize", "length": 3}
+    command = {"id": "c", "type": "command", "title": "Shell", "command": "ls",
+               "working_directory": ""}
+    doc = _doc([_start({"variable": "q"}), fork, command, _end(out=["x", "text"])],
+               [("s", "source", "x"), ("x", "source", "c"), ("c", "source", "e")])
+    imported = import_dify(doc)
+    warned = {p.node_id: p for p in imported.problems}
+    assert "fork-only-summarizer" in warned["x"].message and warned["x"].level == "warning"
+    assert "command node" in warned["c"].message
+    assert load_dify(dump_dify(imported.workflow)) == imported.workflow
+    result = imported.workflow.run(q="hi")
+    assert result.status is RunStatus.FAILED and result.error_node == "x"
+    assert "fork-only-summarizer" in result.error

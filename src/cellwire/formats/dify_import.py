@@ -96,6 +96,7 @@ def import_dify(data: Any, *, source: str | None = None) -> DifyImport:
     workflow, version, kind = _build(data, out)
     errors = [p for p in out.problems if p.level == "error"]
     if workflow is not None and not errors:
+        _keep_unknown_types(workflow)
         for problem in [*validate(workflow), *dify_problems(workflow)]:
             out.problems.append(problem)
         errors = [p for p in out.problems if p.level == "error"]
@@ -129,6 +130,17 @@ def _version_problems(version: str | None) -> list[Problem]:
                         "may not run as there", "check the run; upgrade cellwire when it "
                         f"supports DSL {version}", "warning")]
     return []
+
+
+def _keep_unknown_types(workflow: Workflow) -> None:
+    """Dify's import keeps a node of a type its engine lacks (a plugin's, a fork's), and a run
+    fails at it; a placeholder does the same here (:func:`unsupported_problems` warns)."""
+    from cellwire.model import registry
+    from cellwire.nodes.unsupported import placeholder
+
+    for node in workflow.nodes.values():
+        if registry.find(node.type) is None:
+            placeholder(node.type)
 
 
 def load_dify(data: Any, source: str | None = None) -> Workflow:
