@@ -177,3 +177,29 @@ def test_a_node_type_nothing_here_provides_imports_and_fails_at_run_time():
     result = imported.workflow.run(q="hi")
     assert result.status is RunStatus.FAILED and result.error_node == "x"
     assert "fork-only-summarizer" in result.error
+
+
+MODEL = {"provider": "scripted", "name": "echo", "mode": "chat"}
+
+
+@pytest.mark.parametrize(("node_type", "config"), [
+    # Each null below is one graphon's entities read as empty or as their default.
+    ("start", {"variables": [{"variable": "a", "type": "select", "options": None}]}),
+    ("llm", {"model": MODEL, "prompt_template": [{"role": "user", "text": "hi"}],
+             "prompt_config": {"jinja2_variables": None}}),
+    ("http-request", {"method": "get", "url": "http://x", "body": {"type": "none", "data": None},
+                      "authorization": {"type": "no-auth", "config": "left over"}}),
+    ("parameter-extractor", {"model": MODEL, "query": ["s", "q"], "reasoning_mode": None,
+                             "parameters": [{"name": "x", "type": "string", "options": None}]}),
+    ("question-classifier", {"model": MODEL, "query_variable_selector": ["s", "q"],
+                             "classes": [{"id": "1", "name": "a"}], "instruction": None}),
+])
+def test_nulls_dify_reads_as_empty_are_accepted(node_type: str, config: dict[str, Any]):
+    from cellwire.model import registry
+
+    parsed = registry.get(node_type).parse_config("n", config)
+    assert parsed is not None
+    if node_type == "parameter-extractor":
+        assert parsed.reasoning_mode == "function_call" and parsed.parameters[0].options == []
+    if node_type == "http-request":
+        assert parsed.authorization.config is None and parsed.body.data == []

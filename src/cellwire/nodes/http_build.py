@@ -7,14 +7,16 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from cellwire.engine import FatalError, NodeContext, NodeError
 from cellwire.model import NodeConfig
+
+from .config_checks import empty_list
 
 #: Dify's caps on the timeouts (HTTP_REQUEST_MAX_{CONNECT,READ,WRITE}_TIMEOUT), in seconds;
 #: also the defaults when a timeout is not given.
@@ -36,6 +38,12 @@ class Authorization(NodeConfig):
     type: Literal["no-auth", "api-key"] = "no-auth"
     config: AuthConfig | None = None
 
+    @field_validator("config", mode="before")
+    @classmethod
+    def _no_config_without_auth(cls, value: Any, info: ValidationInfo) -> Any:
+        # Dify drops whatever config a no-auth authorization carries.
+        return None if info.data.get("type") == "no-auth" else value
+
 
 class BodyData(NodeConfig):
     key: str = ""
@@ -47,7 +55,8 @@ class BodyData(NodeConfig):
 class Body(NodeConfig):
     type: BodyType = "none"
     #: Items; older Dify files give one string (the text, or ``key:value`` lines for forms).
-    data: list[BodyData] | str = Field(default_factory=list)
+    data: Annotated[list[BodyData] | str, BeforeValidator(empty_list)] = Field(
+        default_factory=list)
 
 
 class Timeout(NodeConfig):

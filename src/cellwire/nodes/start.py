@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.files.objects import file_object
+
+from .config_checks import empty_list
 
 InputType = Literal[
     "text-input", "paragraph", "select", "number", "checkbox", "json_object", "file",
@@ -24,7 +26,7 @@ class StartVariable(NodeConfig):
     required: bool = False
     default: Any = None
     max_length: int | None = None
-    options: list[str] = Field(default_factory=list)
+    options: Annotated[list[str], BeforeValidator(empty_list)] = Field(default_factory=list)
 
 
 class StartConfig(NodeConfig):
