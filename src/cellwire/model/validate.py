@@ -149,11 +149,11 @@ def _check_edges(workflow: Workflow, types: dict[str, NodeType], configs: dict) 
         where = f"edges[{edge.source}->{edge.target}]"
         missing = [end for end in (edge.source, edge.target) if end not in workflow.nodes]
         if missing:
-            # Dify imports such an edge (its editor drops it on load); so does cellwire, and
-            # a run ignores it.
+            # Dify's import keeps such an edge; graphon then refuses to start the run
+            # (MISSING_NODE). cellwire imports it too, and a run ignores the edge.
             yield Problem(missing[0], where, f"the edge points to node {missing[0]!r}, which does "
-                          "not exist; a run ignores the edge", "remove the edge or add the node",
-                          level="warning")
+                          "not exist; a run ignores the edge (Dify's engine refuses to start "
+                          "one)", "remove the edge or add the node", level="warning")
             continue
         if edge.key in seen:
             yield Problem(edge.source, where, "the same edge is given twice", "remove one",
