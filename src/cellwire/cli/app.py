@@ -24,6 +24,7 @@ from cellwire.cli.common import (
     json_object,
     json_or_text,
     key_value,
+    load_checked_workflow,
     load_workflow,
     parse_inputs,
     report,
@@ -32,7 +33,7 @@ from cellwire.cli.tool_options import load_cli_tools, tool_options, tool_secrets
 from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.engine.secrets import missing_secrets
-from cellwire.model import Workflow, WorkflowError, validate
+from cellwire.model import Workflow, WorkflowError
 from cellwire.model.validate import missing_inputs, unknown_inputs
 
 
@@ -90,11 +91,10 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     sandbox and its HTTP nodes may not reach loopback or private addresses.
     """
     from cellwire.engine.secrets import unknown_grants
-    from cellwire.nodes.tool import tool_problems
     from cellwire.services.secrets import SecretError, resolve_grants
 
-    workflow = load_workflow(file, trusted=True if trust_file else None)
     renames = load_cli_tools(tool_sources, mcp_configs, tool_map)
+    workflow, checked = load_checked_workflow(file, trusted=True if trust_file else None)
     try:
         secrets = resolve_grants(grants)
     except SecretError as exc:
@@ -108,10 +108,9 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         inputs["sys.query"] = query
     if conversation is not None:
         inputs["sys.conversation_id"] = conversation
-    problems = (validate(workflow) + missing_inputs(workflow, inputs)
-                + unknown_inputs(workflow, inputs))
+    problems = checked + missing_inputs(workflow, inputs) + unknown_inputs(workflow, inputs)
     report(file, problems)
-    for problem in problems + tool_problems(workflow):
+    for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
     for name in missing_secrets(workflow, secrets):
         click.echo(f"warning: secret {name!r} is not granted: a node that reads env.{name} "
@@ -355,17 +354,11 @@ def validate_command(file: Path, strict: bool, tool_sources: Sequence[str],
     node types this install cannot run, with why (not built here, needs a tool binding,
     needs a knowledge base). With --strict, warnings exit 2 as well.
     """
-    from cellwire.formats.loader import load_checked
     from cellwire.formats.runnable import unrunnable_types
     from cellwire.services.trust import describe
 
     load_cli_tools(tool_sources, mcp_configs, tool_map)
-    try:
-        workflow, problems = load_checked(file)
-    except OSError as exc:
-        fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
-    except WorkflowError as exc:
-        fail(f"{file}: {problem}" for problem in exc.problems)
+    workflow, problems = load_checked_workflow(file)
     report(file, problems)
     lines = [f"{file}: {problem}" for problem in problems]
     unrunnable = unrunnable_types(workflow)
