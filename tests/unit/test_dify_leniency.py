@@ -203,3 +203,10 @@ def test_nulls_dify_reads_as_empty_are_accepted(node_type: str, config: dict[str
         assert parsed.reasoning_mode == "function_call" and parsed.parameters[0].options == []
     if node_type == "http-request":
         assert parsed.authorization.config is None and parsed.body.data == []
+
+
+def test_retry_config_without_an_interval_retries_at_once_as_graphon_defaults():
+    code = _code(retry_config={"retry_enabled": True, "max_retries": 2})
+    wf = load_dify(_doc([_start({"variable": "q"}), code], [("s", "source", "c")]))
+    assert (wf.nodes["c"].retry.max_retries, wf.nodes["c"].retry.interval) == (2, 0.0)
+    assert load_dify(dump_dify(wf)) == wf

@@ -532,7 +532,8 @@ def _retry_value(raw: dict[str, Any], out: _Collector, node_id: str) -> Any:
     if not raw.get("retry_enabled"):
         return Retry()
     numbers = {}
-    for key, default in (("max_retries", 0), ("retry_interval", 1000)):
+    # graphon's defaults: no retries, no wait between them.
+    for key, default in (("max_retries", 0), ("retry_interval", 0)):
         try:
             # graphon's RetryConfig declares both as int (lax): "1000", " 500 " and 1000.0
             # are taken as numbers, as Dify takes them.
