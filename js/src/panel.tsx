@@ -6,7 +6,7 @@ import type { KeyboardEvent } from "react";
 import { useEditor, useTrait } from "./context";
 import { SUPPRESS } from "./graph";
 import { useStatus } from "./status";
-import type { CwNode, HumanForm, JsonSchema, Problem, StatusEntry, StepEntry } from "./types";
+import type { CwNode, HumanForm, JsonSchema, NodeTool, Problem, StatusEntry, StepEntry } from "./types";
 
 type Commit = (path: string, value: unknown) => void;
 
@@ -308,6 +308,7 @@ export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
           {pr.field ? <code>{pr.field}</code> : null} {pr.message}
         </div>
       ))}
+      <Tools tools={node.tools} />
       <ObjectFields name="" path="" schema={resolve(root, root, config)} root={root} value={config} commit={commit} problems={byField} />
       <LastRun id={node.id} />
     </div>
@@ -331,6 +332,31 @@ function LastRun({ id }: { id: string }) {
   );
 }
 
+/** The tools a tool or agent node names: the registered tool each binds to (its arguments
+ * and description), or why none does and how to register one. */
+function Tools({ tools }: { tools?: NodeTool[] }) {
+  if (!tools || tools.length === 0) return null;
+  return (
+    <div className="cw-values" data-testid="cw-tools">
+      <div className="cw-values-title">tools</div>
+      {tools.map((t) => (
+        <div key={t.field} className="cw-value" data-testid={`cw-tool-${t.name}`} data-bound={t.bound ? "yes" : "no"}>
+          {t.bound ? (
+            <>
+              <b>{t.bound}</b>({(t.arguments ?? []).join(", ")}) <span>{t.description}</span>
+            </>
+          ) : (
+            <>
+              <b>{t.provider ? `${t.provider}/${t.name}` : t.name}</b>
+              <div className="cw-field-problem">not registered: {t.problem}. Fix: {t.fix}</div>
+            </>
+          )}
+        </div>
+      ))}
+    </div>
+  );
+}
+
 /** An agent's model and tool calls: what each did and what it used, in step order. */
 function Steps({ steps }: { steps?: StepEntry[] }) {
   if (!steps || steps.length === 0) return null;
@@ -338,7 +364,7 @@ function Steps({ steps }: { steps?: StepEntry[] }) {
     <div className="cw-values" data-testid="cw-steps">
       <div className="cw-values-title">steps</div>
       {[...steps].sort((a, b) => a.step - b.step).map((s) => (
-        <div key={s.step} className="cw-value" data-status={s.status}>
+        <div key={s.step} className="cw-value" data-testid={`cw-step-${s.step}`} data-status={s.status} data-type={s.type}>
           <b>{s.step}. {s.type === "llm" ? "model" : "tool"} {s.title}</b>
           {s.tokens ? ` (${s.tokens} tokens)` : ""} <code>{s.error ?? s.output ?? ""}</code>
         </div>

@@ -13,6 +13,21 @@ export type CwNode = {
   handles: string[];
   container: boolean;
   summary: string;
+  /** A tool or agent node's tools, bound as a run would bind them. */
+  tools?: NodeTool[];
+};
+
+/** A tool a node names: the registered tool it binds to, or why none does and the fix. */
+export type NodeTool = {
+  name: string;
+  provider: string;
+  field: string;
+  bound: string | null;
+  kind?: string;
+  description?: string;
+  arguments?: string[];
+  problem?: string;
+  fix?: string;
 };
 
 export type CwEdge = { id: string; source: string; target: string; source_handle: string };

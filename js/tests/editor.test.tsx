@@ -234,6 +234,36 @@ describe("editor", () => {
     await vi.waitFor(() => expect(q(el, "cw-problem-prompt_template.0.text")?.textContent).toContain("no output text"));
   });
 
+  test("an agent's panel lists its tools, bound or not, and its steps", async () => {
+    const state = graph();
+    state.nodes.push(node("agent", "agent", {
+      tools: [
+        { name: "add", provider: "python", field: "agent_parameters.tools[0]", bound: "python/add",
+          kind: "python", description: "Add two numbers.", arguments: ["a", "b"] },
+        { name: "search", provider: "tavily", field: "agent_parameters.tools[1]", bound: null,
+          problem: "no registered tool is named 'search'", fix: "register a tool named 'search'" },
+      ],
+    }));
+    const { el, model } = await mount(state);
+    (el.querySelector('.react-flow__node[data-id="agent"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-tools")).not.toBeNull());
+    const bound = q(el, "cw-tool-add")!;
+    expect(bound.dataset.bound).toBe("yes");
+    expect(bound.textContent).toBe("python/add(a, b) Add two numbers.");
+    const unbound = q(el, "cw-tool-search")!;
+    expect(unbound.dataset.bound).toBe("no");
+    expect(unbound.textContent).toContain("tavily/searchnot registered: no registered tool is named 'search'. Fix: register");
+    expect(q(el, "cw-steps")).toBeNull();
+    model.pySend({ type: "status", patches: [{ agent: { status: "succeeded", steps: [
+      { step: 2, type: "tool", title: "add", status: "failed", error: "boom" },
+      { step: 1, type: "llm", title: "wire/m", status: "succeeded", tokens: 7, output: "" },
+    ] } }] });
+    await vi.waitFor(() => expect(q(el, "cw-steps")).not.toBeNull());
+    const rows = [...q(el, "cw-steps")!.querySelectorAll("[data-testid^='cw-step-']")];
+    expect(rows.map((r) => r.textContent)).toEqual(["1. model wire/m (7 tokens) ", "2. tool add boom"]);
+    expect((rows[1] as HTMLElement).dataset.status).toBe("failed");
+  });
+
   test("palette, undo and a kernel refusal", async () => {
     const { el, model } = await mount();
     q(el, "cw-palette-code")!.click();

@@ -126,9 +126,39 @@ def edge_id(source: str, handle: str, target: str) -> str:
     return f"{source}:{handle}->{target}"
 
 
+def node_tools(node: Node, tools: Any) -> list[dict[str, Any]]:
+    """The tools ``node`` names (a tool node's, an agent's), as its panel lists them: each
+    bound to the registered tool in ``tools`` (its key, kind, description and arguments),
+    or with why none binds and how to register one."""
+    from cellwire.nodes.tool import tool_references, unbound_fix
+
+    out: list[dict[str, Any]] = []
+    for ref in tool_references(node):
+        entry: dict[str, Any] = {"name": ref.tool_name, "provider": ref.provider,
+                                 "field": ref.field}
+        found = tools.find(ref.tool_name, ref.provider)
+        if found is None:
+            entry.update(bound=None, problem=tools.why_unbound(ref.tool_name, ref.provider),
+                         fix=unbound_fix(ref.tool_name, ref.provider))
+        else:
+            entry.update(bound=found.key, kind=found.kind,
+                         description=short(found.description, SUMMARY_LENGTH * 2),
+                         arguments=list(found.parameters.get("properties") or {}))
+        out.append(entry)
+    return out
+
+
 def graph_traits(wf: Workflow) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(nodes, edges)`` as JSON lists; containers come before the nodes inside them."""
+    """``(nodes, edges)`` as JSON lists; containers come before the nodes inside them. Tool
+    and agent nodes carry their ``tools``, bound as a run of ``wf`` would bind them."""
     nodes = [node_dict(n) for n in _parents_first(wf)]
+    if any(n["type"] in ("tool", "agent") for n in nodes):
+        from cellwire.services.tools import default_registry, run_registry
+
+        registry = run_registry(None, wf.tools) or default_registry()
+        for entry in nodes:
+            if entry["type"] in ("tool", "agent"):
+                entry["tools"] = node_tools(wf.nodes[entry["id"]], registry)
     edges = [
         {"id": edge_id(e.source, e.source_handle, e.target), "source": e.source,
          "target": e.target, "source_handle": e.source_handle}
