@@ -4,7 +4,12 @@ the file is fetched from a real server on 127.0.0.1, then sent, as Dify's execut
 from __future__ import annotations
 
 import email.parser
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from loopback_http import LoopbackServer, loopback_server
@@ -67,31 +72,30 @@ async def test_a_file_url_that_cannot_be_fetched_fails_the_node_naming_the_field
     assert "404" in result.error
 
 
-def test_cli_passes_a_file_input_by_url_or_by_path(server: LoopbackServer, tmp_path,
-                                                    monkeypatch: pytest.MonkeyPatch):
-    import json
+def _cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CELLWIRE_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.run([sys.executable, "-m", "cellwire.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
 
-    from click.testing import CliRunner
 
-    from cellwire.cli import cli
+def test_cli_passes_a_file_input_by_url_or_by_path(server: LoopbackServer, tmp_path: Path):
     from cellwire.formats.dify import dump_dify
 
-    monkeypatch.setenv("CELLWIRE_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)  # a run reads local files under its working folder
     wf = _wf({"type": "binary", "data": [{"type": "file", "file": ["start", "doc"]}]})
     wf.update_node("http", url=server.url + "/put")
     app = tmp_path / "upload.yml"
     app.write_text(dump_dify(wf), encoding="utf-8")
-    runner = CliRunner()
+    home = tmp_path / "home"
     server.answer(200, b"by url", Content_Type="text/plain")
-    by_url = runner.invoke(cli, ["run", str(app), "--trust", "--json",
-                                 "--input", f"doc={server.url}/notes.txt"])
-    assert by_url.exit_code == 0, by_url.output
+    by_url = _cli("run", str(app), "--trust", "--json", "--input",
+                  f"doc={server.url}/notes.txt", cwd=tmp_path, home=home)
+    assert by_url.returncode == 0, by_url.stderr
     assert json.loads(by_url.stdout)["status"] == "succeeded"
     assert server.requests[-1].body == b"by url"
-    local = tmp_path / "local.txt"
-    local.write_bytes(b"by path")
-    by_path = runner.invoke(cli, ["run", str(app), "--trust", "--json",
-                                  "--input", f"doc=@{local}"])
-    assert by_path.exit_code == 0, by_path.output
+    # A run reads local files under its working folder: the file is in the one it runs in.
+    (tmp_path / "local.txt").write_bytes(b"by path")
+    by_path = _cli("run", str(app), "--trust", "--json", "--input", "doc=@local.txt",
+                   cwd=tmp_path, home=home)
+    assert by_path.returncode == 0, by_path.stderr
     assert server.requests[-1].body == b"by path"
