@@ -1,4 +1,5 @@
-"""Every file of the Dify DSL corpus: imports (or, if broken, is rejected naming the part),
+"""Every file of the Dify DSL corpus: imports (or, if broken, is rejected naming the part, or
+warned about when Dify itself imports it),
 round-trips through Dify DSL and through Python, runs to a terminal state; the offline cases
 of expected.json give exactly the expected outputs or answer."""
 
