@@ -168,9 +168,27 @@ def test_branch_handle_that_matches_no_case():
     wf = _wf()
     wf.add_node("b", "v-branch", after="start")
     wf.add_node("e", "end", after=[("b", "maybe")])
-    p = _one(validate(wf))
-    assert p.node_id == "b" and p.field.endswith("source_handle")
-    assert "'maybe'" in p.message and "yes" in p.hint
+    (p,) = [p for p in validate(wf) if p.node_id == "b"]
+    assert p.node_id == "b" and p.field.endswith("source_handle") and p.level == "warning"
+    assert "'maybe'" in p.message and "never takes it" in p.message and "yes" in p.hint
+
+
+async def test_a_stale_handle_is_skipped_by_a_branch_and_taken_by_a_plain_node():
+    # As in Dify's engine: a branch follows only its chosen handle; other nodes take all.
+    wf = _wf()
+    wf.add_node("check", "if-else", after="start", cases=[{
+        "case_id": "true", "logical_operator": "and", "conditions": [
+            {"variable_selector": ["start", "q"], "comparison_operator": "is", "value": "go"}]}])
+    wf.add_node("stale", "end", after=[("check", "deleted-case")],
+                outputs=[{"variable": "stale", "value_selector": ["start", "q"]}])
+    wf.add_node("t", "template-transform", after="start", template="x")
+    wf.add_node("plain", "end", after=[("t", "odd")],
+                outputs=[{"variable": "plain", "value_selector": ["t", "output"]}])
+    assert {(p.node_id, p.level) for p in validate(wf)} == {("check", "warning"),
+                                                             ("t", "warning")}
+    result = await wf.arun(q="go")
+    assert result.node_status("stale") == "skipped"
+    assert result.node_status("plain") == "succeeded"
 
 
 def test_missing_required_start_input():

@@ -180,9 +180,18 @@ def _check_edges(workflow: Workflow, types: dict[str, NodeType], configs: dict) 
         if edge.source in configs or edge.source not in types:
             handles = _handles(edge.source, workflow, types, configs)
             if edge.source in types and edge.source_handle not in handles:
+                # Dify imports such an edge (a case deleted, a handle mistyped), and its engine
+                # takes it as the run does: a branch never picks it; a node that does not
+                # branch takes every edge.
+                branches = (types[edge.source].handles is not None
+                            or source.error_strategy == "fail-branch")
+                then = ("a run never takes it: its target is skipped unless another edge "
+                        "reaches it" if branches else
+                        "a node that does not branch takes every edge, so a run takes it")
                 yield Problem(edge.source, f"{where}.source_handle",
                               f"handle {edge.source_handle!r} matches no case of this "
-                              f"{source.type} node", f"use one of {sorted(handles)}")
+                              f"{source.type} node; {then}, as in Dify",
+                              f"use one of {sorted(handles)}", level="warning")
 
 
 def _adjacency(workflow: Workflow) -> dict[str, list[str]]:
