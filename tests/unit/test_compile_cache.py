@@ -36,7 +36,8 @@ def test_any_change_in_place_compiles_again_and_runs_the_new_graph():
     assert second is not first
     assert wf.run(x="a", store=False).outputs == {"y": "a?"}
 
-    wf.nodes["t"].config["variables"][0]["value_selector"] = ["nowhere", "x"]
+    # A config that does not parse cannot compile (a reference to nothing only warns).
+    wf.nodes["t"].config["variables"][0]["value_selector"] = "nowhere"
     with pytest.raises(WorkflowError, match="nowhere"):
         compile_workflow(wf)
     wf.nodes["t"].config["variables"][0]["value_selector"] = ["start", "x"]

@@ -94,7 +94,7 @@ def test_import_maps_the_wrapper_and_modernises_legacy_forms() -> None:
 def test_export_then_import_gives_the_same_workflow() -> None:
     wf = load_dify(LEGACY)
     document = export_dify(wf)
-    assert document["version"] == "0.6.0"
+    assert document["version"] == "0.7.0"  # what Dify 1.16 writes
     assert document["workflow"]["environment_variables"][0]["value"] == ""
     edge_ids = [e["id"] for e in document["workflow"]["graph"]["edges"]]
     assert "cond-true-agg-target" in edge_ids
@@ -209,14 +209,21 @@ def test_broken_documents_name_the_part(text: str, node: str | None, field: str)
                for p in caught.value.problems), str(caught.value)
 
 
-def test_dead_branch_of_a_workflow_app_is_rejected_but_allowed_in_a_chatflow() -> None:
+async def test_dead_branch_of_a_workflow_app_is_a_warning_and_a_run_taking_it_ends_there(
+        ) -> None:
     doc = yaml.safe_load(LEGACY)
     doc["workflow"]["graph"]["edges"] = [e for e in doc["workflow"]["graph"]["edges"]
                                          if e.get("sourceHandle") != "false"]
-    with pytest.raises(WorkflowError, match="else branch"):
-        import_dify(doc)
-    doc["app"]["mode"] = "advanced-chat"
-    assert import_dify(doc).workflow.mode == "advanced-chat"
+    imported = import_dify(doc)  # Dify imports it: the else branch just ends the run
+    (dead,) = [p for p in imported.problems if p.node_id == "cond"]
+    assert (dead.field, dead.level) == ("false", "warning") and "else branch" in dead.message
+    wf = imported.workflow
+    wf.remove_node("code")
+    taken = await wf.arun(n=0)  # 0 > 1 is false: the else branch, which leads nowhere
+    assert taken.status is RunStatus.SUCCEEDED and taken.outputs == {}
+    assert (await wf.arun(n=3)).outputs == {"out": 3}
+    doc["app"]["mode"] = "advanced-chat"  # a chatflow may end a turn on purpose
+    assert not [p for p in import_dify(doc).problems if p.node_id == "cond"]
 
 
 def test_cli_import_and_export(tmp_path: Any) -> None:

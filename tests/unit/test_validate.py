@@ -21,6 +21,11 @@ def _one(problems, level="error"):
     return found[0]
 
 
+def _said(problem):
+    """What is wrong, without what a run does about it."""
+    return problem.message.split("; at run time")[0]
+
+
 def test_valid_workflow_has_no_problems():
     wf = _wf()
     wf.add_node("end", "end", outputs=[{"variable": "q", "value_selector": ["start", "q"]}],
@@ -44,11 +49,41 @@ def test_duplicate_ids_and_id_mismatch():
     assert any(p.node_id == "other" and p.field == "id" for p in validate(wf))
 
 
-def test_dangling_edge():
+def test_dangling_edge_is_a_warning_and_the_run_ignores_it():
+    # Dify imports a file with an edge to a deleted node; a run ignores the edge.
     wf = _wf()
+    wf.add_node("end", "end", outputs=[{"variable": "q", "value_selector": ["start", "q"]}],
+                after="start")
     wf.connect("start", "ghost")
-    p = _one(validate(wf))
-    assert p.node_id == "ghost" and "does not exist" in p.message
+    p = _one(validate(wf), "warning")
+    assert p.node_id == "ghost" and "does not exist" in p.message and "ignores" in p.message
+    assert wf.run(q="hi").outputs == {"q": "hi"}
+
+
+def test_missing_references_are_warnings_and_read_as_none_at_run_time():
+    wf = _wf()
+    wf.add_node("end", "end", after="start",
+                outputs=[{"variable": "a", "value_selector": ["nowhere", "x"]},
+                         {"variable": "b", "value_selector": ["env", "UNDECLARED"]},
+                         {"variable": "c", "value_selector": ["sys", "fork_only"]},
+                         {"variable": "d", "value_selector": ["start", "q"]}])
+    problems = validate(wf)
+    assert {p.field for p in problems} == {
+        "outputs[0].value_selector", "outputs[1].value_selector", "outputs[2].value_selector"}
+    assert all(p.level == "warning" and "reads as nothing" in p.message for p in problems)
+    result = wf.run(q="hi")
+    assert result.ok and result.outputs == {"a": None, "b": None, "c": None, "d": "hi"}
+
+
+def test_a_disabled_vision_selector_is_not_checked():
+    wf = _wf()
+    vision = {"enabled": False, "configs": {"variable_selector": ["gone", "files"]}}
+    wf.add_node("llm", "llm", after="start", model={"provider": "scripted", "name": "echo"},
+                prompt_template=[{"role": "user", "text": "{{#start.q#}}"}], vision=vision)
+    assert validate(wf) == []
+    wf.update_node("llm", vision={**vision, "enabled": True})
+    assert [(p.field, p.level) for p in validate(wf)] == [
+        ("vision.configs.variable_selector", "warning")]
 
 
 def test_reference_to_missing_node_and_missing_output():
@@ -74,7 +109,7 @@ def test_plain_fields_check_dify_references_only():
                 text="{{#ghost.x#}} and {{ start.missing }} and {{ name }} and {{ x: 1 }}")
     problems = validate(wf)
     # {{ ... }} in a plain field is literal text (Dify), so only the Dify reference counts.
-    assert [(p.field, p.message) for p in problems] == [
+    assert [(p.field, _said(p)) for p in problems] == [
         ("text", "refers to node 'ghost', which does not exist")]
 
 
@@ -87,7 +122,7 @@ def test_jinja_fields_check_their_node_references():
                 prompt_template=[
                     {"role": "system", "text": "{{ start.nope }}"},
                     {"role": "user", "edition_type": "jinja2", "jinja2_text": "{{ start.gone }}"}])
-    problems = {(p.node_id, p.field, p.message) for p in validate(wf)}
+    problems = {(p.node_id, p.field, _said(p)) for p in validate(wf)}
     assert problems == {
         ("t", "template", "node 'start' has no output 'missing'"),
         ("t", "template", "refers to node 'ghost', which does not exist"),
@@ -133,9 +168,27 @@ def test_branch_handle_that_matches_no_case():
     wf = _wf()
     wf.add_node("b", "v-branch", after="start")
     wf.add_node("e", "end", after=[("b", "maybe")])
-    p = _one(validate(wf))
-    assert p.node_id == "b" and p.field.endswith("source_handle")
-    assert "'maybe'" in p.message and "yes" in p.hint
+    (p,) = [p for p in validate(wf) if p.node_id == "b"]
+    assert p.node_id == "b" and p.field.endswith("source_handle") and p.level == "warning"
+    assert "'maybe'" in p.message and "never takes it" in p.message and "yes" in p.hint
+
+
+async def test_a_stale_handle_is_skipped_by_a_branch_and_taken_by_a_plain_node():
+    # As in Dify's engine: a branch follows only its chosen handle; other nodes take all.
+    wf = _wf()
+    wf.add_node("check", "if-else", after="start", cases=[{
+        "case_id": "true", "logical_operator": "and", "conditions": [
+            {"variable_selector": ["start", "q"], "comparison_operator": "is", "value": "go"}]}])
+    wf.add_node("stale", "end", after=[("check", "deleted-case")],
+                outputs=[{"variable": "stale", "value_selector": ["start", "q"]}])
+    wf.add_node("t", "template-transform", after="start", template="x")
+    wf.add_node("plain", "end", after=[("t", "odd")],
+                outputs=[{"variable": "plain", "value_selector": ["t", "output"]}])
+    assert {(p.node_id, p.level) for p in validate(wf)} == {("check", "warning"),
+                                                             ("t", "warning")}
+    result = await wf.arun(q="go")
+    assert result.node_status("stale") == "skipped"
+    assert result.node_status("plain") == "succeeded"
 
 
 def test_missing_required_start_input():
@@ -164,7 +217,7 @@ def test_node_types_declare_references_outside_selector_fields():
     wf.add_node("agg", "variable-aggregator", after="start",
                 variables=[["start", "q"], ["start", "typo"]])
     wf.add_node("ops", "list-operator", after="start", variable=["ghost", "list"])
-    problems = {(p.node_id, p.field): p.message for p in validate(wf)}
+    problems = {(p.node_id, p.field): _said(p) for p in validate(wf)}
     assert problems == {
         ("agg", "variables[1]"): "node 'start' has no output 'typo'",
         ("ops", "variable"): "refers to node 'ghost', which does not exist",

@@ -24,6 +24,7 @@ from cellwire.cli.common import (
     json_object,
     json_or_text,
     key_value,
+    load_checked_workflow,
     load_workflow,
     parse_inputs,
     report,
@@ -32,7 +33,7 @@ from cellwire.cli.tool_options import load_cli_tools, tool_options, tool_secrets
 from cellwire.engine.checkpoint import DEFAULT_DURABILITY, DURABILITIES
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.engine.secrets import missing_secrets
-from cellwire.model import Workflow, WorkflowError, validate
+from cellwire.model import Workflow, WorkflowError
 from cellwire.model.validate import missing_inputs, unknown_inputs
 
 
@@ -90,11 +91,10 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     sandbox and its HTTP nodes may not reach loopback or private addresses.
     """
     from cellwire.engine.secrets import unknown_grants
-    from cellwire.nodes.tool import tool_problems
     from cellwire.services.secrets import SecretError, resolve_grants
 
-    workflow = load_workflow(file, trusted=True if trust_file else None)
     renames = load_cli_tools(tool_sources, mcp_configs, tool_map)
+    workflow, checked = load_checked_workflow(file, trusted=True if trust_file else None)
     try:
         secrets = resolve_grants(grants)
     except SecretError as exc:
@@ -108,10 +108,9 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         inputs["sys.query"] = query
     if conversation is not None:
         inputs["sys.conversation_id"] = conversation
-    problems = (validate(workflow) + missing_inputs(workflow, inputs)
-                + unknown_inputs(workflow, inputs))
+    problems = checked + missing_inputs(workflow, inputs) + unknown_inputs(workflow, inputs)
     report(file, problems)
-    for problem in problems + tool_problems(workflow):
+    for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
     for name in missing_secrets(workflow, secrets):
         click.echo(f"warning: secret {name!r} is not granted: a node that reads env.{name} "
@@ -341,23 +340,36 @@ def _apply_change(workflow: Workflow, change: str) -> None:
 
 @cli.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 2) on warnings too: what Dify imports but a run treats "
+                   "specially, and what cannot run here.")
 @tool_options
-def validate_command(file: Path, tool_sources: Sequence[str], mcp_configs: Sequence[str],
-                     tool_map: str | None) -> None:
-    """Check the workflow in FILE without running it (tools it uses that no registered
-    tool binds to are warnings: it still loads, edits and exports)."""
-    from cellwire.nodes.tool import tool_problems
+def validate_command(file: Path, strict: bool, tool_sources: Sequence[str],
+                     mcp_configs: Sequence[str], tool_map: str | None) -> None:
+    """Check the workflow in FILE without running it.
+
+    Errors (the graph cannot be built or run) exit 2. Warnings are printed after `valid`:
+    what Dify would import and how a run treats it (a reference to nothing reads as None, an
+    edge to a missing node is ignored, a branch leading nowhere ends the run there), and the
+    node types this install cannot run, with why (not built here, needs a tool binding,
+    needs a knowledge base). With --strict, warnings exit 2 as well.
+    """
+    from cellwire.formats.runnable import unrunnable_types
     from cellwire.services.trust import describe
 
-    workflow = load_workflow(file)
     load_cli_tools(tool_sources, mcp_configs, tool_map)
-    problems = validate(workflow)
-    if not any(p.level == "error" for p in problems):
-        problems += tool_problems(workflow)
+    workflow, problems = load_checked_workflow(file)
     report(file, problems)
+    lines = [f"{file}: {problem}" for problem in problems]
+    unrunnable = unrunnable_types(workflow)
+    if unrunnable:
+        lines.append(f"{file}: node types this install cannot run: " + "; ".join(
+            f"{kind} ({', '.join(reasons)})" for kind, reasons in sorted(unrunnable.items())))
+    if strict and problems:
+        fail([*lines, f"{file}: {len(problems)} warning(s), and --strict fails on warnings"])
     click.echo("valid")
-    for problem in problems:
-        click.echo(f"{file}: {problem}")
+    for line in lines:
+        click.echo(line)
     click.echo(describe(workflow))
 
 
@@ -520,18 +532,35 @@ def secret_delete(name: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "-f", "fmt", type=click.Choice(["yaml", "dify", "python"]),
               default="yaml", show_default=True, help="yaml: native YAML; dify: Dify DSL "
-              "0.6.0; python: a script that rebuilds the workflow.")
+              "(see --dsl-version); python: a script that rebuilds the workflow.")
+@click.option("--dsl-version", metavar="VERSION",
+              help="The Dify DSL version to write with --format dify: 0.7.0 (Dify 1.16, the "
+                   "default) or 0.6.0 (Dify 1.15 and before, which hold a newer file as "
+                   "pending).")
 @click.option("--output", "-o", "out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here (default: standard output).")
-def export_command(file: Path, fmt: str, out: Path | None) -> None:
+def export_command(file: Path, fmt: str, dsl_version: str | None, out: Path | None) -> None:
     """Write the workflow in FILE (native YAML or Dify DSL) in another format."""
     from cellwire.formats import dump
-    from cellwire.formats.dify import dump_dify
+    from cellwire.formats.dify import DSL_VERSION, DSL_VERSIONS, dump_dify
     from cellwire.formats.python_export import export_python
 
+    if dsl_version is not None and fmt != "dify":
+        raise click.BadParameter("applies to --format dify only", param_hint="--dsl-version")
+    version = DSL_VERSION if dsl_version is None else dsl_version.strip().lstrip("v")
+    if version not in DSL_VERSIONS:
+        raise click.BadParameter(f"{dsl_version!r} is not a Dify DSL version cellwire writes; "
+                                 f"use one of {', '.join(DSL_VERSIONS)}",
+                                 param_hint="--dsl-version")
     workflow = load_workflow(file)
-    writers = {"yaml": dump, "dify": dump_dify, "python": export_python}
-    _write(writers[fmt](workflow), out)
+    try:
+        if fmt == "dify":
+            text = dump_dify(workflow, version)
+        else:
+            text = {"yaml": dump, "python": export_python}[fmt](workflow)
+    except WorkflowError as exc:
+        fail(f"{file}: {problem}" for problem in exc.problems)
+    _write(text, out)
 
 
 def _write(text: str, out: Path | None) -> None:

@@ -38,6 +38,20 @@ def load_workflow(file: Path, *, trusted: bool | None = None) -> Workflow:
         fail(f"{file}: {problem}" for problem in exc.problems)
 
 
+def load_checked_workflow(file: Path, *, trusted: bool | None = None
+                          ) -> tuple[Workflow, list[Problem]]:
+    """Load a workflow file with its warnings (what Dify would import but a run treats
+    specially, what cannot run here), or exit 2 naming what is wrong with it."""
+    from cellwire.formats.loader import load_checked
+
+    try:
+        return load_checked(file, trusted=trusted)
+    except OSError as exc:
+        fail([f"{file}: cannot read the file: {exc.strerror or exc}"])
+    except WorkflowError as exc:
+        fail(f"{file}: {problem}" for problem in exc.problems)
+
+
 def report(file: Path, problems: Sequence[Problem]) -> None:
     """With any errors, print every problem and exit 2."""
     if any(p.level == "error" for p in problems):

@@ -4,10 +4,10 @@
 returns the warnings (nodes that need something cellwire does not have here).
 """
 
-from .dify_export import DSL_VERSION, dump_dify, export_dify
+from .dify_export import DSL_VERSION, DSL_VERSIONS, dump_dify, export_dify
 from .dify_import import DifyImport, import_dify, load_dify, unsupported_problems
 
 __all__ = [
-    "DSL_VERSION", "DifyImport", "dump_dify", "export_dify", "import_dify", "load_dify",
-    "unsupported_problems",
+    "DSL_VERSION", "DSL_VERSIONS", "DifyImport", "dump_dify", "export_dify", "import_dify",
+    "load_dify", "unsupported_problems",
 ]

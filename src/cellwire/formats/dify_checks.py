@@ -1,8 +1,9 @@
 """Checks Dify's editor makes before it publishes a workflow, beyond cellwire's own validation.
 
-These catch files that load but cannot behave as their author meant: a branch of a workflow
-app that leads nowhere (the run would end with no outputs), ids given twice in a branch
-node's list, a list operator limited to zero items.
+These catch files that load but cannot behave as their author meant. Errors: ids given twice
+in a branch node's list (its edges are ambiguous), a list operator limited to zero items.
+Warnings (Dify imports the file and runs it): a branch of a workflow app that leads nowhere
+(a run taking it ends there, with no outputs).
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ def _dead_branches(workflow: Workflow) -> Iterator[Problem]:
                 label = "the else branch ('false')" if handle == "false" else f"branch {handle!r}"
                 key_list = BRANCH_LISTS[node.type][0]
                 yield Problem(node.id, f"{key_list}.{handle}" if handle != "false" else "false",
-                              f"{label} leads nowhere: a run taking it ends with no outputs",
-                              f"connect {label} to a node (e.g. an End node)")
+                              f"{label} leads nowhere: a run taking it ends there, with no "
+                              "outputs (as in Dify)",
+                              f"connect {label} to a node (e.g. an End node)", "warning")
 
 
 def _list_limits(workflow: Workflow) -> Iterator[Problem]:

@@ -1,4 +1,6 @@
-"""Dify DSL export (version 0.6.0): a Workflow as a document Dify's import accepts.
+"""Dify DSL export: a Workflow as a document Dify's import accepts, in DSL 0.7.0 (what Dify
+1.16 writes) or 0.6.0 (Dify 1.15 and before hold a newer file as pending until a user
+confirms it: ``api/services/dsl_version.py``).
 
 What the import moved to ``meta['dify']`` (canvas sizes, wrapper types, app icon, variable
 ids) goes back where it came from; containment flags and edge ids are regenerated the way
@@ -12,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from cellwire.model import Node, Note, Retry, Workflow
+from cellwire.model import Node, Note, Problem, Retry, Workflow, WorkflowError
 
 from .dify_import import (
     APP_DEFAULTS,
@@ -26,14 +28,27 @@ from .dify_import import (
     stable_id,
 )
 
-DSL_VERSION = "0.6.0"
+#: What Dify 1.16 writes (``api/constants/dsl_version.py``: CURRENT_APP_DSL_VERSION).
+DSL_VERSION = "0.7.0"
+#: The versions an export can target, oldest first: 0.6.0 is Dify 1.15's.
+DSL_VERSIONS = ("0.6.0", "0.7.0")
+#: Top-level keys 0.7.0 added (portable Agent packages); an older Dify cannot import them.
+AGENT_KEYS = ("agent", "agent_packages")
 #: Dify's z-index for nodes and edges inside an iteration or loop.
 CHILD_Z_INDEX = 1002
 
 
-def export_dify(workflow: Workflow) -> dict[str, Any]:
-    """The Dify DSL document of ``workflow``, as plain data."""
+def export_dify(workflow: Workflow, version: str = DSL_VERSION) -> dict[str, Any]:
+    """The Dify DSL document of ``workflow``, as plain data, in DSL ``version`` (one of
+    :data:`DSL_VERSIONS`). Raises ``ValueError`` for another version and
+    :class:`WorkflowError` when the workflow uses what ``version`` cannot express."""
+    if version not in DSL_VERSIONS:
+        raise ValueError(f"cannot write Dify DSL {version!r}: the versions cellwire writes are "
+                         f"{', '.join(DSL_VERSIONS)} (0.7.0 for Dify 1.16, 0.6.0 for Dify 1.15 "
+                         "and before)")
     meta = dict(workflow.meta.get("dify") or {})
+    if version == "0.6.0":
+        _check_before_agents(workflow, meta)
     app = {"name": workflow.name, "mode": workflow.mode, "description": workflow.description,
            **APP_DEFAULTS, **(meta.get("app") or {})}
     graph: dict[str, Any] = {
@@ -49,15 +64,32 @@ def export_dify(workflow: Workflow) -> dict[str, Any]:
         "graph": graph,
         **(meta.get("workflow") or {}),
     }
-    document = {"version": DSL_VERSION, "kind": meta.get("kind", "app"), "app": app,
+    document = {"version": version, "kind": meta.get("kind", "app"), "app": app,
                 "dependencies": [], **(meta.get("document") or {}), "workflow": body}
     return document
 
 
-def dump_dify(workflow: Workflow) -> str:
-    """``workflow`` as Dify DSL YAML text."""
-    return yaml.safe_dump(export_dify(workflow), allow_unicode=True, sort_keys=False,
+def dump_dify(workflow: Workflow, version: str = DSL_VERSION) -> str:
+    """``workflow`` as Dify DSL YAML text (see :func:`export_dify`)."""
+    return yaml.safe_dump(export_dify(workflow, version), allow_unicode=True, sort_keys=False,
                           default_flow_style=False, width=100)
+
+
+def _check_before_agents(workflow: Workflow, meta: dict[str, Any]) -> None:
+    """DSL 0.6.0 has no Agent packages: a workflow that uses them cannot target it."""
+    problems = [Problem(node.id, "agent_binding", "an agent v2 node (a Dify 1.16 Agent "
+                        "package) cannot be written as DSL 0.6.0",
+                        "export as 0.7.0 for Dify 1.16, or replace the node")
+                for node in workflow.nodes.values()
+                if node.type == "agent" and isinstance(node.config, dict)
+                and node.config.get("agent_binding") is not None]
+    document = meta.get("document") or {}
+    problems += [Problem(None, key, f"'{key}' (Agent packages) is new in DSL 0.7.0",
+                         "export as 0.7.0 for Dify 1.16")
+                 for key in AGENT_KEYS if key in document]
+    if problems:
+        raise WorkflowError(problems, f"workflow {workflow.name!r} cannot be written as "
+                            "Dify DSL 0.6.0")
 
 
 def _containment(node: Node | None, workflow: Workflow) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""Dify DSL import: an app exported by Dify (DSL 0.1.x to 0.6.x, or none) as a Workflow.
+"""Dify DSL import: an app exported by Dify (DSL 0.1.x to 0.7.x, or none) as a Workflow.
+
+DSL 0.7.0 (Dify 1.16) adds portable Agent packages (top-level ``agent_packages``, agent v2
+nodes binding one): they import and export unchanged; an agent v2 node cannot run here.
 
 A node's ``config`` is its Dify ``data`` without the common fields (type, title, desc, error
 strategy, default values, retry) and without canvas-only facts, which go to ``meta['dify']``
@@ -16,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from cellwire.model import (
     ConversationVariable,
@@ -93,14 +96,51 @@ def import_dify(data: Any, *, source: str | None = None) -> DifyImport:
     workflow, version, kind = _build(data, out)
     errors = [p for p in out.problems if p.level == "error"]
     if workflow is not None and not errors:
+        _keep_unknown_types(workflow)
         for problem in [*validate(workflow), *dify_problems(workflow)]:
             out.problems.append(problem)
         errors = [p for p in out.problems if p.level == "error"]
     if errors or workflow is None:
         raise WorkflowError(errors, f"{where}: cannot be imported")
     warnings = [p for p in out.problems if p.level == "warning"]
+    warnings.extend(_version_problems(version))
     warnings.extend(unsupported_problems(workflow))
     return DifyImport(workflow.mark_origin(where, trusted=False), warnings, version, kind)
+
+
+#: The newest DSL version this importer knows (Dify 1.16's CURRENT_APP_DSL_VERSION).
+NEWEST_VERSION = (0, 7, 0)
+
+
+def _version_problems(version: str | None) -> list[Problem]:
+    """A warning for a file from a Dify newer than cellwire knows, or with a version that is
+    not one (Dify holds the former as pending until a user confirms, and fails the latter:
+    ``services/dsl_version.py``); files without a version are Dify's 0.1.0."""
+    if version is None:
+        return []
+    parts = version.strip().split(".")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return [Problem(None, "version", f"{version!r} is not a DSL version (Dify refuses it)",
+                        "write the version as text, e.g. '0.6.0'", "warning")]
+    numbers = tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+    if numbers > NEWEST_VERSION:
+        newest = ".".join(map(str, NEWEST_VERSION))
+        return [Problem(None, "version", f"DSL {version} is newer than {newest}, the newest "
+                        "cellwire knows: fields the newer Dify added are kept as written but "
+                        "may not run as there", "check the run; upgrade cellwire when it "
+                        f"supports DSL {version}", "warning")]
+    return []
+
+
+def _keep_unknown_types(workflow: Workflow) -> None:
+    """Dify's import keeps a node of a type its engine lacks (a plugin's, a fork's), and a run
+    fails at it; a placeholder does the same here (:func:`unsupported_problems` warns)."""
+    from cellwire.model import registry
+    from cellwire.nodes.unsupported import placeholder
+
+    for node in workflow.nodes.values():
+        if registry.find(node.type) is None:
+            placeholder(node.type)
 
 
 def load_dify(data: Any, source: str | None = None) -> Workflow:
@@ -109,18 +149,11 @@ def load_dify(data: Any, source: str | None = None) -> Workflow:
 
 
 def unsupported_problems(workflow: Workflow) -> list[Problem]:
-    """A warning per node that cannot run here, naming what it needs and the fix, and per
-    tool no registered tool binds to."""
-    from cellwire.nodes.tool import tool_problems
-    from cellwire.nodes.unsupported import need
+    """A warning per node that cannot run here (a type not built here, a tool no registered
+    tool binds to, a knowledge base this machine lacks), naming what it needs and the fix."""
+    from .runnable import cannot_run
 
-    problems = []
-    for node in workflow.nodes.values():
-        found = need(node)
-        if found is not None:
-            problems.append(Problem(node.id, "type", f"{node.type} node '{node.title}' cannot "
-                                    f"run here: it needs {found[0]}", found[1], "warning"))
-    return problems + tool_problems(workflow)
+    return [problem for problem, _reason in cannot_run(workflow)]
 
 
 # -- the document ----------------------------------------------------------------------------
@@ -498,14 +531,24 @@ def _retry(value: Any, out: _Collector, node_id: str, dify_meta: dict[str, Any])
 def _retry_value(raw: dict[str, Any], out: _Collector, node_id: str) -> Any:
     if not raw.get("retry_enabled"):
         return Retry()
-    interval_ms = raw.get("retry_interval", 1000)
-    if isinstance(interval_ms, bool) or not isinstance(interval_ms, (int, float)):
-        out.add(node_id, "data.retry_config.retry_interval",
-                f"must be milliseconds, got {_kind(interval_ms)}", "write a number, e.g. 1000")
-        return Retry()
-    seconds = max(0.0, interval_ms / 1000)
-    return {"max_retries": raw.get("max_retries", 0), "interval": seconds, "backoff": 1.0,
+    numbers = {}
+    # graphon's defaults: no retries, no wait between them.
+    for key, default in (("max_retries", 0), ("retry_interval", 0)):
+        try:
+            # graphon's RetryConfig declares both as int (lax): "1000", " 500 " and 1000.0
+            # are taken as numbers, as Dify takes them.
+            numbers[key] = _DIFY_INT.validate_python(raw.get(key, default))
+        except ValidationError:
+            unit = "milliseconds" if key == "retry_interval" else "a whole number"
+            out.add(node_id, f"data.retry_config.{key}",
+                    f"must be {unit}, got {raw.get(key)!r}", "write a number, e.g. 1000")
+            return Retry()
+    seconds = max(0.0, numbers["retry_interval"] / 1000)
+    return {"max_retries": numbers["max_retries"], "interval": seconds, "backoff": 1.0,
             "max_interval": max(60.0, seconds), "jitter": False}
+
+
+_DIFY_INT = TypeAdapter(int)
 
 
 def retry_from_dify(raw: Mapping[str, Any]) -> Retry:

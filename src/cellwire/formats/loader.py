@@ -84,6 +84,33 @@ def load(path: str | Path, *, trusted: bool | None = None) -> Workflow:
     return workflow.mark_origin(source, trusted=is_trusted(text) if trusted is None else trusted)
 
 
+def load_checked(path: str | Path, *, trusted: bool | None = None
+                 ) -> tuple[Workflow, list[Problem]]:
+    """:func:`load`, and every problem the file has that does not stop it loading: warnings
+    (what Dify would import but a run treats specially, what cannot run here) and, for a
+    native file, the errors :func:`~cellwire.model.validate` finds."""
+    from cellwire.model.validate import validate
+
+    from .runnable import cannot_run
+
+    source = str(path)
+    text = read_text(path)
+    data = parse_yaml(text, source)
+    if detect_format(data) == "dify":
+        from cellwire.formats import dify
+
+        result = dify.import_dify(data, source=source)
+        workflow, problems = result.workflow, list(result.problems)
+    else:
+        workflow = load_data(data, source)
+        problems = validate(workflow)
+        if not any(p.level == "error" for p in problems):
+            problems += [problem for problem, _ in cannot_run(workflow)]
+    workflow = workflow.mark_origin(source, trusted=is_trusted(text) if trusted is None
+                                    else trusted)
+    return workflow, problems
+
+
 def save(workflow: Workflow, path: str | Path) -> Path:
     """Write ``workflow`` to ``path`` as native YAML (secrets left out); returns the path."""
     path = Path(path)

@@ -136,7 +136,8 @@ class WorkflowMagics(Magics, Configurable):
                   + (f" after {', '.join(upstream)}" if upstream else ""))
         # Refused only when the workflow runs: the node it names may come in a later cell.
         for problem in reference_problems(self.session.workflows[args.name], node.id):
-            print(f"warning: {problem}", file=sys.stderr)
+            text = str(problem)  # a warning says so itself
+            print(text if problem.level == "warning" else f"warning: {text}", file=sys.stderr)
 
     def _define(self, args: argparse.Namespace, cell: str) -> Any:
         if not _NODE_ID.match(args.node_id):

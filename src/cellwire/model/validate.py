@@ -47,7 +47,9 @@ def reference_problems(workflow: Workflow, node_id: str) -> list[Problem]:
     """What ``node_id`` refers to that does not exist (a node, an output, a variable), each
     with the closest existing name: what a notebook cell warns about when it runs."""
     _, types, configs = _parse_nodes(workflow)
-    return [p for p in _check_references(workflow, types, configs) if p.node_id == node_id]
+    # A cell's warning names what is missing; what a run would do is for validate() to say.
+    return [p for p in _check_references(workflow, types, configs, at_run_time=False)
+            if p.node_id == node_id]
 
 
 def _parse_nodes(workflow: Workflow
@@ -161,8 +163,11 @@ def _check_edges(workflow: Workflow, types: dict[str, NodeType], configs: dict) 
         where = f"edges[{edge.source}->{edge.target}]"
         missing = [end for end in (edge.source, edge.target) if end not in workflow.nodes]
         if missing:
+            # Dify's import keeps such an edge; graphon then refuses to start the run
+            # (MISSING_NODE). cellwire imports it too, and a run ignores the edge.
             yield Problem(missing[0], where, f"the edge points to node {missing[0]!r}, which does "
-                          "not exist", "remove the edge or add the node")
+                          "not exist; a run ignores the edge (Dify's engine refuses to start "
+                          "one)", "remove the edge or add the node", level="warning")
             continue
         if edge.key in seen:
             yield Problem(edge.source, where, "the same edge is given twice", "remove one",
@@ -175,9 +180,18 @@ def _check_edges(workflow: Workflow, types: dict[str, NodeType], configs: dict) 
         if edge.source in configs or edge.source not in types:
             handles = _handles(edge.source, workflow, types, configs)
             if edge.source in types and edge.source_handle not in handles:
+                # Dify imports such an edge (a case deleted, a handle mistyped), and its engine
+                # takes it as the run does: a branch never picks it; a node that does not
+                # branch takes every edge.
+                branches = (types[edge.source].handles is not None
+                            or source.error_strategy == "fail-branch")
+                then = ("a run never takes it: its target is skipped unless another edge "
+                        "reaches it" if branches else
+                        "a node that does not branch takes every edge, so a run takes it")
                 yield Problem(edge.source, f"{where}.source_handle",
                               f"handle {edge.source_handle!r} matches no case of this "
-                              f"{source.type} node", f"use one of {sorted(handles)}")
+                              f"{source.type} node; {then}, as in Dify",
+                              f"use one of {sorted(handles)}", level="warning")
 
 
 def _adjacency(workflow: Workflow) -> dict[str, list[str]]:
@@ -255,7 +269,7 @@ def config_references(config: Any, path: str = "") -> Iterator[tuple[str, Select
     if isinstance(config, Mapping):
         for key, value in config.items():
             field = f"{path}.{key}" if path else str(key)
-            if key in _NOT_TEMPLATES:
+            if key in _NOT_TEMPLATES or _switched_off(key, value):
                 continue
             if str(key).endswith("selector") and _is_selector(value):
                 yield field, tuple(value), True
@@ -267,6 +281,17 @@ def config_references(config: Any, path: str = "") -> Iterator[tuple[str, Select
     elif isinstance(config, str) and "{{#" in config:
         for selector in dify_references(config):
             yield path, selector, True
+
+
+def _switched_off(key: Any, value: Any) -> bool:
+    """A section the node ignores while it is disabled (Dify does not read, or check, e.g.
+    ``vision.configs.variable_selector`` while ``vision.enabled`` is false)."""
+    return (key in _SWITCHABLE and isinstance(value, Mapping) and "enabled" in value
+            and not value.get("enabled"))
+
+
+#: Config sections with an ``enabled`` switch whose references count only when it is on.
+_SWITCHABLE = frozenset({"vision"})
 
 
 def jinja_field_references(fields: Iterable[tuple[str, str]]
@@ -301,7 +326,8 @@ def _is_selector(value: Any) -> bool:
     return isinstance(value, list) and len(value) >= 2 and all(isinstance(p, str) for p in value)
 
 
-def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: dict) -> Iterator[Problem]:
+def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: dict,
+                      at_run_time: bool = True) -> Iterator[Problem]:
     env = {v.name for v in workflow.environment}
     conversation = {v.name for v in workflow.conversation_variables}
     declared: dict[str, Any] = {}
@@ -320,31 +346,51 @@ def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: d
             elif len(selector) >= 2:
                 found.append((field, selector, strict))
         for field, selector, strict in found:
-            head, var = selector[0], selector[1]
-            if head == "sys":
-                if var not in SYSTEM_VARIABLES:
-                    yield Problem(node.id, field, f"unknown system variable sys.{var}",
-                                  f"use one of {', '.join(sorted(SYSTEM_VARIABLES))}")
-            elif head == "env":
-                if var not in env:
-                    yield Problem(node.id, field, f"environment variable {var!r} is not declared",
-                                  "declare it in the workflow's environment")
-            elif head == "conversation":
-                if var not in conversation:
-                    yield Problem(node.id, field, f"conversation variable {var!r} is not declared",
-                                  "declare it in the workflow's conversation variables")
-            elif head not in workflow.nodes:
-                if strict:
-                    yield Problem(node.id, field, f"refers to node {head!r}, which does not exist",
-                                  _closest(head, workflow.nodes) or
-                                  "point the reference at an existing node's output")
-            else:
-                outputs = declared.get(head)
-                if outputs is not None and var not in outputs:
-                    known = ", ".join(sorted(outputs)) or "nothing"
-                    yield Problem(node.id, field, f"node {head!r} has no output {var!r}",
-                                  _closest(var, outputs) or
-                                  f"it outputs {known}")
+            found_problem = _reference_problem(workflow, declared, env, conversation,
+                                               selector, strict)
+            if found_problem is not None:
+                message, hint = found_problem
+                # Dify imports a file with such a reference: reading it fails the node at
+                # run time (a {{#..#}} in text shows as its own text), so it is a warning.
+                yield Problem(node.id, field,
+                              f"{message}; {_AT_RUN_TIME}" if at_run_time else message, hint,
+                              level="warning")
+
+
+#: What a run does with a reference that does not resolve (Dify's VariablePool semantics).
+_AT_RUN_TIME = ("at run time it reads as nothing (None), as in Dify, and a node that needs "
+                "the value fails")
+
+
+def _reference_problem(workflow: Workflow, declared: Mapping[str, Any], env: set[str],
+                       conversation: set[str], selector: Selector, strict: bool
+                       ) -> tuple[str, str] | None:
+    """``(message, hint)`` when ``selector`` names nothing the workflow has, else None."""
+    head, var = selector[0], selector[1]
+    if head == "sys":
+        if var not in SYSTEM_VARIABLES:
+            return (f"unknown system variable sys.{var}",
+                    f"use one of {', '.join(sorted(SYSTEM_VARIABLES))}")
+    elif head == "env":
+        if var not in env:
+            return (f"environment variable {var!r} is not declared",
+                    "declare it in the workflow's environment")
+    elif head == "conversation":
+        if var not in conversation:
+            return (f"conversation variable {var!r} is not declared",
+                    "declare it in the workflow's conversation variables")
+    elif head not in workflow.nodes:
+        if strict:
+            return (f"refers to node {head!r}, which does not exist",
+                    _closest(head, workflow.nodes)
+                    or "point the reference at an existing node's output")
+    else:
+        outputs = declared.get(head)
+        if outputs is not None and var not in outputs:
+            known = ", ".join(sorted(outputs)) or "nothing"
+            return (f"node {head!r} has no output {var!r}",
+                    _closest(var, outputs) or f"it outputs {known}")
+    return None
 
 
 def _closest(name: str, names: Iterable[str]) -> str:

@@ -7,14 +7,16 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from cellwire.engine import FatalError, NodeContext, NodeError
 from cellwire.model import NodeConfig
+
+from .config_checks import empty_list
 
 #: Dify's caps on the timeouts (HTTP_REQUEST_MAX_{CONNECT,READ,WRITE}_TIMEOUT), in seconds;
 #: also the defaults when a timeout is not given.
@@ -36,6 +38,12 @@ class Authorization(NodeConfig):
     type: Literal["no-auth", "api-key"] = "no-auth"
     config: AuthConfig | None = None
 
+    @field_validator("config", mode="before")
+    @classmethod
+    def _no_config_without_auth(cls, value: Any, info: ValidationInfo) -> Any:
+        # Dify drops whatever config a no-auth authorization carries.
+        return None if info.data.get("type") == "no-auth" else value
+
 
 class BodyData(NodeConfig):
     key: str = ""
@@ -47,7 +55,8 @@ class BodyData(NodeConfig):
 class Body(NodeConfig):
     type: BodyType = "none"
     #: Items; older Dify files give one string (the text, or ``key:value`` lines for forms).
-    data: list[BodyData] | str = Field(default_factory=list)
+    data: Annotated[list[BodyData] | str, BeforeValidator(empty_list)] = Field(
+        default_factory=list)
 
 
 class Timeout(NodeConfig):
@@ -94,8 +103,53 @@ class RequestSpec:
     secret_headers: set[str] = field(default_factory=set)
 
 
-def build_request(ctx: NodeContext, config: HttpRequestConfig) -> RequestSpec:
-    """Render the URL, headers, params, auth and body against the pool."""
+#: A file part of a body: (filename, content, mime type).
+FilePart = tuple[str, bytes, str]
+
+
+async def body_files(ctx: NodeContext, config: HttpRequestConfig) -> dict[str, list[FilePart]]:
+    """The files a form-data or binary body sends, read ahead (by the field naming each):
+    a Dify file object with a ``remote_url`` is fetched under the run's network policy, a
+    local one read under its file policy, as Dify's executor downloads each file."""
+    body = config.body
+    if body is None or body.type not in ("form-data", "binary") or isinstance(body.data, str):
+        return {}
+    from cellwire.services.files import NoLocalFiles
+    from cellwire.services.files.objects import FileReadError, read_file
+
+    parts: dict[str, list[FilePart]] = {}
+    for n, item in enumerate(body.data):
+        if item.type != "file" or len(item.file) < 2:
+            continue
+        field = f"body.data[{n}].file"
+        value = ctx.get(item.file, field=field)
+        items = value if isinstance(value, list) else [value]
+        if not all(_is_file_object(v) for v in items):
+            continue  # bytes, or a dict with its content: _file_part takes those as they are
+        runtime = ctx.runtime
+        try:
+            parts[field] = [
+                (name, data, mime or "application/octet-stream")
+                for data, name, mime in [
+                    await read_file(v, files=runtime.files or NoLocalFiles(),
+                                    http=runtime.http, network=runtime.network)
+                    for v in items]]
+        except FileReadError as exc:
+            raise HttpNodeError(str(exc), field=field,
+                                hint="give a file object with a reachable remote_url or a "
+                                     "readable local path") from None
+    return parts
+
+
+def _is_file_object(value: Any) -> bool:
+    return (isinstance(value, Mapping) and not isinstance(value.get("content"), (bytes, bytearray))
+            and any(value.get(k) for k in ("remote_url", "url", "path")))
+
+
+def build_request(ctx: NodeContext, config: HttpRequestConfig,
+                  files: Mapping[str, list[FilePart]] | None = None) -> RequestSpec:
+    """Render the URL, headers, params, auth and body against the pool (``files``: the
+    body's files :func:`body_files` read)."""
     url = ctx.render(config.url).strip()
     if not url:
         raise HttpNodeError("the URL is empty", field="url", hint="set url, e.g. https://...")
@@ -113,7 +167,7 @@ def build_request(ctx: NodeContext, config: HttpRequestConfig) -> RequestSpec:
     )
     _apply_auth(ctx, config.authorization, spec)
     if config.body is not None:
-        _apply_body(ctx, config.body, spec)
+        _apply_body(ctx, config.body, spec, files or {})
     return spec
 
 
@@ -186,7 +240,8 @@ def _header(spec: RequestSpec, name: str) -> str | None:
     return next((v for k, v in spec.headers.items() if k.lower() == name.lower()), None)
 
 
-def _apply_body(ctx: NodeContext, body: Body, spec: RequestSpec) -> None:
+def _apply_body(ctx: NodeContext, body: Body, spec: RequestSpec,
+                files: Mapping[str, list[FilePart]]) -> None:
     kind = body.type
     if kind == "none":
         return
@@ -224,14 +279,19 @@ def _apply_body(ctx: NodeContext, body: Body, spec: RequestSpec) -> None:
                 continue
             key = ctx.render(item.key)
             if item.type == "file":
-                spec.files.append((key, _file_part(ctx, item.file, f"body.data[{n}].file")))
+                field = f"body.data[{n}].file"
+                # A list of files is sent as one part each under the same key, as in Dify.
+                for part in files.get(field) or [_file_part(ctx, item.file, field)]:
+                    spec.files.append((key, part))
             else:
                 spec.files.append((key, (None, ctx.render(item.value))))
     elif kind == "binary":
         if len(items) != 1:
             raise HttpNodeError("a binary body takes one file item", field="body.data",
                                 hint="give one item with file: [node_id, var]")
-        _name, content, mime = _file_part(ctx, items[0].file, "body.data[0].file")
+        fetched = files.get("body.data[0].file")
+        _name, content, mime = (fetched[0] if fetched
+                                else _file_part(ctx, items[0].file, "body.data[0].file"))
         spec.content = content
         if _header(spec, "content-type") is None:
             spec.headers["Content-Type"] = mime
@@ -250,7 +310,7 @@ def _body_items(body: Body) -> list[BodyData]:
     return items
 
 
-def _file_part(ctx: NodeContext, selector: Sequence[str], field: str) -> tuple[str, bytes, str]:
+def _file_part(ctx: NodeContext, selector: Sequence[str], field: str) -> FilePart:
     """``(filename, content, mime type)`` of a file value in the pool."""
     if len(selector) < 2:
         raise HttpNodeError("no file selected", field=field, hint="set file: [node_id, var]")
@@ -263,5 +323,6 @@ def _file_part(ctx: NodeContext, selector: Sequence[str], field: str) -> tuple[s
         return (name, bytes(value["content"]), mime)
     raise HttpNodeError(
         f"{'.'.join(selector)} is a {type(value).__name__}, not a file", field=field,
-        hint="pass bytes, or a dict with 'content' (bytes), 'filename' and 'mime_type'",
+        hint="pass a Dify file object (remote_url or a local path), bytes, or a dict with "
+             "'content' (bytes), 'filename' and 'mime_type'",
     )

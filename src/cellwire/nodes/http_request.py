@@ -43,6 +43,7 @@ from .http_build import (
     HttpNodeError,
     HttpRequestConfig,
     RequestSpec,
+    body_files,
     build_request,
 )
 
@@ -69,7 +70,7 @@ class HttpRetryableError(NodeError, RetryableError):
 async def run(ctx: NodeContext) -> NodeResult:
     """Send the request; outputs ``status_code``, ``body`` (text), ``headers``, ``files``."""
     config: HttpRequestConfig = ctx.config
-    spec = build_request(ctx, config)
+    spec = build_request(ctx, config, await body_files(ctx, config))
     # verify is a client setting in httpx: ssl_verify false takes the non-verifying client.
     service = SHARED if ctx.runtime.http is None else ctx.runtime.http
     client = service.client(verify=config.ssl_verify is not False)

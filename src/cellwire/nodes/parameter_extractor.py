@@ -17,14 +17,15 @@ what went wrong, so a workflow can branch on ``__is_success``.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.llm import ChatMessage, ChatRequest, ChatResponse
 
+from .config_checks import empty_list
 from .llm import (
     LLMConfigError,
     MemoryConfig,
@@ -53,7 +54,7 @@ class ExtractorParameter(NodeConfig):
     type: str = "string"
     description: str = ""
     required: bool = False
-    options: list[str] = Field(default_factory=list)
+    options: Annotated[list[str], BeforeValidator(empty_list)] = Field(default_factory=list)
 
 
 class ParameterExtractorConfig(NodeConfig):
@@ -61,7 +62,9 @@ class ParameterExtractorConfig(NodeConfig):
     query: list[str] = Field(default_factory=list)
     parameters: list[ExtractorParameter] = Field(default_factory=list)
     instruction: str = ""
-    reasoning_mode: Literal["function_call", "prompt"] = "function_call"
+    #: Dify reads a null or empty mode as function_call.
+    reasoning_mode: Annotated[Literal["function_call", "prompt"],
+                              BeforeValidator(lambda v: v or "function_call")] = "function_call"
     memory: MemoryConfig | None = None
     vision: VisionConfig | None = None
     #: Keep replies in the run store's response cache and answer repeats from it.

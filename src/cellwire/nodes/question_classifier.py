@@ -16,14 +16,15 @@ before the text of the user message that holds the question.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.llm import ChatMessage, ChatRequest
 
+from .config_checks import empty_text
 from .llm import (
     LLMConfigError,
     MemoryConfig,
@@ -55,7 +56,7 @@ class QuestionClassifierConfig(NodeConfig):
     query_variable_selector: list[str] = Field(default_factory=list)
     model: ModelConfig = Field(default_factory=ModelConfig)
     classes: list[ClassifierClass] = Field(default_factory=list)
-    instruction: str = ""
+    instruction: Annotated[str, BeforeValidator(empty_text)] = ""
     memory: MemoryConfig | None = None
     vision: VisionConfig | None = None
     #: Keep replies in the run store's response cache and answer repeats from it.

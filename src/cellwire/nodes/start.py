@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
 from cellwire.services.files.objects import describe, file_object
+
+from .config_checks import empty_list
 
 InputType = Literal[
     "text-input", "paragraph", "select", "number", "checkbox", "json_object", "file",
@@ -24,11 +26,13 @@ class StartVariable(NodeConfig):
     required: bool = False
     default: Any = None
     max_length: int | None = None
-    options: list[str] = Field(default_factory=list)
+    options: Annotated[list[str], BeforeValidator(empty_list)] = Field(default_factory=list)
     # File inputs: what a file given for it may be (Dify's FileUploadConfig).
-    allowed_file_types: list[str] = Field(default_factory=list)
+    allowed_file_types: Annotated[list[str], BeforeValidator(empty_list)] = Field(
+        default_factory=list)
     allowed_file_extensions: list[str] | None = None
-    allowed_file_upload_methods: list[str] = Field(default_factory=list)
+    allowed_file_upload_methods: Annotated[list[str], BeforeValidator(empty_list)] = Field(
+        default_factory=list)
 
 
 class StartConfig(NodeConfig):
@@ -43,7 +47,9 @@ async def run(ctx: NodeContext) -> NodeResult:
     outputs: dict[str, Any] = {}
     for var in ctx.config.variables:
         value = given.get(var.variable)
-        if value is None or value == "":
+        # '' is a value Dify accepts for a select that offers it, even a required one.
+        chosen_empty = value == "" and var.type == "select" and "" in var.options
+        if (value is None or value == "") and not chosen_empty:
             value = var.default
         outputs[var.variable] = _convert(var, value)
         if var.type in ("file", "file-list") and outputs[var.variable] is not None:
@@ -118,7 +124,9 @@ def _convert(var: StartVariable, value: Any) -> Any:
             raise NodeError(f"not valid JSON: {exc}", field=field, hint="pass a JSON object") from None
     if var.type in ("text-input", "paragraph", "select"):
         value = value if isinstance(value, str) else str(value)
-        if var.max_length and len(value) > var.max_length:
+        # Dify (base_app_generator._validate_inputs) limits text-input and paragraph only: a
+        # select's options may be longer than its max_length.
+        if var.type != "select" and var.max_length and len(value) > var.max_length:
             raise NodeError(f"{len(value)} characters, more than max_length={var.max_length}",
                             field=field, hint="shorten the input")
         if var.type == "select" and var.options and value not in var.options:

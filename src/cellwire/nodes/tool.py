@@ -173,7 +173,7 @@ def tool_problems(workflow: Workflow, tools: ToolService | None = None) -> list[
     """A warning per tool reference (a tool node, a tool of an agent) that binds to no
     registered tool, naming the node, the tool and how to register one. The workflow still
     loads, shows, edits and exports; only running that node fails."""
-    from .agent.config import AgentConfig
+    from .agent.config import AGENT_V2_FIX, AGENT_V2_NEED, AgentConfig
 
     registry = tools if tools is not None else default_registry()
     problems: list[Problem] = []
@@ -184,6 +184,12 @@ def tool_problems(workflow: Workflow, tools: ToolService | None = None) -> list[
                     node.config if isinstance(node.config, Mapping) else {})
             except ValueError:
                 continue  # validate() reports a config that does not parse
+            if agent.package_ref is not None:
+                problems.append(Problem(
+                    node.id, "agent_binding", f"agent node '{node.title or node.id}' cannot run "
+                    "here: it needs " + AGENT_V2_NEED.format(ref=agent.package_ref),
+                    AGENT_V2_FIX, "warning"))
+                continue
             if agent.strategy is None:
                 problems.append(Problem(
                     node.id, "agent_strategy_name", f"agent node '{node.title or node.id}' "

@@ -39,6 +39,10 @@ NEEDS: dict[str, tuple[str, str]] = {
         "a Dify knowledge base to write chunks into",
         "index the chunks into a cellwire knowledge base from a code node",
     ),
+    "command": (
+        "Dify's command node (a shell command, '{command}', in Dify's agent sandbox)",
+        "replace it with a code node that does the same in Python",
+    ),
     "question-classifier": (
         "the question-classifier node, which this cellwire build does not provide",
         "install a cellwire version with LLM nodes, or replace it with an llm and if-else node",
@@ -53,6 +57,21 @@ NEEDS: dict[str, tuple[str, str]] = {
 class _Format(dict):
     def __missing__(self, key: str) -> str:
         return "?"
+
+
+#: What a node type of a file that no one here knows needs (a plugin's, or a fork's).
+UNKNOWN = (("the node type '{type}', which neither Dify 1.16 nor this cellwire provides (a "
+            "plugin's or a fork's node type)"),
+           "register a node type of that name (@cellwire.node_type), or replace the node")
+
+
+def placeholder(name: str) -> None:
+    """Make ``name``, a node type a Dify file uses that nothing here provides, known as a
+    placeholder, as Dify's import keeps it: the workflow imports, and a run fails at the
+    node. A real type or plugin registered under ``name`` replaces it."""
+    if registry.find(name) is None:
+        NEEDS[name] = (UNKNOWN[0].replace("{type}", name), UNKNOWN[1])
+        _register(name)
 
 
 def need(node: Node) -> tuple[str, str] | None:
@@ -151,6 +170,7 @@ _register("trigger-schedule", config=ScheduleTriggerConfig, start=True)
 _register("trigger-plugin", start=True)
 _register("datasource", start=True)
 _register("knowledge-index")
+_register("command")
 _register("question-classifier", config=QuestionClassifierConfig,
           handles=lambda c: [k.id for k in c.classes],
           outputs=["class_name", "class_id", "class_label", "usage"])

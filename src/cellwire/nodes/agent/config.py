@@ -50,6 +50,14 @@ class AgentConfig(NodeConfig):
         return self
 
     @property
+    def package_ref(self) -> str | None:
+        """The Agent package an agent v2 node (Dify 1.16, DSL 0.7.0) binds, else None."""
+        binding = (self.model_extra or {}).get("agent_binding")
+        if not isinstance(binding, Mapping):
+            return None
+        return str(binding.get("package_ref") or binding.get("agent_id") or "?")
+
+    @property
     def strategy(self) -> str | None:
         """``function_calling``, ``react``, or None for a strategy cellwire does not run."""
         name = (self.agent_strategy_name or "").replace("-", "_").replace(" ", "").lower()
@@ -108,3 +116,10 @@ def iterations(ctx: NodeContext, config: AgentConfig) -> int:
         raise NodeError(f"maximum_iterations is {count}", field="agent_parameters"
                         ".maximum_iterations", hint=f"give 1 to {MAX_ITERATIONS}", fatal=True)
     return count
+
+
+#: Why an agent v2 node cannot run here, and the fix (the validator and the node say both).
+AGENT_V2_NEED = ("a Dify 1.16 Agent (agent v2, package {ref!r}), which cellwire does not run: "
+                 "it runs Dify's agent strategies (function_calling, ReAct)")
+AGENT_V2_FIX = ("replace it with an agent node using the function_calling strategy, or an llm "
+                "node with the package's prompt")

@@ -11,7 +11,7 @@ from cellwire.model import node_type
 from cellwire.services.llm import ChatMessage
 
 from . import function_calling, react
-from .config import AgentConfig, iterations, parameter
+from .config import AGENT_V2_FIX, AGENT_V2_NEED, AgentConfig, iterations, parameter
 from .model import AgentModel
 from .toolbox import Toolbox
 
@@ -22,6 +22,10 @@ async def run(ctx: NodeContext) -> NodeResult:
     ``json`` (the tool calls)."""
     config: AgentConfig = ctx.config
     strategy = config.strategy
+    if config.package_ref is not None:
+        raise NodeError("it needs " + AGENT_V2_NEED.format(ref=config.package_ref),
+                        field="agent_binding", hint=AGENT_V2_FIX,
+                        error_type="UnsupportedNode", fatal=True)
     if strategy is None:
         shown = "/".join(p for p in (config.agent_strategy_provider_name,
                                      config.agent_strategy_name or "") if p)

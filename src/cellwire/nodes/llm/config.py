@@ -3,14 +3,16 @@ and the parameter extractor."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from cellwire.engine import FatalError, NodeError
 from cellwire.model import NodeConfig
 from cellwire.services.llm import ProviderError, RetryableProviderError
 from cellwire.services.llm.base import ImageDetail
+
+from ..config_checks import empty_list
 
 # -- config ----------------------------------------------------------------------------------
 
@@ -36,7 +38,8 @@ class Jinja2Variable(NodeConfig):
 
 
 class PromptConfig(NodeConfig):
-    jinja2_variables: list[Jinja2Variable] = Field(default_factory=list)
+    jinja2_variables: Annotated[list[Jinja2Variable], BeforeValidator(empty_list)] = Field(
+        default_factory=list)
 
 
 class ContextConfig(NodeConfig):

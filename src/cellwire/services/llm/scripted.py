@@ -3,8 +3,11 @@
 It is not a model: it answers by rules, so tests and examples of workflows with LLM nodes run
 without network, keys or weights and give the same answer every time. Without a matching rule
 it echoes the last user message (the model ``scripted/echo``; every other model name works
-the same). Rules can also reply with tool calls, a JSON object, reasoning, a delay, or
-failures. Tokens are counted as whitespace-separated words, so usage is exact and stable.
+the same), except where the request asks for structure: a JSON Schema (structured output)
+or JSON mode with a schema in the prompt gets a JSON value that fits it, and a forced
+function call (a parameter extractor) gets a call with arguments that fit its parameters,
+all deterministic. Rules can also reply with tool calls, a JSON object, reasoning, a delay,
+or failures. Tokens are counted as whitespace-separated words, so usage is exact and stable.
 """
 
 from __future__ import annotations
@@ -179,10 +182,16 @@ class ScriptedProvider:
             await asyncio.sleep(delay)
 
     def _answer(self, request: ChatRequest, rule: Rule | None) -> ChatResponse:
-        text = self._text(request, rule)
+        forced = _forced_function(request) if rule is None else None
+        # A request that forces a function (a parameter extractor's function_call mode) gets
+        # a call of it whose arguments fit the function's parameters, as a model would send.
+        text = "" if forced is not None else self._text(request, rule)
         finish = rule.finish_reason if rule is not None else None
         text, cut = _apply_limits(text, request)
         calls = [_tool_call(c, i) for i, c in enumerate(rule.tool_calls)] if rule else []
+        if forced is not None:
+            calls = [ToolCall("call_0", forced[0], json.dumps(
+                example_from_schema(forced[1]), ensure_ascii=False))]
         reasoning = rule.reasoning if rule is not None else ""
         prompt = sum(count_tokens(m.text) for m in request.messages)
         completion = (count_tokens(text) + count_tokens(reasoning)
@@ -206,8 +215,50 @@ class ScriptedProvider:
         if request.response_format == "json_schema" and request.json_schema:
             return json.dumps(example_from_schema(request.json_schema), ensure_ascii=False)
         if request.response_format == "json_object":
-            return json.dumps({"text": request.last_user_message}, ensure_ascii=False)
+            # JSON mode carries its schema in the prompt, if anywhere (a parameter extractor's
+            # prompt mode): answer with an object that fits it, else wrap the echo.
+            schema = _schema_in_prompt(request)
+            value = (example_from_schema(schema) if schema is not None
+                     else {"text": request.last_user_message})
+            return json.dumps(value, ensure_ascii=False)
         return request.last_user_message
+
+
+def _forced_function(request: ChatRequest) -> tuple[str, Mapping[str, Any]] | None:
+    """``(name, parameters schema)`` of the function ``tool_choice`` makes the model call: one
+    named, or the only tool when any call is required; None when the model may answer."""
+    functions = {t["function"]["name"]: t["function"].get("parameters") or {}
+                 for t in request.tools if isinstance(t, Mapping)
+                 and isinstance(t.get("function"), Mapping) and t["function"].get("name")}
+    choice = request.tool_choice
+    if isinstance(choice, Mapping):
+        name = str((choice.get("function") or {}).get("name") or choice.get("name") or "")
+        if name in functions:
+            return name, functions[name]
+    if choice == "required" and len(functions) == 1:
+        ((name, schema),) = functions.items()
+        return name, schema
+    return None
+
+
+def _schema_in_prompt(request: ChatRequest) -> Mapping[str, Any] | None:
+    """The last JSON Schema of an object (``properties``) written in the request's
+    messages, system prompt first."""
+    decoder = json.JSONDecoder()
+    found: Mapping[str, Any] | None = None
+    for message in request.messages:
+        text = message.text
+        start = text.find("{")
+        while start != -1:
+            try:
+                value, end = decoder.raw_decode(text, start)
+            except json.JSONDecodeError:
+                start = text.find("{", start + 1)
+                continue
+            if isinstance(value, Mapping) and isinstance(value.get("properties"), Mapping):
+                found = value
+            start = text.find("{", end)
+    return found
 
 
 def _apply_limits(text: str, request: ChatRequest) -> tuple[str, str | None]:
