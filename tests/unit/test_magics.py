@@ -550,3 +550,13 @@ def test_trace_magic_lists_a_container_before_what_ran_inside_it(shell):
     order = list(tr.node_id)
     assert order.index("it") < order.index("t") and order[0] == "start"
     assert set(tr.loc[tr.node_id == "t", "parent_id"]) == {"it"}
+
+
+def test_a_run_with_a_missing_reference_says_so_in_its_result(shell):
+    """Dify's engine reads a missing reference as None and runs on; the result says so."""
+    cell(shell, "qa start --type start", "[question]", "c1")
+    cell(shell, "qa end --type end", "answer: start.questoin", "c2")
+    result = shell.run_line_magic("workflow", "run qa question=hi --wait")
+    assert result.outputs == {"answer": None}
+    assert any("has no output 'questoin'" in w and "did you mean 'question'?" in w
+               for w in result.warnings), result.warnings

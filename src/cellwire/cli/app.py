@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -121,7 +122,7 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
                                  param_hint="--model")
     result = _execute(file, workflow, inputs, db, model, store_timeout, secrets, durability,
                       concurrency, renames)
-    _finish(result, as_json)
+    _finish(result, as_json, said={str(p).removeprefix("warning: ") for p in problems})
 
 
 def _continue(runner: Any, workflow: Workflow, options: dict[str, Any],
@@ -138,8 +139,9 @@ def _continue(runner: Any, workflow: Workflow, options: dict[str, Any],
     _finish(result, as_json)
 
 
-def _finish(result: Any, as_json: bool) -> NoReturn:
-    """Print a finished run (its outputs, or one JSON object) and exit with its code."""
+def _finish(result: Any, as_json: bool, said: AbstractSet[str] = frozenset()) -> NoReturn:
+    """Print a finished run (its outputs, or one JSON object) and exit with its code; the
+    warnings in ``said`` were printed before the run."""
     shown = result.as_dict()  # the engine has already replaced secret values with ***
     if as_json:
         click.echo(json.dumps(shown, ensure_ascii=False, default=str, allow_nan=False))
@@ -152,6 +154,8 @@ def _finish(result: Any, as_json: bool) -> NoReturn:
             click.echo(f"error: {shown['error']}", err=True)  # it names the node that failed
         click.echo(_summary(shown), err=True)
     for warning in result.warnings:
+        if warning in said:
+            continue
         if result.store_error is None or result.store_error not in warning:
             click.echo(f"warning: {warning}", err=True)
     if result.stored is False:

@@ -285,7 +285,8 @@ class Execution:
         layers = self._layers
         await layers.end(result)
         redact = self._redact
-        result.warnings = [redact.text(w) for w in layers.warnings]
+        said = [str(p).removeprefix("warning: ") for p in self.compiled.warnings]
+        result.warnings = [redact.text(w) for w in [*said, *layers.warnings]]
         result.stored = layers.stored
         result.store_error = redact.text("; ".join(layers.store_errors)) or None
         return result

@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cellwire.model import Node, NodeType, Workflow, WorkflowError, registry
+from cellwire.model import Node, NodeType, Problem, Workflow, WorkflowError, registry
 from cellwire.model.selectors import Selector
 from cellwire.model.validate import graph_roots, validate_configs
 
@@ -38,6 +38,9 @@ class CompiledWorkflow:
         if errors:
             raise WorkflowError(errors, f"workflow {workflow.name!r} is not valid")
         self.workflow = workflow
+        #: What Dify would import and a run treats as Dify does (a missing reference reads
+        #: None, a dead edge is ignored): said in every run's result.
+        self.warnings: list[Problem] = [p for p in problems if p.level == "warning"]
         self.nodes: dict[str, Node] = dict(workflow.nodes)
         self.types: dict[str, NodeType] = {n: registry.get(v.type) for n, v in self.nodes.items()}
         self.configs: dict[str, Any] = configs
