@@ -4,6 +4,7 @@ bound to tool and agent nodes and called."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import cellwire
+from cellwire.services.files import NoLocalFiles
+from cellwire.services.files.objects import read_file
 from cellwire.services.llm import LLMRouter
 from cellwire.services.llm.openai import OpenAIProvider
 from cellwire.services.llm.ratelimit import RateLimits
@@ -124,9 +127,14 @@ def test_content_blocks_become_text_and_json_as_in_dify():
     assert result.outputs == {"text": "Report for Oslo (metric). [1, 2]Radar: clear.", "json": [
         {"city": "Oslo", "rain_mm": 4}, {"day": 1}, {"day": 2}]}
     row = result.trace[result.trace.node_id == "t"].iloc[0]
-    # The image cannot be kept (no tool files yet): the node says so rather than drop it.
-    assert row.process_data["notes"] == [
-        "image content (image/png) was left out: cellwire tools do not return files yet"]
+    # The image is a file, as Dify's blob message makes it: a tool_file a later node reads.
+    (image,) = row.outputs["files"]
+    assert (image["transfer_method"], image["mime_type"], image["type"], image["size"]) == (
+        "tool_file", "image/png", "image", 8)
+    data, name, mime = asyncio.run(read_file(image, files=NoLocalFiles(), http=None,
+                                             network=None))
+    assert data == b"\x89PNG\r\n\x1a\n" and name.endswith(".png") and mime == "image/png"
+    assert not row.process_data.get("notes")
 
 
 def test_a_failing_mcp_tool_fails_its_node_with_the_servers_message():

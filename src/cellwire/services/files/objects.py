@@ -10,6 +10,9 @@ address checked, no redirects followed, the binary size cap).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import mimetypes
 import os
 import uuid
@@ -65,6 +68,22 @@ def remote_file(url: str) -> dict[str, Any]:
             "mime_type": mimetypes.guess_type(name)[0], "size": -1}
 
 
+def tool_file(data: bytes, mime_type: str | None, filename: str | None = None
+              ) -> dict[str, Any]:
+    """A Dify file object (``transfer_method`` ``tool_file``) for bytes a tool made, such as
+    an MCP server's image: carried in the object as a ``data:`` URL, so a later node reads
+    it wherever the run goes (stored, resumed, served) without a file store."""
+    mime = mime_type or "application/octet-stream"
+    ext = mimetypes.guess_extension(mime) or ""
+    name = filename or f"file{ext}"
+    ext = PurePosixPath(name).suffix.lower() or ext
+    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return {"dify_model_identity": DIFY_FILE, "id": None, "type": file_kind(ext),
+            "transfer_method": "tool_file", "remote_url": None, "url": url,
+            "related_id": hashlib.sha256(data).hexdigest()[:32], "filename": name,
+            "extension": ext, "mime_type": mime, "size": len(data)}
+
+
 def describe(item: Any) -> str:
     if isinstance(item, dict):
         return repr(str(item.get("filename") or item.get("path") or item.get("remote_url")
@@ -94,12 +113,25 @@ async def read_file(item: Any, *, files: FilePolicy, http: HTTPService | None,
     mime = item.get("mime_type") or None
     if path:
         return _read_local(path, files), name, mime
+    if url.startswith("data:"):
+        return _data_url(url, describe(item)), name, mime
     if url.startswith(("http://", "https://")):
         return await _fetch(url, http, network), name, mime
     raise FileReadError(
         f"the file {describe(item)} has no path and no URL: cellwire has no copy of files "
         "uploaded to Dify; give a local path (transfer_method local_file, path: ...) or a "
         "remote_url")
+
+
+def _data_url(url: str, what: str) -> bytes:
+    header, _, payload = url.partition(",")
+    try:
+        if header.endswith(";base64"):
+            return base64.b64decode(payload, validate=True)
+        return unquote(payload).encode("utf-8")
+    except (binascii.Error, ValueError) as exc:
+        raise FileReadError(f"the file {what} has a data: URL that does not decode: "
+                            f"{exc}") from None
 
 
 def _read_local(path: str, files: FilePolicy) -> bytes:

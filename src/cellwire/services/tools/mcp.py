@@ -8,13 +8,15 @@ SDK's transports must be entered and left by the same task) and reused by every 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import os
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .context import ToolContext
@@ -146,14 +148,16 @@ class MCPServer:
 def mcp_output(result: Any) -> Any:
     """An MCP tool's result as Dify's MCP tool hands it to a tool node: text blocks joined
     into ``text``, except those holding a JSON object (or a list of objects), which go to
-    ``json``; an embedded text resource is text; ``structured_content`` becomes variables.
-    Images, audio and binary resources would be Dify's files, which cellwire's tools do not
-    return yet: each is named in ``notes`` instead of vanishing."""
+    ``json``; an embedded text resource is text; images, audio and binary resources become
+    ``files`` (Dify's blob messages); ``structured_content`` becomes variables."""
+    from cellwire.services.files.objects import tool_file
+
     from .registry import ToolOutput
 
-    text, data, notes = "", [], []
+    text, data, files, notes = "", [], [], []
     for block in result.content:
         kind = getattr(block, "type", "")
+        resource = getattr(block, "resource", None)
         if kind == "text":
             value = _json_text(str(block.text))
             if isinstance(value, dict):
@@ -165,16 +169,22 @@ def mcp_output(result: Any) -> Any:
                     text += str(value)  # as Dify does: the Python form of the list
             else:
                 text += str(block.text)
-        elif kind == "resource" and isinstance(getattr(block.resource, "text", None), str):
-            text += block.resource.text
+        elif isinstance(getattr(resource, "text", None), str):
+            text += str(getattr(resource, "text", ""))
+        elif kind in ("image", "audio") or isinstance(getattr(resource, "blob", None), str):
+            encoded = str(getattr(block, "data", None) or getattr(resource, "blob", ""))
+            mime = getattr(block, "mime_type", None) or getattr(resource, "mime_type", None)
+            name = PurePosixPath(str(getattr(resource, "uri", "") or "")).name or None
+            try:
+                files.append(tool_file(base64.b64decode(encoded, validate=True), mime, name))
+            except (binascii.Error, ValueError):
+                notes.append(f"{kind} content ({mime}) was left out: its data is not base64")
         else:
-            mime = getattr(block, "mime_type", None) or getattr(
-                getattr(block, "resource", None), "mime_type", None) or "unknown type"
-            notes.append(f"{kind or 'unknown'} content ({mime}) was left out: cellwire tools "
-                         "do not return files yet")
+            notes.append(f"{kind or 'unknown'} content was left out: cellwire does not read "
+                         "it (a resource link, or a type this SDK does not know)")
     structured = result.structured_content
     variables = dict(structured) if isinstance(structured, Mapping) else {}
-    return ToolOutput(text, [], data, variables, tuple(notes))
+    return ToolOutput(text, files, data, variables, tuple(notes))
 
 
 def _json_text(text: str) -> Any:
