@@ -20,9 +20,10 @@ from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np  # loaded where a vector is made: not at import
 
 from .chunking import ChunkRule, chunk_text
 from .embeddings import Embedder, embedder_for
@@ -263,6 +264,8 @@ class KnowledgeBase:
         return self._embedder
 
     async def _embed_rows(self, rows: list[dict[str, Any]], progress: bool) -> int:
+        import numpy as np
+
         embedder = self.embedder()
         cache = await asyncio.to_thread(self._cached, {r["content_hash"] for r in rows})
         missing: dict[str, str] = {}
@@ -310,6 +313,7 @@ class KnowledgeBase:
         return found
 
     def _cache_put(self, vectors: Mapping[str, list[float]]) -> None:
+        import numpy as np
         import pyarrow as pa
 
         dims = len(next(iter(vectors.values())))
@@ -417,6 +421,8 @@ class KnowledgeBase:
         re-scores the best ``max(3 * top_k, 10)`` candidates; ``score`` is then its relevance
         score. Hits under ``score_threshold`` are dropped.
         """
+        import numpy as np
+
         mode = mode or ("hybrid" if self.embedding else "fulltext")
         if mode != "fulltext" and not self.embedding:
             raise ValueError(f"knowledge base {self.name!r} has no embedding model, so "

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np  # loaded where a vector is made: not at import
 
 HASH = "hash"
 MINILM = "local/all-MiniLM-L6-v2"
@@ -42,6 +43,8 @@ class HashEmbedder:
         self.name = HASH if dims == 256 else f"{HASH}-{dims}"
 
     def vector(self, text: str) -> np.ndarray:
+        import numpy as np
+
         vector = np.zeros(self.dims, dtype=np.float32)
         for word in _WORD.findall(text.lower()):
             digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
