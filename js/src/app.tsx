@@ -497,6 +497,9 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
               onSelectionChange={onSelectionChange}
               onPaneClick={onPaneClick}
               deleteKeyCode={DELETE_KEYS}
+              // Dragging a connection near the canvas edge would pan the graph, and the node
+              // being aimed at with it: the user drops on what they see.
+              autoPanOnConnect={false}
               colorMode={dark ? "dark" : "light"}
               fitView
               fitViewOptions={FIT}

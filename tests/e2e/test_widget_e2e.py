@@ -159,6 +159,27 @@ def test_dragging_from_a_handle_to_a_target_adds_the_edge_in_the_kernel(notebook
         ["ask", "source", "end"], ["start", "source", "ask"]]
 
 
+def test_a_connection_dragged_to_the_canvas_edge_does_not_pan_the_graph(notebook):
+    """React Flow pans while a connection is near the edge, moving the node aimed at away;
+    the editor keeps the view still, and the drop lands on what the user sees."""
+    editor = show(notebook, GRAPH)
+    viewport = editor.locator(".react-flow__viewport")
+    before = viewport.evaluate("el => el.style.transform")
+    start = handle(editor, "ask", "source").bounding_box()
+    pane = editor.locator(".react-flow__pane").bounding_box()
+    page = notebook.page
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(pane["x"] + pane["width"] - 3, pane["y"] + pane["height"] / 2, steps=8)
+    page.wait_for_timeout(600)  # React Flow's auto-pan steps every frame while held there
+    assert viewport.evaluate("el => el.style.transform") == before
+    target = handle(editor, "end", "target").bounding_box()
+    page.mouse.move(target["x"] + target["width"] / 2, target["y"] + target["height"] / 2,
+                    steps=8)
+    page.mouse.up()
+    expect(editor.locator(".react-flow__edge")).to_have_count(2)
+
+
 def test_dragging_from_a_branch_handle_keeps_the_branch_name(notebook):
     editor = show(notebook, BRANCHING + "wf.disconnect('check', 'never')\n")
     expect(handle(editor, "check", "false")).to_be_visible()
