@@ -304,7 +304,27 @@ def _v8(conn: sqlite3.Connection) -> None:
 
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+# Served chat conversations (``cellwire serve``): the name a client gave one, and whether it
+# was deleted. Their turns are the runs with that conversation id.
+_V9 = """
+CREATE TABLE IF NOT EXISTS conversation_names (
+    workflow TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    name TEXT,
+    user_id TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    deleted_at REAL,
+    PRIMARY KEY (workflow, conversation_id)
+) WITHOUT ROWID
+"""
+
+
+def _v9(conn: sqlite3.Connection) -> None:
+    _script(conn, _V9)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 
 
 class SchemaTooNew(RuntimeError):

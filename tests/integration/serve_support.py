@@ -1,0 +1,192 @@
+"""What the served-API tests share: workflow files, a real uvicorn server on 127.0.0.1, and
+``OpenGuard``, a test double of the auth guard for tests that are not about auth."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+
+from cellwire.serve.apps import load_apps
+from cellwire.serve.app import create_app
+from cellwire.serve.principal import Principal, Role
+from cellwire.serve.server import BackgroundServer
+from cellwire.store import RunStore
+
+
+class _NoSlot:
+    def release(self) -> None:
+        pass
+
+
+class OpenGuard:
+    """Test double of the auth guard: every caller is an admin of every app, unlimited."""
+
+    async def check(self, request: Request, *, app: str | None, role: Role) -> Principal:
+        return Principal("open", Role.ADMIN, None)
+
+    def run_slot(self, principal: Principal) -> _NoSlot:
+        return _NoSlot()
+
+
+GREET = """\
+cellwire: 1
+name: greet
+nodes:
+  - id: start
+    type: start
+    variables:
+      - {variable: name, type: text-input, required: true, max_length: 20}
+      - {variable: tone, type: select, options: [plain, loud]}
+      - {variable: times, type: number}
+  - id: say
+    type: template-transform
+    template: "Hello {{ name }}{% if tone == 'loud' %}!{% endif %}"
+    variables:
+      - {variable: name, value_selector: [start, name]}
+      - {variable: tone, value_selector: [start, tone]}
+  - id: end
+    type: end
+    outputs:
+      - {variable: greeting, value_selector: [say, output]}
+edges:
+  - {source: start, target: say}
+  - {source: say, target: end}
+"""
+
+CHAT = """\
+cellwire: 1
+name: notes
+mode: advanced-chat
+nodes:
+  - id: start
+    type: start
+  - id: assign
+    type: assigner
+    version: '2'
+    items:
+      - variable_selector: [conversation, turns]
+        input_type: constant
+        operation: +=
+        value: 1
+  - id: answer
+    type: answer
+    answer: 'turn {{#conversation.turns#}}: {{#sys.query#}}'
+edges:
+  - {source: start, target: assign}
+  - {source: assign, target: answer}
+conversation_variables:
+  - {name: turns, value_type: number, value: 0}
+"""
+
+REVIEW = """\
+cellwire: 1
+name: review
+nodes:
+  - id: start
+    type: start
+    variables: [{variable: topic, type: text-input, required: true}]
+  - id: ask
+    type: human-input
+    title: Review
+    form_content: "Publish {{#start.topic#}}? {{#$output.note#}}"
+    inputs:
+      - {type: paragraph, output_variable_name: note}
+    user_actions:
+      - {id: approve, title: Publish}
+      - {id: reject, title: Drop}
+    timeout: 1
+    timeout_unit: hour
+  - id: end
+    type: end
+    outputs:
+      - {variable: action, value_selector: [ask, __action_id]}
+      - {variable: note, value_selector: [ask, note]}
+edges:
+  - {source: start, target: ask}
+  - {source: ask, target: end, handle: approve}
+  - {source: ask, target: end, handle: reject}
+"""
+
+SLOW = """\
+cellwire: 1
+name: slow
+nodes:
+  - id: start
+    type: start
+  - id: wait
+    type: code
+    code: |
+      import time
+      def main():
+          time.sleep(30)
+          return {"x": "late"}
+    outputs: {x: {type: string}}
+  - id: end
+    type: end
+    outputs:
+      - {variable: x, value_selector: [wait, x]}
+edges:
+  - {source: start, target: wait}
+  - {source: wait, target: end}
+"""
+
+FETCH = """\
+cellwire: 1
+name: fetch
+nodes:
+  - id: start
+    type: start
+    variables: [{variable: url, type: text-input, required: true}]
+  - id: get
+    type: http-request
+    method: get
+    url: '{{#start.url#}}'
+    timeout: {connect: 5, read: 5, write: 5}
+  - id: end
+    type: end
+    outputs:
+      - {variable: status, value_selector: [get, status_code]}
+edges:
+  - {source: start, target: get}
+  - {source: get, target: end}
+"""
+
+ALL = {"greet": GREET, "notes": CHAT, "review": REVIEW, "slow": SLOW, "fetch": FETCH}
+
+
+def write_apps(folder: Path, names: tuple[str, ...] = tuple(ALL)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / f"{name}.yaml").write_text(textwrap.dedent(ALL[name]))
+    return folder
+
+
+@contextmanager
+def serving(path: Path, db: Path, *, guard: Any = None, trust: bool = True,
+            allow_private_network: bool = False) -> Iterator[tuple[str, RunStore]]:
+    """A real server on 127.0.0.1 (a free port) serving ``path``: ``(base URL + /v1, store)``."""
+    store = RunStore(db)
+    app = create_app(load_apps(path, trust=trust), store=store, guard=guard or OpenGuard(),
+                     trust=trust, allow_private_network=allow_private_network)
+    try:
+        with BackgroundServer(app) as server:
+            yield f"{server.url}/v1", store
+    finally:
+        store.close()
+
+
+def sse(response: httpx.Response) -> list[dict[str, Any]]:
+    """The ``data:`` events of a finished SSE response, parsed."""
+    return [json.loads(line[5:]) for line in response.text.splitlines()
+            if line.startswith("data:")]
+
+
+def names(events: list[dict[str, Any]]) -> list[str]:
+    return [e["event"] for e in events]
