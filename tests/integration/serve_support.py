@@ -45,6 +45,7 @@ nodes:
       - {variable: name, type: text-input, required: true, max_length: 20}
       - {variable: tone, type: select, options: [plain, loud]}
       - {variable: times, type: number}
+      - {variable: doc, type: file}
   - id: say
     type: template-transform
     template: "Hello {{ name }}{% if tone == 'loud' %}!{% endif %}"

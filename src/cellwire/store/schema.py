@@ -306,7 +306,7 @@ Migration = Callable[[sqlite3.Connection], None]
 
 # Served chat conversations (``cellwire serve``): the name a client gave one, and whether it
 # was deleted. Their turns are the runs with that conversation id.
-_V9 = """
+_V10 = """
 CREATE TABLE IF NOT EXISTS conversation_names (
     workflow TEXT NOT NULL,
     conversation_id TEXT NOT NULL,
@@ -320,11 +320,11 @@ CREATE TABLE IF NOT EXISTS conversation_names (
 """
 
 
-def _v9(conn: sqlite3.Connection) -> None:
-    _script(conn, _V9)
+def _v10(conn: sqlite3.Connection) -> None:
+    _script(conn, _V10)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v10]
 
 
 class SchemaTooNew(RuntimeError):
