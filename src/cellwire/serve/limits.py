@@ -24,6 +24,10 @@ from .errors import ServeError
 
 Clock = Callable[[], float]
 
+#: Bytes of a refused body still read (and dropped) before the 413 is sent: a server that
+#: closes a socket with unread data resets the connection, and the client may lose the answer.
+DRAIN_BYTES = 8 * 1024 * 1024
+
 #: Buckets kept before full (idle) ones are forgotten, so many callers cannot grow memory.
 _MAX_BUCKETS = 10_000
 
@@ -164,16 +168,19 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await _drain(receive)
             await self._refuse(send)
             return
         received = 0
         exceeded = False
         started = False
+        complete = False
 
         async def limited() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, complete
             message = await receive()
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     exceeded = True
@@ -194,6 +201,8 @@ class BodyLimit:
             if started:
                 raise
         if exceeded and not started:
+            if not complete:
+                await _drain(receive)
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
@@ -206,6 +215,17 @@ class BodyLimit:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive) -> None:
+    left = DRAIN_BYTES
+    while left > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        left -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _content_length(scope: Scope) -> int | None:
