@@ -1,5 +1,5 @@
-"""What the served-API tests share: workflow files, a real uvicorn server on 127.0.0.1, and
-``OpenGuard``, a test double of the auth guard for tests that are not about auth."""
+"""What the served-API tests share: workflow files, and a real uvicorn server on 127.0.0.1
+guarded by the real KeyGuard, with an admin key for every app."""
 
 from __future__ import annotations
 
@@ -7,32 +7,38 @@ import json
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from starlette.requests import Request
 
-from cellwire.serve.apps import load_apps
 from cellwire.serve.app import create_app
-from cellwire.serve.principal import Principal, Role
+from cellwire.serve.apps import load_apps
+from cellwire.serve.auth import KeyGuard
 from cellwire.serve.server import BackgroundServer
 from cellwire.store import RunStore
+from cellwire.store.keys import create_key
 
 
-class _NoSlot:
-    def release(self) -> None:
-        pass
+@dataclass(frozen=True)
+class Served:
+    """A running server: its API base URL (``.../v1``), its store, and an admin key."""
 
+    url: str
+    store: RunStore
+    key: str
 
-class OpenGuard:
-    """Test double of the auth guard: every caller is an admin of every app, unlimited."""
+    def new_key(self, role: str, app: str | None = None) -> str:
+        """A new API key with ``role``, bound to ``app`` (None: every app)."""
+        return create_key(self.store, role, app=app)[1]
 
-    async def check(self, request: Request, *, app: str | None, role: Role) -> Principal:
-        return Principal("open", Role.ADMIN, None)
-
-    def run_slot(self, principal: Principal) -> _NoSlot:
-        return _NoSlot()
+    def client(self, app: str | None = None, *, key: str | None = None) -> httpx.Client:
+        """An httpx client of the API with ``key`` (the admin key), naming ``app``."""
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        if app is not None:
+            headers["X-Cellwire-App"] = app
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
 
 GREET = """\
@@ -170,15 +176,17 @@ def write_apps(folder: Path, names: tuple[str, ...] = tuple(ALL)) -> Path:
 
 
 @contextmanager
-def serving(path: Path, db: Path, *, guard: Any = None, trust: bool = True,
-            allow_private_network: bool = False) -> Iterator[tuple[str, RunStore]]:
-    """A real server on 127.0.0.1 (a free port) serving ``path``: ``(base URL + /v1, store)``."""
+def serving(path: Path, db: Path, *, trust: bool = True, allow_private_network: bool = False,
+            **limits: Any) -> Iterator[Served]:
+    """A real server on 127.0.0.1 (a free port) serving ``path``, guarded by API keys in its
+    store (``limits``: KeyGuard's; none by default)."""
     store = RunStore(db)
-    app = create_app(load_apps(path, trust=trust), store=store, guard=guard or OpenGuard(),
-                     trust=trust, allow_private_network=allow_private_network)
+    guard = KeyGuard(store, **{"rate": None, "max_concurrent_runs": None, **limits})
+    app = create_app(load_apps(path, trust=trust), store=store, guard=guard, trust=trust,
+                     allow_private_network=allow_private_network)
     try:
         with BackgroundServer(app) as server:
-            yield f"{server.url}/v1", store
+            yield Served(f"{server.url}/v1", store, create_key(store, "admin")[1])
     finally:
         store.close()
 

@@ -1,7 +1,7 @@
 """The Service API over real HTTP (uvicorn on 127.0.0.1, httpx), following Dify's API
 reference: every endpoint, blocking and streaming, stop, reconnect, human input and the error
 cases, answered in Dify's shape. Auth is the guard's business (test_serve_auth_routes.py);
-these tests use the OpenGuard test double."""
+these tests use an admin key, and check the routes refuse callers through the guard."""
 
 from __future__ import annotations
 
@@ -15,32 +15,31 @@ from typing import Any
 
 import httpx
 import pytest
+from serve_support import Served, names, serving, sse, write_apps
 
 from cellwire.serve.routes import common
 from cellwire.store import RunStore
 
-from serve_support import names, serving, sse, write_apps
-
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RunStore]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("serve")
     with serving(write_apps(folder / "apps"), folder / "runs.db") as found:
         yield found
 
 
 @pytest.fixture
-def base(server: tuple[str, RunStore]) -> str:
-    return server[0]
+def base(server: Served) -> Served:
+    return server
 
 
 @pytest.fixture
-def store(server: tuple[str, RunStore]) -> RunStore:
-    return server[1]
+def store(server: Served) -> RunStore:
+    return server.store
 
 
-def client(base: str, app: str) -> httpx.Client:
-    return httpx.Client(base_url=base, timeout=30, headers={"X-Cellwire-App": app})
+def client(base: Served, app: str) -> httpx.Client:
+    return base.client(app)
 
 
 def run(c: httpx.Client, inputs: dict[str, Any], mode: str = "blocking",
@@ -65,7 +64,7 @@ def stored_status(store: RunStore, run_id: str) -> str:
 # -- workflow runs ------------------------------------------------------------------------
 
 
-def test_a_blocking_run_answers_the_finished_run_and_is_stored(base: str, store: RunStore):
+def test_a_blocking_run_answers_the_finished_run_and_is_stored(base: Served, store: RunStore):
     with client(base, "greet") as c:
         answer = run(c, {"name": "Ada", "tone": "loud"})
         assert answer.status_code == 200, answer.text
@@ -83,7 +82,7 @@ def test_a_blocking_run_answers_the_finished_run_and_is_stored(base: str, store:
     assert stored_status(store, data["id"]) == "succeeded"
 
 
-def test_a_streaming_run_sends_difys_events_with_difys_fields(base: str):
+def test_a_streaming_run_sends_difys_events_with_difys_fields(base: Served):
     with client(base, "greet") as c:
         answer = run(c, {"name": "Ada"}, "streaming")
     assert answer.status_code == 200
@@ -120,7 +119,7 @@ def test_a_streaming_run_sends_difys_events_with_difys_fields(base: str):
                              "upload_file_id": "0" * 8}}, "doc", "names no uploaded file"),
     ({"name": "Ada", "extra": {"path": "/etc/passwd"}}, "extra", "local file"),
 ])
-def test_inputs_are_checked_against_the_start_node(base: str, inputs: dict[str, Any],
+def test_inputs_are_checked_against_the_start_node(base: Served, inputs: dict[str, Any],
                                                      field: str, says: str):
     with client(base, "greet") as c:
         message = dify_error(run(c, inputs), 400, "invalid_param")
@@ -133,28 +132,28 @@ def test_inputs_are_checked_against_the_start_node(base: str, inputs: dict[str, 
     {"response_mode": "blocking", "user": "u"},  # no inputs
     {"inputs": "Ada", "response_mode": "blocking", "user": "u"},
 ])
-def test_a_malformed_body_is_400_invalid_param_naming_the_field(base: str, body: dict):
+def test_a_malformed_body_is_400_invalid_param_naming_the_field(base: Served, body: dict):
     with client(base, "greet") as c:
         message = dify_error(c.post("/workflows/run", json=body), 400, "invalid_param")
     assert any(key in message for key in ("user", "response_mode", "inputs"))
 
 
-def test_a_body_that_is_not_json_is_400(base: str):
+def test_a_body_that_is_not_json_is_400(base: Served):
     with client(base, "greet") as c:
         answer = c.post("/workflows/run", content=b"{not json",
                         headers={"content-type": "application/json"})
     dify_error(answer, 400, "invalid_param")
 
 
-def test_the_app_is_named_by_header_or_parameter_else_400_naming_the_choices(base: str):
-    with httpx.Client(base_url=base, timeout=30) as c:
+def test_the_app_is_named_by_header_or_parameter_else_400_naming_the_choices(base: Served):
+    with base.client() as c:
         message = dify_error(c.get("/info"), 400, "app_required")
         assert all(app in message for app in ("greet", "notes", "review"))
         assert c.get("/info", params={"app": "notes"}).json()["mode"] == "advanced-chat"
         dify_error(c.get("/info", headers={"X-Cellwire-App": "nope"}), 404, "app_not_found")
 
 
-def test_a_route_for_the_other_mode_is_refused_as_dify_does(base: str):
+def test_a_route_for_the_other_mode_is_refused_as_dify_does(base: Served):
     with client(base, "notes") as c:
         dify_error(run(c, {}), 400, "not_workflow_app")
     with client(base, "greet") as c:
@@ -163,7 +162,7 @@ def test_a_route_for_the_other_mode_is_refused_as_dify_does(base: str):
         dify_error(c.get("/conversations", params={"user": "u"}), 400, "not_chat_app")
 
 
-def test_an_unknown_run_or_route_is_404_in_difys_shape(base: str):
+def test_an_unknown_run_or_route_is_404_in_difys_shape(base: Served):
     with client(base, "greet") as c:
         dify_error(c.get("/workflows/run/no-such-run"), 404, "not_found")
         dify_error(c.get("/workflow/no-such-run/events"), 404, "not_found")
@@ -173,7 +172,7 @@ def test_an_unknown_run_or_route_is_404_in_difys_shape(base: str):
         dify_error(c.delete("/workflows/run"), 405, "method_not_allowed")
 
 
-def test_a_run_of_another_app_is_not_found_through_this_one(base: str):
+def test_a_run_of_another_app_is_not_found_through_this_one(base: Served):
     with client(base, "greet") as c:
         run_id = run(c, {"name": "Ada"}).json()["workflow_run_id"]
     with client(base, "review") as c:
@@ -196,7 +195,7 @@ def first_events(c: httpx.Client, url: str, count: int, **kwargs: Any) -> list[d
     return found
 
 
-def test_a_run_outlives_its_client_which_reconnects_and_stops_it(base: str, store: RunStore):
+def test_a_run_outlives_its_client_which_reconnects_and_stops_it(base: Served, store: RunStore):
     with client(base, "slow") as c:
         started = first_events(c, "/workflows/run", 2, json={
             "inputs": {}, "response_mode": "streaming", "user": "u1"})
@@ -220,7 +219,7 @@ def test_a_run_outlives_its_client_which_reconnects_and_stops_it(base: str, stor
             "result": "success"}
 
 
-def test_a_stream_pings_while_nothing_happens(base: str, monkeypatch: pytest.MonkeyPatch):
+def test_a_stream_pings_while_nothing_happens(base: Served, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(common, "PING_SECONDS", 0.2)
     pings = 0
     with client(base, "slow") as c, c.stream("POST", "/workflows/run", json={
@@ -241,7 +240,7 @@ def test_a_stream_pings_while_nothing_happens(base: str, monkeypatch: pytest.Mon
 # -- human input --------------------------------------------------------------------------
 
 
-def test_a_run_pausing_for_input_resumes_when_its_form_is_answered(base: str,
+def test_a_run_pausing_for_input_resumes_when_its_form_is_answered(base: Served,
                                                                    store: RunStore):
     with client(base, "review") as c:
         dify_error(run(c, {"topic": "cats"}), 400, "invalid_param")  # blocking cannot wait
@@ -258,7 +257,7 @@ def test_a_run_pausing_for_input_resumes_when_its_form_is_answered(base: str,
         token = form["form_token"]
         assert stored_status(store, run_id) == "paused"
 
-    with httpx.Client(base_url=base, timeout=30) as anyone:  # the token is the credential
+    with httpx.Client(base_url=base.url, timeout=30) as anyone:  # the token is the credential
         shown = anyone.get(f"/form/human_input/{token}")
         assert shown.status_code == 200
         assert [a["id"] for a in shown.json()["user_actions"]] == ["approve", "reject"]
@@ -286,7 +285,7 @@ def test_a_run_pausing_for_input_resumes_when_its_form_is_answered(base: str,
 # -- logs -----------------------------------------------------------------------------
 
 
-def test_logs_list_the_apps_runs_a_page_at_a_time(base: str):
+def test_logs_list_the_apps_runs_a_page_at_a_time(base: Served):
     with client(base, "greet") as c:
         for name in ("L1", "L2", "L3"):
             run(c, {"name": name}, user="log-user")
@@ -310,7 +309,7 @@ def test_logs_list_the_apps_runs_a_page_at_a_time(base: str):
 # -- files, info, parameters, meta --------------------------------------------------------
 
 
-def test_an_uploaded_file_is_an_input_of_a_run(base: str):
+def test_an_uploaded_file_is_an_input_of_a_run(base: Served):
     with client(base, "greet") as c:
         up = c.post("/files/upload", files={"file": ("notes.txt", b"hello", "text/plain")},
                     data={"user": "u1"})
@@ -326,7 +325,7 @@ def test_an_uploaded_file_is_an_input_of_a_run(base: str):
         dify_error(c.post("/files/upload", data={"user": "u1"}), 400, "no_file_uploaded")
 
 
-def test_info_parameters_and_meta_describe_the_app(base: str):
+def test_info_parameters_and_meta_describe_the_app(base: Served):
     with client(base, "greet") as c:
         info = c.get("/info").json()
         assert info["name"] == "greet" and info["mode"] == "workflow"
@@ -346,7 +345,7 @@ def chat(c: httpx.Client, query: str, mode: str = "blocking", **extra: Any) -> h
                                           "user": "chat-user", **extra})
 
 
-def test_a_conversation_keeps_its_variables_across_turns(base: str, store: RunStore):
+def test_a_conversation_keeps_its_variables_across_turns(base: Served, store: RunStore):
     with client(base, "notes") as c:
         first = chat(c, "hello")
         assert first.status_code == 200, first.text
@@ -390,7 +389,7 @@ def test_a_conversation_keeps_its_variables_across_turns(base: str, store: RunSt
                    404, "not_found")
 
 
-def test_a_chat_turn_can_be_stopped(base: str):
+def test_a_chat_turn_can_be_stopped(base: Served):
     with client(base, "notes") as c:
         answer = c.post("/chat-messages/no-such-task/stop", json={"user": "u"})
         dify_error(answer, 404, "not_found")
@@ -399,7 +398,7 @@ def test_a_chat_turn_can_be_stopped(base: str):
             "result": "success"}
 
 
-def test_messages_need_a_conversation(base: str):
+def test_messages_need_a_conversation(base: Served):
     with client(base, "notes") as c:
         dify_error(c.get("/messages", params={"user": "u"}), 400, "invalid_param")
         dify_error(chat(c, "hi", conversation_id="no-such-conversation"), 404, "not_found")
@@ -409,7 +408,7 @@ def test_messages_need_a_conversation(base: str):
 
 
 class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -433,8 +432,8 @@ def test_served_http_requests_reach_loopback_only_when_allowed(tmp_path: Path,
                                                                loopback_site: str,
                                                                allow: bool):
     apps = write_apps(tmp_path / "apps", ("fetch",))
-    with serving(apps, tmp_path / "runs.db", allow_private_network=allow) as (url, _), \
-            httpx.Client(base_url=url, timeout=30) as c:
+    with serving(apps, tmp_path / "runs.db", allow_private_network=allow) as served, \
+            served.client() as c:
         data = run(c, {"url": loopback_site}).json()["data"]
     if allow:
         assert data["status"] == "succeeded" and data["outputs"] == {"status": 200}
@@ -443,7 +442,7 @@ def test_served_http_requests_reach_loopback_only_when_allowed(tmp_path: Path,
         assert "loopback" in data["error"]
 
 
-def test_a_run_started_just_now_is_found_before_it_is_stored(base: str):
+def test_a_run_started_just_now_is_found_before_it_is_stored(base: Served):
     with client(base, "slow") as c:
         started = first_events(c, "/workflows/run", 1, json={
             "inputs": {}, "response_mode": "streaming", "user": "u1"})
@@ -452,3 +451,45 @@ def test_a_run_started_just_now_is_found_before_it_is_stored(base: str):
         while c.get(f"/workflows/run/{run_id}").json()["status"] != "running":
             assert time.monotonic() < deadline
         c.post(f"/workflows/tasks/{run_id}/stop", json={"user": "u1"})
+
+
+# -- the guard, through these routes --------------------------------------------------
+
+
+def test_no_key_or_a_wrong_key_is_401(base: Served):
+    with httpx.Client(base_url=base.url, timeout=30) as c:
+        dify_error(c.get("/info", params={"app": "greet"}), 401, "unauthorized")
+        dify_error(c.post("/workflows/run", params={"app": "greet"}, json={
+            "inputs": {"name": "Ada"}, "response_mode": "blocking", "user": "u"}),
+            401, "unauthorized")
+        # An unknown caller learns nothing about which apps are served.
+        dify_error(c.get("/info", params={"app": "nope"}), 401, "unauthorized")
+    with base.client("greet", key="app-not-a-key") as c:
+        dify_error(c.get("/parameters"), 401, "unauthorized")
+
+
+def test_a_viewer_reads_but_may_not_run_stop_or_upload(base: Served):
+    viewer = base.new_key("viewer")
+    with base.client("greet") as admin:
+        run_id = run(admin, {"name": "Ada"}).json()["workflow_run_id"]
+    with base.client("greet", key=viewer) as c:
+        assert c.get(f"/workflows/run/{run_id}").status_code == 200
+        assert c.get("/workflows/logs").status_code == 200
+        dify_error(run(c, {"name": "Ada"}), 403, "forbidden")
+        dify_error(c.post(f"/workflows/tasks/{run_id}/stop", json={"user": "u"}), 403,
+                   "forbidden")
+        dify_error(c.post("/files/upload", files={"file": ("a.txt", b"a")}), 403, "forbidden")
+    with base.client("notes", key=viewer) as c:
+        dify_error(c.post("/chat-messages", json={"query": "hi", "inputs": {}, "user": "u"}),
+                   403, "forbidden")
+
+
+def test_a_key_bound_to_an_app_uses_it_without_naming_it_and_no_other(base: Served):
+    bound = base.new_key("runner", app="greet")
+    with base.client(key=bound) as c:
+        answer = run(c, {"name": "Ada"})  # no header: the key's app
+        assert answer.status_code == 200 and answer.json()["data"]["status"] == "succeeded"
+        assert c.get("/info").json()["name"] == "greet"
+        dify_error(c.get("/info", params={"app": "notes"}), 403, "forbidden")
+        dify_error(c.get("/workflows/logs", headers={"X-Cellwire-App": "review"}), 403,
+                   "forbidden")

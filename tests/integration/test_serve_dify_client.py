@@ -10,38 +10,25 @@ from typing import Any
 
 import pytest
 from dify_client import ChatClient, DifyClient
-
-from serve_support import serving, write_apps
+from serve_support import Served, serving, write_apps
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("sdk")
-    with serving(write_apps(folder / "apps", ("greet", "notes")), folder / "runs.db") as (url, _):
-        yield url
+    with serving(write_apps(folder / "apps", ("greet", "notes")), folder / "runs.db") as found:
+        yield found
 
 
-def sdk(cls: type, base: str, app: str) -> Any:
-    client = cls("sdk-key")
-    client.base_url = base
-    # The SDK sends only Authorization; with two apps served, a key bound to one names it.
-    # Here the app is picked by the ?app= parameter the SDK passes through params.
-    original = client._send_request
-
-    def send(method: str, endpoint: str, json: Any = None, params: Any = None,
-             stream: bool = False) -> Any:
-        return original(method, endpoint, json=json, params={**(params or {}), "app": app},
-                        stream=stream)
-
-    client._send_request = send
-    original_files = client._send_request_with_files
-    client._send_request_with_files = lambda method, endpoint, data, files: original_files(
-        method, f"{endpoint}?app={app}", data, files)
+def sdk(cls: type, served: Served, app: str) -> Any:
+    """The SDK as a Dify user sets it up: a key (here bound to ``app``) and a base URL."""
+    client = cls(served.new_key("runner", app=app))
+    client.base_url = served.url
     return client
 
 
-def test_chat_messages_blocking_and_streaming_then_conversations(base: str):
-    chat = sdk(ChatClient, base, "notes")
+def test_chat_messages_blocking_and_streaming_then_conversations(served: Served):
+    chat = sdk(ChatClient, served, "notes")
     first = chat.create_chat_message({}, "hello", "sdk-user")
     first.raise_for_status()
     body = first.json()
@@ -61,8 +48,8 @@ def test_chat_messages_blocking_and_streaming_then_conversations(base: str):
     assert renamed["name"] == "from the sdk"
 
 
-def test_parameters_and_file_upload(base: str, tmp_path: Path):
-    client = sdk(DifyClient, base, "greet")
+def test_parameters_and_file_upload(served: Served, tmp_path: Path):
+    client = sdk(DifyClient, served, "greet")
     form = client.get_application_parameters("sdk-user").json()["user_input_form"]
     assert [next(iter(item.values()))["variable"] for item in form] == [
         "name", "tone", "times", "doc"]
@@ -71,9 +58,9 @@ def test_parameters_and_file_upload(base: str, tmp_path: Path):
     assert upload.json()["size"] == 3
 
 
-def test_workflow_run_through_the_sdks_request_method(base: str):
+def test_workflow_run_through_the_sdks_request_method(served: Served):
     # dify-client 0.1.x has no WorkflowClient; its request method posts what Dify's docs say.
-    client = sdk(DifyClient, base, "greet")
+    client = sdk(DifyClient, served, "greet")
     answer = client._send_request("POST", "/workflows/run", json={
         "inputs": {"name": "Ada"}, "response_mode": "blocking", "user": "sdk-user"})
     assert answer.status_code == 200

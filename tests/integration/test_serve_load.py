@@ -8,14 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from serve_support import serving, write_apps
 
 CLIENTS = 50
 REQUESTS = 2000
 
 
-async def drive(url: str) -> list[tuple[int, str]]:
+async def drive(url: str, key: str) -> list[tuple[int, str]]:
     """Every answer's status and run id, from ``CLIENTS`` clients sharing ``REQUESTS``."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(REQUESTS):
@@ -32,7 +31,8 @@ async def drive(url: str) -> list[tuple[int, str]]:
                 if response.status_code == 200 else response.text
             answers.append((response.status_code, run_id))
 
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
         await asyncio.gather(*(one_client(client) for _ in range(CLIENTS)))
     return answers
 
@@ -41,8 +41,9 @@ async def drive(url: str) -> list[tuple[int, str]]:
 @pytest.mark.timeout(180)
 def test_fifty_clients_two_thousand_runs_no_error_all_stored(tmp_path: Path):
     apps = write_apps(tmp_path / "apps", ("greet",))
-    with serving(apps, tmp_path / "runs.db") as (url, store):
-        answers = asyncio.run(drive(url))
+    with serving(apps, tmp_path / "runs.db") as served:
+        store = served.store
+        answers = asyncio.run(drive(served.url, served.new_key("runner", app="greet")))
         assert len(answers) == REQUESTS
         errors = [a for a in answers if a[0] != 200]
         assert errors == []

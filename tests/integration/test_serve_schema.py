@@ -8,7 +8,6 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
-
 from serve_support import serving, write_apps
 
 #: A workflow app, a chat app and one that pauses for input.
@@ -17,8 +16,8 @@ EXAMPLES = 8
 
 
 def test_no_server_error_and_answers_fit_the_schema(tmp_path: Path) -> None:
-    with serving(write_apps(tmp_path / "apps", APPS), tmp_path / "runs.db") as (url, _):
-        root = url.removesuffix("/v1")
+    with serving(write_apps(tmp_path / "apps", APPS), tmp_path / "runs.db") as served:
+        root = served.url.removesuffix("/v1")
         schema = schemathesis.openapi.from_url(root + "/openapi.json")
         operations = [found.ok() for found in schema.get_all_operations()]
         assert len(operations) >= 18
@@ -29,7 +28,8 @@ def test_no_server_error_and_answers_fit_the_schema(tmp_path: Path) -> None:
                       suppress_health_check=list(HealthCheck))
             def check(case: schemathesis.Case) -> None:
                 for app in APPS:
-                    case.call_and_validate(base_url=root, headers={"X-Cellwire-App": app},
+                    case.call_and_validate(base_url=root, headers={"X-Cellwire-App": app,
+                                                    "Authorization": f"Bearer {served.key}"},
                                            checks=[not_a_server_error,
                                                    response_schema_conformance], timeout=30)
 

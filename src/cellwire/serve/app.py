@@ -28,11 +28,16 @@ from cellwire.store.conversations import Conversations
 
 from .apps import ServedApp
 from .errors import ServeError
+from .graphql import graphql_router
+from .limits import BodyLimit
 from .principal import Guard
 from .routes import routers
 from .runs import RunManager
 from .state import ServeState
 from .uploads import Uploads
+
+#: The largest request body (bytes): an upload of Dify's 15 MB and its multipart framing.
+MAX_BODY = 16 * 1024 * 1024
 
 #: Seconds a stopping server waits for its running runs to end (stopped) and be stored.
 SHUTDOWN_GRACE = 10.0
@@ -50,10 +55,11 @@ def serve_runner(store: RunStore, uploads: Uploads, *,
 def create_app(apps: Mapping[str, ServedApp], *, store: RunStore, guard: Guard,
                trust: bool = False, allow_private_network: bool = False,
                uploads: str | os.PathLike[str] | None = None,
-               runner: Runner | None = None) -> FastAPI:
+               runner: Runner | None = None, max_body: int | None = MAX_BODY) -> FastAPI:
     """The FastAPI app serving ``apps``: runs stored in ``store``, callers checked by
     ``guard``. ``trust``: the apps' files are trusted (code runs unsandboxed, as they were
-    loaded); ``uploads``: the folder of uploaded files (default: beside the store)."""
+    loaded); ``uploads``: the folder of uploaded files (default: beside the store);
+    ``max_body``: the largest request body in bytes (413 beyond; None: no limit)."""
     if not apps:
         raise ValueError("create_app needs at least one app to serve")
     folder = Uploads(uploads if uploads is not None else Path(f"{store.path}.uploads"))
@@ -73,6 +79,9 @@ def create_app(apps: Mapping[str, ServedApp], *, store: RunStore, guard: Guard,
     app.state.guard = guard
     for router in routers():
         app.include_router(router, prefix="/v1")
+    app.include_router(graphql_router(guard, store, state.apps), prefix="/graphql")
+    if max_body is not None:
+        app.add_middleware(BodyLimit, max_bytes=max_body)
     _handlers(app)
     return app
 
@@ -127,4 +136,4 @@ def _validation_message(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-__all__ = ["SHUTDOWN_GRACE", "create_app", "serve_runner"]
+__all__ = ["MAX_BODY", "SHUTDOWN_GRACE", "create_app", "serve_runner"]

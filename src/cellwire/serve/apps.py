@@ -50,7 +50,7 @@ class ServedApp:
 
     def user_input_form(self) -> list[dict[str, Any]]:
         """The start variables as Dify's ``/parameters`` lists them: ``[{type: {...}}]``."""
-        form = []
+        form: list[dict[str, Any]] = []
         for var in self.start_variables():
             entry: dict[str, Any] = {"variable": var.variable, "label": var.label or var.variable,
                                      "required": var.required, "default": var.default or ""}

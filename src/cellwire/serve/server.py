@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -44,7 +44,7 @@ class BackgroundServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> BackgroundServer:
+    def start(self) -> Self:
         """Start serving; returns once the server accepts requests."""
         self._thread = threading.Thread(target=self._server.run,
                                         kwargs={"sockets": [self._sock]},
@@ -71,7 +71,7 @@ class BackgroundServer:
             self._thread.join(START_TIMEOUT)
         self._sock.close()
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -58,7 +58,7 @@ class Conversations:
         finally:
             conn.close()
 
-    def list(self, workflow: str, *, user: str | None = None, limit: int = 20,
+    def listed(self, workflow: str, *, user: str | None = None, limit: int = 20,
              last_id: str | None = None) -> tuple[list[Conversation], bool]:
         """Conversations of ``workflow``, newest activity first, after ``last_id``; and
         whether there are more."""
@@ -91,7 +91,7 @@ class Conversations:
 
     def get(self, workflow: str, conversation_id: str) -> Conversation | None:
         """The conversation, or None when it has no turn or was deleted."""
-        found, _ = self.list(workflow, limit=10**9)
+        found, _ = self.listed(workflow, limit=10**9)
         return next((c for c in found if c.id == conversation_id), None)
 
     def rename(self, workflow: str, conversation_id: str, name: str) -> None:

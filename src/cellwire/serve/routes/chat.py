@@ -105,7 +105,7 @@ async def list_conversations(request: Request, user: str | None = None,
                              sort_by: str = "-updated_at") -> dict[str, Any]:
     """The app's conversations, most recently active first (the user's own when ``user``)."""
     _, app = await chat_app(request, Role.VIEWER)
-    found, more = await asyncio.to_thread(state(request).conversations.list,
+    found, more = await asyncio.to_thread(state(request).conversations.listed,
                                           app.workflow.name, user=user, limit=limit,
                                           last_id=last_id)
     return {"limit": limit, "has_more": more, "data": [conversation_item(c) for c in found]}
@@ -149,7 +149,7 @@ async def conversation_variables(conversation_id: str, request: Request,
     found = await conversation(request, app, conversation_id)
     values = await asyncio.to_thread(state(request).store.conversation_variables,
                                      app.workflow.name, conversation_id)
-    data = []
+    data: list[dict[str, Any]] = []
     for var in app.workflow.conversation_variables:
         if variable_name is not None and var.name != variable_name:
             continue
@@ -180,7 +180,7 @@ async def list_messages(request: Request, conversation_id: str | None = None,
             raise ServeError(404, "not_found", "First Message Not Exists.")
         turns = turns[:ids.index(first_id)]
     page = turns[-limit:]
-    data = [{"id": t.id, "conversation_id": t.conversation_id, "parent_message_id": None,
+    data: list[dict[str, Any]] = [{"id": t.id, "conversation_id": t.conversation_id, "parent_message_id": None,
              "inputs": t.inputs, "query": t.query, "answer": t.answer, "message_files": [],
              "feedback": None, "retriever_resources": [], "agent_thoughts": [],
              "status": "normal" if t.status in ("succeeded", "partial-succeeded") else "error",

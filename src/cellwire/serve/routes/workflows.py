@@ -161,7 +161,8 @@ async def workflow_logs(
     """The app's runs, newest first, a page at a time (Dify's workflow app logs)."""
     _, app = await caller(request, Role.VIEWER)
     frame = await asyncio.to_thread(state(request).store.runs, None, app.workflow.name, status)
-    rows = frame.to_dict("records")
+    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()}
+                                  for r in frame.to_dict("records")]
     picked = []
     for row in rows:
         inputs = row.get("inputs") or {}
