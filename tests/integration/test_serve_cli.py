@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from serve_support import write_apps
 
 

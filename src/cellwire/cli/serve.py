@@ -28,8 +28,12 @@ from cellwire.cli.common import fail
               help="let http-request nodes reach loopback and private addresses")
 @click.option("--trust", is_flag=True,
               help="trust the workflow files: their code runs outside the sandbox")
+@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(min=0),
+              help="requests per second per API key (bursts of twice as many; 0: no limit)")
+@click.option("--max-runs", default=64, show_default=True, type=click.IntRange(min=0),
+              help="runs in flight per API key (0: no limit)")
 def serve(path: Path, host: str, port: int, db: Path | None, workers: int,
-          allow_private_network: bool, trust: bool) -> None:
+          allow_private_network: bool, trust: bool, rate: float, max_runs: int) -> None:
     """Serve the workflows in PATH (a file or folder) with Dify's Service API at /v1."""
     import uvicorn
 
@@ -42,7 +46,8 @@ def serve(path: Path, host: str, port: int, db: Path | None, workers: int,
     except AppLoadError as exc:
         fail([f"error: {exc}"])
     store = str((db or runs_db_path()).resolve())
-    config = ServeConfig(str(path.resolve()), store, trust, allow_private_network)
+    config = ServeConfig(str(path.resolve()), store, trust, allow_private_network,
+                         rate or None, max_runs or None)
     os.environ[CONFIG_ENV] = config.to_env()
     click.echo(f"serving {', '.join(f'{a.name} ({a.mode})' for a in apps.values())} on "
                f"http://{host}:{port}/v1 (docs: /docs; runs in {store}; API keys: cellwire keys "

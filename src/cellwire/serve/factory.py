@@ -25,6 +25,10 @@ class ServeConfig:
     db: str
     trust: bool = False
     allow_private_network: bool = False
+    #: Requests per second per key (bursts of twice as many); None: no rate limit.
+    rate: float | None = 50.0
+    #: Runs in flight per key; None: no limit.
+    max_runs: int | None = 64
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -46,7 +50,9 @@ def build(config: ServeConfig) -> FastAPI:
 
     apps = load_apps(config.path, trust=config.trust)
     store = RunStore(config.db)
-    return create_app(apps, store=store, guard=KeyGuard(store), trust=config.trust,
+    guard = KeyGuard(store, rate=config.rate, burst=max(1, int(2 * (config.rate or 0))),
+                     max_concurrent_runs=config.max_runs)
+    return create_app(apps, store=store, guard=guard, trust=config.trust,
                       allow_private_network=config.allow_private_network)
 
 
