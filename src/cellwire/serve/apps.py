@@ -30,7 +30,8 @@ class ServedApp:
 
     name: str
     workflow: Workflow
-    source: Path
+    #: The file it was read from (None: a notebook's own workflow).
+    source: Path | None = None
 
     @property
     def mode(self) -> str:
