@@ -144,7 +144,14 @@ async def stop_task(request: Request, app: ServedApp, task_id: str) -> dict[str,
     if live is not None and live.app.name == app.name:
         served.runs.stop(task_id)
         return {"result": "success"}
-    if await stored_run(request, app, task_id) is not None:
+    row = await stored_run(request, app, task_id)
+    if row is not None:
+        if str(row["status"]) == "running":
+            # Started by another worker process of this server: only that one can stop it.
+            raise ServeError(409, "task_in_another_worker",
+                             f"task {task_id} runs in another worker process of this server, "
+                             "which alone can stop it; retry the request (another connection "
+                             "may reach that worker), or serve with --workers 1")
         # Dify answers success for a task that already ended: there is nothing left to stop.
         return {"result": "success"}
     raise ServeError(404, "not_found", f"no task {task_id!r} of app {app.name!r}")
