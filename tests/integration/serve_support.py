@@ -199,3 +199,57 @@ def sse(response: httpx.Response) -> list[dict[str, Any]]:
 
 def names(events: list[dict[str, Any]]) -> list[str]:
     return [e["event"] for e in events]
+
+EACH = """\
+cellwire: 1
+name: each
+nodes:
+  - {id: start, type: start, variables: [{variable: xs, type: json_object}]}
+  - id: each
+    type: iteration
+    iterator_selector: [start, xs, items]
+    output_selector: [twice, output]
+  - {id: eachstart, type: iteration-start, parent: each}
+  - id: twice
+    type: template-transform
+    parent: each
+    template: "{{ x }}{{ x }}"
+    variables: [{variable: x, value_selector: [each, item]}]
+  - id: say
+    type: llm
+    model: {provider: scripted, name: echo}
+    prompt_template: [{role: user, text: "count {{#each.output#}}"}]
+  - {id: end, type: end, outputs: [{variable: out, value_selector: [each, output]},
+                                   {variable: said, value_selector: [say, text]}]}
+edges:
+  - {source: start, target: each}
+  - {source: eachstart, target: twice}
+  - {source: each, target: say}
+  - {source: say, target: end}
+"""
+
+ALL["each"] = EACH
+
+WHERE = """\
+cellwire: 1
+name: where
+nodes:
+  - id: start
+    type: start
+  - id: look
+    type: code
+    code: |
+      import os
+      def main():
+          return {"pid": os.getpid(), "home": os.path.exists(os.path.expanduser("~/.bashrc"))}
+    outputs: {pid: {type: number}, home: {type: boolean}}
+  - id: end
+    type: end
+    outputs:
+      - {variable: pid, value_selector: [look, pid]}
+edges:
+  - {source: start, target: look}
+  - {source: look, target: end}
+"""
+
+ALL["where"] = WHERE

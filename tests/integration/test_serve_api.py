@@ -6,6 +6,7 @@ these tests use an admin key, and check the routes refuse callers through the gu
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from serve_support import Served, names, serving, sse, write_apps
 
 from cellwire.serve.routes import common
+from cellwire.services.sandbox import sandbox_unavailable
 from cellwire.store import RunStore
 
 
@@ -493,3 +495,31 @@ def test_a_key_bound_to_an_app_uses_it_without_naming_it_and_no_other(base: Serv
         dify_error(c.get("/info", params={"app": "notes"}), 403, "forbidden")
         dify_error(c.get("/workflows/logs", headers={"X-Cellwire-App": "review"}), 403,
                    "forbidden")
+
+
+def test_iterations_and_streamed_text_have_their_dify_events(tmp_path: Path):
+    apps = write_apps(tmp_path / "apps", ("each",))
+    with serving(apps, tmp_path / "runs.db") as served, served.client() as c:
+        events = sse(run(c, {"xs": {"items": ["a", "b"]}}, "streaming"))
+    kinds = names(events)
+    assert kinds.count("iteration_started") == 1 and kinds.count("iteration_completed") == 1
+    assert kinds.count("iteration_next") >= 1
+    inner = [e["data"] for e in events if e["event"] == "node_finished"
+             and e["data"]["node_id"] == "twice"]
+    assert len(inner) == 2 and all(d["iteration_id"] == "each" for d in inner)
+    chunks = [e["data"] for e in events if e["event"] == "text_chunk"]
+    assert chunks and "".join(c["text"] for c in chunks) == events[-1]["data"]["outputs"]["said"]
+    assert chunks[0]["from_variable_selector"][0] == "say"
+    assert events[-1]["data"]["outputs"]["out"] == ["aa", "bb"]
+
+
+@pytest.mark.skipif(sandbox_unavailable() is not None,
+                    reason=f"no sandbox here: {sandbox_unavailable()}")
+@pytest.mark.parametrize("trust", [False, True])
+def test_code_from_served_files_runs_sandboxed_unless_trusted(tmp_path: Path, trust: bool):
+    apps = write_apps(tmp_path / "apps", ("where",))
+    with serving(apps, tmp_path / "runs.db", trust=trust) as served, served.client() as c:
+        data = run(c, {}).json()["data"]
+    assert data["status"] == "succeeded", data["error"]
+    # In the server's own process only when trusted; else in a sandboxed process of its own.
+    assert (data["outputs"]["pid"] == os.getpid()) is trust

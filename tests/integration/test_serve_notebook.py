@@ -10,13 +10,12 @@ import httpx
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from serve_support import GREET
 from traitlets.config import Config
 
 from cellwire.formats import load
 from cellwire.jupyter.magics import WorkflowMagics
 from cellwire.jupyter.session import Session
-
-from serve_support import GREET
 
 
 @pytest.fixture
