@@ -88,7 +88,7 @@ def create_app(apps: Mapping[str, ServedApp], *, store: RunStore, guard: Guard,
 
 async def _stop_running(runs: RunManager) -> None:
     """Stop the runs still going, and let them be stored as stopped."""
-    running = [r for r in list(runs._runs.values()) if not r.handle.done]
+    running = runs.running()
     for run in running:
         runs.stop(run.run_id)
     if running:

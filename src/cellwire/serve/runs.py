@@ -165,6 +165,10 @@ class RunManager:
             return
         buffer.settle("paused" if str(task.result().status) == "paused" else "ended")
 
+    def running(self) -> list[ServedRun]:
+        """The runs of this process still going."""
+        return [run for run in self._runs.values() if not run.handle.done]
+
     def get(self, run_id: str) -> ServedRun | None:
         """The run ``run_id`` this process started (or resumed), if it still remembers it."""
         return self._runs.get(run_id)

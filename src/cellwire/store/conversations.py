@@ -91,8 +91,14 @@ class Conversations:
 
     def get(self, workflow: str, conversation_id: str) -> Conversation | None:
         """The conversation, or None when it has no turn or was deleted."""
-        found, _ = self.listed(workflow, limit=10**9)
-        return next((c for c in found if c.id == conversation_id), None)
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT r.conversation_id, MIN(r.started_at), MAX(r.started_at), n.name "
+                "FROM runs r LEFT JOIN conversation_names n ON n.workflow = r.workflow AND "
+                "n.conversation_id = r.conversation_id WHERE r.workflow = ? AND "
+                "r.conversation_id = ? AND n.deleted_at IS NULL GROUP BY r.conversation_id",
+                (workflow, conversation_id)).fetchone()
+            return None if row is None else self._one(conn, workflow, row)
 
     def rename(self, workflow: str, conversation_id: str, name: str) -> None:
         now = time.time()
