@@ -166,9 +166,11 @@ edges:
 """
 
 ALL = {"greet": GREET, "notes": CHAT, "review": REVIEW, "slow": SLOW, "fetch": FETCH}
+#: The apps a test serves unless it names others.
+BASIC = tuple(ALL)
 
 
-def write_apps(folder: Path, names: tuple[str, ...] = tuple(ALL)) -> Path:
+def write_apps(folder: Path, names: tuple[str, ...] = BASIC) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         (folder / f"{name}.yaml").write_text(textwrap.dedent(ALL[name]))
@@ -253,3 +255,64 @@ edges:
 """
 
 ALL["where"] = WHERE
+
+FLAKY = """\
+cellwire: 1
+name: flaky
+nodes:
+  - id: start
+    type: start
+    variables: [{variable: mark, type: text-input, required: true}]
+  - id: once
+    type: code
+    retry: {max_retries: 2, interval: 0, jitter: false}
+    code: |
+      import os
+      def main(mark):
+          if not os.path.exists(mark):
+              open(mark, "w").close()
+              raise RuntimeError("first try fails")
+          return {"ok": "second try"}
+    variables: [{variable: mark, value_selector: [start, mark]}]
+    outputs: {ok: {type: string}}
+  - id: boom
+    type: code
+    code: |
+      def main(ok):
+          raise ValueError("always fails")
+    variables: [{variable: ok, value_selector: [once, ok]}]
+    outputs: {x: {type: string}}
+  - id: end
+    type: end
+    outputs: [{variable: x, value_selector: [boom, x]}]
+edges:
+  - {source: start, target: once}
+  - {source: once, target: boom}
+  - {source: boom, target: end}
+"""
+
+ALL["flaky"] = FLAKY
+
+GRUMPY = """\
+cellwire: 1
+name: grumpy
+mode: advanced-chat
+nodes:
+  - id: start
+    type: start
+  - id: boom
+    type: code
+    code: |
+      def main(q):
+          raise ValueError("no answer to " + q)
+    variables: [{variable: q, value_selector: [sys, query]}]
+    outputs: {x: {type: string}}
+  - id: answer
+    type: answer
+    answer: '{{#boom.x#}}'
+edges:
+  - {source: start, target: boom}
+  - {source: boom, target: answer}
+"""
+
+ALL["grumpy"] = GRUMPY

@@ -523,3 +523,32 @@ def test_code_from_served_files_runs_sandboxed_unless_trusted(tmp_path: Path, tr
     assert data["status"] == "succeeded", data["error"]
     # In the server's own process only when trusted; else in a sandboxed process of its own.
     assert (data["outputs"]["pid"] == os.getpid()) is trust
+
+
+def test_retries_and_failures_stream_as_dify_reports_them(tmp_path: Path):
+    apps = write_apps(tmp_path / "apps", ("flaky",))
+    with serving(apps, tmp_path / "runs.db") as served, served.client() as c:
+        events = sse(run(c, {"mark": str(tmp_path / "mark")}, "streaming"))
+        blocking = run(c, {"mark": str(tmp_path / "mark")}).json()["data"]
+    retry = [e["data"] for e in events if e["event"] == "node_retry"]
+    assert len(retry) == 1 and retry[0]["node_id"] == "once"
+    assert retry[0]["status"] == "retry" and "first try fails" in retry[0]["error"]
+    failed = [e["data"] for e in events if e["event"] == "node_finished"
+              and e["data"]["node_id"] == "boom"][0]
+    assert failed["status"] == "failed" and "always fails" in failed["error"]
+    finished = events[-1]
+    assert finished["event"] == "workflow_finished"
+    assert finished["data"]["status"] == "failed" and "always fails" in finished["data"]["error"]
+    # A failed run is a 200 with its status, as in Dify; never a success.
+    assert blocking["status"] == "failed" and "always fails" in blocking["error"]
+
+
+def test_a_failed_chat_turn_ends_with_an_error_event_or_a_400(tmp_path: Path):
+    apps = write_apps(tmp_path / "apps", ("grumpy",))
+    with serving(apps, tmp_path / "runs.db") as served, served.client() as c:
+        events = sse(chat(c, "why", "streaming"))
+        message = dify_error(chat(c, "why"), 400, "completion_request_error")
+    assert names(events)[-2:] == ["workflow_finished", "error"]
+    assert events[-2]["data"]["status"] == "failed"
+    assert events[-1]["code"] == "completion_request_error" and events[-1]["status"] == 400
+    assert "no answer to why" in events[-1]["message"] and "no answer to why" in message

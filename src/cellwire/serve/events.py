@@ -176,8 +176,9 @@ class DifyStream:
                 out.append({**self.envelope("message_end", at=event.time), "id": self.run_id,
                             "metadata": {"usage": self.usage()}, "files": []})
             else:
-                out.append(self.error(error or status, status=500 if status == "failed"
-                                      else 400, code="completion_request_error"))
+                # Dify's CompletionRequestError: 400, after the run's own end event.
+                out.append(self.error(error or status, status=400,
+                                      code="completion_request_error"))
         return out
 
     def _paused(self, event: ev.RunPaused) -> list[dict[str, Any]]:
