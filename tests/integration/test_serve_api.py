@@ -533,8 +533,8 @@ def test_retries_and_failures_stream_as_dify_reports_them(tmp_path: Path):
     retry = [e["data"] for e in events if e["event"] == "node_retry"]
     assert len(retry) == 1 and retry[0]["node_id"] == "once"
     assert retry[0]["status"] == "retry" and "first try fails" in retry[0]["error"]
-    failed = [e["data"] for e in events if e["event"] == "node_finished"
-              and e["data"]["node_id"] == "boom"][0]
+    failed = next(e["data"] for e in events if e["event"] == "node_finished"
+              and e["data"]["node_id"] == "boom")
     assert failed["status"] == "failed" and "always fails" in failed["error"]
     finished = events[-1]
     assert finished["event"] == "workflow_finished"
