@@ -70,6 +70,11 @@ def make_app(guard: KeyGuard, *, max_body: int | None = None) -> Any:
         body = await request.body()
         return {"size": len(body)}
 
+    @app.post("/parsed")
+    async def parsed(payload: dict[str, Any]) -> dict[str, Any]:
+        # FastAPI reads this body itself, and answers 400 when reading it fails.
+        return {"keys": len(payload)}
+
     return BodyLimit(app, max_body) if max_body is not None else app
 
 
@@ -368,3 +373,15 @@ def test_body_limit_refuses_large_bodies(store: RunStore) -> None:
         assert_error(streamed, 413, "request_entity_too_large")
         small = client.post("/echo", content=chunks(500))
         assert small.status_code == 200 and small.json() == {"size": 500}
+
+        def json_chunks(total: int) -> Iterator[bytes]:
+            yield b'{"a": "'
+            for _ in range(total // 100):
+                yield b"z" * 100
+            yield b'"}'
+
+        # A body the framework parses itself: its own 400 is replaced by the 413.
+        assert_error(client.post("/parsed", content=json_chunks(5000),
+                                 headers={"Content-Type": "application/json"}),
+                     413, "request_entity_too_large")
+        assert client.post("/parsed", json={"a": 1}).json() == {"keys": 1}
