@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .principal import Guard
 from .routes import routers
 from .runs import RunManager
 from .state import ServeState
+from .triggers import Scheduler, webhook_router
 from .uploads import Uploads
 
 #: The largest request body (bytes): an upload of Dify's 15 MB and its multipart framing.
@@ -67,9 +69,24 @@ def create_app(apps: Mapping[str, ServedApp], *, store: RunStore, guard: Guard,
     runs = RunManager(runner, store, trust=trust)
     state = ServeState(dict(apps), guard, runs, store, folder, Conversations(store.path))
 
+    async def start_run(app: str, inputs: dict[str, Any]) -> str:
+        """How triggers start a run: off the request path, like any other."""
+        return runs.start(state.apps[app], inputs, user="trigger").run_id
+
+    async def save_file(name: str, data: bytes, mime_type: str | None) -> dict[str, Any]:
+        record = await asyncio.to_thread(folder.save, name, data, user="webhook",
+                                         mime_type=mime_type)
+        return folder.file_object(record["id"]) or record
+
+    scheduler = Scheduler(state.apps, start_run)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        with _one_scheduler(store.path) as scheduling:
+            if scheduling:
+                scheduler.start()
+            yield
+            await scheduler.stop()
         await _stop_running(runs)
 
     app = FastAPI(title="cellwire Service API", version="1",
@@ -80,10 +97,27 @@ def create_app(apps: Mapping[str, ServedApp], *, store: RunStore, guard: Guard,
     for router in routers():
         app.include_router(router, prefix="/v1")
     app.include_router(graphql_router(guard, store, state.apps), prefix="/graphql")
+    app.include_router(webhook_router(state.apps, start_run, save_file=save_file))
     if max_body is not None:
         app.add_middleware(BodyLimit, max_bytes=max_body)
     _handlers(app)
     return app
+
+
+@contextlib.contextmanager
+def _one_scheduler(db: str | os.PathLike[str]) -> Iterator[bool]:
+    """True in the one process of a server (``--workers N`` share the store) that runs the
+    scheduled triggers: the one holding the lock file beside the store."""
+    with open(f"{os.fspath(db)}.scheduler.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 async def _stop_running(runs: RunManager) -> None:
