@@ -17,11 +17,11 @@ from ..errors import ServeError
 from ..inputs import check_inputs, request_files
 from ..principal import Role
 from ..runs import ServedRun, new_conversation_id
-from .common import caller, event_stream, state
+from .common import ERRORS, caller, event_stream, state
 from .models import ChatRequest, DeleteRequest, RenameRequest, StopRequest
 from .workflows import STREAM_DOC, pauses_for_input, stop_task
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=ERRORS)
 
 
 def not_chat() -> ServeError:

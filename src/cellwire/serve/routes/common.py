@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..apps import ServedApp
@@ -19,6 +20,26 @@ APP_HEADER = "X-Cellwire-App"
 APP_PARAM = "app"
 #: Seconds between Dify's ``ping`` events on a stream.
 PING_SECONDS = 10.0
+
+
+class DifyError(BaseModel):
+    """Every error answer, as Dify's: a machine code, a message, the HTTP status."""
+
+    code: str
+    message: str
+    status: int
+
+
+#: The error answers every route documents (``/openapi.json``), in Dify's shape.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": DifyError, "description": text} for status, text in (
+        (400, "invalid request (invalid_param, app_required, not_workflow_app, ...)"),
+        (401, "no or bad credential (unauthorized)"),
+        (403, "the key's role or app does not allow it (forbidden)"),
+        (404, "no such app, run, task, conversation or form (not_found)"),
+        (413, "request body too large (request_entity_too_large)"),
+        (429, "rate or concurrent-run limit (too_many_requests, with Retry-After)"),
+    )}
 
 
 def state(request: Request) -> ServeState:
@@ -75,5 +96,5 @@ def user_of(body: dict[str, Any] | None, request: Request | None = None) -> str:
     return value
 
 
-__all__ = ["APP_HEADER", "APP_PARAM", "PING_SECONDS", "caller", "event_stream", "state",
+__all__ = ["APP_HEADER", "APP_PARAM", "ERRORS", "PING_SECONDS", "DifyError", "caller", "event_stream", "state",
            "user_of"]

@@ -10,9 +10,9 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from ..errors import ServeError
 from ..principal import Role
 from ..uploads import MAX_UPLOAD
-from .common import caller, state
+from .common import ERRORS, caller, state
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], responses=ERRORS)
 
 
 @router.post("/files/upload", status_code=201)

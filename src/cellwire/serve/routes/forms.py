@@ -15,10 +15,15 @@ from fastapi import APIRouter, Request
 
 from ..errors import ServeError
 from ..events import form_input
-from .common import state
+from .common import ERRORS, DifyError, state
 from .models import FormSubmit
 
-router = APIRouter(tags=["human input"])
+#: Dify's answers for a form: not found, bad answer, answered or expired (412).
+FORM_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: ERRORS[400], 404: ERRORS[404],
+    412: {"model": DifyError, "description": "the form was answered or expired"}}
+
+router = APIRouter(tags=["human input"], responses=FORM_ERRORS)
 
 
 @router.get("/form/human_input/{form_token}")

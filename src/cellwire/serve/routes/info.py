@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 
 from ..principal import Role
 from ..uploads import MAX_UPLOAD
-from .common import caller
+from .common import ERRORS, caller
 
-router = APIRouter(tags=["app"])
+router = APIRouter(tags=["app"], responses=ERRORS)
 
 
 @router.get("/info")

@@ -18,10 +18,10 @@ from ..errors import ServeError
 from ..inputs import check_inputs, request_files
 from ..principal import Role
 from ..runs import ServedRun
-from .common import caller, event_stream, state
+from .common import ERRORS, caller, event_stream, state
 from .models import StopRequest, WorkflowRunRequest
 
-router = APIRouter(tags=["workflow"])
+router = APIRouter(tags=["workflow"], responses=ERRORS)
 
 #: Dify's answer when a route is not for the app's mode (NotWorkflowAppError, NotChatAppError).
 NOT_WORKFLOW = ServeError(400, "not_workflow_app",
