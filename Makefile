@@ -118,9 +118,10 @@ $(LAB_STAMP): pyproject.toml $(LAB_LOCK) $(STAMP)
 # (SIGSEGV in llama_decode on any prompt longer than one token, seen on these machines).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 $(LOCAL_STAMP): pyproject.toml $(LOCAL_LOCK) $(LAB_STAMP)
-	@echo "installing the local model extra; the first time, llama-cpp-python compiles from source (~10 min)"
-	@if CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PY) -m pip install --no-deps -r $(LOCAL_LOCK); then \
-	  echo ok > $@; \
+	@echo "building the local model (llama-cpp-python compiles from source: about 13 minutes on two"
+	@echo "cores, once; pip caches the wheel) ..."
+	@if CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(PY) -m pip install -q --no-deps -r $(LOCAL_LOCK); then \
+	  echo ok > $@; echo "local model built"; \
 	else \
 	  echo failed > $@; \
 	  echo "" >&2; \
@@ -137,13 +138,11 @@ test: lint
 
 # llm nodes without a provider of their own run on the embedded default model: an explicit
 # CELLWIRE_DEFAULT_MODEL, else a hosted model when its API key is set, else local/smollm2, else
-# scripted/echo with a banner (src/cellwire/services/llm/default.py).
+# scripted/echo with a banner (src/cellwire/services/llm/default.py). scripts/lab.sh keeps
+# JupyterLab's log in build/lab.log so the last line printed is the URL to open.
 lab: install $(LAB_STAMP) $(LOCAL_STAMP)
 	@mkdir -p $(LAB_DIR) && cp -rn notebooks/. $(LAB_DIR)/
-	@model="$$($(PY) -m cellwire.services.llm.default --probe)" || model=scripted/echo; \
-	echo "cellwire: llm nodes without a provider of their own run on $$model"; \
-	CELLWIRE_DEFAULT_MODEL="$$model" $(VENV)/bin/jupyter lab --notebook-dir=$(LAB_DIR) \
-	  --ServerApp.allow_root=True --ip=127.0.0.1
+	@scripts/lab.sh $(PY) $(LAB_DIR) build/lab.log
 
 docs: install
 	$(VENV)/bin/mkdocs build --strict -d $(SITE_DIR)

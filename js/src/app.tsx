@@ -12,13 +12,15 @@ import {
   ReactFlow,
   ReactFlowProvider,
   useReactFlow,
+  useStore,
 } from "@xyflow/react";
-import type { Connection, EdgeChange, IsValidConnection, NodeChange, OnDelete } from "@xyflow/react";
+import type { Connection, EdgeChange, IsValidConnection, NodeChange, OnConnectEnd, OnDelete } from "@xyflow/react";
 import { EditorContext, useTrait } from "./context";
-import { connectionProblem, DAGRE_LIMIT, HEADER, layout, PAD, SUPPRESS, toFlowEdges, toFlowNodes } from "./graph";
+import { connectionProblem, DAGRE_LIMIT, freeSpot, HEADER, layout, NODE_WIDTH, PAD, SUPPRESS, toFlowEdges, toFlowNodes } from "./graph";
 import type { FlowEdge, FlowNode } from "./graph";
 import { edgeTypes, look, nodeTypes } from "./nodes";
 import { PropertiesPanel } from "./panel";
+import { needsForm, RunForm, RunStatusLine, startVariables } from "./run";
 import { StatusStore } from "./status";
 import type { AnyModel, CwEdge, CwNode, NodeTypeInfo, Problem, TrustInfo } from "./types";
 
@@ -53,38 +55,85 @@ type Clip = { nodes: CwNode[]; edges: CwEdge[] };
 let clipboard: Clip | null = null;
 
 const EMPTY: never[] = [];
-const FIT = { padding: 0.15 };
+const FIT = { padding: 0.1, maxZoom: 1.25 };
+/** Above this many nodes the minimap shows by default (an overview of a big graph); below,
+ * it would only cover nodes. */
+const MAP_FROM = 30;
+/** Narrower than this, the editor opens with the palette collapsed to its icons. */
+const WIDE = 1200;
+
+/** How far out the view is zoomed, in three steps: the nodes of a zoomed-out view draw
+ * their titles larger (and drop their detail lines), so they stay readable; a component
+ * re-renders only when the step changes. */
+function zoomStep(s: { transform: [number, number, number] }): string {
+  const zoom = s.transform[2];
+  return zoom < 0.38 ? " cw-farther" : zoom < 0.6 ? " cw-far" : "";
+}
 const PRO = { hideAttribution: true };
 const DELETE_KEYS = ["Backspace", "Delete"];
 
 type ToolbarProps = {
   model: AnyModel;
   send: (msg: Record<string, unknown>) => void;
+  onRun: (form: boolean) => void;
+  hasInputs: boolean;
   onFit: () => void;
   onLayout: () => void;
   message: string;
+  onDismiss: () => void;
   nodeCount: number;
   problemCount: number;
+  sides: Sides;
+  /** Whether the panel shows now (open, with a node selected). */
+  panelShown: boolean;
+  setSides: (s: Sides) => void;
 };
+
+/** Which side columns are open: the palette (else a strip of icons), the properties panel. */
+export type Sides = { palette: boolean; panel: boolean; map: boolean };
 
 /** The toolbar reads the run and history flags itself: a run starting or ending re-renders
  * these buttons, not the canvas. */
-const Toolbar = memo(function Toolbar({ model, send, onFit, onLayout, message, nodeCount, problemCount }: ToolbarProps) {
+const Toolbar = memo(function Toolbar(props: ToolbarProps) {
+  const { model, send, onRun, hasInputs, onFit, onLayout, message, onDismiss, nodeCount, problemCount, sides, panelShown, setSides } = props;
+  // Expand folds whatever takes width from the canvas now; with nothing to fold, it opens both.
+  const folded = !sides.palette && !panelShown;
   const running = useTrait<boolean>(model, "running");
   const canUndo = useTrait<boolean>(model, "can_undo");
   const canRedo = useTrait<boolean>(model, "can_redo");
   const trust = useTrait<TrustInfo>(model, "trust");
   return (
     <div className="cw-toolbar" tabIndex={-1} {...SUPPRESS} onMouseDown={keepFocusWhereItIs}>
-      <button data-testid="cw-run" disabled={running} onClick={() => send({ type: "run" })}>▶ Run</button>
+      <button data-testid="cw-run" disabled={running} onClick={() => onRun(false)}
+        title={hasInputs ? "run (asks for the start node's inputs unless they are all set)" : "run the workflow"}>▶ Run</button>
+      {hasInputs ? (
+        <button data-testid="cw-run-inputs" disabled={running} onClick={() => onRun(true)} title="run with inputs typed in a form">
+          Inputs…
+        </button>
+      ) : null}
       <button data-testid="cw-stop" disabled={!running} onClick={() => send({ type: "stop" })}>■ Stop</button>
       <span className="cw-sep" />
-      <button data-testid="cw-undo" disabled={!canUndo} onClick={() => send({ type: "undo" })}>↶ Undo</button>
-      <button data-testid="cw-redo" disabled={!canRedo} onClick={() => send({ type: "redo" })}>↷ Redo</button>
+      <button data-testid="cw-undo" disabled={!canUndo} title="undo (Ctrl+Z)" onClick={() => send({ type: "undo" })}>↶</button>
+      <button data-testid="cw-redo" disabled={!canRedo} title="redo (Ctrl+Shift+Z)" onClick={() => send({ type: "redo" })}>↷</button>
       <span className="cw-sep" />
       <button data-testid="cw-fit" onClick={onFit}>Fit</button>
       <button data-testid="cw-layout" onClick={onLayout}>Layout</button>
-      <span className="cw-message" data-testid="cw-message">{message}</span>
+      <span className="cw-sep" />
+      <button data-testid="cw-toggle-map" aria-pressed={sides.map} title="show or hide the minimap"
+        onClick={() => setSides({ ...sides, map: !sides.map })}>Map</button>
+      <button data-testid="cw-expand" title="the canvas gets the whole width (palette and panel collapse), or back"
+        onClick={() => {
+          setSides({ ...sides, palette: folded, panel: folded });
+        }}>{folded ? "⤡ Sides" : "⤢ Expand"}</button>
+      <span className="cw-message" data-testid="cw-message" title={message}>
+        {message ? (
+          <>
+            <span className="cw-message-icon">⚠</span> {message}{" "}
+            <button className="cw-dismiss" data-testid="cw-message-dismiss" title="dismiss" onClick={onDismiss}>×</button>
+          </>
+        ) : null}
+      </span>
+      <RunStatusLine model={model} />
       <TrustBadge trust={trust} />
       <span className="cw-counts">
         {nodeCount} nodes · {problemCount} problems
@@ -121,6 +170,17 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   const [message, setMessage] = useState("");
   const [epoch, setEpoch] = useState(0);
   const [selectedId, setSelectedId] = useState<string | null>(null);
+  const [sides, setSides] = useState<Sides>(() => ({ palette: true, panel: true, map: nodes.length > MAP_FROM }));
+  const far = useStore(zoomStep);
+  // The palette starts as icons where the width is short (read once the editor is in the page).
+  useEffect(() => {
+    const width = rootRef.current?.getBoundingClientRect().width ?? WIDE;
+    if (width > 0 && width < WIDE) setSides((s) => ({ ...s, palette: false }));
+  }, []);
+  const [runForm, setRunForm] = useState(false);
+  /** What the form ran with last: the next form starts from it. */
+  const [lastInputs, setLastInputs] = useState<Record<string, unknown>>({});
+  const given = useTrait<Record<string, unknown>>(model, "inputs");
   // The first render draws the graph at once (no empty pass before the hydrating effect).
   const [rfNodes, setRfNodes] = useState<FlowNode[]>(() => toFlowNodes(nodes, edges, new Set()));
   const [rfEdges, setRfEdges] = useState<FlowEdge[]>(() => toFlowEdges(edges, new Set()));
@@ -203,6 +263,28 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     [nodes, edges, send],
   );
 
+  /** A connection dropped where React Flow refuses it says why; one dropped on a node's
+   * body (not on its handle) connects to that node's input. */
+  const onConnectEnd: OnConnectEnd = useCallback(
+    (event, state) => {
+      if (state.isValid || !state.fromNode || !state.fromHandle) return;
+      const over = (event.target as Element | null)?.closest?.(".react-flow__node") as HTMLElement | null;
+      const other = state.toNode?.id ?? over?.dataset.id;
+      if (!other || other === state.fromNode.id && !state.toNode) return;
+      const fromSource = state.fromHandle.type === "source";
+      const conn = fromSource
+        ? { source: state.fromNode.id, target: other, sourceHandle: state.fromHandle.id ?? "source" }
+        : { source: other, target: state.fromNode.id, sourceHandle: state.toHandle?.id ?? "source" };
+      const problem = connectionProblem(conn, nodes, edges)
+        ?? (state.toHandle && state.toHandle.type === state.fromHandle.type
+          ? `connect an output (right side) to an input (left side), not two ${state.fromHandle.type === "source" ? "outputs" : "inputs"}`
+          : null);
+      if (problem) setMessage(`cannot connect: ${problem}`);
+      else if (!state.toHandle && fromSource) onConnect({ ...conn, targetHandle: "target" });
+    },
+    [nodes, edges, onConnect],
+  );
+
   const onDelete: OnDelete<FlowNode, FlowEdge> = useCallback(
     ({ nodes: gone, edges: cut }) => {
       const ids = new Set(gone.map((n) => n.id));
@@ -230,15 +312,20 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
   const addNode = useCallback(
     (type: string, at?: { x: number; y: number }) => {
       const container = selectedId ? nodes.find((n) => n.id === selectedId && n.container) : undefined;
-      let position = at;
-      if (container) {
-        const count = nodes.filter((n) => n.parent === container.id).length;
-        position = { x: PAD + 30 * count, y: HEADER + PAD + 30 * count };
-      } else if (!position) {
+      const parent = container?.id;
+      // The nodes at the level the new one joins, as drawn: it goes to the free place
+      // nearest the point (the drop, the middle of the view, or a container's corner).
+      const boxes = rfNodes
+        .filter((n) => n.parentId === parent)
+        .map((n) => ({ x: n.position.x, y: n.position.y, w: n.width ?? NODE_WIDTH, h: n.height ?? 76 }));
+      const size = { w: NODE_WIDTH, h: 76 };
+      let center = at;
+      if (container) center = { x: PAD + size.w / 2, y: HEADER + PAD + size.h / 2 };
+      else if (!center) {
         const rect = rootRef.current?.querySelector(".react-flow")?.getBoundingClientRect();
-        const center = rect ? { x: rect.left + rect.width / 2, y: rect.top + rect.height / 2 } : { x: 0, y: 0 };
-        position = flow.screenToFlowPosition(center);
+        center = flow.screenToFlowPosition(rect ? { x: rect.left + rect.width / 2, y: rect.top + rect.height / 2 } : { x: 0, y: 0 });
       }
+      const position = freeSpot(center, size, boxes);
       send({
         type: "add_node",
         node_type: type,
@@ -246,7 +333,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
         position: { x: Math.round(position.x), y: Math.round(position.y) },
       });
     },
-    [selectedId, nodes, send, flow],
+    [selectedId, nodes, rfNodes, send, flow],
   );
 
   const relayout = useCallback(() => {
@@ -256,11 +343,59 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     send({ type: "move", positions });
     setTimeout(() => flow.fitView(FIT), 50);
   }, [nodes, edges, send, flow]);
-  const fit = useCallback(() => flow.fitView(FIT), [flow]);
-  const onSelectionChange = useCallback(
-    ({ nodes: sel }: { nodes: FlowNode[] }) => setSelectedId(sel.length === 1 ? sel[0].id : null),
-    [],
+  // The view follows the canvas's size (a side column opening or closing, the window) until
+  // the user pans or zooms; Fit hands it back.
+  const autoFit = useRef(true);
+  const fit = useCallback(() => {
+    autoFit.current = true;
+    flow.fitView(FIT);
+  }, [flow]);
+  const onMoveStart = useCallback((e: unknown) => {
+    if (e) autoFit.current = false;
+  }, []);
+  const canvasRef = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    const el = canvasRef.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    let last = "";
+    let frame = 0;
+    const obs = new ResizeObserver(([entry]) => {
+      const size = `${Math.round(entry.contentRect.width)}x${Math.round(entry.contentRect.height)}`;
+      if (size === last) return;
+      const first = last === "";
+      last = size;
+      if (first || !autoFit.current) return;
+      cancelAnimationFrame(frame);
+      frame = requestAnimationFrame(() => flow.fitView(FIT));
+    });
+    obs.observe(el);
+    return () => {
+      obs.disconnect();
+      cancelAnimationFrame(frame);
+    };
+  }, [flow]);
+
+  const vars = useMemo(() => startVariables(nodes), [nodes]);
+  const onRun = useCallback(
+    (form: boolean) => {
+      if (form || needsForm(vars, given)) setRunForm(true);
+      else send({ type: "run" });
+    },
+    [vars, given, send],
   );
+  const runWith = useCallback(
+    (inputs: Record<string, unknown>) => {
+      setLastInputs(inputs);
+      setRunForm(false);
+      send({ type: "run", inputs });
+    },
+    [send],
+  );
+  const onSelectionChange = useCallback(({ nodes: sel }: { nodes: FlowNode[] }) => {
+    const id = sel.length === 1 ? sel[0].id : null;
+    setSelectedId(id);
+    if (id) setRunForm(false);
+  }, []);
   // Keys pressed after a click on the canvas go to the editor through a small focus target:
   // JupyterLab's `:focus ::selection` style rules make every focus change restyle the whole
   // subtree of the element gaining or losing focus, which for the editor's root would be
@@ -309,6 +444,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     [addNode, flow],
   );
 
+  const dismiss = useCallback(() => setMessage(""), []);
   const selected = selectedId ? nodes.find((n) => n.id === selectedId) : undefined;
   const schema = selected ? types.find((t) => t.name === selected.type)?.schema : undefined;
   const editor = useMemo(() => ({ store, send, model }), [store, send, model]);
@@ -318,7 +454,7 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
     <EditorContext.Provider value={editor}>
       <div
         ref={rootRef}
-        className={`cw-editor${dark ? " cw-dark" : ""}${nodes.length > DAGRE_LIMIT ? " cw-big" : ""}`}
+        className={`cw-editor${dark ? " cw-dark" : ""}${nodes.length > DAGRE_LIMIT ? " cw-big" : far}`}
         data-testid="cw-editor"
         {...SUPPRESS}
         onKeyDown={onKeyDown}
@@ -330,30 +466,21 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
         <Toolbar
           model={model}
           send={send}
+          onRun={onRun}
+          hasInputs={vars.length > 0}
           onFit={fit}
           onLayout={relayout}
           message={message}
+          onDismiss={dismiss}
           nodeCount={nodes.length}
           problemCount={problemCount}
+          sides={sides}
+          panelShown={!!selected && sides.panel}
+          setSides={setSides}
         />
         <div className="cw-body">
-          <div className="cw-palette" data-testid="cw-palette" tabIndex={-1} {...SUPPRESS}>
-            {types.map((t) => (
-              <button
-                key={t.name}
-                className="cw-palette-item"
-                data-testid={`cw-palette-${t.name}`}
-                title={t.description}
-                draggable
-                onDragStart={(e) => e.dataTransfer.setData("application/x-cellwire-type", t.name)}
-                onClick={() => addNode(t.name)}
-              >
-                <span className="cw-icon" style={{ background: look(t.name).color }}>{look(t.name).icon}</span>
-                {t.name}
-              </button>
-            ))}
-          </div>
-          <div className="cw-canvas" onDragOver={(e) => e.preventDefault()} onDrop={onDrop}>
+          <Palette types={types} open={sides.palette} onToggle={() => setSides({ ...sides, palette: !sides.palette })} onAdd={addNode} />
+          <div className="cw-canvas" ref={canvasRef} data-testid="cw-canvas" onDragOver={(e) => e.preventDefault()} onDrop={onDrop}>
             <ReactFlow<FlowNode, FlowEdge>
               nodes={rfNodes}
               edges={rfEdges}
@@ -362,6 +489,8 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
               onNodesChange={onNodesChange}
               onEdgesChange={onEdgesChange}
               onConnect={onConnect}
+              onConnectEnd={onConnectEnd}
+              onMoveStart={onMoveStart}
               isValidConnection={isValidConnection}
               onDelete={onDelete}
               onNodeDragStop={onNodeDragStop}
@@ -376,22 +505,79 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
             >
               <Background gap={20} size={1} />
               <Controls showInteractive={false} />
-              {showMap ? <MiniMap pannable={false} zoomable={false} ariaLabel="overview" /> : null}
+              {showMap && sides.map ? <MiniMap pannable={false} zoomable={false} ariaLabel="overview" /> : null}
             </ReactFlow>
           </div>
-          {selected ? (
+          {runForm ? (
+            <RunForm vars={vars} given={{ ...given, ...lastInputs }} onRun={runWith} onClose={() => setRunForm(false)} />
+          ) : selected && sides.panel ? (
             <PropertiesPanel
               node={selected}
               schema={schema}
               problems={problems.filter((p) => p.node_id === selected.id)}
               send={send}
+              onCollapse={() => setSides({ ...sides, panel: false })}
             />
+          ) : selected ? (
+            <button
+              className="cw-strip"
+              data-testid="cw-panel-strip"
+              title="show the properties panel"
+              onClick={() => setSides({ ...sides, panel: true })}
+            >
+              ‹ properties
+            </button>
           ) : null}
         </div>
       </div>
     </EditorContext.Provider>
   );
 }
+
+type PaletteProps = {
+  types: NodeTypeInfo[];
+  open: boolean;
+  onToggle: () => void;
+  onAdd: (type: string) => void;
+};
+
+/** The node types, to click (added at a free place in the middle of the view) or drag onto
+ * the canvas. Collapsed, it is a strip of icons. Types that cannot run in this install come
+ * last, marked, with what they need as their tooltip. */
+const Palette = memo(function Palette({ types, open, onToggle, onAdd }: PaletteProps) {
+  const runnable = types.filter((t) => !t.needs);
+  const blocked = types.filter((t) => t.needs);
+  const item = (t: NodeTypeInfo) => (
+    <button
+      key={t.name}
+      className={`cw-palette-item${t.needs ? " cw-cannot-run" : ""}`}
+      data-testid={`cw-palette-${t.name}`}
+      data-runs={t.needs ? "false" : "true"}
+      title={t.needs ? `${t.name}: ${t.needs}` : `${t.name}: ${t.description}`}
+      draggable
+      onDragStart={(e) => e.dataTransfer.setData("application/x-cellwire-type", t.name)}
+      onClick={() => onAdd(t.name)}
+    >
+      <span className="cw-icon" style={{ background: look(t.name).color }}>{look(t.name).icon}</span>
+      {open ? <span className="cw-palette-name">{t.name}</span> : null}
+      {open && t.needs ? <span className="cw-cannot-run-tag">can't run here</span> : null}
+    </button>
+  );
+  return (
+    <div className={`cw-palette${open ? "" : " cw-palette-closed"}`} data-testid="cw-palette" tabIndex={-1} {...SUPPRESS}>
+      <button className="cw-palette-toggle" data-testid="cw-palette-toggle" title={open ? "collapse the palette" : "expand the palette"} onClick={onToggle}>
+        {open ? "‹ nodes" : "›"}
+      </button>
+      {runnable.map(item)}
+      {blocked.length ? (
+        <div className="cw-palette-group" title="kept from Dify workflows; a run fails at these nodes, saying what they need">
+          {open ? "cannot run here" : "—"}
+        </div>
+      ) : null}
+      {blocked.map(item)}
+    </div>
+  );
+});
 
 export function App({ model }: { model: AnyModel }) {
   // The statuses known now are there for the first render (a view opened after a run).

@@ -3,9 +3,9 @@
 import dagre from "@dagrejs/dagre";
 import { Position } from "@xyflow/react";
 import type { Edge, Node, NodeHandle } from "@xyflow/react";
-import type { CwEdge, CwNode } from "./types";
+import type { CwEdge, CwNode, Position as Point } from "./types";
 
-export const NODE_WIDTH = 220;
+export const NODE_WIDTH = 200;
 export const HEADER = 44;
 export const PAD = 24;
 const TARGET = "target";
@@ -19,10 +19,10 @@ export type FlowEdge = Edge<{ handle: string }>;
 export const SUPPRESS = { "data-lm-suppress-shortcuts": "true" } as Record<string, string>;
 
 export function nodeHeight(node: CwNode): number {
-  return Math.max(72, 40 + node.handles.length * 18);
+  return Math.max(76, 40 + node.handles.length * 18);
 }
 
-type Box = { x: number; y: number; w: number; h: number };
+export type Box = { x: number; y: number; w: number; h: number };
 type Size = { w: number; h: number };
 
 /** Above this many nodes in one level dagre takes about a second; a plain layered layout
@@ -111,7 +111,7 @@ export function layout(nodes: CwNode[], edges: CwEdge[]): Map<string, Box> {
       auto = layered(members, edges, sizes, offset);
     } else if (members.some((m) => !m.position)) {
       const g = new dagre.graphlib.Graph();
-      g.setGraph({ rankdir: "LR", nodesep: 30, ranksep: 70, marginx: 0, marginy: 0 });
+      g.setGraph({ rankdir: "LR", nodesep: 24, ranksep: 50, marginx: 0, marginy: 0 });
       g.setDefaultEdgeLabel(() => ({}));
       for (const m of members) g.setNode(m.id, { width: sizes.get(m.id)!.w, height: sizes.get(m.id)!.h });
       const memberIds = new Set(members.map((m) => m.id));
@@ -245,4 +245,38 @@ export function reaches(from: string, to: string, edges: CwEdge[]): boolean {
     }
   }
   return false;
+}
+
+/** Room left around a node placed by :func:`freeSpot`. */
+const GAP = 24;
+
+/** The free place nearest ``at`` for a new node of ``size`` among ``boxes`` (the nodes at the
+ * same level): tried on rings of growing radius around ``at``, right and down first, so a
+ * node added from the palette never lands on another. */
+export function freeSpot(at: Point, size: Size, boxes: Box[]): Point {
+  const free = (x: number, y: number) =>
+    boxes.every((b) => x + size.w + GAP <= b.x || b.x + b.w + GAP <= x || y + size.h + GAP <= b.y || b.y + b.h + GAP <= y);
+  const start = { x: Math.round(at.x - size.w / 2), y: Math.round(at.y - size.h / 2) };
+  if (free(start.x, start.y)) return start;
+  const stepX = size.w + GAP;
+  const stepY = Math.round(size.h / 2 + GAP);
+  for (let r = 1; r < 60; r++) {
+    const ring: Point[] = [];
+    for (let dx = -r; dx <= r; dx++) {
+      for (let dy = -r; dy <= r; dy++) {
+        if (Math.max(Math.abs(dx), Math.abs(dy)) !== r) continue;
+        ring.push({ x: start.x + dx * stepX, y: start.y + dy * stepY });
+      }
+    }
+    // Nearest first; at equal distance, to the right of and below the centre.
+    ring.sort((a, b) => dist(a, start) - dist(b, start) || b.x - a.x || b.y - a.y);
+    const found = ring.find((p) => free(p.x, p.y));
+    if (found) return found;
+  }
+  const bottom = Math.max(0, ...boxes.map((b) => b.y + b.h));
+  return { x: start.x, y: bottom + GAP };
+}
+
+function dist(a: Point, b: Point): number {
+  return Math.hypot(a.x - b.x, a.y - b.y);
 }

@@ -155,7 +155,8 @@ function NodeView({ id, node, selected, container }: { id: string; node: CwNode;
       <Head node={node} />
       <Metrics entry={entry} />
       {entry?.error ? (
-        <div className="cw-error" data-testid={`cw-error-${node.id}`} title={entry.error}>
+        <div className={`cw-error${selected ? " cw-error-full" : ""}`} data-testid={`cw-error-${node.id}`}
+          title={selected ? undefined : `${entry.error}\n(select the node: its panel shows the whole error)`}>
           {entry.error}
         </div>
       ) : null}

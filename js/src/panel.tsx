@@ -6,7 +6,7 @@ import type { KeyboardEvent } from "react";
 import { useEditor, useTrait } from "./context";
 import { SUPPRESS } from "./graph";
 import { useStatus } from "./status";
-import type { CwNode, HumanForm, JsonSchema, Problem, StatusEntry, StepEntry } from "./types";
+import type { CwNode, HumanForm, JsonSchema, NodeTool, Problem, StatusEntry, StepEntry } from "./types";
 
 type Commit = (path: string, value: unknown) => void;
 
@@ -252,9 +252,10 @@ export type PanelProps = {
   schema: JsonSchema | undefined;
   problems: Problem[];
   send: (msg: Record<string, unknown>) => void;
+  onCollapse?: () => void;
 };
 
-export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
+export function PropertiesPanel({ node, schema, problems, send, onCollapse }: PanelProps) {
   const byField = new Map<string, string>();
   const loose: Problem[] = [];
   for (const pr of problems) {
@@ -283,7 +284,13 @@ export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
     <div className="cw-panel" data-testid="cw-panel" tabIndex={-1} {...SUPPRESS}>
       <div className="cw-panel-head">
         <b>{node.type}</b> <code>{node.id}</code>
+        {onCollapse ? (
+          <button className="cw-small cw-close" data-testid="cw-panel-collapse" title="collapse the panel" onClick={onCollapse}>
+            ›
+          </button>
+        ) : null}
       </div>
+      <NodeError id={node.id} />
       <RunFrom id={node.id} send={send} />
       <label className="cw-field">
         <span className="cw-label">title</span>
@@ -308,8 +315,22 @@ export function PropertiesPanel({ node, schema, problems, send }: PanelProps) {
           {pr.field ? <code>{pr.field}</code> : null} {pr.message}
         </div>
       ))}
+      <Tools tools={node.tools} />
       <ObjectFields name="" path="" schema={resolve(root, root, config)} root={root} value={config} commit={commit} problems={byField} />
       <LastRun id={node.id} />
+    </div>
+  );
+}
+
+/** The error of the node's last run, whole, at the top of its panel (the node's badge has
+ * room for two lines). */
+function NodeError({ id }: { id: string }) {
+  const entry = useStatus(useEditor().store, id);
+  if (!entry?.error) return null;
+  return (
+    <div className="cw-panel-error" data-testid="cw-panel-error" role="alert">
+      <div className="cw-values-title">{entry.handled ? "error (handled by the node's error strategy)" : "error"}</div>
+      <pre>{entry.error}</pre>
     </div>
   );
 }
@@ -322,11 +343,35 @@ function LastRun({ id }: { id: string }) {
   return (
     <div className="cw-io" data-testid="cw-io">
       <div className="cw-values-title">last run: {entry.status}</div>
-      {entry.error ? <div className="cw-field-problem">{entry.error}</div> : null}
       {entry.status === "paused" && entry.form ? <FormToAnswer key={entry.form.run_id} form={entry.form} /> : null}
       <Values title="inputs" values={entry.inputs} />
       <Values title="outputs" values={entry.outputs} />
       <Steps steps={entry.steps} />
+    </div>
+  );
+}
+
+/** The tools a tool or agent node names: the registered tool each binds to (its arguments
+ * and description), or why none does and how to register one. */
+function Tools({ tools }: { tools?: NodeTool[] }) {
+  if (!tools || tools.length === 0) return null;
+  return (
+    <div className="cw-values" data-testid="cw-tools">
+      <div className="cw-values-title">tools</div>
+      {tools.map((t) => (
+        <div key={t.field} className="cw-value" data-testid={`cw-tool-${t.name}`} data-bound={t.bound ? "yes" : "no"}>
+          {t.bound ? (
+            <>
+              <b>{t.bound}</b>({(t.arguments ?? []).join(", ")}) <span>{t.description}</span>
+            </>
+          ) : (
+            <>
+              <b>{t.provider ? `${t.provider}/${t.name}` : t.name}</b>
+              <div className="cw-field-problem">not registered: {t.problem}. Fix: {t.fix}</div>
+            </>
+          )}
+        </div>
+      ))}
     </div>
   );
 }
@@ -338,7 +383,7 @@ function Steps({ steps }: { steps?: StepEntry[] }) {
     <div className="cw-values" data-testid="cw-steps">
       <div className="cw-values-title">steps</div>
       {[...steps].sort((a, b) => a.step - b.step).map((s) => (
-        <div key={s.step} className="cw-value" data-status={s.status}>
+        <div key={s.step} className="cw-value" data-testid={`cw-step-${s.step}`} data-status={s.status} data-type={s.type}>
           <b>{s.step}. {s.type === "llm" ? "model" : "tool"} {s.title}</b>
           {s.tokens ? ` (${s.tokens} tokens)` : ""} <code>{s.error ?? s.output ?? ""}</code>
         </div>

@@ -13,6 +13,21 @@ export type CwNode = {
   handles: string[];
   container: boolean;
   summary: string;
+  /** A tool or agent node's tools, bound as a run would bind them. */
+  tools?: NodeTool[];
+};
+
+/** A tool a node names: the registered tool it binds to, or why none does and the fix. */
+export type NodeTool = {
+  name: string;
+  provider: string;
+  field: string;
+  bound: string | null;
+  kind?: string;
+  description?: string;
+  arguments?: string[];
+  problem?: string;
+  fix?: string;
 };
 
 export type CwEdge = { id: string; source: string; target: string; source_handle: string };
@@ -34,6 +49,30 @@ export type NodeTypeInfo = {
   container: boolean;
   start: boolean;
   schema: JsonSchema;
+  /** What a node of this type needs to run that this install lacks; null when it runs. */
+  needs?: string | null;
+};
+
+/** How the last run ended (the kernel's ``run_summary`` trait). */
+export type RunSummary = {
+  run_id: string;
+  status: string;
+  elapsed_ms: number;
+  tokens: number;
+  cost: number | null;
+  error: string | null;
+  error_node: string | null;
+  ended_at: number | null;
+};
+
+/** One input a start node declares (its ``variables``). */
+export type StartVariable = {
+  variable: string;
+  label?: string;
+  type?: string;
+  required?: boolean;
+  default?: unknown;
+  options?: string[];
 };
 
 export type JsonSchema = {

@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { userEvent } from "vitest/browser";
 import widget from "../src/widget";
-import { connectionProblem } from "../src/graph";
+import { connectionProblem, freeSpot } from "../src/graph";
+import { formInputs, summaryText } from "../src/run";
 import { NODES_PER_FRAME, StatusStore } from "../src/status";
 import type { CwEdge, CwNode, StatusEntry } from "../src/types";
 
@@ -234,6 +235,36 @@ describe("editor", () => {
     await vi.waitFor(() => expect(q(el, "cw-problem-prompt_template.0.text")?.textContent).toContain("no output text"));
   });
 
+  test("an agent's panel lists its tools, bound or not, and its steps", async () => {
+    const state = graph();
+    state.nodes.push(node("agent", "agent", {
+      tools: [
+        { name: "add", provider: "python", field: "agent_parameters.tools[0]", bound: "python/add",
+          kind: "python", description: "Add two numbers.", arguments: ["a", "b"] },
+        { name: "search", provider: "tavily", field: "agent_parameters.tools[1]", bound: null,
+          problem: "no registered tool is named 'search'", fix: "register a tool named 'search'" },
+      ],
+    }));
+    const { el, model } = await mount(state);
+    (el.querySelector('.react-flow__node[data-id="agent"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-tools")).not.toBeNull());
+    const bound = q(el, "cw-tool-add")!;
+    expect(bound.dataset.bound).toBe("yes");
+    expect(bound.textContent).toBe("python/add(a, b) Add two numbers.");
+    const unbound = q(el, "cw-tool-search")!;
+    expect(unbound.dataset.bound).toBe("no");
+    expect(unbound.textContent).toContain("tavily/searchnot registered: no registered tool is named 'search'. Fix: register");
+    expect(q(el, "cw-steps")).toBeNull();
+    model.pySend({ type: "status", patches: [{ agent: { status: "succeeded", steps: [
+      { step: 2, type: "tool", title: "add", status: "failed", error: "boom" },
+      { step: 1, type: "llm", title: "wire/m", status: "succeeded", tokens: 7, output: "" },
+    ] } }] });
+    await vi.waitFor(() => expect(q(el, "cw-steps")).not.toBeNull());
+    const rows = [...q(el, "cw-steps")!.querySelectorAll("[data-testid^='cw-step-']")];
+    expect(rows.map((r) => r.textContent)).toEqual(["1. model wire/m (7 tokens) ", "2. tool add boom"]);
+    expect((rows[1] as HTMLElement).dataset.status).toBe("failed");
+  });
+
   test("palette, undo and a kernel refusal", async () => {
     const { el, model } = await mount();
     q(el, "cw-palette-code")!.click();
@@ -285,6 +316,144 @@ describe("editor", () => {
     await vi.waitFor(() => expect(q(el, "cw-node-extra")).not.toBeNull());
     model.pySet("nodes", g.nodes.filter((n) => n.id !== "end"));
     await vi.waitFor(() => expect(q(el, "cw-node-end")).toBeNull());
+  });
+});
+
+describe("roomy editor", () => {
+  const box = (el: Element) => el.getBoundingClientRect();
+  const overlaps = (a: DOMRect, b: DOMRect) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+
+  test("a new node goes to the free place nearest the middle, never on another", () => {
+    const boxes = [{ x: -110, y: -38, w: 220, h: 76 }, { x: 150, y: -38, w: 220, h: 76 }];
+    const spot = freeSpot({ x: 0, y: 0 }, { w: 220, h: 76 }, boxes);
+    for (const b of boxes) {
+      const apart = spot.x + 220 <= b.x || b.x + b.w <= spot.x || spot.y + 76 <= b.y || b.y + b.h <= spot.y;
+      expect(apart).toBe(true);
+    }
+    expect(freeSpot({ x: 1000, y: 1000 }, { w: 220, h: 76 }, boxes)).toEqual({ x: 890, y: 962 });
+  });
+
+  test("the palette adds a node beside the one in the middle, and marks types that cannot run", async () => {
+    const state = graph();
+    state.nodes = [node("start", "start", { position: { x: 0, y: 0 } }), node("end", "end", { position: { x: 300, y: 0 } })];
+    state.edges = [];
+    state.node_types = [
+      ...graph().node_types,
+      { name: "trigger-webhook", description: "", container: false, start: true, schema: { type: "object" }, needs: "cannot run here: needs a Dify webhook" } as any,
+    ];
+    const { el, model } = await mount(state);
+    q(el, "cw-palette-code")!.click();
+    const { position } = model.sent.find((m) => m.type === "add_node");
+    for (const n of state.nodes) {
+      const p = n.position!;
+      const apart = position.x + 220 <= p.x || p.x + 220 <= position.x || position.y + 76 <= p.y || p.y + 76 <= position.y;
+      expect(apart, `${JSON.stringify(position)} on ${n.id}`).toBe(true);
+    }
+    const blocked = q(el, "cw-palette-trigger-webhook")!;
+    expect(blocked.dataset.runs).toBe("false");
+    expect(blocked.title).toContain("needs a Dify webhook"); // also as an icon
+    q(el, "cw-palette-toggle")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-palette")!.classList.contains("cw-palette-closed")).toBe(false));
+    expect(blocked.textContent).toContain("can't run here");
+    expect(blocked.title).toContain("needs a Dify webhook");
+    expect(q(el, "cw-palette-code")!.dataset.runs).toBe("true");
+  });
+
+  test("palette and panel collapse, and Expand gives the canvas the whole width", async () => {
+    const { el } = await mount();
+    const canvas = q(el, "cw-canvas")!;
+    // 1000 px wide: the palette starts as a strip of icons; its toggle opens it.
+    await vi.waitFor(() => expect(q(el, "cw-palette")!.classList.contains("cw-palette-closed")).toBe(true));
+    expect(q(el, "cw-palette-code")!.textContent).toBe("{}");
+    q(el, "cw-palette-toggle")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-palette-code")!.textContent).toBe("{}code"));
+    (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-panel")).not.toBeNull());
+    const narrow = box(canvas).width;
+    // Beside the canvas, never over it.
+    expect(overlaps(box(q(el, "cw-panel")!), box(canvas))).toBe(false);
+    expect(overlaps(box(q(el, "cw-palette")!), box(canvas))).toBe(false);
+    q(el, "cw-panel-collapse")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-panel")).toBeNull());
+    expect(q(el, "cw-panel-strip")).not.toBeNull();
+    q(el, "cw-panel-strip")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-panel")).not.toBeNull());
+    q(el, "cw-expand")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-panel")).toBeNull());
+    expect(q(el, "cw-palette")!.classList.contains("cw-palette-closed")).toBe(true);
+    expect(box(canvas).width).toBeGreaterThan(narrow + 350);
+    q(el, "cw-expand")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-palette")!.classList.contains("cw-palette-closed")).toBe(false));
+  });
+
+  test("the status line says how the last run ended, with its time, tokens and cost", async () => {
+    const { el, model } = await mount();
+    expect(q(el, "cw-run-status")!.textContent).toBe("not run yet");
+    model.pySet("running", true);
+    await vi.waitFor(() => expect(q(el, "cw-run-status")!.textContent).toBe("running…"));
+    model.pySet("run_summary", { run_id: "r1", status: "failed", elapsed_ms: 1534.2, tokens: 120, cost: 0.00123, error: "model said no", error_node: "ask", ended_at: null });
+    model.pySet("running", false);
+    await vi.waitFor(() => expect(q(el, "cw-run-status")!.textContent).toBe("last run failed · 1.53 s · 120 tokens · $0.0012 · at ask"));
+    expect(q(el, "cw-run-status")!.title).toContain("model said no");
+    expect(summaryText({ run_id: "r", status: "succeeded", elapsed_ms: 12, tokens: 0, cost: 0, error: null, error_node: null, ended_at: null }))
+      .toBe("last run succeeded · 12 ms · 0 tokens · $0");
+  });
+
+  test("the selected node's panel shows its whole error", async () => {
+    const { el, model } = await mount();
+    const long = "the model answered 429: rate limited. ".repeat(8) + "THE END";
+    model.pySend({ type: "status", patch: { ask: { status: "failed", error: long } } });
+    await vi.waitFor(() => expect(q(el, "cw-error-ask")).not.toBeNull());
+    (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-panel-error")?.textContent).toContain("THE END"));
+    expect(q(el, "cw-error-ask")!.classList.contains("cw-error-full")).toBe(true);
+    const pre = q(el, "cw-panel-error")!.querySelector("pre")!;
+    expect(pre.textContent).toBe(long);
+    expect(pre.scrollWidth).toBeLessThanOrEqual(pre.clientWidth + 1); // wrapped, not cut off
+  });
+
+  test("an editor opened after a run shows that run's statuses from the first frame", async () => {
+    const state = { ...graph(), status: { start: { status: "succeeded" }, ask: { status: "failed", error: "no" } },
+      run_summary: { run_id: "r", status: "failed", elapsed_ms: 5, tokens: 0, cost: 0, error: "no", error_node: "ask", ended_at: null } };
+    const { el } = await mount(state as any);
+    expect(q(el, "cw-node-start")!.dataset.status).toBe("succeeded");
+    expect(q(el, "cw-node-ask")!.dataset.status).toBe("failed");
+    expect(q(el, "cw-run-status")!.textContent).toContain("last run failed");
+  });
+
+  test("Run asks for the start node's inputs in a typed form, then runs with them", async () => {
+    const state = graph();
+    state.nodes[0] = node("start", "start", { config: { variables: [
+      { variable: "topic", label: "Topic", type: "text-input", required: true },
+      { variable: "notes", type: "paragraph" },
+      { variable: "n", type: "number", default: 3 },
+      { variable: "tone", type: "select", options: ["dry", "warm"] },
+      { variable: "doc", type: "file" },
+    ] } });
+    const { el, model } = await mount(state);
+    q(el, "cw-run")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-run-form")).not.toBeNull());
+    expect(model.sent.filter((m) => m.type === "run")).toEqual([]); // not silently, with nothing
+    expect((q(el, "cw-input-notes") as HTMLElement).tagName).toBe("TEXTAREA");
+    expect((q(el, "cw-input-n") as HTMLInputElement).type).toBe("number");
+    expect((q(el, "cw-input-n") as HTMLInputElement).value).toBe("3");
+    expect((q(el, "cw-input-tone") as HTMLElement).tagName).toBe("SELECT");
+    expect((q(el, "cw-input-doc") as HTMLInputElement).placeholder).toContain("file");
+    q(el, "cw-run-go")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-run-form-problem")?.textContent).toBe("Topic is required"));
+    await userEvent.type(q(el, "cw-input-topic")!, "owls");
+    await userEvent.selectOptions(q(el, "cw-input-tone")!, "warm");
+    q(el, "cw-run-go")!.click();
+    await vi.waitFor(() => expect(q(el, "cw-run-form")).toBeNull());
+    expect(model.sent.filter((m) => m.type === "run")).toEqual([{ type: "run", inputs: { topic: "owls", n: 3, tone: "warm" } }]);
+    // Inputs set from Python for every variable: Run runs at once; "Inputs…" opens the form.
+    model.pySet("inputs", { topic: "cats", notes: "x", n: 1, tone: "dry", doc: "a.txt" });
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    q(el, "cw-run")!.click();
+    expect(model.sent.at(-1)).toEqual({ type: "run" });
+    q(el, "cw-run-inputs")!.click();
+    await vi.waitFor(() => expect((q(el, "cw-input-topic") as HTMLInputElement)?.value).toBe("owls"));
+    expect(formInputs([{ variable: "n", type: "number" }], { n: "x1" })).toEqual({ problem: 'n: "x1" is not a number' });
   });
 });
 

@@ -37,6 +37,7 @@ from cellwire.engine.runtime import Sink
 from cellwire.freshness import Ledger, Staleness
 from cellwire.model import Workflow
 from cellwire.services.files import FolderPolicy
+from cellwire.services.files.objects import system_files
 from cellwire.services.http import SharedHTTP
 from cellwire.services.http.guard import NetworkPolicy
 from cellwire.services.knowledge.service import Knowledge
@@ -422,7 +423,10 @@ class Runner:
             options.pop("concurrency", None)
             if self.options.concurrency is not None:
                 options["concurrency"] = self.options.concurrency
-        return Execution(compiled, dict(inputs or {}), runtime, **options)
+        inputs = dict(inputs or {})
+        if inputs.get("sys.files"):
+            inputs["sys.files"] = system_files(inputs["sys.files"], runtime.files)
+        return Execution(compiled, inputs, runtime, **options)
 
     def _grants(self, secrets: Any) -> dict[str, str] | None:
         defaults = grant_values(self.options.secrets)

@@ -45,6 +45,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="package")
+def lab_harness() -> Any:
+    """benchmarks/_lab.py: the launcher and its Notebook driver."""
+    return lab
+
+
+@pytest.fixture(scope="package")
 def lab_server() -> Iterator[Any]:
     with lab.LabServer(SERVER_ENV) as server:
         yield server

@@ -4,13 +4,19 @@ then checks both the page and what the kernel's Workflow holds (a cell prints it
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-BUNDLE = Path(__file__).resolve().parents[2] / "src" / "cellwire" / "static" / "widget.js"
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = ROOT / "src" / "cellwire" / "static" / "widget.js"
+#: The docs' picture of the editor; the screenshot test writes it when this is set to 1 (a
+#: test run leaves the checkout as it was otherwise).
+SHOT = ROOT / "docs" / "images" / "editor-1280.png"
+UPDATE_SHOTS = os.environ.get("CELLWIRE_UPDATE_SCREENSHOTS") == "1"
 
 # Node types for the run tests: a node that waits until a later cell opens its gate (so
 # "running" lasts as long as the test needs), and one that always fails.
@@ -406,3 +412,162 @@ def test_a_paused_run_shows_its_form_in_the_panel_and_an_answer_there_resumes_it
                                  "print(json.dumps([str(w.last_run.status), w.last_run.outputs,"
                                  " w.last_run.run_id == w.run_handle.run_id]))")
     assert done == ["succeeded", {"note": "answered in the editor"}, True]
+
+
+# Twelve nodes: a branch, a join, a fan-out and a side path, all runnable on the scripted model.
+TWELVE = """\
+wf = cellwire.Workflow("twelve")
+m = {"provider": "scripted", "name": "echo"}
+p = lambda text: [{"role": "user", "text": text}]
+t = lambda template, **sel: dict(template=template, variables=[
+    {"variable": k, "value_selector": v} for k, v in sel.items()])
+wf.add_node("start", "start", variables=[{"variable": "topic", "type": "text-input", "label": "topic"}])
+wf.add_node("route", "if-else", after="start", cases=[{"case_id": "long", "conditions": [
+    {"variable_selector": ["start", "topic"], "comparison_operator": "contains", "value": " "}]}])
+wf.add_node("outline", "llm", after=[("route", "long")], model=m, prompt_template=p("Outline {{#start.topic#}}"))
+wf.add_node("draft", "llm", after="outline", model=m, prompt_template=p("Draft {{#outline.text#}}"))
+wf.add_node("short", "llm", after=[("route", "false")], model=m, prompt_template=p("One line on {{#start.topic#}}"))
+wf.add_node("merge", "variable-aggregator", after=["draft", "short"], output_type="string",
+            variables=[["draft", "text"], ["short", "text"]])
+wf.add_node("polish", "template-transform", after="merge", **t("{{ x }}", x=["merge", "output"]))
+wf.add_node("check", "llm", after="polish", model=m, prompt_template=p("Check {{#polish.output#}}"))
+wf.add_node("headline", "llm", after="polish", model=m, prompt_template=p("Title for {{#polish.output#}}"))
+wf.add_node("notes", "template-transform", after="outline", **t("notes: {{ o }}", o=["outline", "text"]))
+wf.add_node("combine", "template-transform", after=["check", "headline", "notes"],
+            **t("{{ h }}: {{ c }}", h=["headline", "text"], c=["check", "text"]))
+wf.add_node("end", "end", after="combine", outputs=[{"variable": "text", "value_selector": ["combine", "output"]}])
+"""
+
+BOXES = """els => els.map(e => { const r = e.getBoundingClientRect();
+  return {name: e.dataset.testid || e.dataset.id || `${e.dataset.nodeid}.${e.dataset.handleid}`,
+          left: r.left, top: r.top, right: r.right, bottom: r.bottom}; })"""
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] \
+        and b["top"] < a["bottom"]
+
+
+def covered(page, editor, width: int, height: int) -> list[str]:
+    """Every way a node or handle of ``editor`` is hidden: outside the viewport or the canvas,
+    or under the palette, the panel, the toolbar, the zoom controls or the minimap."""
+    parts = editor.locator(".react-flow__node, .react-flow__handle").evaluate_all(BOXES)
+    covers = editor.locator('[data-testid="cw-palette"], [data-testid="cw-panel"], '
+                            '.cw-toolbar, .react-flow__controls, .react-flow__minimap'
+                            ).evaluate_all(BOXES)
+    canvas = editor.get_by_test_id("cw-canvas").evaluate(f"e => ({BOXES})([e])[0]")
+    screen = {"left": 0, "top": 0, "right": width, "bottom": height}
+    found = []
+    for part in parts:
+        for name, outer in (("the viewport", screen), ("the canvas", canvas)):
+            if part["left"] < outer["left"] - 0.5 or part["top"] < outer["top"] - 0.5 \
+                    or part["right"] > outer["right"] + 0.5 or part["bottom"] > outer["bottom"] + 0.5:
+                found.append(f"{part['name']} is outside {name}")
+        found += [f"{part['name']} is under {c['name'] or 'a control'}" for c in covers
+                  if _overlap(part, c)]
+    return found
+
+
+def save_small(shot: Path, target: Path) -> None:
+    """``shot`` as a 256-colour PNG at ``target``: a third of the bytes, same picture."""
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(target, optimize=True)
+
+
+def test_at_1280x800_a_12_node_graph_shows_every_node_and_handle_uncovered(notebook, tmp_path):
+    """The docs' screenshot: the editor opened after a run, a node selected (its panel open),
+    in a 1280x800 window; every node and handle is on screen and nothing covers it."""
+    page = notebook.page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    try:
+        editor = show(notebook, TWELVE + "await wf.arun(topic='owls at night', store=False)\n")
+        expect(editor.locator(".react-flow__node")).to_have_count(12)
+        expect(node(editor, "end")).to_have_attribute("data-status", "succeeded")
+        expect(node(editor, "short")).to_have_attribute("data-status", "skipped")
+        expect(editor.get_by_test_id("cw-run-status")).to_contain_text("last run succeeded")
+        node(editor, "polish").click()
+        expect(editor.get_by_test_id("cw-panel")).to_be_visible()
+        assert editor.locator(".react-flow__handle").count() >= 12
+        problems: list[str] = ["not checked yet"]
+        for _ in range(40):  # the view refits once the panel has taken its width
+            problems = covered(page, editor, 1280, 800)
+            if not problems:
+                break
+            page.wait_for_timeout(100)
+        assert problems == []
+        shot = tmp_path / "editor-1280.png"
+        editor.screenshot(path=str(shot), animations="disabled")
+        if UPDATE_SHOTS:
+            save_small(shot, SHOT)
+    finally:
+        page.set_viewport_size({"width": 1600, "height": 1000})
+
+
+def test_a_refused_connection_says_why(notebook):
+    editor = show(notebook, GRAPH)
+    handle(editor, "ask", "source").drag_to(handle(editor, "start", "target"))
+    expect(editor.get_by_test_id("cw-message")).to_contain_text("ask -> start would make a cycle")
+    expect(editor.locator(".react-flow__edge")).to_have_count(1)
+    assert kernel_json(notebook, "show_edges(wf)") == [["start", "source", "ask"]]
+
+
+def test_run_asks_for_the_start_inputs_and_runs_with_them_typed(notebook):
+    editor = show(notebook, GRAPH + "wf.connect('ask', 'end')\n")
+    editor.get_by_test_id("cw-run").click()
+    form = editor.get_by_test_id("cw-run-form")
+    expect(form).to_be_visible()
+    assert notebook.run("print(w.running, w.run_handle)") == "False None"  # not run silently
+    # Typed key by key: notebook shortcuts (a, b, x add and cut cells) stay out of the form,
+    # and Enter runs.
+    cells = notebook.cell_count()
+    field = form.get_by_test_id("cw-input-x")
+    field.click()
+    field.press_sequentially("4")
+    for key in ("a", "b", "x", "Backspace", "Backspace", "Backspace", "Backspace"):
+        field.press(key)
+    expect(field).to_have_value("")
+    field.press_sequentially("4")
+    field.press("Enter")
+    expect(form).to_have_count(0)
+    assert notebook.cell_count() == cells
+    expect(node(editor, "end")).to_have_attribute("data-status", "succeeded")
+    expect(editor.get_by_test_id("cw-run-status")).to_contain_text("last run succeeded")
+    out = kernel_json(notebook, "r = await w.run_handle\n"
+                                "print(json.dumps([r.inputs, r.outputs]))")
+    assert out == [{"x": 4}, {"answer": "Say 4"}]
+
+
+def test_an_editor_opened_after_a_run_shows_it_and_the_whole_error(notebook):
+    editor = show(notebook, BROKEN + "await wf.arun(store=False)\n", display="wf.widget()")
+    expect(node(editor, "start")).to_have_attribute("data-status", "succeeded")
+    expect(node(editor, "bad")).to_have_attribute("data-status", "failed")
+    expect(editor.get_by_test_id("cw-run-status")).to_contain_text("last run failed")
+    expect(editor.get_by_test_id("cw-run-status")).to_contain_text("at bad")
+    node(editor, "bad").click()
+    expect(editor.get_by_test_id("cw-panel-error")).to_contain_text("the e2e node broke on purpose")
+
+
+def test_nodes_added_from_the_palette_land_on_no_other_node(notebook):
+    editor = show(notebook, GRAPH)
+    for _ in range(3):
+        count = editor.locator(".react-flow__node").count()
+        editor.get_by_test_id("cw-palette-code").click()
+        expect(editor.locator(".react-flow__node")).to_have_count(count + 1)
+    boxes = editor.locator(".react-flow__node").evaluate_all(BOXES)
+    assert len(boxes) == 6
+    clashes = [(a["name"], b["name"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+               if _overlap(a, b)]
+    assert clashes == []
+    assert kernel_json(notebook, "await until(lambda: len(wf.nodes) == 6)\n"
+                                 "print(json.dumps(sorted(wf.nodes)))") == \
+        ["ask", "code_1", "code_2", "code_3", "end", "start"]
+
+
+def test_a_connection_dropped_on_a_node_body_connects_to_its_input(notebook):
+    editor = show(notebook, GRAPH)
+    handle(editor, "ask", "source").drag_to(node(editor, "end"))
+    expect(editor.locator(".react-flow__edge")).to_have_count(2)
+    assert kernel_json(notebook, "await until(lambda: len(wf.edges) == 2)\nshow_edges(wf)") == [
+        ["ask", "source", "end"], ["start", "source", "ask"]]

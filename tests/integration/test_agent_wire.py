@@ -214,6 +214,32 @@ def test_tool_calls_on_the_anthropic_wire():
         assert list(calls.prompt_tokens > 0) == [True, True]
 
 
+def test_a_failing_tool_and_malformed_arguments_on_the_anthropic_wire():
+    with anthropic_server(api_key="sk-ant-test") as server:
+        # A tool_use input that is a JSON string, not an object, streams as input_json_delta
+        # pieces that join into '"city=Oslo"'.
+        server.reply("", tools=[
+            {"id": "toolu_a", "name": "explode", "input": {"reason": "maintenance"}},
+            {"id": "toolu_b", "name": "weather", "input": "city=Oslo"},
+            {"id": "toolu_c", "name": "nowhere", "input": {}}])
+        server.reply("I could not find out.")
+        provider = AnthropicProvider(name="anthropic", base_url=server.url,
+                                     api_key="sk-ant-test", rate_limits=RateLimits())
+        result = run(agent_workflow(ANTHROPIC_MODEL, tools=["weather", "explode"]),
+                     LLMRouter([provider]), [weather, explode])
+        assert result.ok, result.error
+        assert result.answer == "I could not find out."
+        blocks = server.requests[1]["messages"][-1]["content"]
+        by_id = {b["tool_use_id"]: b["content"] for b in blocks}
+        assert set(by_id) == {"toolu_a", "toolu_b", "toolu_c"}
+        assert by_id["toolu_a"].startswith("Error: tool 'explode' raised RuntimeError: the "
+                                           "weather service is down (maintenance)")
+        assert "not a valid JSON object (a JSON object is needed, got str)" in by_id["toolu_b"]
+        assert "there is no tool named 'nowhere'" in by_id["toolu_c"]
+    steps = result.trace[result.trace.node_type == "tool"].sort_values("node_id")
+    assert list(steps.status) == ["exception", "exception", "exception"]
+
+
 def test_react_drives_a_model_without_tool_calling(openai):
     server, router = openai
     replies = iter([

@@ -32,6 +32,9 @@ CHATBOT = CORPUS / "langgenius__dify" / "recommended_apps__Knowledge_Retrieval_C
 CHATBOT_DATASET = "6084ed3f-d100-4df2-a277-b40d639ea7c6"
 RAG_FLOW = (CORPUS / "lazeyliu__dify-dsl-generator-skills"
             / "tests__fixtures__dsl__knowledge-retrieval-chatflow.yml")
+# A chatflow whose uploaded documents (sys.files) go through a list operator and a
+# document-extractor into an llm node; its web-search branch (tools) is switched off.
+KIMI = CORPUS / "svcvit__Awesome-Dify-Workflow" / "DSL__simple-kimi.yml"
 
 EXTRACTOR = """\
 app: {mode: workflow, name: extract}
@@ -146,6 +149,26 @@ def test_imported_chatflow_puts_retrieved_chunks_in_the_llm_context(home: Path, 
     assert "Refunds are issued within 14 days" in finished["llm_node"].inputs["#context#"]
 
 
+@pytest.mark.skipif(not KIMI.exists(), reason="the Dify DSL corpus is not on this machine")
+def test_imported_dify_chatflow_reads_an_uploaded_document(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    Path("report.md").write_text("# Notes\n\nRevenue grew by 12 percent this quarter.")
+    workflow = load(KIMI)
+    # sys.files given as a path becomes a Dify file object the list operator can filter.
+    result = Runner(store=False, model="scripted/echo").run(workflow, {
+        "sys.query": "summarize", "sys.files": ["report.md"], "web_search": "关闭",
+        "role_def": "analyst"})
+    assert result.ok, result.error
+    finished = {e.node_id: e for e in result.events if isinstance(e, NodeSucceeded)}
+    [picked] = finished["1729777763543"].outputs["result"]  # the list operator's documents
+    assert picked["type"] == "document" and picked["transfer_method"] == "local_file"
+    assert finished["1729777092216"].outputs["text"].startswith("# Notes")
+    # The echo model repeats its prompt: the extracted text reached the llm and the answer.
+    assert "Revenue grew by 12 percent" in (result.answer or "")
+    assert not any(e.node_type == "tool" for e in finished.values())
+
+
 @pytest.mark.parametrize("kind, expected", [
     ("txt", "molten lava"), ("md", "rivers of ice"), ("csv", "| coral | reef |"),
     ("json", "permafrost"), ("pdf", "interstellar dust"), ("docx", "canopy"),
@@ -161,6 +184,28 @@ def test_document_extractor_reads_a_file_input(home: Path, tmp_path: Path, kind:
     result = json.loads(done.stdout)
     assert result["status"] == "succeeded", result["error"]
     assert expected in result["outputs"]["text"]
+
+
+def test_a_file_input_refuses_a_type_it_does_not_allow(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    Path("photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    Path("notes.md").write_text("plain notes")
+    Path("data.bin").write_bytes(b"\x00\x01")
+    workflow = load_data(yaml.safe_load(EXTRACTOR))  # allowed_file_types: [document]
+    refused = Runner(store=False).run(workflow, {"doc": "photo.png"})
+    assert refused.status == "failed"
+    assert "'photo.png', of type image; it allows document" in (refused.error or "")
+    assert "variables.doc" in refused.error
+    assert Runner(store=False).run(workflow, {"doc": "notes.md"}).ok
+    # A kind Dify does not know passes the type check, and then needs an allowed extension.
+    data = yaml.safe_load(EXTRACTOR)
+    start = data["workflow"]["graph"]["nodes"][0]["data"]["variables"][0]
+    start["allowed_file_extensions"] = [".csv"]
+    custom = Runner(store=False).run(load_data(data), {"doc": "data.bin"})
+    assert custom.status == "failed" and "allowed_file_extensions" in (custom.error or "")
 
 
 def test_document_extractor_refuses_a_file_outside_the_granted_folder(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""MCP servers as tools: a real MCP server (tests/integration/mcp_server.py, the official SDK)
+"""MCP servers as tools: a real MCP server (notebooks/data/mcp_server.py, the official SDK)
 started by the test over stdio and over streamable HTTP on 127.0.0.1, its tools listed,
 bound to tool and agent nodes and called."""
 
@@ -29,7 +29,8 @@ from llm_server import llm_server
 
 pytestmark = pytest.mark.timeout(90)
 
-SERVER = str(Path(__file__).parent / "mcp_server.py")
+# The tutorial's MCP server (shipped with the notebooks, so `make lab`'s copy has it).
+SERVER = str(Path(__file__).parents[2] / "notebooks" / "data" / "mcp_server.py")
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def tool_workflow(tool: str, **parameters) -> cellwire.Workflow:
 
 def test_stdio_server_tools_are_listed_with_their_schemas():
     tools = {t.name: t for t in stdio().tools()}
-    assert set(tools) == {"forecast", "add", "pid", "broken"}
+    assert set(tools) == {"forecast", "add", "pid", "broken", "report"}
     assert all(t.provider == "weather" and t.kind == "mcp" for t in tools.values())
     assert tools["add"].parameters["required"] == ["a", "b"]
     assert tools["add"].parameters["properties"]["a"]["type"] == "integer"
@@ -100,11 +101,32 @@ def test_stdio_tools_run_in_tool_nodes_over_one_session():
     structured = tool_workflow("add", a={"type": "constant", "value": 2},
                                b={"type": "constant", "value": 40})
     done = structured.run({"city": "-"}, runtime=cellwire.Runtime(tools=registry), store=False)
-    assert done.outputs["json"] == [{"sum": 42}]
+    # As Dify's MCP tool: a JSON object's text goes to json, the structured content to
+    # variables of the node.
+    assert done.outputs == {"text": "", "json": [{"sum": 42}]}
+    row = done.trace[done.trace.node_id == "t"].iloc[0]
+    assert row.outputs["sum"] == 42
     # The runner's loop keeps one session, so one server process answers every call.
     pids = [tool_workflow("pid").run({"city": "-"}, runtime=cellwire.Runtime(tools=registry),
-                                     store=False).outputs["json"] for _ in range(2)]
-    assert pids[0] == pids[1]
+                                     store=False).outputs["text"] for _ in range(2)]
+    assert pids[0] == pids[1] and pids[0].isdigit()
+
+
+def test_content_blocks_become_text_and_json_as_in_dify():
+    registry = ToolRegistry(stdio().tools())
+    # An empty parameter is left out, as Dify does for MCP tools: the server's default holds.
+    wf = tool_workflow("report", city={"type": "constant", "value": "Oslo"},
+                       units={"type": "mixed", "value": ""})
+    result = wf.run({"city": "-"}, runtime=cellwire.Runtime(tools=registry), store=False)
+    assert result.ok, result.error
+    # Text blocks join as they are; JSON objects (and lists of them) are json; a list of
+    # anything else is text; an embedded text resource is text.
+    assert result.outputs == {"text": "Report for Oslo (metric). [1, 2]Radar: clear.", "json": [
+        {"city": "Oslo", "rain_mm": 4}, {"day": 1}, {"day": 2}]}
+    row = result.trace[result.trace.node_id == "t"].iloc[0]
+    # The image cannot be kept (no tool files yet): the node says so rather than drop it.
+    assert row.process_data["notes"] == [
+        "image content (image/png) was left out: cellwire tools do not return files yet"]
 
 
 def test_a_failing_mcp_tool_fails_its_node_with_the_servers_message():

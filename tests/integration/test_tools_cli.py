@@ -26,7 +26,7 @@ CORPUS = Path("/work/shared/corpora/dify-dsl")
 TIME_APP = CORPUS / ("langgenius__dify/api__tests__fixtures__workflow__"
                      "chatflow_time_tool_static_output_workflow.yml")
 AGENT_APP = CORPUS / "svcvit__Awesome-Dify-Workflow/DSL__Agent工具调用.yml"
-MCP_SERVER = Path(__file__).parent / "mcp_server.py"
+MCP_SERVER = Path(__file__).parents[2] / "notebooks" / "data" / "mcp_server.py"
 
 TOOLS = textwrap.dedent('''
     """The user's own tools for the imported apps."""
@@ -243,3 +243,49 @@ def test_an_openapi_tools_key_comes_only_from_a_grant(tmp_path, env):
         assert server.requests[-1].path == "/stock/A1"
         assert key not in done.stdout + done.stderr
         assert key.encode() not in db.read_bytes()
+
+
+def test_tools_from_several_files_and_a_package_module(tmp_path, env):
+    (tmp_path / "shout_tools.py").write_text(TOOL_FILE.format(name="shout", op="upper"))
+    package = tmp_path / "acme"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "text_tools.py").write_text(TOOL_FILE.format(name="whisper", op="lower"))
+    app = tmp_path / "app.yaml"
+    app.write_text(textwrap.dedent("""
+        cellwire: 1
+        name: two-sources
+        nodes:
+          - {id: start, type: start, variables: [{variable: t, type: text-input}]}
+          - {id: a, type: tool, tool_name: shout, tool_parameters: {text: "{{#start.t#}}"}}
+          - {id: b, type: tool, provider_id: python, tool_name: whisper,
+             tool_parameters: {text: {type: variable, value: [a, text]}}}
+          - {id: end, type: end, outputs: [{variable: out, value_selector: [b, text]}]}
+        edges:
+          - {source: start, target: a}
+          - {source: a, target: b}
+          - {source: b, target: end}
+    """))
+    sources = ["--tools", "shout_tools.py", "--tools", "acme.text_tools"]
+    listed = cellwire("tools", *sources, "--json", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    keys = {f"{t['provider']}/{t['name']}" for t in json.loads(listed.stdout)}
+    assert {"python/shout", "python/whisper", "builtin/search_knowledge"} <= keys
+    done = cellwire("run", app, *sources, "-i", "t=MiXeD", "--json", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"out": "mixed"}
+    alone = cellwire("run", app, "--tools", "shout_tools.py", "-i", "t=x", "--json", env=env,
+                     cwd=tmp_path)
+    assert alone.returncode == 1
+    assert "the tool 'python/whisper' is not registered" in json.loads(alone.stdout)["error"]
+
+
+TOOL_FILE = '''
+import cellwire
+
+
+@cellwire.tool
+def {name}(text: str) -> str:
+    """Change a text's case."""
+    return text.{op}()
+'''

@@ -120,3 +120,24 @@ async def test_the_editor_shows_the_agents_steps_in_its_panel():
     # Each patch carries the steps so far, whole: the browser replaces what a patch names.
     sent = [p["agent"]["steps"] for p in patches if "steps" in p.get("agent", {})]
     assert [len(s) for s in sent] == [1, 2, 3]
+
+
+def test_the_editor_lists_a_nodes_tools_bound_as_a_run_binds_them():
+    from cellwire.jupyter.widget_protocol import graph_traits
+
+    wf = agent()
+    wf.add_node("clock", "tool", after="start", provider_id="langgenius/time/time",
+                tool_name="current_time")
+    nodes = {n["id"]: n for n in graph_traits(wf)[0]}
+    [unbound] = nodes["agent"]["tools"]
+    assert unbound["bound"] is None and unbound["field"] == "agent_parameters.tools[0]"
+    assert unbound["problem"] == "no registered tool is named 'add'"
+    assert "@cellwire.tool(name='add', provider='python')" in unbound["fix"]
+    # The workflow's own tools bind, as in its runs; the built-in clock binds by provider.
+    wf.tools = [add]
+    nodes = {n["id"]: n for n in graph_traits(wf)[0]}
+    [bound] = nodes["agent"]["tools"]
+    assert (bound["bound"], bound["kind"], bound["arguments"], bound["description"]) == (
+        "python/add", "python", ["a", "b"], "Add two numbers.")
+    assert nodes["clock"]["tools"][0]["bound"] == "time/current_time"
+    assert "tools" not in nodes["start"]

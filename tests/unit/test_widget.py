@@ -514,3 +514,43 @@ async def test_run_this_node_gets_a_secret_from_the_run_state_not_the_redacted_e
     w.run_from("sign")
     again = await w.run_handle
     assert again.status == "succeeded" and again.outputs == first.outputs
+
+
+async def test_an_editor_opened_after_a_run_shows_how_it_left_each_node_and_ended():
+    wf = cellwire.Workflow("later")
+    wf.add_node("start", "start")
+    wf.add_node("c", "code", after="start", code="def main():\n    raise ValueError('boom')")
+    result = await wf.arun(store=False)
+    assert result.status == "failed"
+
+    w = Recorder(wf)
+
+    assert {k: v["status"] for k, v in w.status.items()} == {"start": "succeeded",
+                                                               "c": "failed"}
+    assert "boom" in w.status["c"]["error"]
+    assert w.run_summary["status"] == "failed" and w.run_summary["run_id"] == result.run_id
+    assert "boom" in w.run_summary["error"] and w.run_summary["error_node"] == "c"
+    assert w.handle({"type": "hello"})["status"]["c"]["status"] == "failed"
+    assert w.last_run is result
+    assert Recorder(cellwire.Workflow("never-ran")).status == {}
+
+
+async def test_the_status_line_follows_each_run_to_its_end():
+    wf = qa()
+    w = Recorder(wf)
+    assert w.run_summary == {}
+    w.handle({"type": "run", "inputs": {"q": "typed in the form"}})
+    assert w.run_handle is not None
+    result = await w.run_handle
+    summary = w.run_summary
+    assert summary["status"] == "succeeded" and summary["run_id"] == result.run_id
+    assert summary["elapsed_ms"] == round(result.elapsed_ms, 1)
+    assert summary["tokens"] == 0 and summary["error"] is None
+    assert result.outputs == {"out": "Q: typed in the form"}
+
+
+def test_the_palette_marks_types_that_cannot_run_in_this_install():
+    types = {t["name"]: t for t in WorkflowWidget(cellwire.Workflow("p")).node_types}
+    assert types["trigger-webhook"]["needs"].startswith("cannot run here: needs a Dify webhook")
+    assert types["knowledge-index"]["needs"]
+    assert types["llm"]["needs"] is None and types["code"]["needs"] is None

@@ -1,7 +1,7 @@
 """``cellwire kb``: knowledge bases in the project's home folder (``<home>/knowledge``).
 
 ``create NAME [--embedding MODEL]``, ``add NAME FILE...``, ``search NAME QUERY [--mode]
-[--top-k] [--json]``, ``list``, ``describe NAME``, ``bind NAME DATASET_ID``, ``drop NAME``.
+[--top-k] [--rerank MODEL] [--json]``, ``list``, ``describe NAME``, ``bind NAME DATASET_ID``, ``drop NAME``.
 Exit codes: 0 done, 1 the knowledge base or a file could not be used, 2 bad command line.
 """
 
@@ -56,8 +56,11 @@ def kb() -> None:
 @click.option("--child-max-length", type=int, default=200, show_default=True,
               help="hierarchical: longest child chunk")
 @click.option("--id", "kb_id", default=None, help="the id to give it (e.g. a Dify dataset id)")
+@click.option("--description", default="",
+              help="what it holds: single retrieval shows it to the model that picks a base")
 def create(name: str, embedding: str | None, chunking: str, separator: str, max_length: int,
-           overlap: int, parent_mode: str, child_max_length: int, kb_id: str | None) -> None:
+           overlap: int, parent_mode: str, child_max_length: int, kb_id: str | None,
+           description: str) -> None:
     """Create the knowledge base NAME."""
     from pydantic import ValidationError
 
@@ -70,7 +73,8 @@ def create(name: str, embedding: str | None, chunking: str, separator: str, max_
                              "chunk_overlap": overlap if chunking == "custom" else 0},
             "subchunk_segmentation": {"separator": "\\n", "max_tokens": child_max_length,
                                       "chunk_overlap": 0}})
-        base = _knowledge().create(name, embedding=embedding, rule=rule, id=kb_id)
+        base = _knowledge().create(name, embedding=embedding, rule=rule, id=kb_id,
+                                   description=description)
     except ValidationError as exc:
         fail([f"error: {e['msg']} ({'.'.join(map(str, e['loc']))})" for e in exc.errors()])
     except (ValueError, FileExistsError, EmbeddingUnavailable) as exc:
@@ -114,18 +118,23 @@ def add(name: str, files: tuple[Path, ...], meta: tuple[str, ...], quiet: bool) 
               help="default: hybrid with an embedding model, else fulltext")
 @click.option("--top-k", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--score-threshold", type=float, default=None)
+@click.option("--rerank", metavar="PROVIDER/MODEL", default=None,
+              help="re-score the candidates with this rerank model (a provider's /rerank)")
 @click.option("--json", "as_json", is_flag=True,
               help="print a JSON list of hits (content, score, source, ...)")
 def search(name: str, query: str, mode: str | None, top_k: int,
-           score_threshold: float | None, as_json: bool) -> None:
+           score_threshold: float | None, rerank: str | None, as_json: bool) -> None:
     """Search the knowledge base NAME for QUERY."""
     from cellwire.services.knowledge import EmbeddingUnavailable, hits_as_json
+    from cellwire.services.knowledge.rerank import reranker_for
+    from cellwire.services.llm import ProviderError
 
     base = _base(name)
     try:
+        reranker = reranker_for(rerank) if rerank else None
         hits = run_sync(base.search(query, mode=mode, top_k=top_k,
-                                       score_threshold=score_threshold))
-    except (ValueError, EmbeddingUnavailable, RuntimeError) as exc:
+                                    score_threshold=score_threshold, rerank=reranker))
+    except (ValueError, EmbeddingUnavailable, RuntimeError, ProviderError) as exc:
         fail([f"error: {exc}"], EXIT_FAILED)
     if as_json:
         click.echo(json.dumps(hits_as_json(hits), ensure_ascii=False, indent=2))

@@ -38,37 +38,12 @@ def load_cli_tools(sources: Sequence[str], mcp_configs: Sequence[str],
                    tool_map: str | None) -> dict[str, str]:
     """Register the tools of ``sources`` and the MCP servers of ``mcp_configs`` for this
     process; return the renames of ``tool_map``. Exit 2 naming what could not be loaded."""
-    from cellwire.services.tools import (
-        MCPConfigError,
-        ToolError,
-        ToolLoadError,
-        default_registry,
-        load_mcp_config,
-        load_renames,
-        load_tools,
-    )
+    from cellwire.services.tools import ToolLoadError, default_registry, register_tools
 
-    registry = default_registry()
-    for source in sources:
-        try:
-            registry.extend(load_tools(source))
-        except ToolLoadError as exc:
-            fail([f"error: {exc}"])
-    for config in mcp_configs:
-        try:
-            for server in load_mcp_config(config):
-                registry.extend(server.tools())
-        except (MCPConfigError, ToolError) as exc:
-            fail([f"error: --mcp {config}: {exc}" + (
-                f" (fix: {exc.hint})" if isinstance(exc, ToolError) and exc.hint else "")])
-    if tool_map is None:
-        return {}
     try:
-        renames = load_renames(tool_map)
-    except ValueError as exc:
-        fail([f"error: --tool-map {exc}"])
-    registry.renames.update(renames)
-    return renames
+        return register_tools(default_registry(), sources, mcp_configs, tool_map)
+    except ToolLoadError as exc:
+        fail([f"error: {exc}"])
 
 
 def tool_secrets() -> set[str]:

@@ -17,13 +17,10 @@ from cellwire.cli.tool_options import load_cli_tools, tool_options
 def tools_command(tool_sources: Sequence[str], mcp_configs: Sequence[str],
                   tool_map: str | None, as_json: bool) -> None:
     """List the tools a run binds to: built-ins, plugins, and those of --tools and --mcp."""
-    from cellwire.services.tools import default_registry
+    from cellwire.services.tools import default_registry, describe_tools
 
     load_cli_tools(tool_sources, mcp_configs, tool_map)
-    rows = [{"provider": t.provider, "name": t.name, "kind": t.kind,
-             "description": t.description,
-             "arguments": sorted(t.parameters.get("properties") or {})}
-            for t in default_registry()]
+    rows = describe_tools(default_registry())
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return

@@ -24,8 +24,8 @@ class LLMService(Protocol):
     """Resolves a node's model to a provider and prices what it used
     (:class:`cellwire.services.llm.LLMRouter`)."""
 
-    def resolve_config(self, provider: str, model: str, *,
-                       override: str | None = None) -> Route: ...
+    def resolve_config(self, provider: str, model: str, *, override: str | None = None,
+                       fallback: bool = True) -> Route: ...
 
     def priced(self, route: Route, usage: TokenUsage) -> Priced: ...
 
@@ -107,13 +107,22 @@ class ToolService(Protocol):
 class KnowledgeService(Protocol):
     """Knowledge bases by dataset id: ``retrieve`` returns Dify-shaped result chunks
     (:class:`cellwire.services.knowledge.Knowledge`); ``filters`` are Dify's metadata
-    filtering conditions."""
+    filtering conditions; ``rerank`` a rerank model
+    (:class:`cellwire.services.knowledge.rerank.ModelReranker`)."""
 
     async def retrieve(self, dataset_ids: Sequence[str], query: str, *,
                        top_k: int | None = None, score_threshold: float | None = None,
                        mode: Any = None, fusion: str = "rrf", vector_weight: float = 0.7,
-                       keyword_weight: float = 0.3,
-                       filters: Any = None) -> list[dict[str, Any]]: ...
+                       keyword_weight: float = 0.3, filters: Any = None,
+                       rerank: Any = None) -> list[dict[str, Any]]: ...
+
+    def describe_bases(self, dataset_ids: Sequence[str]) -> list[dict[str, str]]:
+        """Each base as ``{key, name, description}`` (single retrieval's choice)."""
+        ...
+
+    def metadata_fields(self, dataset_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The documents' metadata fields as ``{name, type}`` (automatic filtering)."""
+        ...
 
 
 class CodeResult(NamedTuple):

@@ -19,6 +19,7 @@ Errors are :class:`CellError` with one line naming the fix.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +168,16 @@ def _has_string(node: ast.AST) -> bool:
         getattr(n, "value", None), str) for n in ast.walk(node))
 
 
+#: Short names a start cell may give an input's type (``[n:number, doc:file]``).
+_INPUT_TYPES = {"text": "text-input", "string": "text-input", "str": "text-input",
+                "number": "number", "int": "number", "float": "number",
+                "paragraph": "paragraph", "select": "select", "file": "file",
+                "files": "file-list", "checkbox": "checkbox", "bool": "checkbox",
+                "json": "json_object"}
+_KNOWN_TYPES = {*_INPUT_TYPES.values(), "json_object", "external_data_tool"}
+_TYPED = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?::\s*([\w-]+)\s*(?:\((.*)\))?)?\s*$")
+
+
 def _start_variables(data: Any) -> list[dict[str, Any]]:
     if data is None:
         return []
@@ -176,20 +187,49 @@ def _start_variables(data: Any) -> list[dict[str, Any]]:
         data = data.split()
     if isinstance(data, dict):
         # ``name: type`` pairs.
-        return [{"variable": str(k), "label": str(k), "type": str(v or "text-input")}
-                for k, v in data.items()]
+        return [_typed_input(f"{k}:{v}" if v else str(k)) for k, v in data.items()]
     if not isinstance(data, list):
         raise CellError("a start cell lists the input names, e.g. '[query, language]', or "
                         "'query: text-input' lines")
     variables = []
     for item in data:
         if isinstance(item, str):
-            variables.append({"variable": item, "label": item, "type": "text-input"})
+            variables.append(_typed_input(item))
         elif isinstance(item, dict) and "variable" in item:
             variables.append(item)
+        elif _is_type_pair(item):  # YAML read "n: number" as a mapping
+            (name, kind), = item.items()
+            variables.append(_typed_input(f"{name}:{kind}"))
         else:
             raise CellError(f"start input {item!r}: give a name or a mapping with 'variable'")
     return variables
+
+
+def _is_type_pair(item: Any) -> bool:
+    if not isinstance(item, dict) or len(item) != 1:
+        return False
+    kind = str(next(iter(item.values()))).split("(")[0].strip()
+    return kind in _INPUT_TYPES or kind in _KNOWN_TYPES
+
+
+def _typed_input(text: str) -> dict[str, Any]:
+    """``name``, ``name:type`` or ``name:select(a|b)`` as a start variable."""
+    match = _TYPED.match(text)
+    if match is None:
+        raise CellError(f"start input {text!r}: write name, name:type or name:select(a|b), "
+                        f"e.g. [question, n:number, tone:select(short|long), doc:file]")
+    name, kind, options = match.groups()
+    kind = _INPUT_TYPES.get(kind or "text", kind or "text")
+    if kind not in _KNOWN_TYPES:
+        raise CellError(f"start input {name!r}: unknown type {match.group(2)!r}; use one of "
+                        f"{', '.join(sorted(_INPUT_TYPES))}")
+    variable: dict[str, Any] = {"variable": name, "label": name, "type": kind}
+    if options is not None:
+        if kind != "select":
+            raise CellError(f"start input {name!r}: only a select takes options, "
+                            f"e.g. {name}:select(a|b)")
+        variable["options"] = [o.strip() for o in options.split("|") if o.strip()]
+    return variable
 
 
 def _end_outputs(data: Any) -> list[dict[str, Any]]:

@@ -27,10 +27,17 @@ def kb_command(words: Sequence[str]) -> Any:
             params = command.make_context("%workflow kb search", words[1:]).params
         except click.ClickException as exc:
             raise UsageError(exc.format_message()) from None
+        from cellwire.services.knowledge.rerank import RerankUnavailable, reranker_for
+
         base = Knowledge().get(params["name"])
+        try:
+            rerank = reranker_for(params["rerank"]) if params["rerank"] else None
+        except RerankUnavailable as exc:
+            raise UsageError(str(exc)) from None
         hits = run_sync(base.search(params["query"], mode=params["mode"],
                                     top_k=params["top_k"],
-                                    score_threshold=params["score_threshold"]))
+                                    score_threshold=params["score_threshold"],
+                                    rerank=rerank))
         return hits_view(base.name, params["query"], hits)
     try:
         kb.main(args=words, prog_name="%workflow kb", standalone_mode=False)

@@ -11,6 +11,7 @@ import argparse
 import ast
 import asyncio
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from traitlets.config import Configurable
 from cellwire.engine import RunResult
 from cellwire.engine.executor import DEFAULT_CONCURRENCY
 from cellwire.model import WorkflowError, registry
+from cellwire.model.validate import reference_problems
 from cellwire.runner import RunHandle, default_runner, resolve_store
 from cellwire.store import RunNotFound, RunStore
 
@@ -33,6 +35,7 @@ from .display import LiveStatus, Rendered
 from .magic_args import SUBCOMMANDS, cell_parser, parse, split
 from .picture import workflow_svg, workflow_text
 from .session import Session, SessionError
+from .tables import readable_trace, rounded
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
@@ -131,6 +134,9 @@ class WorkflowMagics(Magics, Configurable):
             upstream = [e.source for e in wf.edges if e.target == node.id]
             print(f"{args.name}: {node.id} ({node.type})"
                   + (f" after {', '.join(upstream)}" if upstream else ""))
+        # Refused only when the workflow runs: the node it names may come in a later cell.
+        for problem in reference_problems(self.session.workflows[args.name], node.id):
+            print(f"warning: {problem}", file=sys.stderr)
 
     def _define(self, args: argparse.Namespace, cell: str) -> Any:
         if not _NODE_ID.match(args.node_id):
@@ -389,19 +395,19 @@ class WorkflowMagics(Magics, Configurable):
             run = handle.result if handle.result is not None else handle.run_id
         if args.chart:
             return dashboards.timeline(run, store=self._store())
-        return dashboards.trace(run, store=self._store())
+        return readable_trace(dashboards.trace(run, store=self._store()))
 
     def _cmd_costs(self, rest: list[str]) -> Any:
         args = parse("costs", rest)
         if args.chart:
             return dashboards.cost_chart(args.workflow, store=self._store())
-        return dashboards.costs(args.by, workflow=args.workflow, store=self._store())
+        return rounded(dashboards.costs(args.by, workflow=args.workflow, store=self._store()))
 
     def _cmd_latency(self, rest: list[str]) -> Any:
         args = parse("latency", rest)
         if args.chart:
             return dashboards.latency_chart(args.workflow, by=args.by, store=self._store())
-        return dashboards.latency(args.by, workflow=args.workflow, store=self._store())
+        return rounded(dashboards.latency(args.by, workflow=args.workflow, store=self._store()))
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -435,31 +441,22 @@ class WorkflowMagics(Magics, Configurable):
         import pandas as pd
 
         from cellwire.services.tools import (
-            ToolError,
             ToolLoadError,
             default_registry,
-            load_mcp_config,
-            load_renames,
-            load_tools,
+            describe_tools,
+            register_tools,
         )
 
         args = parse("tools", rest)
         registry = default_registry()
         try:
-            for source in args.sources:
-                registry.extend(load_tools(source))
-            for config in args.mcp:
-                for server in load_mcp_config(config):
-                    registry.extend(server.tools())
-        except (ToolLoadError, ToolError) as exc:
+            register_tools(registry, args.sources, args.mcp, args.map, map_option="--map")
+        except ToolLoadError as exc:
             raise UsageError(str(exc)) from None
-        if args.map:
-            registry.renames.update(load_renames(args.map))
-        return pd.DataFrame(
-            [{"provider": t.provider, "name": t.name, "kind": t.kind,
-              "description": t.description,
-              "arguments": ", ".join(t.parameters.get("properties") or {})} for t in registry],
-            columns=["provider", "name", "kind", "description", "arguments"])
+        rows = [{**row, "arguments": ", ".join(row["arguments"])}
+                for row in describe_tools(registry)]
+        return pd.DataFrame(rows, columns=["provider", "name", "kind", "description",
+                                           "arguments"])
 
 
 class Picture:

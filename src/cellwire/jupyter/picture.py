@@ -44,7 +44,10 @@ def workflow_svg(wf: Workflow) -> str:
     width = PAD * 2 + max(len(columns), 1) * (BOX_W + GAP_X) - GAP_X
     height = PAD * 2 + max((len(v) for v in columns.values()), default=1) * (BOX_H + GAP_Y) - GAP_Y
     parts = [
+        # viewBox and max-width: a graph wider than the output area shrinks to fit it
+        # instead of being cut off on the right.
         (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" style="max-width:100%;height:auto" '
         f'font-family="sans-serif" font-size="12">'),
         ('<defs><marker id="cw-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" '
         'markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#57606a"/>'

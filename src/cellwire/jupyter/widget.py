@@ -86,6 +86,8 @@ class WorkflowWidget(anywidget.AnyWidget):
     can_redo = traitlets.Bool(False).tag(sync=True)
     height = traitlets.Int(560).tag(sync=True)
     name = traitlets.Unicode("").tag(sync=True)
+    #: How the last run of the workflow ended (``proto.run_summary``): the status line.
+    run_summary = traitlets.Dict().tag(sync=True)
     #: Inputs a run started from the widget gets; set from Python.
     inputs = traitlets.Dict().tag(sync=True)
     #: Route llm nodes of runs started here to this ``provider/model`` ('' = their own).
@@ -114,6 +116,7 @@ class WorkflowWidget(anywidget.AnyWidget):
         except RuntimeError:
             self._loop = None
         self.refresh()
+        self._show_last_run()
         self.on_msg(self._on_custom)
         self._layer = _EditorLayer(self)
         default_runner().watch(workflow, self._layer)
@@ -138,6 +141,17 @@ class WorkflowWidget(anywidget.AnyWidget):
         self.refresh_stale()
         if self.name != self.workflow.name:
             self.name = self.workflow.name
+
+    def _show_last_run(self) -> None:
+        """An editor opened after a run shows how that run left each node, and how it
+        ended; "run from here" can reuse it."""
+        record = default_runner().ledger.get(self.workflow)
+        if record is None:
+            return
+        self.last_run = record.result
+        self._live_status = proto.status_of(record.result)
+        self.status = dict(self._live_status)
+        self.run_summary = proto.run_summary(record.result)
 
     def refresh_stale(self) -> None:
         """Show which nodes are stale now (after an edit, or a run of the workflow)."""
@@ -444,6 +458,7 @@ class _EditorLayer(Layer):
         self.editor.on_event(event)
 
     def on_run_end(self, result: RunResult) -> None:
+        self.editor.run_summary = proto.run_summary(result)
         if result.state is not None:
             self.editor.last_run = result
 

@@ -27,9 +27,11 @@ from cellwire.engine.events import (
 )
 from cellwire.model import FAIL_BRANCH, SOURCE, Node, Position, Workflow, registry
 from cellwire.model.validate import validate
+from cellwire.nodes.unsupported import NEEDS
 from cellwire.services.trust import describe
 
 if TYPE_CHECKING:
+    from cellwire.engine import RunResult
     from cellwire.engine.run_state import RunState
 
 #: Statuses the editor draws; "pending" until a run reaches the node.
@@ -126,9 +128,39 @@ def edge_id(source: str, handle: str, target: str) -> str:
     return f"{source}:{handle}->{target}"
 
 
+def node_tools(node: Node, tools: Any) -> list[dict[str, Any]]:
+    """The tools ``node`` names (a tool node's, an agent's), as its panel lists them: each
+    bound to the registered tool in ``tools`` (its key, kind, description and arguments),
+    or with why none binds and how to register one."""
+    from cellwire.nodes.tool import tool_references, unbound_fix
+
+    out: list[dict[str, Any]] = []
+    for ref in tool_references(node):
+        entry: dict[str, Any] = {"name": ref.tool_name, "provider": ref.provider,
+                                 "field": ref.field}
+        found = tools.find(ref.tool_name, ref.provider)
+        if found is None:
+            entry.update(bound=None, problem=tools.why_unbound(ref.tool_name, ref.provider),
+                         fix=unbound_fix(ref.tool_name, ref.provider))
+        else:
+            entry.update(bound=found.key, kind=found.kind,
+                         description=short(found.description, SUMMARY_LENGTH * 2),
+                         arguments=list(found.parameters.get("properties") or {}))
+        out.append(entry)
+    return out
+
+
 def graph_traits(wf: Workflow) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(nodes, edges)`` as JSON lists; containers come before the nodes inside them."""
+    """``(nodes, edges)`` as JSON lists; containers come before the nodes inside them. Tool
+    and agent nodes carry their ``tools``, bound as a run of ``wf`` would bind them."""
     nodes = [node_dict(n) for n in _parents_first(wf)]
+    if any(n["type"] in ("tool", "agent") for n in nodes):
+        from cellwire.services.tools import default_registry, run_registry
+
+        registry = run_registry(None, wf.tools) or default_registry()
+        for entry in nodes:
+            if entry["type"] in ("tool", "agent"):
+                entry["tools"] = node_tools(wf.nodes[entry["id"]], registry)
     edges = [
         {"id": edge_id(e.source, e.source_handle, e.target), "source": e.source,
          "target": e.target, "source_handle": e.source_handle}
@@ -181,8 +213,17 @@ def _build_palette(kinds: list[Any]) -> list[dict[str, Any]]:
             schema = {"type": "object"}
         types.append({"name": kind.name, "description": kind.description,
                       "container": kind.container,
-                      "start": kind.start, "schema": schema})
+                      "start": kind.start, "schema": schema, "needs": needs_of(kind)})
     return types
+
+
+def needs_of(kind: Any) -> str | None:
+    """What a node of ``kind`` needs to run that this install lacks (the placeholders of
+    :mod:`cellwire.nodes.unsupported`, as ``cellwire import`` warns), or None."""
+    if getattr(kind.run, "__module__", None) != "cellwire.nodes.unsupported":
+        return None
+    need, fix = NEEDS.get(kind.name, ("something this install lacks", "replace it"))
+    return f"cannot run here: needs {need}; {fix}"
 
 
 def problem_list(wf: Workflow) -> list[dict[str, Any]]:
@@ -443,6 +484,35 @@ def status_patch(event: Event) -> dict[str, dict[str, Any]] | None:
             entry["status"] = "succeeded"
         return {event.node_id: entry}
     return None
+
+
+def run_summary(result: RunResult) -> dict[str, Any]:
+    """How a run ended, for the editor's status line: status, time, tokens, cost, error."""
+    cost = result.total_cost
+    return {
+        "run_id": result.run_id,
+        "status": str(result.status),
+        "elapsed_ms": round(result.elapsed_ms, 1),
+        "tokens": result.total_tokens,
+        # JSON for the browser, which has no NaN: an unknown cost is None.
+        "cost": None if cost is None or math.isnan(cost) else cost,
+        "error": result.error,
+        "error_node": result.error_node,
+        "ended_at": result.started_at + result.elapsed_ms / 1000 if result.started_at else None,
+    }
+
+
+def status_of(result: RunResult) -> dict[str, Any]:
+    """The node statuses a finished run leaves, replayed from its events (an editor opened
+    after the run shows them)."""
+    status: dict[str, Any] = {}
+    for event in result.events:
+        patch = status_patch(event)
+        if patch:
+            status = merge_status(status, patch)
+    if result.error_node and result.error_node not in status:
+        status[result.error_node] = {"status": "failed", "error": result.error}
+    return status
 
 
 def unreached_inputs(wf: Workflow, node_id: str, state: RunState | None) -> str | None:

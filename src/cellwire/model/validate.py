@@ -32,6 +32,26 @@ def validate_configs(workflow: Workflow, inputs: Mapping[str, Any] | None = None
                      ) -> tuple[list[Problem], dict[str, Any]]:
     """:func:`validate`, also returning the parsed config of every node that has a valid one
     (so the engine does not parse them twice)."""
+    problems, types, configs = _parse_nodes(workflow)
+    problems.extend(_check_containment(workflow, types))
+    problems.extend(_check_edges(workflow, types, configs))
+    problems.extend(_check_cycles(workflow))
+    problems.extend(_check_reachability(workflow, types))
+    problems.extend(_check_references(workflow, types, configs))
+    if inputs is not None:
+        problems.extend(missing_inputs(workflow, inputs))
+    return problems, configs
+
+
+def reference_problems(workflow: Workflow, node_id: str) -> list[Problem]:
+    """What ``node_id`` refers to that does not exist (a node, an output, a variable), each
+    with the closest existing name: what a notebook cell warns about when it runs."""
+    _, types, configs = _parse_nodes(workflow)
+    return [p for p in _check_references(workflow, types, configs) if p.node_id == node_id]
+
+
+def _parse_nodes(workflow: Workflow
+                 ) -> tuple[list[Problem], dict[str, NodeType], dict[str, Any]]:
     problems: list[Problem] = []
     types: dict[str, NodeType] = {}
     configs: dict[str, Any] = {}
@@ -59,14 +79,7 @@ def validate_configs(workflow: Workflow, inputs: Mapping[str, Any] | None = None
             configs[node.id] = node_type.parse_config(node.id, node.config)
         except WorkflowError as exc:
             problems.extend(exc.problems)
-    problems.extend(_check_containment(workflow, types))
-    problems.extend(_check_edges(workflow, types, configs))
-    problems.extend(_check_cycles(workflow))
-    problems.extend(_check_reachability(workflow, types))
-    problems.extend(_check_references(workflow, types, configs))
-    if inputs is not None:
-        problems.extend(missing_inputs(workflow, inputs))
-    return problems, configs
+    return problems, types, configs
 
 
 def duplicate_ids(ids: list[str]) -> list[Problem]:
@@ -109,9 +122,8 @@ def unknown_inputs(workflow: Workflow, inputs: Mapping[str, Any]) -> list[Proble
     for name in inputs:
         if name.startswith("sys.") or name in declared:
             continue
-        close = difflib.get_close_matches(name, declared, n=1)
-        hint = (f"did you mean {close[0]!r}?" if close
-                else f"the start node declares {', '.join(map(repr, declared))}" if declared
+        hint = ((_closest(name, declared)
+                 or f"the start node declares {', '.join(map(repr, declared))}") if declared
                 else "the start node declares no inputs: add the variable to it")
         problems.append(Problem(starts[0].id, f"variables.{name}",
                                 f"unknown input {name!r}", hint))
@@ -324,10 +336,18 @@ def _check_references(workflow: Workflow, types: dict[str, NodeType], configs: d
             elif head not in workflow.nodes:
                 if strict:
                     yield Problem(node.id, field, f"refers to node {head!r}, which does not exist",
+                                  _closest(head, workflow.nodes) or
                                   "point the reference at an existing node's output")
             else:
                 outputs = declared.get(head)
                 if outputs is not None and var not in outputs:
                     known = ", ".join(sorted(outputs)) or "nothing"
                     yield Problem(node.id, field, f"node {head!r} has no output {var!r}",
+                                  _closest(var, outputs) or
                                   f"it outputs {known}")
+
+
+def _closest(name: str, names: Iterable[str]) -> str:
+    """"did you mean 'x'?" for the name closest to a misspelt ``name``, or "" when none is."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f"did you mean {close[0]!r}?" if close else ""

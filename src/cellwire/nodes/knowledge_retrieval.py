@@ -2,11 +2,15 @@
 
 ``dataset_ids`` name cellwire knowledge bases by id, name or a bound Dify dataset id
 (``cellwire kb bind``). ``multiple`` retrieval searches every base and keeps the ``top_k``
-best over all; ``single`` retrieval (Dify lets a model pick one base) searches each and keeps
-the base with the best hit. Weighted-score reranking uses Dify's weights; manual metadata
-filtering applies Dify's conditions (values may hold ``{{#node.var#}}`` references). The
-output ``result`` is Dify's list of chunks (``content``, ``title``, ``metadata``), which an
-llm node's ``context`` joins into its ``{{#context#}}``.
+best over all; ``single`` retrieval lets the model ``single_retrieval_config.model`` pick the
+one base to search (:mod:`.dataset_router`). ``reranking_mode`` ``weighted_score`` uses Dify's weights;
+``reranking_model`` (Dify's default mode, unless ``reranking_enable`` is false) re-scores the
+hits of all bases with the rerank model ``reranking_model{provider, model}``, resolved like any
+model of the run (a provider's ``POST /rerank``). Manual metadata filtering applies Dify's
+conditions (values may hold ``{{#node.var#}}`` references); automatic filtering lets the model
+``metadata_model_config`` write them from the query (:mod:`.metadata_filter`). The output
+``result`` is Dify's list of chunks (``content``, ``title``, ``metadata``), which an llm
+node's ``context`` joins into its ``{{#context#}}``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ from pydantic import Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
+from cellwire.services.llm import ProviderError
+
+from .dataset_router import Choice, choose_base
+from .llm import ModelConfig
+from .llm.call import Call, router_of
+from .llm.config import node_error
+from .metadata_filter import AutomaticFilter, automatic_filter
 
 
 class VectorSetting(NodeConfig):
@@ -63,6 +74,7 @@ class KnowledgeRetrievalConfig(NodeConfig):
     single_retrieval_config: dict[str, Any] | None = None
     metadata_filtering_mode: Literal["disabled", "automatic", "manual"] = "disabled"
     metadata_filtering_conditions: MetadataConditions | None = None
+    metadata_model_config: ModelConfig | None = None
     # knowledge-retrieval-v2 names its bases and count differently.
     control_space_ids: list[str] = Field(default_factory=list)
     top_n: int | None = Field(None, ge=1)
@@ -92,30 +104,58 @@ async def run(ctx: NodeContext) -> NodeResult:
     if not query.strip():
         return NodeResult(inputs=inputs, outputs={"result": []})
     multiple = config.multiple_retrieval_config or MultipleRetrievalConfig()
+    single = config.retrieval_mode == "single"
     options: dict[str, Any] = {}
     notes: list[str] = []
-    threshold = multiple.score_threshold if multiple.score_threshold_enabled is not False \
-        else None
-    if multiple.reranking_mode == "weighted_score" and multiple.weights is not None:
+    calls: list[Call] = []
+    # Single retrieval searches the chosen base as it is; Dify ignores the node's multiple
+    # retrieval settings (threshold, reranking) there.
+    threshold = multiple.score_threshold if not single and \
+        multiple.score_threshold_enabled is not False else None
+    if single:
+        pass
+    elif multiple.reranking_mode == "weighted_score" and multiple.weights is not None:
         options.update(fusion="weighted",
                        vector_weight=multiple.weights.vector_setting.vector_weight,
                        keyword_weight=multiple.weights.keyword_setting.keyword_weight)
-    elif multiple.reranking_enable and multiple.reranking_model:
-        notes.append("the rerank model is not applied here: hits are fused by reciprocal rank")
+    elif multiple.reranking_mode in (None, "reranking_model") and \
+            multiple.reranking_enable is not False and multiple.reranking_model:
+        options["rerank"] = _reranker(ctx, multiple.reranking_model)
     if config.metadata_filtering_mode == "manual" and config.metadata_filtering_conditions:
         options["filters"] = _conditions(ctx, config.metadata_filtering_conditions)
-    elif config.metadata_filtering_mode == "automatic":
-        notes.append("automatic metadata filtering (a model writing the conditions) is not "
-                     "applied: set metadata_filtering_mode to manual with conditions")
     top_k = config.top_n or multiple.top_k or 4
+    automatic: AutomaticFilter | None = None
     try:
-        if config.retrieval_mode == "single" and len(datasets) > 1:
-            result = await _best_base(knowledge, datasets, query, top_k, threshold, options)
+        if config.metadata_filtering_mode == "automatic":
+            given = config.metadata_filtering_conditions
+            automatic = await automatic_filter(
+                ctx, config.metadata_model_config, knowledge.metadata_fields(datasets), query,
+                given.logical_operator if given is not None else "or")
+            notes.extend(automatic.notes)
+            calls += [automatic.call] if automatic.call is not None else []
+            if automatic.conditions is not None:
+                options["filters"] = automatic.conditions
+        chosen: Choice | None = None
+        if single:
+            chosen = await choose_base(ctx, config.single_retrieval_config,
+                                       knowledge.describe_bases(datasets), query)
+            notes.extend(chosen.notes)
+            calls += [chosen.call] if chosen.call is not None else []
+        if chosen is not None and chosen.dataset is None:
+            result = []
         else:
-            result = await knowledge.retrieve(datasets, query, top_k=top_k,
-                                              score_threshold=threshold, **options)
+            result = await knowledge.retrieve(
+                [chosen.dataset] if chosen is not None and chosen.dataset else datasets,
+                query, top_k=top_k, score_threshold=threshold, **options)
     except NodeError:
         raise
+    except ProviderError as exc:
+        # A rerank model's or embedding model's server failed: retryable when it says so.
+        error = node_error(exc, f"{exc.provider}/{exc.model}")
+        rerank = options.get("rerank")
+        error.field = "multiple_retrieval_config.reranking_model" if rerank is not None and \
+            exc.model == rerank.model else "dataset_ids"
+        raise error from None
     except LookupError as exc:
         raise NodeError(str(exc.args[0] if exc.args else exc), field="dataset_ids",
                         hint="create the knowledge base, or bind the dataset id to one "
@@ -126,9 +166,53 @@ async def run(ctx: NodeContext) -> NodeResult:
                              "node's retrieval settings") from None
     process: dict[str, Any] = {"retrieved": len(result), "top_k": top_k,
                                "score_threshold": threshold}
+    if "rerank" in options:
+        process["rerank_model"] = options["rerank"].name
+    if automatic is not None:
+        process["metadata_filter"] = {"conditions": automatic.conditions,
+                                      "reply": automatic.reply}
+    if chosen is not None:
+        process["chosen_dataset"] = chosen.dataset
     if notes:
         process["notes"] = notes
-    return NodeResult(inputs=inputs, outputs={"result": result}, process_data=process)
+    if not calls:
+        return NodeResult(inputs=inputs, outputs={"result": result}, process_data=process)
+    usage = calls[0].node_usage()
+    for call in calls[1:]:
+        usage = usage + call.node_usage()
+    process["usage"] = [call.usage_dict for call in calls]
+    return NodeResult(inputs=inputs, outputs={"result": result}, process_data=process,
+                      usage=usage, metadata=calls[-1].metadata())
+
+
+def _reranker(ctx: NodeContext, given: dict[str, Any]) -> Any:
+    """The rerank model ``reranking_model{provider, model}`` names, routed like every model
+    of the run (its provider's ``POST /rerank``)."""
+    from cellwire.services.knowledge.rerank import ModelReranker, RerankUnavailable
+
+    name = str(given.get("model") or given.get("reranking_model_name") or "")
+    provider = str(given.get("provider") or given.get("reranking_provider_name") or "")
+    field = "multiple_retrieval_config.reranking_model"
+    if not name:
+        raise NodeError("the rerank model names no model", field=field,
+                        hint="set reranking_model {provider, model}, or reranking_enable: "
+                             "false")
+    override = ctx.runtime.model_override
+    try:
+        # As every model of the run: mapped, or redirected by the run's model override; but
+        # never the default model, which is a chat model.
+        route = router_of(ctx).resolve_config(provider, name, override=override,
+                                              fallback=False)
+    except ProviderError as exc:
+        error = node_error(exc, override or f"{provider}/{name}".strip("/"))
+        error.field = field
+        raise error from None
+    try:
+        return ModelReranker(route.provider, route.model)
+    except RerankUnavailable as exc:
+        raise NodeError(str(exc), field=field,
+                        hint="or set reranking_mode: weighted_score, or reranking_enable: "
+                             "false to keep the retrievers' own scores") from None
 
 
 def _conditions(ctx: NodeContext, given: MetadataConditions) -> dict[str, Any]:
@@ -141,15 +225,3 @@ def _conditions(ctx: NodeContext, given: MetadataConditions) -> dict[str, Any]:
                            "comparison_operator": condition.comparison_operator,
                            "value": value})
     return {"logical_operator": given.logical_operator, "conditions": conditions}
-
-
-async def _best_base(knowledge: Any, datasets: list[str], query: str, top_k: int,
-                     threshold: float | None, options: dict[str, Any]) -> list[dict[str, Any]]:
-    best: list[dict[str, Any]] = []
-    for dataset in datasets:
-        found = await knowledge.retrieve([dataset], query, top_k=top_k,
-                                         score_threshold=threshold, **options)
-        if found and (not best or found[0]["metadata"]["score"] >
-                      best[0]["metadata"]["score"]):
-            best = found
-    return best

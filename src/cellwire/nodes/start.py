@@ -9,7 +9,7 @@ from pydantic import Field
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import NodeConfig, node_type
-from cellwire.services.files.objects import file_object
+from cellwire.services.files.objects import describe, file_object
 
 InputType = Literal[
     "text-input", "paragraph", "select", "number", "checkbox", "json_object", "file",
@@ -25,6 +25,10 @@ class StartVariable(NodeConfig):
     default: Any = None
     max_length: int | None = None
     options: list[str] = Field(default_factory=list)
+    # File inputs: what a file given for it may be (Dify's FileUploadConfig).
+    allowed_file_types: list[str] = Field(default_factory=list)
+    allowed_file_extensions: list[str] | None = None
+    allowed_file_upload_methods: list[str] = Field(default_factory=list)
 
 
 class StartConfig(NodeConfig):
@@ -50,14 +54,39 @@ async def run(ctx: NodeContext) -> NodeResult:
 
 
 def _files(ctx: NodeContext, var: StartVariable, value: Any) -> Any:
-    """Paths and URLs given for file inputs as Dify file objects (file objects stay)."""
+    """Paths and URLs given for file inputs as Dify file objects (file objects stay), each
+    checked against the variable's allowed types."""
     if var.type == "file-list":
         items = value if isinstance(value, list) else [value]
-        return [file_object(item, ctx.runtime.files) for item in items]
+        return [_allowed(var, file_object(item, ctx.runtime.files)) for item in items]
     if isinstance(value, list):
         raise NodeError(f"the file input {var.variable!r} got a list", field=
                         f"variables.{var.variable}", hint="pass one file, or make it a file-list")
-    return file_object(value, ctx.runtime.files)
+    return _allowed(var, file_object(value, ctx.runtime.files))
+
+
+def _allowed(var: StartVariable, item: Any) -> Any:
+    """``item`` if the variable allows it, as Dify's ``_is_file_valid_with_config``: a type
+    outside ``allowed_file_types`` is refused, except ``custom`` (a kind Dify does not
+    know), whose extension must then be in ``allowed_file_extensions`` when that is given."""
+    if not isinstance(item, dict):
+        return item
+    kind = item.get("type") or "custom"
+    extension = str(item.get("extension") or "").lower().lstrip(".")
+    field = f"variables.{var.variable}"
+    if var.allowed_file_types and kind not in var.allowed_file_types and kind != "custom":
+        raise NodeError(f"the file input {var.variable!r} got {describe(item)}, of type {kind}; "
+                        f"it allows {', '.join(var.allowed_file_types)}", field=field,
+                        hint="give a file of an allowed type, or add its type to "
+                             "allowed_file_types")
+    allowed = [e.lower().lstrip(".") for e in var.allowed_file_extensions or []]
+    if kind == "custom" and var.allowed_file_extensions is not None and extension not in allowed:
+        raise NodeError(f"the file input {var.variable!r} got {describe(item)}, whose "
+                        f"extension {extension or '(none)'!r} is not among "
+                        f"allowed_file_extensions {var.allowed_file_extensions}", field=field,
+                        hint="give a file with an allowed extension, or add it to "
+                             "allowed_file_extensions")
+    return item
 
 
 def _convert(var: StartVariable, value: Any) -> Any:

@@ -8,7 +8,7 @@ Dify's: ``text``, ``files``, ``json``, and a mapping result's keys as variables.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
@@ -45,9 +45,10 @@ def tools_of(ctx: NodeContext) -> ToolService:
 
 
 def tool_context(ctx: NodeContext) -> ToolContext:
-    """What a tool called by this node may use: the run's HTTP, network policy and the
-    secrets granted to the run."""
-    return ToolContext(http=ctx.runtime.http, network=ctx.runtime.network, secrets=ctx.secrets,
+    """What a tool called by this node may use: the run's HTTP, network policy, knowledge
+    bases and the secrets granted to the run."""
+    return ToolContext(http=ctx.runtime.http, network=ctx.runtime.network,
+                       knowledge=ctx.runtime.knowledge, secrets=ctx.secrets,
                        caller=f"node '{ctx.node.id}'")
 
 
@@ -106,6 +107,8 @@ async def run(ctx: NodeContext) -> NodeResult:
     process_data: dict[str, Any] = {"tool": tool.key, "tool_kind": tool.kind}
     if ignored:
         process_data["ignored_configurations"] = ignored
+    if output.notes:
+        process_data["notes"] = list(output.notes)
     return NodeResult(inputs=arguments, outputs=outputs, process_data=process_data,
                       metadata={"tool_info": {"provider": tool.provider, "name": tool.name}})
 
@@ -137,6 +140,35 @@ def _value(ctx: NodeContext, param: Any, field: str) -> Any:
     return value
 
 
+class ToolReference(NamedTuple):
+    """A tool a node names (a tool node's one, or one of an agent's): Dify's ``tool_name``
+    and provider, and the config field that names it."""
+
+    tool_name: str
+    provider: str
+    field: str
+
+
+def tool_references(node: Node) -> list[ToolReference]:
+    """The tools ``node`` names: a tool node's tool, an agent's enabled tools; none for
+    other nodes, or for an agent config that does not parse (validate() reports that)."""
+    from .agent.config import AgentConfig
+
+    config = node.config if isinstance(node.config, Mapping) else {}
+    if node.type == "tool":
+        name = str(config.get("tool_name") or "")
+        provider = str(config.get("provider_id") or config.get("provider_name") or "")
+        return [ToolReference(name, provider, "tool_name")] if name else []
+    if node.type == "agent":
+        try:
+            entries = AgentConfig.model_validate(config).tools()
+        except (ValueError, NodeError):
+            return []
+        return [ToolReference(e.tool_name, e.provider_name, f"agent_parameters.tools[{i}]")
+                for i, e in enumerate(entries) if e.tool_name]
+    return []
+
+
 def tool_problems(workflow: Workflow, tools: ToolService | None = None) -> list[Problem]:
     """A warning per tool reference (a tool node, a tool of an agent) that binds to no
     registered tool, naming the node, the tool and how to register one. The workflow still
@@ -145,27 +177,12 @@ def tool_problems(workflow: Workflow, tools: ToolService | None = None) -> list[
 
     registry = tools if tools is not None else default_registry()
     problems: list[Problem] = []
-
-    def check(node: Node, tool_name: str, provider: str, field: str) -> None:
-        if not tool_name or registry.find(tool_name, provider) is not None:
-            return
-        shown = f"{provider}/{tool_name}" if provider else tool_name
-        problems.append(Problem(
-            node.id, field, f"{node.type} node '{node.title or node.id}' uses the tool "
-            f"'{shown}', which is not registered: {registry.why_unbound(tool_name, provider)}",
-            unbound_fix(tool_name, provider), "warning"))
-
     for node in workflow.nodes.values():
-        config = node.config if isinstance(node.config, Mapping) else {}
-        if node.type == "tool":
-            check(node, str(config.get("tool_name") or ""),
-                  str(config.get("provider_id") or config.get("provider_name") or ""),
-                  "tool_name")
-        elif node.type == "agent":
+        if node.type == "agent":
             try:
-                agent = AgentConfig.model_validate(config)
-                entries = agent.tools()
-            except (ValueError, NodeError):
+                agent = AgentConfig.model_validate(
+                    node.config if isinstance(node.config, Mapping) else {})
+            except ValueError:
                 continue  # validate() reports a config that does not parse
             if agent.strategy is None:
                 problems.append(Problem(
@@ -173,7 +190,13 @@ def tool_problems(workflow: Workflow, tools: ToolService | None = None) -> list[
                     f"uses the strategy '{agent.agent_strategy_name}', which cellwire does not "
                     "run", "use Dify's default strategies: 'function_calling' or 'ReAct'",
                     "warning"))
-            for index, entry in enumerate(entries):
-                check(node, entry.tool_name, entry.provider_name,
-                      f"agent_parameters.tools[{index}]")
+        for ref in tool_references(node):
+            if registry.find(ref.tool_name, ref.provider) is not None:
+                continue
+            shown = f"{ref.provider}/{ref.tool_name}" if ref.provider else ref.tool_name
+            problems.append(Problem(
+                node.id, ref.field, f"{node.type} node '{node.title or node.id}' uses the tool "
+                f"'{shown}', which is not registered: "
+                f"{registry.why_unbound(ref.tool_name, ref.provider)}",
+                unbound_fix(ref.tool_name, ref.provider), "warning"))
     return problems

@@ -115,7 +115,8 @@ class Toolbox:
             outputs=({"text": output.text, "files": output.files, "json": output.json}
                      if output is not None else {"text": text}),
             process_data={"tool_call_id": call_id,
-                          **({"tool": bound.tool.key} if bound is not None else {})},
+                          **({"tool": bound.tool.key} if bound is not None else {}),
+                          **({"notes": list(output.notes)} if output and output.notes else {})},
             error=None if error is None else str(error),
             error_type="" if error is None else error.kind)
         return text

@@ -178,3 +178,10 @@ def file_object(value: Any, files: FilePolicy | None) -> Any:
             "filename": path.name, "extension": ext,
             "mime_type": MIME_TYPES.get(ext) or mimetypes.guess_type(path.name)[0],
             "size": size, "path": value}
+
+
+def system_files(value: Any, files: FilePolicy | None) -> list[Any]:
+    """``sys.files`` as Dify's pool holds it: a list of file objects, paths and URLs given
+    for it converted as :func:`file_object` converts a start input's."""
+    items = value if isinstance(value, list) else [value]
+    return [file_object(item, files) for item in items]

@@ -29,6 +29,7 @@ from .embeddings import Embedder, embedder_for
 from .extract import extract_text, mime_type_of
 from .filters import Conditions, allowed
 from .fusion import RRF_K, keyword_scores, rrf, weighted
+from .rerank import Reranker, rerank_hits
 
 Mode = Literal["fulltext", "vector", "hybrid"]
 T = TypeVar("T")
@@ -101,6 +102,11 @@ class KnowledgeBase:
         # Open tables and the documents' metadata, kept between searches; a write of this
         # object drops them (another process's writes are seen after reopen()).
         self._tables: dict[str, Any] = {}
+        # The chunks table opened through LanceDB's async API, for searches: its queries run
+        # on LanceDB's own runtime, awaited from the caller's loop (any loop, any thread), so
+        # a hybrid search runs both of its queries at once. A write drops it: a handle does
+        # not see what another handle wrote.
+        self._searched: Any = None
         self._docs: list[dict[str, Any]] | None = None
         self._meta_by_id: dict[str, dict[str, Any]] | None = None
         self._rule: ChunkRule | None = None
@@ -108,6 +114,7 @@ class KnowledgeBase:
     def reopen(self) -> None:
         """Forget open tables and cached metadata: see what other processes wrote since."""
         self._tables.clear()
+        self._searched = None
         self._docs = self._meta_by_id = None
 
     # -- what it is -------------------------------------------------------------------------
@@ -324,6 +331,7 @@ class KnowledgeBase:
         chunks = self._table("chunks")
         documents = self._table("documents")
         self._docs = self._meta_by_id = None
+        self._searched = None
         if drop:
             where = f"document_id IN ({', '.join(_sql(d) for d in drop)})"
             if chunks is not None:
@@ -395,7 +403,8 @@ class KnowledgeBase:
                      score_threshold: float | None = None,
                      filters: Conditions | Mapping[str, Any] | None = None,
                      fusion: Literal["rrf", "weighted"] = "rrf",
-                     vector_weight: float = 0.7, keyword_weight: float = 0.3) -> list[Hit]:
+                     vector_weight: float = 0.7, keyword_weight: float = 0.3,
+                     rerank: Reranker | None = None) -> list[Hit]:
         """The ``top_k`` best chunks for ``query``.
 
         ``mode``: ``fulltext`` (BM25 over LanceDB's full-text index; no model needed),
@@ -404,7 +413,9 @@ class KnowledgeBase:
         embedding model, else full-text. ``score`` is the cosine similarity (vector), the
         BM25 score relative to the best hit (full-text), the fused score relative to its
         largest possible value (rrf) or Dify's weighted score. ``filters``: Dify's metadata
-        conditions on the documents. Hits under ``score_threshold`` are dropped.
+        conditions on the documents. ``rerank``: a rerank model (:mod:`.rerank`) that
+        re-scores the best ``max(3 * top_k, 10)`` candidates; ``score`` is then its relevance
+        score. Hits under ``score_threshold`` are dropped.
         """
         mode = mode or ("hybrid" if self.embedding else "fulltext")
         if mode != "fulltext" and not self.embedding:
@@ -426,34 +437,49 @@ class KnowledgeBase:
                 where = f"document_id IN ({', '.join(_sql(i) for i in ids)})"
         hierarchical = self.rule.mode == "hierarchical"
         # Fusion and parent-child grouping need more candidates than they return.
-        wanted = max(top_k * 3, 10) if (mode == "hybrid" or hierarchical) else top_k
+        wanted = max(top_k * 3, 10) if (mode == "hybrid" or hierarchical or rerank) \
+            else top_k
         vector = None
         if mode != "fulltext":
             vector = np.asarray((await self.embedder().embed([query]))[0], dtype=np.float32)
-        text_rows, vector_rows = await asyncio.to_thread(
-            self._query, chunks, query if mode != "vector" else None, vector, wanted, where)
-        return self._rank(query, text_rows, vector_rows, mode, top_k, score_threshold, fusion,
-                          vector_weight, keyword_weight, hierarchical)
+        text_rows, vector_rows = await self._query(query if mode != "vector" else None,
+                                                   vector, wanted, where)
+        if rerank is None:
+            return self._rank(query, text_rows, vector_rows, mode, top_k, score_threshold,
+                              fusion, vector_weight, keyword_weight, hierarchical)
+        candidates = self._rank(query, text_rows, vector_rows, mode, wanted, None, fusion,
+                                vector_weight, keyword_weight, hierarchical)
+        return await rerank_hits(rerank, query, candidates, top_n=top_k,
+                                 score_threshold=score_threshold)
 
-    def _query(self, chunks: Any, query: str | None, vector: np.ndarray | None, wanted: int,
-               where: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        # One thread for both queries of a hybrid search: LanceDB's synchronous API runs
-        # them on its own event loop, where two threads would only queue behind each other.
-        text = self._fulltext(chunks, query, wanted, where) if query is not None else []
-        near = self._nearest(chunks, vector, wanted, where) if vector is not None else []
+    async def _chunks_async(self) -> Any:
+        if self._searched is None:
+            import lancedb
+
+            db = await lancedb.connect_async(str(self.folder / "lance"))
+            self._searched = await db.open_table("chunks")
+        return self._searched
+
+    async def _query(self, query: str | None, vector: np.ndarray | None, wanted: int,
+                     where: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The full-text and the nearest-vector candidates, both queries at once."""
+        chunks = await self._chunks_async()
+        text, near = await asyncio.gather(
+            self._fulltext(chunks, query, wanted, where) if query is not None else _none(),
+            self._nearest(chunks, vector, wanted, where) if vector is not None else _none())
         return text, near
 
-    def _fulltext(self, chunks: Any, query: str, wanted: int,
-                  where: str | None) -> list[dict[str, Any]]:
-        request = chunks.search(query, query_type="fts").select([*_COLUMNS, "_score"])
+    async def _fulltext(self, chunks: Any, query: str, wanted: int,
+                        where: str | None) -> list[dict[str, Any]]:
+        request = chunks.query().nearest_to_text(query).select([*_COLUMNS, "_score"])
         if where:
-            request = request.where(where, prefilter=True)
-        rows: list[dict[str, Any]] = request.limit(wanted).to_list()
+            request = request.where(where)
+        rows: list[dict[str, Any]] = await request.limit(wanted).to_list()
         return rows
 
-    def _nearest(self, chunks: Any, vector: np.ndarray, wanted: int,
-                 where: str | None) -> list[dict[str, Any]]:
-        request = (chunks.search(vector, vector_column_name="vector").metric("cosine")
+    async def _nearest(self, chunks: Any, vector: np.ndarray, wanted: int,
+                       where: str | None) -> list[dict[str, Any]]:
+        request = (chunks.query().nearest_to(vector).column("vector").distance_type("cosine")
                    .select([*_COLUMNS, "_distance"]))
         if self.meta.get("vector_indexed_rows"):
             # 20 IVF partitions, HNSW's beam at 100, and the distances of 5x the candidates
@@ -461,8 +487,8 @@ class KnowledgeBase:
             # quantized index (recall@4 0.85 in benchmarks/knowledge.py).
             request = request.nprobes(20).refine_factor(5).ef(100)
         if where:
-            request = request.where(where, prefilter=True)
-        rows: list[dict[str, Any]] = request.limit(wanted).to_list()
+            request = request.where(where)  # a pre-filter: LanceDB's default for vectors
+        rows: list[dict[str, Any]] = await request.limit(wanted).to_list()
         return rows
 
     def _rank(self, query: str, text_rows: list[dict[str, Any]],
@@ -529,6 +555,10 @@ class KnowledgeBase:
             for hit in hits:
                 hit.metadata = dict(docs.get(hit.document_id, {}))
         return hits
+
+
+async def _none() -> list[dict[str, Any]]:
+    return []
 
 
 def _hash_bytes(data: bytes) -> str:

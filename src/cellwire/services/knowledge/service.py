@@ -24,6 +24,8 @@ from .base import META, Hit, KnowledgeBase, Mode
 from .chunking import ChunkRule
 from .embeddings import embedder_for
 from .filters import Conditions
+from .fusion import keyword_scores
+from .rerank import Reranker, rerank_hits
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -118,24 +120,92 @@ class Knowledge:
                        mode: Mode | None = None, fusion: str = "rrf",
                        vector_weight: float = 0.7, keyword_weight: float = 0.3,
                        filters: Conditions | Mapping[str, Any] | None = None,
+                       rerank: Reranker | None = None,
                        ) -> builtins.list[dict[str, Any]]:
         """The best chunks of the bases ``dataset_ids`` for ``query``, Dify-shaped
         (``content``, ``title``, ``metadata`` with ``score`` and the document's fields),
-        best first, at most ``top_k`` (4) over all bases."""
+        best first, at most ``top_k`` (4) over all bases.
+
+        With ``rerank`` (a rerank model), as Dify's multiple retrieval: each base gives its
+        ``top_k`` best, the model re-scores them all together, and ``score_threshold``
+        applies to its scores. Dify's weighted score over several bases is likewise taken
+        over their candidates together (the keyword part's inverse document frequencies
+        come from all of them)."""
         top_k = top_k or 4
+        keys = builtins.list(dict.fromkeys(dataset_ids))
+        across = fusion == "weighted" and rerank is None and len(keys) > 1
         found: builtins.list[tuple[KnowledgeBase, Hit]] = []
-        for key in dict.fromkeys(dataset_ids):
+        for key in keys:
             base = self.get(key)
             base_mode = mode if mode is not None and (mode == "fulltext" or base.embedding) \
                 else None
             hits = await base.search(query, mode=base_mode, top_k=top_k,
-                                     score_threshold=score_threshold, filters=filters,
+                                     score_threshold=None if rerank or across
+                                     else score_threshold,
+                                     filters=filters,
                                      fusion="weighted" if fusion == "weighted" else "rrf",
                                      vector_weight=vector_weight, keyword_weight=keyword_weight)
             found.extend((base, hit) for hit in hits)
+        if rerank is not None:
+            owner = {id(hit): base for base, hit in found}
+            ranked = await rerank_hits(rerank, query, [hit for _, hit in found], top_n=top_k,
+                                       score_threshold=score_threshold)
+            found = [(owner[id(hit)], hit) for hit in ranked]
+        elif across:
+            found = _weighted_across(found, query, vector_weight, keyword_weight,
+                                     score_threshold)
         found.sort(key=lambda pair: -pair[1].score)
         return [dify_result(base, hit, index + 1)
                 for index, (base, hit) in enumerate(found[:top_k])]
+
+
+    def describe_bases(self, dataset_ids: Sequence[str]) -> builtins.list[dict[str, str]]:
+        """Each base ``dataset_ids`` names, as ``{key, name, description}`` (``key`` as
+        given): what single retrieval offers a model to choose from."""
+        return [{"key": key, "name": base.name, "description": str(
+                     base.meta.get("description") or "")}
+                for key in dict.fromkeys(dataset_ids) for base in [self.get(key)]]
+
+    def metadata_fields(self, dataset_ids: Sequence[str]) -> builtins.list[dict[str, str]]:
+        """The metadata fields of the documents in the bases ``dataset_ids``, each as
+        ``{name, type}`` with Dify's types (``string``, ``number``, ``time``): what automatic
+        metadata filtering lets a model choose from."""
+        fields: dict[str, str] = {}
+        for key in dict.fromkeys(dataset_ids):
+            for document in self.get(key).documents():
+                for name, value in document["metadata"].items():
+                    if name not in fields or fields[name] == "string":
+                        fields[name] = _field_type(name, value)
+        return [{"name": name, "type": kind} for name, kind in fields.items()]
+
+
+def _weighted_across(found: builtins.list[tuple[KnowledgeBase, Hit]], query: str,
+                     vector_weight: float, keyword_weight: float,
+                     score_threshold: float | None) -> builtins.list[tuple[KnowledgeBase, Hit]]:
+    """Dify's ``WeightRerankRunner`` over the hits of several bases: each hit's cosine
+    (0 when its base has no vectors) and its keyword score among all of them."""
+    keyword = keyword_scores(query, {str(index): hit.content
+                                     for index, (_, hit) in enumerate(found)})
+    kept = []
+    for index, (base, hit) in enumerate(found):
+        hit.scores["keyword"] = keyword[str(index)]
+        hit.score = hit.scores["weighted"] = (vector_weight * hit.scores.get("vector", 0.0)
+                                              + keyword_weight * keyword[str(index)])
+        if score_threshold is None or hit.score >= score_threshold:
+            kept.append((base, hit))
+    return kept
+
+
+#: Dify's built-in metadata fields that hold times (Unix seconds).
+_TIME_FIELDS = ("upload_date", "last_update_date")
+
+
+def _field_type(name: str, value: Any) -> str:
+    if name in _TIME_FIELDS:
+        return "time"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
+    return "string"
 
 
 def dify_result(base: KnowledgeBase, hit: Hit, position: int) -> dict[str, Any]:

@@ -365,6 +365,47 @@ class OpenAIProvider(HTTPProvider):
         raise ProviderError(f"{self.server} sent an embedding of type {type(value).__name__}",
                             provider=self.name, model=model)
 
+    async def rerank(self, model: str, query: str, documents: list[str], *,
+                     top_n: int | None = None) -> list[tuple[int, float]]:
+        """``POST /rerank`` (Cohere's, Jina's and vLLM's wire format): each document's
+        relevance to ``query`` as ``(index into documents, score)``, best first; at most
+        ``top_n`` when given."""
+        body: dict[str, Any] = {"model": model, "query": query, "documents": list(documents)}
+        if top_n is not None:
+            body["top_n"] = top_n
+        tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
+        permit = await self._limits.acquire(self.name, model, tokens)
+        try:
+            response = await self._open("POST", "rerank", body, model)
+        except _BadRequest as exc:
+            raise exc.error from None
+        finally:
+            permit.settle(tokens)
+        try:
+            data = await self._read_json(response, model)
+        finally:
+            await response.aclose()
+        # Cohere, Jina and vLLM answer {"results": [...]}; Hugging Face TEI a bare list.
+        items = data.get("results", data.get("data")) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise ProviderError(f"{self.server} sent a rerank reply without results: "
+                                f"{self._quote(json.dumps(data)[:200])}", provider=self.name,
+                                model=model)
+        ranked: list[tuple[int, float]] = []
+        for item in items:
+            index = item.get("index") if isinstance(item, dict) else None
+            score = item.get("relevance_score", item.get("score")) \
+                if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < len(documents) or \
+                    not isinstance(score, (int, float)):
+                raise ProviderError(f"{self.server} sent a rerank result that is not "
+                                    f"{{index < {len(documents)}, relevance_score}}: "
+                                    f"{self._quote(json.dumps(item)[:200])}",
+                                    provider=self.name, model=model)
+            ranked.append((index, float(score)))
+        ranked.sort(key=lambda pair: -pair[1])
+        return ranked[:top_n] if top_n is not None else ranked
+
     async def models(self) -> list[str]:
         """``GET /models``: the model ids the server lists."""
         try:

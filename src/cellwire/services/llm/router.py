@@ -113,13 +113,17 @@ class LLMRouter:
 
     # -- resolving -----------------------------------------------------------------------
 
-    def resolve(self, name: str, *, override: str | None = None) -> Route:
+    def resolve(self, name: str, *, override: str | None = None,
+                fallback: bool = True) -> Route:
         """The route for ``'provider/model'`` (or for ``override`` when it is set)."""
         provider, model = split_model(name)
-        return self.resolve_config(provider, model, override=override)
+        return self.resolve_config(provider, model, override=override, fallback=fallback)
 
-    def resolve_config(self, provider: str, model: str, *, override: str | None = None) -> Route:
-        """The route for a Dify model config ``{provider, name}``; see the module docstring."""
+    def resolve_config(self, provider: str, model: str, *, override: str | None = None,
+                       fallback: bool = True) -> Route:
+        """The route for a Dify model config ``{provider, name}``; see the module docstring.
+        ``fallback=False``: a provider that is neither registered nor mapped is an error, not
+        the default model (a rerank model is no chat model)."""
         if override:
             target_provider, target_model = split_model(override)
             return Route(self.provider(target_provider), target_model)
@@ -133,7 +137,7 @@ class LLMRouter:
         found = self._providers.get(key)
         if found is not None:
             return Route(found, model)
-        if self.default:
+        if self.default and fallback:
             target_provider, target_model = split_model(self.default)
             if provider_key(target_provider) not in self._providers:
                 raise UnknownModelError(

@@ -30,6 +30,7 @@ from .base import (
 )
 
 Reply = str | Callable[[ChatRequest], str]
+_WORDS = re.compile(r"\w+")
 
 
 @dataclass
@@ -134,6 +135,16 @@ class ScriptedProvider:
         """Bag-of-words vectors hashed into 16 dimensions, unit length: texts sharing words
         come out similar, which is enough to test retrieval."""
         return [_embed(text) for text in texts]
+
+    async def rerank(self, model: str, query: str, documents: list[str], *,
+                     top_n: int | None = None) -> list[tuple[int, float]]:
+        """Each document's share of the query's distinct words (lower-cased), best first:
+        a stand-in for a rerank model that is stable enough to test ordering with."""
+        wanted = set(_WORDS.findall(query.lower()))
+        scored = [(index, len(wanted & set(_WORDS.findall(text.lower()))) / (len(wanted) or 1))
+                  for index, text in enumerate(documents)]
+        scored.sort(key=lambda pair: (-pair[1], pair[0]))
+        return scored[:top_n] if top_n is not None else scored
 
     async def models(self) -> list[str]:
         named = {r.model for r in self.rules if r.model}

@@ -1,21 +1,27 @@
 """Built-in tools: the current time (Dify's ``time/current_time``), arithmetic without
-``eval``, and a URL fetched as text through the run's shared HTTP client and network policy."""
+``eval``, a URL fetched as text through the run's shared HTTP client and network policy, and
+a search of the project's knowledge bases (``cellwire kb``) through the run's knowledge
+service."""
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import html
 import math
 import operator
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pydantic
 
 from .context import ToolContext
 from .http import fetch
-from .tool import Tool, ToolError
+from .registry import ToolOutput
+from .tool import Tool, ToolError, validation_errors
 
 
 async def _current_time(arguments: dict[str, Any], context: ToolContext) -> str:
@@ -158,5 +164,99 @@ fetch_url = Tool(
      "required": ["url"]},
     _fetch_url, provider="builtin", kind="builtin")
 
+
+# -- search a knowledge base ----------------------------------------------------------------------
+
+#: The most chunks one search returns: more would crowd a model's context.
+MAX_TOP_K = 20
+
+
+class _SearchArguments(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    query: str = pydantic.Field(min_length=1)
+    knowledge_base: str | None = None
+    top_k: int = pydantic.Field(4, ge=1, le=MAX_TOP_K)
+    mode: Literal["fulltext", "vector", "hybrid"] | None = None
+
+
+async def _search_knowledge(arguments: dict[str, Any], context: ToolContext) -> Any:
+    try:
+        args = _SearchArguments.model_validate(arguments)
+    except pydantic.ValidationError as exc:
+        raise ToolError(f"invalid arguments for tool 'search_knowledge': {validation_errors(exc)}",
+                        hint="pass {'query': '...'} and optionally 'knowledge_base', "
+                             f"'top_k' (1 to {MAX_TOP_K}) and 'mode' ('fulltext', 'vector' "
+                             "or 'hybrid')", kind="ToolArgumentsError") from None
+    knowledge = context.knowledge
+    if knowledge is None:
+        # Called outside a run: the project's knowledge bases, as the runner opens them.
+        from cellwire.services.knowledge import Knowledge
+
+        knowledge = Knowledge()
+    name = args.knowledge_base or await _only_base(knowledge)
+    from cellwire.services.knowledge import EmbeddingUnavailable, KnowledgeBaseNotFound
+
+    try:
+        documents = await knowledge.retrieve([name], args.query.strip(), top_k=args.top_k,
+                                             mode=args.mode)
+    except KnowledgeBaseNotFound as exc:
+        raise ToolError(str(exc), hint="name a knowledge base that exists in 'knowledge_base'",
+                        kind="KnowledgeBaseNotFound") from None
+    except EmbeddingUnavailable as exc:
+        raise ToolError(f"knowledge base {name!r} cannot embed the query: {exc}",
+                        hint="search with mode 'fulltext', or make its embedding model "
+                             "reachable", kind="EmbeddingUnavailable") from None
+    return ToolOutput(_as_text(name, args.query, documents), [],
+                      [{"knowledge_base": name, "query": args.query, "documents": documents}],
+                      {"documents": documents})
+
+
+async def _only_base(knowledge: Any) -> str:
+    """The name of the one knowledge base there is, when the call names none."""
+    listing = getattr(knowledge, "list", None)
+    names = [b.name for b in await asyncio.to_thread(listing)] if callable(listing) else None
+    if names is not None and len(names) == 1:
+        return names[0]
+    there = f" (there: {', '.join(names)})" if names else ""
+    if names == []:
+        raise ToolError("there is no knowledge base to search", hint="create one: `cellwire kb "
+                        "create NAME` and `cellwire kb add NAME FILE...`",
+                        kind="KnowledgeBaseNotFound")
+    raise ToolError(f"name the knowledge base to search in 'knowledge_base'{there}",
+                    hint="fix it in the tool's settings (a tool node's tool_configurations, "
+                         "an agent tool's settings) so the model need not choose",
+                    kind="ToolArgumentsError")
+
+
+def _as_text(name: str, query: str, documents: list[dict[str, Any]]) -> str:
+    """What a model reads: each chunk with its document and score, best first."""
+    if not documents:
+        return f"Nothing in knowledge base {name!r} matches {query!r}."
+    parts = []
+    for index, document in enumerate(documents, 1):
+        score = document.get("metadata", {}).get("score")
+        shown = f", score {score:.2f}" if isinstance(score, (int, float)) else ""
+        parts.append(f"[{index}] {document.get('title') or 'untitled'}{shown}\n"
+                     f"{document.get('content', '')}")
+    return "\n\n".join(parts)
+
+
+search_knowledge = Tool(
+    "search_knowledge", "Search a knowledge base (documents added with `cellwire kb`) and "
+    "return its passages that best match a query, best first.",
+    {"type": "object", "properties": {
+        "query": {"type": "string", "description": "what to look for"},
+        "knowledge_base": {"type": "string", "description": "the knowledge base's name or "
+                           "id (may be left out when there is only one)"},
+        "top_k": {"type": "integer", "description": "how many passages to return",
+                  "default": 4, "minimum": 1, "maximum": MAX_TOP_K},
+        "mode": {"type": "string", "enum": ["fulltext", "vector", "hybrid"],
+                 "description": "how to search: by words (fulltext), by meaning (vector) or "
+                 "both (hybrid, the default when the base has an embedding model); a base "
+                 "without one always searches by words"}},
+     "required": ["query"]},
+    _search_knowledge, provider="builtin", kind="builtin")
+
 #: The built-in tools every registry made by :func:`default_registry` starts with.
-BUILTINS = [current_time, calculate, fetch_url]
+BUILTINS = [current_time, calculate, fetch_url, search_knowledge]

@@ -1,5 +1,5 @@
-"""What a tool call may use from the run that makes it: HTTP, the network policy and the
-secrets the user granted to that run (and nothing else)."""
+"""What a tool call may use from the run that makes it: HTTP, the network policy, the
+knowledge bases and the secrets the user granted to that run (and nothing else)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ from typing import TYPE_CHECKING, Any
 from .tool import ToolError
 
 if TYPE_CHECKING:
-    from cellwire.engine.services import HTTPService, NetworkGuard
+    from cellwire.engine.services import HTTPService, KnowledgeService, NetworkGuard
 
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
-    """The run's shared HTTP client and network policy, and its granted secrets."""
+    """The run's shared HTTP client, network policy and knowledge bases, and its granted
+    secrets."""
 
     http: HTTPService | None = None
     network: NetworkGuard | None = None
+    #: The run's knowledge bases (``search_knowledge``); None: the project's, opened on use.
+    knowledge: KnowledgeService | None = None
     #: Secret values granted to the run, by name; a tool reads one through :meth:`secret`.
     secrets: Mapping[str, str] = field(default_factory=dict)
     #: Who is calling, for messages (``node 'x'``).

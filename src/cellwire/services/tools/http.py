@@ -28,11 +28,16 @@ async def fetch(context: ToolContext, method: str, url: str, *,
     policy = context.network or NetworkPolicy.trusted()
     who = f"tool {tool!r}: " if tool else ""
     try:
+        # Checked before the client sees it: httpx reads 'file:///x' as the relative '/x'.
+        scheme = httpx.URL(url).scheme
         request = client.build_request(method, url, params=params, headers=headers, json=json,
                                        content=content, timeout=timeout)
     except (httpx.InvalidURL, ValueError) as exc:
         raise ToolError(f"{who}invalid URL {url!r}: {exc}", hint="give an http(s) URL",
                         kind="ToolArgumentsError") from None
+    if scheme not in _PORTS:
+        raise ToolError(f"{who}cannot fetch {scheme or 'relative'!r} URLs ({url!r})",
+                        hint="give an absolute http(s) URL", kind="ToolArgumentsError")
     try:
         for _hop in range(_MAX_REDIRECTS + 1):
             target = request.url

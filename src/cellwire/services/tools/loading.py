@@ -11,12 +11,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .tool import Tool, from_function
+from .registry import ToolRegistry
+from .tool import Tool, ToolError, from_function
 
 #: The entry point group plugins list their tools in: a Tool, a function, a list of them,
 #: or a callable returning such a list.
@@ -32,6 +34,43 @@ def load_tools(source: str | Path) -> list[Tool]:
     (``package.module``): its ``@tool`` functions, and the tools its ``TOOLS`` list holds."""
     module = _import(str(source))
     return module_tools(module)
+
+
+def register_tools(registry: ToolRegistry, sources: Sequence[str] = (),
+                   mcp_configs: Sequence[str] = (), tool_map: str | None = None, *,
+                   map_option: str = "--tool-map") -> dict[str, str]:
+    """Add to ``registry`` the tools of ``sources`` (files or modules) and of the MCP servers
+    of ``mcp_configs``, and the renames of ``tool_map``; return those renames. What the
+    ``--tools``/``--mcp``/``--tool-map`` options and ``%workflow tools`` do. Anything that
+    cannot be loaded is a :class:`ToolLoadError` naming the option, the file and why."""
+    from .mcp import MCPConfigError, load_mcp_config
+    from .registry import load_renames
+
+    for source in sources:
+        registry.extend(load_tools(source))
+    for config in mcp_configs:
+        try:
+            for server in load_mcp_config(config):
+                registry.extend(server.tools())
+        except (MCPConfigError, ToolError) as exc:
+            hint = f" (fix: {exc.hint})" if isinstance(exc, ToolError) and exc.hint else ""
+            raise ToolLoadError(f"--mcp {config}: {exc}{hint}") from None
+    if tool_map is None:
+        return {}
+    try:
+        renames = load_renames(tool_map)
+    except ValueError as exc:
+        raise ToolLoadError(f"{map_option} {exc}") from None
+    registry.renames.update(renames)
+    return renames
+
+
+def describe_tools(tools: ToolRegistry) -> list[dict[str, Any]]:
+    """A row per tool: provider, name, kind, description and its arguments' names (what
+    ``cellwire tools`` and ``%workflow tools`` list)."""
+    return [{"provider": t.provider, "name": t.name, "kind": t.kind,
+             "description": t.description,
+             "arguments": list(t.parameters.get("properties") or {})} for t in tools]
 
 
 def module_tools(module: ModuleType) -> list[Tool]:

@@ -128,22 +128,64 @@ class MCPServer:
         schema = dict(listed.input_schema or {"type": "object", "properties": {}})
 
         async def invoke(arguments: dict[str, Any], context: ToolContext) -> Any:
-            result = await server.call(name, arguments)
-            texts = [str(getattr(b, "text", "")) for b in result.content
-                     if getattr(b, "type", "") == "text"]
+            # As Dify does: an empty parameter is left out, so the server's default holds.
+            sent = {k: v for k, v in arguments.items()
+                    if v is not None and not (isinstance(v, str) and not v.strip())}
+            result = await server.call(name, sent)
             if result.is_error:
+                texts = [str(getattr(b, "text", "")) for b in result.content
+                         if getattr(b, "type", "") == "text"]
                 raise ToolError(f"MCP tool {server.name}/{name} failed: "
                                 f"{' '.join(texts) or 'no message'}", kind="ToolInvokeError")
-            if result.structured_content is not None:
-                from .registry import ToolOutput
-
-                data = result.structured_content
-                return ToolOutput("\n".join(texts), [], [data],
-                                  dict(data) if isinstance(data, Mapping) else {})
-            return "\n".join(texts)
+            return mcp_output(result)
 
         return Tool(name, str(listed.description or ""), schema, invoke, provider=self.name,
                     kind="mcp")
+
+
+def mcp_output(result: Any) -> Any:
+    """An MCP tool's result as Dify's MCP tool hands it to a tool node: text blocks joined
+    into ``text``, except those holding a JSON object (or a list of objects), which go to
+    ``json``; an embedded text resource is text; ``structured_content`` becomes variables.
+    Images, audio and binary resources would be Dify's files, which cellwire's tools do not
+    return yet: each is named in ``notes`` instead of vanishing."""
+    from .registry import ToolOutput
+
+    text, data, notes = "", [], []
+    for block in result.content:
+        kind = getattr(block, "type", "")
+        if kind == "text":
+            value = _json_text(str(block.text))
+            if isinstance(value, dict):
+                data.extend([value] if value else [])
+            elif isinstance(value, list):
+                if all(isinstance(item, dict) for item in value):
+                    data.extend(item for item in value if item)
+                else:
+                    text += str(value)  # as Dify does: the Python form of the list
+            else:
+                text += str(block.text)
+        elif kind == "resource" and isinstance(getattr(block.resource, "text", None), str):
+            text += block.resource.text
+        else:
+            mime = getattr(block, "mime_type", None) or getattr(
+                getattr(block, "resource", None), "mime_type", None) or "unknown type"
+            notes.append(f"{kind or 'unknown'} content ({mime}) was left out: cellwire tools "
+                         "do not return files yet")
+    structured = result.structured_content
+    variables = dict(structured) if isinstance(structured, Mapping) else {}
+    return ToolOutput(text, [], data, variables, tuple(notes))
+
+
+def _json_text(text: str) -> Any:
+    """The JSON value of ``text`` when it looks like an object or array (Dify's test)."""
+    stripped = text.strip()
+    if stripped and stripped[0] in "{[" and stripped[-1] in "}]":
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return None
+    return None
 
 
 class _Session:

@@ -36,6 +36,9 @@ class ToolOutput:
     files: list[Any]
     json: list[Any]
     variables: dict[str, Any]
+    #: What the result held that could not be kept (say, an image, as tools return no files
+    #: yet); a tool node shows them in its ``process_data.notes``.
+    notes: tuple[str, ...] = ()
 
     def as_text(self) -> str:
         """What an agent hands its model: the text, else the JSON."""

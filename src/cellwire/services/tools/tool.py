@@ -135,7 +135,7 @@ def from_function(fn: Callable[..., Any], *, name: str | None = None, provider: 
         try:
             parsed = model.model_validate(arguments)
         except pydantic.ValidationError as exc:
-            raise ToolError(f"invalid arguments for tool {tool_name!r}: {_errors(exc)}",
+            raise ToolError(f"invalid arguments for tool {tool_name!r}: {validation_errors(exc)}",
                             hint=f"pass arguments matching {_signature(schema)}",
                             kind="ToolArgumentsError") from None
         values = {k: getattr(parsed, k) for k in type(parsed).model_fields}
@@ -171,7 +171,8 @@ def _arguments_model(fn: Callable[..., Any], tool_name: str,
                                  __config__=pydantic.ConfigDict(extra="forbid"), **fields)
 
 
-def _errors(exc: pydantic.ValidationError) -> str:
+def validation_errors(exc: pydantic.ValidationError) -> str:
+    """A pydantic error as one line a model can read: ``field: message; ...``."""
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
                      for e in exc.errors())
 

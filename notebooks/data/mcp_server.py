@@ -1,7 +1,9 @@
-"""A small MCP server for the tests and the tutorial (the official ``mcp`` SDK's MCPServer).
+"""A small MCP server for the tutorial (13-tools-and-agents) and the tests (the official
+``mcp`` SDK's MCPServer).
 
 Tools: ``forecast(city)`` (text), ``add(a, b)`` (structured), ``pid()`` (the server's
-process id), ``broken()`` (always fails).
+process id), ``broken()`` (always fails), ``report(city)`` (text, JSON text, an embedded
+text resource and an image, as content blocks).
 Over stdio by default; ``--http`` serves streamable HTTP at ``/mcp`` on 127.0.0.1 (a free
 port, printed as ``PORT <n>`` on the first line of stdout), and with ``--token T`` refuses
 requests without the header ``X-Token: T``.
@@ -11,12 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import (
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    TextContent,
+    TextResourceContents,
+)
 
 server = MCPServer("weather-mcp")
 
@@ -37,6 +47,20 @@ def add(a: int, b: int) -> dict[str, int]:
 def pid() -> int:
     """The server's process id (one session per loop reuses one process)."""
     return os.getpid()
+
+
+@server.tool()
+def report(city: str, units: str = "metric") -> CallToolResult:
+    """A weather report in several content blocks."""
+    return CallToolResult(content=[
+        TextContent(type="text", text=f"Report for {city} ({units}). "),
+        TextContent(type="text", text=json.dumps({"city": city, "rain_mm": 4})),
+        TextContent(type="text", text='[{"day": 1}, {"day": 2}]'),
+        TextContent(type="text", text="[1, 2]"),
+        EmbeddedResource(type="resource", resource=TextResourceContents(
+            uri="memo://radar", text="Radar: clear.")),
+        ImageContent(type="image", data="iVBORw0KGgo=", mime_type="image/png"),
+    ])
 
 
 @server.tool()
