@@ -179,13 +179,13 @@ def write_apps(folder: Path, names: tuple[str, ...] = BASIC) -> Path:
 
 @contextmanager
 def serving(path: Path, db: Path, *, trust: bool = True, allow_private_network: bool = False,
-            **limits: Any) -> Iterator[Served]:
+            dask: str | None = None, **limits: Any) -> Iterator[Served]:
     """A real server on 127.0.0.1 (a free port) serving ``path``, guarded by API keys in its
     store (``limits``: KeyGuard's; none by default)."""
     store = RunStore(db)
     guard = KeyGuard(store, **{"rate": None, "max_concurrent_runs": None, **limits})
     app = create_app(load_apps(path, trust=trust), store=store, guard=guard, trust=trust,
-                     allow_private_network=allow_private_network)
+                     allow_private_network=allow_private_network, dask=dask)
     try:
         with BackgroundServer(app) as server:
             yield Served(f"{server.url}/v1", store, create_key(store, "admin")[1])

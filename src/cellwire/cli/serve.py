@@ -32,8 +32,11 @@ from cellwire.cli.common import fail
               help="requests per second per API key (bursts of twice as many; 0: no limit)")
 @click.option("--max-runs", default=64, show_default=True, type=click.IntRange(min=0),
               help="runs in flight per API key (0: no limit)")
+@click.option("--dask", metavar="ADDRESS", default=None,
+              help="run on this Dask scheduler's workers (they must see the --db file)")
 def serve(path: Path, host: str, port: int, db: Path | None, workers: int,
-          allow_private_network: bool, trust: bool, rate: float, max_runs: int) -> None:
+          allow_private_network: bool, trust: bool, rate: float, max_runs: int,
+          dask: str | None) -> None:
     """Serve the workflows in PATH (a file or folder) with Dify's Service API at /v1."""
     import uvicorn
 
@@ -47,7 +50,7 @@ def serve(path: Path, host: str, port: int, db: Path | None, workers: int,
         fail([f"error: {exc}"])
     store = str((db or runs_db_path()).resolve())
     config = ServeConfig(str(path.resolve()), store, trust, allow_private_network,
-                         rate or None, max_runs or None)
+                         rate or None, max_runs or None, dask)
     os.environ[CONFIG_ENV] = config.to_env()
     click.echo(f"serving {', '.join(f'{a.name} ({a.mode})' for a in apps.values())} on "
                f"http://{host}:{port}/v1 (docs: /docs; runs in {store}; API keys: cellwire keys "

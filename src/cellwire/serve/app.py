@@ -32,6 +32,7 @@ from .errors import ServeError
 from .graphql import graphql_router
 from .limits import BodyLimit
 from .principal import Guard
+from .remote import DaskRuns
 from .routes import routers
 from .runs import RunManager
 from .state import ServeState
@@ -57,16 +58,21 @@ def serve_runner(store: RunStore, uploads: Uploads, *,
 def create_app(apps: Mapping[str, ServedApp], *, store: RunStore, guard: Guard,
                trust: bool = False, allow_private_network: bool = False,
                uploads: str | os.PathLike[str] | None = None,
-               runner: Runner | None = None, max_body: int | None = MAX_BODY) -> FastAPI:
+               runner: Runner | None = None, max_body: int | None = MAX_BODY,
+               dask: str | None = None) -> FastAPI:
     """The FastAPI app serving ``apps``: runs stored in ``store``, callers checked by
     ``guard``. ``trust``: the apps' files are trusted (code runs unsandboxed, as they were
     loaded); ``uploads``: the folder of uploaded files (default: beside the store);
-    ``max_body``: the largest request body in bytes (413 beyond; None: no limit)."""
+    ``max_body``: the largest request body in bytes (413 beyond; None: no limit); ``dask``:
+    the address of a Dask scheduler whose workers run the runs (they must see the store)."""
     if not apps:
         raise ValueError("create_app needs at least one app to serve")
     folder = Uploads(uploads if uploads is not None else Path(f"{store.path}.uploads"))
     runner = runner or serve_runner(store, folder, allow_private_network=allow_private_network)
-    runs = RunManager(runner, store, trust=trust)
+    remote = None if dask is None else DaskRuns(
+        dask, db=os.fspath(store.path), uploads=str(folder.folder),
+        allow_private_network=allow_private_network)
+    runs = RunManager(runner, store, trust=trust, dask=remote)
     state = ServeState(dict(apps), guard, runs, store, folder, Conversations(store.path))
 
     async def start_run(app: str, inputs: dict[str, Any]) -> str:
@@ -88,6 +94,8 @@ def create_app(apps: Mapping[str, ServedApp], *, store: RunStore, guard: Guard,
             yield
             await scheduler.stop()
         await _stop_running(runs)
+        if remote is not None:
+            await remote.close()
 
     app = FastAPI(title="cellwire Service API", version="1",
                   description="Dify-compatible Service API over cellwire workflows",

@@ -29,6 +29,8 @@ class ServeConfig:
     rate: float | None = 50.0
     #: Runs in flight per key; None: no limit.
     max_runs: int | None = 64
+    #: The Dask scheduler whose workers run the runs; None: this server's processes.
+    dask: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -53,7 +55,7 @@ def build(config: ServeConfig) -> FastAPI:
     guard = KeyGuard(store, rate=config.rate, burst=max(1, int(2 * (config.rate or 0))),
                      max_concurrent_runs=config.max_runs)
     return create_app(apps, store=store, guard=guard, trust=config.trust,
-                      allow_private_network=config.allow_private_network)
+                      allow_private_network=config.allow_private_network, dask=config.dask)
 
 
 def app_from_env() -> FastAPI:

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from cellwire.durable import prepare_respond
-from cellwire.engine import RunResult
 from cellwire.engine.events import Event, RunPaused
 from cellwire.engine.forms import FormError, FormExpired
 from cellwire.engine.layers import Layer
@@ -30,6 +29,7 @@ from .apps import ServedApp
 from .errors import ServeError
 from .events import DifyStream
 from .principal import RunSlot
+from .remote import DaskRuns, RemoteHandle
 
 #: Finished runs whose events stay in memory for clients that reconnect late.
 KEEP_FINISHED = 500
@@ -93,7 +93,7 @@ class _Feed(Layer):
 class ServedRun:
     """A run the server started (or resumed): its app, buffer and current handle."""
 
-    def __init__(self, app: ServedApp, buffer: RunBuffer, handle: RunHandle):
+    def __init__(self, app: ServedApp, buffer: RunBuffer, handle: RunHandle | RemoteHandle):
         self.app = app
         self.buffer = buffer
         self.handle = handle
@@ -102,8 +102,8 @@ class ServedRun:
     def run_id(self) -> str:
         return self.buffer.stream.run_id
 
-    async def wait(self) -> RunResult | None:
-        """The run's end (None when its task died without a result)."""
+    async def wait(self) -> Any:
+        """The run's end: its result (``status``, ``answer``); None when its task died."""
         try:
             return await self.handle
         except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the buffer says why
@@ -111,12 +111,15 @@ class ServedRun:
 
 
 class RunManager:
-    """Starts, finds, stops and resumes the server's runs."""
+    """Starts, finds, stops and resumes the server's runs: in this process through the
+    runner, or on a Dask cluster (``dask``; a paused run's answer resumes it here)."""
 
-    def __init__(self, runner: Runner, store: RunStore, *, trust: bool = False):
+    def __init__(self, runner: Runner, store: RunStore, *, trust: bool = False,
+                 dask: DaskRuns | None = None):
         self.runner = runner
         self.store = store
         self.trust = trust
+        self.dask = dask
         self._runs: OrderedDict[str, ServedRun] = OrderedDict()
 
     def start(self, app: ServedApp, inputs: Mapping[str, Any], *, user: str,
@@ -133,9 +136,15 @@ class RunManager:
         stream = DifyStream(run_id, app.workflow, mode=app.mode, user=user,
                             conversation_id=conversation_id)
         buffer = RunBuffer(stream)
+        feed = _Feed(buffer)
+        handle: RunHandle | RemoteHandle
         try:
-            handle = self.runner.start(app.workflow, {**inputs, **system}, run_id=run_id,
-                                       layers=[_Feed(buffer)])
+            if self.dask is not None:
+                handle = self.dask.start(app.workflow, {**inputs, **system}, run_id,
+                                         feed.on_event)
+            else:
+                handle = self.runner.start(app.workflow, {**inputs, **system}, run_id=run_id,
+                                           layers=[feed])
         except Exception:
             if slot is not None:
                 slot.release()
@@ -153,7 +162,7 @@ class RunManager:
         return run
 
     @staticmethod
-    def _ended(run: ServedRun, task: asyncio.Task[RunResult], slot: RunSlot | None) -> None:
+    def _ended(run: ServedRun, task: asyncio.Task[Any], slot: RunSlot | None) -> None:
         if slot is not None:
             slot.release()
         buffer = run.buffer
@@ -180,7 +189,8 @@ class RunManager:
         if run is None:
             return False
         if not run.handle.done:
-            self.runner.stop(run_id, "stopped by the API caller")
+            # The run's command channel (a Dask run: the event its worker waits on).
+            run.handle.stop("stopped by the API caller")
         return True
 
     async def answer(self, token: str, action: str, values: Mapping[str, Any] | None,
