@@ -23,7 +23,7 @@ def cluster() -> Iterator[distributed.LocalCluster]:
 def served(tmp_path_factory: pytest.TempPathFactory,
            cluster: distributed.LocalCluster) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("dask")
-    with serving(write_apps(folder / "apps", ("greet", "notes", "slow")), folder / "runs.db",
+    with serving(write_apps(folder / "apps", ("greet", "notes", "slow", "review")), folder / "runs.db",
                  dask=cluster.scheduler_address) as found:
         yield found
 
@@ -68,3 +68,16 @@ def test_stop_reaches_the_run_on_its_worker(served: Served):
     assert events[-1]["data"]["status"] == "stopped"
     served.store.flush(10)
     assert str(served.store.run(run_id)["status"]) == "stopped"
+
+
+def test_a_run_paused_on_a_worker_resumes_when_its_form_is_answered(served: Served):
+    with served.client("review") as c:
+        events = sse(c.post("/workflows/run", json={"inputs": {"topic": "x"},
+                                                    "response_mode": "streaming", "user": "u"}))
+        assert names(events)[-2:] == ["human_input_required", "workflow_paused"]
+        token, run_id = events[-2]["data"]["form_token"], events[0]["workflow_run_id"]
+        assert c.post(f"/form/human_input/{token}",
+                      json={"action": "approve", "inputs": {"note": "ok"}}).status_code == 200
+        resumed = sse(c.get(f"/workflow/{run_id}/events", params={"continue_on_pause": True}))
+    assert resumed[-1]["event"] == "workflow_finished"
+    assert resumed[-1]["data"]["outputs"] == {"action": "approve", "note": "ok"}
