@@ -11,6 +11,8 @@ a module of its own that adds itself to the group when imported here.
 from cellwire.cli import batch as _batch  # noqa: F401 - adds `cellwire map`
 from cellwire.cli import evaluate as _evaluate  # noqa: F401 - adds `cellwire eval`
 from cellwire.cli import kb as _kb  # noqa: F401 - registers `cellwire kb`
+from cellwire.cli import keys as _keys  # noqa: F401 - registers `cellwire keys`
+from cellwire.cli import serve as _serve  # noqa: F401 - adds `cellwire serve`
 from cellwire.cli import tools as _tools  # noqa: F401 - adds `cellwire tools`
 from cellwire.cli.app import cli, main
 

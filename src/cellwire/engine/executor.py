@@ -360,8 +360,9 @@ class Execution:
             "conversation": conversation,
         }
         for root in self.compiled.graphs[None].roots:
-            if self.compiled.nodes[root].type == "start":
-                # The start node reads its inputs from its own slot, as in Dify.
+            if self.compiled.types[root].start:
+                # The start node (or a trigger, which starts a run as one) reads its inputs
+                # from its own slot, as in Dify.
                 data[root] = dict(start_inputs)
         return VariablePool(data)
 

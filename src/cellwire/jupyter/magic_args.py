@@ -13,7 +13,7 @@ from collections.abc import Callable
 from IPython.core.error import UsageError
 
 SUBCOMMANDS = ("list", "show", "run", "map", "stop", "runs", "trace", "costs", "latency", "export",
-               "import", "delete", "tools", "kb", "help")
+               "import", "delete", "tools", "kb", "serve", "help")
 
 
 class Parser(argparse.ArgumentParser):
@@ -90,6 +90,13 @@ def _map(p: Parser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _serve(p: Parser) -> None:
+    p.add_argument("name", nargs="?")
+    p.add_argument("--stop", action="store_true")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0: a free port")
+
+
 def _stop(p: Parser) -> None:
     p.add_argument("run", nargs="?")
 
@@ -141,7 +148,7 @@ def _tools(p: Parser) -> None:
 _ARGUMENTS: dict[str, Callable[[Parser], None]] = {
     "list": _list, "show": _show, "delete": _delete, "run": _run, "map": _map, "stop": _stop,
     "runs": _runs, "trace": _trace, "costs": _costs, "latency": _latency, "export": _export,
-    "import": _import, "tools": _tools, "help": _list,
+    "import": _import, "tools": _tools, "serve": _serve, "help": _list,
 }
 
 

@@ -201,7 +201,7 @@ class WorkflowMagics(Magics, Configurable):
     @no_var_expand
     @_line_magic("workflow")
     def workflow_line(self, line: str) -> Any:
-        """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|tools|kb|help"""
+        """%workflow list|show|run|map|stop|runs|trace|costs|latency|export|import|delete|tools|kb|serve|help"""
         words = split(line)
         if not words:
             raise UsageError("%workflow needs a subcommand: " + ", ".join(SUBCOMMANDS))
@@ -350,6 +350,24 @@ class WorkflowMagics(Magics, Configurable):
             return
         handle.stop()
         print(f"stopping run {handle.run_id[:12]}")
+
+    def _cmd_serve(self, rest: list[str]) -> Any:
+        """%workflow serve NAME [--host H] [--port P]: the Service API on a kernel thread;
+        %workflow serve --stop ends it."""
+        from . import serving
+
+        args = parse("serve", rest)
+        if args.stop:
+            stopped = serving.stop()
+            print(f"stopped serving {stopped.app}" if stopped else "no server was running")
+            return None
+        if not args.name:
+            raise UsageError("%workflow serve needs a workflow name (or --stop)")
+        server = serving.start(self.session.workflow(args.name), self._store(),
+                               host=args.host, port=args.port)
+        print(f"serving {server.app} at {server.url} (API key: the returned object's .key; "
+              "stop with %workflow serve --stop)")
+        return server
 
     # -- monitoring ---------------------------------------------------------------------------
 

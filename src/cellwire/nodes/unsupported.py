@@ -1,16 +1,17 @@
 """Dify node types that need something cellwire does not have here.
 
-Triggers and RAG-pipeline nodes keep their config so a workflow imports, validates and exports unchanged;
-running one fails at that node with a message saying what it needs and how to supply it.
-(Tool and agent nodes run in :mod:`cellwire.nodes.tool` and :mod:`cellwire.nodes.agent`.)
+Plugin triggers and RAG-pipeline nodes keep their config so a workflow imports, validates and
+exports unchanged; running one fails at that node with a message saying what it needs and how to supply it.
+(Tool and agent nodes run in :mod:`cellwire.nodes.tool` and :mod:`cellwire.nodes.agent`; webhook
+and schedule triggers in :mod:`cellwire.nodes.triggers`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from cellwire.engine import NodeContext, NodeError, NodeResult
 from cellwire.model import Node, NodeConfig, node_type, registry
@@ -19,14 +20,6 @@ from .config_checks import unique
 
 #: What each type needs, and how to supply it: (need, fix). ``{...}`` fields come from config.
 NEEDS: dict[str, tuple[str, str]] = {
-    "trigger-webhook": (
-        "a Dify webhook trigger to start the run",
-        "replace the trigger with a start node that declares the webhook's fields as inputs",
-    ),
-    "trigger-schedule": (
-        "Dify's scheduler to start the run",
-        "replace the trigger with a start node and run the workflow from cron or a notebook",
-    ),
     "trigger-plugin": (
         "the trigger plugin '{plugin_unique_identifier}' from Dify's marketplace",
         "replace the trigger with a start node that declares the event's fields as inputs",
@@ -115,30 +108,6 @@ def _copy(run: Callable[[NodeContext], Any], name: str) -> Callable[[NodeContext
 
 
 
-# -- triggers -------------------------------------------------------------------------------
-
-
-class WebhookField(NodeConfig):
-    name: str
-    type: str = "string"
-    required: bool = False
-
-
-class WebhookTriggerConfig(NodeConfig):
-    body: list[WebhookField] = Field(default_factory=list)
-
-
-class ScheduleTriggerConfig(NodeConfig):
-    mode: Literal["visual", "cron"] = "visual"
-    cron_expression: str | None = None
-
-    @model_validator(mode="after")
-    def _cron_given(self) -> ScheduleTriggerConfig:
-        if self.mode == "cron" and not (self.cron_expression or "").strip():
-            raise ValueError("mode is 'cron' but cron_expression is missing")
-        return self
-
-
 # -- classifier and extractor (only when no real implementation is registered) ---------------
 
 
@@ -165,8 +134,6 @@ class ParameterExtractorConfig(NodeConfig):
     parameters: list[ExtractorParameter] = Field(default_factory=list)
 
 
-_register("trigger-webhook", config=WebhookTriggerConfig, start=True)
-_register("trigger-schedule", config=ScheduleTriggerConfig, start=True)
 _register("trigger-plugin", start=True)
 _register("datasource", start=True)
 _register("knowledge-index")

@@ -302,9 +302,50 @@ def _v8(conn: sqlite3.Connection) -> None:
     _script(conn, _V8)
 
 
+# API keys of `cellwire serve` (store/keys.py): only a hash of each key is kept, never the key.
+_V9 = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    -- viewer, runner, admin (cellwire.serve.principal.Role)
+    role TEXT NOT NULL,
+    -- The one app the key may use (NULL: every app the server serves)
+    app TEXT,
+    name TEXT,
+    created_at REAL NOT NULL,
+    last_used_at REAL,
+    revoked_at REAL
+) WITHOUT ROWID
+"""
+
+
+def _v9(conn: sqlite3.Connection) -> None:
+    _script(conn, _V9)
+
+
+# Served chat conversations (``cellwire serve``): the name a client gave one, and whether it
+# was deleted. Their turns are the runs with that conversation id.
+_V10 = """
+CREATE TABLE IF NOT EXISTS conversation_names (
+    workflow TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    name TEXT,
+    user_id TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    deleted_at REAL,
+    PRIMARY KEY (workflow, conversation_id)
+) WITHOUT ROWID
+"""
+
+
+def _v10(conn: sqlite3.Connection) -> None:
+    _script(conn, _V10)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 
 
 class SchemaTooNew(RuntimeError):
