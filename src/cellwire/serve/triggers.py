@@ -102,8 +102,6 @@ def webhook_router(apps: Mapping[str, ServedWorkflow], start_run: StartRun, *,
     it, a webhook that takes files answers 400."""
     router = APIRouter()
 
-    @router.api_route("/v1/triggers/webhook/{app}", methods=METHODS,
-                      summary="Start a run of a trigger-webhook app", tags=["triggers"])
     async def webhook(app: str, request: Request) -> Response:
         if not public:
             await request.app.state.guard.check(request, app=app, role=Role.RUNNER)
@@ -126,6 +124,11 @@ def webhook_router(apps: Mapping[str, ServedWorkflow], start_run: StartRun, *,
         headers = {"X-Run-Id": started} if isinstance(started, str) else None
         return JSONResponse(body, status, headers=headers)
 
+    # A route per method: one route with several would share one OpenAPI operation id.
+    for method in METHODS:
+        router.add_api_route("/v1/triggers/webhook/{app}", webhook, methods=[method],
+                             operation_id=f"trigger_webhook_{method.lower()}",
+                             summary="Start a run of a trigger-webhook app", tags=["triggers"])
     return router
 
 
