@@ -1,4 +1,4 @@
-"""A small MCP server for the tutorial (13-tools-and-agents) and the tests (the official
+"""A small MCP server for the tutorial (12-tools-and-agents) and the tests (the official
 ``mcp`` SDK's MCPServer).
 
 Tools: ``forecast(city)`` (text), ``add(a, b)`` (structured), ``pid()`` (the server's
