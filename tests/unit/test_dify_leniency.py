@@ -145,7 +145,8 @@ def test_cli_import_and_validate_accept_them_and_strict_refuses(tmp_path: Any):
 
 
 def test_validate_lists_the_node_types_this_install_cannot_run(tmp_path: Any):
-    trigger = {"id": "w", "type": "trigger-webhook", "title": "Hook", "body": []}
+    trigger = {"id": "w", "type": "trigger-plugin", "title": "Hook",
+               "plugin_unique_identifier": "acme/hook:1"}
     tool = {"id": "tl", "type": "tool", "title": "Search", "provider_id": "nowhere",
             "provider_type": "builtin", "tool_name": "web_search", "tool_parameters": {}}
     kr = {"id": "k", "type": "knowledge-retrieval", "title": "KB", "dataset_ids": ["ds-1"],
@@ -159,7 +160,8 @@ def test_validate_lists_the_node_types_this_install_cannot_run(tmp_path: Any):
     (line,) = [x for x in checked.stdout.splitlines() if "cannot run:" in x]
     assert "knowledge-retrieval (needs a knowledge base)" in line
     assert "tool (needs a tool binding)" in line
-    assert "trigger-webhook (not built here)" in line
+    assert "trigger-plugin (not built here)" in line
+    assert "trigger-webhook" not in line  # runnable since cellwire serve runs webhooks
 
 
 def test_a_node_type_nothing_here_provides_imports_and_fails_at_run_time():

@@ -551,6 +551,7 @@ async def test_the_status_line_follows_each_run_to_its_end():
 
 def test_the_palette_marks_types_that_cannot_run_in_this_install():
     types = {t["name"]: t for t in WorkflowWidget(cellwire.Workflow("p")).node_types}
-    assert types["trigger-webhook"]["needs"].startswith("cannot run here: needs a Dify webhook")
+    assert types["trigger-plugin"]["needs"].startswith("cannot run here: needs the trigger plugin")
+    assert types["trigger-webhook"]["needs"] is None  # runs: cellwire serve gives it a URL
     assert types["knowledge-index"]["needs"]
     assert types["llm"]["needs"] is None and types["code"]["needs"] is None
