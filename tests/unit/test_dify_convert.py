@@ -275,3 +275,15 @@ def test_a_broken_model_config_names_the_field(config: Any) -> None:
     with pytest.raises(WorkflowError) as caught:
         import_dify(doc)
     assert any(p.field == "model_config" for p in caught.value.problems), str(caught.value)
+
+
+def test_fields_of_the_wrong_shape_never_raise_anything_but_a_workflow_error() -> None:
+    doc = yaml.safe_load(CHAT)
+    doc["model_config"].update({"dataset_configs": "x", "user_input_form": "x", "agent_mode": 3,
+                                "file_upload": [], "chat_prompt_config": 1})
+    try:
+        wf = load_dify(doc)
+    except WorkflowError as exc:  # a clear refusal is fine; a traceback is not
+        assert exc.problems
+    else:
+        assert wf.nodes["start"].config["variables"] == []

@@ -12,6 +12,7 @@ warning naming the ``model_config`` field.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any
 
 from cellwire.model import Problem
@@ -72,7 +73,7 @@ def convert_app(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     for index, node in enumerate(nodes):
         node["position"] = {"x": 30 + index * _X_STEP, "y": 250}
     edges = [{"id": f"{a['id']}-{b['id']}", "source": a["id"], "target": b["id"]}
-             for a, b in zip(nodes, nodes[1:], strict=False)]
+             for a, b in pairwise(nodes)]
     _dropped_features(config, mode, new_mode, problems)
     if mode == "agent-chat":
         _agent_warning(config, problems)
@@ -83,6 +84,15 @@ def convert_app(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     out["workflow"] = {"graph": {"nodes": nodes, "edges": edges}, "features": features,
                        "environment_variables": [], "conversation_variables": []}
     return out, problems
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    """A field that should be a mapping; Dify's config managers read a wrong one as absent."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _seq(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _node(node_id: str, title: str, node_type: str, **data: Any) -> dict[str, Any]:
@@ -98,7 +108,7 @@ def _variables(config: Mapping[str, Any], problems: list[Problem],
     ``BasicVariablesConfigManager``: the entry's one key is its type)."""
     variables: list[dict[str, Any]] = []
     external: list[dict[str, Any]] = []
-    for index, entry in enumerate(config.get("user_input_form") or []):
+    for index, entry in enumerate(_seq(config.get("user_input_form"))):
         if not isinstance(entry, Mapping) or len(entry) != 1:
             problems.append(Problem("start", f"model_config.user_input_form[{index}]",
                                     "an input is a mapping of one key, its type",
@@ -122,7 +132,7 @@ def _variables(config: Mapping[str, Any], problems: list[Problem],
             "max_length": body.get("max_length"), "options": body.get("options") or [],
             **({"default": body["default"]} if body.get("default") not in (None, "") else {}),
         })
-    for tool in config.get("external_data_tools") or []:
+    for tool in _seq(config.get("external_data_tools")):
         if isinstance(tool, Mapping) and tool.get("enabled") and "config" in tool:
             external.append(dict(tool))
     return variables, external
@@ -149,11 +159,11 @@ def _dataset_ids(config: Mapping[str, Any]) -> list[str]:
     """Enabled datasets (Dify's ``DatasetConfigManager``: ``dataset_configs.datasets`` and the
     old ``agent_mode.tools`` ``{dataset: {...}}`` form)."""
     ids: list[str] = []
-    datasets = (config.get("dataset_configs") or {}).get("datasets") or {}
-    entries = list(datasets.get("datasets") or []) if isinstance(datasets, Mapping) else []
-    agent = config.get("agent_mode") or {}
-    if isinstance(agent, Mapping) and agent.get("enabled"):
-        entries += [t for t in agent.get("tools") or [] if isinstance(t, Mapping) and len(t) == 1]
+    datasets = _map(_map(config.get("dataset_configs")).get("datasets"))
+    entries = list(_seq(datasets.get("datasets")))
+    agent = _map(config.get("agent_mode"))
+    if agent.get("enabled"):
+        entries += [t for t in _seq(agent.get("tools")) if isinstance(t, Mapping) and len(t) == 1]
     for entry in entries:
         item = entry.get("dataset") if isinstance(entry, Mapping) else None
         if isinstance(item, Mapping) and item.get("enabled") and item.get("id"):
@@ -166,7 +176,7 @@ def _knowledge_retrieval(config: Mapping[str, Any], new_mode: str,
     ids = _dataset_ids(config)
     if not ids:
         return None
-    settings = config.get("dataset_configs") or {"retrieval_model": "single"}
+    settings = _map(config.get("dataset_configs")) or {"retrieval_model": "single"}
     query_variable = config.get("dataset_query_variable")
     if new_mode == "advanced-chat":
         selector = ["sys", "query"]
@@ -198,16 +208,16 @@ def _knowledge_retrieval(config: Mapping[str, Any], new_mode: str,
 
 def _model(config: Mapping[str, Any]) -> dict[str, Any]:
     """Dify's ``ModelConfigEntity``: ``stop`` is taken out of the parameters."""
-    model = config.get("model") or {}
-    params = dict(model.get("completion_params") or {})
+    model = _map(config.get("model"))
+    params = dict(_map(model.get("completion_params")))
     params.pop("stop", None)
     return {"provider": model.get("provider", ""), "name": model.get("name", ""),
             "mode": model.get("mode") or "chat", "completion_params": params}
 
 
 def _stop(config: Mapping[str, Any]) -> list[str]:
-    params = (config.get("model") or {}).get("completion_params") or {}
-    return list(params.get("stop") or [])
+    params = _map(_map(config.get("model")).get("completion_params"))
+    return [str(s) for s in _seq(params.get("stop"))]
 
 
 def _start_refs(text: str, variables: list[dict[str, Any]]) -> str:
@@ -242,7 +252,7 @@ def _llm(config: Mapping[str, Any], mode: str, new_mode: str, variables: list[di
             text = _simple_template(pre_prompt, has_context)
             prompts = [{"role": "user", "text": _start_refs(text, variables)}] if text else []
         else:
-            messages = (config.get("chat_prompt_config") or {}).get("prompt") or []
+            messages = _seq(_map(config.get("chat_prompt_config")).get("prompt"))
             prompts = [{"role": m.get("role", "user"),
                         "text": _start_refs(str(m.get("text") or ""), variables)}
                        for m in messages if isinstance(m, Mapping)]
@@ -250,11 +260,11 @@ def _llm(config: Mapping[str, Any], mode: str, new_mode: str, variables: list[di
         prompts = {"text": _start_refs(_simple_template(pre_prompt, has_context), variables)}
         role_prefix = {"user": "Human", "assistant": "Assistant"}
     else:
-        completion = config.get("completion_prompt_config") or {}
-        text = str((completion.get("prompt") or {}).get("text") or "")
+        completion = _map(config.get("completion_prompt_config"))
+        text = str(_map(completion.get("prompt")).get("text") or "")
         prompts = {"text": _start_refs(text, variables).replace("{{#query#}}",
                                                                  "{{#sys.query#}}")}
-        roles = completion.get("conversation_histories_role") or {}
+        roles = _map(completion.get("conversation_histories_role"))
         if roles:
             role_prefix = {"user": roles.get("user_prefix", ""),
                            "assistant": roles.get("assistant_prefix", "")}
@@ -280,7 +290,7 @@ def _file_upload(config: Mapping[str, Any]) -> str | None:
     upload = config.get("file_upload")
     if not isinstance(upload, Mapping):
         return None
-    image = upload.get("image") if isinstance(upload.get("image"), Mapping) else {}
+    image = _map(upload.get("image"))
     if not (upload.get("enabled") or image.get("enabled")):
         return None
     return str(image.get("detail") or "")
@@ -314,8 +324,8 @@ def _dropped_features(config: Mapping[str, Any], mode: str, new_mode: str,
 def _agent_warning(config: Mapping[str, Any], problems: list[Problem]) -> None:
     """Dify converts only chat and completion apps; an agent app's model and prompt are kept as
     an llm node, and its tools (which need Dify's tool providers) are named as dropped."""
-    agent = config.get("agent_mode") or {}
-    tools = [t for t in (agent.get("tools") or []) if isinstance(t, Mapping)
+    agent = _map(config.get("agent_mode"))
+    tools = [t for t in _seq(agent.get("tools")) if isinstance(t, Mapping)
              and len(t) > 1 and t.get("enabled", True)]
     names = ", ".join(f"{t.get('provider_id') or t.get('provider_name')}/{t.get('tool_name')}"
                       for t in tools) or "none"

@@ -1,5 +1,8 @@
 """Dify DSL import: an app exported by Dify (DSL 0.1.x to 0.7.x, or none) as a Workflow.
 
+Apps of mode ``chat``, ``agent-chat`` and ``completion`` have no graph: :mod:`.dify_convert`
+turns them into the workflow Dify's converter makes, and the import goes on from there.
+
 DSL 0.7.0 (Dify 1.16) adds portable Agent packages (top-level ``agent_packages``, agent v2
 nodes binding one): they import and export unchanged; an agent v2 node cannot run here.
 
