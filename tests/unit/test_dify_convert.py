@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+import cellwire
 from cellwire.engine import RunStatus
 from cellwire.formats.dify import dump_dify, import_dify, load_dify
 from cellwire.formats.loader import load_data
@@ -157,7 +158,8 @@ def test_an_exported_converted_app_is_the_workflow_form() -> None:
     assert doc["app"]["mode"] == "advanced-chat" and "model_config" not in doc
     assert "converted_from" not in str(doc)
     assert [n["id"] for n in doc["workflow"]["graph"]["nodes"]] == ["start", "llm", "answer"]
-    assert load_dify(doc).nodes.keys() == wf.nodes.keys()
+    again = load_dify(doc)
+    assert (again.nodes, again.edges, again.features) == (wf.nodes, wf.edges, wf.features)
 
 
 async def test_an_imported_chat_app_runs_on_the_scripted_model() -> None:
@@ -242,17 +244,48 @@ def test_an_advanced_prompt_keeps_its_messages_and_maps_the_query() -> None:
         {"role": "user", "text": "{{#start.tone#}}"}]
 
 
-async def test_an_agent_chat_app_becomes_an_llm_node_and_names_the_dropped_tools() -> None:
+async def test_an_agent_chat_app_becomes_an_agent_node_bound_to_its_tools() -> None:
     imported = import_dify(AGENT_CHAT)
     wf = imported.workflow
     assert wf.mode == "advanced-chat"
-    assert [n.type for n in wf.nodes.values()] == ["start", "llm", "answer"]
-    (agent,) = [p for p in imported.problems if p.field == "model_config.agent_mode"]
-    assert agent.level == "warning" and agent.node_id == "llm"
-    assert "wttr/current_weather" in agent.message and "1 tool(s)" in agent.message
-    assert "agent node" in agent.hint
+    assert _edges(wf) == [("start", "agent"), ("agent", "answer")]
+    assert wf.nodes["answer"].config["answer"] == "{{#agent.text#}}"
+    agent = wf.nodes["agent"].config
+    assert agent["agent_strategy_name"] == "function_calling"
+    params = agent["agent_parameters"]
+    assert params["instruction"]["value"] == "Use the weather tool for {{#start.city#}}."
+    assert params["query"]["value"] == "{{#sys.query#}}"
+    assert params["maximum_iterations"]["value"] == 5
+    assert params["model"]["value"]["model"] == "gpt-4o"
+    # The disabled tool is left out; '' parameters are the model's to fill.
+    (tool,) = params["tools"]["value"]
+    assert (tool["provider_name"], tool["tool_name"], tool["settings"]) == (
+        "wttr", "current_weather", {})
+    (note,) = [p for p in imported.problems if p.field == "model_config.agent_mode"]
+    assert note.level == "warning" and note.node_id == "agent"
+    assert "wttr/current_weather" in note.message and "conversation history" in note.message
+    # Unregistered, the tool is named as what the node needs; registered, the app runs.
+    assert any(p.node_id == "agent" and "current_weather" in p.message
+               for p in imported.problems if p.field != "model_config.agent_mode")
+
+    @cellwire.tool(name="current_weather", provider="wttr")
+    def current_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"rain in {city}"
+
+    wf.tools = [current_weather]
     result = await wf.arun({"city": "Oslo", "sys.query": "rain?"}, model="scripted/echo")
     assert result.status is RunStatus.SUCCEEDED, result
+    assert result.answer
+
+
+def test_an_agent_chat_app_without_tools_is_a_chat_app() -> None:
+    doc = yaml.safe_load(AGENT_CHAT)
+    doc["model_config"]["agent_mode"]["tools"] = []
+    wf = load_dify(doc)
+    assert [n.type for n in wf.nodes.values()] == ["start", "llm", "answer"]
+    assert wf.nodes["llm"].config["memory"] == {"role_prefix": None,
+                                                "window": {"enabled": False}}
 
 
 def test_an_external_data_tool_is_dropped_with_a_warning() -> None:
@@ -287,3 +320,17 @@ def test_fields_of_the_wrong_shape_never_raise_anything_but_a_workflow_error() -
         assert exc.problems
     else:
         assert wf.nodes["start"].config["variables"] == []
+
+
+def test_an_agent_s_datasets_are_dropped_with_a_warning_and_its_export_reimports() -> None:
+    doc = yaml.safe_load(AGENT_CHAT)
+    doc["model_config"]["dataset_configs"] = {
+        "retrieval_model": "multiple",
+        "datasets": {"datasets": [{"dataset": {"enabled": True, "id": "ds-1"}}]}}
+    imported = import_dify(doc)
+    wf = imported.workflow
+    assert "knowledge_retrieval" not in wf.nodes
+    (dropped,) = [p for p in imported.problems if p.field == "model_config.dataset_configs"]
+    assert dropped.level == "warning" and "no context" in dropped.message
+    again = load_dify(dump_dify(wf))  # the workflow form; only the original mode is not kept
+    assert (again.nodes, again.edges, again.mode) == (wf.nodes, wf.edges, wf.mode)

@@ -4,9 +4,11 @@ own converter makes of them (``api/services/workflow/workflow_converter.py``).
 A chat app becomes an advanced-chat graph ``start -> [knowledge_retrieval] -> llm -> answer``,
 a completion app a workflow graph ``start -> [knowledge_retrieval] -> llm -> end``. The node
 ids, titles and fields are those the converter writes, so an export reads as Dify's own
-conversion would. What the converter cannot carry (an agent's tools, external data tools whose
-endpoint lives in the Dify database, annotation replies, "more like this") is dropped with a
-warning naming the ``model_config`` field.
+conversion would. Dify does not convert agent apps: an ``agent-chat`` app with tools becomes
+``start -> agent -> answer`` (the agent node's Dify fields, bound to the app's tools), one
+without tools a chat app. What cannot be carried (external data tools whose endpoint lives in
+the Dify database, annotation replies, "more like this", an agent's conversation history) is
+dropped with a warning naming the ``model_config`` field.
 """
 
 from __future__ import annotations
@@ -64,19 +66,28 @@ def convert_app(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     retrieval = _knowledge_retrieval(config, new_mode, problems)
     if retrieval is not None:
         nodes.append(retrieval)
-    nodes.append(_llm(config, mode, new_mode, variables, retrieval is not None, problems))
+    tools = _agent_tools(config) if mode == "agent-chat" else []
+    if tools:
+        if retrieval is not None:
+            nodes.pop()
+            problems.append(Problem(None, "model_config.dataset_configs", "the agent's datasets "
+                                    "were dropped: an agent node has no context", "add a "
+                                    "knowledge-retrieval node and read its result in the "
+                                    "agent's instruction", "warning"))
+        nodes.append(_agent(config, variables, tools, problems))
+    else:
+        nodes.append(_llm(config, mode, new_mode, variables, retrieval is not None, problems))
     if new_mode == "workflow":
         nodes.append(_node("end", "END", "end", outputs=[
             {"variable": "result", "value_selector": ["llm", "text"]}]))
     else:
-        nodes.append(_node("answer", "ANSWER", "answer", answer="{{#llm.text#}}"))
+        answer = "{{#agent.text#}}" if tools else "{{#llm.text#}}"
+        nodes.append(_node("answer", "ANSWER", "answer", answer=answer))
     for index, node in enumerate(nodes):
         node["position"] = {"x": 30 + index * _X_STEP, "y": 250}
     edges = [{"id": f"{a['id']}-{b['id']}", "source": a["id"], "target": b["id"]}
              for a, b in pairwise(nodes)]
     _dropped_features(config, mode, new_mode, problems)
-    if mode == "agent-chat":
-        _agent_warning(config, problems)
     keys = _CHAT_FEATURES if new_mode == "advanced-chat" else _WORKFLOW_FEATURES
     features = {key: config.get(key) for key in keys}
     out = {k: v for k, v in doc.items() if k not in ("model_config", "workflow")}
@@ -321,17 +332,62 @@ def _dropped_features(config: Mapping[str, Any], mode: str, new_mode: str,
                                 "were dropped", "nothing to do", "warning"))
 
 
-def _agent_warning(config: Mapping[str, Any], problems: list[Problem]) -> None:
-    """Dify converts only chat and completion apps; an agent app's model and prompt are kept as
-    an llm node, and its tools (which need Dify's tool providers) are named as dropped."""
+#: agent-chat strategies as the agent node names them (Dify's agent plugin).
+_STRATEGIES = {"function_call": ("function_calling", "FunctionCalling"),
+               "react": ("ReAct", "ReAct")}
+
+
+def _agent_tools(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The enabled tools of ``agent_mode`` (entries of one key are old dataset entries)."""
     agent = _map(config.get("agent_mode"))
-    tools = [t for t in _seq(agent.get("tools")) if isinstance(t, Mapping)
-             and len(t) > 1 and t.get("enabled", True)]
-    names = ", ".join(f"{t.get('provider_id') or t.get('provider_name')}/{t.get('tool_name')}"
-                      for t in tools) or "none"
+    return [dict(t) for t in _seq(agent.get("tools")) if isinstance(t, Mapping)
+            and len(t) > 1 and t.get("enabled", True) and t.get("tool_name")]
+
+
+def _agent(config: Mapping[str, Any], variables: list[dict[str, Any]],
+           tools: list[dict[str, Any]], problems: list[Problem]) -> dict[str, Any]:
+    """An agent-chat app as an agent node (Dify's own converter does not convert agent apps:
+    this is cellwire's mapping onto the agent node's Dify fields)."""
+    agent = _map(config.get("agent_mode"))
+    raw_strategy = str(agent.get("strategy") or "function_call")
+    name, label = _STRATEGIES.get(raw_strategy, _STRATEGIES["function_call"])
+    if raw_strategy not in _STRATEGIES:
+        problems.append(Problem("agent", "model_config.agent_mode.strategy", f"strategy "
+                                f"{raw_strategy!r} runs as function calling",
+                                "check the agent's answers", "warning"))
+    model = _model(config)
+    entries = [{
+        "enabled": True, "type": str(t.get("provider_type") or "builtin"),
+        "provider_name": str(t.get("provider_id") or t.get("provider_name") or ""),
+        "tool_name": str(t["tool_name"]),
+        "tool_label": str(t.get("tool_label") or t["tool_name"]),
+        "parameters": {},
+        # Dify's agent runner fills a tool's form parameters from these values; the model
+        # fills the rest, which the registered tool's schema names.
+        "settings": {k: {"value": v} for k, v in _map(t.get("tool_parameters")).items()
+                     if v not in (None, "")},
+        "extra": {"description": ""},
+    } for t in tools]
     problems.append(Problem(
-        "llm", "model_config.agent_mode",
-        f"the agent-chat app became an llm node: its strategy "
-        f"({agent.get('strategy') or 'function_call'}) and its {len(tools)} tool(s) ({names}) "
-        "were dropped (Dify's converter does not convert agent apps)",
-        "replace the llm node by an agent node with these tools (see docs/tools.md)", "warning"))
+        "agent", "model_config.agent_mode",
+        "the agent-chat app became an agent node bound to its tools ("
+        + ", ".join(f"{e['provider_name']}/{e['tool_name']}" for e in entries)
+        + "); the conversation history is not given to it, and the opening statement and "
+        "features stay on the app", "register tools of these names to run it (see "
+        "docs/tools.md); ask follow-ups with the context in the query", "warning"))
+    return _node(
+        "agent", "AGENT", "agent",
+        agent_strategy_provider_name="langgenius/agent/agent", agent_strategy_name=name,
+        agent_strategy_label=label,
+        agent_parameters={
+            "model": {"type": "constant", "value": {
+                "provider": model["provider"], "model": model["name"], "model_type": "llm",
+                "mode": model["mode"], "type": "model-selector",
+                "completion_params": {**model["completion_params"], "stop": _stop(config)}}},
+            "tools": {"type": "constant", "value": entries},
+            "instruction": {"type": "constant", "value": _start_refs(
+                str(config.get("pre_prompt") or ""), variables)},
+            "query": {"type": "constant", "value": "{{#sys.query#}}"},
+            "maximum_iterations": {"type": "constant",
+                                   "value": agent.get("max_iteration") or 5},
+        })
