@@ -191,7 +191,8 @@ async def test_a_dify_tool_runs_when_a_python_tool_of_its_name_is_registered() -
 @pytest.mark.parametrize(
     ("text", "node", "field"),
     [
-        ("app: {mode: chat}\nworkflow: {graph: {nodes: []}}\n", None, "app.mode"),
+        ("app: {mode: agent}\nworkflow: {graph: {nodes: []}}\n", None, "app.mode"),
+        ("app: {mode: chat}\nworkflow: {graph: {nodes: []}}\n", None, "model_config"),
         ("app: {mode: workflow}\nworkflow: {graph: {nodes: [{id: a, data: {title: A}}]}}\n",
          "a", "data.type"),
         ("app: {mode: workflow}\nworkflow: {graph: {nodes: 3}}\n", None, "workflow.graph.nodes"),
@@ -249,6 +250,6 @@ def test_cli_import_and_export(tmp_path: Any) -> None:
     exec((tmp_path / "out.python").read_text(), namespace)  # noqa: S102
     assert namespace["wf"] == load_dify(TOOL)
     broken = tmp_path / "broken.yml"
-    broken.write_text("app: {mode: chat}\nworkflow: {graph: {}}\n", encoding="utf-8")
+    broken.write_text("app: {mode: agent}\nworkflow: {graph: {}}\n", encoding="utf-8")
     refused = runner.invoke(cli, ["import", str(broken)])
     assert refused.exit_code == 2 and "app.mode" in refused.output

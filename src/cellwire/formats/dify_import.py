@@ -1,5 +1,8 @@
 """Dify DSL import: an app exported by Dify (DSL 0.1.x to 0.7.x, or none) as a Workflow.
 
+Apps of mode ``chat``, ``agent-chat`` and ``completion`` have no graph: :mod:`.dify_convert`
+turns them into the workflow Dify's converter makes, and the import goes on from there.
+
 DSL 0.7.0 (Dify 1.16) adds portable Agent packages (top-level ``agent_packages``, agent v2
 nodes binding one): they import and export unchanged; an agent v2 node cannot run here.
 
@@ -36,6 +39,7 @@ from cellwire.model.validate import duplicate_ids, validate
 from cellwire.model.yaml12 import parse_yaml
 
 from .dify_checks import dify_problems
+from .dify_convert import CONVERTED_MODES, convert_app
 
 MODES = ("workflow", "advanced-chat")
 #: Deeper values than this are refused (nothing in a real export comes close).
@@ -207,17 +211,27 @@ def _build(data: Any, out: _Collector) -> tuple[Workflow | None, str | None, str
     kind = _text(doc.get("kind"), out, "kind", default="app") or "app"
     app = _mapping(doc.get("app"), out, "app", required=False)
     mode = _text(app.get("mode"), out, "app.mode", default="workflow")
+    converted_from = None
+    if mode in CONVERTED_MODES:  # no graph: the workflow Dify's converter would make
+        doc, problems = convert_app(doc)
+        out.problems.extend(problems)
+        if any(p.level == "error" for p in problems):
+            return None, version, kind
+        converted_from, app = mode, _mapping(doc.get("app"), out, "app")
+        mode = str(app["mode"])
     if mode not in MODES:
         out.add(None, "app.mode", f"mode {mode!r} has no workflow graph",
-                "cellwire imports workflow and advanced-chat (chatflow) apps; in Dify, convert "
-                "the app to a workflow first")
+                "cellwire imports workflow, advanced-chat (chatflow), chat, agent-chat and "
+                "completion apps; export the app from Dify again")
         return None, version, kind
     body = _mapping(doc.get("workflow"), out, "workflow")
     graph = _mapping(body.get("graph"), out, "workflow.graph")
-    if out.problems:
+    if any(p.level == "error" for p in out.problems):
         return None, version, kind
 
     dify_meta: dict[str, Any] = {}
+    if converted_from:  # kept for the reader; an export writes the workflow form
+        dify_meta["converted_from"] = converted_from
     app_extra = {k: v for k, v in app.items() if k not in ("name", "mode", "description")
                  and not (k in APP_DEFAULTS and v == APP_DEFAULTS[k])}
     if app_extra:

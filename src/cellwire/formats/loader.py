@@ -18,7 +18,9 @@ def is_native(data: Mapping[str, Any]) -> bool:
 
 
 def is_dify(data: Mapping[str, Any]) -> bool:
-    return ("workflow" in data and "app" in data) or data.get("kind") == "app"
+    # Chat, agent-chat and completion apps have a model_config instead of a workflow.
+    return (("workflow" in data or "model_config" in data) and "app" in data
+            or data.get("kind") == "app")
 
 
 def load_dify(data: Mapping[str, Any], source: str | None = None) -> Workflow:
@@ -63,7 +65,7 @@ def load_data(data: Any, source: str | None = None) -> Workflow:
     raise WorkflowError(
         [Problem(None, None, "not a workflow file in any format cellwire knows",
                  "a native file starts with 'cellwire: 1'; a Dify DSL file has 'app:' and "
-                 "'workflow:' keys")],
+                 "'workflow:' (or 'model_config:') keys")],
         f"{source or 'the document'}: cannot be loaded",
     )
 
