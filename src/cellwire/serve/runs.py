@@ -217,6 +217,11 @@ class RunManager:
             raise ServeError(400, "invalid_param", str(exc)) from None
         previous = self._runs.get(form.run_id)
         if previous is not None:
+            if not previous.handle.done:
+                # A run that paused on a Dask worker ends its task there when the server has
+                # read its last event; resuming first let that end land after the resumed
+                # run's events and leave the stream waiting.
+                await previous.handle
             app, buffer = previous.app, previous.buffer
         else:
             app = apps.get(workflow.name) or next(iter(apps.values()))
