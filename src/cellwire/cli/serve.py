@@ -42,6 +42,7 @@ def serve(path: Path, host: str, port: int, db: Path | None, workers: int,
 
     from cellwire.serve.apps import AppLoadError, load_apps
     from cellwire.serve.factory import CONFIG_ENV, ServeConfig
+    from cellwire.serve.server import KEEP_ALIVE
     from cellwire.store import runs_db_path
 
     try:
@@ -56,4 +57,5 @@ def serve(path: Path, host: str, port: int, db: Path | None, workers: int,
                f"http://{host}:{port}/v1 (docs: /docs; runs in {store}; API keys: cellwire keys "
                f"create --db {store})", err=True)
     uvicorn.run("cellwire.serve.factory:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level="info", timeout_graceful_shutdown=10)
+                workers=workers, log_level="info", timeout_graceful_shutdown=10,
+                timeout_keep_alive=KEEP_ALIVE)

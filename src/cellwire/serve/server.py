@@ -10,6 +10,11 @@ from typing import Any, Self
 
 import uvicorn
 
+#: Seconds an idle keep-alive connection stays open. uvicorn's default (5 s) closed
+#: connections a busy client was about to reuse: its POST then failed with a read error,
+#: which HTTP clients do not retry.
+KEEP_ALIVE = 30
+
 #: Seconds to wait for a background server to start answering, or to stop.
 START_TIMEOUT = 30.0
 
@@ -34,7 +39,8 @@ class BackgroundServer:
         self._sock = bind(host, port)
         self.port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(app, log_level=log_level, lifespan="on",
-                                timeout_graceful_shutdown=5, access_log=False)
+                                timeout_graceful_shutdown=5, access_log=False,
+                                timeout_keep_alive=KEEP_ALIVE)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
