@@ -181,6 +181,16 @@ def test_a_node_type_nothing_here_provides_imports_and_fails_at_run_time():
     assert "fork-only-summarizer" in result.error
 
 
+def test_an_unknown_type_with_braces_in_its_name_is_named_as_written():
+    # Found by the importer's fuzz test: the placeholder's text is a format template.
+    odd = {"id": "x", "type": "odd{type}}", "title": "Odd"}
+    doc = _doc([_start({"variable": "q"}), odd, _end(out=["x", "text"])],
+               [("s", "source", "x"), ("x", "source", "e")])
+    imported = import_dify(doc)
+    (warning,) = [p for p in imported.problems if p.node_id == "x"]
+    assert "'odd{type}}'" in warning.message and warning.level == "warning"
+
+
 MODEL = {"provider": "scripted", "name": "echo", "mode": "chat"}
 
 

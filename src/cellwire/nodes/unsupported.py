@@ -63,7 +63,10 @@ def placeholder(name: str) -> None:
     placeholder, as Dify's import keeps it: the workflow imports, and a run fails at the
     node. A real type or plugin registered under ``name`` replaces it."""
     if registry.find(name) is None:
-        NEEDS[name] = (UNKNOWN[0].replace("{type}", name), UNKNOWN[1])
+        # The text is a format template (``need`` fills it from the config): a brace in
+        # the type's name is literal.
+        literal = name.replace("{", "{{").replace("}", "}}")
+        NEEDS[name] = (UNKNOWN[0].replace("{type}", literal), UNKNOWN[1])
         _register(name)
 
 
