@@ -200,16 +200,18 @@ async def test_runs_that_end_together_share_commits(tmp_path: Path) -> None:
     store.close()
 
 
-def _writer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("cellwire-store-writer")]
+def _writer_threads(folder: Path) -> list[threading.Thread]:
+    # Only this test's stores: writers of earlier tests' stores may still be winding down.
+    return [t for t in threading.enumerate()
+            if t.name.startswith(f"cellwire-store-writer {folder}")]
 
 
 async def test_writer_threads_start_lazily_and_do_not_outlive_their_work(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cellwire.store.writer, "IDLE_SECONDS", 0.1)
-    before = len(_writer_threads())
+    before = len(_writer_threads(tmp_path))
     stores = [RunStore(tmp_path / f"s{i}.db") for i in range(10)]
-    assert len(_writer_threads()) == before  # opening a store starts nothing
+    assert len(_writer_threads(tmp_path)) == before  # opening a store starts nothing
     for store in stores:
         assert (await chain().arun(x="a", store=store)).stored
     for store in stores[:5]:
@@ -217,9 +219,9 @@ async def test_writer_threads_start_lazily_and_do_not_outlive_their_work(
         assert not store.writer.running
     # The stores left open let their writers go once idle.
     deadline = time.monotonic() + 5
-    while len(_writer_threads()) > before and time.monotonic() < deadline:
+    while len(_writer_threads(tmp_path)) > before and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert len(_writer_threads()) == before
+    assert len(_writer_threads(tmp_path)) == before
     # ...and a later run starts one again.
     assert (await chain().arun(x="b", store=stores[5])).stored
     for store in stores[5:]:

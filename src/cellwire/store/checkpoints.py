@@ -32,7 +32,7 @@ from .forms import read_forms
 from .seal import SEALED_PREFIX, Sealer, SealError, sealer
 from .versions import version_of
 from .writer import StoreError, Write
-from .writes import write_begin, write_checkpoint
+from .writes import NodeWrites, write_begin
 
 if TYPE_CHECKING:
     from cellwire.engine.executor import Execution
@@ -197,8 +197,8 @@ class StoreCheckpointer:
 class RunCheckpoint:
     """The checkpoint of one running run: takes its node writes."""
 
-    __slots__ = ("_conversation", "_last_conversation", "_owner", "_run", "_seal", "_sink",
-                 "_started")
+    __slots__ = ("_conversation", "_last", "_last_conversation", "_owner", "_run", "_seal",
+                 "_sink", "_started", "_writer")
 
     def __init__(self, owner: StoreCheckpointer, run: Execution, seal: Sealer | None,
                  started: concurrent.futures.Future[None]):
@@ -207,6 +207,10 @@ class RunCheckpoint:
         self._run = run
         self._seal = seal
         self._sink = owner.store.sink
+        self._writer = owner.store.writer
+        #: The run's last queued writes, and the Write that carries them: nodes that finish
+        #: before the writer takes it are added to it.
+        self._last: tuple[NodeWrites, Write] | None = None
         #: Conversation variables are written with a node only when they changed.
         self._conversation = bool(run.compiled.workflow.conversation_variables)
         self._last_conversation = to_json(run.state.pool.outputs("conversation"))
@@ -226,17 +230,27 @@ class RunCheckpoint:
                 self._last_conversation = conversation = text
                 if seal is not None and text is not None:
                     conversation = seal.seal(text, f"{run_id}/{node_id}/conversation")
+        node = (node_id, state.nodes[node_id].value, handle, state.steps,
+                state.pool.outputs(node_id), conversation)
+        rows = self._sink.take_rows(run_id)
+        last = self._last
+        if not wait and last is not None and self._writer.add_to_last(last[1], last[0].add,
+                                                                        node, rows):
+            return None
+        writes = NodeWrites(run_id, None if seal is None else seal.seal)
+        writes.add(node, rows)
         done: concurrent.futures.Future[None] | None = \
             concurrent.futures.Future() if wait else None
-        queued = self._owner._submit(run_id, "checkpoint", functools.partial(
-            write_checkpoint, run_id=run_id, node_id=node_id,
-            status=state.nodes[node_id].value, handle=handle, steps=state.steps,
-            outputs=state.pool.outputs(node_id), conversation=conversation,
-            rows=self._sink.take_rows(run_id),
-            seal=None if seal is None else functools.partial(seal.seal,
-                                                             where=f"{run_id}/{node_id}")),
-            done)
-        return None if done is None or not queued else _committed(done)
+        store = self._owner.store
+        write = Write(run_id, writes, time.monotonic() + store.timeout, "checkpoint", done)
+        try:
+            self._writer.submit(write)
+        except StoreError:
+            self._last = None
+            return None  # the store is closed: its layer reports that the run is not stored
+        # A write someone waits for is never added to: it is committed as it was queued.
+        self._last = None if wait else (writes, write)
+        return None if done is None else _committed(done)
 
 
 async def _committed(done: concurrent.futures.Future[None]) -> None:

@@ -22,6 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cellwire.engine.layers import LayerError
 
@@ -80,6 +81,17 @@ class Writer:
                 self._thread.start()
             else:
                 self._cond.notify()
+
+    def add_to_last(self, write: Write, add: Callable[..., None], *args: Any) -> bool:
+        """Call ``add(*args)`` (which changes what ``write`` will apply) if ``write`` is still
+        the last queued write, so the writer has not taken it and it stays in order after
+        everything queued before; False otherwise (submit a new write instead)."""
+        with self._cond:
+            items = self._items
+            if not items or items[-1] is not write or self._closed:
+                return False
+            add(*args)
+            return True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until what was queued before this call is written (or given up); False if

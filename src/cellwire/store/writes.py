@@ -154,11 +154,10 @@ def _put_blobs(conn: sqlite3.Connection, packer: BlobPacker) -> None:
 
 # -- checkpoints (store/checkpoints.py) ------------------------------------------------------------
 
-_INSERT_WRITE = """
-INSERT INTO checkpoint_writes (run_id, seq, node_id, status, handle, steps, outputs, conversation)
-VALUES (?, (SELECT coalesce(max(seq) + 1, 0) FROM checkpoint_writes WHERE run_id = ?),
-        ?, ?, ?, ?, ?, ?)
-"""
+_INSERT_WRITES = (
+    "INSERT INTO checkpoint_writes (run_id, seq, node_id, status, handle, steps, outputs, "
+    "conversation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def write_begin(conn: sqlite3.Connection, run_id: str, *, version: str, workflow: str,
@@ -187,18 +186,42 @@ def write_begin(conn: sqlite3.Connection, run_id: str, *, version: str, workflow
         (run_id, version, durability, sealed, state, *process))
 
 
-def write_checkpoint(conn: sqlite3.Connection, run_id: str, node_id: str, status: str,
-                     handle: str | None, steps: int, outputs: Any, conversation: str | None,
-                     rows: Sequence[dict[str, Any]], seal: Callable[[str], str] | None) -> None:
-    """One finished node's write, with the trace rows the run produced since the last one.
+class NodeWrites:
+    """Checkpoint writes of one run's finished nodes, with the trace rows the run produced
+    since the previous ones, applied as one write by the writer thread.
 
-    ``seal`` (runs granted secrets) encrypts the outputs; otherwise a large value lives once
-    in ``blobs``, shared with the trace row that shows the same value."""
-    packer = _insert_nodes(conn, run_id, rows)
-    if seal is None:
-        stored = packer.pack(outputs)
-    else:
-        stored = seal(to_json(outputs) or "null")
-    conn.execute(_INSERT_WRITE, (run_id, run_id, node_id, status, handle, steps, stored,
-                                 conversation))
-    _put_blobs(conn, packer)
+    A run keeps adding to its last one while the writer has not taken it yet (see
+    :meth:`~cellwire.store.writer.Writer.add_to_last`): a node costs the event loop a tuple,
+    and the writer a row in one ``executemany``. ``seal`` (runs granted secrets) encrypts
+    each node's outputs, as ``seal(text, where)``; otherwise a large value lives once in
+    ``blobs``, shared with the trace row that shows the same value."""
+
+    __slots__ = ("nodes", "rows", "run_id", "seal")
+
+    def __init__(self, run_id: str, seal: Callable[[str, str], str] | None) -> None:
+        self.run_id = run_id
+        self.seal = seal
+        #: (node_id, status, handle, steps, outputs, conversation JSON or None)
+        self.nodes: list[tuple[str, str, str | None, int, Any, str | None]] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, node: tuple[str, str, str | None, int, Any, str | None],
+            rows: list[dict[str, Any]]) -> None:
+        self.nodes.append(node)
+        if rows:
+            self.rows += rows
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        run_id, seal = self.run_id, self.seal
+        packer = _insert_nodes(conn, run_id, self.rows)
+        first = conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM checkpoint_writes "
+                             "WHERE run_id = ?", (run_id,)).fetchone()[0]
+        pack = packer.pack
+        conn.executemany(_INSERT_WRITES, [
+            (run_id, seq, node_id, status, handle, steps,
+             pack(outputs) if seal is None else seal(to_json(outputs) or "null",
+                                                     f"{run_id}/{node_id}"),
+             conversation)
+            for seq, (node_id, status, handle, steps, outputs, conversation)
+            in enumerate(self.nodes, first)])
+        _put_blobs(conn, packer)
