@@ -44,7 +44,7 @@ from typing import Any, TypeGuard
 import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.runtime import LoopContext, Namespace, markup_join
+from jinja2.runtime import LoopContext, Namespace, markup_join, new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.utils import _PassArg, generate_lorem_ipsum
 
@@ -670,9 +670,11 @@ def render(template: jinja2.Template, namespace: Mapping[str, Any], budget: Budg
         size = 0
         # Template.generate, without its generator in the way of every piece; the context
         # reads the namespace and the globals through a view, never a copy of the pool.
-        context = template.new_context(
-            Layered(namespace, template.globals),  # type: ignore[arg-type]
-            shared=True)
+        # Without globals=: Jinja keeps their names only for {% import %} (which these
+        # templates cannot do) and copying them cost more than the rest of the context.
+        context = new_context(template.environment, template.name, template.blocks,
+                              Layered(namespace, template.globals),  # type: ignore[arg-type]
+                              shared=True)
         stream = template.root_render_func(context)
         try:
             # In batches: the pieces are texts that exist already (values are counted as

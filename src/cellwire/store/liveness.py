@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import writer
 from .writer import Write
 
 if TYPE_CHECKING:
@@ -143,7 +144,9 @@ def status_of(status: str, host: str | None, boot: str | None, pid: int | None,
 
 class Heartbeat:
     """Refreshes ``heartbeat_at`` of this process's running runs in one store, from a daemon
-    thread that lives while there are any; one write per beat for all of them."""
+    thread; one write per beat for all of them. The thread outlives the last run by
+    :data:`~cellwire.store.writer.IDLE_SECONDS`, so back-to-back runs (a batch's rows, a
+    benchmark) do not start a thread each."""
 
     def __init__(self, store: RunStore):
         self.store = store
@@ -165,18 +168,23 @@ class Heartbeat:
         with self._cond:
             self._live.discard(run_id)
             if not self._live:
-                self._cond.notify()
+                self._cond.notify()  # from the beat's wait to the idle one
 
     def _beat(self) -> None:
+        # A run's start writes its first heartbeat_at: the first beat is one period later.
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: not self._live, HEARTBEAT_SECONDS)
-                if not self._live:
-                    self._thread = None
-                    return
+                if self._live:
+                    self._cond.wait(HEARTBEAT_SECONDS)
+                else:
+                    self._cond.wait(writer.IDLE_SECONDS)
+                    if not self._live:
+                        self._thread = None
+                        return
+                    continue
                 live = sorted(self._live)
-            if self._pending is not None and not self._pending.done():
-                continue  # the store is locked: one queued beat is enough
+            if not live or (self._pending is not None and not self._pending.done()):
+                continue  # no run left, or the store is locked: one queued beat is enough
             self._pending = concurrent.futures.Future()
             try:
                 self.store.writer.submit(Write(
