@@ -41,29 +41,24 @@ _STATUS = {
 }
 
 
-def trace_row(event: NodeFinished | NodeSkipped) -> dict[str, Any]:
-    """One row of a trace from the event that ended a node execution."""
+def trace_values(event: NodeFinished | NodeSkipped) -> tuple[Any, ...]:
+    """One row of a trace, in :data:`TRACE_COLUMNS` order, from the event that ended a node
+    execution."""
     if isinstance(event, NodeSkipped):
-        return {
-            "run_id": event.run_id, "execution_id": None, "index": None,
-            "node_id": event.node_id, "node_type": event.node_type, "title": None,
-            "status": str(NodeStatus.SKIPPED), "parent_id": event.parent_id,
-            "round": event.round, "started_at": None, "finished_at": event.time,
-            "elapsed_ms": 0.0, "retries": 0, "handle": None, "error": None,
-            "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0,
-            "inputs": None, "outputs": None, "process_data": None, "metadata": None,
-        }
-    return {
-        "run_id": event.run_id, "execution_id": event.execution_id, "index": event.index,
-        "node_id": event.node_id, "node_type": event.node_type, "title": event.title,
-        "status": str(_STATUS.get(type(event), NodeStatus.STOPPED)),
-        "parent_id": event.parent_id, "round": event.round, "started_at": event.started_at,
-        "finished_at": event.time, "elapsed_ms": event.elapsed * 1000, "retries": event.retries,
-        "handle": getattr(event, "handle", None), "error": getattr(event, "error", None),
-        "prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
-        "total_tokens": event.total_tokens, "cost": event.cost, "inputs": event.inputs,
-        "outputs": event.outputs, "process_data": event.process_data, "metadata": event.metadata,
-    }
+        return (event.run_id, None, None, event.node_id, event.node_type, None,
+                str(NodeStatus.SKIPPED), event.parent_id, event.round, None, event.time, 0.0, 0,
+                None, None, 0, 0, 0, 0.0, None, None, None, None)
+    return (event.run_id, event.execution_id, event.index, event.node_id, event.node_type,
+            event.title, str(_STATUS.get(type(event), NodeStatus.STOPPED)), event.parent_id,
+            event.round, event.started_at, event.time, event.elapsed * 1000, event.retries,
+            getattr(event, "handle", None), getattr(event, "error", None), event.prompt_tokens,
+            event.completion_tokens, event.total_tokens, event.cost, event.inputs,
+            event.outputs, event.process_data, event.metadata)
+
+
+def trace_row(event: NodeFinished | NodeSkipped) -> dict[str, Any]:
+    """One row of a trace, by column name, from the event that ended a node execution."""
+    return dict(zip(TRACE_COLUMNS, trace_values(event), strict=True))
 
 
 def trace_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

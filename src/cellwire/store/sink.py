@@ -1,7 +1,8 @@
 """The layer that fills the run store.
 
-Its hooks run on the event loop and only queue: a node costs it a dict and a list append, and
-the rows go to the store's writer thread in batches (:data:`FLUSH_ROWS`) and at the run's end.
+Its hooks run on the event loop and only queue: a node costs it a list append (of the event
+that ended it; the writer thread makes it a trace row), and the rows go to the store's writer
+thread with the run's checkpoints, in batches (:data:`FLUSH_ROWS`) and at the run's end.
 The ``runs`` row is written at the start (status ``running``, with the process that runs it,
 whose heartbeat :class:`~cellwire.store.liveness.Heartbeat` keeps fresh), so a run whose
 process dies is still visible, and reads as ``interrupted``. The conversation variables a run
@@ -34,7 +35,7 @@ from cellwire.engine.events import (
     StreamChunk,
 )
 from cellwire.engine.layers import Layer
-from cellwire.engine.result import RunResult, trace_row
+from cellwire.engine.result import RunResult
 from cellwire.engine.state import RunStatus
 
 from .liveness import Heartbeat, this_process
@@ -54,7 +55,8 @@ class _Run:
     started_at: float
     workflow: str = ""
     inputs: Any = None
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: Events that ended node executions: the writer thread makes them trace rows.
+    rows: list[NodeFinished | NodeSkipped] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
     #: Conversation variables the run assigned, by name, last write last.
     conversation: dict[str, Any] = field(default_factory=dict)
@@ -78,7 +80,7 @@ class StoreSink(Layer):
     def __repr__(self) -> str:
         return f"StoreSink({str(self.store.path)!r})"
 
-    def take_rows(self, run_id: str) -> list[dict[str, Any]]:
+    def take_rows(self, run_id: str) -> list[NodeFinished | NodeSkipped]:
         """The run's trace rows not handed to the writer yet (a checkpoint writes them in its
         own transaction, so a crash keeps the trace of every node it keeps)."""
         run = self._runs.get(run_id)
@@ -140,7 +142,7 @@ class StoreSink(Layer):
 
     def _on_node_finished(self, event: NodeFinished | NodeSkipped) -> None:
         run = self._run(event)
-        run.rows.append(trace_row(event))
+        run.rows.append(event)
         if type(event) is NodeSucceeded and "updated_variables" in event.process_data:
             _note_assigned(run.conversation, event.process_data["updated_variables"])
         if len(run.rows) >= FLUSH_ROWS:

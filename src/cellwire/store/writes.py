@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cellwire.engine.result import TRACE_COLUMNS
+from cellwire.engine.events import NodeFinished, NodeSkipped
+from cellwire.engine.result import TRACE_COLUMNS, trace_values
 
 from .codec import BLOB_PREFIX, BlobPacker, from_json, to_json
 from .forms import write_forms
 from .liveness import Owner
 from .schema import NODE_JSON, conversation_of
 
-# Plain columns first, then the JSON ones, so a row's parameters are one itemgetter call
-# plus one pack() per JSON column.
-_NODE_PLAIN = [c for c in TRACE_COLUMNS if c not in NODE_JSON]
-_NODE_COLUMNS = ["seq", *_NODE_PLAIN, *NODE_JSON]
-_plain_values = operator.itemgetter(*_NODE_PLAIN)
+# The JSON columns are the last ones of a trace row: a row's parameters are its plain values
+# as they are, then one pack() per JSON column.
+#: An event that ended a node execution: a trace row, built by the writer thread.
+Ended = NodeFinished | NodeSkipped
+
+assert tuple(TRACE_COLUMNS[-len(NODE_JSON):]) == NODE_JSON
+_PLAIN_COUNT = len(TRACE_COLUMNS) - len(NODE_JSON)
 _INSERT_NODE = (
     "INSERT OR REPLACE INTO node_executions ({}) VALUES ({})".format(
-        ", ".join(f'"{c}"' for c in _NODE_COLUMNS), ", ".join("?" * len(_NODE_COLUMNS))
-    )
+        ", ".join(f'"{c}"' for c in ["seq", *TRACE_COLUMNS]),
+        ", ".join("?" * (len(TRACE_COLUMNS) + 1)))
 )
 # The totals are computed from the stored rows, so a resumed run adds up across its sessions.
 _FINISH_RUN = """
@@ -65,14 +67,15 @@ def write_start(conn: sqlite3.Connection, run_id: str, workflow: str, inputs: An
     _put_blobs(conn, packer)
 
 
-def write_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Append trace rows (``trace_row`` dicts) after the run's stored ones."""
+def write_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[Ended]) -> None:
+    """Append the trace rows of ``rows`` (events that ended node executions) after the run's
+    stored ones."""
     _put_blobs(conn, _insert_nodes(conn, run_id, rows))
 
 
 def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at: float,
               outputs: Any, error: str | None, error_node: str | None, answer: str,
-              rows: Sequence[dict[str, Any]], started_at: float, workflow: str,
+              rows: Sequence[Ended], started_at: float, workflow: str,
               inputs: Any, conversation: dict[str, Any] | None = None,
               forms: Sequence[dict[str, Any]] = ()) -> None:
     """Write the run's remaining rows and its end state, the conversation variables it
@@ -127,7 +130,8 @@ def read_value(conn: sqlite3.Connection, text: str | None) -> Any:
     return from_json(text, blobs)
 
 
-def _insert_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, Any]],
+def _insert_nodes(conn: sqlite3.Connection, run_id: str,
+                  rows: Sequence[Ended],
                   packer: BlobPacker | None = None) -> BlobPacker:
     packer = packer or BlobPacker()
     if rows:
@@ -135,10 +139,11 @@ def _insert_nodes(conn: sqlite3.Connection, run_id: str, rows: Sequence[dict[str
         first = conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM node_executions "
                              "WHERE run_id = ?", (run_id,)).fetchone()[0]
         pack = packer.pack
-        params = [
-            (seq, *_plain_values(row), *[pack(row[c]) for c in NODE_JSON])
-            for seq, row in enumerate(rows, first)
-        ]
+        params = []
+        for seq, event in enumerate(rows, first):
+            values = trace_values(event)
+            params.append((seq, *values[:_PLAIN_COUNT],
+                           *[pack(v) for v in values[_PLAIN_COUNT:]]))
         conn.executemany(_INSERT_NODE, params)
     return packer
 
@@ -203,10 +208,10 @@ class NodeWrites:
         self.seal = seal
         #: (node_id, status, handle, steps, outputs, conversation JSON or None)
         self.nodes: list[tuple[str, str, str | None, int, Any, str | None]] = []
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[Ended] = []
 
     def add(self, node: tuple[str, str, str | None, int, Any, str | None],
-            rows: list[dict[str, Any]]) -> None:
+            rows: list[Ended]) -> None:
         self.nodes.append(node)
         if rows:
             self.rows += rows
