@@ -7,7 +7,7 @@ import pickle
 import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel
 
@@ -164,7 +164,14 @@ def _state(model: BaseModel) -> tuple[Any, ...]:
     them) as plain tuples, with its private attributes: what pickling the model itself would
     capture, at half the cost and without its growth with the graph (pydantic's
     ``__getstate__`` per model, and the memo of each nested model)."""
-    values: list[Any] = [type(model), model.__pydantic_private__]
+    kind = type(model)
+    flat = _flat.get(kind)
+    if flat is None:
+        flat = _flat[kind] = not any(_may_hold_models(f.annotation)
+                                     for f in kind.model_fields.values())
+    if flat:
+        return (kind, model.__pydantic_private__, *model.__dict__.values())
+    values: list[Any] = [kind, model.__pydantic_private__]
     for value in model.__dict__.values():
         kind = type(value)
         if kind in _PLAIN:
@@ -182,6 +189,14 @@ def _state(model: BaseModel) -> tuple[Any, ...]:
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+#: Model classes none of whose fields can hold a model: their values are taken as they are.
+_flat: dict[type[BaseModel], bool] = {}
+
+
+def _may_hold_models(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_may_hold_models(arg) for arg in get_args(annotation))
 
 
 def _is_model(value: Any) -> bool:
