@@ -445,18 +445,17 @@ class Runner:
         loop = asyncio.get_running_loop()
         handle = RunHandle(execution, execution.compiled.workflow.name, loop)
         self._register(handle)
-        fingerprints = _fingerprints(execution)
         handle.task = loop.create_task(execution.run())
         # Recorded before the handle settles: once a caller has the result, stale() knows it.
-        handle.task.add_done_callback(
-            lambda task: self._record(execution, fingerprints, task))
+        handle.task.add_done_callback(lambda task: self._record(execution, task))
         handle.task.add_done_callback(handle._settle)
         return handle
 
-    def _record(self, execution: Execution, fingerprints: dict[str, str],
-                task: asyncio.Task[RunResult]) -> None:
+    def _record(self, execution: Execution, task: asyncio.Task[RunResult]) -> None:
         if not task.cancelled() and task.exception() is None:
-            self.ledger.record(execution, task.result(), fingerprints)
+            # The fingerprints of what the run started with: its compiled workflow never
+            # changes, so they are taken after the run, off its way to the first node.
+            self.ledger.record(execution, task.result(), _fingerprints(execution))
 
     # -- stale tracking ---------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Versions: the workflow a run ran, stored once per content hash.
 
 A version is the workflow's native YAML (:func:`cellwire.formats.dump`, which never holds a
-secret's value) and its SHA-256. Every stored run records the hash of its version; a resume
-runs the recorded version, not the current file.
+secret's value; compact, since only cellwire reads it back) and its SHA-256. Every stored run
+records the hash of its version; a resume runs the recorded version, not the current file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def version_of(compiled: CompiledWorkflow) -> tuple[str, str]:
     found = _versions.get(compiled)
     if found is None:
         try:
-            text = dump(compiled.workflow)
+            text = dump(compiled.workflow, compact=True)
         except WorkflowError as exc:
             found = exc
         else:
