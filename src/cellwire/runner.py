@@ -43,7 +43,7 @@ from cellwire.services.http.guard import NetworkPolicy
 from cellwire.services.knowledge.service import Knowledge
 from cellwire.services.llm import LLMRouter, default_router
 from cellwire.services.llm.cache import open_cache
-from cellwire.services.llm.config import load_config
+from cellwire.services.llm.config import config_stamp, load_config
 from cellwire.services.sandbox import shared_sandbox
 from cellwire.services.secrets import grant_values
 from cellwire.services.tools import run_registry
@@ -79,7 +79,8 @@ RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation",
 #: gives up waiting.
 STOP_GRACE = 10.0
 
-#: Finished runs the registry remembers (running ones are always kept).
+#: Finished runs the registry remembers at least (running ones are always kept; it holds up
+#: to twice as many between prunings).
 KEEP_FINISHED = 200
 
 
@@ -277,7 +278,8 @@ class Runner:
         self._base = runtime
         self._lock = threading.RLock()
         self._runtimes: dict[tuple[Any, ...], Runtime] = {}
-        self._router: tuple[Any, LLMRouter] | None = None
+        #: (config stamp, config fingerprint, router)
+        self._router: tuple[Any, Any, LLMRouter] | None = None
         self._http = SharedHTTP()
         self._runs: OrderedDict[str, RunHandle] = OrderedDict()
         self._watchers: dict[int, tuple[weakref.ref[Workflow], list[Layer | Sink]]] = {}
@@ -354,17 +356,24 @@ class Runner:
 
     def _current_router(self) -> LLMRouter:
         # The providers' configuration may change between runs (a key set in the notebook, a
-        # providers.yaml edited): the router is rebuilt only when it did.
+        # providers.yaml edited): the router is rebuilt only when it did, and the files and
+        # the environment are read again only when their stamp says they changed.
         env = os.environ
+        stamp = config_stamp(env)
+        with self._lock:
+            if self._router is not None and self._router[0] == stamp:
+                return self._router[2]
         config = load_config(env)
         keys = hashlib.sha256("\0".join(str(spec.key(env)) for spec in
                                         config.providers.values()).encode()).hexdigest()
         fingerprint = (repr(config), keys)
         with self._lock:
-            if self._router is None or self._router[0] != fingerprint:
-                self._router = (fingerprint, default_router(env))
+            if self._router is None or self._router[1] != fingerprint:
+                self._router = (stamp, fingerprint, default_router(env))
                 self._runtimes.clear()
-            return self._router[1]
+            else:
+                self._router = (stamp, fingerprint, self._router[2])
+            return self._router[2]
 
     # -- watchers ---------------------------------------------------------------------------
 
@@ -529,9 +538,12 @@ class Runner:
     def _register(self, handle: RunHandle) -> None:
         with self._lock:
             self._runs[handle.run_id] = handle
-            finished = [k for k, h in self._runs.items() if h.done]
-            for key in finished[:max(0, len(self._runs) - KEEP_FINISHED)]:
-                del self._runs[key]
+            # Pruned once in a while, not at every run: a look at every handle per run cost
+            # more than a small run itself.
+            if len(self._runs) > 2 * KEEP_FINISHED:
+                finished = [k for k, h in self._runs.items() if h.done]
+                for key in finished[:max(0, len(finished) - KEEP_FINISHED)]:
+                    del self._runs[key]
 
     def get(self, run_id: str) -> RunHandle:
         """The handle of a run this runner started; KeyError names the known ones."""

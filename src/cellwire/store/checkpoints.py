@@ -275,7 +275,14 @@ def _opener(run_id: str, key_id: str | None) -> Sealer | None:
 
 
 def _this_process() -> tuple[int, str, str | None]:
-    return os.getpid(), socket.gethostname(), process_start(os.getpid())
+    return _process(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _process(pid: int) -> tuple[int, str, str | None]:
+    # By pid: a forked child is another process. (A host renamed while it runs keeps the
+    # name it had, as this process's other records do.)
+    return pid, socket.gethostname(), process_start(pid)
 
 
 def process_start(pid: int) -> str | None:

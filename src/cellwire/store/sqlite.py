@@ -363,6 +363,11 @@ def _enter_wal(conn: sqlite3.Connection, timeout: float) -> None:
         delay = min(delay * 2, 0.25)
 
 
+def is_open(store: RunStore) -> bool:
+    """Whether ``store`` is the process's open store for its path (not closed since)."""
+    return _open.get((os.getpid(), store.path)) is store
+
+
 def open_store(path: str | os.PathLike[str]) -> RunStore:
     """The process's store for ``path``: one connection per process per file."""
     key = (os.getpid(), Path(path).expanduser().resolve())
@@ -373,4 +378,5 @@ def open_store(path: str | os.PathLike[str]) -> RunStore:
         return store
 
 
-__all__ = ["DEFAULT_STORE_TIMEOUT", "RunNotFound", "RunStore", "open_store", "store_timeout"]
+__all__ = ["DEFAULT_STORE_TIMEOUT", "RunNotFound", "RunStore", "is_open", "open_store",
+           "store_timeout"]

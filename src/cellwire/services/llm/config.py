@@ -214,6 +214,13 @@ def _error(source: str, message: str) -> ConfigError:
 
 _session = ProvidersConfig()
 _session_lock = threading.Lock()
+#: Changes made to ``_session`` so far (see :func:`config_stamp`).
+_session_changes = 0
+
+
+def _changed_session() -> None:
+    global _session_changes
+    _session_changes += 1
 
 
 def configure_provider(name: str, type: str = "openai", *, base_url: str | None = None,
@@ -232,6 +239,7 @@ def configure_provider(name: str, type: str = "openai", *, base_url: str | None 
                         options=options)
     with _session_lock:
         _session.providers[spec.name] = spec
+        _changed_session()
 
 
 def map_model(source: str, target: str) -> None:
@@ -239,6 +247,7 @@ def map_model(source: str, target: str) -> None:
     (``'provider/model'`` or a provider name) in the runs of this process."""
     with _session_lock:
         _session.models[source] = target
+        _changed_session()
 
 
 def set_price(pattern: str, input: float, output: float, *, currency: str = "USD") -> None:
@@ -246,6 +255,7 @@ def set_price(pattern: str, input: float, output: float, *, currency: str = "USD
     ``input`` / ``output`` per token, in the runs of this process."""
     with _session_lock:
         _session.prices[pattern] = {"input": input, "output": output, "currency": currency}
+        _changed_session()
 
 
 def reset_session() -> None:
@@ -253,6 +263,7 @@ def reset_session() -> None:
     global _session
     with _session_lock:
         _session = ProvidersConfig()
+        _changed_session()
 
 
 def project_files(cwd: Path, user_file: Path) -> list[Path]:
@@ -389,6 +400,39 @@ def load_config(environ: Mapping[str, str] | None = None, *, config_dir: Path | 
                           models=dict(_session.models), prices=dict(_session.prices))
     config.merge(session)
     return config
+
+
+_read: tuple[Any, list[Path]] | None = None
+
+
+def config_stamp(environ: Mapping[str, str] | None = None) -> tuple[Any, ...]:
+    """A value that differs whenever :func:`load_config` (its defaults but ``environ``) could
+    return something else: the environment, the working folder, the notebook's own settings,
+    and the size and modification time of each file it reads or would read once created.
+    A tenth of the cost of loading it: runs check it before each start."""
+    global _read
+    env = os.environ if environ is None else environ
+    # os.environ's own bytes (CPython's): a copy costs a fraction of decoding every item.
+    raw = getattr(env, "_data", None)
+    where = (tuple(raw.items() if isinstance(raw, dict) else env.items()), os.getcwd())
+    found = _read
+    if found is None or found[0] != where:
+        user_file = user_config_folder() / CONFIG_FILE
+        folder = Path.cwd()
+        try:
+            files, _ = _opt_in(env, None, None, folder, user_file)
+        except ConfigError:
+            files = []  # load_config says so itself
+        found = _read = (where, [user_file, *(files or project_files(folder, user_file))])
+    return where, _session_changes, tuple(_file_stamp(path) for path in found[1])
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 # -- building providers ----------------------------------------------------------------------
