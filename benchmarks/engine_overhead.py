@@ -230,7 +230,7 @@ async def user_runs(repeat: int, folder: Path, graphon: str | None) -> bool:
             if graphon:
                 from _graphon import graphon_per_node
 
-                g_best = graphon_per_node(wf, max(3, times // 5), graphon)
+                g_best = graphon_per_node(wf, max(5, times // 2), graphon)
                 if g_best is not None:
                     line += f"{g_best:>12.1f}{g_best / (best / n * 1e6):>7.1f}x"
             print(line)

@@ -253,3 +253,14 @@ def test_cli_import_and_export(tmp_path: Any) -> None:
     broken.write_text("app: {mode: agent}\nworkflow: {graph: {}}\n", encoding="utf-8")
     refused = runner.invoke(cli, ["import", str(broken)])
     assert refused.exit_code == 2 and "app.mode" in refused.output
+
+
+def test_start_variables_without_a_label_are_exported_with_their_name_as_dify_requires() -> None:
+    wf = cellwire.Workflow("labels")
+    wf.add_node("start", "start", variables=[{"variable": "x", "type": "text-input"},
+                                             {"variable": "y", "label": "Why", "type": "number"}])
+    data = next(n["data"] for n in export_dify(wf)["workflow"]["graph"]["nodes"]
+                if n["id"] == "start")
+    # graphon's StartNodeData (and Dify's loader) refuse a variable without a label.
+    assert [v["label"] for v in data["variables"]] == ["x", "Why"]
+    assert load_dify(dump_dify(wf)) == wf  # the label the export added is not kept

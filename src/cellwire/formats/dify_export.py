@@ -104,6 +104,13 @@ def _containment(node: Node | None, workflow: Workflow) -> dict[str, Any]:
 def _node(node: Node, workflow: Workflow) -> dict[str, Any]:
     meta = dict(node.meta.get("dify") or {})
     config = node.config
+    labelled = _unlabelled(node)
+    if labelled:
+        # Dify's start variables always carry a label (its loader requires one): the name
+        # stands in for one the workflow does not give (and data.cellwire says so).
+        config = {**config, "variables": [
+            {**v, "label": v["variable"]} if isinstance(v, dict) and v.get("variable")
+            in labelled else v for v in config["variables"]]}
     if node.type == "tool" and isinstance(config.get("tool_parameters"), dict):
         config = {**config, "tool_parameters": {
             k: mention_selector(v, absolute=False) for k, v in config["tool_parameters"].items()}}
@@ -172,7 +179,19 @@ def _cellwire_extras(node: Node) -> dict[str, Any]:
                        backoff=1.0, max_interval=max(60.0, node.retry.interval), jitter=False)
     if node.retry.max_retries and node.retry != dify_retry:
         extras["retry"] = node.retry.model_dump()
+    labelled = _unlabelled(node)
+    if labelled:
+        extras["labelled"] = labelled
     return extras
+
+
+def _unlabelled(node: Node) -> list[str]:
+    """The start variables of ``node`` that have no label: the export gives them their name."""
+    variables = node.config.get("variables") if node.type == "start" else None
+    if not isinstance(variables, list):
+        return []
+    return [v["variable"] for v in variables if isinstance(v, dict) and not v.get("label")
+            and isinstance(v.get("variable"), str) and v["variable"]]
 
 
 def _note(note: Note) -> dict[str, Any]:

@@ -435,6 +435,13 @@ def _node(node_id: str, wrapper: dict[str, Any], data: dict[str, Any],
     retry = _retry(data.get("retry_config"), out, node_id, dify_meta)
     default_value = _default_value(data.get("default_value"), out, node_id, dify_meta)
     extra = _mapping(data.get("cellwire"), out, "data.cellwire", node_id, required=False)
+    labelled = extra.get("labelled")
+    if isinstance(labelled, list) and isinstance(config.get("variables"), list):
+        # Labels cellwire's export added (Dify requires one): the workflow gave none.
+        config["variables"] = [
+            {k: x for k, x in v.items() if k != "label"}
+            if isinstance(v, dict) and v.get("variable") in labelled
+            and v.get("label") == v.get("variable") else v for v in config["variables"]]
     if "retry" in extra:
         retry = extra["retry"]
     # No retry_config: the node sets no policy, and its type's default applies.
