@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import cellwire.nodes  # noqa: F401 - registers the built-in node types
+import cellwire.nodes  # noqa: F401 - declares the built-in node types
 from cellwire.engine import CompiledWorkflow, Execution, RunResult, Runtime, compile_workflow
 from cellwire.engine.commands import Command, Stop
 from cellwire.engine.layers import Layer

@@ -15,7 +15,6 @@ import click
 
 from cellwire.cli.app import cli
 from cellwire.cli.common import EXIT_FAILED, fail
-from cellwire.services.knowledge.base import run_sync
 
 
 def _knowledge() -> Any:
@@ -94,6 +93,7 @@ def add(name: str, files: tuple[Path, ...], meta: tuple[str, ...], quiet: bool) 
     """Add FILES to the knowledge base NAME (a changed file replaces its chunks; an
     unchanged one is skipped)."""
     from cellwire.services.knowledge import EmbeddingUnavailable, ExtractionError
+    from cellwire.services.knowledge.base import run_sync
 
     metadata: dict[str, Any] = {}
     for pair in meta:
@@ -126,6 +126,7 @@ def search(name: str, query: str, mode: str | None, top_k: int,
            score_threshold: float | None, rerank: str | None, as_json: bool) -> None:
     """Search the knowledge base NAME for QUERY."""
     from cellwire.services.knowledge import EmbeddingUnavailable, hits_as_json
+    from cellwire.services.knowledge.base import run_sync
     from cellwire.services.knowledge.rerank import reranker_for
     from cellwire.services.llm import ProviderError
 

@@ -23,7 +23,6 @@ def cannot_run(workflow: Workflow, knowledge: Any = None) -> list[tuple[Problem,
     """``(warning, reason)`` for each node (or tool of a node) that cannot run here; reason
     is one of :data:`NOT_BUILT`, :data:`NEEDS_TOOL`, :data:`NEEDS_KNOWLEDGE`. ``knowledge``:
     the knowledge service to look bases up in (the default one when None)."""
-    from cellwire.nodes.tool import tool_problems
     from cellwire.nodes.unsupported import need
 
     found: list[tuple[Problem, str]] = []
@@ -33,9 +32,14 @@ def cannot_run(workflow: Workflow, knowledge: Any = None) -> list[tuple[Problem,
             found.append((Problem(node.id, "type", f"{node.type} node '{node.title}' cannot "
                                   f"run here: it needs {needed[0]}", needed[1], "warning"),
                           NOT_BUILT))
-    # An agent v2 node (a Dify 1.16 Agent package) is a kind of node cellwire lacks, not a tool.
-    found.extend((problem, NOT_BUILT if problem.field == "agent_binding" else NEEDS_TOOL)
-                 for problem in tool_problems(workflow))
+    # Only tool and agent nodes bind tools: other workflows skip the tool stack (httpx, MCP).
+    if any(node.type in ("tool", "agent") for node in workflow.nodes.values()):
+        from cellwire.nodes.tool import tool_problems
+
+        # An agent v2 node (a Dify 1.16 Agent package) is a kind of node cellwire lacks, not
+        # a tool.
+        found.extend((problem, NOT_BUILT if problem.field == "agent_binding" else NEEDS_TOOL)
+                     for problem in tool_problems(workflow))
     found.extend((problem, NEEDS_KNOWLEDGE) for problem in _knowledge_problems(workflow,
                                                                               knowledge))
     return found

@@ -2,15 +2,17 @@
 
 Built-in node modules and users register types with :func:`node_type`; third-party packages
 register theirs through the ``cellwire.nodes`` entry-point group (each entry point names a
-module that registers its types when imported). The model keeps a node's ``run`` callable as an
-opaque value: only the engine calls it.
+module that registers its types when imported). Built-in modules are *declared* (module ->
+names) and imported on the first lookup of one of their names, so a run imports the node
+modules it uses, not all of them. The model keeps a node's ``run`` callable as an opaque
+value: only the engine calls it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from importlib.metadata import entry_points
+from importlib import import_module
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -105,7 +107,8 @@ def _short(value: Any) -> str:
 
 
 class Registry:
-    """Node types by name; entry points load on the first miss.
+    """Node types by name; declared modules load on the first lookup of one of their names,
+    entry points on the first miss.
 
     A *fallback* (``register(..., fallback=True)``) stands in for a type not built here (the
     placeholders of ``cellwire.nodes.unsupported``): it never replaces a real type, a real
@@ -117,14 +120,29 @@ class Registry:
         self._types: dict[str, NodeType] = {}
         self._fallbacks: dict[str, NodeType] = {}
         self._aliases: dict[str, str] = {}
+        #: Type names and aliases -> the modules that register them when imported. Entries
+        #: stay: importing a module again is a dictionary lookup, and a type unregistered
+        #: after its module loaded stays unregistered.
+        self._declared: dict[str, list[str]] = {}
         self._entry_points_loaded = False
         #: Counts changes of the registered types, so compiled workflows know they are stale.
         self.generation = 0
+
+    def declare(self, module: str, names: Iterable[str]) -> None:
+        """Say that importing ``module`` registers ``names`` (types and aliases): the first
+        lookup of one of them imports it."""
+        for name in names:
+            self._declared.setdefault(name, []).append(module)
 
     def register(self, node_type: NodeType, *, aliases: Sequence[str] = (),
                  fallback: bool = False) -> NodeType:
         """Make ``node_type`` known by its name and ``aliases``; a ``fallback`` only answers
         for names no real type (built in or from a plugin) has."""
+        if not fallback:
+            # A declared module registers its names first, so this registration replaces
+            # them as it did when every built-in loaded at import.
+            for name in (node_type.name, *aliases):
+                self._import_declared(name)
         if node_type.default_retry is None and node_type.name in MODEL_CALL_TYPES:
             node_type = replace(node_type, default_retry=MODEL_CALL_RETRY)
         self.generation += 1
@@ -141,18 +159,20 @@ class Registry:
     def unregister(self, name: str) -> None:
         """Forget the real type ``name`` (its fallback, if any, answers again); a name with
         only a fallback loses that."""
+        self._import_declared(name)  # else a later lookup would import it back
         self.generation += 1
         if self._types.pop(name, None) is None:
             self._fallbacks.pop(name, None)
 
     def find(self, name: str) -> NodeType | None:
-        name = self._aliases.get(name, name)
-        found = self._types.get(name)
+        found = self._real(name)
+        if found is None and name in self._declared:
+            self._import_declared(name)
+            found = self._real(name)
         if found is None and not self._entry_points_loaded:
             self._load_entry_points()
-            name = self._aliases.get(name, name)
-            found = self._types.get(name)
-        return found if found is not None else self._fallbacks.get(name)
+            found = self._real(name)
+        return found if found is not None else self._fallbacks.get(self._aliases.get(name, name))
 
     def get(self, name: str) -> NodeType:
         found = self.find(name)
@@ -161,9 +181,22 @@ class Registry:
         return found
 
     def names(self) -> list[str]:
+        """Every registered type's name; imports every declared module."""
+        for name in list(self._declared):
+            self._import_declared(name)
         return sorted(self._types.keys() | self._fallbacks.keys())
 
+    def _real(self, name: str) -> NodeType | None:
+        return self._types.get(self._aliases.get(name, name))
+
+    def _import_declared(self, name: str) -> None:
+        # Another thread importing the module holds its import lock: this waits for it.
+        for module in self._declared.get(name, ()):
+            import_module(module)
+
     def _load_entry_points(self) -> None:
+        from importlib.metadata import entry_points  # ~9 ms to import, and rarely needed
+
         self._entry_points_loaded = True
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             ep.load()

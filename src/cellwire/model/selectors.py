@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import jinja2
-import jinja2.nodes
+if TYPE_CHECKING:
+    import jinja2
 
 Selector = tuple[str, ...]
 
@@ -28,9 +29,6 @@ DIFY_REFERENCE = re.compile(
 )
 # Dify's placeholders that are not pool references.
 _DIFY_SPECIAL = {"context", "histories"}
-
-# Parses, never renders: references are read off the syntax tree.
-_jinja_parser_env = jinja2.Environment()
 
 
 def as_selector(value: str | Sequence[str]) -> Selector:
@@ -52,11 +50,22 @@ def dify_references(text: str) -> Iterator[Selector]:
             yield parts
 
 
+@lru_cache(maxsize=1)
+def _jinja_parser() -> jinja2.Environment:
+    """Parses, never renders: references are read off the syntax tree. Made on first use:
+    jinja2 takes ~15 ms to import, and only Jinja fields need it."""
+    import jinja2
+
+    return jinja2.Environment()
+
+
 @lru_cache(maxsize=1024)
 def _jinja_references(text: str) -> tuple[Selector, ...]:
+    import jinja2.nodes
+
     try:
         # Dify's `{{#a.b#}}` reads as a broken Jinja comment: take those out first.
-        ast = _jinja_parser_env.parse(DIFY_REFERENCE.sub("", text))
+        ast = _jinja_parser().parse(DIFY_REFERENCE.sub("", text))
     except jinja2.TemplateSyntaxError:
         return ()
     bound = {n.name for n in ast.find_all(jinja2.nodes.Name) if n.ctx in ("store", "param")}

@@ -4,6 +4,7 @@ files) change the same :class:`Workflow`; running it is the engine's job."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -342,8 +343,10 @@ def _as_upstreams(after: Upstream | Sequence[Upstream] | None) -> Iterable[Upstr
 
 
 #: How a workflow runs, maps and shows itself, given by the layers above the model
-#: (``cellwire.api`` provides them when ``cellwire`` is imported), so the model imports none.
+#: (``cellwire.api`` provides them, imported on the first call), so the model imports none.
 _PROVIDED: dict[str, Callable[..., Any]] = {}
+#: Modules that call :func:`provide` when imported; imported when an action is missing.
+_PROVIDERS: list[str] = []
 
 
 def provide(**actions: Callable[..., Any]) -> None:
@@ -351,7 +354,15 @@ def provide(**actions: Callable[..., Any]) -> None:
     _PROVIDED.update(actions)
 
 
+def provide_on_import(module: str) -> None:
+    """Name a module that calls :func:`provide` when imported, to import on first need."""
+    _PROVIDERS.append(module)
+
+
 def _provided(name: str) -> Callable[..., Any]:
+    if name not in _PROVIDED:
+        for module in _PROVIDERS:
+            import_module(module)
     try:
         return _PROVIDED[name]
     except KeyError:

@@ -4,10 +4,13 @@
 YAML 1.1 (``yaml.safe_load``) reads ``yes``/``no``/``on``/``off`` as booleans; YAML 1.2 and
 Dify read them as strings, so everything cellwire reads goes through :func:`parse_yaml`.
 
-``yaml.safe_load`` builds aliased values as shared objects, so a "billion laughs" document
-loads quickly and then explodes in whatever walks it next (validation, JSON, the engine).
-We therefore measure the document as it would be once every alias is expanded, before
-constructing any Python objects, and refuse it past a fixed budget; likewise nesting depth.
+A plain document (no anchors, aliases or tags: every file cellwire writes) is built straight
+from the parser's events in one pass, its nesting depth checked as it goes: no node graph and
+no second parse. Anything else gets the full check first: ``yaml.safe_load`` builds aliased
+values as shared objects, so a "billion laughs" document loads quickly and then explodes in
+whatever walks it next (validation, JSON, the engine). We therefore measure the document as it
+would be once every alias is expanded, before constructing any Python objects, and refuse it
+past a fixed budget; likewise nesting depth. Then PyYAML's constructor builds it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, ClassVar
 import yaml
 from yaml.events import (
     AliasEvent,
+    DocumentStartEvent,
     Event,
     MappingEndEvent,
     MappingStartEvent,
@@ -27,6 +31,7 @@ from yaml.events import (
     SequenceEndEvent,
     SequenceStartEvent,
 )
+from yaml.nodes import ScalarNode
 
 from .problems import Problem, WorkflowError
 
@@ -97,8 +102,11 @@ def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
     if size > MAX_BYTES:
         raise _too_large(source, size)
     try:
-        _check_events(text, source)
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
+        try:
+            return _build(text, source)
+        except _Unusual:
+            _check_events(text, source)
+            return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -109,6 +117,76 @@ def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
         raise _fail(source, f"not valid YAML: {exc}", "fix the YAML syntax") from None
     except RecursionError:
         raise _fail(source, "the YAML is nested too deeply", "flatten the document") from None
+
+
+class _Unusual(Exception):
+    """The document has what :func:`_build` leaves to the full check and PyYAML's
+    constructor: an anchor, alias or tag, a merge key, a key that is a list or mapping, an
+    implicit tag without a safe constructor, or a second document."""
+
+
+_STR = "tag:yaml.org,2002:str"
+#: The tags plain scalars resolve to that :func:`_build` constructs (with PyYAML's own
+#: constructors); ``merge`` and ``value`` are left to PyYAML.
+_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
+                         ("bool", "float", "int", "null", "timestamp"))
+_NO_KEY = object()
+
+
+def _build(text: str | bytes, source: str | None) -> Any:
+    """The document built from the parser's events in one pass, as ``yaml.load`` with
+    :class:`_Loader` builds it; refuses nesting past :data:`MAX_DEPTH` as it goes."""
+    loader = _Loader(text)
+    resolve, constructors = loader.resolve, loader.yaml_constructors
+    open_: list[Any] = []  # the lists and mappings being filled
+    keys: list[Any] = []  # per open container: the mapping's pending key, or _NO_KEY
+    root: Any = None
+    documents = 0
+    for event in _events(loader, source):
+        # Most events are scalars: test for them first.
+        if isinstance(event, ScalarEvent):
+            if event.anchor is not None or event.tag is not None:
+                raise _Unusual
+            value = event.value
+            if event.implicit[0]:  # plain: resolved as the loader resolves it
+                tag = resolve(ScalarNode, value, event.implicit)
+                if tag != _STR:
+                    if tag not in _SCALAR_TAGS:
+                        raise _Unusual
+                    value = constructors[tag](loader, ScalarNode(tag, value))
+        elif isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+            if event.anchor is not None or event.tag is not None:
+                raise _Unusual
+            if len(open_) >= MAX_DEPTH:
+                raise _too_deep(source)
+            open_.append({} if isinstance(event, MappingStartEvent) else [])
+            keys.append(_NO_KEY)
+            continue
+        elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
+            value = open_.pop()
+            keys.pop()
+        elif isinstance(event, DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise _Unusual  # yaml.load refuses it, saying where
+            continue
+        elif isinstance(event, AliasEvent):
+            raise _Unusual
+        else:  # stream and document ends
+            continue
+        if not open_:
+            root = value
+        elif type(open_[-1]) is list:
+            open_[-1].append(value)
+        elif keys[-1] is _NO_KEY:
+            keys[-1] = value
+        else:
+            try:
+                open_[-1][keys[-1]] = value
+            except TypeError:  # an unhashable key: yaml.load says where
+                raise _Unusual from None
+            keys[-1] = _NO_KEY
+    return root
 
 
 def _check_events(text: str | bytes, source: str | None) -> None:
@@ -130,7 +208,7 @@ def _check_events(text: str | bytes, source: str | None) -> None:
         else:
             expanded += size
 
-    for event in _events(text, source):
+    for event in _events(_Loader(text), source):
         if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -161,14 +239,17 @@ def _check_events(text: str | bytes, source: str | None) -> None:
                     "repeating anchors (&name) and aliases (*name)")
 
 
-def _events(text: str | bytes, source: str | None) -> Iterator[Event]:
+def _events(loader: _Loader, source: str | None) -> Iterator[Event]:
     """The parser's events; libyaml's own nesting limit becomes the same error as ours."""
     try:
-        yield from yaml.parse(text, Loader=_Loader)
+        while (event := loader.get_event()) is not None:
+            yield event
     except yaml.MarkedYAMLError as exc:
         if exc.problem == _LIBYAML_TOO_DEEP:
             raise _too_deep(source) from None
         raise
+    finally:
+        loader.dispose()
 
 
 def _too_deep(source: str | None) -> WorkflowError:

@@ -1,0 +1,85 @@
+"""Built-in node types are declared by name and their modules imported on first lookup."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import cellwire
+from cellwire.model import registry
+from cellwire.nodes import BUILTIN
+from cellwire.nodes.unsupported import NEEDS, UNKNOWN
+
+
+def test_the_declared_names_are_what_each_module_registers():
+    registry.names()  # imports every declared module
+    registered: dict[str, set[str]] = {}
+    # Placeholders made for a type some imported file used are not built-ins: earlier tests
+    # in this process may have imported such files.
+    for name in registry.names():
+        if NEEDS.get(name, ("", ""))[1] == UNKNOWN[1]:
+            continue
+        for kind in (registry._types.get(name), registry._fallbacks.get(name)):
+            if kind is not None and kind.run.__module__.startswith("cellwire.nodes."):
+                registered.setdefault(kind.run.__module__, set()).add(name)
+    for alias, name in registry._aliases.items():
+        module = registry.get(name).run.__module__
+        if module.startswith("cellwire.nodes."):
+            registered[module].add(alias)
+    declared = {f"cellwire.nodes.{module}": set(names) for module, names in BUILTIN.items()}
+    # A package's types are registered by its submodules (cellwire.nodes.llm.node).
+    found = {next(m for m in declared if module == m or module.startswith(m + ".")): names
+             for module, names in registered.items()}
+    assert found == declared
+
+
+def run_fresh(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_import_cellwire_loads_no_node_module_engine_or_http():
+    loaded = run_fresh("""
+        import sys
+        import cellwire
+        heavy = ("cellwire.nodes.", "cellwire.engine", "cellwire.api", "httpx", "jinja2")
+        print(sorted(m for m in sys.modules if m.startswith(heavy)))
+    """)
+    assert loaded == "[]"
+
+
+def test_a_lookup_imports_only_that_types_module():
+    loaded = run_fresh("""
+        import sys
+        from cellwire.model import registry
+        before = registry.generation
+        kind = registry.get("variable-assigner")  # an alias
+        print(kind.name, registry.generation > before, "cellwire.nodes.llm" in sys.modules)
+    """)
+    assert loaded == "variable-aggregator True False"
+
+
+def test_a_type_registered_before_its_builtin_loads_still_replaces_it():
+    found = run_fresh("""
+        import cellwire
+        from cellwire.model import registry
+
+        @cellwire.node_type("answer", outputs=["answer"])
+        async def mine(ctx):
+            return {"answer": "mine"}
+
+        registry.names()  # imports every built-in module, cellwire.nodes.answer too
+        print(registry.get("answer").run is mine)
+        registry.unregister("end")  # before its module loaded: it stays unregistered
+        print(registry.find("end"))
+    """)
+    assert found == "True\nNone"
+
+
+def test_lazy_attributes_of_the_package():
+    assert "load" in dir(cellwire) and set(cellwire.__all__) <= set(dir(cellwire))
+    for name in cellwire.__all__:
+        assert getattr(cellwire, name) is not None
+    assert cellwire.load.__module__ == "cellwire.formats.loader"
