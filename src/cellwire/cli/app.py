@@ -560,8 +560,10 @@ def export_command(file: Path, fmt: str, dsl_version: str | None, out: Path | No
     try:
         if fmt == "dify":
             text = dump_dify(workflow, version)
+        elif fmt == "python":
+            text = export_python(workflow)
         else:
-            text = {"yaml": dump, "python": export_python}[fmt](workflow)
+            text = dump(workflow)
     except WorkflowError as exc:
         fail(f"{file}: {problem}" for problem in exc.problems)
     _write(text, out)
