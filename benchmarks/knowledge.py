@@ -95,7 +95,7 @@ async def main(chunks: int, queries: int, dims: int, top_k: int, keep: str | Non
         stored = base.describe()["chunks"]
         print(f"ingest: {stored} chunks in {ingest:.1f} s = {stored / ingest:,.0f} chunks/s "
               f"(chunking, embedding {dims}-d, LanceDB write, full-text and IVF-HNSW indexes, "
-              f"and the in-process BM25 and HNSW indexes)")
+              f"and the in-process BM25 and vector indexes)")
 
         texts = []
         for _ in range(queries):
