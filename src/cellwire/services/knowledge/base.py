@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -31,7 +32,10 @@ from .extract import extract_text, mime_type_of
 from .filters import Conditions, allowed
 from .fusion import RRF_K, keyword_scores, rrf, weighted
 from .rerank import Reranker, rerank_hits
+from .sideindex import COLUMNS as _COLUMNS
+from .sideindex import SideIndex
 
+log = logging.getLogger(__name__)
 Mode = Literal["fulltext", "vector", "hybrid"]
 T = TypeVar("T")
 META = "kb.json"
@@ -39,8 +43,6 @@ META = "kb.json"
 EMBED_BATCH = 64
 #: Rows from which a vector index (IVF + HNSW) is built; below, search is exact.
 ANN_MIN_ROWS = 10_000
-_COLUMNS = ["id", "document_id", "document_name", "source", "position", "content", "parent",
-            "parent_index"]
 
 
 @dataclass
@@ -111,12 +113,16 @@ class KnowledgeBase:
         self._docs: list[dict[str, Any]] | None = None
         self._meta_by_id: dict[str, dict[str, Any]] | None = None
         self._rule: ChunkRule | None = None
+        # The in-process full-text and vector indexes that searches without metadata filters
+        # use (LanceDB is the store of record; they are updated by each write).
+        self._side = SideIndex(folder / "search", folder / "lance")
 
     def reopen(self) -> None:
         """Forget open tables and cached metadata: see what other processes wrote since."""
         self._tables.clear()
         self._searched = None
         self._docs = self._meta_by_id = None
+        self._side.forget()
 
     # -- what it is -------------------------------------------------------------------------
 
@@ -336,9 +342,13 @@ class KnowledgeBase:
         documents = self._table("documents")
         self._docs = self._meta_by_id = None
         self._searched = None
+        before = int(chunks.version) if chunks is not None else None
+        dropped: list[str] = []
         if drop:
             where = f"document_id IN ({', '.join(_sql(d) for d in drop)})"
             if chunks is not None:
+                dropped = chunks.search().where(where).select(["id"]).limit(None) \
+                    .to_arrow().column("id").to_pylist()
                 chunks.delete(where)
             if documents is not None:
                 documents.delete(where)
@@ -359,6 +369,11 @@ class KnowledgeBase:
                 documents.add(doc_data)
         if chunks is not None and (rows or drop):
             self._index(chunks)
+            try:
+                self._side.update(chunks, before, dropped, drop, rows)
+            except Exception:  # a cache of the table: the next search rebuilds it
+                log.warning("knowledge base %r: its search index could not be updated; it "
+                            "is rebuilt on the next search", self.name, exc_info=True)
 
     def _chunk_table(self, rows: list[dict[str, Any]]) -> Any:
         import pyarrow as pa
@@ -468,7 +483,15 @@ class KnowledgeBase:
 
     async def _query(self, query: str | None, vector: np.ndarray | None, wanted: int,
                      where: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The full-text and the nearest-vector candidates, both queries at once."""
+        """The full-text and the nearest-vector candidates: from the in-process indexes when
+        they are ready and there is no filter, else from LanceDB, both queries at once."""
+        table = self._table("chunks")
+        if where is None and table is not None:
+            side = self._side.ready(table) if self._side.opened else \
+                await asyncio.to_thread(self._side.ready, table)
+            if side is not None:
+                return (self._side.fulltext(side, query, wanted) if query is not None else [],
+                        self._side.nearest(side, vector, wanted) if vector is not None else [])
         chunks = await self._chunks_async()
         text, near = await asyncio.gather(
             self._fulltext(chunks, query, wanted, where) if query is not None else _none(),

@@ -1,0 +1,151 @@
+"""The in-process search indexes kept beside a knowledge base's LanceDB chunks table: they
+answer as LanceDB does, follow every write, are rebuilt when they do not match the table, and
+the vector search by signs finds the nearest vectors with their exact cosines."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cellwire.services.knowledge import Knowledge
+from cellwire.services.knowledge.base import KnowledgeBase
+from cellwire.services.knowledge.textindex import TextIndex
+from cellwire.services.knowledge.vectorindex import VectorIndex, candidates
+
+TEXTS = {
+    "volcano": "Molten lava and ash pour from the volcano.\n\nThe crater glows at night.",
+    "glacier": "Rivers of ice carve valleys.\n\nThe glacier moves slowly downhill.",
+    "desert": "Dunes shift in the wind.\n\nRainfall is rare and the days are hot.",
+    "reef": "Clownfish hide among coral.\n\nThe reef teems with colourful life.",
+}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def searched(base: KnowledgeBase, query: str, mode: str, *, side: bool, **kw: Any) -> list[Any]:
+    base._side.enabled = side
+    try:
+        return run(base.search(query, mode=mode, **kw))  # type: ignore[arg-type]
+    finally:
+        base._side.enabled = True
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> KnowledgeBase:
+    kb = Knowledge(tmp_path / "kb").create("nature", embedding="hash-64")
+    run(kb.add_texts(TEXTS))
+    return kb
+
+
+def test_searches_use_the_side_indexes_and_agree_with_lancedb(base: KnowledgeBase):
+    for query in ("molten lava", "ice valleys", "coral fish", "hot dunes"):
+        for mode in ("fulltext", "vector", "hybrid"):
+            mine = searched(base, query, mode, side=True, top_k=3)
+            theirs = searched(base, query, mode, side=False, top_k=3)
+            assert mine[0].chunk_id == theirs[0].chunk_id, (query, mode)
+            if mode == "vector":  # exact cosines on both sides
+                assert [h.chunk_id for h in mine] == [h.chunk_id for h in theirs]
+                assert [h.score for h in mine] == pytest.approx([h.score for h in theirs],
+                                                                abs=1e-5)
+    assert base._side.opened
+    assert (base.folder / "search" / "state.json").exists()
+
+
+def test_stemming_and_stop_words_as_lancedb_does(base: KnowledgeBase):
+    hits = searched(base, "the glaciers moving", "fulltext", side=True, top_k=1)
+    assert hits[0].document_name == "glacier"
+    assert searched(base, "the and of", "fulltext", side=True) == []
+
+
+def test_writes_update_the_indexes(base: KnowledgeBase):
+    run(base.add_text("comet", "A comet's tail of vapour points away from the sun."))
+    assert searched(base, "vapour tail", "fulltext", side=True, top_k=1)[0].document_name \
+        == "comet"
+    assert base.remove("volcano")
+    for mode in ("fulltext", "vector", "hybrid"):
+        names = {h.document_name for h in searched(base, "lava crater", mode, side=True,
+                                                   top_k=10)}
+        assert "volcano" not in names, mode
+    # A changed document replaces its chunks (same ids) in both indexes.
+    run(base.add_text("reef", "Sharks patrol the open ocean."))
+    assert searched(base, "clownfish", "fulltext", side=True) == []
+    assert searched(base, "sharks", "hybrid", side=True, top_k=1)[0].document_name == "reef"
+
+
+def test_another_instance_opens_the_indexes_without_rebuilding(base: KnowledgeBase,
+                                                               tmp_path: Path):
+    state = (base.folder / "search" / "state.json").read_text()
+    again = Knowledge(tmp_path / "kb").get("nature")
+    hits = run(again.search("molten lava", mode="hybrid", top_k=1))
+    assert hits[0].document_name == "volcano" and again._side.opened
+    assert (base.folder / "search" / "state.json").read_text() == state
+
+
+def test_indexes_that_do_not_match_the_table_are_rebuilt(base: KnowledgeBase, tmp_path: Path):
+    (base.folder / "search" / "state.json").unlink()
+    again = Knowledge(tmp_path / "kb").get("nature")
+    # Until the rebuild is done the search goes through LanceDB, with the same answer.
+    assert run(again.search("molten lava", mode="vector", top_k=1))[0].document_name \
+        == "volcano"
+    again._side.wait(60)
+    assert again._side.opened
+    assert run(again.search("rivers of ice", mode="fulltext", top_k=1))[0].document_name \
+        == "glacier"
+    generations = [p for p in (base.folder / "search").iterdir() if p.is_dir()]
+    assert len(generations) == 1
+
+
+def test_filtered_searches_go_through_lancedb(base: KnowledgeBase):
+    only = {"conditions": [{"name": "document_name", "comparison_operator": "is",
+                            "value": "desert"}]}
+    for mode in ("fulltext", "vector", "hybrid"):
+        hits = run(base.search("lava wind", mode=mode, filters=only))  # type: ignore[arg-type]
+        assert {h.document_name for h in hits} == {"desert"}, mode
+
+
+def test_text_index_deletes_documents_and_scores_by_bm25(tmp_path: Path):
+    index = TextIndex(tmp_path / "text")
+    index.update([], [1, 2, 3], ["a", "a", "b"],
+                 ["red apples", "red red apples and pears", "green pears"])
+    found = index.search("red pears", 10)
+    assert found[0][0] == 2 and {key for key, _ in found} == {1, 2, 3}
+    assert all(score > 0 for _, score in found)
+    index.update(["a"], [], [], [])
+    assert [key for key, _ in index.search("red pears", 10)] == [3]
+    assert len(TextIndex(tmp_path / "text")) == 1  # reopened from its folder
+
+
+def test_vector_index_finds_the_nearest_with_exact_cosines(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    size, dims = 9_000, 128
+    assert candidates(10, size) < size  # searched by signs, not exhaustively
+    vectors = rng.standard_normal((size, dims)).astype(np.float32)
+    keys = np.arange(100, 100 + size, dtype=np.uint64)
+    index = VectorIndex(tmp_path / "vectors", dims)
+    index.update(np.empty(0, dtype=np.uint64), keys, vectors)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    recall = []
+    for _ in range(20):
+        query = unit[rng.integers(size)] + 0.1 * rng.standard_normal(dims).astype(np.float32)
+        query /= np.linalg.norm(query)
+        found, distances = index.search(query, 10)
+        exact = keys[np.argsort(-(unit @ query))[:10]]
+        recall.append(len(set(found.tolist()) & set(exact.tolist())) / 10)
+        cosines = unit[(found - 100).astype(np.int64)] @ query
+        assert 1.0 - distances == pytest.approx(cosines, abs=1e-5)
+        assert list(distances) == sorted(distances)
+    # Unclustered Gaussian vectors are the hardest case for the signs (recall about 0.9
+    # here); benchmarks/knowledge.py measures the recall on its corpus.
+    assert np.mean(recall) >= 0.8
+    # Dropped keys are gone, also after reopening from the folder.
+    index.update(keys[:4500], np.empty(0, dtype=np.uint64), np.empty((0, dims), np.float32))
+    reopened = VectorIndex(tmp_path / "vectors", dims)
+    assert len(reopened) == 4500
+    found, _ = reopened.search(unit[0], 5)
+    assert not set(found.tolist()) & set(keys[:4500].tolist())
