@@ -1,6 +1,6 @@
 /** How nodes and edges are drawn: by type (colour, icon), with one source handle per branch
  * and the run status of the node. */
-import { Fragment, memo, useCallback, useSyncExternalStore } from "react";
+import { Fragment, memo, useCallback, useMemo, useSyncExternalStore } from "react";
 import type { CSSProperties } from "react";
 import { BaseEdge, getBezierPath, Handle, Position } from "@xyflow/react";
 import type { EdgeProps, NodeProps } from "@xyflow/react";
@@ -192,9 +192,15 @@ function useEdgeState(source: string, target: string): string {
 
 export const CwEdgeView = memo(function CwEdgeView(props: EdgeProps<FlowEdge>) {
   const state = useEdgeState(props.source, props.target);
-  const [path] = getBezierPath(props);
+  // A run re-renders each edge twice (active, then taken) with its ends where they were: the
+  // path (a string built from a dozen numbers) is kept until an end moves.
+  const { sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition } = props;
+  const path = useMemo(
+    () => getBezierPath({ sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition })[0],
+    [sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition],
+  );
   const fail = props.data?.handle === "fail-branch";
-  const cls = ["cw-edge", state ? `cw-edge-${state}` : "", fail ? "cw-edge-fail" : ""].filter(Boolean).join(" ");
+  const cls = `cw-edge${state ? ` cw-edge-${state}` : ""}${fail ? " cw-edge-fail" : ""}`;
   return <BaseEdge id={props.id} path={path} className={cls} markerEnd={props.markerEnd} interactionWidth={16} />;
 });
 
