@@ -208,13 +208,19 @@ function Editor({ model, store }: { model: AnyModel; store: StatusStore }) {
       } else if (msg.type === "created" && msg.id) setSelectedId(msg.id);
     };
     const onStatus = () => store.reset(model.get("status") ?? {});
+    // One listener for the editor, not one per node: the store flips only the nodes whose
+    // badge changes, at frames.
+    const onStale = () => store.setStale(model.get("stale") ?? []);
     model.on("msg:custom", onMsg);
     model.on("change:status", onStatus);
+    model.on("change:stale", onStale);
     store.reset(model.get("status") ?? {});
+    onStale();
     model.send({ type: "hello" });
     return () => {
       model.off("msg:custom", onMsg);
       model.off("change:status", onStatus);
+      model.off("change:stale", onStale);
     };
   }, [model, store]);
 
@@ -583,8 +589,9 @@ const Palette = memo(function Palette({ types, open, onToggle, onAdd }: PaletteP
 });
 
 export function App({ model }: { model: AnyModel }) {
-  // The statuses known now are there for the first render (a view opened after a run).
-  const store = useMemo(() => new StatusStore(model.get("status") ?? {}), [model]);
+  // The statuses and stale badges known now are there for the first render (a view opened
+  // after a run).
+  const store = useMemo(() => new StatusStore(model.get("status") ?? {}, model.get("stale") ?? []), [model]);
   return (
     <ReactFlowProvider>
       <Editor model={model} store={store} />

@@ -1,4 +1,4 @@
-import { createContext, useContext, useSyncExternalStore } from "react";
+import { createContext, useCallback, useContext, useSyncExternalStore } from "react";
 import { StatusStore } from "./status";
 import type { AnyModel } from "./types";
 
@@ -19,11 +19,13 @@ export const useEditor = (): Editor => useContext(EditorContext);
 
 /** A trait of the widget's model, re-rendering only the component that reads it. */
 export function useTrait<T>(model: AnyModel, name: string): T {
-  return useSyncExternalStore(
-    (cb) => {
+  // One subscription per component, not one per render (Backbone's off is linear).
+  const subscribe = useCallback(
+    (cb: () => void) => {
       model.on(`change:${name}`, cb);
       return () => model.off(`change:${name}`, cb);
     },
-    () => model.get(name) as T,
+    [model, name],
   );
+  return useSyncExternalStore(subscribe, () => model.get(name) as T);
 }

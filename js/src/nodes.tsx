@@ -1,14 +1,14 @@
 /** How nodes and edges are drawn: by type (colour, icon), with one source handle per branch
  * and the run status of the node. */
-import { Fragment, memo, useSyncExternalStore } from "react";
+import { Fragment, memo, useCallback, useMemo, useSyncExternalStore } from "react";
 import type { CSSProperties } from "react";
 import { BaseEdge, getBezierPath, Handle, Position } from "@xyflow/react";
 import type { EdgeProps, NodeProps } from "@xyflow/react";
 import { useEditor } from "./context";
 import { nodeHeight } from "./graph";
 import type { FlowEdge, FlowNode } from "./graph";
-import { useStatus } from "./status";
-import type { AnyModel, CwNode, StatusEntry } from "./types";
+import { useStale, useStatus } from "./status";
+import type { CwNode, StatusEntry } from "./types";
 
 type Look = { color: string; icon: string };
 
@@ -119,24 +119,12 @@ const SourceHandles = memo(function SourceHandles({ node }: { node: CwNode }) {
   );
 });
 
-/** Whether the kernel's ``stale`` trait names ``id``: the node changed since the workflow's
- * last run, or follows one that did. A node re-renders only when its own answer changes. */
-export function useStale(model: AnyModel, id: string): boolean {
-  return useSyncExternalStore(
-    (cb) => {
-      model.on("change:stale", cb);
-      return () => model.off("change:stale", cb);
-    },
-    () => ((model.get("stale") as string[] | undefined) ?? []).includes(id),
-  );
-}
-
 const STALE_HINT = "changed since the last run (or follows a node that did): %workflow run NAME --stale runs it again";
 
 function NodeView({ id, node, selected, container }: { id: string; node: CwNode; selected: boolean; container: boolean }) {
-  const { store, model } = useEditor();
+  const { store } = useEditor();
   const entry = useStatus(store, id);
-  const stale = useStale(model, id);
+  const stale = useStale(store, id);
   const status = entry?.status ?? "pending";
   return (
     <div
@@ -188,8 +176,8 @@ function edgeState(source?: string, target?: string): string {
  * nothing. */
 function useEdgeState(source: string, target: string): string {
   const { store } = useEditor();
-  return useSyncExternalStore(
-    (cb) => {
+  const subscribe = useCallback(
+    (cb: () => void) => {
       const a = store.subscribe(source, cb);
       const b = store.subscribe(target, cb);
       return () => {
@@ -197,15 +185,22 @@ function useEdgeState(source: string, target: string): string {
         b();
       };
     },
-    () => edgeState(store.get(source)?.status, store.get(target)?.status),
+    [store, source, target],
   );
+  return useSyncExternalStore(subscribe, () => edgeState(store.get(source)?.status, store.get(target)?.status));
 }
 
 export const CwEdgeView = memo(function CwEdgeView(props: EdgeProps<FlowEdge>) {
   const state = useEdgeState(props.source, props.target);
-  const [path] = getBezierPath(props);
+  // A run re-renders each edge twice (active, then taken) with its ends where they were: the
+  // path (a string built from a dozen numbers) is kept until an end moves.
+  const { sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition } = props;
+  const path = useMemo(
+    () => getBezierPath({ sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition })[0],
+    [sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition],
+  );
   const fail = props.data?.handle === "fail-branch";
-  const cls = ["cw-edge", state ? `cw-edge-${state}` : "", fail ? "cw-edge-fail" : ""].filter(Boolean).join(" ");
+  const cls = `cw-edge${state ? ` cw-edge-${state}` : ""}${fail ? " cw-edge-fail" : ""}`;
   return <BaseEdge id={props.id} path={path} className={cls} markerEnd={props.markerEnd} interactionWidth={16} />;
 });
 

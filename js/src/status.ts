@@ -1,10 +1,11 @@
-/** Run status per node, outside React Flow's node list: a status patch re-renders only the
- * nodes and edges it names, never the whole graph. Patches arriving within one frame are
+/** Run status per node, and whether the node is stale, outside React Flow's node list: a
+ * status patch re-renders only the nodes and edges it names, never the whole graph. Patches arriving within one frame are
  * merged and applied once, at the next animation frame: a run streams hundreds of messages a
  * second, and one React commit (and one style/layout/paint pass) per frame is all the screen
- * can show anyway. Snapshots (the ``status`` trait, a run's start) go through the same
- * frames. */
-import { useSyncExternalStore } from "react";
+ * can show anyway. Snapshots (the ``status`` trait, a run's start) and changes of the kernel's
+ * ``stale`` list (all 500 nodes of a big graph lose their badge when its first run is
+ * recorded) go through the same frames, within the same budget. */
+import { useCallback, useSyncExternalStore } from "react";
 import type { StatusEntry } from "./types";
 
 type Listener = () => void;
@@ -47,15 +48,33 @@ export class StatusStore {
    * into it (the node started again since the last frame, or a snapshot set it). */
   private pending = new Map<string, Queued>();
   /** What a snapshot changes, behind ``pending``: the news of a run first, then the rest. */
-  private stale = new Map<string, Queued>();
+  private behind = new Map<string, Queued>();
+  /** The nodes shown stale, and the flips of that flag still to show (behind the statuses:
+   * the kernel sends a new list when a run ends, while its last colours are still queued). */
+  private staleIds: Set<string>;
+  private staleQueue = new Map<string, boolean>();
   private scheduled = false;
 
-  constructor(entries: Record<string, StatusEntry> = {}) {
+  constructor(entries: Record<string, StatusEntry> = {}, stale: Iterable<string> = []) {
     this.entries = new Map(Object.entries(entries));
+    this.staleIds = new Set(stale);
   }
 
   get(id: string): StatusEntry | undefined {
     return this.entries.get(id);
+  }
+
+  isStale(id: string): boolean {
+    return this.staleIds.has(id);
+  }
+
+  /** Make ``ids`` the stale nodes; only the nodes whose flag flips change, at frames. */
+  setStale(ids: Iterable<string>): void {
+    const next = new Set(ids);
+    this.staleQueue.clear();
+    for (const id of this.staleIds) if (!next.has(id)) this.staleQueue.set(id, false);
+    for (const id of next) if (!this.staleIds.has(id)) this.staleQueue.set(id, true);
+    this.schedule();
   }
 
   getVersion(): number {
@@ -68,14 +87,14 @@ export class StatusStore {
    * otherwise recolour every node of a big graph in one long frame. */
   reset(entries: Record<string, StatusEntry> = {}): void {
     this.pending.clear();
-    this.stale.clear();
+    this.behind.clear();
     const next = new Map(Object.entries(entries));
     for (const [id, old] of this.entries) {
       const fresh = next.get(id);
-      if (fresh === undefined) this.stale.set(id, { entry: null, fresh: true });
-      else if (!sameEntry(old, fresh)) this.stale.set(id, { entry: fresh, fresh: true });
+      if (fresh === undefined) this.behind.set(id, { entry: null, fresh: true });
+      else if (!sameEntry(old, fresh)) this.behind.set(id, { entry: fresh, fresh: true });
     }
-    for (const [id, entry] of next) if (!this.entries.has(id)) this.stale.set(id, { entry, fresh: true });
+    for (const [id, entry] of next) if (!this.entries.has(id)) this.behind.set(id, { entry, fresh: true });
     this.schedule();
   }
 
@@ -84,9 +103,9 @@ export class StatusStore {
     const pending = this.pending;
     for (const [id, entry] of Object.entries(patch)) {
       let queued = pending.get(id);
-      if (queued === undefined && this.stale.has(id)) {
-        queued = this.stale.get(id);
-        this.stale.delete(id);
+      if (queued === undefined && this.behind.has(id)) {
+        queued = this.behind.get(id);
+        this.behind.delete(id);
       }
       if (entry === null) pending.set(id, { entry: null, fresh: true });
       else if (queued?.entry) {
@@ -97,7 +116,7 @@ export class StatusStore {
   }
 
   private schedule(): void {
-    if (this.scheduled || (!this.pending.size && !this.stale.size)) return;
+    if (this.scheduled || (!this.pending.size && !this.behind.size && !this.staleQueue.size)) return;
     this.scheduled = true;
     nextFrame(() => {
       this.scheduled = false;
@@ -106,10 +125,10 @@ export class StatusStore {
   }
 
   /** Apply queued changes now: those of the first ``limit`` nodes, patches in arrival order
-   * before a snapshot's changes; the rest wait for the next frame. */
+   * before a snapshot's changes, stale flags last; the rest wait for the next frame. */
   flush(limit = Infinity): void {
     const done = new Set<string>();
-    for (const queue of [this.pending, this.stale]) {
+    for (const queue of [this.pending, this.behind]) {
       for (const [id, { entry, fresh }] of queue) {
         if (done.size >= limit) break;
         if (entry === null) this.entries.delete(id);
@@ -117,6 +136,13 @@ export class StatusStore {
         done.add(id);
         queue.delete(id);
       }
+    }
+    for (const [id, stale] of this.staleQueue) {
+      if (done.size >= limit) break;
+      if (stale) this.staleIds.add(id);
+      else this.staleIds.delete(id);
+      done.add(id);
+      this.staleQueue.delete(id);
     }
     this.schedule();
     if (done.size) this.notify(done);
@@ -145,9 +171,16 @@ function sameEntry(a: StatusEntry, b: StatusEntry): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** The subscription is made once per node, not on every render: React re-subscribes when the
+ * function changes. */
 export function useStatus(store: StatusStore, id: string): StatusEntry | undefined {
-  return useSyncExternalStore(
-    (cb) => store.subscribe(id, cb),
-    () => store.get(id),
-  );
+  const subscribe = useCallback((cb: Listener) => store.subscribe(id, cb), [store, id]);
+  return useSyncExternalStore(subscribe, () => store.get(id));
+}
+
+/** Whether the node is stale (the kernel's ``stale`` trait names it): the node changed since
+ * the workflow's last run, or follows one that did. */
+export function useStale(store: StatusStore, id: string): boolean {
+  const subscribe = useCallback((cb: Listener) => store.subscribe(id, cb), [store, id]);
+  return useSyncExternalStore(subscribe, () => store.isStale(id));
 }

@@ -503,5 +503,24 @@ describe("status store", () => {
     expect(store.get("n1")).toBeUndefined();
     expect(store.get("n0")).toBe(old.n0);
   });
+
+  test("stale badges flip at frames, only the nodes whose flag changes, behind the statuses", async () => {
+    const ids = Array.from({ length: 60 }, (_, i) => `n${i}`);
+    const store = new StatusStore({}, ids);
+    const seen: string[] = [];
+    for (const id of [...ids, "x"]) store.subscribe(id, () => seen.push(id));
+    store.setStale(["n0", "x"]); // a run was recorded: n0 was edited since, x is new
+    store.patch({ n59: { status: "succeeded" } });
+    expect(store.isStale("n1")).toBe(true); // nothing before a frame
+    await frame();
+    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen[0]).toBe("n59"); // the run's colours first
+    // n1..n59 lose their badge and x gets one; n59's colour changed too.
+    await vi.waitFor(() => expect(seen.length).toBe(61));
+    expect(seen).not.toContain("n0"); // still stale: not touched
+    expect(store.isStale("n0")).toBe(true);
+    expect(store.isStale("x")).toBe(true);
+    expect(ids.slice(1).some((id) => store.isStale(id))).toBe(false);
+  });
 });
 
