@@ -530,8 +530,18 @@ class Runner:
     def _register(self, handle: RunHandle) -> None:
         with self._lock:
             self._runs[handle.run_id] = handle
-            finished = [k for k, h in self._runs.items() if h.done]
-            for key in finished[:max(0, len(self._runs) - KEEP_FINISHED)]:
+            excess = len(self._runs) - KEEP_FINISHED
+            if excess <= 0:
+                return
+            # Oldest first, and only as far as needed: a batch registers a run per row, and
+            # a scan of every kept run per row was a good share of a row's time.
+            finished: list[str] = []
+            for key, kept in self._runs.items():
+                if kept.done:
+                    finished.append(key)
+                    if len(finished) == excess:
+                        break
+            for key in finished:
                 del self._runs[key]
 
     def get(self, run_id: str) -> RunHandle:
