@@ -1,9 +1,13 @@
 """A batch over a DataFrame, as a user runs one: llm -> code -> template per row.
 
-Each row's llm call goes to an OpenAI-wire test server (tests/integration/llm_server.py, in a
-process of its own) that answers after ``--latency`` seconds, so with ``--concurrency`` rows
-in flight the latency alone limits a batch to ``concurrency / latency`` rows per second. The
-figure is the share of that limit a batch reaches:
+Each row's llm call goes to an OpenAI-wire server (benchmarks/_provider.py, in a process of
+its own) that answers after ``--latency`` seconds, so with ``--concurrency`` rows in flight
+the latency alone limits a batch to ``concurrency / latency`` rows per second. The figure is
+the share of that limit a batch reaches. The server stands in for a remote provider, whose
+CPU is not the client's; here it shares the machine's cores, so it is a lean asyncio
+responder (about 0.1 ms of CPU a request; the test double tests/integration/llm_server.py,
+with its request log, faults and flavours, costs 0.18 ms) sending the same stream the test
+double sends.
 
 - cellwire: ``wf.amap(frame, concurrency=N)`` with the default store (every row a stored
   run) and the OpenAI-compatible provider (streaming, as llm nodes call it);
@@ -32,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-SERVER = Path(__file__).resolve().parent.parent / "tests" / "integration" / "llm_server.py"
+SERVER = Path(__file__).resolve().parent / "_provider.py"
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
