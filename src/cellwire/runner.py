@@ -79,8 +79,7 @@ RUN_OPTIONS = ("concurrency", "max_steps", "max_time", "run_id", "conversation",
 #: gives up waiting.
 STOP_GRACE = 10.0
 
-#: Finished runs the registry remembers at least (running ones are always kept; it holds up
-#: to twice as many between prunings).
+#: Finished runs the registry remembers (running ones are always kept).
 KEEP_FINISHED = 200
 
 
@@ -538,12 +537,19 @@ class Runner:
     def _register(self, handle: RunHandle) -> None:
         with self._lock:
             self._runs[handle.run_id] = handle
-            # Pruned once in a while, not at every run: a look at every handle per run cost
-            # more than a small run itself.
-            if len(self._runs) > 2 * KEEP_FINISHED:
-                finished = [k for k, h in self._runs.items() if h.done]
-                for key in finished[:max(0, len(finished) - KEEP_FINISHED)]:
-                    del self._runs[key]
+            excess = len(self._runs) - KEEP_FINISHED
+            if excess <= 0:
+                return
+            # Oldest first, and only as far as needed: a batch registers a run per row, and
+            # a scan of every kept run per row was a good share of a row's time.
+            finished: list[str] = []
+            for key, kept in self._runs.items():
+                if kept.done:
+                    finished.append(key)
+                    if len(finished) == excess:
+                        break
+            for key in finished:
+                del self._runs[key]
 
     def get(self, run_id: str) -> RunHandle:
         """The handle of a run this runner started; KeyError names the known ones."""

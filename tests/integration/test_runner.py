@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import cellwire
+from cellwire import runner as runner_module
 from cellwire.runner import Runner, default_runner
 from cellwire.store import open_store
 
@@ -112,3 +113,21 @@ def _imports(folder: Path) -> set[str]:
 def test_layers_never_import_the_layers_above_them(layer, above):
     imported = _imports(SRC / layer)
     assert sorted(m for m in imported if m.startswith(above)) == []
+
+
+async def test_the_registry_keeps_every_running_run_and_the_newest_finished_ones(monkeypatch):
+    monkeypatch.setattr(runner_module, "KEEP_FINISHED", 3)
+    wf = cellwire.Workflow("kept")
+    wf.add_node("start", "start")
+    wf.add_node("end", "end", after="start", outputs=[])
+    slow = cellwire.Workflow("slow")
+    slow.add_node("start", "start")
+    slow.add_node("wait", "code", after="start",
+                  code="import time\ndef main():\n    time.sleep(1)\n    return {}\n")
+    runner = Runner(store=False)
+    held = runner.start(slow)  # still running while the others end
+    ended = [await runner.start(wf) for _ in range(5)]
+    kept = {h.run_id for h in runner.runs()}
+    assert held.run_id in kept
+    assert kept == {held.run_id, *(h.run_id for h in ended[-2:])}
+    await held
