@@ -62,6 +62,8 @@ class Writer:
         self._connect = connect
         self._cond = threading.Condition()
         self._items: deque[Write] = deque()
+        #: The last queued write of each run, until the thread takes the queue.
+        self._last: dict[str, Write] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
         #: Runs some of whose rows were lost: their end reports it instead of success.
@@ -75,6 +77,8 @@ class Writer:
                 raise StoreError(f"the run store {self.path} is closed; open it again with "
                                  "cellwire.store.open_store(path)")
             self._items.append(write)
+            if write.run_id:
+                self._last[write.run_id] = write
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name=f"cellwire-store-writer {self.path}")
@@ -84,11 +88,11 @@ class Writer:
 
     def add_to_last(self, write: Write, add: Callable[..., None], *args: Any) -> bool:
         """Call ``add(*args)`` (which changes what ``write`` will apply) if ``write`` is still
-        the last queued write, so the writer has not taken it and it stays in order after
-        everything queued before; False otherwise (submit a new write instead)."""
+        the last queued write of its run, so the thread has not taken it and it stays in
+        order after the run's earlier writes (other runs' writes are independent of it);
+        False otherwise (submit a new write instead)."""
         with self._cond:
-            items = self._items
-            if not items or items[-1] is not write or self._closed:
+            if self._last.get(write.run_id) is not write or self._closed:
                 return False
             add(*args)
             return True
@@ -134,6 +138,7 @@ class Writer:
                         return
                     batch = list(self._items)
                     self._items.clear()
+                    self._last.clear()
                 conn = self._commit(conn, batch)
                 batch = []
         except BaseException as exc:
@@ -142,6 +147,7 @@ class Writer:
             with self._cond:
                 rest = [*batch, *self._items]
                 self._items.clear()
+                self._last.clear()
                 self._thread = None
             error = StoreError(
                 f"the writer thread of the run store {self.path} died "
