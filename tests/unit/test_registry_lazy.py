@@ -83,3 +83,26 @@ def test_lazy_attributes_of_the_package():
     for name in cellwire.__all__:
         assert getattr(cellwire, name) is not None
     assert cellwire.load.__module__ == "cellwire.formats.loader"
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    # With the package loading its parts on first use, a module imported first must not
+    # meet a half-initialised one (found: services.trust -> store -> formats -> trust).
+    import pkgutil
+
+    # The packages, the top-level modules and the services (whose modules other layers
+    # import first): a fresh interpreter each.
+    first = [m.name for m in pkgutil.walk_packages(cellwire.__path__, "cellwire.")
+             if (m.ispkg or m.name.count(".") == 1 or m.name.startswith("cellwire.services."))
+             and not m.name.endswith("__main__")]
+    script = textwrap.dedent("""
+        import importlib, subprocess, sys
+        for name in sys.argv[1:]:
+            done = subprocess.run([sys.executable, "-c", f"import {name}"],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                print(name, done.stderr.strip().splitlines()[-1])
+    """)
+    found = subprocess.run([sys.executable, "-c", script, *first], capture_output=True, check=False,
+                           text=True, timeout=600)
+    assert found.stdout == "", found.stdout

@@ -66,11 +66,13 @@ class _Worker(threading.Thread):
                     self._job = None
                     if self._retired:
                         return  # interrupted: nobody awaits the outcome
+                # Idle before the awaiting task learns the outcome, so the call it makes next
+                # finds this thread rather than starting another.
+                _idle_again(self)
                 try:
                     job.loop.call_soon_threadsafe(_settle, job.future, *outcome)
                 except RuntimeError:
                     pass  # the loop closed meanwhile
-                _idle_again(self)
         except Interrupted:
             return  # an interrupt that landed after its job ended: this thread ends all the same
 

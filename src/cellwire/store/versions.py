@@ -11,7 +11,6 @@ import hashlib
 import weakref
 
 from cellwire.engine import CompiledWorkflow
-from cellwire.formats.native import dump
 from cellwire.model import WorkflowError
 
 #: The version of each compiled workflow (a changed workflow compiles anew), or why it has
@@ -25,6 +24,9 @@ def version_of(compiled: CompiledWorkflow) -> tuple[str, str]:
     :class:`WorkflowError` when it cannot be written (a config holding a Python object)."""
     found = _versions.get(compiled)
     if found is None:
+        # Here, not at the top: the formats read trust records, which live beside the store.
+        from cellwire.formats.native import dump
+
         try:
             text = dump(compiled.workflow, compact=True)
         except WorkflowError as exc:
