@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the programs the tests start, however the suite was started.
+
+    A shell without job control starts a background job (``make test &``) with SIGINT
+    ignored, and every child inherits that: the tests that send SIGINT to a CLI, a script or
+    ``make lab`` then saw it ignored. A handler (unlike "ignored") is reset to the default
+    in a program the suite starts."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
