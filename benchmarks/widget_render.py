@@ -169,18 +169,8 @@ _RERUN_DONE_JS = """([s, n, quiet]) => { const m = window.__cwRerun;
 def time_run(nb: Any, index: int, nodes: int, timeout_ms: float = 120_000) -> dict[str, Any]:
     """Run the workflow from the editor in cell ``index``; return frame and long-task times,
     from the click until the last node shows its final colour."""
-    selector = _selector(nb, index)
-    editor = nb.output_area(index).get_by_test_id("cw-editor")
-    nb.page.evaluate(_WATCH_RERUN_JS, [selector])
-    nb.page.evaluate(_WATCH_FRAMES_JS)
-    start = nb.page.evaluate("() => performance.now()")
-    editor.get_by_test_id("cw-run").click()
-    nb.page.wait_for_function(f"([s, n]) => ({_FINAL_COUNT_JS})([s]) >= n", arg=[selector, nodes],
-                              timeout=timeout_ms, polling=POLL_MS)
-    frames = nb.page.evaluate("() => { window.__cwFrames.stop = true; return {deltas:"
-                              " window.__cwFrames.deltas, long: window.__cwFrames.long}; }")
-    last = nb.page.evaluate("() => window.__cwRerun.last")
-    return {"ms": last - start, **frames}
+    return _timed_run(nb, index, f"([s, n]) => ({_FINAL_COUNT_JS})([s]) >= n", [nodes],
+                      timeout_ms)
 
 
 def time_rerun(nb: Any, index: int, nodes: int, quiet_ms: float = 500,
@@ -188,14 +178,21 @@ def time_rerun(nb: Any, index: int, nodes: int, quiet_ms: float = 500,
     """Run the workflow again from the editor in cell ``index`` (every node already shows
     the first run's colour); frames and long tasks from the click until the run ended and no
     colour changed for ``quiet_ms``."""
+    return _timed_run(nb, index, _RERUN_DONE_JS, [nodes, quiet_ms], timeout_ms)
+
+
+def _timed_run(nb: Any, index: int, done_js: str, done_args: list[Any],
+               timeout_ms: float) -> dict[str, Any]:
+    """Click Run in cell ``index``'s editor and time frames until ``done_js`` (called with
+    the output's selector and ``done_args``) holds."""
     selector = _selector(nb, index)
     editor = nb.output_area(index).get_by_test_id("cw-editor")
     nb.page.evaluate(_WATCH_RERUN_JS, [selector])
     nb.page.evaluate(_WATCH_FRAMES_JS)
     start = nb.page.evaluate("() => performance.now()")
     editor.get_by_test_id("cw-run").click()
-    nb.page.wait_for_function(_RERUN_DONE_JS, arg=[selector, nodes, quiet_ms],
-                              timeout=timeout_ms, polling=POLL_MS)
+    nb.page.wait_for_function(done_js, arg=[selector, *done_args], timeout=timeout_ms,
+                              polling=POLL_MS)
     frames = nb.page.evaluate("() => { window.__cwFrames.stop = true; return {deltas:"
                               " window.__cwFrames.deltas, long: window.__cwFrames.long}; }")
     last = nb.page.evaluate("() => window.__cwRerun.last")

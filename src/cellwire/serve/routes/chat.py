@@ -19,7 +19,7 @@ from ..principal import Role
 from ..runs import ServedRun, new_conversation_id
 from .common import ERRORS, caller, event_stream, state
 from .models import ChatRequest, DeleteRequest, RenameRequest, StopRequest
-from .workflows import STREAM_DOC, pauses_for_input, stop_task
+from .workflows import STREAM_DOC, blocking_mode, stop_task
 
 router = APIRouter(tags=["chat"], responses=ERRORS)
 
@@ -57,11 +57,7 @@ async def chat_message(body: ChatRequest, request: Request) -> Response:
         conversation_id = new_conversation_id()
     inputs = check_inputs(app, body.inputs, served.uploads)
     files = request_files(body.files, served.uploads)
-    blocking = body.response_mode == "blocking"
-    if blocking and pauses_for_input(app):
-        raise ServeError(400, "invalid_param",
-                         "this chatflow may pause for human input, which blocking mode cannot "
-                         "wait for: use response_mode \"streaming\"")
+    blocking = blocking_mode(app, body.response_mode)
     slot = served.guard.run_slot(principal)
     run = served.runs.start(app, inputs, user=body.user, query=body.query,
                             conversation_id=conversation_id, files=files, slot=slot)

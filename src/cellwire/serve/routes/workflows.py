@@ -32,9 +32,16 @@ def not_workflow() -> ServeError:
     return ServeError(NOT_WORKFLOW.status, NOT_WORKFLOW.code, NOT_WORKFLOW.message)
 
 
-def pauses_for_input(app: ServedApp) -> bool:
-    """True when the app has a human-input node (it may pause mid-run)."""
-    return any(node.type == "human-input" for node in app.workflow.nodes.values())
+def blocking_mode(app: ServedApp, response_mode: str) -> bool:
+    """Whether a run request is in blocking mode; refuses it (400) for an app with a
+    human-input node, which may pause mid-run where a blocking answer cannot wait."""
+    blocking = response_mode == "blocking"
+    if blocking and any(node.type == "human-input" for node in app.workflow.nodes.values()):
+        raise ServeError(400, "invalid_param",
+                         f"this {'chatflow' if app.is_chat else 'workflow'} may pause for "
+                         "human input, which blocking mode cannot wait for: use "
+                         "response_mode \"streaming\"")
+    return blocking
 
 
 STREAM_DOC: dict[int | str, dict[str, Any]] = {
@@ -52,11 +59,7 @@ async def run_workflow(body: WorkflowRunRequest, request: Request) -> Response:
     served = state(request)
     inputs = check_inputs(app, body.inputs, served.uploads)
     files = request_files(body.files, served.uploads)
-    blocking = body.response_mode == "blocking"
-    if blocking and pauses_for_input(app):
-        raise ServeError(400, "invalid_param",
-                         "this workflow may pause for human input, which blocking mode cannot "
-                         "wait for: use response_mode \"streaming\"")
+    blocking = blocking_mode(app, body.response_mode)
     slot = served.guard.run_slot(principal)
     run = served.runs.start(app, inputs, user=body.user, files=files, slot=slot)
     if not blocking:
@@ -244,4 +247,4 @@ async def _replayed(row: dict[str, Any], app: ServedApp) -> AsyncIterator[dict[s
                         "reasons": []}}
 
 
-__all__ = ["blocking_answer", "pauses_for_input", "router", "run_detail", "stop_task"]
+__all__ = ["blocking_answer", "blocking_mode", "router", "run_detail", "stop_task"]
