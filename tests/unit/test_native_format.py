@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,26 @@ def test_generated_workflows_round_trip_exactly(wf: Workflow):
     text = dump(wf)
     assert load_native(text) == wf
     assert dump(load_native(text)) == text
+    compact = dump(wf, compact=True)
+    assert load_native(compact) == wf
+    assert dump(load_native(compact), compact=True) == compact
+
+
+def test_a_compact_dump_is_json_unless_json_would_change_a_value():
+    wf = Workflow("w")
+    odd = "next line\x85, line\u2028, paragraph\u2029, del\x7f, bom\ufeff, 🤖, yes, 1e5"
+    wf.add_node("a", "code", text=odd, big=2**70, half=0.5, null="null", empty={})
+    text = dump(wf, compact=True)
+    assert text.startswith("{")  # JSON: a flow mapping
+    assert load_native(text) == wf
+    # JSON has no dates and no infinities, and YAML 1.1 reads 1e-05 (JSON's way of writing
+    # it) as a string: such documents are written as block YAML.
+    for value in (float("inf"), float("nan"), date(2026, 12, 3), 1e-05, 1e20):
+        wf.nodes["a"].config["value"] = value
+        text = dump(wf, compact=True)
+        assert not text.startswith("{")
+        back = load_native(text).nodes["a"].config["value"]
+        assert back == value or back != back  # NaN is not equal to itself
 
 
 # -- errors -----------------------------------------------------------------------------------

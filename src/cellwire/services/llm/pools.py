@@ -142,7 +142,8 @@ def body_pieces(response: httpx.Response) -> AsyncIterator[bytes]:
     """One iterator over a response's body as it arrives: the transport's own stream when the
     server honoured ``Accept-Encoding: identity`` (no decoder or generator to pass through),
     else httpx's decoding. The caller closes the response."""
-    if "content-encoding" in response.headers:
+    # The raw header list: httpx's case-insensitive lookup costs more than the rest here.
+    if any(name.lower() == b"content-encoding" for name, _ in response.headers.raw):
         return aiter(response.aiter_bytes())
     return aiter(response.stream)  # type: ignore[arg-type]
 
