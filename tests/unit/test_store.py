@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ from cellwire.engine.events import (
 from cellwire.engine.result import TRACE_COLUMNS
 from cellwire.store import RunNotFound, RunStore, home, open_store
 from cellwire.store.codec import BLOB_MIN_CHARS
+from cellwire.store.writer import StoreError, Write
+from cellwire.store.writes import write_nodes
 
 
 @cellwire.node_type("test-store-pick", handles=["a", "b"])
@@ -313,6 +316,34 @@ async def test_resumed_run_continues_its_rows(tmp_path: Path) -> None:
     assert (run["status"], run["error"], run["outputs"]) == ("succeeded", None, {"ok": True})
     assert run["elapsed_ms"] == pytest.approx(7000)
     assert store.trace("r1")["node_id"].tolist() == ["a", "b"]
+    store.close()
+
+
+async def test_rows_are_numbered_from_what_is_stored_after_a_rollback(tmp_path: Path) -> None:
+    """The writer's connection remembers each running run's next row number; a transaction
+    that rolls back makes it forget, so the next rows follow what is on disk, without a gap."""
+    store = RunStore(tmp_path / "seq.db")
+    now = time.time()
+    sink = store.sink.on_event
+    sink(RunStarted(run_id="r1", time=now, workflow="wf", inputs={}))
+    sink(NodeSkipped(run_id="r1", time=now, node_id="a", node_type="x"))
+    assert store.flush(5)
+
+    def add_a_row_and_fail(conn: sqlite3.Connection) -> None:
+        write_nodes(conn, run_id="r1",
+                    rows=[NodeSkipped(run_id="r1", time=now, node_id="lost", node_type="x")])
+        raise sqlite3.IntegrityError("a write that fails after adding a row")
+
+    failed: concurrent.futures.Future[None] = concurrent.futures.Future()
+    store.writer.submit(Write("r1", add_a_row_and_fail, time.monotonic() + 5, "nodes", failed))
+    with pytest.raises(StoreError, match="a write that fails"):
+        failed.result(5)
+    sink(NodeSkipped(run_id="r1", time=now, node_id="b", node_type="x"))
+    sink(RunSucceeded(run_id="r1", time=now + 1, outputs={}))
+    assert store.flush(5)
+    stored = _rows(store.path, "SELECT seq, node_id FROM node_executions WHERE run_id = 'r1' "
+                   "ORDER BY seq")
+    assert [tuple(row) for row in stored] == [(0, "a"), (1, "b")]
     store.close()
 
 

@@ -198,6 +198,9 @@ class Writer:
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
+                    forget = getattr(conn, "forget", None)
+                    if forget is not None:
+                        forget()  # what the connection knew of the rolled-back writes
                     raise
                 return conn, None
             except sqlite3.Error as exc:

@@ -21,11 +21,10 @@ Ended = NodeFinished | NodeSkipped
 
 assert tuple(TRACE_COLUMNS[-len(NODE_JSON):]) == NODE_JSON
 _PLAIN_COUNT = len(TRACE_COLUMNS) - len(NODE_JSON)
-_INSERT_NODE = (
-    "INSERT OR REPLACE INTO node_executions ({}) VALUES ({})".format(
-        ", ".join(f'"{c}"' for c in ["seq", *TRACE_COLUMNS]),
-        ", ".join("?" * (len(TRACE_COLUMNS) + 1)))
-)
+_INSERT_NODE = "INSERT OR REPLACE INTO node_executions ({})".format(
+    ", ".join(f'"{c}"' for c in ["seq", *TRACE_COLUMNS]))
+#: Rows per multi-row INSERT (at 25 columns, well under SQLite's 32,766 parameters).
+ROWS_PER_INSERT = 32
 # The totals are computed from the stored rows, so a resumed run adds up across its sessions.
 _FINISH_RUN = """
 UPDATE runs SET
@@ -41,6 +40,65 @@ UPDATE runs SET
     total_steps = (SELECT count(*) FROM node_executions WHERE run_id = ? AND status != 'skipped')
 WHERE run_id = ?
 """
+
+
+# -- the writer's connection ---------------------------------------------------------------------
+
+
+class WriterConnection(sqlite3.Connection):
+    """The writer thread's connection, with what it knows of what it wrote, so a write does
+    not ask the database again: the next ``seq`` of each running run's rows in
+    ``node_executions`` and ``checkpoint_writes``, and the versions stored. Every statement is
+    a trip through SQLite and a wait for the GIL on return, which the event loop holds most
+    of the time during a batch: these were a quarter of a run's statements."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (table, run_id) -> the seq of the run's next row in that table.
+        self.next_seq: dict[tuple[str, str], int] = {}
+        self.versions: set[str] = set()
+
+    def forget(self) -> None:
+        """Drop what it knows (after a rollback, the database no longer holds it)."""
+        self.next_seq.clear()
+        self.versions.clear()
+
+
+def _first_seq(conn: sqlite3.Connection, table: str, run_id: str, count: int) -> int:
+    """The seq of the first of ``count`` rows appended to ``run_id``'s in ``table``."""
+    known = conn.next_seq if isinstance(conn, WriterConnection) else None
+    first = None if known is None else known.get((table, run_id))
+    if first is None:
+        # Numbered after the rows already stored: a resumed run continues its own.
+        first = conn.execute(f"SELECT coalesce(max(seq) + 1, 0) FROM {table} "
+                             "WHERE run_id = ?", (run_id,)).fetchone()[0]
+    if known is not None:
+        known[(table, run_id)] = first + count
+    return int(first)
+
+
+def _started_afresh(conn: sqlite3.Connection, table: str, run_id: str) -> None:
+    """``run_id`` has no rows in ``table`` now."""
+    if isinstance(conn, WriterConnection):
+        conn.next_seq[(table, run_id)] = 0
+
+
+def _ended(conn: sqlite3.Connection, run_id: str) -> None:
+    if isinstance(conn, WriterConnection):
+        conn.next_seq.pop(("node_executions", run_id), None)
+        conn.next_seq.pop(("checkpoint_writes", run_id), None)
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``head`` (``INSERT ... INTO table (columns)``) for every row: one statement per
+    :data:`ROWS_PER_INSERT` rows, where ``executemany`` makes a trip per row."""
+    if not rows:
+        return
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start:start + ROWS_PER_INSERT]
+        conn.execute(f"{head} VALUES {', '.join([one] * len(part))}",
+                     [value for row in part for value in row])
 
 
 # -- the writes, applied by the writer thread inside its transaction ------------------------------
@@ -64,6 +122,7 @@ def write_start(conn: sqlite3.Connection, run_id: str, workflow: str, inputs: An
     )
     # A run id used again replaces the old run rather than mixing with it.
     conn.execute("DELETE FROM node_executions WHERE run_id = ?", (run_id,))
+    _started_afresh(conn, "node_executions", run_id)
     _put_blobs(conn, packer)
 
 
@@ -90,6 +149,7 @@ def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at
         (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
     )
     _insert_nodes(conn, run_id, rows, packer)
+    _ended(conn, run_id)
     conn.execute(
         _FINISH_RUN,
         (status, packer.pack(outputs), error, error_node, finished_at, answer,
@@ -135,16 +195,14 @@ def _insert_nodes(conn: sqlite3.Connection, run_id: str,
                   packer: BlobPacker | None = None) -> BlobPacker:
     packer = packer or BlobPacker()
     if rows:
-        # Numbered after the rows already stored: a resumed run continues its own.
-        first = conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM node_executions "
-                             "WHERE run_id = ?", (run_id,)).fetchone()[0]
+        first = _first_seq(conn, "node_executions", run_id, len(rows))
         pack = packer.pack
         params = []
         for seq, event in enumerate(rows, first):
             values = trace_values(event)
             params.append((seq, *values[:_PLAIN_COUNT],
                            *[pack(v) for v in values[_PLAIN_COUNT:]]))
-        conn.executemany(_INSERT_NODE, params)
+        insert_rows(conn, _INSERT_NODE, params)
     return packer
 
 
@@ -159,10 +217,8 @@ def _put_blobs(conn: sqlite3.Connection, packer: BlobPacker) -> None:
 
 # -- checkpoints (store/checkpoints.py) ------------------------------------------------------------
 
-_INSERT_WRITES = (
-    "INSERT INTO checkpoint_writes (run_id, seq, node_id, status, handle, steps, outputs, "
-    "conversation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_WRITES = ("INSERT INTO checkpoint_writes (run_id, seq, node_id, status, handle, "
+                  "steps, outputs, conversation)")
 
 
 def write_begin(conn: sqlite3.Connection, run_id: str, *, version: str, workflow: str,
@@ -171,8 +227,11 @@ def write_begin(conn: sqlite3.Connection, run_id: str, *, version: str, workflow
                 resumed_answer: str | None) -> None:
     """Record the run's version and, unless it keeps no checkpoints (``state`` None), what a
     resume needs. A resumed run (``resumed_answer`` given) keeps its checkpoint and writes."""
-    conn.execute("INSERT OR IGNORE INTO versions (hash, workflow, definition, created_at) "
-                 "VALUES (?, ?, ?, ?)", (version, workflow, definition, created_at))
+    stored = conn.versions if isinstance(conn, WriterConnection) else set()
+    if version not in stored:
+        conn.execute("INSERT OR IGNORE INTO versions (hash, workflow, definition, created_at) "
+                     "VALUES (?, ?, ?, ?)", (version, workflow, definition, created_at))
+        stored.add(version)
     conn.execute("UPDATE runs SET version = ? WHERE run_id = ?", (version, run_id))
     if resumed_answer is not None:
         # What the answer nodes it restored said; this session's chunks are appended at its end.
@@ -182,6 +241,7 @@ def write_begin(conn: sqlite3.Connection, run_id: str, *, version: str, workflow
         return
     # A run id used again starts afresh.
     conn.execute("DELETE FROM checkpoint_writes WHERE run_id = ?", (run_id,))
+    _started_afresh(conn, "checkpoint_writes", run_id)
     if state is None:
         conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
         return
@@ -197,7 +257,7 @@ class NodeWrites:
 
     A run keeps adding to its last one while the writer has not taken it yet (see
     :meth:`~cellwire.store.writer.Writer.add_to_last`): a node costs the event loop a tuple,
-    and the writer a row in one ``executemany``. ``seal`` (runs granted secrets) encrypts
+    and the writer a row in one multi-row INSERT. ``seal`` (runs granted secrets) encrypts
     each node's outputs, as ``seal(text, where)``; otherwise a large value lives once in
     ``blobs``, shared with the trace row that shows the same value."""
 
@@ -219,10 +279,9 @@ class NodeWrites:
     def __call__(self, conn: sqlite3.Connection) -> None:
         run_id, seal = self.run_id, self.seal
         packer = _insert_nodes(conn, run_id, self.rows)
-        first = conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM checkpoint_writes "
-                             "WHERE run_id = ?", (run_id,)).fetchone()[0]
+        first = _first_seq(conn, "checkpoint_writes", run_id, len(self.nodes))
         pack = packer.pack
-        conn.executemany(_INSERT_WRITES, [
+        insert_rows(conn, _INSERT_WRITES, [
             (run_id, seq, node_id, status, handle, steps,
              pack(outputs) if seal is None else seal(to_json(outputs) or "null",
                                                      f"{run_id}/{node_id}"),
