@@ -46,7 +46,6 @@ from cellwire.services.llm.cache import open_cache
 from cellwire.services.llm.config import config_stamp, load_config
 from cellwire.services.sandbox import shared_sandbox
 from cellwire.services.secrets import grant_values
-from cellwire.services.tools import run_registry
 from cellwire.store import RunStore, default_store, open_store
 
 if TYPE_CHECKING:
@@ -419,6 +418,10 @@ class Runner:
             options["secrets"] = granted
         runtime = self.runtime(store=store, model=model, cache=cache, base=runtime)
         if tools or tool_map or compiled.workflow.tools:
+            # Here, not at the top: the tool service brings httpx (and, through it, rich and
+            # pygments), about 120 ms of imports that a run without tools does not need.
+            from cellwire.services.tools import run_registry
+
             runtime = dataclasses.replace(runtime, tools=run_registry(
                 runtime.tools, compiled.workflow.tools, tools, renames=tool_map))
         if not compiled.workflow.trusted:

@@ -101,7 +101,8 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
     except SecretError as exc:
         fail([f"error: {exc}"])
     declared = ", ".join(v.name for v in workflow.environment) or "none"
-    for name in set(unknown_grants(workflow, secrets)) - tool_secrets():
+    unknown = set(unknown_grants(workflow, secrets))
+    for name in (unknown - tool_secrets()) if unknown else ():
         fail([(f"{file}: --secret {name}: the workflow declares no environment variable "
                 f"{name!r}; declared: {declared} (and no tool of --tools reads it)")])
     inputs = parse_inputs(workflow, pairs, inputs_json)

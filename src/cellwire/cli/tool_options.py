@@ -38,6 +38,8 @@ def load_cli_tools(sources: Sequence[str], mcp_configs: Sequence[str],
                    tool_map: str | None) -> dict[str, str]:
     """Register the tools of ``sources`` and the MCP servers of ``mcp_configs`` for this
     process; return the renames of ``tool_map``. Exit 2 naming what could not be loaded."""
+    if not (sources or mcp_configs or tool_map):
+        return {}  # the tool service (and httpx with it) loads when a workflow needs it
     from cellwire.services.tools import ToolLoadError, default_registry, register_tools
 
     try:

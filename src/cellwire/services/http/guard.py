@@ -22,10 +22,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import httpx
-
-from .engine import ConnectError
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: ``(host, port) -> addresses``: how names are resolved (injectable for tests).
@@ -55,32 +51,6 @@ METADATA_HOSTS = frozenset({
 })
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class AddressRefused(httpx.RequestError):
-    """The network policy refused a request before anything was sent: ``host`` (the URL's)
-    resolves to ``address``, which is ``reason`` (e.g. ``"a loopback address"``). ``always``:
-    no policy reaches it (link-local, cloud metadata); else trusting the workflow or the
-    allow list would."""
-
-    def __init__(self, host: str, port: int, address: str, reason: str, *, always: bool):
-        self.host, self.port, self.address = host, port, address
-        self.reason, self.always = reason, always
-        where = address if _same(host, address) else f"{host} resolves to {address}"
-        who = "no workflow may reach" if always else "an untrusted workflow may not reach"
-        super().__init__(f"{where}, {reason}, which {who}")
-
-    @property
-    def fix(self) -> str:
-        """How to get past the refusal, in words a user can follow."""
-        if self.always:
-            return ("link-local and cloud-metadata addresses are never reachable from a "
-                    "workflow (they hand out the machine's credentials); use another address")
-        entry = f"[{self.host}]" if ":" in self.host else self.host
-        return (f"if you trust this workflow, trust its file (cellwire trust FILE, or run it "
-                f"with --trust / trusted=True); or allow just this server: "
-                f"{ALLOW_ENV}={entry}:{self.port} (comma-separated hosts, host:port pairs "
-                f"or CIDRs, e.g. 10.0.0.0/8)")
 
 
 class AllowRule(NamedTuple):
@@ -200,6 +170,8 @@ async def system_resolver(host: str, port: int) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
+        from .engine import ConnectError
+
         raise ConnectError(f"could not resolve {host}: {exc.strerror or exc}",
                            exc.strerror or str(exc)) from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -251,6 +223,8 @@ class NetworkPolicy:
         reason, always = found
         if not always and any(rule.matches(host, port, ip) for rule in self.allow):
             return
+        from .refused import AddressRefused
+
         raise AddressRefused(host, port, address, reason, always=always)
 
     async def addresses(self, host: str, port: int) -> list[str]:
@@ -260,6 +234,8 @@ class NetworkPolicy:
         bare = host.strip("[]")
         name = bare.lower().rstrip(".")
         if name in METADATA_HOSTS:
+            from .refused import AddressRefused
+
             raise AddressRefused(host, port, name, "the name of a cloud metadata service",
                                  always=True)
         try:
@@ -268,6 +244,8 @@ class NetworkPolicy:
         except ValueError:
             found = await self.resolver(bare, port)
         if not found:
+            from .engine import ConnectError
+
             raise ConnectError(f"could not resolve {host}: no address", "no address")
         for address in found:
             self.check(bare, port, address)
@@ -292,6 +270,6 @@ def _size(env: Mapping[str, str], name: str, default: int) -> int:
 
 __all__ = [
     "ALLOW_ENV", "BINARY_SIZE_ENV", "MAX_BINARY_SIZE", "MAX_TEXT_SIZE", "METADATA_HOSTS",
-    "TEXT_SIZE_ENV", "AddressRefused", "AllowRule", "NetworkPolicy", "Resolver",
+    "TEXT_SIZE_ENV", "AllowRule", "NetworkPolicy", "Resolver",
     "parse_allow", "refusal", "system_resolver",
 ]

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-
-import httpx
+from typing import TYPE_CHECKING
 
 from .loops import PerLoop
-from .transport import FastTransport
+
+if TYPE_CHECKING:
+    import httpx
 
 #: A factory of clients: ``verify`` is False for nodes that skip certificate checks.
-ClientFactory = Callable[[bool], httpx.AsyncClient]
+ClientFactory = Callable[[bool], "httpx.AsyncClient"]
 
 
 def fast_client(verify: bool = True) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` over :class:`FastTransport` (HTTP/1.1)."""
+    # Here, not at the top: httpx loads with the first client, not with the runner.
+    import httpx
+
+    from .transport import FastTransport
+
     return httpx.AsyncClient(transport=FastTransport(verify=verify))
 
 

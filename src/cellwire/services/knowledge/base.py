@@ -32,13 +32,13 @@ from .extract import extract_text, mime_type_of
 from .filters import Conditions, allowed
 from .fusion import RRF_K, keyword_scores, rrf, weighted
 from .rerank import Reranker, rerank_hits
+from .service import META
 from .sideindex import COLUMNS as _COLUMNS
 from .sideindex import SideIndex
 
 log = logging.getLogger(__name__)
 Mode = Literal["fulltext", "vector", "hybrid"]
 T = TypeVar("T")
-META = "kb.json"
 #: Texts sent to the embedding model in one request.
 EMBED_BATCH = 64
 #: Rows from which a vector index (IVF + HNSW) is built; below, search is exact.
