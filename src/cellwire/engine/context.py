@@ -54,15 +54,24 @@ class VariablePool:
             raise VariableNotFound(selector, f"node {selector[0]!r} has no outputs (yet)")
         value: Any = node
         for depth, key in enumerate(selector[1:], start=1):
-            try:
-                value = _step(value, key)
-            except (KeyError, IndexError, AttributeError, TypeError, ValueError):
-                if default is not MISSING:
-                    return default
-                have = ", ".join(map(str, value)) if isinstance(value, Mapping) else type(value).__name__
-                raise VariableNotFound(
-                    selector, f"no {key!r} in {'.'.join(selector[:depth])} (it has: {have})"
-                ) from None
+            if type(value) is dict:
+                # Most steps: a miss (nodes probe optional values, such as sys.files) costs
+                # a lookup here, where a raised KeyError cost several microseconds.
+                found = value.get(key, MISSING)
+                if found is not MISSING:
+                    value = found
+                    continue
+            else:
+                try:
+                    value = _step(value, key)
+                    continue
+                except (KeyError, IndexError, AttributeError, TypeError, ValueError):
+                    pass
+            if default is not MISSING:
+                return default
+            have = ", ".join(map(str, value)) if isinstance(value, Mapping) else type(value).__name__
+            raise VariableNotFound(
+                selector, f"no {key!r} in {'.'.join(selector[:depth])} (it has: {have})")
         return value
 
     def namespace(self) -> dict[str, dict[str, Any]]:
