@@ -48,7 +48,8 @@ WHERE run_id = ?
 class WriterConnection(sqlite3.Connection):
     """The writer thread's connection, with what it knows of what it wrote, so a write does
     not ask the database again: the next ``seq`` of each running run's rows in
-    ``node_executions`` and ``checkpoint_writes``, and the versions stored. Every statement is
+    ``node_executions`` and ``checkpoint_writes``, the versions stored and the runs whose
+    row it wrote (their end need not make it). Every statement is
     a trip through SQLite and a wait for the GIL on return, which the event loop holds most
     of the time during a batch: these were a quarter of a run's statements."""
 
@@ -57,11 +58,14 @@ class WriterConnection(sqlite3.Connection):
         #: (table, run_id) -> the seq of the run's next row in that table.
         self.next_seq: dict[tuple[str, str], int] = {}
         self.versions: set[str] = set()
+        #: Runs whose row in ``runs`` it wrote, until their end.
+        self.started: set[str] = set()
 
     def forget(self) -> None:
         """Drop what it knows (after a rollback, the database no longer holds it)."""
         self.next_seq.clear()
         self.versions.clear()
+        self.started.clear()
 
 
 def _first_seq(conn: sqlite3.Connection, table: str, run_id: str, count: int) -> int:
@@ -85,6 +89,7 @@ def _started_afresh(conn: sqlite3.Connection, table: str, run_id: str) -> None:
 
 def _ended(conn: sqlite3.Connection, run_id: str) -> None:
     if isinstance(conn, WriterConnection):
+        conn.started.discard(run_id)
         conn.next_seq.pop(("node_executions", run_id), None)
         conn.next_seq.pop(("checkpoint_writes", run_id), None)
 
@@ -108,6 +113,8 @@ def write_start(conn: sqlite3.Connection, run_id: str, workflow: str, inputs: An
                 started_at: float, resume: bool, owner: Owner) -> None:
     """Record a run as ``running`` by ``owner`` (a resumed run keeps its rows)."""
     who = (owner.host, owner.boot, owner.pid, owner.start, started_at)
+    if isinstance(conn, WriterConnection):
+        conn.started.add(run_id)
     if resume and conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
         conn.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, "
                      "error_node = NULL, owner_host = ?, owner_boot = ?, owner_pid = ?, "
@@ -143,11 +150,12 @@ def write_end(conn: sqlite3.Connection, run_id: str, status: str, *, finished_at
     packer = BlobPacker()
     # The run's start may not be stored (a lock outlasted it, or the sink joined mid-run):
     # make the row the start would have made.
-    conn.execute(
-        "INSERT OR IGNORE INTO runs (run_id, workflow, status, inputs, started_at, "
-        "conversation_id) VALUES (?, ?, 'running', ?, ?, ?)",
-        (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
-    )
+    if not (isinstance(conn, WriterConnection) and run_id in conn.started):
+        conn.execute(
+            "INSERT OR IGNORE INTO runs (run_id, workflow, status, inputs, started_at, "
+            "conversation_id) VALUES (?, ?, 'running', ?, ?, ?)",
+            (run_id, workflow, packer.pack(inputs), started_at, conversation_of(inputs)),
+        )
     _insert_nodes(conn, run_id, rows, packer)
     _ended(conn, run_id)
     conn.execute(
