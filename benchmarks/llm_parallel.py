@@ -4,12 +4,15 @@ The workflow fans out from start to 200 llm nodes (streaming, through the OpenAI
 provider over httpx and the fast HTTP/1.1 transport) and joins them in end; it runs with
 concurrency=256.
 Every request takes the server 100 ms, so the critical path is 100 ms; the figure is the wall
-time of a run over that path (target: at most 1.5x). The server is the test double of
-tests/integration/llm_server.py in a separate process, so it really serves concurrently and
-does not share this process's interpreter lock; its CPU per request is printed too (on a
-2-core machine client and server share the cores, so both count towards the wall time). The
-server sends each stream's events once its latency has passed, all in one write, each event a
-chunk of its own; the client parses every event as it would a slower stream.
+time of a run over that path (target: at most 1.5x). The server is benchmarks/_provider.py,
+the lean stand-in for a remote provider that batch.py uses too, in a separate process, so it
+really serves concurrently and does not share this process's interpreter lock; its CPU per
+request is printed too (on a 2-core machine client and server share the cores, so both count
+towards the wall time, which a remote provider's CPU would not). It sends each stream's events
+once its latency has passed, each event a chunk of its own, as the test double of
+tests/integration/llm_server.py does (which costs about twice the CPU a request, most of it
+for 200 new connections at once in the CLI's cold run); the client parses every event as it
+would a slower stream.
 
 Then the same workflow as a file through the CLI, ``cellwire run app.yml --concurrency 200
 --json`` with the default store, the provider named by ``OPENAI_BASE_URL``: the run's own wall
@@ -36,7 +39,7 @@ import cellwire
 from cellwire.services.llm import LLMRouter
 from cellwire.services.llm.openai import OpenAIProvider
 
-SERVER = Path(__file__).resolve().parent.parent / "tests" / "integration" / "llm_server.py"
+SERVER = Path(__file__).resolve().parent / "_provider.py"
 
 
 def fan_out(nodes: int) -> cellwire.Workflow:

@@ -176,6 +176,28 @@ async def test_concurrency_limit_bounds_running_nodes():
 
 
 @pytest.mark.looptime
+async def test_a_node_waiting_for_a_slot_has_not_started():
+    """Its start event and its elapsed time begin when it has a slot, as Dify's workers
+    start a node when they take it: under concurrency=2, no more than two of six 1 s nodes
+    are ever started and unfinished, and each takes 1 s, its wait not included."""
+    wf = cellwire.Workflow("rounds")
+    wf.add_node("root", "t-value")
+    for i in range(6):
+        wf.add_node(f"w{i}", "t-value", sleep=1.0, after="root")
+    result = await wf.arun(concurrency=2)
+    running, most = 0, 0
+    for event in result.events:
+        if isinstance(event, NodeStarted) and event.node_id.startswith("w"):
+            running += 1
+            most = max(most, running)
+        elif isinstance(event, NodeSucceeded) and event.node_id.startswith("w"):
+            running -= 1
+    assert most == 2
+    elapsed = result.trace.set_index("node_id").loc[[f"w{i}" for i in range(6)], "elapsed_ms"]
+    assert elapsed.tolist() == pytest.approx([1000.0] * 6, abs=5)
+
+
+@pytest.mark.looptime
 async def test_retries_back_off_exponentially_with_jitter():
     wf = cellwire.Workflow("retry")
     wf.add_node("flaky", "t-value", value=7, fail_times=3,

@@ -70,68 +70,81 @@ async def execute(run: Execution, node_id: str, frame: Frame) -> str | None:
     compiled = run.compiled
     node = compiled.nodes[node_id]
     node_type = compiled.types[node_id]
-    clock = run.runtime.clock
-    run.state.steps += 1
-    if run.state.steps > run.max_steps:
-        raise RunLimitExceeded(
-            f"the run reached max_steps={run.max_steps} at node '{node_id}'; raise "
-            "max_steps if the workflow really needs more"
-        )
-    execution_id = f"{_ID_PREFIX}{next(_ids):016x}"
-    index = run.state.steps
-    frame.statuses[node_id] = check_node_move(
-        node_id, frame.statuses.get(node_id, NodeStatus.PENDING), NodeStatus.RUNNING
-    )
-    base: dict[str, Any] = {"run_id": run.run_id, "node_id": node_id, "node_type": node.type,
-            "execution_id": execution_id, "parent_id": frame.container_id, "round": frame.round,
-            "parent_execution_id": frame.parent_execution_id}
-    started_at = clock.now()
-    run.emit(NodeStarted(time=started_at, **base, title=node.title, index=index))
-    # Every finishing event carries what a trace row needs, so layers keep no state.
-    base.update(title=node.title, index=index, started_at=started_at)
-    ctx = NodeContext(node, compiled.configs[node_id], execution_id, frame, run)
-    t0 = clock.monotonic()
-    attempt = 0
     # Containers hold no slot: their children need the slots, and would starve otherwise.
     slots = None if node_type.container else run.slots
-    retry = node_type.retry_for(node)
-    cache = run.runtime.node_cache
-    key = _cache_key(run, node_id, frame) if cache is not None and node_type.pure else None
-    result = cache.get(key) if cache is not None and key is not None else None
-    while result is None:
-        try:
-            if slots is not None:
-                await slots.acquire()
+    if slots is not None:
+        # A node waiting for a slot has not started: its start event and elapsed time begin
+        # when it has one, as Dify's workers start a node when they take it (otherwise a run
+        # bounded to 2 shows its tenth call started with the first, taking five times as
+        # long as it did).
+        await slots.acquire()
+    held = slots is not None
+    try:
+        clock = run.runtime.clock
+        run.state.steps += 1
+        if run.state.steps > run.max_steps:
+            raise RunLimitExceeded(
+                f"the run reached max_steps={run.max_steps} at node '{node_id}'; raise "
+                "max_steps if the workflow really needs more"
+            )
+        execution_id = f"{_ID_PREFIX}{next(_ids):016x}"
+        index = run.state.steps
+        frame.statuses[node_id] = check_node_move(
+            node_id, frame.statuses.get(node_id, NodeStatus.PENDING), NodeStatus.RUNNING
+        )
+        base: dict[str, Any] = {"run_id": run.run_id, "node_id": node_id, "node_type": node.type,
+                "execution_id": execution_id, "parent_id": frame.container_id, "round": frame.round,
+                "parent_execution_id": frame.parent_execution_id}
+        started_at = clock.now()
+        run.emit(NodeStarted(time=started_at, **base, title=node.title, index=index))
+        # Every finishing event carries what a trace row needs, so layers keep no state.
+        base.update(title=node.title, index=index, started_at=started_at)
+        ctx = NodeContext(node, compiled.configs[node_id], execution_id, frame, run)
+        t0 = clock.monotonic()
+        attempt = 0
+        retry = node_type.retry_for(node)
+        cache = run.runtime.node_cache
+        key = _cache_key(run, node_id, frame) if cache is not None and node_type.pure else None
+        result = cache.get(key) if cache is not None and key is not None else None
+        while result is None:
             try:
-                if node.max_time is None:
-                    raw = await node_type.run(ctx)
-                else:
-                    raw = await _with_timeout(node_type.run(ctx), node.max_time)
-            finally:
-                if slots is not None:
-                    slots.release()
-            result = _as_result(raw)
-            if key is not None and cache is not None:
-                cache.put(key, result)
-            break
-        except asyncio.CancelledError:
-            frame.statuses[node_id] = check_node_move(node_id, frame.statuses[node_id],
-                                                      NodeStatus.STOPPED)
-            run.emit(NodeStopped(time=clock.now(), elapsed=clock.monotonic() - t0,
-                                  retries=attempt, **base))
-            raise
-        except PauseRequested as pause:
-            _pause(run, node_id, frame, base, pause.form, clock.monotonic() - t0)
-            return None
-        except Exception as exc:  # noqa: BLE001 - every node error goes through the policy
-            if attempt < retry.max_retries and is_retryable(exc):
-                attempt += 1
-                delay = retry_delay(retry, attempt, exc)
-                run.emit(NodeRetry(time=clock.now(), attempt=attempt, error=_describe(exc),
-                                    delay=delay, **_identity(base)))
-                await clock.sleep(delay)
-                continue
-            return fail(run, node, frame, base, exc, clock.monotonic() - t0, attempt)
+                if slots is not None and not held:  # a retry waits for a slot again
+                    await slots.acquire()
+                    held = True
+                try:
+                    if node.max_time is None:
+                        raw = await node_type.run(ctx)
+                    else:
+                        raw = await _with_timeout(node_type.run(ctx), node.max_time)
+                finally:
+                    if held and slots is not None:
+                        slots.release()
+                        held = False
+                result = _as_result(raw)
+                if key is not None and cache is not None:
+                    cache.put(key, result)
+                break
+            except asyncio.CancelledError:
+                frame.statuses[node_id] = check_node_move(node_id, frame.statuses[node_id],
+                                                          NodeStatus.STOPPED)
+                run.emit(NodeStopped(time=clock.now(), elapsed=clock.monotonic() - t0,
+                                      retries=attempt, **base))
+                raise
+            except PauseRequested as pause:
+                _pause(run, node_id, frame, base, pause.form, clock.monotonic() - t0)
+                return None
+            except Exception as exc:  # noqa: BLE001 - every node error goes through the policy
+                if attempt < retry.max_retries and is_retryable(exc):
+                    attempt += 1
+                    delay = retry_delay(retry, attempt, exc)
+                    run.emit(NodeRetry(time=clock.now(), attempt=attempt, error=_describe(exc),
+                                        delay=delay, **_identity(base)))
+                    await clock.sleep(delay)
+                    continue
+                return fail(run, node, frame, base, exc, clock.monotonic() - t0, attempt)
+    finally:
+        if held and slots is not None:
+            slots.release()
     usage = result.usage
     if usage is not None:
         run.state.usage = run.state.usage + usage
