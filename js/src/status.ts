@@ -177,10 +177,3 @@ export function useStatus(store: StatusStore, id: string): StatusEntry | undefin
   const subscribe = useCallback((cb: Listener) => store.subscribe(id, cb), [store, id]);
   return useSyncExternalStore(subscribe, () => store.get(id));
 }
-
-/** Whether the node is stale (the kernel's ``stale`` trait names it): the node changed since
- * the workflow's last run, or follows one that did. */
-export function useStale(store: StatusStore, id: string): boolean {
-  const subscribe = useCallback((cb: Listener) => store.subscribe(id, cb), [store, id]);
-  return useSyncExternalStore(subscribe, () => store.isStale(id));
-}
