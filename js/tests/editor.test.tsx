@@ -3,7 +3,7 @@ import { userEvent } from "vitest/browser";
 import widget from "../src/widget";
 import { connectionProblem, freeSpot } from "../src/graph";
 import { formInputs, summaryText } from "../src/run";
-import { NODES_PER_FRAME, StatusStore } from "../src/status";
+import { NODES_PER_UPDATE, StatusStore } from "../src/status";
 import type { CwEdge, CwNode, StatusEntry } from "../src/types";
 
 /** anywidget's narrow model API, with pySet standing in for the kernel. */
@@ -468,10 +468,26 @@ describe("status store", () => {
     for (let i = 0; i < 60; i++) store.patch({ [`n${i}`]: { status: "succeeded", elapsed: i } });
     expect(store.get("n0")).toBeUndefined(); // nothing before a frame
     await frame();
-    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen.length).toBe(NODES_PER_UPDATE);
     expect(seen[0]).toBe("n0");
     await vi.waitFor(() => expect(seen.length).toBe(60));
     expect(store.get("n59")).toEqual({ status: "succeeded", elapsed: 59 });
+  });
+
+  test("after an update the next one waits for the interval, and takes what came meanwhile", async () => {
+    const store = new StatusStore({}, [], 60_000);
+    const seen: string[] = [];
+    for (const id of ["a", "b", "c"]) store.subscribe(id, () => seen.push(id));
+    store.patch({ a: { status: "running" } });
+    await frame();
+    expect(seen).toEqual(["a"]); // the first change shows at the next frame
+    store.patch({ b: { status: "running" } });
+    store.patch({ c: { status: "running" } });
+    await frame();
+    await frame();
+    expect(seen).toEqual(["a"]); // within the interval: queued
+    store.flush();
+    expect(seen).toEqual(["a", "b", "c"]);
   });
 
   test("a reset drops what is queued and keeps unchanged entries as they are", async () => {
@@ -495,7 +511,7 @@ describe("status store", () => {
     store.patch({ n59: { status: "running" } }); // ...and its first node starts
     expect(store.get("n1")).toEqual(old.n1); // nothing before a frame
     await frame();
-    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen.length).toBe(NODES_PER_UPDATE);
     expect(seen[0]).toBe("n59"); // the run's news first
     expect(store.get("n59")).toEqual({ status: "running" }); // started afresh, not merged
     await vi.waitFor(() => expect(seen.length).toBe(59));
@@ -513,7 +529,7 @@ describe("status store", () => {
     store.patch({ n59: { status: "succeeded" } });
     expect(store.isStale("n1")).toBe(true); // nothing before a frame
     await frame();
-    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen.length).toBe(NODES_PER_UPDATE);
     expect(seen[0]).toBe("n59"); // the run's colours first
     // n1..n59 lose their badge and x gets one; n59's colour changed too.
     await vi.waitFor(() => expect(seen.length).toBe(61));
