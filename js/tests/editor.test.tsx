@@ -145,6 +145,21 @@ describe("editor", () => {
     await vi.waitFor(() => expect(el.querySelector(".cw-stale")).toBeNull());
   });
 
+  test("a click on an edge selects it and Backspace deletes it in the kernel", async () => {
+    const { el, model } = await mount();
+    await vi.waitFor(() => expect(el.querySelectorAll(".react-flow__edge").length).toBe(3));
+    const wrapper = [...el.querySelectorAll(".react-flow__edge")].find((e) => e.getAttribute("data-id")!.startsWith("start:"))!;
+    // On the wide invisible path drawn for clicks (the visible one is a straight line here,
+    // which Playwright will not click: it has no height).
+    wrapper.querySelector(".react-flow__edge-interaction")!.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    await vi.waitFor(() => expect(wrapper.classList.contains("selected")).toBe(true));
+    await userEvent.keyboard("{Backspace}");
+    await vi.waitFor(() => expect(model.sent.find((m) => m.type === "delete")).toBeDefined());
+    const msg = model.sent.find((m) => m.type === "delete");
+    expect(msg.nodes).toEqual([]);
+    expect(msg.edges).toEqual([{ source: "start", target: "ask", source_handle: "source" }]);
+  });
+
   test("Backspace on a selected node sends one delete message", async () => {
     const { el, model } = await mount();
     (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
