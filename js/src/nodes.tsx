@@ -120,13 +120,16 @@ const SourceHandles = memo(function SourceHandles({ node }: { node: CwNode }) {
 
 const STALE_HINT = "changed since the last run (or follows a node that did): %workflow run NAME --stale runs it again";
 
-/** Show ``entry``'s status on the node's box and its metrics line, in place. */
+/** Show ``entry``'s status on the node's box and its metrics line, in place. The class is
+ * checked, not only ``data-status``: a React render that changes the box's class (selection,
+ * the stale badge) sets the whole attribute without it. */
 function showStatus(box: HTMLElement, metrics: HTMLElement, entry: StatusEntry | undefined): void {
   const status = entry?.status ?? "pending";
-  if (box.dataset.status !== status) {
+  const cls = `cw-status-${status}`;
+  if (box.dataset.status !== status || !box.classList.contains(cls)) {
     const old = box.dataset.status;
-    if (old) box.classList.remove(`cw-status-${old}`);
-    box.classList.add(`cw-status-${status}`);
+    if (old && old !== status) box.classList.remove(`cw-status-${old}`);
+    box.classList.add(cls);
     box.dataset.status = status;
   }
   const text = metricsText(entry);

@@ -197,6 +197,21 @@ describe("editor", () => {
     expect(q(el, "cw-node-ask")!.textContent).toContain("1.50 s");
   });
 
+  test("a node keeps its status colour when it is selected or its stale badge goes", async () => {
+    const { el, model } = await mount();
+    model.pySet("stale", ["ask"]);
+    model.pySend({ type: "status", patch: { ask: { status: "succeeded", elapsed: 0.25 } } });
+    await vi.waitFor(() => expect(q(el, "cw-stale-ask")).not.toBeNull());
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.classList.contains("cw-status-succeeded")).toBe(true));
+    (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.classList.contains("cw-selected")).toBe(true));
+    expect(q(el, "cw-node-ask")!.classList.contains("cw-status-succeeded")).toBe(true);
+    model.pySet("stale", []);
+    await vi.waitFor(() => expect(q(el, "cw-stale-ask")).toBeNull());
+    expect(q(el, "cw-node-ask")!.classList.contains("cw-status-succeeded")).toBe(true);
+    expect(q(el, "cw-node-ask")!.dataset.status).toBe("succeeded");
+  });
+
   test("a status patch changes only the nodes it names", async () => {
     const { el, model } = await mount();
     await vi.waitFor(() => expect(el.querySelectorAll(".react-flow__edge").length).toBe(3));
