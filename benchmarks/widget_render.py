@@ -31,6 +31,10 @@ FRAME_TARGET_MS = 50.0
 #: How often the end of a run is checked for (a count of the 500 nodes' colours). Not every
 #: frame, Playwright's default: that query ran inside the very frames being timed.
 POLL_MS = 100
+#: What --trace records: the main thread's tasks (script, style, layout, paint), frames, GC.
+TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline",
+                    "disabled-by-default-devtools.timeline.frame", "blink.user_timing", "v8",
+                    "v8.execute", "disabled-by-default-v8.gc", "cc", "benchmark"]
 
 
 def _load_lab() -> Any:
@@ -245,6 +249,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=20, help="nodes per layer")
     parser.add_argument("--step-ms", type=float, default=5.0, help="each node's sleep")
     parser.add_argument("--headed", action="store_true", help="show the browser")
+    parser.add_argument("--trace", metavar="FILE", help="write a Chromium trace of the first run"
+                        " (open it in chrome://tracing or Perfetto; tracing slows the frames)")
     args = parser.parse_args()
 
     lab = _load_lab()
@@ -276,7 +282,11 @@ def main() -> None:
         idle = idle_frames(nb)
         print(f"  idle page, for reference: median frame {statistics.median(idle):.1f} ms, "
               f"worst {max(idle):.1f} ms over {len(idle)} frames")
+        if args.trace:
+            browser.start_tracing(page=page, path=args.trace, categories=TRACE_CATEGORIES)
         report_run(time_run(nb, index, args.nodes))
+        if args.trace:
+            browser.stop_tracing()
         report_run(time_rerun(nb, index, args.nodes),
                    "second run (the first run's colours replaced)")
         browser.close()

@@ -1,13 +1,12 @@
 /** How nodes and edges are drawn: by type (colour, icon), with one source handle per branch
  * and the run status of the node. */
-import { Fragment, memo, useCallback, useMemo, useSyncExternalStore } from "react";
+import { Fragment, memo, useCallback, useLayoutEffect, useMemo, useReducer, useRef } from "react";
 import type { CSSProperties } from "react";
-import { BaseEdge, getBezierPath, Handle, Position } from "@xyflow/react";
+import { getBezierPath, Handle, Position } from "@xyflow/react";
 import type { EdgeProps, NodeProps } from "@xyflow/react";
 import { useEditor } from "./context";
 import { nodeHeight } from "./graph";
 import type { FlowEdge, FlowNode } from "./graph";
-import { useStale, useStatus } from "./status";
 import type { CwNode, StatusEntry } from "./types";
 
 type Look = { color: string; icon: string };
@@ -62,14 +61,14 @@ function fmtTime(s?: number): string {
   return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
 }
 
-function Metrics({ entry }: { entry?: StatusEntry }) {
-  // Always one line, so a status change never changes the node's size (a re-measure of
-  // every node in React Flow).
-  if (!entry || entry.elapsed === undefined) return <div className="cw-metrics">&nbsp;</div>;
-  const parts = [fmtTime(entry.elapsed)];
-  if (entry.tokens) parts.push(`${entry.tokens} tok`);
-  if (entry.cost) parts.push(`$${entry.cost.toFixed(4)}`);
-  return <div className="cw-metrics">{parts.join(" · ")}</div>;
+/** The node's metrics line: always one line, so a status change never changes the node's
+ * size (a re-measure of every node in React Flow). */
+function metricsText(entry?: StatusEntry): string {
+  if (!entry || entry.elapsed === undefined) return "\u00a0";
+  let text = fmtTime(entry.elapsed);
+  if (entry.tokens) text += ` · ${entry.tokens} tok`;
+  if (entry.cost) text += ` · $${entry.cost.toFixed(4)}`;
+  return text;
 }
 
 /* A node is drawn with few elements (a 500-node graph is thousands of them, and every
@@ -121,16 +120,54 @@ const SourceHandles = memo(function SourceHandles({ node }: { node: CwNode }) {
 
 const STALE_HINT = "changed since the last run (or follows a node that did): %workflow run NAME --stale runs it again";
 
+/** Show ``entry``'s status on the node's box and its metrics line, in place. The class is
+ * checked, not only ``data-status``: a React render that changes the box's class (selection,
+ * the stale badge) sets the whole attribute without it. */
+function showStatus(box: HTMLElement, metrics: HTMLElement, entry: StatusEntry | undefined): void {
+  const status = entry?.status ?? "pending";
+  const cls = `cw-status-${status}`;
+  if (box.dataset.status !== status || !box.classList.contains(cls)) {
+    const old = box.dataset.status;
+    if (old && old !== status) box.classList.remove(`cw-status-${old}`);
+    box.classList.add(cls);
+    box.dataset.status = status;
+  }
+  const text = metricsText(entry);
+  if (metrics.textContent !== text) metrics.textContent = text;
+}
+
+/* A run recolours nodes in place: the status class, ``data-status`` and the metrics line are
+ * set on the node's elements when the store says the node changed, without a React render
+ * (a 500-node run is a thousand of them; each was a render of the node and its allocations,
+ * which brought garbage collections of tens of ms into the frames). React renders the node
+ * when what it draws changes otherwise: selection, the error badge, the stale badge. It owns
+ * ``className`` without the status class, which is put back after each of its renders. */
 function NodeView({ id, node, selected, container }: { id: string; node: CwNode; selected: boolean; container: boolean }) {
   const { store } = useEditor();
-  const entry = useStatus(store, id);
-  const stale = useStale(store, id);
-  const status = entry?.status ?? "pending";
+  const box = useRef<HTMLDivElement>(null);
+  const metrics = useRef<HTMLDivElement>(null);
+  const [, render] = useReducer((n: number) => n + 1, 0);
+  const entry = store.get(id);
+  const error = entry?.error;
+  const stale = store.isStale(id);
+  // What this render drew, for the listener to tell whether React must draw again.
+  const drawn = useRef({ error, stale });
+  drawn.current = { error, stale };
+  useLayoutEffect(() => showStatus(box.current!, metrics.current!, store.get(id)));
+  useLayoutEffect(
+    () =>
+      store.subscribe(id, () => {
+        const now = store.get(id);
+        showStatus(box.current!, metrics.current!, now);
+        if (now?.error !== drawn.current.error || store.isStale(id) !== drawn.current.stale) render();
+      }),
+    [store, id],
+  );
   return (
     <div
-      className={`cw-node${container ? " cw-container" : ""} cw-status-${status}${stale ? " cw-is-stale" : ""}${selected ? " cw-selected" : ""}`}
+      ref={box}
+      className={`cw-node${container ? " cw-container" : ""}${stale ? " cw-is-stale" : ""}${selected ? " cw-selected" : ""}`}
       data-testid={`cw-node-${id}`}
-      data-status={status}
       data-stale={stale ? "true" : undefined}
       style={container ? undefined : { height: nodeHeight(node) }}
     >
@@ -141,11 +178,11 @@ function NodeView({ id, node, selected, container }: { id: string; node: CwNode;
         </span>
       ) : null}
       <Head node={node} />
-      <Metrics entry={entry} />
-      {entry?.error ? (
+      <div className="cw-metrics" ref={metrics} />
+      {error ? (
         <div className={`cw-error${selected ? " cw-error-full" : ""}`} data-testid={`cw-error-${node.id}`}
-          title={selected ? undefined : `${entry.error}\n(select the node: its panel shows the whole error)`}>
-          {entry.error}
+          title={selected ? undefined : `${error}\n(select the node: its panel shows the whole error)`}>
+          {error}
         </div>
       ) : null}
       <SourceHandles node={node} />
@@ -171,37 +208,60 @@ function edgeState(source?: string, target?: string): string {
   return "";
 }
 
-/** The edge subscribes to its look, not to its ends' entries: most status changes (a source
- * finishing while its target waits, new timings) leave the look as it is and re-render
- * nothing. */
-function useEdgeState(source: string, target: string): string {
-  const { store } = useEditor();
-  const subscribe = useCallback(
-    (cb: () => void) => {
-      const a = store.subscribe(source, cb);
-      const b = store.subscribe(target, cb);
-      return () => {
-        a();
-        b();
-      };
-    },
-    [store, source, target],
-  );
-  return useSyncExternalStore(subscribe, () => edgeState(store.get(source)?.status, store.get(target)?.status));
+/** Show the edge's look on its path, in place (like a node's status: no React render). */
+function showEdgeState(path: SVGPathElement, state: string): void {
+  const old = path.dataset.run ?? "";
+  if (old === state) return;
+  if (old) path.classList.remove(`cw-edge-${old}`);
+  if (state) path.classList.add(`cw-edge-${state}`);
+  path.dataset.run = state;
 }
 
+/** An edge: its path and a wider invisible one to click (as React Flow's BaseEdge draws
+ * them). Its look follows the statuses of its ends, set in place when either changes; React
+ * renders the edge when an end moves or it is selected. */
 export const CwEdgeView = memo(function CwEdgeView(props: EdgeProps<FlowEdge>) {
-  const state = useEdgeState(props.source, props.target);
-  // A run re-renders each edge twice (active, then taken) with its ends where they were: the
-  // path (a string built from a dozen numbers) is kept until an end moves.
-  const { sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition } = props;
+  const { store } = useEditor();
+  const { source, target, sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition } = props;
+  const ref = useRef<SVGPathElement>(null);
   const path = useMemo(
     () => getBezierPath({ sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition })[0],
     [sourceX, sourceY, sourcePosition, targetX, targetY, targetPosition],
   );
+  const look = useCallback(
+    () => edgeState(store.get(source)?.status, store.get(target)?.status),
+    [store, source, target],
+  );
+  useLayoutEffect(() => {
+    // React set the class attribute anew when it changed: the look goes back on.
+    if (ref.current!.dataset.run && !ref.current!.classList.contains(`cw-edge-${ref.current!.dataset.run}`)) {
+      delete ref.current!.dataset.run;
+    }
+    showEdgeState(ref.current!, look());
+  });
+  useLayoutEffect(() => {
+    const cb = () => showEdgeState(ref.current!, look());
+    const a = store.subscribe(source, cb);
+    const b = store.subscribe(target, cb);
+    return () => {
+      a();
+      b();
+    };
+  }, [store, source, target, look]);
   const fail = props.data?.handle === "fail-branch";
-  const cls = `cw-edge${state ? ` cw-edge-${state}` : ""}${fail ? " cw-edge-fail" : ""}`;
-  return <BaseEdge id={props.id} path={path} className={cls} markerEnd={props.markerEnd} interactionWidth={16} />;
+  return (
+    <>
+      <path
+        ref={ref}
+        id={props.id}
+        d={path}
+        fill="none"
+        className={`react-flow__edge-path cw-edge${fail ? " cw-edge-fail" : ""}`}
+        markerEnd={props.markerEnd}
+      />
+      <path d={path} fill="none" strokeOpacity={0} strokeWidth={16} className="react-flow__edge-interaction" />
+    </>
+  );
 });
 
 export const nodeTypes = { cw: CwNodeView, cwContainer: CwContainerView };

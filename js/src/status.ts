@@ -1,18 +1,24 @@
 /** Run status per node, and whether the node is stale, outside React Flow's node list: a
- * status patch re-renders only the nodes and edges it names, never the whole graph. Patches arriving within one frame are
- * merged and applied once, at the next animation frame: a run streams hundreds of messages a
- * second, and one React commit (and one style/layout/paint pass) per frame is all the screen
- * can show anyway. Snapshots (the ``status`` trait, a run's start) and changes of the kernel's
- * ``stale`` list (all 500 nodes of a big graph lose their badge when its first run is
- * recorded) go through the same frames, within the same budget. */
+ * status patch changes only the nodes and edges it names, never the whole graph. Patches are
+ * merged and applied together, at an animation frame, at most once every ``UPDATE_MS``: a run
+ * streams hundreds of messages a second, and every frame that changes the canvas pays a
+ * style, layout, paint and layerize pass over the whole page (~15 ms of main-thread time for
+ * 500 nodes, most of it whatever the number of nodes changed), so fewer such frames leave the
+ * browser (and the kernel, on the same cores) time between them. Snapshots (the ``status``
+ * trait, a run's start) and changes of the kernel's ``stale`` list (all 500 nodes of a big
+ * graph lose their badge when its first run is recorded) go through the same updates, within
+ * the same budget. */
 import { useCallback, useSyncExternalStore } from "react";
 import type { StatusEntry } from "./types";
 
 type Listener = () => void;
 
-/** Nodes recoloured per frame at most: a burst (a layer of a wide graph finishing at once)
- * spreads over a few frames instead of making one long one. */
-export const NODES_PER_FRAME = 24;
+/** Nodes recoloured per update at most: a burst (a layer of a wide graph finishing at once)
+ * spreads over a few updates instead of making one long frame. */
+export const NODES_PER_UPDATE = 40;
+/** The shortest time between two updates of the canvas (20 a second): a colour changes at
+ * the first frame after the change when nothing changed in the last ``UPDATE_MS``. */
+export const UPDATE_MS = 50;
 type Patch = Record<string, StatusEntry | null>;
 
 /** Merge one node's change into its entry; "running" starts the node afresh. */
@@ -54,8 +60,12 @@ export class StatusStore {
   private staleIds: Set<string>;
   private staleQueue = new Map<string, boolean>();
   private scheduled = false;
+  /** When the last update was applied (``performance.now()``), and the least time between two. */
+  private last = -Infinity;
+  private interval: number;
 
-  constructor(entries: Record<string, StatusEntry> = {}, stale: Iterable<string> = []) {
+  constructor(entries: Record<string, StatusEntry> = {}, stale: Iterable<string> = [], interval = UPDATE_MS) {
+    this.interval = interval;
     this.entries = new Map(Object.entries(entries));
     this.staleIds = new Set(stale);
   }
@@ -118,10 +128,15 @@ export class StatusStore {
   private schedule(): void {
     if (this.scheduled || (!this.pending.size && !this.behind.size && !this.staleQueue.size)) return;
     this.scheduled = true;
-    nextFrame(() => {
-      this.scheduled = false;
-      this.flush(NODES_PER_FRAME);
-    });
+    const run = () =>
+      nextFrame(() => {
+        this.scheduled = false;
+        this.last = performance.now();
+        this.flush(NODES_PER_UPDATE);
+      });
+    const wait = this.last + this.interval - performance.now();
+    if (wait > 0) setTimeout(run, wait);
+    else run();
   }
 
   /** Apply queued changes now: those of the first ``limit`` nodes, patches in arrival order
@@ -176,11 +191,4 @@ function sameEntry(a: StatusEntry, b: StatusEntry): boolean {
 export function useStatus(store: StatusStore, id: string): StatusEntry | undefined {
   const subscribe = useCallback((cb: Listener) => store.subscribe(id, cb), [store, id]);
   return useSyncExternalStore(subscribe, () => store.get(id));
-}
-
-/** Whether the node is stale (the kernel's ``stale`` trait names it): the node changed since
- * the workflow's last run, or follows one that did. */
-export function useStale(store: StatusStore, id: string): boolean {
-  const subscribe = useCallback((cb: Listener) => store.subscribe(id, cb), [store, id]);
-  return useSyncExternalStore(subscribe, () => store.isStale(id));
 }

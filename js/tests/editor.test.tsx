@@ -3,7 +3,7 @@ import { userEvent } from "vitest/browser";
 import widget from "../src/widget";
 import { connectionProblem, freeSpot } from "../src/graph";
 import { formInputs, summaryText } from "../src/run";
-import { NODES_PER_FRAME, StatusStore } from "../src/status";
+import { NODES_PER_UPDATE, StatusStore } from "../src/status";
 import type { CwEdge, CwNode, StatusEntry } from "../src/types";
 
 /** anywidget's narrow model API, with pySet standing in for the kernel. */
@@ -145,6 +145,21 @@ describe("editor", () => {
     await vi.waitFor(() => expect(el.querySelector(".cw-stale")).toBeNull());
   });
 
+  test("a click on an edge selects it and Backspace deletes it in the kernel", async () => {
+    const { el, model } = await mount();
+    await vi.waitFor(() => expect(el.querySelectorAll(".react-flow__edge").length).toBe(3));
+    const wrapper = [...el.querySelectorAll(".react-flow__edge")].find((e) => e.getAttribute("data-id")!.startsWith("start:"))!;
+    // On the wide invisible path drawn for clicks (the visible one is a straight line here,
+    // which Playwright will not click: it has no height).
+    wrapper.querySelector(".react-flow__edge-interaction")!.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    await vi.waitFor(() => expect(wrapper.classList.contains("selected")).toBe(true));
+    await userEvent.keyboard("{Backspace}");
+    await vi.waitFor(() => expect(model.sent.find((m) => m.type === "delete")).toBeDefined());
+    const msg = model.sent.find((m) => m.type === "delete");
+    expect(msg.nodes).toEqual([]);
+    expect(msg.edges).toEqual([{ source: "start", target: "ask", source_handle: "source" }]);
+  });
+
   test("Backspace on a selected node sends one delete message", async () => {
     const { el, model } = await mount();
     (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
@@ -180,6 +195,21 @@ describe("editor", () => {
     await vi.waitFor(() => expect(q(el, "cw-node-ask")!.dataset.status).toBe("succeeded"));
     expect(q(el, "cw-error-ask")).toBeNull();
     expect(q(el, "cw-node-ask")!.textContent).toContain("1.50 s");
+  });
+
+  test("a node keeps its status colour when it is selected or its stale badge goes", async () => {
+    const { el, model } = await mount();
+    model.pySet("stale", ["ask"]);
+    model.pySend({ type: "status", patch: { ask: { status: "succeeded", elapsed: 0.25 } } });
+    await vi.waitFor(() => expect(q(el, "cw-stale-ask")).not.toBeNull());
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.classList.contains("cw-status-succeeded")).toBe(true));
+    (el.querySelector('.react-flow__node[data-id="ask"]') as HTMLElement).click();
+    await vi.waitFor(() => expect(q(el, "cw-node-ask")!.classList.contains("cw-selected")).toBe(true));
+    expect(q(el, "cw-node-ask")!.classList.contains("cw-status-succeeded")).toBe(true);
+    model.pySet("stale", []);
+    await vi.waitFor(() => expect(q(el, "cw-stale-ask")).toBeNull());
+    expect(q(el, "cw-node-ask")!.classList.contains("cw-status-succeeded")).toBe(true);
+    expect(q(el, "cw-node-ask")!.dataset.status).toBe("succeeded");
   });
 
   test("a status patch changes only the nodes it names", async () => {
@@ -468,10 +498,26 @@ describe("status store", () => {
     for (let i = 0; i < 60; i++) store.patch({ [`n${i}`]: { status: "succeeded", elapsed: i } });
     expect(store.get("n0")).toBeUndefined(); // nothing before a frame
     await frame();
-    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen.length).toBe(NODES_PER_UPDATE);
     expect(seen[0]).toBe("n0");
     await vi.waitFor(() => expect(seen.length).toBe(60));
     expect(store.get("n59")).toEqual({ status: "succeeded", elapsed: 59 });
+  });
+
+  test("after an update the next one waits for the interval, and takes what came meanwhile", async () => {
+    const store = new StatusStore({}, [], 60_000);
+    const seen: string[] = [];
+    for (const id of ["a", "b", "c"]) store.subscribe(id, () => seen.push(id));
+    store.patch({ a: { status: "running" } });
+    await frame();
+    expect(seen).toEqual(["a"]); // the first change shows at the next frame
+    store.patch({ b: { status: "running" } });
+    store.patch({ c: { status: "running" } });
+    await frame();
+    await frame();
+    expect(seen).toEqual(["a"]); // within the interval: queued
+    store.flush();
+    expect(seen).toEqual(["a", "b", "c"]);
   });
 
   test("a reset drops what is queued and keeps unchanged entries as they are", async () => {
@@ -495,7 +541,7 @@ describe("status store", () => {
     store.patch({ n59: { status: "running" } }); // ...and its first node starts
     expect(store.get("n1")).toEqual(old.n1); // nothing before a frame
     await frame();
-    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen.length).toBe(NODES_PER_UPDATE);
     expect(seen[0]).toBe("n59"); // the run's news first
     expect(store.get("n59")).toEqual({ status: "running" }); // started afresh, not merged
     await vi.waitFor(() => expect(seen.length).toBe(59));
@@ -513,7 +559,7 @@ describe("status store", () => {
     store.patch({ n59: { status: "succeeded" } });
     expect(store.isStale("n1")).toBe(true); // nothing before a frame
     await frame();
-    expect(seen.length).toBe(NODES_PER_FRAME);
+    expect(seen.length).toBe(NODES_PER_UPDATE);
     expect(seen[0]).toBe("n59"); // the run's colours first
     // n1..n59 lose their badge and x gets one; n59's colour changed too.
     await vi.waitFor(() => expect(seen.length).toBe(61));
