@@ -15,6 +15,7 @@ row. A thread that was interrupted is never reused: it ends, and a new one takes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import queue
@@ -69,10 +70,8 @@ class _Worker(threading.Thread):
                 # Idle before the awaiting task learns the outcome, so the call it makes next
                 # finds this thread rather than starting another.
                 _idle_again(self)
-                try:
+                with contextlib.suppress(RuntimeError):  # raised when the loop closed meanwhile
                     job.loop.call_soon_threadsafe(_settle, job.future, *outcome)
-                except RuntimeError:
-                    pass  # the loop closed meanwhile
         except Interrupted:
             return  # an interrupt that landed after its job ended: this thread ends all the same
 

@@ -35,8 +35,7 @@ from .liveness import status_of
 from .retention import Duration, PruneReport, prune
 from .schema import NODE_JSON, OWNER_COLUMNS, RUN_COLUMNS, RUN_JSON, migrate
 from .sink import StoreSink
-from .writer import Writer
-from .writes import WriterConnection
+from .writer import Writer, WriterConnection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,7 +118,7 @@ class RunStore:
 
     # -- writing (on the writer thread) ----------------------------------------------------
 
-    def _connect_writer(self) -> sqlite3.Connection:
+    def _connect_writer(self) -> WriterConnection:
         conn = sqlite3.connect(self.path, isolation_level=None, factory=WriterConnection)
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn

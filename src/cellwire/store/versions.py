@@ -1,10 +1,10 @@
 """Versions: the workflow a run ran, stored once per content hash.
 
 A version is the workflow's native YAML (:func:`cellwire.formats.dump`, which never holds a
-secret's value; compact, since only cellwire reads it back: JSON, YAML's flow style, which is
-written in 3 ms for 200 nodes where block YAML took 20-40 ms at the start of every run) and its
-SHA-256. Every stored run
-records the hash of its version; a resume runs the recorded version, not the current file.
+secret's value) in its compact form, since only cellwire reads it back: JSON, YAML's flow
+style, written in 3 ms for 200 nodes where block YAML took 20-40 ms at the start of every run;
+and its SHA-256. Every stored run records the hash of its version; a resume runs the recorded
+version, not the current file.
 """
 
 from __future__ import annotations

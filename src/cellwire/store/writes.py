@@ -13,6 +13,7 @@ from .codec import BLOB_PREFIX, BlobPacker, from_json, to_json
 from .forms import write_forms
 from .liveness import Owner
 from .schema import NODE_JSON, conversation_of
+from .writer import WriterConnection
 
 # The JSON columns are the last ones of a trace row: a row's parameters are its plain values
 # as they are, then one pack() per JSON column.
@@ -42,31 +43,7 @@ WHERE run_id = ?
 """
 
 
-# -- the writer's connection ---------------------------------------------------------------------
-
-
-class WriterConnection(sqlite3.Connection):
-    """The writer thread's connection, with what it knows of what it wrote, so a write does
-    not ask the database again: the next ``seq`` of each running run's rows in
-    ``node_executions`` and ``checkpoint_writes``, the versions stored, and the runs whose
-    row it wrote (their end need not make it). Every statement is a trip through SQLite and
-    a wait for the GIL on return, which the event loop holds most of the time during a
-    batch; with the multi-row inserts (:func:`insert_rows`) a batch row takes half the
-    statements it did (24 -> 12.3)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: (table, run_id) -> the seq of the run's next row in that table.
-        self.next_seq: dict[tuple[str, str], int] = {}
-        self.versions: set[str] = set()
-        #: Runs whose row in ``runs`` it wrote, until their end.
-        self.started: set[str] = set()
-
-    def forget(self) -> None:
-        """Drop what it knows (after a rollback, the database no longer holds it)."""
-        self.next_seq.clear()
-        self.versions.clear()
-        self.started.clear()
+# -- what the writer's connection knows -------------------------------------------------------
 
 
 def _first_seq(conn: sqlite3.Connection, table: str, run_id: str, count: int) -> int:

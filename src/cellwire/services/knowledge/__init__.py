@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .filters import Condition, Conditions
     from .service import Knowledge, KnowledgeBaseNotFound, dify_result
 
+#: The file that makes a folder a knowledge base (its id, name, embedding model and chunk rule).
+META = "kb.json"
+
 _WHERE = {
     "base": ("AddReport", "Hit", "KnowledgeBase", "hits_as_json", "run_sync"),
     "chunking": ("Chunk", "ChunkRule", "Segmentation", "chunk_text", "clean"),

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 if TYPE_CHECKING:
     import numpy as np  # loaded where a vector is made: not at import
 
+from . import META
 from .chunking import ChunkRule, chunk_text
 from .embeddings import Embedder, embedder_for
 from .extract import extract_text, mime_type_of
 from .filters import Conditions, allowed
 from .fusion import RRF_K, keyword_scores, rrf, weighted
 from .rerank import Reranker, rerank_hits
-from .service import META
 from .sideindex import COLUMNS as _COLUMNS
 from .sideindex import SideIndex
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from cellwire.store.home import home, private_dir
 
+from . import META
+
 if TYPE_CHECKING:
     from .base import Hit, KnowledgeBase, Mode
     from .chunking import ChunkRule
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
 
 # Every run gets a Knowledge service; the bases' modules (LanceDB's, NumPy, the extractors)
 # load when a base is opened, not with the service (about 25 ms of imports a run spared).
-#: The file that makes a folder a knowledge base (``base.META``).
-META = "kb.json"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
