@@ -28,13 +28,13 @@ import base64
 import json
 import re
 import ssl
+import struct
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import numpy as np
 import orjson
 
 from .base import (
@@ -357,7 +357,12 @@ class OpenAIProvider(HTTPProvider):
                 raise ProviderError(f"{self.server} sent an embedding that is neither a list "
                                     f"nor base64: {exc}", provider=self.name,
                                     model=model) from None
-            return np.frombuffer(raw, dtype="<f4").astype(float).tolist()
+            if len(raw) % 4:
+                raise ProviderError(f"{self.server} sent a base64 embedding of {len(raw)} "
+                                    "bytes, not whole 32-bit floats", provider=self.name,
+                                    model=model)
+            # struct, not numpy: a run that never embeds should not pay numpy's import.
+            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
         if isinstance(value, list) and value and isinstance(value[0], list):
             value = value[0]  # llama.cpp may nest one vector per input token group
         if isinstance(value, list):
