@@ -131,7 +131,7 @@ def _dependencies(compiled: CompiledWorkflow, node_id: str,
     workflow = compiled.workflow
     nodes = compiled.nodes
     ancestors = _ancestors(compiled, node_id)
-    for selector in node_reads(compiled, node_id):
+    for selector in compiled.reads(node_id):
         head = selector[0]
         # A child reads its container's item and index: the container's own inputs reach
         # the child through the container, which depends on its children.
@@ -155,7 +155,7 @@ def _own(compiled: CompiledWorkflow, node_id: str, model: str | None) -> str:
     node = compiled.nodes[node_id]
     node_type = compiled.types[node_id]
     config = compiled.configs.get(node_id, node.config)
-    reads = node_reads(compiled, node_id)
+    reads = compiled.reads(node_id)
     workflow = compiled.workflow
     env = {v.name: v for v in workflow.environment}
     conversation = {v.name: v for v in workflow.conversation_variables}

@@ -211,6 +211,11 @@ def compile_workflow(workflow: Workflow) -> CompiledWorkflow:
     registered node types stay as they were: batch runs and the editor's re-runs skip the
     validation, which costs far more than the snapshot that checks for changes.
     """
+    # A node type's module loads on its first lookup and registers it, which is a new
+    # generation: look the types up first, so that the key names the registry this
+    # compilation sees (else a process's first compilation is never reused).
+    for name in {node.type for node in workflow.nodes.values()}:
+        registry.find(name)
     try:
         key = (registry.generation, pickle.dumps(_state(workflow), pickle.HIGHEST_PROTOCOL))
     except Exception:  # noqa: BLE001 - a config holds something pickle cannot take
