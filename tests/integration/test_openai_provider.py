@@ -4,6 +4,7 @@ llm_server.py) behaving like OpenAI, Ollama, vLLM, llama.cpp and LM Studio, with
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
 from pathlib import Path
 
@@ -237,6 +238,13 @@ async def test_embeddings_float_and_base64_in_input_order():
             assert await p.embed("text-embed", texts, encoding_format="base64") == expected
             formats = [r.body["encoding_format"] for r in server.requests]
             assert formats == ["float", "base64"]
+
+
+def test_a_base64_embedding_that_is_not_whole_floats_is_the_providers_error():
+    p = OpenAIProvider("openai", base_url="http://127.0.0.1:9/v1", api_key="test")
+    assert p._vector(base64.b64encode(b"\0\0\x80?").decode(), "text-embed") == [1.0]
+    with pytest.raises(ProviderError, match="6 bytes, not whole 32-bit floats"):
+        p._vector(base64.b64encode(b"\0" * 6).decode(), "text-embed")
 
 
 async def test_model_listing():

@@ -72,6 +72,20 @@ def test_a_run_without_http_tools_or_knowledge_loads_none_of_them(tmp_path: Path
     assert '"greeting": "Hello, Ada!"' in loaded
 
 
+def test_an_llm_node_and_the_openai_provider_load_no_numpy():
+    """numpy decoded base64 embeddings only, yet the provider imported it for every run with
+    an OpenAI-compatible model: about 60 ms of each such ``cellwire run``."""
+    loaded = run_fresh("""
+        import sys
+        from cellwire.model import registry
+        from cellwire.services.llm.openai import OpenAIProvider
+        registry.get("llm")
+        OpenAIProvider("openai", base_url="http://127.0.0.1:9/v1", api_key="test")
+        print(sorted(m for m in sys.modules if m.startswith("numpy")))
+    """)
+    assert loaded == "[]"
+
+
 def test_a_lookup_imports_only_that_types_module():
     loaded = run_fresh("""
         import sys
