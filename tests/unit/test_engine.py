@@ -522,3 +522,51 @@ async def test_concurrency_slots_hand_over_and_survive_cancelled_waiters():
     assert slots.free == 0
     slots.release()
     assert slots.free == 1 and not slots.waiters
+
+
+_turns: list[int] = []
+_begun: list[str] = []
+
+
+@node_type("t-first-step")
+async def _first_step(ctx):
+    """Notes that it began; the first one asks the event loop to note how many had begun by
+    its next turn (a connection opened in a first step is usable from then on)."""
+    if not _begun:
+        asyncio.get_running_loop().call_soon(lambda: _turns.append(len(_begun)))
+    _begun.append(ctx.node.id)
+    await asyncio.sleep(0.001)
+    return {}
+
+
+async def test_a_wide_fan_out_starts_in_batches_so_the_first_nodes_io_goes_out_early():
+    """200 ready nodes do not all take their first step before the loop's next turn: before,
+    an llm node's request could only leave once the last of 200 had opened its connection.
+    All of them still run, in their order, and at once (200 in flight)."""
+    wf = cellwire.Workflow("wide")
+    wf.add_node("root", "t-value")
+    ids = [f"n{i:03d}" for i in range(200)]
+    for node_id in ids:
+        wf.add_node(node_id, "t-first-step", after="root")
+    wf.add_node("join", "t-value", after=ids)
+    _turns.clear()
+    _begun.clear()
+    result = await wf.arun(store=False)
+    assert result.status == RunStatus.SUCCEEDED
+    assert _begun == ids
+    assert _turns and _turns[0] < 50, _turns
+
+
+async def test_nodes_waiting_to_start_do_not_start_after_the_run_failed():
+    wf = cellwire.Workflow("wide-fail")
+    wf.add_node("root", "t-value")
+    wf.add_node("boom", "t-boom", after="root")
+    for i in range(200):
+        wf.add_node(f"n{i:03d}", "t-first-step", after="root")
+    _turns.clear()
+    _begun.clear()
+    result = await wf.arun(store=False)
+    assert result.status == RunStatus.FAILED
+    await asyncio.sleep(0.01)  # a batch still queued would start on these turns
+    started = {e.node_id for e in result.events if isinstance(e, NodeStarted)}
+    assert len(_begun) < 200 and started >= set(_begun)

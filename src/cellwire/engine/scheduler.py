@@ -5,12 +5,21 @@ those leaving through the handle it chose) and skips the rest. A node runs once 
 incoming edges are decided and at least one was taken; a node whose incoming edges are all
 skipped is skipped, and so are its outgoing edges. Everything ready runs at once, bounded by
 the run's concurrency limit (:class:`Slots`).
+
+"At once" starts a wide fan-out in batches, one per turn of the event loop, each about
+:data:`SLICE` of work: a node's first step runs until it waits (an llm node: until its request
+is on its way), and if two hundred first steps ran in one turn, no request could leave before
+the last node had opened its connection, since a new connection is usable only a turn later.
+Batches let the first requests go out while the later nodes start; nodes that finish in their
+first step (templates, code) make the next batch grow, so they start in a few turns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +30,11 @@ from .state import NodeStatus
 
 if TYPE_CHECKING:
     from .executor import Execution
+
+#: How many ready nodes start at once before the event loop gets a turn.
+FIRST_BATCH = 4
+#: The work a batch of starts aims at; the next batch grows or shrinks to fit it.
+SLICE = 0.001
 
 
 @dataclass(slots=True)
@@ -46,7 +60,7 @@ class GraphRun:
     """
 
     __slots__ = ("active", "done", "execution", "frame", "plan", "restored", "taken", "tasks",
-                 "unknown")
+                 "unknown", "waiting")
 
     def __init__(self, execution: Execution, plan: GraphPlan, frame: Frame,
                  taken: dict[str, int] | None = None,
@@ -62,24 +76,56 @@ class GraphRun:
         self.tasks: set[asyncio.Task[None]] = set()
         self.active = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Ready nodes not started yet (see the module: wide fan-outs start in batches).
+        self.waiting: deque[str] = deque()
 
     async def run(self) -> None:
         for node_id in self.plan.unreachable:
             skip(self.execution, node_id, self.frame)
             self._decide(node_id, None)
-        for node_id in self.plan.roots:
-            self._spawn(node_id)
+        self._spawn(self.plan.roots)
         try:
             await self.done
         finally:
+            self.active -= len(self.waiting)
+            self.waiting.clear()
             pending = [t for t in self.tasks if not t.done()]
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    def _spawn(self, node_id: str) -> None:
-        self.active += 1
+    def _spawn(self, node_ids: Sequence[str]) -> None:
+        """Start a task for each of ``node_ids``: the first :data:`FIRST_BATCH` now, the rest
+        in batches on the following turns of the event loop (after those already waiting)."""
+        if not node_ids:
+            return
+        self.active += len(node_ids)
+        waiting = self.waiting
+        if waiting:
+            waiting.extend(node_ids)
+            return
+        for node_id in node_ids[:FIRST_BATCH]:
+            self._start(node_id)
+        if len(node_ids) > FIRST_BATCH:
+            waiting.extend(node_ids[FIRST_BATCH:])
+            asyncio.get_running_loop().call_soon(self._next_batch, FIRST_BATCH,
+                                                 time.perf_counter())
+
+    def _next_batch(self, size: int, since: float) -> None:
+        waiting = self.waiting
+        if not waiting or self.done.done():
+            return
+        now = time.perf_counter()
+        # ``since`` was the last batch: the turn in between ran its first steps.
+        took = now - since
+        size = max(FIRST_BATCH, min(8 * size, int(size * SLICE / took) if took > 0 else 8 * size))
+        for _ in range(min(size, len(waiting))):
+            self._start(waiting.popleft())
+        if waiting:
+            asyncio.get_running_loop().call_soon(self._next_batch, size, now)
+
+    def _start(self, node_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._chain(node_id))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -105,8 +151,7 @@ class GraphRun:
                         if committed is not None:
                             await committed
                 node_id = ready[0] if ready else None
-                for other in ready[1:]:
-                    self._spawn(other)
+                self._spawn(ready[1:])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the graph's awaiter
