@@ -81,6 +81,42 @@ def test_wf_run_blocks_on_the_default_runner_and_registers_the_run():
     assert wf.run(name="Ada", store=None).stored is None
 
 
+def test_the_background_loop_is_uvloops_and_times_nodes_to_the_microsecond():
+    """uvloop's own clock counts whole milliseconds, once a turn: a run on it times its
+    nodes by the system's monotonic clock instead."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (Windows)")
+    assert isinstance(runner_module.background.loop, uvloop.Loop)
+    wf = cellwire.Workflow("timed")
+    wf.add_node("start", "start")
+    wf.add_node("nap", "code", after="start",
+                code="import time\ndef main():\n    time.sleep(0.0013)\n    return {'x': 1}")
+    wf.add_node("end", "end", after="nap",
+                outputs=[{"variable": "x", "value_selector": ["nap", "x"]}])
+    elapsed = wf.run(store=False).trace.set_index("node_id")["elapsed_ms"]
+    assert 1.3 <= elapsed["nap"] < 1000
+    # On whole milliseconds every figure would be within float error of an integer.
+    assert any(abs(ms - round(ms)) > 1e-3 for ms in elapsed), elapsed.tolist()
+
+
+@pytest.mark.parametrize(("choice", "kind"), [("asyncio", "asyncio"), ("uvloop", "uvloop"),
+                                              ("", "uvloop")])
+def test_cellwire_event_loop_chooses_the_background_loop(monkeypatch, choice, kind):
+    if kind == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not installed (Windows)")
+    monkeypatch.setenv(runner_module.EVENT_LOOP_ENV, choice)
+    loop = runner_module.new_event_loop()
+    try:
+        assert type(loop).__module__.split(".")[0] == kind
+    finally:
+        loop.close()
+
+
+def test_an_unknown_event_loop_is_refused_with_the_choices(monkeypatch):
+    monkeypatch.setenv(runner_module.EVENT_LOOP_ENV, "trio")
+    with pytest.raises(ValueError, match="CELLWIRE_EVENT_LOOP='trio': use 'uvloop' or 'asyncio'"):
+        runner_module.new_event_loop()
+
+
 def test_the_runners_own_store_applies_when_a_call_names_none(tmp_path):
     wf = cellwire.Workflow("hello")
     wf.add_node("start", "start")
