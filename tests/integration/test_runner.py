@@ -34,6 +34,17 @@ def chat_workflow() -> cellwire.Workflow:
     return wf
 
 
+def napping(name: str, seconds: float) -> cellwire.Workflow:
+    """start -> a code node that sleeps ``seconds`` -> end."""
+    wf = cellwire.Workflow(name)
+    wf.add_node("start", "start")
+    wf.add_node("nap", "code", after="start",
+                code=f"import time\ndef main():\n    time.sleep({seconds})\n    return {{'x': 1}}")
+    wf.add_node("end", "end", after="nap",
+                outputs=[{"variable": "x", "value_selector": ["nap", "x"]}])
+    return wf
+
+
 def test_blocking_runs_share_one_loop_and_reuse_the_connection(monkeypatch):
     with llm_server("openai", keepalive=True) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
@@ -50,12 +61,7 @@ def test_blocking_runs_share_one_loop_and_reuse_the_connection(monkeypatch):
 
 def test_a_run_started_in_the_background_is_stopped_by_id_from_another_thread(tmp_path):
     store = open_store(tmp_path / "runs.db")
-    wf = cellwire.Workflow("sleepy")
-    wf.add_node("start", "start")
-    wf.add_node("nap", "code", after="start",
-                code="import time\ndef main():\n    time.sleep(5)\n    return {'x': 1}")
-    wf.add_node("end", "end", after="nap",
-                outputs=[{"variable": "x", "value_selector": ["nap", "x"]}])
+    wf = napping("sleepy", 5)
     runner = Runner(store=store)
     handle = runner.submit(wf)
     assert runner.get(handle.run_id) is handle and not handle.done
@@ -86,12 +92,7 @@ def test_the_background_loop_is_uvloops_and_times_nodes_to_the_microsecond():
     nodes by the system's monotonic clock instead."""
     uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (Windows)")
     assert isinstance(runner_module.background.loop, uvloop.Loop)
-    wf = cellwire.Workflow("timed")
-    wf.add_node("start", "start")
-    wf.add_node("nap", "code", after="start",
-                code="import time\ndef main():\n    time.sleep(0.0013)\n    return {'x': 1}")
-    wf.add_node("end", "end", after="nap",
-                outputs=[{"variable": "x", "value_selector": ["nap", "x"]}])
+    wf = napping("timed", 0.0013)
     elapsed = wf.run(store=False).trace.set_index("node_id")["elapsed_ms"]
     assert 1.3 <= elapsed["nap"] < 1000
     # On whole milliseconds every figure would be within float error of an integer.
