@@ -102,7 +102,9 @@ def run_command(file: Path, pairs: Sequence[str], inputs_json: str | None, query
         fail([f"error: {exc}"])
     declared = ", ".join(v.name for v in workflow.environment) or "none"
     unknown = set(unknown_grants(workflow, secrets))
-    for name in (unknown - tool_secrets()) if unknown else ():
+    if unknown:  # tool_secrets() loads the tool service: only asked when it can matter
+        unknown -= tool_secrets()
+    for name in unknown:
         fail([(f"{file}: --secret {name}: the workflow declares no environment variable "
                 f"{name!r}; declared: {declared} (and no tool of --tools reads it)")])
     inputs = parse_inputs(workflow, pairs, inputs_json)

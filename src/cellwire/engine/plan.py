@@ -211,11 +211,6 @@ def compile_workflow(workflow: Workflow) -> CompiledWorkflow:
     registered node types stay as they were: batch runs and the editor's re-runs skip the
     validation, which costs far more than the snapshot that checks for changes.
     """
-    # A node type's module loads on its first lookup and registers it, which is a new
-    # generation: look the types up first, so that the key names the registry this
-    # compilation sees (else a process's first compilation is never reused).
-    for name in {node.type for node in workflow.nodes.values()}:
-        registry.find(name)
     try:
         key = (registry.generation, pickle.dumps(_state(workflow), pickle.HIGHEST_PROTOCOL))
     except Exception:  # noqa: BLE001 - a config holds something pickle cannot take
@@ -225,6 +220,10 @@ def compile_workflow(workflow: Workflow) -> CompiledWorkflow:
     if entry is not None and entry[0]() is workflow and entry[1] == key:
         return entry[2]
     compiled = CompiledWorkflow(workflow)
+    # Compiling looks the node types up, and a type's module loads and registers it on its
+    # first lookup (a new generation): the compilation is of the registry as it is now, so
+    # it is kept under that generation (else a process's first compilation is never reused).
+    key = (registry.generation, key[1])
 
     def forget(ref: weakref.ref[Workflow], cache: dict[int, Any] = _compiled) -> None:
         # ``cache`` bound now: at interpreter exit the module's globals may be gone already.

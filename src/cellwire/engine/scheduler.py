@@ -119,7 +119,8 @@ class GraphRun:
         now = time.perf_counter()
         # ``since`` was the last batch: the turn in between ran its first steps.
         took = now - since
-        size = max(FIRST_BATCH, min(8 * size, int(size * SLICE / took) if took > 0 else 8 * size))
+        fits = int(size * SLICE / took) if took > 0 else 8 * size
+        size = max(FIRST_BATCH, min(8 * size, fits))
         for _ in range(min(size, len(waiting))):
             self._start(waiting.popleft())
         if waiting:
