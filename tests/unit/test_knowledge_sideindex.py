@@ -1,10 +1,11 @@
 """The in-process search indexes kept beside a knowledge base's LanceDB chunks table: they
 answer as LanceDB does, follow every write, are rebuilt when they do not match the table, and
-the vector search by signs finds the nearest vectors with their exact cosines."""
+the quantized vector search finds the nearest vectors with their exact cosines."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from cellwire.services.knowledge import Knowledge
 from cellwire.services.knowledge.base import KnowledgeBase
 from cellwire.services.knowledge.textindex import TextIndex
-from cellwire.services.knowledge.vectorindex import VectorIndex, candidates
+from cellwire.services.knowledge.vectorindex import QUANTIZE_FROM, VectorIndex, candidates
 
 TEXTS = {
     "volcano": "Molten lava and ash pour from the volcano.\n\nThe crater glows at night.",
@@ -124,7 +125,7 @@ def test_text_index_deletes_documents_and_scores_by_bm25(tmp_path: Path):
 def test_vector_index_finds_the_nearest_with_exact_cosines(tmp_path: Path):
     rng = np.random.default_rng(3)
     size, dims = 9_000, 128
-    assert candidates(10, size) < size  # searched by signs, not exhaustively
+    assert candidates(10, size) < size  # searched by codes, not exhaustively
     vectors = rng.standard_normal((size, dims)).astype(np.float32)
     keys = np.arange(100, 100 + size, dtype=np.uint64)
     index = VectorIndex(tmp_path / "vectors", dims)
@@ -140,12 +141,60 @@ def test_vector_index_finds_the_nearest_with_exact_cosines(tmp_path: Path):
         cosines = unit[(found - 100).astype(np.int64)] @ query
         assert 1.0 - distances == pytest.approx(cosines, abs=1e-5)
         assert list(distances) == sorted(distances)
-    # Unclustered Gaussian vectors are the hardest case for the signs (recall about 0.9
-    # here); benchmarks/knowledge.py measures the recall on its corpus.
+    # Unclustered Gaussian vectors are the hardest case for the codes; benchmarks/knowledge.py
+    # measures the recall on its corpus.
     assert np.mean(recall) >= 0.8
+    assert (tmp_path / "vectors" / "codes.faiss").exists()
     # Dropped keys are gone, also after reopening from the folder.
     index.update(keys[:4500], np.empty(0, dtype=np.uint64), np.empty((0, dims), np.float32))
     reopened = VectorIndex(tmp_path / "vectors", dims)
     assert len(reopened) == 4500
     found, _ = reopened.search(unit[0], 5)
     assert not set(found.tolist()) & set(keys[:4500].tolist())
+
+
+def test_small_vector_indexes_are_searched_exactly(tmp_path: Path):
+    rng = np.random.default_rng(5)
+    size, dims = QUANTIZE_FROM - 1, 20  # 20 dimensions: not a whole number of codes
+    vectors = rng.standard_normal((size, dims)).astype(np.float32)
+    keys = np.arange(size, dtype=np.uint64)
+    index = VectorIndex(tmp_path / "vectors", dims)
+    index.update(np.empty(0, dtype=np.uint64), keys, vectors)
+    assert candidates(10, size) == size
+    assert not (tmp_path / "vectors" / "codes.faiss").exists()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for row in rng.integers(size, size=10):
+        found, _ = index.search(vectors[row], 10)
+        assert found.tolist() == np.argsort(-(unit @ unit[row]), kind="stable")[:10].tolist()
+
+
+def test_vector_codes_follow_the_writes(tmp_path: Path):
+    rng = np.random.default_rng(9)
+    dims = 20
+    folder = tmp_path / "vectors"
+
+    def add(index: VectorIndex, start: int, count: int) -> np.ndarray:
+        vectors = rng.standard_normal((count, dims)).astype(np.float32)
+        index.update(np.empty(0, dtype=np.uint64),
+                     np.arange(start, start + count, dtype=np.uint64), vectors)
+        return vectors
+
+    def trained_on() -> int:
+        return int(json.loads((folder / "codes.json").read_text())["trained_on"])
+
+    index = VectorIndex(folder, dims)
+    add(index, 0, QUANTIZE_FROM)  # quantized from here on: the codes are trained
+    assert trained_on() == QUANTIZE_FROM
+    first = add(index, QUANTIZE_FROM, 10)  # a small write re-encodes with the same codes
+    assert trained_on() == QUANTIZE_FROM
+    index = VectorIndex(folder, dims)  # reopened: codes and vectors match
+    found, distances = index.search(first[0], 1)
+    assert found.tolist() == [QUANTIZE_FROM] and distances[0] == pytest.approx(0, abs=1e-5)
+    add(index, 2 * QUANTIZE_FROM, QUANTIZE_FROM)  # doubled: trained again
+    assert trained_on() == 2 * QUANTIZE_FROM + 10
+    dropped = np.concatenate([np.arange(100), np.arange(2 * QUANTIZE_FROM, 3 * QUANTIZE_FROM)])
+    index.update(dropped.astype(np.uint64), np.empty(0, dtype=np.uint64),
+                 np.empty((0, dims), np.float32))  # back under the threshold: exact again
+    assert not (folder / "codes.faiss").exists()
+    found, _ = VectorIndex(folder, dims).search(first[0], 1)
+    assert found.tolist() == [QUANTIZE_FROM]

@@ -1,49 +1,75 @@
-"""Nearest chunks by cosine in process: one bit per dimension to find candidates, the full
+"""Nearest chunks by cosine in process: product-quantized codes to find candidates, the full
 vectors to rank them.
 
 The chunks' vectors are kept, normalised, in ``vectors.npy`` (single precision, memory-mapped)
-beside their keys in ``keys.npy``; in memory each vector is also reduced to the signs of its
-components, 48 bytes for 384 dimensions. A search compares the query's signs with every
-chunk's (the Hamming distance, which grows with the angle between them: 32 times less to read
-than the vectors), keeps the :func:`candidates` closest, and ranks those by their exact cosine.
-Bases of up to four times that many chunks are searched exactly.
+beside their keys in ``keys.npy``. A base of :data:`QUANTIZE_FROM` chunks or more also has
+``codes.faiss``: faiss's product quantizer with SIMD "fast scan" (``IndexPQFastScan``), which
+keeps each vector as one 4-bit code per 4 dimensions (48 bytes for 384) and compares a query
+with every code through small lookup tables. A search takes the :func:`candidates` best codes
+and ranks them by their exact cosine, so the scores are exact; a smaller base is ranked
+exactly whole.
 
-Why not a graph (HNSW): on ``benchmarks/knowledge.py``'s corpus a USearch HNSW graph (16-32
-neighbours, beams of 64-256) found only 0.67-0.81 of the ten nearest chunks at 30,000 chunks,
-where the signs with 1,000 candidates ranked exactly find 0.97-0.98 of them (see
+The quantizer is trained on a sample of the vectors when the base first reaches
+:data:`QUANTIZE_FROM` chunks, and again each time it has doubled since (``codes.json`` says at
+what size); in between, writes re-encode the vectors with the quantizer they have.
+
+Why not a graph (HNSW) or inverted lists (IVF): on ``benchmarks/knowledge.py``'s corpus a
+USearch HNSW graph found only 0.67-0.81 of the ten nearest chunks at 30,000 chunks, and IVF
+partitions 0.66-0.84; scanning every code keeps the recall of a flat search (see
 docs/knowledge.md, "Measured").
 """
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
 
+#: Bases with fewer chunks are ranked exactly whole (a product over 4,096 x 384 floats costs
+#: about what a quantized search does).
+QUANTIZE_FROM = 4_096
 #: Candidates ranked exactly, at the least.
-MIN_CANDIDATES = 1_000
+MIN_CANDIDATES = 200
+#: Vectors the quantizer learns from, at most.
+TRAINING_SAMPLE = 20_000
+#: Dimensions per 4-bit code.
+DIMS_PER_CODE = 4
+
+# faiss's own threads (OpenMP) gain under 10% on one query (measured at 100,000 chunks), and
+# would spin on the cores that the event loop and the store's writer need.
+_threads_set = threading.Lock()
+_threads_done = False
 
 
 def candidates(limit: int, size: int) -> int:
-    """How many chunks of ``size`` are ranked by their exact cosine for a search of
-    ``limit``: all of them up to four times :data:`MIN_CANDIDATES`, else
-    ``max(MIN_CANDIDATES, 50 * limit, size // 100)``."""
-    wanted = max(MIN_CANDIDATES, 50 * limit, size // 100)
-    return size if size <= 4 * wanted else wanted
+    """How many of ``size`` chunks a search of ``limit`` ranks by exact cosine: all of them
+    under :data:`QUANTIZE_FROM`, else ``max(MIN_CANDIDATES, 16 * limit)``."""
+    return size if size < QUANTIZE_FROM else min(size, max(MIN_CANDIDATES, 16 * limit))
 
 
-def _signs(vectors: np.ndarray) -> np.ndarray:
-    """Each vector's signs as 64-bit words, word-major ((words, n)): a word of all the
-    vectors is contiguous, so a search runs over whole columns."""
+def _faiss() -> Any:
+    global _threads_done
+    import faiss
+
+    with _threads_set:
+        if not _threads_done:
+            faiss.omp_set_num_threads(1)
+            _threads_done = True
+    return faiss
+
+
+def _padded(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` with zero columns added up to a multiple of 8 dimensions (an even number
+    of codes, as fast scan needs); inner products are unchanged."""
     import numpy as np
 
-    packed = np.packbits(vectors > 0, axis=1)
-    pad = (-packed.shape[1]) % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
-    return np.ascontiguousarray(packed.view(np.uint64).T)
+    pad = (-vectors.shape[1]) % (2 * DIMS_PER_CODE)
+    matrix = np.pad(vectors, ((0, 0), (0, pad))) if pad else vectors
+    return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
 class VectorIndex:
@@ -56,13 +82,22 @@ class VectorIndex:
         self.dims = dims
         self._keys = np.empty(0, dtype=np.uint64)
         self._vectors = np.empty((0, dims), dtype=np.float32)
+        self._codes: Any = None
+        self._trained_on = 0
         if (path / "keys.npy").exists():
             self._keys = np.load(path / "keys.npy")
-            self._vectors = np.load(path / "vectors.npy", mmap_mode="r")
+            # A plain view of the map: indexing a memmap object costs more than the read.
+            self._vectors = np.asarray(np.load(path / "vectors.npy", mmap_mode="r"))
             if self._vectors.shape != (len(self._keys), dims):
                 raise ValueError(f"{path}: vectors of shape {self._vectors.shape}, not "
                                  f"({len(self._keys)}, {dims})")
-        self._signs = _signs(np.asarray(self._vectors))
+            if (path / "codes.faiss").exists():
+                self._codes = _faiss().read_index(str(path / "codes.faiss"))
+                self._trained_on = int(json.loads((path / "codes.json").read_text())
+                                       ["trained_on"])
+                if self._codes.ntotal != len(self._keys):
+                    raise ValueError(f"{path}: {self._codes.ntotal} codes for "
+                                     f"{len(self._keys)} vectors")
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -76,16 +111,53 @@ class VectorIndex:
         fresh = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dims)
         fresh = fresh / np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
         all_keys = np.concatenate([self._keys[keep], np.asarray(keys, dtype=np.uint64)])
-        all_vectors = np.concatenate([np.asarray(self._vectors)[keep], fresh])
+        all_vectors = np.concatenate([self._vectors[keep], fresh])
         self.path.mkdir(parents=True, exist_ok=True)
+        codes = self._encode(all_vectors)
         for name, array in (("vectors.npy", all_vectors), ("keys.npy", all_keys)):
             tmp = self.path / f"{name}.tmp"
             with tmp.open("wb") as out:
                 np.save(out, array)
             tmp.replace(self.path / name)
+        if codes is None:
+            (self.path / "codes.faiss").unlink(missing_ok=True)
+        else:
+            faiss = _faiss()
+            faiss.write_index(codes, str(self.path / "codes.faiss.tmp"))
+            (self.path / "codes.json.tmp").write_text(json.dumps({"trained_on":
+                                                                  self._trained_on}))
+            (self.path / "codes.faiss.tmp").replace(self.path / "codes.faiss")
+            (self.path / "codes.json.tmp").replace(self.path / "codes.json")
         self._keys = all_keys
-        self._vectors = np.load(self.path / "vectors.npy", mmap_mode="r")
-        self._signs = _signs(all_vectors)
+        self._vectors = np.asarray(np.load(self.path / "vectors.npy", mmap_mode="r"))
+        self._codes = codes
+
+    def _encode(self, vectors: np.ndarray) -> Any:
+        """The codes of ``vectors``: None under :data:`QUANTIZE_FROM`; else with the
+        quantizer there is, trained anew when there is none or the base has doubled."""
+        import numpy as np
+
+        size = len(vectors)
+        if size < QUANTIZE_FROM:
+            self._trained_on = 0
+            return None
+        faiss = _faiss()
+        matrix = _padded(vectors)
+        codes = self._codes
+        if codes is None or size >= 2 * self._trained_on:
+            width = matrix.shape[1]
+            codes = faiss.IndexPQFastScan(width, width // DIMS_PER_CODE, 4,
+                                          faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)  # the same vectors make the same codes
+            sample = matrix if size <= TRAINING_SAMPLE else \
+                matrix[np.sort(rng.choice(size, TRAINING_SAMPLE, replace=False))]
+            codes.train(sample)
+            self._trained_on = size
+        else:
+            codes = faiss.clone_index(codes)
+            codes.reset()
+        codes.add(matrix)
+        return codes
 
     def search(self, vector: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """The keys of the ``limit`` nearest vectors and their cosine distances, nearest
@@ -98,28 +170,15 @@ class VectorIndex:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
         count = candidates(limit, size)
-        if count >= size:
+        if self._codes is None or count >= size:
             rows = np.arange(size)
+            scores = self._vectors @ query
         else:
-            rows = self._nearest_signs(query, count)
-        scores = np.asarray(self._vectors[rows] @ query, dtype=np.float32)
+            _, found = self._codes.search(_padded(query[None, :]), count)
+            rows = found[0][found[0] >= 0]
+            scores = self._vectors[rows] @ query
         limit = min(limit, len(rows))
         best = np.argpartition(-scores, limit - 1)[:limit] if limit < len(rows) \
             else np.arange(len(rows))
         best = best[np.argsort(-scores[best], kind="stable")]
         return self._keys[rows[best]], 1.0 - scores[best]
-
-    def _nearest_signs(self, query: np.ndarray, count: int) -> np.ndarray:
-        """The rows of the ``count`` vectors whose signs differ least from the query's
-        (of those tied at the cut, the first), in order."""
-        import numpy as np
-
-        words = _signs(query[None, :])[:, 0]
-        distance = np.bitwise_count(self._signs[0] ^ words[0]).astype(np.uint16)
-        for row, word in zip(self._signs[1:], words[1:], strict=True):
-            distance += np.bitwise_count(row ^ word)
-        counts = np.cumsum(np.bincount(distance, minlength=self.dims + 1))
-        cut = int(np.searchsorted(counts, count))  # the distance at which count is reached
-        below = np.flatnonzero(distance < cut)
-        at = np.flatnonzero(distance == cut)[:count - len(below)]
-        return np.sort(np.concatenate([below, at]))
