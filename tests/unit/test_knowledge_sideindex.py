@@ -171,7 +171,7 @@ def test_small_vector_indexes_are_searched_exactly(tmp_path: Path):
 def test_vector_codes_follow_the_writes(tmp_path: Path):
     rng = np.random.default_rng(9)
     dims = 20
-    folder = tmp_path / "vectors"
+    folder = tmp_path / "vecteurs, été"  # the files are read and written through Python
 
     def add(index: VectorIndex, start: int, count: int) -> np.ndarray:
         vectors = rng.standard_normal((count, dims)).astype(np.float32)

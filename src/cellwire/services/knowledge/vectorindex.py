@@ -92,7 +92,9 @@ class VectorIndex:
                 raise ValueError(f"{path}: vectors of shape {self._vectors.shape}, not "
                                  f"({len(self._keys)}, {dims})")
             if (path / "codes.faiss").exists():
-                self._codes = _faiss().read_index(str(path / "codes.faiss"))
+                # Through Python's file, not faiss's fopen: any path the folder may have.
+                self._codes = _faiss().deserialize_index(
+                    np.fromfile(path / "codes.faiss", dtype=np.uint8))
                 self._trained_on = int(json.loads((path / "codes.json").read_text())
                                        ["trained_on"])
                 if self._codes.ntotal != len(self._keys):
@@ -122,8 +124,7 @@ class VectorIndex:
         if codes is None:
             (self.path / "codes.faiss").unlink(missing_ok=True)
         else:
-            faiss = _faiss()
-            faiss.write_index(codes, str(self.path / "codes.faiss.tmp"))
+            _faiss().serialize_index(codes).tofile(self.path / "codes.faiss.tmp")
             (self.path / "codes.json.tmp").write_text(json.dumps({"trained_on":
                                                                   self._trained_on}))
             (self.path / "codes.faiss.tmp").replace(self.path / "codes.faiss")
