@@ -21,8 +21,8 @@ docs/knowledge.md, "Measured").
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +39,6 @@ TRAINING_SAMPLE = 20_000
 #: Dimensions per 4-bit code.
 DIMS_PER_CODE = 4
 
-# faiss's own threads (OpenMP) gain under 10% on one query (measured at 100,000 chunks), and
-# would spin on the cores that the event loop and the store's writer need.
-_threads_set = threading.Lock()
-_threads_done = False
-
 
 def candidates(limit: int, size: int) -> int:
     """How many of ``size`` chunks a search of ``limit`` ranks by exact cosine: all of them
@@ -51,14 +46,14 @@ def candidates(limit: int, size: int) -> int:
     return size if size < QUANTIZE_FROM else min(size, max(MIN_CANDIDATES, 16 * limit))
 
 
+@functools.cache
 def _faiss() -> Any:
-    global _threads_done
     import faiss
 
-    with _threads_set:
-        if not _threads_done:
-            faiss.omp_set_num_threads(1)
-            _threads_done = True
+    # faiss's own threads (OpenMP; a setting of the whole process) gain under 10% on one
+    # query at 100,000 chunks, and would spin on the cores the event loop and the store's
+    # writer need.
+    faiss.omp_set_num_threads(1)
     return faiss
 
 
