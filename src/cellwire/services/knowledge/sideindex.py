@@ -75,13 +75,12 @@ class _Rows:
         if len(self.rows) != self.size:
             raise ValueError("two chunk ids share a key")
 
-    def get(self, keys: Sequence[int] | np.ndarray) -> list[dict[str, Any] | None]:
+    def get(self, keys: Sequence[int]) -> list[dict[str, Any] | None]:
         """The row of each key, None for a key that is not in the table."""
         found = self.rows
         columns = self.columns.items()
-        wanted = keys.tolist() if hasattr(keys, "tolist") else keys
         return [None if (row := found.get(key)) is None else
-                {name: values[row] for name, values in columns} for key in wanted]
+                {name: values[row] for name, values in columns} for key in keys]
 
 
 @dataclass(frozen=True)
@@ -285,7 +284,7 @@ class SideIndex:
         if snapshot.vectors is None:
             return []
         keys, distances = snapshot.vectors.search(vector, limit)
-        rows = snapshot.rows.get(keys)
+        rows = snapshot.rows.get(keys.tolist())
         out = []
         for row, distance in zip(rows, distances.tolist(), strict=True):
             if row is not None:
