@@ -195,6 +195,6 @@ def test_vector_codes_follow_the_writes(tmp_path: Path):
     dropped = np.concatenate([np.arange(100), np.arange(2 * QUANTIZE_FROM, 3 * QUANTIZE_FROM)])
     index.update(dropped.astype(np.uint64), np.empty(0, dtype=np.uint64),
                  np.empty((0, dims), np.float32))  # back under the threshold: exact again
-    assert not (folder / "codes.faiss").exists()
+    assert not (folder / "codes.faiss").exists() and not (folder / "codes.json").exists()
     found, _ = VectorIndex(folder, dims).search(first[0], 1)
     assert found.tolist() == [QUANTIZE_FROM]

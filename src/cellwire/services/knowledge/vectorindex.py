@@ -118,6 +118,7 @@ class VectorIndex:
             tmp.replace(self.path / name)
         if codes is None:
             (self.path / "codes.faiss").unlink(missing_ok=True)
+            (self.path / "codes.json").unlink(missing_ok=True)
         else:
             _faiss().serialize_index(codes).tofile(self.path / "codes.faiss.tmp")
             (self.path / "codes.json.tmp").write_text(json.dumps({"trained_on":
