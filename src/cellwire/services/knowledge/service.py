@@ -22,14 +22,13 @@ from cellwire.store.home import home, private_dir
 
 from . import META
 
+# Every run gets a Knowledge service; the bases' modules (LanceDB's, NumPy, the extractors)
+# load when a base is opened, not with the service (about 25 ms of imports a run spared).
 if TYPE_CHECKING:
     from .base import Hit, KnowledgeBase, Mode
     from .chunking import ChunkRule
     from .filters import Conditions
     from .rerank import Reranker
-
-# Every run gets a Knowledge service; the bases' modules (LanceDB's, NumPy, the extractors)
-# load when a base is opened, not with the service (about 25 ms of imports a run spared).
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -110,7 +110,7 @@ class VectorIndex:
         all_keys = np.concatenate([self._keys[keep], np.asarray(keys, dtype=np.uint64)])
         all_vectors = np.concatenate([self._vectors[keep], fresh])
         self.path.mkdir(parents=True, exist_ok=True)
-        codes = self._encode(all_vectors)
+        codes, trained_on = self._encode(all_vectors)
         for name, array in (("vectors.npy", all_vectors), ("keys.npy", all_keys)):
             tmp = self.path / f"{name}.tmp"
             with tmp.open("wb") as out:
@@ -121,27 +121,26 @@ class VectorIndex:
             (self.path / "codes.json").unlink(missing_ok=True)
         else:
             _faiss().serialize_index(codes).tofile(self.path / "codes.faiss.tmp")
-            (self.path / "codes.json.tmp").write_text(json.dumps({"trained_on":
-                                                                  self._trained_on}))
+            (self.path / "codes.json.tmp").write_text(json.dumps({"trained_on": trained_on}))
             (self.path / "codes.faiss.tmp").replace(self.path / "codes.faiss")
             (self.path / "codes.json.tmp").replace(self.path / "codes.json")
         self._keys = all_keys
         self._vectors = np.asarray(np.load(self.path / "vectors.npy", mmap_mode="r"))
-        self._codes = codes
+        self._codes, self._trained_on = codes, trained_on
 
-    def _encode(self, vectors: np.ndarray) -> Any:
-        """The codes of ``vectors``: None under :data:`QUANTIZE_FROM`; else with the
-        quantizer there is, trained anew when there is none or the base has doubled."""
+    def _encode(self, vectors: np.ndarray) -> tuple[Any, int]:
+        """The codes of ``vectors`` and the size their quantizer was trained at: (None, 0)
+        under :data:`QUANTIZE_FROM`; else with the quantizer there is, trained anew when
+        there is none or the base has doubled."""
         import numpy as np
 
         size = len(vectors)
         if size < QUANTIZE_FROM:
-            self._trained_on = 0
-            return None
+            return None, 0
         faiss = _faiss()
         matrix = _padded(vectors)
-        codes = self._codes
-        if codes is None or size >= 2 * self._trained_on:
+        codes, trained_on = self._codes, self._trained_on
+        if codes is None or size >= 2 * trained_on:
             width = matrix.shape[1]
             codes = faiss.IndexPQFastScan(width, width // DIMS_PER_CODE, 4,
                                           faiss.METRIC_INNER_PRODUCT)
@@ -149,12 +148,12 @@ class VectorIndex:
             sample = matrix if size <= TRAINING_SAMPLE else \
                 matrix[np.sort(rng.choice(size, TRAINING_SAMPLE, replace=False))]
             codes.train(sample)
-            self._trained_on = size
+            trained_on = size
         else:
             codes = faiss.clone_index(codes)
             codes.reset()
         codes.add(matrix)
-        return codes
+        return codes, trained_on
 
     def search(self, vector: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """The keys of the ``limit`` nearest vectors and their cosine distances, nearest
