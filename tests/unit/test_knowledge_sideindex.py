@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,58 @@ def test_text_index_deletes_documents_and_scores_by_bm25(tmp_path: Path):
     index.update(["a"], [], [], [])
     assert [key for key, _ in index.search("red pears", 10)] == [3]
     assert len(TextIndex(tmp_path / "text")) == 1  # reopened from its folder
+
+
+def bm25_by_hand(texts: list[str], query: str) -> list[float]:
+    """Every text's BM25 score for ``query`` (k1 1.2, b 0.75), word by word, in floats."""
+    analyzer = TextIndex(Path("/nonexistent"))._analyzer
+    words = [analyzer.analyze(text) for text in texts]
+    mean = sum(map(len, words)) / len(words)
+    scores = [0.0] * len(texts)
+    for term in dict.fromkeys(analyzer.analyze(query)):
+        holding = [i for i, ws in enumerate(words) if term in ws]
+        idf = math.log(1 + (len(texts) - len(holding) + 0.5) / (len(holding) + 0.5))
+        for i in holding:
+            tf = words[i].count(term)
+            scores[i] += idf * 2.2 * tf / (tf + 1.2 * (0.25 + 0.75 * len(words[i]) / mean))
+    return scores
+
+
+def test_text_index_finds_the_exact_bm25_top_k_with_common_words(tmp_path: Path):
+    # Zipf-distributed words: the commonest are in most chunks, so their impacts are kept
+    # dense and a chunk holding only them can still make the top k.
+    rng = np.random.default_rng(11)
+    vocabulary = [f"word{i}" for i in range(400)]
+    weights = 1 / np.arange(1, 401)
+    picks = rng.choice(400, size=(1500, 12), p=weights / weights.sum())
+    texts = [" ".join(vocabulary[i] for i in row) for row in picks]
+    index = TextIndex(tmp_path / "text")
+    index.update([], list(range(len(texts))), [f"doc{i // 10}" for i in range(len(texts))],
+                 texts)
+    index.prepare()
+    assert index._dense  # the commonest words are dense ...
+    assert len(index._dense) < len(vocabulary)  # ... the rest are postings
+    queries = ["word0", "word0 word1", "word0 word1 word2 word3", "word0 word250",
+               "word7 word120 word399", "word399", "word3 word3 word3"]
+    for query in queries:
+        expected = bm25_by_hand(texts, query)
+        for k in (1, 4, 12):
+            found = index.search(query, k)
+            best = sorted((s for s in expected if s > 0), reverse=True)[:k]
+            assert [score for _, score in found] == pytest.approx(best, rel=1e-5), (query, k)
+            for key, score in found:
+                assert expected[key] == pytest.approx(score, rel=1e-5)
+    # The same after reopening, and after a write that drops documents.
+    again = TextIndex(tmp_path / "text")
+    assert again.search("word0 word1", 4) == index.search("word0 word1", 4)
+    again.update([f"doc{i}" for i in range(0, 150, 2)], [], [], [])
+    kept = [i for i in range(len(texts)) if (i // 10) % 2]
+    expected = bm25_by_hand([texts[i] for i in kept], "word0 word5")
+    found = again.search("word0 word5", 5)
+    assert [score for _, score in found] == pytest.approx(sorted(expected, reverse=True)[:5],
+                                                          rel=1e-5)
+    assert {key for key, _ in found} <= set(kept)
+    assert again.search("nothing", 5) == [] and again.search("word0", 0) == []
 
 
 def test_vector_index_finds_the_nearest_with_exact_cosines(tmp_path: Path):

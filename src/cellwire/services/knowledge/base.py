@@ -576,6 +576,8 @@ class KnowledgeBase:
                 hit = Hit(row["content"], score, row["source"], row["document_id"],
                           row["document_name"], int(row["position"]), key, scores[key])
             hits.append(hit)
+            if len(hits) == top_k and not hierarchical:
+                break  # (a parent takes the children ranked after it, so it reads on)
         if score_threshold is not None:
             hits = [hit for hit in hits if hit.score >= score_threshold]
         hits = hits[:top_k]

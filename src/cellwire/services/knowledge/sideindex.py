@@ -5,7 +5,7 @@ LanceDB stays the store of record; a query through it costs about 1 ms at the le
 vector search, which is too much for a retrieval that should cost well under a millisecond.
 So the chunks are also indexed here, in the base's ``search/`` folder:
 
-- ``<generation>/text/``: a Tantivy BM25 index of their text (:mod:`.textindex`);
+- ``<generation>/text/``: a BM25 index of their text (:mod:`.textindex`);
 - ``<generation>/vectors/``: their vectors, searched by product-quantized codes and ranked
   exactly (:mod:`.vectorindex`), for bases with an embedding model;
 - ``state.json``: the generation, and the version and row count of the ``chunks`` table that
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 #: Bumped when what the folder holds changes: indexes of another format are rebuilt.
-FORMAT = 1
+FORMAT = 2
 STATE = "state.json"
 #: The chunk columns a hit carries (all but the vector).
 COLUMNS = ["id", "document_id", "document_name", "source", "position", "content", "parent",
@@ -60,12 +60,28 @@ def chunk_keys(chunk_ids: Sequence[str]) -> np.ndarray:
     return np.fromiter((chunk_key(i) for i in chunk_ids), dtype=np.uint64, count=len(chunk_ids))
 
 
+class _Row(dict[str, Any]):
+    """A chunk's row, each column read from the columns when first asked for: a search
+    builds rows for all its candidates and reads most of them only for their id."""
+
+    __slots__ = ("_at", "_columns")
+
+    def __init__(self, columns: dict[str, list[Any]], at: int):
+        super().__init__()
+        self._columns = columns
+        self._at = at
+
+    def __missing__(self, name: str) -> Any:
+        value = self[name] = self._columns[name][self._at]
+        return value
+
+
 class _Rows:
     """The chunks' columns in memory, found by key.
 
     Held as Python lists and a dict from key to row, not Arrow arrays and a sorted key array:
-    building four rows so costs 5 us, and 50-90 us from Arrow (100,000 chunks); converting
-    the whole columns once costs about 40 ms."""
+    a row costs under a microsecond so, and 50-90 us a search from Arrow (100,000 chunks);
+    converting the whole columns once costs about 40 ms."""
 
     def __init__(self, table: Any):
         self.columns: dict[str, list[Any]] = {name: table.column(name).to_pylist()
@@ -77,10 +93,9 @@ class _Rows:
 
     def get(self, keys: Sequence[int]) -> list[dict[str, Any] | None]:
         """The row of each key, None for a key that is not in the table."""
-        found = self.rows
-        columns = self.columns.items()
-        return [None if (row := found.get(key)) is None else
-                {name: values[row] for name, values in columns} for key in keys]
+        found, columns = self.rows, self.columns
+        return [None if (row := found.get(key)) is None else _Row(columns, row)
+                for key in keys]
 
 
 @dataclass(frozen=True)
@@ -173,7 +188,9 @@ class SideIndex:
         dims = _dims(table)
         if dims is not None:
             vectors = VectorIndex(place / "vectors", dims)
-        return _Snapshot(int(state["version"]), rows, TextIndex(place / "text"), vectors)
+        text = TextIndex(place / "text")
+        text.prepare()
+        return _Snapshot(int(state["version"]), rows, text, vectors)
 
     def _start_rebuild(self) -> None:
         with self._lock:
