@@ -189,7 +189,11 @@ class TextIndex:
         bound = _kth(scores[::max(1, len(scores) // SAMPLE)], limit) if dense else 0.0
         for span in spans:
             bound = max(bound, _kth(scores[self._rows[span]], limit))
-        rows = np.flatnonzero(scores >= bound) if bound > 0 else np.flatnonzero(scores)
+        if dense:
+            rows = np.flatnonzero(scores >= bound) if bound > 0 else np.flatnonzero(scores)
+        else:  # only the sparse words' chunks score: no pass over every chunk
+            held = np.concatenate([self._rows[span] for span in spans])
+            rows = np.unique(held[scores[held] >= bound])
         best = scores[rows]
         if len(rows) > limit:
             top = np.argpartition(-best, limit - 1)[:limit]
