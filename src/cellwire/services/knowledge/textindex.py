@@ -105,9 +105,9 @@ class TextIndex:
         frequency = np.diff(self._starts)
         # BM25 as Lucene and Tantivy score it: idf * (k1 + 1) * tf / (tf + k1 * (1 - b + b *
         # length / mean length)).
-        self._idf = np.log1p((size - frequency + 0.5) / (frequency + 0.5)).astype(np.float32)
+        idf = np.log1p((size - frequency + 0.5) / (frequency + 0.5)).astype(np.float32)
         norm = K1 * (1 - B + B * words / max(float(words.mean()) if size else 1.0, 1e-9))
-        self._impacts = (np.repeat(self._idf * (K1 + 1), frequency) * counts
+        self._impacts = (np.repeat(idf * (K1 + 1), frequency) * counts
                          / (counts + norm[self._rows])).astype(np.float32)
         self._dense: dict[int, np.ndarray] = {}
         common = np.flatnonzero(frequency >= max(1.0, size * DENSE_SHARE))
