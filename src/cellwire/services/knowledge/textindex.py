@@ -59,22 +59,22 @@ class TextIndex:
 
         self.path = path
         self._analyzer = _analyzer()
-        # Per chunk (a row): its key, its document, and its words as a run of ``terms``
-        # (ids into ``vocabulary``) with their ``counts``, from ``ptr[row]`` to ``ptr[row+1]``.
+        # Per chunk (a row): its key, and its words as a run of ``terms`` (ids into
+        # ``vocabulary``) with their ``counts``, from ``ptr[row]`` to ``ptr[row + 1]``. Only
+        # deriving the postings and writing read the runs (and the chunks' documents), so they
+        # stay on disk, mapped.
         self._keys = np.empty(0, dtype=np.uint64)
         self._ptr = np.zeros(1, dtype=np.int64)
         self._terms = np.empty(0, dtype=np.int32)
         self._counts = np.empty(0, dtype=np.int32)
-        self._documents: list[str] = []
         self._vocabulary: list[str] = []
         if (path / "keys.npy").exists():
             self._keys = np.load(path / "keys.npy")
-            self._ptr = np.load(path / "ptr.npy")
-            self._terms = np.load(path / "terms.npy")
-            self._counts = np.load(path / "counts.npy")
-            self._documents = json.loads((path / "documents.json").read_text("utf-8"))
+            self._ptr = np.load(path / "ptr.npy", mmap_mode="r")
+            self._terms = np.load(path / "terms.npy", mmap_mode="r")
+            self._counts = np.load(path / "counts.npy", mmap_mode="r")
             self._vocabulary = json.loads((path / "vocabulary.json").read_text("utf-8"))
-            if not (len(self._keys) == len(self._documents) == len(self._ptr) - 1
+            if not (len(self._keys) == len(self._ptr) - 1
                     and len(self._terms) == len(self._counts) == int(self._ptr[-1])):
                 raise ValueError(f"{path}: the chunks' files do not match")
         self._ids = {word: i for i, word in enumerate(self._vocabulary)}
@@ -125,11 +125,16 @@ class TextIndex:
         files anew (each atomically)."""
         import numpy as np
 
+        documents: list[str] = []
+        if len(self._keys):
+            documents = json.loads((self.path / "documents.json").read_text("utf-8"))
+            if len(documents) != len(self._keys):
+                raise ValueError(f"{self.path}: the chunks' files do not match")
         keep = np.ones(len(self._keys), dtype=bool)
         if drop_documents:
             dropped = set(drop_documents)
-            keep = np.fromiter((d not in dropped for d in self._documents), dtype=bool,
-                               count=len(self._documents))
+            keep = np.fromiter((d not in dropped for d in documents), dtype=bool,
+                               count=len(documents))
         lengths = np.diff(self._ptr)
         kept_words = np.repeat(keep, lengths)
         new_terms: list[int] = []
@@ -144,8 +149,8 @@ class TextIndex:
             new_lengths.append(len(counted))
         self._vocabulary = list(ids)
         self._keys = np.concatenate([self._keys[keep], np.asarray(keys, dtype=np.uint64)])
-        self._documents = [d for d, k in zip(self._documents, keep.tolist(), strict=True) if k]
-        self._documents += list(document_ids)
+        documents = [d for d, k in zip(documents, keep.tolist(), strict=True) if k]
+        documents += document_ids
         self._ptr = np.concatenate([[0], np.cumsum(np.concatenate(
             [lengths[keep], np.asarray(new_lengths, dtype=np.int64)]))]).astype(np.int64)
         self._terms = np.concatenate([self._terms[kept_words],
@@ -154,12 +159,12 @@ class TextIndex:
                                        np.asarray(new_counts, dtype=np.int32)])
         self._prepared = False
         self.path.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"keys.npy": self._keys, "ptr.npy": self._ptr, "terms.npy": self._terms,
-                  "counts.npy": self._counts}
+        arrays: dict[str, np.ndarray] = {"keys.npy": self._keys, "ptr.npy": self._ptr,
+                                         "terms.npy": self._terms, "counts.npy": self._counts}
         for name, array in arrays.items():
             with (self.path / f"{name}.tmp").open("wb") as out:
                 np.save(out, array)
-        for name, value in (("documents.json", self._documents),
+        for name, value in (("documents.json", documents),
                             ("vocabulary.json", self._vocabulary)):
             (self.path / f"{name}.tmp").write_text(json.dumps(value, ensure_ascii=False),
                                                    "utf-8")
