@@ -243,9 +243,18 @@ def test_vector_codes_follow_the_writes(tmp_path: Path):
     index = VectorIndex(folder, dims)  # reopened: codes and vectors match
     found, distances = index.search(first[0], 1)
     assert found.tolist() == [QUANTIZE_FROM] and distances[0] == pytest.approx(0, abs=1e-5)
-    add(index, 2 * QUANTIZE_FROM, QUANTIZE_FROM)  # doubled: trained again
+    third = add(index, 2 * QUANTIZE_FROM, QUANTIZE_FROM)  # doubled: trained again
     assert trained_on() == 2 * QUANTIZE_FROM + 10
-    dropped = np.concatenate([np.arange(100), np.arange(2 * QUANTIZE_FROM, 3 * QUANTIZE_FROM)])
+    # A write that drops vectors keeps the others' codes, in step with their rows.
+    index.update(np.arange(100, dtype=np.uint64), np.empty(0, dtype=np.uint64),
+                 np.empty((0, dims), np.float32))
+    assert trained_on() == 2 * QUANTIZE_FROM + 10
+    for reopened in (index, VectorIndex(folder, dims)):
+        assert len(reopened) == 2 * QUANTIZE_FROM - 90
+        for vector, key in ((first[0], QUANTIZE_FROM), (third[5], 2 * QUANTIZE_FROM + 5)):
+            found, distances = reopened.search(vector, 1)
+            assert found.tolist() == [key] and distances[0] == pytest.approx(0, abs=1e-5)
+    dropped = np.arange(2 * QUANTIZE_FROM, 3 * QUANTIZE_FROM)
     index.update(dropped.astype(np.uint64), np.empty(0, dtype=np.uint64),
                  np.empty((0, dims), np.float32))  # back under the threshold: exact again
     assert not (folder / "codes.faiss").exists() and not (folder / "codes.json").exists()
