@@ -260,3 +260,16 @@ def test_vector_codes_follow_the_writes(tmp_path: Path):
     assert not (folder / "codes.faiss").exists() and not (folder / "codes.json").exists()
     found, _ = VectorIndex(folder, dims).search(first[0], 1)
     assert found.tolist() == [QUANTIZE_FROM]
+
+
+def test_vector_codes_of_another_kind_are_refused(tmp_path: Path):
+    import faiss
+
+    index = VectorIndex(tmp_path, 8)
+    index.update(np.empty(0, dtype=np.uint64), np.arange(QUANTIZE_FROM, dtype=np.uint64),
+                 np.random.default_rng(2).standard_normal((QUANTIZE_FROM, 8)))
+    flat = faiss.IndexFlatIP(8)  # what an older format, or another program, might leave
+    flat.add(np.zeros((QUANTIZE_FROM, 8), dtype=np.float32))
+    faiss.serialize_index(flat).tofile(tmp_path / "codes.faiss")
+    with pytest.raises(ValueError, match="another kind"):  # the side index then rebuilds
+        VectorIndex(tmp_path, 8)

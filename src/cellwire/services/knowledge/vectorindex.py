@@ -96,6 +96,9 @@ class VectorIndex:
                 # Through Python's file, not faiss's fopen: any path the folder may have.
                 self._quantized = _faiss().deserialize_index(
                     np.fromfile(path / "codes.faiss", dtype=np.uint8))
+                if not isinstance(self._quantized, _faiss().IndexPQ):
+                    raise ValueError(f"{path}: codes.faiss is an index of another kind "
+                                     f"({type(self._quantized).__name__}, not IndexPQ)")
                 self._trained_on = int(json.loads((path / "codes.json").read_text())
                                        ["trained_on"])
                 if self._quantized.ntotal != len(self._keys):
