@@ -10,7 +10,7 @@ Why not a Tantivy index: its Python binding collects every search through a
 ``MultiCollector``, which turns off Tantivy's block-max WAND, so a query scores every chunk
 that holds any of its words. A word in most chunks (the commonest words of a corpus, which
 stop-word lists miss) then costs 1-1.7 ms at 100,000 chunks. Here each word's BM25 impact on
-each chunk is computed once per write, the commonest words' as dense arrays (added whole, at
+each chunk is computed once, when the index opens, the commonest words' as dense arrays (added whole, at
 memory speed); a query adds its words' impacts and takes the best of the chunks that can
 still make the top ``limit``, all in NumPy.
 
@@ -94,11 +94,10 @@ class TextIndex:
         import numpy as np
 
         size = len(self._keys)
-        lengths = np.diff(self._ptr)
-        words = np.bincount(np.repeat(np.arange(size), lengths), weights=self._counts,
-                            minlength=size).astype(np.float32)
+        owner = np.repeat(np.arange(size, dtype=np.int32), np.diff(self._ptr))  # each run's row
+        words = np.bincount(owner, weights=self._counts, minlength=size).astype(np.float32)
         order = np.argsort(self._terms, kind="stable")  # each word's chunks in row order
-        self._rows = np.repeat(np.arange(size, dtype=np.int32), lengths)[order]
+        self._rows = owner[order]
         counts = self._counts[order].astype(np.float32)
         self._starts = np.searchsorted(self._terms[order],
                                        np.arange(len(self._vocabulary) + 1)).astype(np.int64)
